@@ -1,0 +1,143 @@
+"""The golden co-processor: one attention head (twin of ``hw/top.py``), and many heads.
+
+:func:`attention_head_int` takes quantized integers (what the hardware sees);
+:func:`attention_head` quantizes floats first; :func:`attention` runs every head of an
+(H, N, d) input and gathers statistics.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import approx, pruner, pv, score, softmax
+from .intmath import quantize, split_int_frac
+
+__all__ = ["HeadResult", "attention_head", "attention_head_int", "attention", "quantize_qkv"]
+
+
+@dataclass
+class HeadResult:
+    """Every intermediate of one head, named as in ALGORITHM.md."""
+    q_q: np.ndarray
+    k_q: np.ndarray
+    v_q: np.ndarray
+    a: np.ndarray            # integer scores A (N, N)
+    x: np.ndarray            # cross terms X (N, N)
+    c: np.ndarray            # fraction x fraction C (N, N)
+    mask: np.ndarray         # valid entries (N, N)
+    importance: np.ndarray   # I (nbr, nbc)
+    block_valid: np.ndarray  # (nbr, nbc)
+    diag: np.ndarray         # (nbr, nbc)
+    head_importance: int     # H
+    head_keep: bool
+    block_keep: np.ndarray   # (nbr, nbc), all False for a pruned head
+    entry_keep: np.ndarray   # (N, N) entries whose score reaches the softmax
+    scores: np.ndarray       # S (N, N), 0 where not kept
+    probs: np.ndarray        # P (N, N), prob_frac fraction bits
+    acc: np.ndarray          # P x V accumulator (N, d)
+    out_int: np.ndarray      # output (N, d), out_frac fraction bits
+    stats: dict = field(default_factory=dict)
+
+
+def quantize_qkv(q, k, v, cfg):
+    return (quantize(q, cfg.qk_bits, cfg.qk_frac), quantize(k, cfg.qk_bits, cfg.qk_frac),
+            quantize(v, cfg.v_bits, cfg.v_frac))
+
+
+def _check_shapes(q_q, k_q, v_q, cfg, valid_len):
+    n, d = q_q.shape
+    if k_q.shape != (n, d) or v_q.shape != (n, d):
+        raise ValueError(f"q, k, v must share one shape (N, d); got {q_q.shape}, {k_q.shape}, "
+                         f"{v_q.shape}")
+    if d != cfg.head_dim:
+        raise ValueError(f"head dimension must equal head_dim = {cfg.head_dim}, not {d}")
+    if not 1 <= n <= cfg.seq_len:
+        raise ValueError(f"sequence length must be in [1, seq_len] = [1, {cfg.seq_len}], not {n}")
+    if not 1 <= valid_len <= n:
+        raise ValueError(f"valid_len must be in [1, N] = [1, {n}], not {valid_len}")
+
+
+def attention_head_int(q_q, k_q, v_q, cfg, valid_len: int | None = None) -> HeadResult:
+    """One head on quantized Q, K (``qk_frac``) and V (``v_frac``), shape (N, d) each."""
+    q_q, k_q, v_q = (np.asarray(a, np.int64) for a in (q_q, k_q, v_q))
+    n, d = q_q.shape
+    valid_len = n if valid_len is None else int(valid_len)
+    _check_shapes(q_q, k_q, v_q, cfg, valid_len)
+    qi, qf = split_int_frac(q_q, cfg.qk_frac)
+    ki, kf = split_int_frac(k_q, cfg.qk_frac)
+    a = score.integer_scores(qi, ki)
+    x = score.cross_terms(qi, qf, ki, kf)
+    c = score.ff_terms(qf, kf)
+    mask = pruner.entry_mask(n, valid_len, cfg.causal)
+    imp, bvalid = pruner.block_importance(a, mask, cfg)
+    diag = pruner.diagonal_blocks(n, valid_len, cfg)
+    h = pruner.head_importance(a, mask)
+    hk = pruner.head_keep(h, cfg)
+    if hk:
+        bkeep = pruner.block_keep(imp, bvalid, diag, cfg)
+    else:
+        bkeep = np.zeros_like(bvalid)
+    ekeep = pruner.expand_blocks(bkeep, n, cfg) & mask
+    s = np.where(ekeep, approx.approx_scores(a, x, c, cfg), 0)
+    p = softmax.softmax_rows(s, ekeep, cfg)
+    acc = pv.pv(p, v_q)
+    out = pv.requantize(acc, cfg)
+    kept = int(ekeep.sum())
+    valid_pairs = int(mask.sum())
+    stats = {
+        "valid_pairs": valid_pairs,
+        "kept_entries": kept,
+        "blocks_valid": int(bvalid.sum()),
+        "blocks_kept": int(bkeep.sum()),
+        "head_kept": int(hk),
+        "mac_integer_pass": valid_pairs * d,
+        "mac_cross": (2 * d * kept) if hk else 0,
+        "mac_ff": (d * kept) if cfg.approx == "exact" else 0,
+        "mac_pv": d * kept,
+        "mac_dense_qk": valid_pairs * d,
+        "mac_dense_pv": valid_pairs * d,
+    }
+    return HeadResult(q_q, k_q, v_q, a, x, c, mask, imp, bvalid, diag, h, hk, bkeep, ekeep, s, p,
+                      acc, out, stats)
+
+
+def attention_head(q, k, v, cfg, valid_len: int | None = None) -> HeadResult:
+    """One head on float Q, K, V (quantized with :func:`golden.intmath.quantize`)."""
+    return attention_head_int(*quantize_qkv(q, k, v, cfg), cfg, valid_len)
+
+
+def summarize(stats: list[dict]) -> dict:
+    """Totals over heads plus the fractions people read."""
+    tot = {key: int(sum(s[key] for s in stats)) for key in stats[0]} if stats else {}
+    heads = len(stats)
+    tot["heads"] = heads
+    tot["kept_block_fraction"] = tot["blocks_kept"] / max(1, tot["blocks_valid"])
+    tot["kept_entry_fraction"] = tot["kept_entries"] / max(1, tot["valid_pairs"])
+    tot["kept_head_fraction"] = tot["head_kept"] / max(1, heads)
+    dense = tot["mac_dense_qk"] + tot["mac_dense_pv"]
+    fine = tot["mac_cross"] // 2 + tot["mac_ff"] + tot["mac_pv"]
+    # full-precision MACs: a cross-term pair (q_I k_F + q_F k_I) costs one narrow MAC each;
+    # count the fine pass as X/2 + C + PV against dense QK + PV
+    tot["mac_fine_vs_dense"] = fine / max(1, dense)
+    tot["mac_total"] = tot["mac_integer_pass"] + tot["mac_cross"] + tot["mac_ff"] + tot["mac_pv"]
+    return tot
+
+
+def attention(q, k, v, cfg, valid_len: int | None = None) -> dict:
+    """Every head of float (H, N, d) Q, K, V.
+
+    Returns ``out`` (float32, dequantized), ``out_int``, ``block_keep``, ``head_keep``,
+    ``heads`` (the :class:`HeadResult` list) and ``stats`` (totals, see :func:`summarize`)."""
+    q, k, v = (np.asarray(a) for a in (q, k, v))
+    if q.ndim != 3:
+        raise ValueError(f"q, k, v must have shape (H, N, d), not {q.shape}")
+    res = [attention_head(q[h], k[h], v[h], cfg, valid_len) for h in range(q.shape[0])]
+    out_int = np.stack([r.out_int for r in res])
+    return {
+        "out_int": out_int,
+        "out": (out_int / float(1 << cfg.out_frac)).astype(np.float32),
+        "block_keep": np.stack([r.block_keep for r in res]),
+        "head_keep": np.array([r.head_keep for r in res], dtype=bool),
+        "heads": res,
+        "stats": summarize([r.stats for r in res]),
+    }

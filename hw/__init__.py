@@ -1,0 +1,1 @@
+"""Amaranth components of the hdpgen accelerator (``hw.config`` imports no Amaranth)."""

@@ -1,0 +1,40 @@
+"""Named configurations.
+
+``tiny``
+    The smallest useful accelerator, for fast tests: N = 8, d = 4, 2 x 2 blocks, 2 x 2 array.
+``odd``
+    Non-power-of-two everything: N = 13, d = 5, 3 x 2 blocks (N is a multiple of neither),
+    k_b = 1, a 3 x 5 array (R != C), threshold pruning and causal masking.
+``default``
+    N = 128, d = 32.  d is the head size of all-MiniLM-L6-v2 (384 hidden / 12 heads), the real
+    model whose attention is bundled in ``tests/data``; a default that matches it lets the
+    bundled data run through the hardware without reshaping.  2 x 2 blocks as in HDP, top-k
+    keeping half the block columns, an 8 x 8 array.
+"""
+
+from .config import HDPConfig
+
+__all__ = ["PRESETS", "preset", "preset_names"]
+
+PRESETS: dict[str, HDPConfig] = {
+    "tiny": HDPConfig(seq_len=8, head_dim=4, n_heads=2, block_rows=2, block_cols=2,
+                      k_b=2, array_rows=2, array_cols=2, exp_bits=12, prob_frac=8,
+                      out_bits=12, out_frac=6),
+    "odd": HDPConfig(seq_len=13, head_dim=5, n_heads=3, qk_bits=7, qk_frac=3, v_bits=6, v_frac=3,
+                     prob_frac=7, out_bits=11, out_frac=5, exp_frac=3, exp_bits=11,
+                     block_rows=3, block_cols=2, k_b=1, prune_mode="threshold", rho=0.375,
+                     criterion="abs_sum", causal=True, array_rows=3, array_cols=5),
+    "default": HDPConfig(),
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def preset(name: str) -> HDPConfig:
+    """The named preset; an unknown name is a ``ValueError`` listing the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {name!r}") from None

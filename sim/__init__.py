@@ -1,0 +1,1 @@
+"""Simulation, stimulus and the ``hdpgen`` command line (depends on ``hw``, ``golden``, ``synth``)."""
