@@ -1,0 +1,71 @@
+"""Real attention inputs bundled with the tests: all-MiniLM-L6-v2 Q, K, V (no torch needed).
+
+Each fixture is an IN.npz file (see :mod:`sim.npz_io`) in ``tests/data/``: float32 ``q``,
+``k``, ``v`` of shape (72, N, 32), i.e. 6 layers x 12 heads, layer-major (index
+``layer * 12 + head``), taken after the query/key/value projections and before the
+``1/sqrt(32)`` scaling; ``valid_len``; metadata ``sentence``, ``tokens``, ``n_layers``,
+``n_heads``, ``model``.
+
+=========  ===  =========  ==========================================================
+name        N   valid_len  sentence
+=========  ===  =========  ==========================================================
+short        5          5  Hi there.
+medium      12         12  The quick brown fox jumps over the lazy dog.
+padded      12          7  Cats sleep a lot.   (5 [PAD] tokens, run with the padding mask)
+long        30         30  Dynamic pruning skips blocks of the attention score matrix that
+                           an integer estimate marks as unimportant, before the softmax.
+=========  ===  =========  ==========================================================
+
+Made (about 1.5 MB in total) with the ``eval`` extra installed, from the repository root::
+
+    export HF_HUB_OFFLINE=1
+    hdpgen capture --sentence "Hi there." --out tests/data/minilm_short.npz
+    hdpgen capture --sentence "The quick brown fox jumps over the lazy dog." \\
+        --out tests/data/minilm_medium.npz
+    hdpgen capture --sentence "Cats sleep a lot." --pad-to 12 --out tests/data/minilm_padded.npz
+    hdpgen capture --sentence "Dynamic pruning skips blocks of the attention score matrix \\
+    that an integer estimate marks as unimportant, before the softmax." \\
+        --out tests/data/minilm_long.npz
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DATA_DIR", "FIXTURES", "DEFAULT_FIXTURE", "fixture_names", "fixture_path", "load_fixture"]
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
+FIXTURES = {"short": "minilm_short.npz", "medium": "minilm_medium.npz",
+            "padded": "minilm_padded.npz", "long": "minilm_long.npz"}
+DEFAULT_FIXTURE = "medium"
+
+
+def fixture_names() -> list[str]:
+    """Names of the bundled fixtures (those whose file is present)."""
+    return [name for name, f in FIXTURES.items() if (DATA_DIR / f).is_file()]
+
+
+def fixture_path(name: str | None = None) -> Path:
+    name = DEFAULT_FIXTURE if name is None else name
+    if name not in FIXTURES:
+        raise ValueError(f"fixture must be one of {', '.join(FIXTURES)}, not {name!r}")
+    return DATA_DIR / FIXTURES[name]
+
+
+def load_fixture(name: str | None = None) -> dict:
+    """A fixture as a dict: ``q``, ``k``, ``v`` (float32 (72, N, 32)), ``valid_len`` (int),
+    ``sentence`` (str), ``tokens`` (list of str), ``n_layers``, ``n_heads`` (int), ``name``.
+
+    ``name`` is one of :func:`fixture_names` (default ``"medium"``)."""
+    path = fixture_path(name)
+    with np.load(path, allow_pickle=False) as z:
+        d = {key: z[key] for key in z.files}
+    return {
+        "name": DEFAULT_FIXTURE if name is None else name,
+        "q": d["q"], "k": d["k"], "v": d["v"],
+        "valid_len": int(d["valid_len"]),
+        "sentence": str(d["sentence"]),
+        "tokens": [str(t) for t in d["tokens"]],
+        "n_layers": int(d["n_layers"]),
+        "n_heads": int(d["n_heads"]),
+    }
