@@ -45,6 +45,8 @@ def quantize_qkv(q, k, v, cfg):
 
 
 def _check_shapes(q_q, k_q, v_q, cfg, valid_len):
+    if q_q.ndim != 2:
+        raise ValueError(f"q, k, v must have shape (N, d), not {q_q.shape}")
     n, d = q_q.shape
     if k_q.shape != (n, d) or v_q.shape != (n, d):
         raise ValueError(f"q, k, v must share one shape (N, d); got {q_q.shape}, {k_q.shape}, "
@@ -55,10 +57,21 @@ def _check_shapes(q_q, k_q, v_q, cfg, valid_len):
         raise ValueError(f"sequence length must be in [1, seq_len] = [1, {cfg.seq_len}], not {n}")
     if not 1 <= valid_len <= n:
         raise ValueError(f"valid_len must be in [1, N] = [1, {n}], not {valid_len}")
+    for name, x, bits in (("q", q_q, cfg.qk_bits), ("k", k_q, cfg.qk_bits), ("v", v_q, cfg.v_bits)):
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise ValueError(f"quantized {name} must be in [{lo}, {hi}] ({bits} bits), "
+                             f"found [{x.min()}, {x.max()}]")
 
 
 def attention_head_int(q_q, k_q, v_q, cfg, valid_len: int | None = None) -> HeadResult:
-    """One head on quantized Q, K (``qk_frac``) and V (``v_frac``), shape (N, d) each."""
+    """One head on quantized Q, K (``qk_frac``) and V (``v_frac``), shape (N, d) each.
+
+    Non-integer arrays and values outside the configured bit widths are a ``ValueError``."""
+    for name, x in (("q", q_q), ("k", k_q), ("v", v_q)):
+        if not np.issubdtype(np.asarray(x).dtype, np.integer):
+            raise ValueError(f"quantized {name} must be an integer array, not "
+                             f"{np.asarray(x).dtype}")
     q_q, k_q, v_q = (np.asarray(a, np.int64) for a in (q_q, k_q, v_q))
     n, d = q_q.shape
     valid_len = n if valid_len is None else int(valid_len)
