@@ -71,11 +71,12 @@ class SoftmaxUnit(wiring.Component):
     Latency and throughput (no stalls, row of ``n`` entries, measured by
     ``tests/test_softmax_unit.py``)
     ---------------------------------------------------------------------------------------
-    First ``p_out`` beat ``n + recip_width + 10`` cycles after the first ``s_in`` beat is
-    accepted (``recip_width + 11`` after its last one); the row's last beat ``n - 1``
-    cycles later.  Stages overlap on successive rows, stage C is the bottleneck: one row per
-    ``n + recip_width + 3`` cycles, i.e. ``n / (n + recip_width + 3)`` entries per cycle
-    (0.85 for full rows of the default preset, 128 + 18 + 3 cycles; 0.32 for tiny's 8-entry rows).
+    First ``p_out`` beat ``2n + recip_width + 8`` cycles after the row's first ``s_in`` beat is
+    accepted (``n + recip_width + 9`` after its last one: stage B re-reads the row before the
+    divider starts); the row's last beat ``n - 1`` cycles after its first.  The stages overlap on
+    successive rows and stage C is the bottleneck: one row per ``n + recip_width + 3`` cycles,
+    i.e. ``n / (n + recip_width + 3)`` entries per cycle (0.86 for full rows of the default
+    preset, 128 + 18 + 3 = 149 cycles; 0.32 for tiny's 8-entry rows, 25 cycles).
     ``s_in.ready`` drops for one cycle after each row's last entry and while stage A holds a
     finished row that stage B cannot yet take.
     """
