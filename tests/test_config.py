@@ -1,0 +1,290 @@
+"""HDPConfig: validation messages, JSON round trip, command-line settings, and the derived widths
+proven sufficient by pushing extreme inputs through the golden model."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from golden import model, softmax
+from hw.config import APPROX_MODES, CRITERIA, PRUNE_MODES, HDPConfig, signed_width, unsigned_width
+from hw.presets import PRESETS, preset, preset_names
+
+# ---------------------------------------------------------------------------- validation
+D = HDPConfig()  # default: seq_len 128, 2x2 blocks -> 64 block columns
+
+# (field, bad value, exact message); every field appears at least once.
+BAD = [
+    ("seq_len", 0, "seq_len must be in [1, 4096], not 0"),
+    ("seq_len", 4097, "seq_len must be in [1, 4096], not 4097"),
+    ("seq_len", "128", "seq_len must be an integer, not '128'"),
+    ("seq_len", True, "seq_len must be an integer, not True"),
+    ("head_dim", 0, "head_dim must be in [1, 1024], not 0"),
+    ("head_dim", 1025, "head_dim must be in [1, 1024], not 1025"),
+    ("n_heads", 0, "n_heads must be in [1, 256], not 0"),
+    ("qk_bits", 1, "qk_bits must be in [2, 16], not 1"),
+    ("qk_bits", 17, "qk_bits must be in [2, 16], not 17"),
+    ("qk_frac", 8, "qk_frac must be in [0, qk_bits - 1] = [0, 7], not 8"),
+    ("qk_frac", -1, "qk_frac must be in [0, qk_bits - 1] = [0, 7], not -1"),
+    ("v_bits", 1, "v_bits must be in [2, 16], not 1"),
+    ("v_frac", 8, "v_frac must be in [0, v_bits - 1] = [0, 7], not 8"),
+    ("prob_frac", 0, "prob_frac must be in [1, 16], not 0"),
+    ("prob_frac", 17, "prob_frac must be in [1, 16], not 17"),
+    ("out_bits", 1, "out_bits must be in [2, 32], not 1"),
+    ("out_frac", 16, "out_frac must be in [0, out_bits - 1] = [0, 15], not 16"),
+    ("exp_frac", 11, "exp_frac must be in [0, 10], not 11"),
+    ("exp_bits", 3, "exp_bits must be in [4, 24], not 3"),
+    ("block_rows", 0, "block_rows must be in [1, seq_len] = [1, 128], not 0"),
+    ("block_rows", 129, "block_rows must be in [1, seq_len] = [1, 128], not 129"),
+    ("block_cols", 0, "block_cols must be in [1, seq_len] = [1, 128], not 0"),
+    ("criterion", "mean", "criterion must be one of abs_sum, sum, max, not 'mean'"),
+    ("prune_mode", "random", "prune_mode must be one of off, topk, threshold, not 'random'"),
+    ("k_b", 0, "k_b must be in [1, number of block columns] = [1, 64], not 0"),
+    ("k_b", 65, "k_b must be in [1, number of block columns] = [1, 64], not 65"),
+    ("k_b", 2.0, "k_b must be an integer, not 2.0"),
+    ("rho", 1.5, "rho must be a number in [0, 1], not 1.5"),
+    ("rho", -0.25, "rho must be a number in [0, 1], not -0.25"),
+    ("rho", float("nan"), "rho must be a number in [0, 1], not nan"),
+    ("rho", "0.5", "rho must be a number in [0, 1], not '0.5'"),
+    ("rho", 0.3, "rho must be a multiple of 2**-rho_frac = 0.00390625, not 0.3"),
+    ("rho_frac", 0, "rho_frac must be in [1, 16], not 0"),
+    ("head_prune", 1, "head_prune must be true or false, not 1"),
+    ("tau_head", -1, f"tau_head must be in [0, largest head importance] = [0, {D.h_max}], not -1"),
+    ("tau_head", D.h_max + 1,
+     f"tau_head must be in [0, largest head importance] = [0, {D.h_max}], not {D.h_max + 1}"),
+    ("approx", "fast", "approx must be one of drop_ff, exact, not 'fast'"),
+    ("causal", "no", "causal must be true or false, not 'no'"),
+    ("array_rows", 0, "array_rows must be in [1, 64], not 0"),
+    ("array_cols", 65, "array_cols must be in [1, 64], not 65"),
+]
+
+
+@pytest.mark.parametrize("field,value,message", BAD, ids=[f"{f}={v!r}" for f, v, _ in BAD])
+def test_invalid_value_message(field, value, message):
+    with pytest.raises(ValueError) as exc:
+        HDPConfig(**{field: value})
+    assert str(exc.value) == message
+    # the message names the field and the value (and states the rule: "must be ...")
+    assert field in str(exc.value) and "must be" in str(exc.value)
+
+
+def test_every_field_has_a_validation_case():
+    assert {f for f, _, _ in BAD} == set(HDPConfig.field_names())
+
+
+def test_keyword_only_and_frozen():
+    with pytest.raises(TypeError):
+        HDPConfig(128)  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        D.seq_len = 3  # type: ignore[misc]
+
+
+def test_replace_validates_and_rejects_unknown():
+    assert D.replace(k_b=3).k_b == 3
+    with pytest.raises(ValueError,
+                       match=r"^k_b must be in \[1, number of block columns\] = \[1, 4\], not 5$"):
+        D.replace(seq_len=8, k_b=5)
+    with pytest.raises(ValueError, match="unknown configuration field 'kb'"):
+        D.replace(kb=3)
+
+
+# ---------------------------------------------------------------------------- presets and JSON
+@pytest.mark.parametrize("name", preset_names())
+def test_json_round_trip(name):
+    cfg = preset(name)
+    text = cfg.to_json()
+    back = HDPConfig.from_json(text)
+    assert back == cfg
+    assert json.loads(text) == cfg.to_dict()
+    assert HDPConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_from_dict_rejects_unknown_missing_and_non_objects():
+    d = D.to_dict()
+    with pytest.raises(ValueError, match="unknown configuration field 'bogus'"):
+        HDPConfig.from_dict({**d, "bogus": 1})
+    del d["rho"]
+    with pytest.raises(ValueError, match="configuration field 'rho' is missing"):
+        HDPConfig.from_dict(d)
+    with pytest.raises(ValueError, match="configuration must be a JSON object, not list"):
+        HDPConfig.from_json("[1, 2]")
+
+
+def test_presets_are_what_their_docstrings_say():
+    tiny, odd, default = preset("tiny"), preset("odd"), preset("default")
+    assert (tiny.seq_len, tiny.head_dim, tiny.block_rows, tiny.block_cols) == (8, 4, 2, 2)
+    assert odd.seq_len % odd.block_rows and odd.seq_len % odd.block_cols and odd.k_b == 1
+    assert odd.array_rows != odd.array_cols
+    assert (default.seq_len, default.head_dim) == (128, 32)
+    with pytest.raises(ValueError, match="preset must be one of tiny, odd, default, not 'huge'"):
+        preset("huge")
+
+
+# ---------------------------------------------------------------------------- with_setting
+def test_with_setting_parses_by_field_type():
+    assert D.with_setting("k_b", "0x10").k_b == 16
+    assert D.with_setting("k_b", "7").k_b == 7
+    assert D.with_setting("rho", "0.25").rho == 0.25
+    assert D.with_setting("criterion", "sum").criterion == "sum"
+    for text, value in [("1", True), ("true", True), ("ON", True), ("yes", True),
+                        ("0", False), ("false", False), ("off", False), ("No", False)]:
+        assert D.with_setting("causal", text).causal is value
+    assert D.with_setting("head_prune", " on ").head_prune is True
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("k_b", "abc", "k_b must be a int, not 'abc'"),
+    ("k_b", "1.5", "k_b must be a int, not '1.5'"),
+    ("rho", "half", "rho must be a float, not 'half'"),
+    ("causal", "maybe", "causal must be a bool, not 'maybe'"),
+    ("k_b", "0", "k_b must be in [1, number of block columns] = [1, 64], not 0"),
+    ("criterion", "avg", "criterion must be one of abs_sum, sum, max, not 'avg'"),
+])
+def test_with_setting_errors(key, value, message):
+    with pytest.raises(ValueError) as exc:
+        D.with_setting(key, value)
+    assert str(exc.value) == message
+
+
+def test_with_setting_unknown_key():
+    with pytest.raises(ValueError, match="^unknown configuration field 'kb'; fields are seq_len, "):
+        D.with_setting("kb", "3")
+
+
+# ---------------------------------------------------------------------------- width helpers
+def test_width_helpers():
+    assert signed_width(-128, 127) == 8
+    assert signed_width(-129, 0) == 9
+    assert signed_width(0, 128) == 9
+    assert signed_width(0, 0) == 1
+    assert signed_width(-1, 0) == 1
+    assert unsigned_width(0) == 1
+    assert unsigned_width(255) == 8
+    assert unsigned_width(256) == 9
+
+
+def test_derived_values_by_hand():
+    """The default configuration's widths, computed by hand from ALGORITHM.md."""
+    c = D
+    # q_I in [-8, 7] (4 integer bits); A in [32 * -8 * 7, 32 * 64] = [-1792, 2048]
+    assert c.qk_int_range == (-8, 7) and c.a_range == (-1792, 2048) and c.a_width == 13
+    # X in [2 * 32 * -8 * 15, 2 * 32 * 7 * 15] = [-7680, 6720]
+    assert c.x_range == (-7680, 6720) and c.x_width == 14
+    assert c.c_range == (0, 32 * 225) and c.c_width == 13
+    # exact scores: 32 * [-128 * 127, 128 * 128]; drop_ff can go C_max lower
+    assert c.score_range == (-520192 - 7200, 524288) and c.score_width == 21
+    assert c.importance_range == (-1792, 2048)  # max criterion
+    assert c.replace(criterion="abs_sum").importance_range == (0, 4 * 2048)
+    assert c.replace(criterion="sum").importance_range == (4 * -1792, 4 * 2048)
+    assert c.h_max == 128 * 128 * 2048
+    assert c.recip_guard == 7 + 2 and c.recip_shift == 16 + 8 + 9
+    assert c.out_shift == 8 + 4 - 8
+    assert c.n_block_rows == c.n_block_cols == 64 and c.rho_q == 128
+
+
+# ---------------------------------------------------------------------------- widths vs extremes
+def _fits_signed(x, width):
+    x = np.asarray(x, dtype=object) if isinstance(x, int) else np.asarray(x)
+    return bool(np.all(x >= -(1 << (width - 1)))) and bool(np.all(x <= (1 << (width - 1)) - 1))
+
+
+def _patterns(cfg, rng):
+    """Extreme quantized Q, K, V: all-max, all-min, mixed signs, the value with the largest
+    integer part and largest fraction (which reaches X's extremes), and random mixes."""
+    b, f = cfg.qk_bits, cfg.qk_frac
+    qmax, qmin = (1 << (b - 1)) - 1, -(1 << (b - 1))
+    qminf = qmin + (1 << f) - 1  # x_I = most negative, x_F = all ones
+    vmax, vmin = (1 << (cfg.v_bits - 1)) - 1, -(1 << (cfg.v_bits - 1))
+    n, d = cfg.seq_len, cfg.head_dim
+    full = np.full((n, d), 0, np.int64)
+    pats = {
+        "all_max": (full + qmax, full + qmax, full + vmax),
+        "all_min": (full + qmin, full + qmin, full + vmin),
+        "max_min": (full + qmax, full + qmin, full + vmax),
+        "min_max": (full + qmin, full + qmax, full + vmin),
+        "min_frac": (full + qminf, full + qmax, full + vmax),
+        "frac_min": (full + qmax, full + qminf, full + vmin),
+    }
+    choices = np.array([qmax, qmin, qminf, 0, -1])
+    for i in range(2):
+        pats[f"mix{i}"] = (rng.choice(choices, (n, d)), rng.choice(choices, (n, d)),
+                           rng.choice(np.array([vmax, vmin]), (n, d)))
+    return pats
+
+
+def _check_ranges(cfg, r, label):
+    def inside(name, x, lo, hi):
+        x = np.asarray(x)
+        assert x.min() >= lo and x.max() <= hi, \
+            f"{label}: {name} in [{x.min()}, {x.max()}] escapes [{lo}, {hi}]"
+
+    m = r.mask
+    inside("A", r.a[m], *cfg.a_range)
+    assert _fits_signed(r.a, cfg.a_width)
+    inside("X", r.x[m], *cfg.x_range)
+    assert _fits_signed(r.x, cfg.x_width)
+    inside("C", r.c[m], *cfg.c_range)
+    assert r.c.max() < (1 << cfg.c_width)
+    inside("S", r.scores, *cfg.score_range)
+    assert _fits_signed(r.scores, cfg.score_width)
+    inside("I", r.importance, *cfg.importance_range)
+    assert _fits_signed(r.importance, cfg.importance_width)
+    assert 0 <= r.head_importance <= cfg.h_max and r.head_importance < (1 << cfg.h_width)
+    # both sides of the threshold rule, for every block-row
+    one = 1 << cfg.rho_frac
+    for row in range(r.importance.shape[0]):
+        vals = [int(v) for v, ok in zip(r.importance[row], r.block_valid[row]) if ok]
+        if not vals:
+            continue
+        n = len(vals)
+        lo_s, hi_s = cfg.importance_row_sum_range
+        assert lo_s <= sum(vals) <= hi_s, label
+        rhs = cfg.rho_q * max(vals) * n + (one - cfg.rho_q) * sum(vals)
+        for lhs in (v * n * one for v in vals):
+            assert _fits_signed(lhs, cfg.threshold_width), f"{label}: lhs {lhs}"
+        assert _fits_signed(rhs, cfg.threshold_width), f"{label}: rhs {rhs}"
+    e = softmax.softmax_exponents(r.scores, r.entry_keep, cfg)
+    assert e.min() >= 0 and e.max() <= (1 << cfg.exp_bits) and e.max() < (1 << cfg.exp_value_width)
+    assert e.sum(axis=1).max() < (1 << cfg.exp_sum_width), label
+    assert r.probs.min() >= 0 and r.probs.max() <= (1 << cfg.prob_frac) < (1 << cfg.prob_width)
+    assert r.probs.sum(axis=1).max() <= cfg.prob_sum_max, label
+    inside("acc", r.acc, *cfg.pv_range)
+    assert _fits_signed(r.acc, cfg.pv_width) and _fits_signed(r.acc, cfg.array_acc_width)
+    inside("out", r.out_int, *cfg.out_range)
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_widths_hold_extreme_inputs(name):
+    """Every intermediate of the golden model stays inside the configuration's derived ranges
+    and widths, for extreme operands, in every criterion, approximation and pruning mode."""
+    base = preset(name)
+    rng = np.random.default_rng(1234)
+    reached_a = set()
+    for crit, appr, mode in itertools.product(CRITERIA, APPROX_MODES, PRUNE_MODES):
+        cfg = base.replace(criterion=crit, approx=appr, prune_mode=mode, causal=False)
+        for pname, (q, k, v) in _patterns(cfg, rng).items():
+            r = model.attention_head_int(q, k, v, cfg)
+            _check_ranges(cfg, r, f"preset={name} criterion={crit} approx={appr} "
+                                  f"mode={mode} pattern={pname}")
+            reached_a.update({int(r.a.min()), int(r.a.max())})
+    # the extremes of A are reached, so a_range is tight and this test can fail if it shrank
+    assert set(base.a_range) <= reached_a
+
+
+def test_prob_sum_bound_is_reached_closely():
+    """Many equal scores: every probability rounds the same way; the sum stays within
+    prob_sum_max (the bound the P x V width relies on)."""
+    for name in preset_names():
+        cfg = preset(name).replace(prune_mode="off", causal=False)
+        for n in range(1, cfg.seq_len + 1):
+            s = np.zeros((1, n), np.int64)
+            p = softmax.softmax_rows(s, np.ones((1, n), bool), cfg)
+            assert p.sum() <= cfg.prob_sum_max, (name, n, p.sum())
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_presets_validate_their_own_widths(name):
+    cfg = PRESETS[name]
+    assert cfg.array_acc_width >= max(cfg.score_width, cfg.pv_width)
+    assert cfg.tau_head <= cfg.h_max
