@@ -1,0 +1,184 @@
+"""Synthesis driver, ``hdpgen synth`` and the synthesis report table.
+
+Tests that run Yosys/nextpnr are marked ``synth`` (deselect with ``-m 'not synth'``); they use
+the ``tiny`` preset and the smallest unit present in the checkout, and share one build
+directory per module so the tools run once (the first YoWASP call of a fresh machine
+compiles for about 30 s).
+"""
+
+import json
+import time
+
+import pytest
+
+from hw.presets import preset
+from hw.units import unit_names
+from sim.cli import main as cli_main
+from synth import driver
+from synth.report import PRUNING_UNITS, format_table, summary
+
+# smallest first: the test needs only one real unit, the quicker the better
+_PREFERRED = ("head_detector", "approx_unit", "block_pruner", "score_unit", "softmax_unit",
+              "systolic_array", "top")
+
+
+def _small_unit() -> str:
+    avail = unit_names()
+    for u in _PREFERRED:
+        if u in avail:
+            return u
+    pytest.skip("no unit is available in this checkout yet")
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    unit = _small_unit()
+    out = tmp_path_factory.mktemp("synth")
+    events = []
+    t0 = time.monotonic()
+    res = driver.synth_unit(unit, preset("tiny"), out, progress=lambda *e: events.append(e))
+    return {"unit": unit, "out": out, "res": res, "events": events, "seconds": time.monotonic() - t0}
+
+
+@pytest.mark.synth
+def test_unit_numbers_are_sane(first_run):
+    unit, res = first_run["unit"], first_run["res"]
+    info = f"unit {unit} on tiny: {json.dumps(res, default=str)[:2000]}"
+    for stage in driver.STAGES:
+        assert "error" not in res[stage], info
+        assert res[stage]["cached"] is False, info
+    assert res["generic"]["cells"] > 0 and res["generic"]["transistors"] > 0, info
+    assert res["generic"]["transistors_lower_bound"] is False, info
+    assert res["ecp5"]["lut4"] > 0 and res["ecp5"]["ff"] > 0, info
+    assert res["ice40"]["lut4"] > 0 and res["ice40"]["ff"] > 0, info
+    assert 1.0 < res["fmax"]["fmax_mhz"] < 2000.0, info
+    assert res["fmax"]["device"] == "LFE5U-85F" and res["fmax"]["out_of_context"] is True
+    assert res["unit"] == unit and res["config"] == preset("tiny").to_dict()
+    json.dumps(res)  # JSON-serialisable as promised
+    # every stage reported start then an end status, in order
+    stages = [(s, st) for (_, s, st, _) in first_run["events"]]
+    for stage in ("export", *driver.STAGES):
+        assert (stage, "start") in stages and (stage, "done") in stages, stages
+
+
+@pytest.mark.synth
+def test_numbers_come_from_stat_json(first_run):
+    build = first_run["out"] / first_run["unit"]
+    res = first_run["res"]
+    for target in ("ecp5", "ice40"):
+        stat = json.loads((build / f"{target}_stat.json").read_text())
+        assert stat["invocation"].startswith("stat -json")
+        assert res[target]["cells_by_type"] == stat["design"]["num_cells_by_type"]
+        assert (build / f"{target}.log").stat().st_size > 0  # the full log, not stdout
+    # the parser reads the file: change the file, the numbers follow
+    stat_path = build / "ecp5_stat.json"
+    stat = json.loads(stat_path.read_text())
+    stat["design"]["num_cells_by_type"]["LUT4"] = 12345
+    stat["design"]["num_cells_by_type"]["MULT18X18D"] = 7
+    stat_path.write_text(json.dumps(stat))
+    parsed = driver._parse_ecp5(build)
+    assert parsed["lut4"] == 12345 and parsed["dsp"] == 7 + parsed["cells_by_type"].get("ALU54B", 0)
+    report = json.loads((build / "pnr_report.json").read_text())
+    assert res["fmax"]["fmax_mhz"] == min(c["achieved"] for c in report["fmax"].values())
+
+
+@pytest.mark.synth
+def test_rerun_hits_the_cache(first_run):
+    unit, out, res = first_run["unit"], first_run["out"], first_run["res"]
+    t0 = time.monotonic()
+    again = driver.synth_unit(unit, preset("tiny"), out)
+    took = time.monotonic() - t0
+    for stage in driver.STAGES:
+        assert again[stage]["cached"] is True, stage
+        strip = {k: v for k, v in again[stage].items() if k != "cached"}
+        assert strip == {k: v for k, v in res[stage].items() if k != "cached"}, stage
+    assert took < 10.0, f"cached re-run took {took:.1f} s (first run {first_run['seconds']:.1f} s)"
+    # the key covers the Verilog text and the script
+    text = (out / unit / "design.v").read_text()
+    assert driver.stage_key("ecp5", text) != driver.stage_key("ecp5", text + "\n// changed\n")
+    assert driver.stage_key("ecp5", text) != driver.stage_key("ice40", text)
+    assert driver.stage_key("fmax", text, 100.0) != driver.stage_key("fmax", text, 150.0)
+
+
+@pytest.mark.synth
+def test_cli_prints_table_and_writes_json(first_run, capsys):
+    unit, out = first_run["unit"], first_run["out"]
+    rc = cli_main(["synth", "--preset", "tiny", "--unit", unit, "-o", str(out), "-q"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert unit in cap.out and "Fmax MHz" in cap.out and "ECP5 LUT4" in cap.out
+    data = json.loads((out / "synth.json").read_text())
+    assert list(data["units"]) == [unit]
+    assert data["units"][unit]["ecp5"]["lut4"] == first_run["res"]["ecp5"]["lut4"]
+    assert data["units"][unit]["ecp5"]["cached"] is True
+    assert (out / "synth.md").read_text().startswith("| unit |")
+    assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
+    row = f"{unit} "
+    line = next(ln for ln in cap.out.splitlines() if ln.startswith(row))
+    assert str(first_run["res"]["ecp5"]["lut4"]) in line.split()
+
+
+@pytest.mark.parametrize("argv", [
+    ["--unit", "no_such_unit"],
+    ["--unit", "head_detector", "--jobs", "0"],
+    ["--set", "no_such_field=1"],
+])
+def test_cli_user_errors_exit_2(tmp_path, capsys, argv):
+    rc = cli_main(["synth", "--preset", "tiny", "-o", str(tmp_path), *argv])
+    assert rc == 2
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "synth.json").exists()
+
+
+def test_unknown_target_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="target must be one of generic, ecp5, ice40, not 'vivado'"):
+        driver.synth_verilog(tmp_path / "x.v", tmp_path, targets=("vivado",))
+    with pytest.raises(ValueError, match="unit must be one of"):
+        driver.synth_unit("nope", preset("tiny"), tmp_path)
+
+
+# ---------------------------------------------------------------------------- report (no tools)
+def _fake(lut: int, ff: int, tr: int, fmax: float | None) -> dict:
+    return {"generic": {"cells": lut * 3, "transistors": tr, "seconds": 1.0},
+            "ecp5": {"lut4": lut, "carry": 1, "ff": ff, "dsp": 1, "bram": 0, "lutram": 0, "seconds": 2.0},
+            "ice40": {"lut4": 2 * lut, "carry": 2, "ff": ff, "dsp": 0, "bram": 1, "seconds": 3.0},
+            "fmax": {"fmax_mhz": fmax, "seconds": 4.0}}
+
+
+def test_summary_totals_and_pruning_share():
+    data = {"units": {"score_unit": _fake(99, 10, 1000, 150.0), "softmax_unit": _fake(49, 30, 3000, 90.0),
+                      "head_detector": _fake(9, 10, 1000, 300.0)},
+            "device": {"part": "LFE5U-85F", "speed": 6}, "fmax_target_mhz": 100.0}
+    s = summary(data)
+    assert s["total"]["ecp5_lut4"] == 157 and s["total"]["fmax_mhz"] == 90.0
+    assert s["total"]["seconds"] == 30.0
+    sh = s["pruning_share"]
+    assert sh["relative_to"] == "total of units"
+    assert sh["ecp5_logic"] == pytest.approx((100 + 10) / (100 + 50 + 10))
+    assert sh["ecp5_ff"] == pytest.approx(20 / 50) and sh["transistors"] == pytest.approx(2000 / 5000)
+    assert sh["missing"] == [u for u in PRUNING_UNITS if u not in ("score_unit", "head_detector")]
+    # with the top synthesized, the share is of the top, and the top is not summed into the total
+    data["units"]["top"] = _fake(399, 100, 20000, 80.0)
+    s = summary(data)
+    assert s["pruning_share"]["relative_to"] == "top"
+    assert s["pruning_share"]["ecp5_logic"] == pytest.approx(110 / 400)
+    assert s["total"]["ecp5_lut4"] == 157 and s["total"]["unit"] == "total (units)"
+
+
+def test_format_table_text_and_markdown():
+    data = {"units": {"score_unit": _fake(99, 10, 1000, 150.25),
+                      "approx_unit": {"generic": {"error": "yosys exited with status 1\nboom"}}},
+            "device": {"part": "LFE5U-85F", "speed": 6}, "fmax_target_mhz": 100.0}
+    text = format_table(data)
+    lines = text.splitlines()
+    head = next(ln for ln in lines if ln.startswith("unit"))
+    assert "Fmax MHz" in head and "ECP5 LUT4" in head and "iCE40 LUT4" in head
+    row = next(ln for ln in lines if ln.startswith("score_unit"))
+    assert row.split()[:4] == ["score_unit", "297", "1000", "99"] and "150.2" in row
+    assert next(ln for ln in lines if ln.startswith("approx_unit")).split()[1] == "-"
+    assert "error: approx_unit generic: yosys exited with status 1" in text
+    assert "Pruning logic (score_unit + approx_unit" in text
+    md = format_table(data, "markdown")
+    assert md.startswith("| unit | cells |") and "| score_unit | 297 | 1000 | 99 |" in md
+    with pytest.raises(ValueError, match="fmt must be one of text, markdown, not 'html'"):
+        format_table(data, "html")
