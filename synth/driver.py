@@ -337,12 +337,8 @@ def _result_head(name: str, verilog: Path, text: str) -> dict[str, Any]:
 
 def _export(unit: str, cfg, out_dir: Path) -> Path:
     """Export ``unit``'s Verilog through the project's one exporter (``hw.export``)."""
+    from hw.export import export_verilog
     from hw.units import UNITS, unit_names
-    try:
-        from hw.export import export_verilog
-    except ImportError:
-        def export_verilog(unit, cfg, out_dir):
-            return _export_dev(unit, cfg, out_dir), None
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
     if unit not in unit_names():
@@ -350,18 +346,6 @@ def _export(unit: str, cfg, out_dir: Path) -> Path:
                          f"available: {', '.join(unit_names()) or 'none'}")
     v, _ = export_verilog(unit, cfg, out_dir)
     return Path(v)
-
-
-def _export_dev(unit, cfg, out_dir):  # TEMPORARY until hw.export lands
-    import os
-    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    from amaranth.back import verilog
-
-    from hw.units import build_unit
-    out_dir.mkdir(parents=True, exist_ok=True)
-    p = out_dir / f"{unit}.v"
-    p.write_text(verilog.convert(build_unit(unit, cfg), name=unit, emit_src=False))
-    return p
 
 
 def synth_unit(unit: str, cfg, out_dir: Path, *, targets: Iterable[str] = TARGETS, fmax: bool = True,
