@@ -245,3 +245,24 @@ def test_runtime_budget():
     t = time.monotonic()
     _run_and_check(cfg, vec.directed_cases(cfg, 0), 0, "tiny/budget")
     assert time.monotonic() - t < 20
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (4, 1), (3, 5), (7, 7)],
+                         ids=lambda s: f"b{s[0]}x{s[1]}")
+def test_block_shapes(shape):
+    """Block shapes from 1 x 1 to one block covering the whole matrix (7 x 7 on seq_len 7),
+    including shapes where Q loading, not the block rate, bounds the throughput."""
+    cfg = preset("odd").replace(seq_len=7, block_rows=shape[0], block_cols=shape[1], k_b=1)
+    seed = 50 + shape[0] * 10 + shape[1]
+    cases = [c for c in vec.directed_cases(cfg, seed) if c.name.startswith(("extreme", "valid"))]
+    cases.append(vec.random_case(cfg, seed, n_heads=3))
+    _run_and_check(cfg, cases, seed, f"odd seq_len=7 blocks={shape}", stall_in=0.2, stall_out=0.2)
+
+
+@pytest.mark.parametrize("fmt", [(8, 0), (8, 7), (2, 1), (16, 4)], ids=lambda f: f"B{f[0]}F{f[1]}")
+def test_number_formats(fmt):
+    """F = 0 (whole word is integer), F = B - 1 (1-bit integer part), B = 2, B = 16; d = 1."""
+    cfg = preset("tiny").replace(qk_bits=fmt[0], qk_frac=fmt[1], head_dim=1 if fmt[0] == 2 else 3)
+    seed = 60 + fmt[0] + fmt[1]
+    cases = vec.directed_cases(cfg, seed) + [vec.random_case(cfg, seed, n_heads=2)]
+    _run_and_check(cfg, cases, seed, f"tiny B={fmt[0]} F={fmt[1]}", stall_in=0.2, stall_out=0.2)
