@@ -179,14 +179,20 @@ def test_fixture_minilm(stall):
     simulate("default", cfg, v, seed=11, stall=stall)
 
 
-def test_fixture_minilm_long_unpruned():
-    """Rows of 30 real scores with pruning off (every entry kept)."""
-    cfg = preset("default").replace(prune_mode="off")
+@pytest.mark.parametrize("changes", [{"prune_mode": "off"}, {"k_b": 2}, {"k_b": 5},
+                                     {"prune_mode": "threshold", "rho": 0.75},
+                                     {"causal": True, "k_b": 3}],
+                         ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_fixture_minilm_long_pruned(changes):
+    """Rows of 30 real scores under several run-time pruning settings (the hardware is the
+    default preset's; only which entries are kept changes)."""
+    cfg = preset("default").replace(**changes)
     why = vec.fixture_available(cfg, "long")
     if why:
         pytest.skip(why)
-    v = vec.fixture_vectors(cfg, "long", heads=(5,), max_rows=10)
-    simulate("default(prune_mode=off)", cfg, v, seed=12)
+    v = vec.fixture_vectors(cfg, "long", heads=(5, 60), max_rows=40)
+    assert any(not k.all() for k in v.keep) or changes == {"prune_mode": "off"}
+    simulate(f"default{changes}", cfg, v, seed=12, stall="both")
 
 
 def test_accuracy_against_float_softmax(capsys):
