@@ -13,6 +13,7 @@ work is done.
 
 import io
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,13 @@ def _read(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise CliError(f"{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise CliError(f"{path}: not an .npz archive (a single {type(z).__name__}); "
+                           f"save q, k, v with numpy.savez")
+        with z:
             return {name: z[name] for name in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CliError(f"{path}: not a readable .npz file ({msg})") from None
 

@@ -1,0 +1,155 @@
+"""``hdpgen golden``: run the bit-exact golden model on Q, K, V from an ``.npz``.
+
+Input: IN.npz (see :mod:`sim.npz_io`).  Output: OUT.npz with ``out`` (float32 (H, N, d), the
+dequantized output), ``out_int`` (int32, raw fixed point with ``out_frac`` fraction bits),
+``block_keep`` (bool (H, n_block_rows, n_block_cols) for this N) and ``head_keep`` (bool (H,)),
+and OUT.json beside it with the configuration actually used, the input's shape, the clipping of
+the quantization, the statistics of :func:`golden.model.summarize` and the error against
+:func:`golden.reference.float_attention` (float64, unquantized, unpruned) over the valid query
+rows: ``max_abs`` and ``rel_rms`` = ``rms(out - ref) / rms(ref)``.
+
+``--set qk_frac=auto`` (or ``v_frac=auto``) picks the largest fraction width at which the valid
+tokens' Q and K (one F shared by both) or V do not clip (:func:`golden.intmath.best_frac_bits`);
+the chosen value is in OUT.json under ``config`` and ``auto``.
+
+Every input problem is found before any work and exits with status 2 and one line; nothing is
+written then.  OUT.npz and OUT.json are written together or not at all.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from golden import model
+from golden.intmath import best_frac_bits
+from golden.reference import float_attention
+from golden.tables import softmax_constants
+from hw.config import HDPConfig
+
+from .cli_common import CliError, add_config_args, atomic_write, config_from_args
+from .npz_io import load_qkv
+
+__all__ = ["configure", "main", "config_with_auto", "run_golden", "error_stats", "clip_fraction"]
+
+AUTO_FIELDS = ("qk_frac", "v_frac")
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--qkv", type=Path, required=True, metavar="IN.npz",
+                   help="float32 q, k, v of shape (H, N, d), optional valid_len")
+    add_config_args(p)
+    p.add_argument("--out", type=Path, required=True, metavar="OUT.npz",
+                   help="output arrays; OUT.json beside it gets configuration and statistics")
+
+
+def split_auto(settings: list[str]) -> tuple[list[str], set[str]]:
+    """Separate ``qk_frac=auto`` / ``v_frac=auto`` from the other ``--set`` items."""
+    rest, auto = [], set()
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if sep and key.strip() in AUTO_FIELDS and value.strip().lower() == "auto":
+            auto.add(key.strip())
+        else:
+            rest.append(item)
+    return rest, auto
+
+
+def config_with_auto(cfg: HDPConfig, auto: set[str], q, k, v, valid_len: int | None) -> HDPConfig:
+    """Apply ``auto`` fraction widths chosen from the valid tokens of q, k, v."""
+    n = q.shape[1] if valid_len is None else valid_len
+    changes = {}
+    if "qk_frac" in auto:
+        changes["qk_frac"] = min(best_frac_bits(q[:, :n], cfg.qk_bits),
+                                 best_frac_bits(k[:, :n], cfg.qk_bits))
+    if "v_frac" in auto:
+        changes["v_frac"] = best_frac_bits(v[:, :n], cfg.v_bits)
+    return cfg.replace(**changes) if changes else cfg
+
+
+def clip_fraction(x: np.ndarray, bits: int, frac: int) -> float:
+    """Fraction of the values of ``x`` that quantization clamps."""
+    r = np.rint(np.asarray(x, np.float64) * float(1 << frac))
+    return float(((r < -(1 << (bits - 1))) | (r > (1 << (bits - 1)) - 1)).mean()) if r.size else 0.0
+
+
+def error_stats(out: np.ndarray, ref: np.ndarray, valid_len: int | None) -> dict:
+    """Max abs error and relative RMS error over the valid query rows."""
+    n = out.shape[1] if valid_len is None else valid_len
+    d = np.asarray(out, np.float64)[:, :n] - np.asarray(ref, np.float64)[:, :n]
+    ref_rms = float(np.sqrt(np.mean(np.asarray(ref, np.float64)[:, :n] ** 2)))
+    rms = float(np.sqrt(np.mean(d ** 2)))
+    return {"max_abs": float(np.abs(d).max()), "rms": rms, "ref_rms": ref_rms,
+            "rel_rms": rms / ref_rms if ref_rms > 0 else 0.0}
+
+
+def run_golden(cfg: HDPConfig, q, k, v, valid_len: int | None) -> tuple[dict, dict]:
+    """The golden model on every head; returns (arrays for OUT.npz, statistics for OUT.json)."""
+    res = model.attention(q, k, v, cfg, valid_len)
+    ref = float_attention(q, k, v, valid_len, cfg.causal)
+    arrays = {"out": res["out"].astype(np.float32), "out_int": res["out_int"].astype(np.int32),
+              "block_keep": res["block_keep"].astype(bool),
+              "head_keep": res["head_keep"].astype(bool)}
+    n = q.shape[1] if valid_len is None else valid_len
+    stats = dict(res["stats"])
+    stats["error_vs_float"] = error_stats(res["out"], ref, valid_len)
+    stats["clipped_fraction"] = {
+        "q": clip_fraction(q[:, :n], cfg.qk_bits, cfg.qk_frac),
+        "k": clip_fraction(k[:, :n], cfg.qk_bits, cfg.qk_frac),
+        "v": clip_fraction(v[:, :n], cfg.v_bits, cfg.v_frac),
+    }
+    return arrays, stats
+
+
+def _write_both(out: Path, arrays: dict, report: dict) -> Path:
+    """Serialize both outputs in memory first, then rename them into place; if the second
+    write fails the first is removed, so OUT.npz and OUT.json exist together or not at all."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+    js = out.with_suffix(".json")
+    with atomic_write(out, "wb") as f:
+        f.write(buf.getvalue())
+    try:
+        with atomic_write(js, "w") as f:
+            f.write(text)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            out.unlink()
+        raise
+    return js
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.out.suffix != ".npz":
+        raise CliError(f"--out must name a .npz file, not {str(args.out)!r}")
+    settings, auto = split_auto(args.settings)
+    args.settings = settings
+    cfg = config_from_args(args)
+    data = load_qkv(args.qkv, head_dim=cfg.head_dim, seq_len=cfg.seq_len)
+    q, k, v, valid_len = data["q"], data["k"], data["v"], data["valid_len"]
+    cfg = config_with_auto(cfg, auto, q, k, v, valid_len)
+    softmax_constants(cfg)  # a configuration whose softmax scale rounds to 0 fails here, early
+    arrays, stats = run_golden(cfg, q, k, v, valid_len)
+    h, n, d = q.shape
+    report = {
+        "config": cfg.to_dict(),
+        "auto": {key: getattr(cfg, key) for key in sorted(auto)},
+        "input": {"path": str(args.qkv), "heads": h, "tokens": n, "head_dim": d,
+                  "valid_len": n if valid_len is None else valid_len,
+                  **{key: np.asarray(val).tolist() for key, val in data["meta"].items()}},
+        "stats": stats,
+    }
+    try:
+        js = _write_both(args.out, arrays, report)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    err = stats["error_vs_float"]
+    print(f"hdpgen golden: H={h} N={n} d={d} valid_len={report['input']['valid_len']}: "
+          f"kept blocks {stats['kept_block_fraction']:.3f}, heads {stats['kept_head_fraction']:.3f}, "
+          f"fine MACs {stats['mac_fine_vs_dense']:.3f} of dense; error vs float: max abs "
+          f"{err['max_abs']:.4f}, relative RMS {err['rel_rms']:.4f} -> {args.out}, {js}")
+    return 0
