@@ -1,0 +1,660 @@
+"""The hdpgen co-processor: one attention head at a time, AXI4-Stream in and out, AXI4-Lite
+registers.  Golden twin: :func:`golden.model.attention_head_int`.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .axil import AxiLiteRegs, AxiLiteSignature, AxiStreamSignature, Reg
+from .config import APPROX_MODES, PRUNE_MODES, HDPConfig, unsigned_width
+
+__all__ = ["Top", "REG_ADDR_WIDTH", "in_lane_width", "out_lane_width",
+           "in_row_layout", "out_row_layout", "register_map", "register_values",
+           "pack_input_rows", "unpack_output_row"]
+
+#: AXI4-Lite address bits of the register map.
+REG_ADDR_WIDTH = 8
+
+
+def in_lane_width(cfg: HDPConfig) -> int:
+    """Bits per element lane of ``s_axis.tdata``: ``max(qk_bits, v_bits)`` rounded up to bytes."""
+    return 8 * -(-max(cfg.qk_bits, cfg.v_bits) // 8)
+
+
+def out_lane_width(cfg: HDPConfig) -> int:
+    """Bits per element lane of ``m_axis.tdata``: ``out_bits`` rounded up to bytes."""
+    return 8 * -(-cfg.out_bits // 8)
+
+
+def in_row_layout(cfg: HDPConfig) -> data.ArrayLayout:
+    """One ``s_axis`` beat: a K, Q or V row, ``head_dim`` sign-extended lanes (element 0 in the
+    low lane).  The top reads the low ``qk_bits`` (K, Q) or ``v_bits`` (V) of each lane."""
+    return data.ArrayLayout(signed(in_lane_width(cfg)), cfg.head_dim)
+
+
+def out_row_layout(cfg: HDPConfig) -> data.ArrayLayout:
+    """One ``m_axis`` beat: an output row, ``head_dim`` sign-extended ``out_bits`` values
+    (``out_frac`` fraction bits)."""
+    return data.ArrayLayout(signed(out_lane_width(cfg)), cfg.head_dim)
+
+
+def register_map(cfg: HDPConfig) -> list[Reg]:
+    """The AXI4-Lite register map (byte addresses; reset values from the configuration)."""
+    return [
+        Reg("mode", 0x00, 2, True, PRUNE_MODES.index(cfg.prune_mode)),
+        Reg("approx", 0x04, 1, True, APPROX_MODES.index(cfg.approx)),
+        Reg("causal", 0x08, 1, True, int(cfg.causal)),
+        Reg("head_prune", 0x0C, 1, True, int(cfg.head_prune)),
+        Reg("k_b", 0x10, cfg.k_b_width, True, cfg.k_b),
+        Reg("rho_q", 0x14, cfg.rho_frac + 1, True, cfg.rho_q),
+        Reg("tau_head", 0x18, cfg.h_width, True, cfg.tau_head),      # 0x18 and 0x1C if > 32 bits
+        Reg("valid_len", 0x20, cfg.valid_len_width, True, cfg.seq_len),
+        Reg("status", 0x24, 3, False),          # bit 0 busy, bit 1 done, bit 2 head_kept
+        Reg("cycles", 0x28, 32, False),         # first input beat .. last output beat, last head
+        Reg("array_cycles", 0x2C, 32, False),   # cycles the MAC array was busy, last head
+        Reg("head_imp", 0x30, max(cfg.h_width, 1), False),  # H of the last head (0x30, 0x34)
+        Reg("kept_keys", 0x38, 32, False),      # sum over row groups of issued key columns
+        Reg("heads_done", 0x3C, 32, False),     # heads completed since reset
+    ]
+
+
+class Top(wiring.Component):
+    """The co-processor: runs whole attention heads, bit-exact with
+    :func:`golden.model.attention_head_int`.
+
+    Ports (flattened names in the exported Verilog)
+    -----------------------------------------------
+    s_axis : ``s_axis__tdata/tvalid/tready/tlast``, AXI4-Stream in, one row per beat
+        (:func:`in_row_layout`): the ``L`` K rows, then the ``L`` Q rows, then the ``L`` V rows
+        of one head (``L`` = register ``valid_len``); ``tlast`` is not required (the count
+        decides) but a source should set it on the last V row.
+    m_axis : ``m_axis__tdata/tvalid/tready/tlast``, AXI4-Stream out: the ``L`` output rows of
+        the head (:func:`out_row_layout`), ``tlast`` on the last.  Rows ``>= L`` of golden's
+        output are all zero and are not sent.
+    s_axil : ``s_axil__awaddr`` ..., AXI4-Lite slave, :func:`register_map` (mode, approx,
+        causal, head_prune, k_b, rho_q, tau_head, valid_len; read-only status, cycles,
+        array_cycles, head_imp, kept_keys, heads_done).  Run-time registers are sampled when
+        a head's first beat arrives; writes during a head act on the next head.
+
+    Phases of one head (sequential; cycle counts in the docstring of :attr:`cycle_model`)
+    ------------------------------------------------------------------------------------
+    1. *load*: the ``3L`` input rows go into the K, Q, V memories.  When the integer pass is
+       needed (``mode != off`` or ``head_prune``) K and Q rows are also fed to the
+       :class:`~hw.score_unit.ScoreUnit`; its blocks go to the
+       :class:`~hw.block_pruner.BlockPruner` (masks into a memory, one word per block-row) and
+       its ``H`` to the :class:`~hw.head_detector.HeadDetector`.  The integer pass runs while
+       Q is arriving; *dense* mode (``mode = off``, no head pruning) skips it altogether.
+    2. A pruned head outputs ``L`` zero rows and costs no array cycle.
+    3. Otherwise, per *row group* of ``R = array_rows`` consecutive query rows:
+       the key columns kept by ANY of the group's block-rows (the union of their masks; one
+       block-row when ``R == block_rows``, the co-design rule) are gathered, ``C`` at a time,
+       into tiles.  A pruned block column is never issued.  Score tile: ``R x C`` scores,
+       reduction over ``head_dim`` on the MAC array, ``S = q_q . k_q`` (``exact``) or
+       ``S = q_q . k_q - q_F . k_F`` (``drop_ff``), which equal golden's
+       ``(A << 2F) + (X << F) (+ C)`` bit for bit.  The scores go to a buffer in gathered order.
+    4. :class:`~hw.softmax_unit.SoftmaxUnit` over each row of the group: only the gathered
+       entries are fed (keep = the row's own block-row mask, ``j < L``, causal ``j <= i``);
+       entries not gathered are zero probabilities and never touch the array again.
+    5. P x V: tiles of ``R`` rows x ``C`` output dimensions, reduction over the gathered keys
+       only; requantized (:func:`golden.pv.requantize`: round half up, saturate) and sent.
+
+    The MAC array (``R x C`` PEs, each ``acc += a0 * b0 + a1 * b1``) serves both the score
+    and the P x V tiles with one PE design: scores ``(q_q, k_q, -q_F or 0, k_F)``, P x V
+    ``(p, v, 0, 0)``.
+    """
+
+    def __init__(self, cfg: HDPConfig):
+        if not isinstance(cfg, HDPConfig):
+            raise TypeError(f"cfg must be an HDPConfig, not {cfg!r}")
+        self._cfg = cfg
+        self._regs = register_map(cfg)
+        super().__init__({
+            "s_axis": In(AxiStreamSignature(in_lane_width(cfg) * cfg.head_dim)),
+            "m_axis": Out(AxiStreamSignature(out_lane_width(cfg) * cfg.head_dim)),
+            "s_axil": In(AxiLiteSignature(REG_ADDR_WIDTH)),
+        })
+
+    @property
+    def cfg(self) -> HDPConfig:
+        return self._cfg
+
+    @property
+    def registers(self) -> dict[str, int]:
+        """Register name -> byte address."""
+        return {r.name: r.addr for r in self._regs}
+
+    # ------------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        from .block_pruner import BlockPruner
+        from .head_detector import HeadDetector
+        from .score_unit import ScoreUnit
+        from .softmax_unit import SoftmaxUnit
+        from .systolic import SystolicArray, array_widths
+
+        cfg = self._cfg
+        m = Module()
+        N, D = cfg.seq_len, cfg.head_dim
+        R, C = cfg.array_rows, cfg.array_cols
+        br, bc = cfg.block_rows, cfg.block_cols
+        nbr, nbc = cfg.n_block_rows, cfg.n_block_cols
+        F = cfg.qk_frac
+        iw = unsigned_width(N)                     # 0 .. N
+        cw = unsigned_width(max(nbc - 1, 1))
+        rbw = unsigned_width(max(nbr - 1, 1))
+        rw = unsigned_width(R)
+        nu = -(-D // C)                            # P x V tiles (output dims) per row group
+        n_words = -(-N // C)                       # score tiles per row group, at most
+        sw = cfg.score_width
+        idxw = max(unsigned_width(n_words), unsigned_width(nu))
+        tagw = idxw + 1                            # tile index, kind (0 score, 1 P x V)
+
+        # ---------------------------------------------------------------- registers
+        m.submodules.regs = regs = AxiLiteRegs(self._regs, addr_width=REG_ADDR_WIDTH)
+        wiring.connect(m, wiring.flipped(self.s_axil), regs.s_axil)
+
+        # run-time values, sampled at the start of a head
+        r_mode = Signal(2)
+        r_approx = Signal()
+        r_causal = Signal()
+        r_hprune = Signal()
+        r_kb = Signal(cfg.k_b_width)
+        r_rho = Signal(cfg.rho_frac + 1)
+        r_tau = Signal(cfg.h_width)
+        L = Signal(iw)
+        drop_ff = Signal()
+        m.d.comb += drop_ff.eq(r_approx == APPROX_MODES.index("drop_ff"))
+
+        busy = Signal()
+        done = Signal()
+        head_kept = Signal()
+        cyc = Signal(32)
+        arr_cyc = Signal(32)
+        st_cycles = Signal(32)
+        st_arr = Signal(32)
+        head_imp = Signal(cfg.h_width)
+        kept_keys = Signal(32)
+        st_kept = Signal(32)
+        heads_done = Signal(32)
+        m.d.comb += [
+            regs.status.eq(Cat(busy, done, head_kept)),
+            regs.cycles.eq(st_cycles),
+            regs.array_cycles.eq(st_arr),
+            regs.head_imp.eq(head_imp),
+            regs.kept_keys.eq(st_kept),
+            regs.heads_done.eq(heads_done),
+        ]
+
+        # ---------------------------------------------------------------- memories
+        row_qk = data.ArrayLayout(signed(cfg.qk_bits), D)
+        row_v = data.ArrayLayout(signed(cfg.v_bits), D)
+        m.submodules.kmem = kmem = Memory(shape=row_qk, depth=N, init=[])
+        m.submodules.qmem = qmem = Memory(shape=row_qk, depth=N, init=[])
+        m.submodules.vmem = vmem = Memory(shape=row_v, depth=N, init=[])
+        k_wr, q_wr, v_wr = kmem.write_port(), qmem.write_port(), vmem.write_port()
+        k_rd, q_rd, v_rd = kmem.read_port(), qmem.read_port(), vmem.read_port()
+        m.submodules.maskmem = maskmem = Memory(shape=unsigned(nbc), depth=nbr, init=[])
+        mask_wr, mask_rd = maskmem.write_port(), maskmem.read_port()
+        a_blk = data.ArrayLayout(signed(cfg.a_width), br * bc)
+        m.submodules.amem = amem = Memory(shape=a_blk, depth=nbr * nbc, init=[])
+        a_wr, a_rd = amem.write_port(), amem.read_port()
+        key_layout = data.StructLayout({"j": unsigned(iw), "c": unsigned(cw),
+                                        "off": unsigned(unsigned_width(max(bc - 1, 1)))})
+        m.submodules.keymem = keymem = Memory(shape=key_layout, depth=N, init=[])
+        key_wr = keymem.write_port()
+        key_rd_sm = keymem.read_port()
+        key_rd_pv = keymem.read_port()
+        m.submodules.finemem = finemem = Memory(
+            shape=data.ArrayLayout(signed(array_widths(cfg).acc), R * C), depth=n_words, init=[])
+        fine_wr = finemem.write_port(granularity=C)
+        fine_rd = finemem.read_port()
+        prob_wr, prob_rd = [], []
+        for r in range(R):
+            pm = Memory(shape=unsigned(cfg.prob_width), depth=N, init=[])
+            m.submodules[f"probmem_{r}"] = pm
+            prob_wr.append(pm.write_port())
+            prob_rd.append(pm.read_port())
+
+        # ---------------------------------------------------------------- units
+        m.submodules.score = sc = ScoreUnit(cfg)
+        m.submodules.pruner = pr = BlockPruner(cfg)
+        m.submodules.headdet = hd = HeadDetector(cfg)
+        m.submodules.softmax = sm = SoftmaxUnit(cfg)
+        m.submodules.array = arr = SystolicArray(cfg, tag_width=tagw)
+        m.d.comb += [
+            sc.valid_len.eq(L), sc.causal.eq(r_causal),
+            pr.mode.eq(r_mode), pr.k_b.eq(r_kb), pr.rho_q.eq(r_rho), pr.valid_len.eq(L),
+            hd.head_prune.eq(r_hprune), hd.tau_head.eq(r_tau),
+        ]
+        # blocks -> A memory and pruner
+        blk, imp = sc.blk_out.payload, pr.imp_in.payload
+        m.d.comb += [
+            pr.imp_in.valid.eq(sc.blk_out.valid),
+            sc.blk_out.ready.eq(pr.imp_in.ready),
+            imp.imp.eq(blk.imp), imp.valid.eq(blk.valid), imp.row.eq(blk.row),
+            imp.col.eq(blk.col), imp.last_col.eq(blk.last_col), imp.last.eq(blk.last),
+            a_wr.addr.eq(blk.row * nbc + blk.col),
+            a_wr.data.eq(blk.a),
+            a_wr.en.eq(sc.blk_out.valid & pr.imp_in.ready),
+        ]
+        wiring.connect(m, sc.h_out, hd.h_in)
+        masks_done = Signal()
+        keep_done = Signal()
+        m.d.comb += [
+            pr.mask_out.ready.eq(1),
+            mask_wr.addr.eq(pr.mask_out.payload.row),
+            mask_wr.data.eq(pr.mask_out.payload.mask),
+            mask_wr.en.eq(pr.mask_out.valid),
+            hd.keep_out.ready.eq(1),
+        ]
+        with m.If(pr.mask_out.valid & pr.mask_out.payload.last):
+            m.d.sync += masks_done.eq(1)
+        with m.If(hd.keep_out.valid):
+            m.d.sync += [keep_done.eq(1), head_kept.eq(hd.keep_out.payload)]
+        with m.If(sc.h_out.valid & sc.h_out.ready):
+            m.d.sync += head_imp.eq(sc.h_out.payload)
+
+        # ---------------------------------------------------------------- control state
+        ld_row = Signal(iw)
+        ld_sec = Signal(2)
+        i0 = Signal(iw + 1)              # first query row of the group
+        nrows = Signal(rw)               # valid rows in the group
+        p_rb = Signal(rbw + 1)           # block-row and offset of row p_i
+        p_off = Signal(range(br))
+        p_i = Signal(range(N + R + 1))   # query row whose Q row and mask are being read
+        p_r = Signal(rw + 1)
+        p_vld = Signal()                 # a read was issued last cycle ...
+        p_vr = Signal(rw)                # ... for group row p_vr
+        p_vin = Signal()                 # ... which is < L
+        p_vrb = Signal(rbw + 1)
+        p_voff = Signal(range(br))
+        qreg = [Signal(row_qk, name=f"qreg_{r}") for r in range(R)]
+        kreg = [Signal(row_qk, name=f"kreg_{c}") for c in range(C)]
+        rowmask = [Signal(nbc, name=f"rowmask_{r}") for r in range(R)]
+        row_rb = [Signal(rbw + 1, name=f"row_rb_{r}") for r in range(R)]
+        row_off = [Signal(range(br), name=f"row_off_{r}") for r in range(R)]
+
+        # key iterator over the union of the group's masks
+        it_rem = Signal(nbc)
+        it_valid = Signal()
+        it_j = Signal(iw)
+        it_c = Signal(cw)
+        it_off = Signal(range(bc))
+        it_step = Signal()
+        lsb_idx = Signal(cw)
+        for c in reversed(range(nbc)):
+            with m.If(it_rem[c]):
+                m.d.comb += lsb_idx.eq(c)
+        with m.If(it_step):
+            with m.If(it_valid & (it_off + 1 < bc) & (it_j + 1 < L)):
+                m.d.sync += [it_j.eq(it_j + 1), it_off.eq(it_off + 1)]
+            with m.Elif(it_rem != 0):
+                m.d.sync += [it_valid.eq(1), it_c.eq(lsb_idx), it_j.eq(lsb_idx * bc),
+                             it_off.eq(0), it_rem.eq(it_rem & ~(Const(1, nbc) << lsb_idx))]
+            with m.Else():
+                m.d.sync += it_valid.eq(0)
+
+        n_kept = Signal(iw)
+        slot = Signal(range(C + 1))
+        kl_vld = Signal()            # K read issued last cycle into slot kl_slot
+        kl_slot = Signal(range(C))
+        kl_zero = Signal()
+        tile = Signal(range(n_words + 1))
+        step = Signal(range(D + 1))
+        outstanding = Signal(range(n_words + nu + 2))
+
+        # softmax feeder (stage 0 issue, 1 key read, 2 A/fine read) and collector
+        f_active = Signal()
+        f_r = Signal(rw)
+        f_p = Signal(iw)
+        f_word = Signal(range(n_words + 1))
+        f_lane = Signal(range(C))
+        s1_valid, s1_r, s1_p = Signal(), Signal(rw), Signal(iw)
+        s1_word, s1_lane = Signal(range(n_words + 1)), Signal(range(C))
+        s2_valid, s2_r, s2_p, s2_lane = Signal(), Signal(rw), Signal(iw), Signal(range(C))
+        s2_key = Signal(key_layout)
+        c_r = Signal(rw + 1)
+        c_p = Signal(iw)
+
+        # P x V feeder (stage 0 issue, 1 key read, 2 V/prob read)
+        pv_active = Signal()
+        u = Signal(range(nu + 1))
+        t = Signal(iw)
+        q1_valid, q1_t, q1_u = Signal(), Signal(iw), Signal(range(nu + 1))
+        q2_valid, q2_last, q2_u = Signal(), Signal(), Signal(range(nu + 1))
+        out_buf = [[Signal(signed(cfg.out_bits), name=f"out_{r}_{e}") for e in range(D)]
+                   for r in range(R)]
+        o_r = Signal(rw)
+        z_cnt = Signal(iw)
+
+        # ---------------------------------------------------------------- input stream
+        tin = data.View(in_row_layout(cfg), self.s_axis.tdata)
+        for e in range(D):
+            m.d.comb += [k_wr.data[e].eq(tin[e]), q_wr.data[e].eq(tin[e]),
+                         v_wr.data[e].eq(tin[e]),
+                         sc.k_in.payload[e].eq(tin[e]), sc.q_in.payload[e].eq(tin[e])]
+        m.d.comb += [k_wr.addr.eq(ld_row), q_wr.addr.eq(ld_row), v_wr.addr.eq(ld_row)]
+        loading = Signal()
+        in_fire = Signal()
+        m.d.comb += [
+            sc.k_in.valid.eq(loading & (ld_sec == 0) & self.s_axis.tvalid),
+            sc.q_in.valid.eq(loading & (ld_sec == 1) & self.s_axis.tvalid),
+            self.s_axis.tready.eq(loading & ((ld_sec == 2)
+                                             | ((ld_sec == 0) & sc.k_in.ready)
+                                             | ((ld_sec == 1) & sc.q_in.ready))),
+            in_fire.eq(self.s_axis.tvalid & self.s_axis.tready),
+            k_wr.en.eq(in_fire & (ld_sec == 0)),
+            q_wr.en.eq(in_fire & (ld_sec == 1)),
+            v_wr.en.eq(in_fire & (ld_sec == 2)),
+        ]
+
+        # ---------------------------------------------------------------- output stream
+        tout = data.View(out_row_layout(cfg), self.m_axis.tdata)
+        sending = Signal()
+        zeroing = Signal()
+        for e in range(D):
+            sel = Array(out_buf[r][e] for r in range(R))[o_r]
+            m.d.comb += tout[e].eq(Mux(zeroing, 0, sel))
+        m.d.comb += [
+            self.m_axis.tvalid.eq(sending | zeroing),
+            self.m_axis.tlast.eq(Mux(zeroing, z_cnt + 1 == L, i0 + o_r + 1 == L)),
+        ]
+        out_fire = Signal()
+        m.d.comb += out_fire.eq(self.m_axis.tvalid & self.m_axis.tready)
+
+        # ---------------------------------------------------------------- array input
+        op = arr.op_in.payload
+        scoring = Signal()
+        op_fire = Signal()
+        m.d.comb += op_fire.eq(arr.op_in.valid & arr.op_in.ready)
+        with m.If(scoring):
+            for r in range(R):
+                qv = qreg[r][0].as_unsigned()
+                m.d.comb += [op.a0[r].eq(qv[F:].as_signed()),
+                             op.a1[r].eq(qv[:F] if F else 0)]
+            for c in range(C):
+                kv = kreg[c][0].as_unsigned()
+                k_i = kv[F:].as_signed()
+                k_f = kv[:F] if F else Const(0, 1)
+                m.d.comb += [op.b0[c].eq(k_f),
+                             op.b1[c].eq(Mux(drop_ff, k_i << F, kv.as_signed()))]
+            m.d.comb += [arr.op_in.valid.eq(1), op.last.eq(step + 1 == D),
+                         op.tag.eq(Cat(tile.as_unsigned() | Const(0, idxw), Const(0, 1)))]
+        with m.Else():
+            for r in range(R):
+                m.d.comb += [op.a0[r].eq(0), op.a1[r].eq(prob_rd[r].data)]
+            for c in range(C):
+                vsel = Array(v_rd.data[k * C + c] if k * C + c < D else Const(0, cfg.v_bits)
+                             for k in range(nu))
+                m.d.comb += [op.b0[c].eq(0), op.b1[c].eq(vsel[q2_u])]
+            m.d.comb += [arr.op_in.valid.eq(q2_valid), op.last.eq(q2_last),
+                         op.tag.eq(Cat(q2_u.as_unsigned() | Const(0, idxw), Const(1, 1)))]
+        with m.If(busy & op_fire):
+            m.d.sync += arr_cyc.eq(arr_cyc + 1)
+
+        # ---------------------------------------------------------------- array output
+        res = arr.res_out.payload
+        res_kind = res.tag[idxw]
+        res_idx = res.tag[:idxw]
+        m.d.comb += [arr.res_out.ready.eq(1), fine_wr.addr.eq(res_idx)]
+        for r in range(R):
+            for c in range(C):
+                m.d.comb += fine_wr.data[r * C + c].eq(res.acc[c])
+            m.d.comb += fine_wr.en[r].eq(arr.res_out.valid & ~res_kind & (res.row == r))
+        sh = cfg.out_shift
+        lo, hi = cfg.out_range
+
+        def requant(x):
+            """golden.pv.requantize: round half up, saturate."""
+            y = (x + (1 << (sh - 1))) >> sh if sh > 0 else x << (-sh)
+            return Mux(y > hi, hi, Mux(y < lo, lo, y))
+
+        with m.If(arr.res_out.valid & res_kind):
+            for k in range(nu):
+                with m.If(res_idx == k):
+                    for r in range(R):
+                        with m.If(res.row == r):
+                            for c in range(C):
+                                if k * C + c < D:
+                                    m.d.sync += out_buf[r][k * C + c].eq(requant(res.acc[c]))
+        tile_issued = Signal()
+        tile_done = Signal()
+        m.d.comb += [tile_issued.eq(op_fire & op.last),
+                     tile_done.eq(arr.res_out.valid & res.last)]
+        m.d.sync += outstanding.eq(outstanding + tile_issued - tile_done)
+
+        # ---------------------------------------------------------------- softmax feeding
+        advance = Signal()
+        m.d.comb += advance.eq(~s2_valid | sm.s_in.ready)
+        m.d.comb += [key_rd_sm.addr.eq(f_p), key_rd_sm.en.eq(advance)]
+        key1 = key_rd_sm.data
+        m.d.comb += [
+            a_rd.addr.eq(Array(row_rb)[s1_r] * nbc + key1.c), a_rd.en.eq(advance),
+            fine_rd.addr.eq(s1_word), fine_rd.en.eq(advance),
+        ]
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(f_active), s1_r.eq(f_r), s1_p.eq(f_p), s1_word.eq(f_word),
+                         s1_lane.eq(f_lane),
+                         s2_valid.eq(s1_valid), s2_r.eq(s1_r), s2_p.eq(s1_p), s2_lane.eq(s1_lane),
+                         s2_key.eq(key1)]
+            with m.If(f_active):
+                with m.If(f_p + 1 == n_kept):
+                    m.d.sync += [f_p.eq(0), f_word.eq(0), f_lane.eq(0), f_r.eq(f_r + 1)]
+                    with m.If(f_r + 1 == nrows):
+                        m.d.sync += f_active.eq(0)
+                with m.Else():
+                    m.d.sync += f_p.eq(f_p + 1)
+                    with m.If(f_lane == C - 1):
+                        m.d.sync += [f_lane.eq(0), f_word.eq(f_word + 1)]
+                    with m.Else():
+                        m.d.sync += f_lane.eq(f_lane + 1)
+        s2_i = Signal(iw + 1)
+        a_lane = Signal(range(br * bc))
+        m.d.comb += [s2_i.eq(i0 + s2_r),
+                     a_lane.eq(Array(row_off)[s2_r] * bc + s2_key.off)]
+        a_val = a_rd.data[a_lane]
+        fine_val = fine_rd.data[s2_r * C + s2_lane]
+        own = Array(rowmask)[s2_r]
+        m.d.comb += [
+            sm.s_in.valid.eq(s2_valid),
+            sm.s_in.payload.s.eq((a_val << (2 * F)) + fine_val),
+            sm.s_in.payload.keep.eq(own.bit_select(s2_key.c, 1)
+                                    & (~r_causal | (s2_key.j <= s2_i))),
+            sm.s_in.payload.last.eq(s2_p + 1 == n_kept),
+            sm.p_out.ready.eq(1),
+        ]
+        for r in range(R):
+            m.d.comb += [prob_wr[r].addr.eq(c_p), prob_wr[r].data.eq(sm.p_out.payload.p),
+                         prob_wr[r].en.eq(sm.p_out.valid & (c_r == r))]
+        with m.If(sm.p_out.valid):
+            with m.If(sm.p_out.payload.last):
+                m.d.sync += [c_p.eq(0), c_r.eq(c_r + 1)]
+            with m.Else():
+                m.d.sync += c_p.eq(c_p + 1)
+
+        # ---------------------------------------------------------------- P x V feeding
+        pv_adv = Signal()
+        m.d.comb += pv_adv.eq(~q2_valid | (~scoring & arr.op_in.ready))
+        m.d.comb += [key_rd_pv.addr.eq(t), key_rd_pv.en.eq(pv_adv),
+                     v_rd.addr.eq(key_rd_pv.data.j), v_rd.en.eq(pv_adv)]
+        for r in range(R):
+            m.d.comb += [prob_rd[r].addr.eq(q1_t), prob_rd[r].en.eq(pv_adv)]
+        with m.If(pv_adv):
+            m.d.sync += [q1_valid.eq(pv_active), q1_t.eq(t), q1_u.eq(u),
+                         q2_valid.eq(q1_valid), q2_last.eq(q1_t + 1 == n_kept), q2_u.eq(q1_u)]
+            with m.If(pv_active):
+                with m.If(t + 1 == n_kept):
+                    m.d.sync += [t.eq(0), u.eq(u + 1)]
+                    with m.If(u + 1 == nu):
+                        m.d.sync += pv_active.eq(0)
+                with m.Else():
+                    m.d.sync += t.eq(t + 1)
+
+        # ---------------------------------------------------------------- loading registers
+        m.d.comb += [q_rd.addr.eq(p_i), mask_rd.addr.eq(p_rb), k_rd.addr.eq(it_j)]
+        m.d.comb += [key_wr.data.j.eq(it_j), key_wr.data.c.eq(it_c), key_wr.data.off.eq(it_off),
+                     key_wr.addr.eq(n_kept)]
+        with m.If(kl_vld):
+            for c in range(C):
+                with m.If(kl_slot == c):
+                    m.d.sync += kreg[c].eq(Mux(kl_zero, 0, k_rd.data))
+        with m.If(p_vld):
+            for r in range(R):
+                with m.If(p_vr == r):
+                    m.d.sync += [
+                        qreg[r].eq(Mux(p_vin, q_rd.data, 0)),
+                        rowmask[r].eq(Mux(p_vin, mask_rd.data, 0)),
+                        row_rb[r].eq(p_vrb), row_off[r].eq(p_voff),
+                    ]
+        m.d.sync += [p_vld.eq(0), kl_vld.eq(0)]
+
+        with m.If(busy):
+            m.d.sync += cyc.eq(cyc + 1)
+
+        # ---------------------------------------------------------------- sequencer
+        with m.FSM(name="top_fsm"):
+            with m.State("IDLE"):
+                with m.If(self.s_axis.tvalid):
+                    m.d.sync += [
+                        r_mode.eq(regs.mode), r_approx.eq(regs.approx), r_causal.eq(regs.causal),
+                        r_hprune.eq(regs.head_prune), r_kb.eq(regs.k_b), r_rho.eq(regs.rho_q),
+                        r_tau.eq(regs.tau_head), L.eq(regs.valid_len),
+                        busy.eq(1), done.eq(0), cyc.eq(0), arr_cyc.eq(0), kept_keys.eq(0),
+                        head_kept.eq(1), masks_done.eq(0), keep_done.eq(0),
+                        ld_row.eq(0), ld_sec.eq(0),
+                    ]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += loading.eq(1)
+                with m.If(in_fire):
+                    with m.If(ld_row + 1 == L):
+                        m.d.sync += [ld_row.eq(0), ld_sec.eq(ld_sec + 1)]
+                        with m.If(ld_sec == 2):
+                            m.next = "INT_WAIT"
+                    with m.Else():
+                        m.d.sync += ld_row.eq(ld_row + 1)
+            with m.State("INT_WAIT"):
+                m.d.sync += [i0.eq(0), p_rb.eq(0), p_off.eq(0), p_i.eq(0), p_r.eq(0)]
+                with m.If(masks_done & keep_done):
+                    with m.If(head_kept):
+                        m.next = "PREP"
+                    with m.Else():
+                        m.d.sync += z_cnt.eq(0)
+                        m.next = "ZERO"
+            with m.State("ZERO"):
+                m.d.comb += zeroing.eq(1)
+                with m.If(out_fire):
+                    m.d.sync += z_cnt.eq(z_cnt + 1)
+                    with m.If(z_cnt + 1 == L):
+                        m.next = "DONE"
+            with m.State("PREP"):
+                # read the group's Q rows and their block-rows' masks, one row per cycle
+                m.d.sync += nrows.eq(Mux(L - i0 < R, L - i0, R))
+                with m.If(p_r < R):
+                    m.d.sync += [p_vld.eq(1), p_vr.eq(p_r), p_vin.eq(p_i < L),
+                                 p_vrb.eq(p_rb), p_voff.eq(p_off),
+                                 p_r.eq(p_r + 1), p_i.eq(p_i + 1)]
+                    with m.If(p_off == br - 1):
+                        m.d.sync += [p_off.eq(0), p_rb.eq(p_rb + 1)]
+                    with m.Else():
+                        m.d.sync += p_off.eq(p_off + 1)
+                with m.Else():
+                    m.next = "PREP_UNION"
+            with m.State("PREP_UNION"):
+                u_acc = Const(0, nbc)
+                for r in range(R):
+                    u_acc = u_acc | rowmask[r]
+                m.d.sync += [it_rem.eq(u_acc), it_valid.eq(0), n_kept.eq(0), tile.eq(0)]
+                m.next = "IT_INIT"
+            with m.State("IT_INIT"):
+                m.d.comb += it_step.eq(1)
+                m.d.sync += slot.eq(0)
+                m.next = "TILE_LOAD"
+            with m.State("TILE_LOAD"):
+                with m.If((slot == 0) & ~it_valid):
+                    m.next = "SCORE_WAIT"
+                with m.Elif(slot < C):
+                    m.d.comb += [key_wr.en.eq(it_valid), it_step.eq(it_valid)]
+                    m.d.sync += [kl_vld.eq(1), kl_slot.eq(slot), kl_zero.eq(~it_valid),
+                                 slot.eq(slot + 1)]
+                    with m.If(it_valid):
+                        m.d.sync += n_kept.eq(n_kept + 1)
+                with m.Else():
+                    m.d.sync += step.eq(0)
+                    m.next = "TILE_RUN"
+            with m.State("TILE_RUN"):
+                m.d.comb += scoring.eq(1)
+                with m.If(op_fire):
+                    # rotate Q rows, shift K rows: element 0 is the current depth step
+                    for r in range(R):
+                        qv = qreg[r].as_value()
+                        m.d.sync += qreg[r].eq(Cat(qv[cfg.qk_bits:], qv[:cfg.qk_bits]))
+                    for c in range(C):
+                        m.d.sync += kreg[c].eq(kreg[c].as_value() >> cfg.qk_bits)
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step + 1 == D):
+                        m.d.sync += [tile.eq(tile + 1), slot.eq(0)]
+                        m.next = "TILE_LOAD"
+            with m.State("SCORE_WAIT"):
+                with m.If(outstanding == 0):
+                    m.d.sync += [f_active.eq(1), f_r.eq(0), f_p.eq(0), f_word.eq(0),
+                                 f_lane.eq(0), c_r.eq(0), c_p.eq(0),
+                                 kept_keys.eq(kept_keys + n_kept)]
+                    m.next = "SOFTMAX"
+            with m.State("SOFTMAX"):
+                with m.If(c_r == nrows):
+                    m.d.sync += [u.eq(0), t.eq(0), pv_active.eq(1)]
+                    m.next = "PV"
+            with m.State("PV"):
+                with m.If(~pv_active & ~q1_valid & ~q2_valid & (outstanding == 0)
+                          & ~tile_issued):
+                    m.d.sync += o_r.eq(0)
+                    m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += sending.eq(1)
+                with m.If(out_fire):
+                    m.d.sync += o_r.eq(o_r + 1)
+                    with m.If(o_r + 1 == nrows):
+                        with m.If(i0 + R >= L):
+                            m.next = "DONE"
+                        with m.Else():
+                            m.d.sync += [i0.eq(i0 + R), p_r.eq(0)]
+                            m.next = "PREP"
+            with m.State("DONE"):
+                m.d.sync += [busy.eq(0), done.eq(1), st_cycles.eq(cyc), st_arr.eq(arr_cyc),
+                             st_kept.eq(kept_keys), heads_done.eq(heads_done + 1)]
+                m.next = "IDLE"
+        return m
+
+
+def register_values(cfg: HDPConfig, valid_len: int | None = None) -> dict[str, int]:
+    """The writable register values that make the top run ``cfg``'s run-time settings (what a
+    driver writes before a head)."""
+    return {
+        "mode": PRUNE_MODES.index(cfg.prune_mode),
+        "approx": APPROX_MODES.index(cfg.approx),
+        "causal": int(cfg.causal),
+        "head_prune": int(cfg.head_prune),
+        "k_b": cfg.k_b,
+        "rho_q": cfg.rho_q,
+        "tau_head": cfg.tau_head,
+        "valid_len": cfg.seq_len if valid_len is None else int(valid_len),
+    }
+
+
+def pack_input_rows(cfg: HDPConfig, k_q, q_q, v_q, valid_len: int) -> list[int]:
+    """The ``s_axis`` beats of one head (K rows, Q rows, V rows, ``valid_len`` each) as
+    packed ``tdata`` integers."""
+    lay = in_row_layout(cfg)
+    rows = []
+    for mat in (k_q, q_q, v_q):
+        for i in range(valid_len):
+            rows.append(lay.const([int(x) for x in mat[i]]).as_bits())
+    return rows
+
+
+def unpack_output_row(cfg: HDPConfig, tdata: int) -> list[int]:
+    """One ``m_axis`` beat as ``head_dim`` signed integers."""
+    v = out_row_layout(cfg).from_bits(tdata)
+    return [int(v[e]) for e in range(cfg.head_dim)]
