@@ -9,12 +9,13 @@ import random
 
 import numpy as np
 import pytest
+from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from golden.model import attention_head_int
 from hw.config import HDPConfig
 from hw.presets import preset
-from hw.top import (Top, pack_input_rows, register_map, register_values, unpack_output_row)
+from hw.top import Top, pack_input_rows, register_map, register_values, unpack_output_row
 
 
 def random_head(cfg: HDPConfig, rng: np.random.Generator, n: int | None = None):
@@ -114,14 +115,20 @@ def check_head(run_cfg, q, k, v, valid_len, got_rows, label):
 
 
 def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int = 0,
-              reset_mid: bool = False):
-    """Run each head dict {q, k, v, valid_len, settings: dict of cfg fields} through one
-    simulated top; check every output against golden; returns per-head cycle counts."""
+              reset_mid: bool = False) -> list[dict]:
+    """Run each head ``{q, k, v, valid_len, settings}`` (``settings``: configuration fields
+    of the run-time registers) through one simulated top, check every output whole against
+    golden and return per-head statistics read back over AXI4-Lite.
+
+    ``reset_mid``: first send two thirds of head 0, pulse the reset, then run every head."""
     dut = Top(cfg)
-    sim = Simulator(dut)
+    m = Module()
+    m.domains.sync = cd = ClockDomain("sync")
+    m.submodules.dut = dut
+    sim = Simulator(m)
     sim.add_clock(1e-8)
     rng = random.Random(seed)
-    cycles = []
+    stats = []
 
     async def bench(ctx):
         if reset_mid:
@@ -130,33 +137,37 @@ def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int =
             await write_regs(ctx, dut, register_values(run_cfg, h["valid_len"]))
             rows = pack_input_rows(cfg, h["k"], h["q"], h["v"], h["valid_len"])
             await send_rows(ctx, dut, rows[: len(rows) * 2 // 3 + 1], None, 0.0)
-            for _ in range(5):
+            for _ in range(7):
                 await ctx.tick()
-            ctx.set(dut.s_axis.tvalid, 0)
+            ctx.set(cd.rst, 1)
             await ctx.tick()
-            # synchronous reset of everything in the middle of the head
-            ctx.set(dut.rst if hasattr(dut, "rst") else sim_reset, 1)
+            ctx.set(cd.rst, 0)
+            await ctx.tick()
+            assert await read_reg(ctx, dut, "status") == 0, "status after reset"
         for n, h in enumerate(heads):
             run_cfg = cfg.replace(**h.get("settings", {}))
             await write_regs(ctx, dut, register_values(run_cfg, h["valid_len"]))
             rows = pack_input_rows(cfg, h["k"], h["q"], h["v"], h["valid_len"])
-            got = []
-
-            async def receiver(ctx, h=h, got=got):
-                got.extend(await recv_rows(ctx, dut, h["valid_len"], rng, stall))
-
+            # the top takes the whole head before its first output row: no need to overlap
             await send_rows(ctx, dut, rows, rng, stall)
-            got.extend(await recv_rows(ctx, dut, h["valid_len"], rng, stall))
-            check_head(run_cfg, h["q"], h["k"], h["v"], h["valid_len"], got,
-                       f"head {n} settings={h.get('settings')} seed={seed}")
+            got = await recv_rows(ctx, dut, h["valid_len"], rng, stall)
+            res = check_head(run_cfg, h["q"], h["k"], h["v"], h["valid_len"], got,
+                             f"config={cfg!r} head {n} settings={h.get('settings')} "
+                             f"valid_len={h['valid_len']} stall={stall} seed={seed}")
             while not (await read_reg(ctx, dut, "status")) & 2:
                 await ctx.tick()
-            cycles.append(await read_reg(ctx, dut, "cycles"))
+            status = await read_reg(ctx, dut, "status")
+            assert (status >> 2) & 1 == int(res.head_keep), "status.head_kept"
+            assert await read_reg(ctx, dut, "head_imp") == res.head_importance, "head_imp"
+            stats.append({"cycles": await read_reg(ctx, dut, "cycles"),
+                          "array_cycles": await read_reg(ctx, dut, "array_cycles"),
+                          "kept_keys": await read_reg(ctx, dut, "kept_keys"),
+                          "head_keep": res.head_keep})
+        assert await read_reg(ctx, dut, "heads_done") == len(heads)
 
-    sim_reset = None
     sim.add_testbench(bench)
     sim.run()
-    return cycles
+    return stats
 
 
 SETTINGS = [
@@ -170,12 +181,73 @@ SETTINGS = [
 ]
 
 
-def test_tiny_modes():
-    cfg = preset("tiny")
-    rng = np.random.default_rng(1)
+def _heads(cfg, settings, lens, seed):
+    rng = np.random.default_rng(seed)
     heads = []
-    for n, s in enumerate(SETTINGS):
+    for s, n in zip(settings, lens):
         q, k, v = random_head(cfg, rng)
-        heads.append({"q": q, "k": k, "v": v, "valid_len": [8, 7, 5, 8, 3, 6, 1][n],
-                      "settings": s})
-    run_heads(cfg, heads)
+        heads.append({"q": q, "k": k, "v": v, "valid_len": n, "settings": s})
+    return heads
+
+
+def test_tiny_every_mode():
+    cfg = preset("tiny")
+    stats = run_heads(cfg, _heads(cfg, SETTINGS, [8, 7, 5, 8, 3, 6, 1], 1))
+    # pruning skips key columns: top-k with k_b = 1 issues fewer keys than dense
+    assert stats[2]["kept_keys"] < stats[0]["kept_keys"]
+
+
+def test_tiny_stalls_on_both_streams():
+    cfg = preset("tiny")
+    run_heads(cfg, _heads(cfg, SETTINGS[:4], [8, 6, 8, 2], 2), stall=0.4, seed=3)
+
+
+def _head_prune_settings(cfg, head, mode="topk"):
+    """tau_head just above (prune) and equal to (keep) the head's H."""
+    h = attention_head_int(head["q"], head["k"], head["v"], cfg, head["valid_len"]).head_importance
+    return [{"prune_mode": mode, "head_prune": True, "tau_head": min(h + 1, cfg.h_max)},
+            {"prune_mode": mode, "head_prune": True, "tau_head": h}]
+
+
+def test_head_pruning_tiny_and_odd():
+    for name in ("tiny", "odd"):
+        cfg = preset(name)
+        base = _heads(cfg, [{}], [cfg.seq_len], 4)[0]
+        heads = []
+        for mode in ("off", "topk", "threshold"):
+            for s in _head_prune_settings(cfg, base, mode):
+                heads.append({**base, "settings": s})
+        stats = run_heads(cfg, heads)
+        assert [s["head_keep"] for s in stats] == [False, True] * 3
+        # a pruned head costs no array cycle
+        assert all(s["array_cycles"] == 0 for s in stats[::2])
+        assert all(s["array_cycles"] > 0 for s in stats[1::2])
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_odd_random_settings(seed):
+    cfg = preset("odd")
+    rng = random.Random(seed)
+    settings = []
+    for _ in range(5):
+        settings.append({
+            "prune_mode": rng.choice(["off", "topk", "threshold"]),
+            "approx": rng.choice(["drop_ff", "exact"]),
+            "causal": rng.random() < 0.5,
+            "k_b": rng.randint(1, cfg.n_block_cols),
+            "rho": rng.randint(0, 1 << cfg.rho_frac) / (1 << cfg.rho_frac),
+        })
+    lens = [rng.randint(1, cfg.seq_len) for _ in settings]
+    run_heads(cfg, _heads(cfg, settings, lens, seed), stall=0.2, seed=seed)
+
+
+def test_array_wider_than_blocks():
+    """array_rows > block_rows: a tile's keys are the union of its block-rows' kept keys."""
+    cfg = preset("tiny").replace(seq_len=11, array_rows=4, array_cols=3, block_rows=1,
+                                 block_cols=2, k_b=2)
+    run_heads(cfg, _heads(cfg, SETTINGS, [11, 9, 11, 4, 10, 11, 7], 7))
+
+
+def test_reset_mid_head_then_clean_run():
+    cfg = preset("tiny")
+    run_heads(cfg, _heads(cfg, SETTINGS[2:5], [8, 8, 5], 8), reset_mid=True)
