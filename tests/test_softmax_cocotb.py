@@ -8,6 +8,7 @@ output with golden.  The ``simulator`` and ``build_dir`` fixtures come from ``te
 import pytest
 
 from hw.presets import preset
+from hw.softmax_unit import SoftmaxUnit
 from sim.runner import run_cocotb
 
 pytestmark = pytest.mark.cocotb
@@ -19,3 +20,20 @@ def test_softmax_bench(name, simulator, build_dir):
                      simulator=simulator, build_dir=build_dir)
     # directed, random and MiniLM (default preset only), each with stalls off and on
     assert res.tests >= 4
+
+
+class _TruncatingSoftmax(SoftmaxUnit):
+    """Deliberately broken: truncates p instead of rounding half up."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._round_bias = 0
+
+
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_softmax_bench_catches_broken_variant(simulator, build_dir):
+    """The same bench on a broken unit fails, and its message names the first mismatch."""
+    cfg = preset("tiny")
+    with pytest.raises(AssertionError, match=r"softmax mismatch: config=.* row=\d+ index=\d+: expected"):
+        run_cocotb(unit=_TruncatingSoftmax(cfg), name="softmax_truncating", cfg=cfg,
+                   test_module="sim.benches.bench_softmax", simulator=simulator, build_dir=build_dir)
