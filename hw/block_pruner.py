@@ -1,0 +1,397 @@
+"""Block pruner: the per-block-row keep mask in the ``off``, ``topk`` and ``threshold`` modes.
+
+Golden twin: :func:`golden.pruner.diagonal_blocks`, :func:`golden.pruner.topk_keep`,
+:func:`golden.pruner.threshold_keep` and :func:`golden.pruner.block_keep`.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .config import PRUNE_MODES, HDPConfig, signed_width, unsigned_width
+
+__all__ = ["BlockPruner", "imp_layout", "mask_layout", "index_width", "MODE_WIDTH",
+           "MODE_OFF", "MODE_TOPK", "MODE_THRESHOLD"]
+
+MODE_OFF = PRUNE_MODES.index("off")
+MODE_TOPK = PRUNE_MODES.index("topk")
+MODE_THRESHOLD = PRUNE_MODES.index("threshold")
+#: Width of the run-time ``mode`` port (code = index in :data:`hw.config.PRUNE_MODES`).
+MODE_WIDTH = unsigned_width(len(PRUNE_MODES) - 1)
+
+
+def index_width(n: int) -> int:
+    """Unsigned width of an index in ``[0, n)`` (at least 1 bit)."""
+    return max(1, (n - 1).bit_length())
+
+
+def imp_layout(cfg: HDPConfig) -> data.StructLayout:
+    """Payload of :attr:`BlockPruner.imp_in`: one block of the score matrix.
+
+    ``imp`` (signed ``importance_width``) is the block importance (0 for invalid blocks, as
+    golden computes it), ``valid`` says whether the block holds a valid entry, ``row``/``col``
+    are the block coordinates, ``last_col`` marks the last block of a block-row and ``last`` the
+    last block of the head."""
+    return data.StructLayout({
+        "imp": signed(cfg.importance_width),
+        "valid": unsigned(1),
+        "row": unsigned(index_width(cfg.n_block_rows)),
+        "col": unsigned(index_width(cfg.n_block_cols)),
+        "last_col": unsigned(1),
+        "last": unsigned(1),
+    })
+
+
+def mask_layout(cfg: HDPConfig) -> data.StructLayout:
+    """Payload of :attr:`BlockPruner.mask_out`: one block-row's keep mask (bit ``c`` keeps
+    block column ``c``; columns beyond the row's blocks are 0), its ``row`` and ``last`` (last
+    block-row of the head)."""
+    return data.StructLayout({
+        "mask": unsigned(cfg.n_block_cols),
+        "row": unsigned(index_width(cfg.n_block_rows)),
+        "last": unsigned(1),
+    })
+
+
+class BlockPruner(wiring.Component):
+    """Row-balanced block pruning: one keep mask per block-row.
+
+    Golden twin: :func:`golden.pruner.block_keep` (with :func:`~golden.pruner.diagonal_blocks`,
+    :func:`~golden.pruner.topk_keep`, :func:`~golden.pruner.threshold_keep`), bit-exact.
+
+    Parameters
+    ----------
+    cfg : HDPConfig
+        Elaboration limits: ``seq_len``, block shape, ``importance_width``, ``rho_frac``,
+        ``threshold_width``.  The run-time settings come from the ports below.
+
+    Ports
+    -----
+    imp_in : In(stream.Signature(imp_layout(cfg)))
+        One beat per block in row-major block order, block-rows ``r < ceil(L / b_r)`` and block
+        columns ``c < ceil(L / b_c)`` with ``L = valid_len``; ``last_col`` (or ``last``) ends a
+        block-row.  Columns of a block-row arrive in increasing order.
+    mask_out : Out(stream.Signature(mask_layout(cfg)))
+        One beat per block-row, in order.
+    mode : In(MODE_WIDTH)
+        Index in :data:`hw.config.PRUNE_MODES`: 0 ``off`` (every valid block), 1 ``topk``,
+        2 ``threshold``; code 3 behaves as ``off``.
+    k_b : In(cfg.k_b_width)
+        Blocks kept per block-row in ``topk`` mode, diagonal blocks included (0 keeps only the
+        diagonal blocks; values above the row's valid blocks keep them all).
+    rho_q : In(cfg.rho_frac + 1)
+        ``rho`` with ``P = rho_frac`` fraction bits, in ``[0, 2**P]``; larger codes (``rho > 1``,
+        outside :class:`~hw.config.HDPConfig`'s range) are treated as ``2**P``.
+    valid_len : In(cfg.valid_len_width)
+        Run-time sequence length ``L`` in ``[1, seq_len]``; decides the diagonal blocks.
+
+    ``valid_len`` is sampled with every accepted beat; ``mode``, ``k_b`` and ``rho_q`` with the
+    last beat of every block-row.  Keep them stable from a head's first beat to its last beat
+    (they may change as soon as the last beat of a head is accepted).
+
+    Rules
+    -----
+    * Diagonal blocks of block-row ``r``: columns ``c`` whose keys ``[c*b_c, (c+1)*b_c)`` meet
+      the row's valid queries ``[r*b_r, min((r+1)*b_r, L))`` (golden ``i // b_c`` for every
+      valid query ``i``; with ``b_r != b_c`` a block-row can have several).  Computed inside
+      from ``row``, ``col`` and ``valid_len`` with constant multiplications only.  Kept in every
+      mode when valid; invalid blocks are never kept.
+    * ``topk``: the diagonal blocks plus the ``k_b - n_diag`` other valid blocks of largest
+      importance.  **Ties keep the lower column index**: a sorted insertion register of
+      ``n_block_cols`` slots (importance, column) holds the non-diagonal valid blocks in
+      decreasing importance; a new block goes behind every slot whose importance is ``>=``
+      its own, and columns arrive in increasing order, so equal importances stay in column
+      order (the stable sort of the golden model).  Slot ``s`` is kept when
+      ``s + n_diag < k_b``.
+    * ``threshold``: block ``c`` is kept when
+      ``I * n * 2**P >= rho_q * max * n + (2**P - rho_q) * sum`` over the ``n`` valid blocks of
+      the row, in exact integers (no division, no rounding), or when it is diagonal.  Both sides
+      are ``threshold_width`` (= :attr:`HDPConfig.threshold_width`) bits: with
+      ``M = max|I| * n_block_cols * 2**P``, ``|I * n * 2**P| <= M``,
+      ``|rho_q * max * n| <= M``, ``|(2**P - rho_q) * sum| <= M`` and the right side is a convex
+      mix of ``n * max`` and ``sum`` scaled by ``2**P``, so ``|rhs| <= M``
+      (``tests/test_block_pruner.py`` checks the extremes).
+    * ``off``: every valid block.
+
+    Architecture, latency and throughput
+    ------------------------------------
+    Stage A takes one beat per cycle: it inserts the block into the sorter, writes
+    ``(imp, valid)`` into one bank of a two-bank row buffer (``lib.memory.Memory``, depth
+    ``2 * 2**index_width(n_block_cols)``) and accumulates ``n``, ``sum``, ``max``, the valid
+    and diagonal masks.  The last beat of a block-row hands everything (sorter snapshot
+    included) to the job register J and clears stage A, which takes the next row's first beat
+    in the very next cycle (double buffering).  J issues one item per cycle: for ``off`` and
+    ``topk`` a single item carrying the finished mask; for ``threshold`` one item per column
+    (row-buffer read, one ``I * n`` multiplier, one comparator), so a row of ``m`` blocks
+    occupies J for exactly ``m`` cycles.  The mask leaves through an output register.
+
+    * Throughput: **one block per cycle, continuously across block-rows and heads, in every
+      mode** (a block-row of ``m`` blocks every ``m`` cycles; ``m = ceil(valid_len / b_c) <=
+      n_block_cols``) while ``mask_out`` is ready; measured in ``tests/test_block_pruner.py``.
+    * Latency from the handshake of a block-row's last beat (cycle ``t``) to ``mask_out.valid``:
+      3 cycles (``off``, ``topk``; valid in cycle ``t + 3``) and ``m + 2`` cycles
+      (``threshold``).
+    * Backpressure: a ``mask_out`` stall holds J and the compare stage only when a finished
+      mask is waiting; ``imp_in.ready`` drops only for a row's last beat while J is still busy.
+      ``imp_in.ready`` depends combinationally on ``imp_in.payload.last_col``/``last`` and on
+      ``mask_out.ready``.
+    """
+
+    def __init__(self, cfg: HDPConfig):
+        if not isinstance(cfg, HDPConfig):
+            raise TypeError(f"cfg must be an HDPConfig, not {cfg!r}")
+        self._cfg = cfg
+        super().__init__({
+            "imp_in": In(stream.Signature(imp_layout(cfg))),
+            "mask_out": Out(stream.Signature(mask_layout(cfg))),
+            "mode": In(MODE_WIDTH),
+            "k_b": In(cfg.k_b_width),
+            "rho_q": In(cfg.rho_frac + 1),
+            "valid_len": In(cfg.valid_len_width),
+        })
+
+    @property
+    def cfg(self) -> HDPConfig:
+        return self._cfg
+
+    @property
+    def threshold_width(self) -> int:
+        """Signed width of both sides of the threshold comparison."""
+        return self._cfg.threshold_width
+
+    # Hooks named so that tests can build deliberately broken variants by overriding them.
+    def _sorts_before(self, slot_imp, new_imp):
+        """True when a stored block stays ahead of a newly arriving (higher-column) one."""
+        return slot_imp >= new_imp
+
+    def _threshold_keeps(self, lhs, rhs):
+        return lhs >= rhs
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        nbc = cfg.n_block_cols
+        slots = nbc
+        iw = cfg.importance_width
+        cw = index_width(nbc)
+        nw = unsigned_width(nbc)
+        sw = signed_width(*cfg.importance_row_sum_range)
+        tw = self.threshold_width
+        p = cfg.rho_frac
+        one = 1 << p
+        br, bc = cfg.block_rows, cfg.block_cols
+        olay = mask_layout(cfg)
+
+        beat = self.imp_in.payload
+        accept = Signal()
+        row_end = Signal()
+        m.d.comb += [accept.eq(self.imp_in.valid & self.imp_in.ready),
+                     row_end.eq(beat.last_col | beat.last)]
+
+        # ---------------------------------------------------------------- stage A
+        # diagonal: key range [c*b_c, c*b_c + b_c) meets query range [r*b_r, min(r*b_r+b_r, L))
+        row_lo = Signal(range(cfg.n_block_rows * br + 1))
+        row_hi = Signal(range(cfg.n_block_rows * br + br + 1))
+        col_lo = Signal(range(nbc * bc + 1))
+        is_diag = Signal()
+        m.d.comb += [
+            row_lo.eq(beat.row * br),
+            row_hi.eq(Mux(row_lo + br < self.valid_len, row_lo + br, self.valid_len)),
+            col_lo.eq(beat.col * bc),
+            is_diag.eq((col_lo < row_hi) & (col_lo + bc > row_lo)),
+        ]
+        blk_diag = Signal()
+        cand = Signal()
+        onehot = Signal(nbc)
+        m.d.comb += [blk_diag.eq(beat.valid & is_diag),
+                     cand.eq(beat.valid & ~is_diag),
+                     onehot.eq(Const(1, nbc) << beat.col)]
+
+        # sorted insertion register (top-k candidates, decreasing importance)
+        s_occ = Signal(slots)
+        s_imp = [Signal(signed(iw), name=f"sort_imp_{s}") for s in range(slots)]
+        s_col = [Signal(cw, name=f"sort_col_{s}") for s in range(slots)]
+        a_occ = Signal(slots)  # after inserting this beat (when it is a candidate)
+        a_imp = [Signal(signed(iw), name=f"sort_ins_imp_{s}") for s in range(slots)]
+        a_col = [Signal(cw, name=f"sort_ins_col_{s}") for s in range(slots)]
+        ge = Signal(slots)
+        for s in range(slots):
+            m.d.comb += ge[s].eq(s_occ[s] & self._sorts_before(s_imp[s], beat.imp))
+        for s in range(slots):
+            with m.If(~cand | ge[s]):
+                m.d.comb += [a_occ[s].eq(s_occ[s]), a_imp[s].eq(s_imp[s]), a_col[s].eq(s_col[s])]
+            if s == 0:
+                with m.Else():
+                    m.d.comb += [a_occ[s].eq(1), a_imp[s].eq(beat.imp), a_col[s].eq(beat.col)]
+            else:
+                with m.Elif(ge[s - 1]):
+                    m.d.comb += [a_occ[s].eq(1), a_imp[s].eq(beat.imp), a_col[s].eq(beat.col)]
+                with m.Else():
+                    m.d.comb += [a_occ[s].eq(s_occ[s - 1]), a_imp[s].eq(s_imp[s - 1]),
+                                 a_col[s].eq(s_col[s - 1])]
+
+        # row accumulators
+        vmask = Signal(nbc)
+        dmask = Signal(nbc)
+        ndiag = Signal(nw)
+        cnt = Signal(nw)
+        tot = Signal(signed(sw))
+        mx = Signal(signed(iw))
+        a_vmask = Signal(nbc)
+        a_dmask = Signal(nbc)
+        a_ndiag = Signal(nw)
+        a_cnt = Signal(nw)
+        a_tot = Signal(signed(sw))
+        a_mx = Signal(signed(iw))
+        m.d.comb += [
+            a_vmask.eq(vmask | Mux(beat.valid, onehot, 0)),
+            a_dmask.eq(dmask | Mux(blk_diag, onehot, 0)),
+            a_ndiag.eq(ndiag + blk_diag),
+            a_cnt.eq(cnt + beat.valid),
+            a_tot.eq(tot + Mux(beat.valid, beat.imp, 0)),
+            a_mx.eq(Mux(beat.valid & ((cnt == 0) | (beat.imp > mx)), beat.imp, mx)),
+        ]
+
+        # two-bank row buffer for the threshold pass
+        blay = data.StructLayout({"imp": signed(iw), "valid": unsigned(1)})
+        m.submodules.row_buf = buf = Memory(shape=blay, depth=2 << cw, init=[])
+        wp = buf.write_port()
+        rp = buf.read_port(domain="sync")
+        wbank = Signal()
+        m.d.comb += [wp.addr.eq(Cat(beat.col, wbank)), wp.data.imp.eq(beat.imp),
+                     wp.data.valid.eq(beat.valid), wp.en.eq(accept)]
+
+        # ---------------------------------------------------------------- job register J
+        j_valid = Signal()
+        j_mode = Signal(MODE_WIDTH)
+        j_kb = Signal(cfg.k_b_width)
+        j_rho = Signal(p + 1)
+        j_ndiag = Signal(nw)
+        j_occ = Signal(slots)
+        j_col = [Signal(cw, name=f"job_col_{s}") for s in range(slots)]
+        j_vmask = Signal(nbc)
+        j_dmask = Signal(nbc)
+        j_cnt = Signal(nw)
+        j_tot = Signal(signed(sw))
+        j_mx = Signal(signed(iw))
+        j_lastc = Signal(cw)
+        j_ic = Signal(cw)
+        j_bank = Signal()
+        j_row = Signal(len(beat.row))
+        j_last = Signal()
+
+        j_thr = Signal()
+        j_last_item = Signal()
+        adv = Signal()
+        j_free = Signal()
+        m.d.comb += [
+            j_thr.eq(j_mode == MODE_THRESHOLD),
+            j_last_item.eq(~j_thr | (j_ic == j_lastc)),
+            j_free.eq(~j_valid | (adv & j_last_item)),
+            self.imp_in.ready.eq(~row_end | j_free),
+        ]
+
+        with m.If(accept):
+            with m.If(row_end):
+                m.d.sync += [
+                    s_occ.eq(0), vmask.eq(0), dmask.eq(0), ndiag.eq(0), cnt.eq(0), tot.eq(0),
+                    mx.eq(0), wbank.eq(~wbank),
+                    j_valid.eq(1), j_mode.eq(self.mode), j_kb.eq(self.k_b),
+                    j_rho.eq(self.rho_q), j_ndiag.eq(a_ndiag), j_occ.eq(a_occ),
+                    j_vmask.eq(a_vmask), j_dmask.eq(a_dmask), j_cnt.eq(a_cnt), j_tot.eq(a_tot),
+                    j_mx.eq(a_mx), j_lastc.eq(beat.col), j_ic.eq(0), j_bank.eq(wbank),
+                    j_row.eq(beat.row), j_last.eq(beat.last),
+                ]
+                m.d.sync += [j_col[s].eq(a_col[s]) for s in range(slots)]
+            with m.Else():
+                m.d.sync += [s_occ.eq(a_occ), vmask.eq(a_vmask), dmask.eq(a_dmask),
+                             ndiag.eq(a_ndiag), cnt.eq(a_cnt), tot.eq(a_tot), mx.eq(a_mx)]
+            m.d.sync += [s_imp[s].eq(a_imp[s]) for s in range(slots)]
+            m.d.sync += [s_col[s].eq(a_col[s]) for s in range(slots)]
+        with m.If(~(accept & row_end) & adv & j_valid):
+            with m.If(j_last_item):
+                m.d.sync += j_valid.eq(0)
+            with m.Else():
+                m.d.sync += j_ic.eq(j_ic + 1)
+
+        # top-k mask of the job: diagonal blocks + the first (k_b - n_diag) sorter slots
+        topk_terms = []
+        for s in range(slots):
+            keep_s = Signal(name=f"job_keep_{s}")
+            term = Signal(nbc, name=f"job_bit_{s}")
+            m.d.comb += [keep_s.eq(j_occ[s] & (j_ndiag + s < j_kb)),
+                         term.eq(Mux(keep_s, Const(1, nbc) << j_col[s], 0))]
+            topk_terms.append(term)
+        topk_mask = Signal(nbc)
+        acc = topk_terms[0]
+        for t in topk_terms[1:]:
+            acc = acc | t
+        m.d.comb += topk_mask.eq(acc)
+
+        base = Signal(nbc)
+        with m.Switch(j_mode):
+            with m.Case(MODE_TOPK):
+                m.d.comb += base.eq(j_dmask | topk_mask)
+            with m.Case(MODE_THRESHOLD):
+                m.d.comb += base.eq(j_dmask)
+            with m.Default():
+                m.d.comb += base.eq(j_vmask)
+
+        # right side of the threshold rule, in threshold_width bits (see the class docstring)
+        rho_c = Signal(p + 1)
+        t_max = Signal(signed(tw))
+        t_sum = Signal(signed(tw))
+        rhs = Signal(signed(tw))
+        m.d.comb += [
+            rho_c.eq(Mux(j_rho > one, one, j_rho)),
+            t_max.eq(rho_c * j_mx * j_cnt),
+            t_sum.eq((one - rho_c) * j_tot),
+            rhs.eq(t_max + t_sum),
+        ]
+
+        # ---------------------------------------------------------------- compare stage P1
+        p1_valid = Signal()
+        p1_col = Signal(cw)
+        p1_last_item = Signal()
+        p1_thr = Signal()
+        p1_cnt = Signal(nw)
+        p1_rhs = Signal(signed(tw))
+        p1_base = Signal(nbc)
+        p1_row = Signal(len(beat.row))
+        p1_last = Signal()
+        m.d.comb += [rp.addr.eq(Cat(j_ic, j_bank)), rp.en.eq(adv)]
+        with m.If(adv):
+            m.d.sync += [p1_valid.eq(j_valid), p1_col.eq(j_ic), p1_last_item.eq(j_last_item),
+                         p1_thr.eq(j_thr), p1_cnt.eq(j_cnt), p1_rhs.eq(rhs), p1_base.eq(base),
+                         p1_row.eq(j_row), p1_last.eq(j_last)]
+
+        lhs = Signal(signed(tw))
+        keep_bit = Signal()
+        bitvec = Signal(nbc)
+        m.d.comb += [
+            lhs.eq((rp.data.imp * p1_cnt) << p),
+            keep_bit.eq(p1_thr & rp.data.valid & self._threshold_keeps(lhs, p1_rhs)),
+            bitvec.eq(Mux(keep_bit, Const(1, nbc) << p1_col, 0)),
+        ]
+
+        # ---------------------------------------------------------------- output register
+        macc = Signal(nbc)
+        o_valid = Signal()
+        o_pay = Signal(olay)
+        m.d.comb += [
+            adv.eq(~(p1_valid & p1_last_item & o_valid & ~self.mask_out.ready)),
+            self.mask_out.valid.eq(o_valid),
+            self.mask_out.payload.eq(o_pay),
+        ]
+        with m.If(adv & p1_valid):
+            with m.If(p1_last_item):
+                m.d.sync += [o_pay.mask.eq(macc | p1_base | bitvec), o_pay.row.eq(p1_row),
+                             o_pay.last.eq(p1_last), macc.eq(0)]
+            with m.Else():
+                m.d.sync += macc.eq(macc | bitvec)
+        with m.If(adv & p1_valid & p1_last_item):
+            m.d.sync += o_valid.eq(1)
+        with m.Elif(self.mask_out.ready):
+            m.d.sync += o_valid.eq(0)
+        return m
