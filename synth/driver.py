@@ -49,7 +49,7 @@ ECP5_DEVICE = {"flag": "--85k", "part": "LFE5U-85F", "package": "CABGA381", "spe
 DEFAULT_FMAX_TARGET_MHZ = 100.0
 PNR_SEED = 1
 #: bumped when the meaning of a cached result changes (parsing, stage options)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 Progress = Callable[[str, str, str, float], None]
 """``progress(unit, stage, status, seconds)``; status is start, done, cached, failed or skipped."""
@@ -135,8 +135,13 @@ def _read_stat(path: Path) -> dict[str, Any]:
     return design
 
 
+#: bookkeeping cells that are no hardware (debug scope information kept by flatten)
+_NOT_HARDWARE = ("$scopeinfo",)
+
+
 def _cells(design: dict[str, Any]) -> dict[str, int]:
-    return {str(k): int(v) for k, v in sorted(design.get("num_cells_by_type", {}).items())}
+    return {str(k): int(v) for k, v in sorted(design.get("num_cells_by_type", {}).items())
+            if k not in _NOT_HARDWARE}
 
 
 def _count(cells: dict[str, int], *names: str, prefix: str | None = None) -> int:
@@ -164,7 +169,7 @@ def _parse_generic(d: Path) -> dict[str, Any]:
     trans, lower = _parse_transistors(cmos)
     ff = sum(v for k, v in cells.items() if "DFF" in k.upper() or k.startswith("$_SDFF")
              or k.startswith("$_DLATCH"))
-    return {"cells": int(design.get("num_cells", sum(cells.values()))), "ff": ff,
+    return {"cells": sum(cells.values()), "ff": ff,
             "transistors": trans, "transistors_lower_bound": lower,
             "wires": int(design.get("num_wires", 0)), "wire_bits": int(design.get("num_wire_bits", 0)),
             "cells_by_type": cells}

@@ -68,7 +68,8 @@ def test_numbers_come_from_stat_json(first_run):
     for target in ("ecp5", "ice40"):
         stat = json.loads((build / f"{target}_stat.json").read_text())
         assert stat["invocation"].startswith("stat -json")
-        assert res[target]["cells_by_type"] == stat["design"]["num_cells_by_type"]
+        in_file = {k: v for k, v in stat["design"]["num_cells_by_type"].items() if k != "$scopeinfo"}
+        assert res[target]["cells_by_type"] == in_file
         assert (build / f"{target}.log").stat().st_size > 0  # the full log, not stdout
     # the parser reads the file: change the file, the numbers follow
     stat_path = build / "ecp5_stat.json"
