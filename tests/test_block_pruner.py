@@ -184,7 +184,7 @@ def test_minilm_fixture():
 # ---------------------------------------------------------------------------- throughput/latency
 def _random_head(cfg, rng, n, causal, **settings):
     lo, hi = cfg.importance_range
-    valid = vec._validity(cfg, n, causal)
+    valid = vec.block_validity(cfg, n, causal)
     imp = rng.integers(lo, hi + 1, size=valid.shape) * valid
     return vec.make_head(cfg, imp, valid, n, causal, **settings)
 

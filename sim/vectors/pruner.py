@@ -29,7 +29,7 @@ from golden.model import quantize_qkv
 from hw.block_pruner import MODE_OFF, MODE_THRESHOLD, MODE_TOPK, imp_layout, mask_layout
 from hw.config import HDPConfig
 
-__all__ = ["PrunerHead", "PrunerCase", "make_head", "expected_keep", "directed_cases",
+__all__ = ["PrunerHead", "PrunerCase", "make_head", "expected_keep", "block_validity", "directed_cases",
            "random_case", "fixture_case", "standard_cases", "pack_beat", "pack_mask",
            "unpack_mask", "first_mismatch", "MODE_OFF", "MODE_TOPK", "MODE_THRESHOLD"]
 
@@ -107,14 +107,15 @@ def make_head(cfg: HDPConfig, imp: np.ndarray, valid: np.ndarray, valid_len: int
                       masks)
 
 
-def _validity(cfg: HDPConfig, valid_len: int, causal: bool) -> np.ndarray:
+def block_validity(cfg: HDPConfig, valid_len: int, causal: bool) -> np.ndarray:
+    """Golden block validity (bool, ``block_grid(valid_len)``) for ``valid_len`` and causal."""
     mask = pruner.entry_mask(valid_len, valid_len, causal)
     return pruner.block_importance(np.zeros((valid_len, valid_len), np.int64), mask, cfg)[1]
 
 
 def _direct(cfg, valid_len, causal, fill: Callable[[tuple[int, int]], np.ndarray], **settings):
     """A head whose valid blocks get importances ``fill(shape)`` (invalid blocks get 0)."""
-    valid = _validity(cfg, valid_len, causal)
+    valid = block_validity(cfg, valid_len, causal)
     imp = np.where(valid, np.asarray(fill(valid.shape), np.int64), 0)
     return make_head(cfg, imp, valid, valid_len, causal, **settings)
 
