@@ -86,16 +86,20 @@ def port_list(component: wiring.Component, v_text: str | None = None) -> list[di
 _PORT_DECL_RE = re.compile(r"^\s*(input|output|inout)\s+(?:(?:wire|reg|signed)\s+)*"
                            r"(?:\[(\d+):(\d+)\]\s*)?([A-Za-z_][A-Za-z0-9_$]*|\\\S+)\s*;", re.M)
 _MODULE_RE = re.compile(r"^module\s+(\S+?)\s*\(", re.M)
+_TOP_ATTR_RE = re.compile(r"\(\*\s*top\s*=\s*1\s*\*\)\s*\n(?:\(\*[^\n]*\*\)\s*\n)*\Z")
 
 
 def parse_verilog_ports(v_text: str, module: str | None = None) -> dict[str, tuple[str, int]]:
-    """``{port: (direction, width)}`` of ``module`` (default: the last module, which is
-    the top in Amaranth's output) parsed from Amaranth-generated Verilog."""
+    """``{port: (direction, width)}`` of ``module`` (default: the one Yosys marks
+    ``(* top = 1 *)``) parsed from Amaranth-generated Verilog."""
     starts = [(m.group(1), m.start()) for m in _MODULE_RE.finditer(v_text)]
     if not starts:
         raise ValueError("no module in the Verilog text")
     if module is None:
-        mod_name, start = starts[-1]
+        tops = [start for _, start in starts if _TOP_ATTR_RE.search(v_text, max(0, start - 200), start)]
+        if len(tops) != 1:
+            raise ValueError(f"expected one module marked (* top = 1 *), found {len(tops)}")
+        start = tops[0]
     else:
         found = [s for n, s in starts if n == module]
         if not found:

@@ -1,0 +1,159 @@
+"""Stream helpers for Amaranth's simulator (async testbenches).
+
+``port`` is a component's stream interface, e.g. ``dut.k_in`` (with ``.valid``, ``.ready``
+and ``.payload``).  ``stream_put`` drives an ``In`` stream of the DUT, ``stream_get`` takes
+from an ``Out`` stream.  Each returns after the clock edge that transfers the beat, so calls
+can follow each other back to back at one beat per cycle.  With ``stall > 0`` and a
+``random.Random`` in ``stall_rng``, idle (put) or not-ready (get) cycles are inserted before
+the beat, one more while ``stall_rng.random() < stall``.
+
+Payloads: ``stream_put`` accepts whatever ``ctx.set`` accepts for the payload shape (an int
+for plain shapes; a ``data.Const`` from ``layout.const(...)``, a dict/list, or an int of packed
+bits for layouts).  ``stream_get`` returns what ``ctx.get`` returns (an int, or a
+``data.Const`` for layouts: use ``.as_bits()`` to compare packed values).
+"""
+
+import random
+from collections.abc import Callable, Iterable
+
+from amaranth.lib import data
+from amaranth.sim import Simulator
+
+__all__ = ["stream_put", "stream_get", "stream_put_many", "stream_get_many", "run_amaranth",
+           "as_payload", "StreamChecker"]
+
+
+def as_payload(port, payload):
+    """``payload`` converted for ``ctx.set(port.payload, ...)``: packed ints become a layout's
+    ``Const`` so that callers may pass the same integers cocotb benches use."""
+    shape = port.payload.shape() if hasattr(port.payload, "shape") else None
+    if isinstance(payload, int) and isinstance(shape, data.Layout):
+        return shape.from_bits(payload)
+    return payload
+
+
+async def _stall(ctx, stall_rng: random.Random | None, stall: float) -> None:
+    if stall_rng is None or stall <= 0:
+        return
+    while stall_rng.random() < stall:
+        await ctx.tick()
+
+
+async def stream_put(ctx, port, payload=None, stall_rng: random.Random | None = None,
+                     stall: float = 0.0) -> None:
+    """Send one beat on ``port``; returns after the edge that transfers it."""
+    await _stall(ctx, stall_rng, stall)
+    if hasattr(port, "payload") and payload is not None:
+        ctx.set(port.payload, as_payload(port, payload))
+    ctx.set(port.valid, 1)
+    await ctx.tick().until(port.ready)
+    ctx.set(port.valid, 0)
+
+
+async def stream_get(ctx, port, stall_rng: random.Random | None = None, stall: float = 0.0):
+    """Receive one beat from ``port``; returns its payload (``None`` for payload-less streams)
+    after the edge that transfers it."""
+    await _stall(ctx, stall_rng, stall)
+    ctx.set(port.ready, 1)
+    if hasattr(port, "payload"):
+        payload, = await ctx.tick().sample(port.payload).until(port.valid)
+    else:
+        await ctx.tick().until(port.valid)
+        payload = None
+    ctx.set(port.ready, 0)
+    return payload
+
+
+async def stream_put_many(ctx, port, payloads: Iterable, stall_rng: random.Random | None = None,
+                          stall: float = 0.0) -> None:
+    for p in payloads:
+        await stream_put(ctx, port, p, stall_rng, stall)
+
+
+async def stream_get_many(ctx, port, n: int, stall_rng: random.Random | None = None,
+                          stall: float = 0.0) -> list:
+    return [await stream_get(ctx, port, stall_rng, stall) for _ in range(n)]
+
+
+def run_amaranth(dut, testbenches: "Callable | Iterable[Callable]", vcd: "str | None" = None, *,
+                 background: Iterable[Callable] = (), clock: float | None = 1e-8,
+                 deadline: float | None = None) -> None:
+    """Simulate ``dut`` with async ``testbenches`` (``async def bench(ctx)``) until they return.
+
+    ``background`` testbenches run alongside and are not waited for (e.g. monitors).
+    ``clock`` is the ``sync`` period in seconds (``None`` for a purely combinational DUT).
+    ``vcd`` writes a waveform file (and ``<vcd>.gtkw``).  ``deadline`` (seconds of simulated
+    time) fails with ``AssertionError`` if the testbenches have not finished by then.
+    """
+    testbenches = [testbenches] if callable(testbenches) else list(testbenches)
+    sim = Simulator(dut)
+    if clock is not None:
+        sim.add_clock(clock)
+    finished = []
+    for tb in testbenches:
+        def make(tb=tb):
+            async def wrapped(ctx):
+                await tb(ctx)
+                finished.append(tb)
+            return wrapped
+        sim.add_testbench(make())
+    for tb in background:
+        sim.add_testbench(tb, background=True)
+
+    def go() -> None:
+        if deadline is None:
+            sim.run()
+        else:
+            sim.run_until(deadline)
+
+    if vcd is not None:
+        with sim.write_vcd(str(vcd), gtkw_file=str(vcd) + ".gtkw"):
+            go()
+    else:
+        go()
+    n = len(testbenches)
+    if len(finished) != n:
+        raise AssertionError(f"only {len(finished)} of {n} testbenches finished by the deadline "
+                             f"{deadline} s (deadlock or too little time?)")
+
+
+
+class StreamChecker:
+    """Protocol checker and counter for one stream in Amaranth's simulator.
+
+    Add ``checker.testbench`` as a background testbench (``run_amaranth(..., background=
+    [checker.testbench])``).  At every clock edge outside reset it checks that a beat offered
+    without ``ready`` is offered again at the next edge with the same payload, and counts
+    transfers in ``checker.count`` (payloads in ``checker.transactions`` as packed ints).
+    A violation raises ``AssertionError`` out of the simulation.
+    """
+
+    def __init__(self, port, name: str = "stream"):
+        self.port = port
+        self.name = name
+        self.count = 0
+        self.transactions: list[int] = []
+
+    async def testbench(self, ctx) -> None:
+        has_payload = hasattr(self.port, "payload")
+        signals = [self.port.valid, self.port.ready] + ([self.port.payload] if has_payload else [])
+        pending, prev = False, None
+        async for _clk, rst, valid, ready, *rest in ctx.tick().sample(*signals):
+            payload = rest[0] if rest else 0
+            if isinstance(payload, data.Const):
+                payload = payload.as_bits()
+            payload = int(payload)
+            if rst:
+                pending = False
+                continue
+            if pending:
+                if not valid:
+                    raise AssertionError(f"stream {self.name}: valid fell before ready "
+                                         f"(payload {prev:#x} withdrawn) after {self.count} transfers")
+                if payload != prev:
+                    raise AssertionError(f"stream {self.name}: payload changed while valid & !ready: "
+                                         f"{prev:#x} -> {payload:#x} after {self.count} transfers")
+            if valid and ready:
+                self.count += 1
+                self.transactions.append(payload)
+            pending, prev = bool(valid and not ready), payload

@@ -1,0 +1,142 @@
+"""The simulation infrastructure proves itself on ``sim.selftest_dut.SelftestStream``.
+
+The correct DUT must pass the bench on both simulators with stalls on and off (nothing lost,
+duplicated or changed, monitors count every transfer); each deliberately broken variant must
+be caught, by the scoreboard (lost data) or by the stream monitor (protocol), and only in the
+bench cases that apply backpressure.
+"""
+
+import random
+import re
+
+import pytest
+
+from hw.presets import preset
+from sim.amaranth_streams import StreamChecker, run_amaranth, stream_get, stream_put
+from sim.cocotb_env import load_config
+from sim.runner import run_cocotb
+from sim.selftest_dut import SelftestStream, selftest_expected, selftest_layout
+
+BENCH = "sim.benches.bench_selftest"
+STALLED = ["test_stream/src_stall=0.0/sink_stall=0.5", "test_stream/src_stall=0.5/sink_stall=0.5",
+           "test_heavy_backpressure"]
+UNSTALLED = ["test_stream/src_stall=0.0/sink_stall=0.0", "test_stream/src_stall=0.5/sink_stall=0.0"]
+
+
+def _run(simulator, build_dir, cfg, fault=None, **kw):
+    return run_cocotb(unit=SelftestStream(cfg, fault=fault), name="selftest", cfg=cfg,
+                      test_module=BENCH, simulator=simulator, build_dir=build_dir, **kw)
+
+
+@pytest.mark.cocotb
+def test_selftest_passes(simulator, build_dir):
+    cfg = preset("odd")
+    run = _run(simulator, build_dir, cfg)
+    assert run.tests == 5
+    log = run.log.read_text()
+    # the bench really checked the transfers it claims (guards against a vacuous pass)
+    assert len(re.findall(r"checked 200 transfers", log)) == 4, log[-3000:]
+    assert "checked 60 transfers" in log
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_selftest_other_config_and_seed(simulator, build_dir):
+    cfg = preset("tiny")
+    run = _run(simulator, build_dir, cfg, extra_env={"HDPGEN_SEED": 5},
+               testcase="test_heavy_backpressure")
+    assert run.tests == 1
+    assert "seed 5" in run.log.read_text()
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize(("simulator", "fault", "message"), [
+    ("icarus", "drop", "scoreboard: beat"),
+    ("icarus", "change", "payload changed while valid & !ready"),
+    ("icarus", "withdraw", "valid fell before ready"),
+    ("verilator", "change", "payload changed while valid & !ready"),
+], indirect=["simulator"])
+def test_broken_dut_is_caught(simulator, fault, message, build_dir):
+    cfg = preset("odd")
+    with pytest.raises(AssertionError) as info:
+        _run(simulator, build_dir, cfg, fault=fault)
+    text = str(info.value)
+    failed = dict(re.findall(r"^  (\S+): (.*)$", text, re.M))
+    assert sorted(failed) == sorted(STALLED), text
+    for name in STALLED:
+        assert message in failed[name], text
+    for name in UNSTALLED:
+        assert name not in failed
+
+
+def test_runner_rejects_unknown_simulator(build_dir):
+    with pytest.raises(RuntimeError, match="simulator must be one of icarus, verilator, not 'xsim'"):
+        run_cocotb(unit="score_unit", cfg=preset("tiny"), test_module=BENCH, simulator="xsim",
+                   build_dir=build_dir)
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_runner_reports_missing_tests(simulator, build_dir):
+    with pytest.raises(AssertionError, match="no cocotb test ran"):
+        _run(simulator, build_dir, preset("tiny"), testcase="no_such_test")
+
+
+def test_load_config_requires_the_json(monkeypatch):
+    monkeypatch.delenv("HDPGEN_UNIT_JSON", raising=False)
+    with pytest.raises(RuntimeError, match="HDPGEN_UNIT_JSON is not set"):
+        load_config()
+
+
+# ---------------------------------------------------------------- Amaranth's simulator
+def _amaranth_selftest(cfg, fault, src_stall, sink_stall, seed, n=120):
+    dut = SelftestStream(cfg, fault=fault)
+    layout = selftest_layout(cfg)
+    rng = random.Random(seed)
+    lo, hi = -(1 << (cfg.qk_bits - 1)), (1 << (cfg.qk_bits - 1)) - 1
+    sent = [layout.const({"row": [rng.randint(lo, hi) for _ in range(cfg.head_dim)],
+                          "last": k % 5 == 4}).as_bits() for k in range(n)]
+    mask = rng.getrandbits(cfg.qk_bits * cfg.head_dim)
+    got = []
+    checkers = [StreamChecker(dut.i, "i"), StreamChecker(dut.o, "o")]
+
+    async def put(ctx):
+        ctx.set(dut.mask, mask)
+        srng = random.Random(seed + 1)
+        for p in sent:
+            await stream_put(ctx, dut.i, p, srng, src_stall)
+
+    async def get(ctx):
+        srng = random.Random(seed + 2)
+        for k in range(n):
+            g = (await stream_get(ctx, dut.o, srng, sink_stall)).as_bits()
+            e = selftest_expected(cfg, sent[k], mask)
+            assert e == g, (f"config {cfg.to_dict()}, seed {seed}, stall {src_stall}/{sink_stall}: "
+                            f"beat {k}: expected {e:#x}, got {g:#x}")
+            got.append(g)
+        await ctx.tick().repeat(10)
+
+    run_amaranth(dut, [put, get], background=[c.testbench for c in checkers], deadline=1e-8 * n * 40)
+    assert len(got) == n
+    assert checkers[0].count == n and checkers[1].count == n, [c.count for c in checkers]
+
+
+@pytest.mark.parametrize("preset_name", ["tiny", "odd"])
+@pytest.mark.parametrize(("src_stall", "sink_stall"), [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.4, 0.6)])
+def test_selftest_amaranth(preset_name, src_stall, sink_stall):
+    _amaranth_selftest(preset(preset_name), None, src_stall, sink_stall, seed=11)
+
+
+# A testbench that raises leaves the others suspended; Python then reports their coroutines
+# as unraisable when they are collected.  That noise is expected here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize(("fault", "message"), [
+    ("drop", "beat"),
+    ("change", "payload changed while valid & !ready"),
+    ("withdraw", "valid fell before ready"),
+])
+def test_selftest_amaranth_catches_faults(fault, message):
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        _amaranth_selftest(preset("odd"), fault, 0.0, 0.5, seed=3)
+    # without backpressure the fault never shows: the checks are not trivially failing
+    _amaranth_selftest(preset("odd"), fault, 0.5, 0.0, seed=3)
