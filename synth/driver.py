@@ -37,7 +37,7 @@ from typing import Any
 
 __all__ = [
     "TARGETS", "STAGES", "ECP5_DEVICE", "SynthError", "tool_versions", "script_text",
-    "stage_key", "synth_verilog", "synth_unit", "synth_all", "default_jobs",
+    "stage_key", "synth_verilog", "synth_unit", "synth_all", "whole_design", "default_jobs",
 ]
 
 TARGETS = ("generic", "ecp5", "ice40")
@@ -177,7 +177,7 @@ def _parse_generic(d: Path) -> dict[str, Any]:
 
 def _parse_ecp5(d: Path) -> dict[str, Any]:
     cells = _cells(_read_stat(d / "ecp5_stat.json"))
-    return {"lut4": _count(cells, "LUT4"), "ff": _count(cells, "TRELLIS_FF"),
+    return {"lut4": _count(cells, "LUT4"), "lut": _count(cells, "LUT4"), "ff": _count(cells, "TRELLIS_FF"),
             "carry": _count(cells, "CCU2C"), "dsp": _count(cells, "MULT18X18D", "ALU54B"),
             "bram": _count(cells, "DP16KD"), "lutram": _count(cells, "TRELLIS_DPR16X4"),
             "widemux": _count(cells, "PFUMX", "L6MUX21"), "cells_by_type": cells}
@@ -185,7 +185,8 @@ def _parse_ecp5(d: Path) -> dict[str, Any]:
 
 def _parse_ice40(d: Path) -> dict[str, Any]:
     cells = _cells(_read_stat(d / "ice40_stat.json"))
-    return {"lut4": _count(cells, "SB_LUT4"), "ff": _count(cells, prefix="SB_DFF"),
+    return {"lut4": _count(cells, "SB_LUT4"), "lut": _count(cells, "SB_LUT4"),
+            "ff": _count(cells, prefix="SB_DFF"),
             "carry": _count(cells, "SB_CARRY"), "dsp": _count(cells, "SB_MAC16"),
             "bram": _count(cells, "SB_RAM40_4K"), "spram": _count(cells, "SB_SPRAM256KA"),
             "cells_by_type": cells}
@@ -413,14 +414,21 @@ def _export_job(unit: str, cfg_json: str, out_dir: str, timeout: float | None) -
 def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int | None = None, *,
               targets: Iterable[str] = TARGETS, fmax: bool = True,
               fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ, cache_dir: Path | None = None,
-              progress: Progress | None = None, timeout: float | None = None) -> dict[str, Any]:
+              progress: Progress | None = None, tick: Callable[[int, int, str], None] | None = None,
+              timeout: float | None = None) -> dict[str, Any]:
     """Synthesize several units in parallel on the local cores.
 
     Every (unit, stage) is its own job, ``jobs`` at a time (default: the cores available), each
     in its own child process, so one large unit's ECP5, iCE40 and generic runs overlap; Fmax starts
     when the unit's ECP5 netlist exists.  ``units`` defaults to :func:`hw.units.unit_names`.
-    Returns ``{"units": {name: result}, "config", "tools", "targets", "fmax_target_mhz",
-    "device", "seconds"}``.
+
+    ``progress(unit, stage, status, seconds)`` hears every stage start and end;
+    ``tick(done, total, note)`` (the shape of ``sim.progress.Stages.tick``) hears a count of
+    finished (unit, stage) jobs.
+
+    Returns ``{"units": {name: result}, "total", "config", "tools", "targets", "fmax",
+    "fmax_target_mhz", "device", "seconds"}``; ``total`` is the whole design (see
+    :func:`whole_design`).
     """
     from hw.units import UNITS, unit_names
     out_dir = Path(out_dir)
@@ -438,6 +446,15 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
     stages = _plan(targets, fmax)
     results: dict[str, dict[str, Any]] = {}
     t_start = time.monotonic()
+    count = {"done": 0, "total": len(names) * (1 + len(stages))}
+
+    def emit(unit: str, stage: str, status: str, seconds: float, weight: int = 1) -> None:
+        if progress:
+            progress(unit, stage, status, seconds)
+        if status != "start":
+            count["done"] += weight
+            if tick:
+                tick(count["done"], count["total"], f"{unit} {stage} {status}")
     # Threads suffice: every job spends its time in a child process (a YoWASP tool, or a
     # Python that elaborates the unit), and unlike a process pool they need no
     # ``if __name__ == "__main__"`` guard in the caller's script and no fork of a threaded parent.
@@ -445,8 +462,7 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
         pending: dict[concurrent.futures.Future, tuple[str, str, float]] = {}
 
         def submit(unit: str, stage: str, *args) -> None:
-            if progress:
-                progress(unit, stage, "start", 0.0)
+            emit(unit, stage, "start", 0.0)
             fn = _export_job if stage == "export" else _stage_job
             pending[pool.submit(fn, *args)] = (unit, stage, time.monotonic())
 
@@ -465,11 +481,9 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
                         except Exception as exc:  # a unit that fails to elaborate
                             results[unit] = {"name": unit, "unit": unit, "config": cfg.to_dict(),
                                              "error": f"export failed: {exc!r}"}
-                            if progress:
-                                progress(unit, "export", "failed", time.monotonic() - t0)
+                            emit(unit, "export", "failed", time.monotonic() - t0, 1 + len(stages))
                             continue
-                        if progress:
-                            progress(unit, "export", "done", time.monotonic() - t0)
+                        emit(unit, "export", "done", time.monotonic() - t0)
                         texts[unit] = text
                         _prepare(text, build)
                         results[unit] = _result_head(unit, Path(vpath), text)
@@ -482,13 +496,11 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
                         continue
                     res = fut.result()
                     results[unit][stage] = res
-                    if progress:
-                        progress(unit, stage, _status(res), res.get("seconds", 0.0))
+                    emit(unit, stage, _status(res), res.get("seconds", 0.0))
                     if stage == "ecp5" and "fmax" in stages:
                         if "error" in res:
                             results[unit]["fmax"] = {"error": "ECP5 synthesis failed", "cached": False}
-                            if progress:
-                                progress(unit, "fmax", "skipped", 0.0)
+                            emit(unit, "fmax", "skipped", 0.0)
                         else:
                             submit(unit, "fmax", "fmax", str(build),
                                    stage_key("fmax", texts[unit], fmax_target_mhz), cache,
@@ -498,7 +510,39 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
                 fut.cancel()
             raise
     ordered = {u: results[u] for u in names if u in results}
-    return {"units": ordered, "config": cfg.to_dict(), "tools": tool_versions(),
-            "targets": list(targets), "fmax": fmax, "fmax_target_mhz": fmax_target_mhz,
-            "device": dict(ECP5_DEVICE), "seconds": round(time.monotonic() - t_start, 3)}
+    return {"units": ordered, "total": whole_design(ordered), "config": cfg.to_dict(),
+            "tools": tool_versions(), "targets": list(targets), "fmax": fmax,
+            "fmax_target_mhz": fmax_target_mhz, "device": dict(ECP5_DEVICE),
+            "seconds": round(time.monotonic() - t_start, 3)}
 
+
+
+_SUM_KEYS = {"generic": ("cells", "ff", "transistors"),
+             "ecp5": ("lut4", "lut", "ff", "carry", "dsp", "bram", "lutram", "widemux"),
+             "ice40": ("lut4", "lut", "ff", "carry", "dsp", "bram", "spram")}
+
+
+def whole_design(units: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Area and Fmax of the whole design: the ``top`` unit's numbers when it was synthesized
+    (it contains the others), else the sum of the units (Fmax: the slowest unit).
+
+    ``{"of": "top" | "sum of units", "generic": {...}, "ecp5": {...}, "ice40": {...},
+    "fmax_mhz"}``; a number is ``None`` when a contributing stage failed or did not run.
+    """
+    if "top" in units:
+        picked, of = {"top": units["top"]}, "top"
+    else:
+        picked, of = units, "sum of units"
+    out: dict[str, Any] = {"of": of}
+    for stage, keys in _SUM_KEYS.items():
+        parts = [r.get(stage) for r in picked.values()]
+        if not parts or any(not isinstance(p, dict) or "error" in p for p in parts):
+            out[stage] = {k: None for k in keys}
+            continue
+        out[stage] = {k: sum(p.get(k) or 0 for p in parts) for k in keys}
+    fm = [r.get("fmax") for r in picked.values()]
+    if not fm or any(not isinstance(f, dict) or "error" in f for f in fm):
+        out["fmax_mhz"] = None
+    else:  # combinational units have no clock (None) and do not bound Fmax
+        out["fmax_mhz"] = min((f["fmax_mhz"] for f in fm if f["fmax_mhz"] is not None), default=None)
+    return out

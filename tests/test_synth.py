@@ -102,6 +102,22 @@ def test_rerun_hits_the_cache(first_run):
 
 
 @pytest.mark.synth
+def test_synth_all_counts_progress_and_totals(first_run):
+    unit, out, res = first_run["unit"], first_run["out"], first_run["res"]
+    ticks, events = [], []
+    data = driver.synth_all(preset("tiny"), out, [unit], jobs=2, tick=lambda *t: ticks.append(t),
+                            progress=lambda *e: events.append(e))
+    assert list(data["units"]) == [unit]
+    assert ticks[-1][0] == ticks[-1][1] == 1 + len(driver.STAGES), ticks
+    assert [t[0] for t in ticks] == list(range(1, len(ticks) + 1))
+    assert all(st == "cached" for (_, s, st, _) in events if s != "export" and st != "start"), events
+    tot = data["total"]
+    assert tot["of"] == "sum of units" and tot["ecp5"]["lut4"] == res["ecp5"]["lut4"]
+    assert tot["fmax_mhz"] == res["fmax"]["fmax_mhz"]
+    json.dumps(data)
+
+
+@pytest.mark.synth
 def test_cli_prints_table_and_writes_json(first_run, capsys):
     unit, out = first_run["unit"], first_run["out"]
     rc = cli_main(["synth", "--preset", "tiny", "--unit", unit, "-o", str(out), "-q"])
@@ -164,6 +180,19 @@ def test_summary_totals_and_pruning_share():
     assert s["pruning_share"]["relative_to"] == "top"
     assert s["pruning_share"]["ecp5_logic"] == pytest.approx(110 / 400)
     assert s["total"]["ecp5_lut4"] == 157 and s["total"]["unit"] == "total (units)"
+
+
+def test_whole_design_prefers_top():
+    units = {"score_unit": _fake(99, 10, 1000, 150.0), "softmax_unit": _fake(49, 30, 3000, None)}
+    w = driver.whole_design(units)
+    assert w["of"] == "sum of units" and w["ecp5"]["lut4"] == 148 and w["ice40"]["bram"] == 2
+    assert w["fmax_mhz"] == 150.0  # a unit without a clock does not bound Fmax
+    units["approx_unit"] = {"ecp5": {"error": "boom"}, "fmax": {"error": "ECP5 synthesis failed"}}
+    w = driver.whole_design(units)
+    assert w["ecp5"]["lut4"] is None and w["fmax_mhz"] is None and w["generic"]["cells"] is None
+    units["top"] = _fake(399, 100, 20000, 80.0)
+    w = driver.whole_design(units)
+    assert w["of"] == "top" and w["ecp5"]["ff"] == 100 and w["fmax_mhz"] == 80.0
 
 
 def test_format_table_text_and_markdown():
