@@ -58,27 +58,33 @@ class SoftmaxUnit(wiring.Component):
 
     Architecture
     ------------
-    Three stages, each holding at most one row, joined by ping-pong buffers:
+    Four stages, each holding at most one row, joined by multi-bank buffers:
 
-    A. *ingest*: accepts ``s_in`` at one entry per cycle, writes ``(s, keep)`` into bank ``a`` of a
+    A. *ingest*: accepts ``s_in`` at one entry per cycle, writes ``(s, keep)`` into one bank of a
        two-bank score buffer (``2 * seq_len`` entries) and tracks the running maximum.
     B. *exponent*: reads the row back (pipelined, 4 stages: buffer read, delta, ``t``, table
-       read), writes ``e`` into a two-bank exponent buffer and accumulates ``sum``.
-    C. *normalise*: the ``recip_width``-cycle divider, then reads ``e`` back and outputs
-       ``p = round(e * R)`` through a 2-register pipeline that stalls as a whole on
-       ``p_out.ready`` (no entry is lost or repeated).
+       read), writes ``e`` into one bank of a three-bank exponent buffer (``3 * seq_len``
+       entries) and accumulates ``sum``.
+    D. *divider*: restoring division, one quotient bit per cycle (``recip_width`` cycles).
+    C. *normalise*: reads ``e`` back and outputs ``p = round(e * R)`` through a 2-register
+       pipeline that stalls as a whole on ``p_out.ready`` (no entry is lost or repeated).
+
+    Three exponent banks let B fill row ``i + 1`` while D divides row ``i`` and C empties row
+    ``i - 1``.  A row moves on only when the next stage is empty, so no bank is reused early.
 
     Latency and throughput (no stalls, row of ``n`` entries, measured by
     ``tests/test_softmax_unit.py``)
     ---------------------------------------------------------------------------------------
-    First ``p_out`` beat ``2n + recip_width + 8`` cycles after the row's first ``s_in`` beat is
-    accepted (``n + recip_width + 9`` after its last one: stage B re-reads the row before the
-    divider starts); the row's last beat ``n - 1`` cycles after its first.  The stages overlap on
-    successive rows and stage C is the bottleneck: one row per ``n + recip_width + 3`` cycles,
-    i.e. ``n / (n + recip_width + 3)`` entries per cycle (0.86 for full rows of the default
-    preset, 128 + 18 + 3 = 149 cycles; 0.32 for tiny's 8-entry rows, 25 cycles).
-    ``s_in.ready`` drops for one cycle after each row's last entry and while stage A holds a
-    finished row that stage B cannot yet take.
+    First ``p_out`` beat ``2n + recip_width + 9`` cycles after the row's first ``s_in`` beat is
+    accepted (``n + recip_width + 10`` after its last one: stage B re-reads the row before the
+    divider starts); the row's last beat ``n - 1`` cycles after its first.  Successive rows
+    overlap: one row per ``max(n + 6, recip_width + 2)`` cycles (stage B, or the divider for
+    short rows), i.e. ``n / max(n + 6, recip_width + 2)`` entries per cycle: 0.955 for full
+    rows of the default preset (128 entries in 134 cycles), 0.5 for tiny's 8-entry rows (16
+    cycles, divider-bound with ``recip_width`` = 14).
+    ``s_in.ready`` drops while stage A holds a finished row that stage B cannot yet take (at
+    least one cycle after each row's last entry).  ``p_out`` beats of one row come out back
+    to back when the sink is ready.
     """
 
     def __init__(self, cfg: HDPConfig) -> None:
@@ -124,7 +130,7 @@ class SoftmaxUnit(wiring.Component):
         m.submodules.s_buf = s_buf = Memory(shape=entry, depth=2 * n_max, init=[])
         s_wr = s_buf.write_port()
         s_rd = s_buf.read_port()
-        m.submodules.e_buf = e_buf = Memory(shape=unsigned(ew), depth=2 * n_max, init=[])
+        m.submodules.e_buf = e_buf = Memory(shape=unsigned(ew), depth=3 * n_max, init=[])
         e_wr = e_buf.write_port()
         e_rd = e_buf.read_port()
         m.submodules.exp_lut = exp_lut = Memory(shape=unsigned(ew), depth=1 << E, init=k.exp_lut)
@@ -132,6 +138,9 @@ class SoftmaxUnit(wiring.Component):
 
         def bank_addr(bank, idx):
             return idx + Mux(bank, n_max, 0)
+
+        def ebank_addr(bank, idx):  # bank in 0..2
+            return idx + Mux(bank[1], 2 * n_max, Mux(bank[0], n_max, 0))
 
         # ---------------------------------------------------------------- stage A: ingest
         a_idx = Signal(iw)
@@ -167,19 +176,20 @@ class SoftmaxUnit(wiring.Component):
         b_n = Signal(iw)
         b_max = Signal(signed(sw))
         b_bank = Signal()
+        b_ebank = Signal(2)
         b_issue = Signal(iw)
         b_sum = Signal(es)
-        c_idle = Signal()
-        b_to_c = Signal()
+        d_idle = Signal()
+        b_to_d = Signal()
         m.d.comb += [
             b_idle.eq(~b_run & ~b_done),
-            b_to_c.eq(b_done & c_idle),
+            b_to_d.eq(b_done & d_idle),
         ]
 
         with m.If(a_to_b):
             m.d.sync += [
                 b_run.eq(1), b_n.eq(a_n), b_max.eq(a_max), b_bank.eq(a_bank),
-                b_issue.eq(0), b_sum.eq(0),
+                b_issue.eq(0), b_sum.eq(0), b_ebank.eq(Mux(b_ebank == 2, 0, b_ebank + 1)),
                 a_full.eq(0), a_bank.eq(~a_bank), a_idx.eq(0), a_any.eq(0),
             ]
 
@@ -224,7 +234,7 @@ class SoftmaxUnit(wiring.Component):
         e4 = Signal(ew)
         m.d.comb += [
             e4.eq(Mux(keep[2], lut_rd.data >> sh4, 0)),
-            e_wr.addr.eq(bank_addr(b_bank, adr[3])),
+            e_wr.addr.eq(ebank_addr(b_ebank, adr[3])),
             e_wr.data.eq(e4),
             e_wr.en.eq(v[3]),
         ]
@@ -233,36 +243,54 @@ class SoftmaxUnit(wiring.Component):
             with m.If(adr[3] == b_n - 1):
                 m.d.sync += [b_run.eq(0), b_done.eq(1)]
 
-        # ---------------------------------------------------------------- stage C: normalise
-        c_div = Signal()
-        c_out = Signal()
-        c_n = Signal(iw)
-        c_bank = Signal()
-        c_d = Signal(es)
-        c_r = Signal(es + 1)
-        c_q = Signal(nq)
-        c_cnt = Signal(range(nq + 1))
-        c_idx = Signal(iw)
-        m.d.comb += c_idle.eq(~c_div & ~c_out)
+        # ---------------------------------------------------------------- stage D: divider
+        d_busy = Signal()
+        d_done = Signal()
+        d_n = Signal(iw)
+        d_ebank = Signal(2)
+        d_d = Signal(es)
+        d_r = Signal(es + 1)
+        d_q = Signal(nq)
+        d_cnt = Signal(range(nq + 1))
+        c_idle = Signal()
+        d_to_c = Signal()
+        m.d.comb += [
+            d_idle.eq(~d_busy & ~d_done),
+            d_to_c.eq(d_done & c_idle),
+        ]
 
-        with m.If(b_to_c):
+        with m.If(b_to_d):
             m.d.sync += [
                 b_done.eq(0),
-                c_div.eq(1), c_n.eq(b_n), c_bank.eq(b_bank), c_d.eq(b_sum),
-                # 2**(W+P+G) = 2**(W-1) * 2**nq and 2**(W-1) < sum: quotient fits nq bits
-                c_r.eq(1 << (W - 1)), c_q.eq(0), c_cnt.eq(nq),
+                d_busy.eq(1), d_n.eq(b_n), d_ebank.eq(b_ebank), d_d.eq(b_sum),
+                # 2**(W+P+G) = 2**(W-1) * 2**nq and 2**(W-1) < sum: the quotient fits nq bits
+                d_r.eq(1 << (W - 1)), d_q.eq(0), d_cnt.eq(nq),
             ]
 
         r2 = Signal(es + 2)
-        m.d.comb += r2.eq(c_r << 1)
-        with m.If(c_div):
-            with m.If(r2 >= c_d):
-                m.d.sync += [c_r.eq(r2 - c_d), c_q.eq(Cat(1, c_q[:-1]))]
+        m.d.comb += r2.eq(d_r << 1)
+        with m.If(d_busy):
+            with m.If(r2 >= d_d):
+                m.d.sync += [d_r.eq(r2 - d_d), d_q.eq(Cat(1, d_q[:-1]))]
             with m.Else():
-                m.d.sync += [c_r.eq(r2), c_q.eq(Cat(0, c_q[:-1]))]
-            m.d.sync += c_cnt.eq(c_cnt - 1)
-            with m.If(c_cnt == 1):
-                m.d.sync += [c_div.eq(0), c_out.eq(1), c_idx.eq(0)]
+                m.d.sync += [d_r.eq(r2), d_q.eq(Cat(0, d_q[:-1]))]
+            m.d.sync += d_cnt.eq(d_cnt - 1)
+            with m.If(d_cnt == 1):
+                m.d.sync += [d_busy.eq(0), d_done.eq(1)]
+
+        # ---------------------------------------------------------------- stage C: normalise
+        c_out = Signal()
+        c_n = Signal(iw)
+        c_ebank = Signal(2)
+        c_q = Signal(nq)
+        c_idx = Signal(iw)
+        m.d.comb += c_idle.eq(~c_out)
+
+        with m.If(d_to_c):
+            m.d.sync += [
+                d_done.eq(0),
+                c_out.eq(1), c_n.eq(d_n), c_ebank.eq(d_ebank), c_q.eq(d_q), c_idx.eq(0),
+            ]
 
         # output pipeline: o1 = data at the e-buffer read port, then the p_out register;
         # both advance together when the p_out register is empty or being taken
@@ -276,7 +304,7 @@ class SoftmaxUnit(wiring.Component):
         m.d.comb += [
             advance.eq(~out_valid | self.p_out.ready),
             o_issue.eq(c_out & (c_idx < c_n)),
-            e_rd.addr.eq(bank_addr(c_bank, c_idx)),
+            e_rd.addr.eq(ebank_addr(c_ebank, c_idx)),
             e_rd.en.eq(advance),
         ]
         rounded = Signal(ew + nq + 1)
@@ -298,6 +326,6 @@ class SoftmaxUnit(wiring.Component):
             self.p_out.valid.eq(out_valid),
             self.p_out.payload.p.eq(out_p),
             self.p_out.payload.last.eq(out_last),
-            self.busy.eq(a_full | (a_idx != 0) | ~b_idle | ~c_idle | out_valid),
+            self.busy.eq(a_full | (a_idx != 0) | ~b_idle | ~d_idle | ~c_idle | out_valid),
         ]
         return m
