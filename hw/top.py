@@ -15,7 +15,7 @@ __all__ = ["Top", "REG_ADDR_WIDTH", "in_lane_width", "out_lane_width",
            "pack_input_rows", "unpack_output_row"]
 
 #: AXI4-Lite address bits of the register map.
-REG_ADDR_WIDTH = 8
+REG_ADDR_WIDTH = 12
 
 
 def in_lane_width(cfg: HDPConfig) -> int:
@@ -57,6 +57,10 @@ def register_map(cfg: HDPConfig) -> list[Reg]:
         Reg("head_imp", 0x30, max(cfg.h_width, 1), False),  # H of the last head (0x30, 0x34)
         Reg("kept_keys", 0x38, 32, False),      # sum over row groups of issued key columns
         Reg("heads_done", 0x3C, 32, False),     # heads completed since reset
+        Reg("mask_sel", 0x40, unsigned_width(max(cfg.n_block_rows - 1, 1)), True, 0),
+        # keep mask of block-row mask_sel of the last head (bit c = block column c kept),
+        # ceil(n_block_cols / 32) words from 0x100
+        Reg("mask_data", 0x100, cfg.n_block_cols, False),
     ]
 
 
@@ -196,6 +200,8 @@ class Top(wiring.Component):
         k_rd, q_rd, v_rd = kmem.read_port(), qmem.read_port(), vmem.read_port()
         m.submodules.maskmem = maskmem = Memory(shape=unsigned(nbc), depth=nbr, init=[])
         mask_wr, mask_rd = maskmem.write_port(), maskmem.read_port()
+        mask_rd_reg = maskmem.read_port()
+        m.d.comb += [mask_rd_reg.addr.eq(regs.mask_sel), regs.mask_data.eq(mask_rd_reg.data)]
         a_blk = data.ArrayLayout(signed(cfg.a_width), br * bc)
         m.submodules.amem = amem = Memory(shape=a_blk, depth=nbr * nbc, init=[])
         a_wr, a_rd = amem.write_port(), amem.read_port()
@@ -353,9 +359,10 @@ class Top(wiring.Component):
         tout = data.View(out_row_layout(cfg), self.m_axis.tdata)
         sending = Signal()
         zeroing = Signal()
+        # out_buf shifts up one row per sent beat, so the port reads row 0 through a plain
+        # assignment (no multiplexer process that Icarus might never evaluate, see below)
         for e in range(D):
-            sel = Array(out_buf[r][e] for r in range(R))[o_r]
-            m.d.comb += tout[e].eq(Mux(zeroing, 0, sel))
+            m.d.comb += tout[e].eq(Mux(zeroing, 0, out_buf[0][e]))
         m.d.comb += [
             self.m_axis.tvalid.eq(sending | zeroing),
             self.m_axis.tlast.eq(Mux(zeroing, z_cnt + 1 == L, i0 + o_r + 1 == L)),
@@ -379,7 +386,7 @@ class Top(wiring.Component):
                 k_f = kv[:F] if F else Const(0, 1)
                 m.d.comb += [op.b0[c].eq(k_f),
                              op.b1[c].eq(Mux(drop_ff, k_i << F, kv.as_signed()))]
-            m.d.comb += [arr.op_in.valid.eq(1), op.last.eq(step + 1 == D),
+            m.d.comb += [op.last.eq(step + 1 == D),
                          op.tag.eq(Cat(tile.as_unsigned() | Const(0, idxw), Const(0, 1)))]
         with m.Else():
             for r in range(R):
@@ -388,8 +395,10 @@ class Top(wiring.Component):
                 vsel = Array(v_rd.data[k * C + c] if k * C + c < D else Const(0, cfg.v_bits)
                              for k in range(nu))
                 m.d.comb += [op.b0[c].eq(0), op.b1[c].eq(vsel[q2_u])]
-            m.d.comb += [arr.op_in.valid.eq(q2_valid), op.last.eq(q2_last),
+            m.d.comb += [op.last.eq(q2_last),
                          op.tag.eq(Cat(q2_u.as_unsigned() | Const(0, idxw), Const(1, 1)))]
+        # a plain assignment, not under the If above: see the note at the end of elaborate
+        m.d.comb += arr.op_in.valid.eq(scoring | q2_valid)
         with m.If(busy & op_fire):
             m.d.sync += arr_cyc.eq(arr_cyc + 1)
 
@@ -513,7 +522,7 @@ class Top(wiring.Component):
             m.d.sync += cyc.eq(cyc + 1)
 
         # ---------------------------------------------------------------- sequencer
-        with m.FSM(name="top_fsm"):
+        with m.FSM(name="top_fsm") as fsm:
             with m.State("IDLE"):
                 with m.If(self.s_axis.tvalid):
                     m.d.sync += [
@@ -526,7 +535,6 @@ class Top(wiring.Component):
                     ]
                     m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.comb += loading.eq(1)
                 with m.If(in_fire):
                     with m.If(ld_row + 1 == L):
                         m.d.sync += [ld_row.eq(0), ld_sec.eq(ld_sec + 1)]
@@ -543,7 +551,6 @@ class Top(wiring.Component):
                         m.d.sync += z_cnt.eq(0)
                         m.next = "ZERO"
             with m.State("ZERO"):
-                m.d.comb += zeroing.eq(1)
                 with m.If(out_fire):
                     m.d.sync += z_cnt.eq(z_cnt + 1)
                     with m.If(z_cnt + 1 == L):
@@ -584,7 +591,6 @@ class Top(wiring.Component):
                     m.d.sync += step.eq(0)
                     m.next = "TILE_RUN"
             with m.State("TILE_RUN"):
-                m.d.comb += scoring.eq(1)
                 with m.If(op_fire):
                     # rotate Q rows, shift K rows: element 0 is the current depth step
                     for r in range(R):
@@ -612,9 +618,10 @@ class Top(wiring.Component):
                     m.d.sync += o_r.eq(0)
                     m.next = "SEND"
             with m.State("SEND"):
-                m.d.comb += sending.eq(1)
                 with m.If(out_fire):
                     m.d.sync += o_r.eq(o_r + 1)
+                    for r in range(R - 1):
+                        m.d.sync += [out_buf[r][e].eq(out_buf[r + 1][e]) for e in range(D)]
                     with m.If(o_r + 1 == nrows):
                         with m.If(i0 + R >= L):
                             m.next = "DONE"
@@ -625,6 +632,12 @@ class Top(wiring.Component):
                 m.d.sync += [busy.eq(0), done.eq(1), st_cycles.eq(cyc), st_arr.eq(arr_cyc),
                              st_kept.eq(kept_keys), heads_done.eq(heads_done + 1)]
                 m.next = "IDLE"
+        # Plain assignments (continuous `assign`s in Verilog), not statements inside states or
+        # Ifs: Icarus never evaluates a combinational `always @*` whose inputs keep their
+        # time-0 values, and these drive the ports and the array (whose credit counter an X
+        # valid would poison) while the state machine still sits in IDLE after reset.
+        m.d.comb += [loading.eq(fsm.ongoing("LOAD")), zeroing.eq(fsm.ongoing("ZERO")),
+                     scoring.eq(fsm.ongoing("TILE_RUN")), sending.eq(fsm.ongoing("SEND"))]
         return m
 
 

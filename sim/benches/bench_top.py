@@ -1,0 +1,267 @@
+"""cocotb bench of :class:`hw.top.Top`: whole heads through AXI4-Stream, registers through
+AXI4-Lite, with cocotbext-axi's ``AxiStreamSource``/``AxiStreamSink``/``AxiLiteMaster``.
+
+The work comes from a *job file* (``HDPGEN_TOP_JOB``, written by :func:`write_job`): quantized
+``k_q``, ``q_q``, ``v_q`` of shape (H, N, d), ``valid_len`` (H,), per-head run-time settings
+(configuration fields, JSON), a stall probability, whether to reset in the middle of the first
+head, and whether to check against the golden model here.  Results go to ``HDPGEN_TOP_RESULT``
+(:func:`read_result`): ``out_int`` (H, N, d; rows >= valid_len are 0, as golden gives),
+``head_keep``, ``block_keep`` (read back through the ``mask_sel``/``mask_data`` registers),
+``cycles``, ``array_cycles``, ``kept_keys``, ``head_imp``.  ``HDPGEN_TOP_PROGRESS`` (optional)
+is rewritten with ``done/total`` after every head (``hdpgen simulate`` shows it).
+
+With ``check`` on, every head's output is compared whole with
+:func:`golden.model.attention_head_int` under the head's settings and the first difference
+fails the test, naming configuration, seed, head, settings, row, column, expected and actual.
+"""
+
+import json
+import os
+import random
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles, Timer, with_timeout
+from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame, AxiStreamSink,
+                           AxiStreamSource)
+
+from golden.model import attention_head_int
+from hw.config import HDPConfig
+from hw.top import in_row_layout, register_map, register_values, unpack_output_row
+from sim.cocotb_env import env_str, load_config
+from sim.streams import reset, start_clock
+
+__all__ = ["JOB_VAR", "RESULT_VAR", "PROGRESS_VAR", "write_job", "read_result", "head_cycle_bound",
+           "kick_icarus_comb", "TB"]
+
+JOB_VAR = "HDPGEN_TOP_JOB"
+RESULT_VAR = "HDPGEN_TOP_RESULT"
+PROGRESS_VAR = "HDPGEN_TOP_PROGRESS"
+
+
+def write_job(path: Path, k_q, q_q, v_q, valid_len, settings: list[dict] | None = None, *,
+              stall: float = 0.0, seed: int = 1, reset_mid: bool = False,
+              check: bool = True) -> None:
+    """Write a job file for :func:`test_job` (pure NumPy; used by tests and the CLI)."""
+    k_q, q_q, v_q = (np.asarray(a, np.int64) for a in (k_q, q_q, v_q))
+    h = k_q.shape[0]
+    vl = np.broadcast_to(np.asarray(valid_len, np.int64), (h,)).copy()
+    settings = [{}] * h if settings is None else list(settings)
+    if len(settings) != h:
+        raise ValueError(f"settings must have one entry per head ({h}), not {len(settings)}")
+    np.savez(path, k_q=k_q, q_q=q_q, v_q=v_q, valid_len=vl,
+             settings=np.array(json.dumps(settings)), stall=np.array(float(stall)),
+             seed=np.array(int(seed)), reset_mid=np.array(bool(reset_mid)),
+             check=np.array(bool(check)))
+
+
+def read_result(path: Path) -> dict:
+    with np.load(path) as z:
+        return {name: z[name] for name in z.files}
+
+
+def head_cycle_bound(cfg: HDPConfig, valid_len: int) -> int:
+    """A generous bound on one head's cycles (for the timeout): every key of every row group
+    through the array, the softmax and P x V, several times over."""
+    n = valid_len
+    groups = -(-n // cfg.array_rows)
+    per_group = (-(-n // cfg.array_cols) * (cfg.head_dim + cfg.array_cols + 4 * cfg.array_rows)
+                 + cfg.array_rows * (n + cfg.recip_width + 40)
+                 + -(-cfg.head_dim // cfg.array_cols) * (n + 4 * cfg.array_rows + 10) + 200)
+    return 4 * (3 * n + n * n + groups * per_group) + 2000
+
+
+def _comb_kick_regs(handle, out: list) -> list:
+    for child in handle:
+        if "dump_module" in child._name:
+            out.append(child)
+        elif type(child).__name__ == "HierarchyObject":
+            _comb_kick_regs(child, out)
+    return out
+
+
+async def kick_icarus_comb(dut) -> int:
+    """Make Icarus evaluate every combinational process once (no-op on other simulators).
+
+    Yosys's Verilog gives each module a ``reg ...dump_module$N = 0`` that every ``always @*``
+    reads, so that the initializer's time-0 event runs them all.  Under ``-g2012`` (which
+    cocotb's runner passes) Icarus applies declaration initializers without an event, so a
+    process whose inputs keep their time-0 values is never evaluated and drives X (e.g. a
+    multiplexer over registers that are only ever written with their reset value).  Pulsing
+    those registers once gives the missing event.  Returns how many were pulsed."""
+    if "icarus" not in cocotb.SIM_NAME.lower():
+        return 0
+    regs = _comb_kick_regs(dut, [])
+    for h in regs:
+        h.value = 1
+    await Timer(1, "ps")
+    for h in regs:
+        h.value = 0
+    await Timer(1, "ps")
+    return len(regs)
+
+
+class TB:
+    """Clock, reset, AXI4-Lite master, AXI4-Stream source and sink on one top."""
+
+    def __init__(self, dut, cfg: HDPConfig, stall: float, seed: int):
+        self.dut = dut
+        self.cfg = cfg
+        self.stall = stall
+        self.seed = seed
+        self.clock = start_clock(dut)
+        self.regs = {r.name: r for r in register_map(cfg)}
+        self.in_bytes = len(dut.s_axis__tdata) // 8
+        self.out_bytes = len(dut.m_axis__tdata) // 8
+        # every input defined before the reset ends (an X valid would poison the FSM)
+        for name in ("s_axis__tvalid", "s_axis__tdata", "s_axis__tlast", "m_axis__tready",
+                     "s_axil__awvalid", "s_axil__wvalid", "s_axil__bready", "s_axil__arvalid",
+                     "s_axil__rready"):
+            getattr(dut, name).value = 0
+
+    async def start(self) -> "TB":
+        """Reset, then attach cocotbext-axi's drivers.  They are created after the reset because
+        cocotbext-axi 0.1.28 samples ``tvalid`` from the first instant and cocotb 2 refuses to
+        turn the simulator's initial X into a bool."""
+        await kick_icarus_comb(self.dut)
+        await reset(self.dut, self.clock)
+        dut, stall, seed = self.dut, self.stall, self.seed
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
+        self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis_"), dut.clk, dut.rst)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis_"), dut.clk, dut.rst)
+        if stall > 0:
+            self.src.set_pause_generator(self._pauses(random.Random(seed), stall))
+            self.sink.set_pause_generator(self._pauses(random.Random(seed + 1), stall))
+        return self
+
+    @staticmethod
+    def _pauses(rng: random.Random, p: float):
+        while True:
+            yield rng.random() < p
+
+    async def reset(self) -> None:
+        await reset(self.dut, self.clock)
+
+    async def write_reg(self, name: str, value: int) -> None:
+        r = self.regs[name]
+        for w in range(-(-r.width // 32)):
+            await self.axil.write_dword(r.addr + 4 * w, (value >> (32 * w)) & 0xFFFFFFFF)
+
+    async def read_reg(self, name: str) -> int:
+        r = self.regs[name]
+        val = 0
+        for w in range(-(-r.width // 32)):
+            val |= await self.axil.read_dword(r.addr + 4 * w) << (32 * w)
+        return val
+
+    def frame(self, k_q, q_q, v_q, n: int) -> AxiStreamFrame:
+        lay = in_row_layout(self.cfg)
+        data = bytearray()
+        for mat in (k_q, q_q, v_q):
+            for i in range(n):
+                bits = lay.const([int(x) for x in mat[i]]).as_bits()
+                data += bits.to_bytes(self.in_bytes, "little")
+        return AxiStreamFrame(bytes(data))
+
+    async def run_head(self, run_cfg: HDPConfig, k_q, q_q, v_q, n: int) -> dict:
+        """One head: registers, input frame, output frame, then status and statistics."""
+        for name, val in register_values(run_cfg, n).items():
+            await self.write_reg(name, val)
+        await self.src.send(self.frame(k_q, q_q, v_q, n))
+        frame = await with_timeout(self.sink.recv(), head_cycle_bound(self.cfg, n) * 10, "ns")
+        data = bytes(frame.tdata)
+        if len(data) != n * self.out_bytes:
+            raise AssertionError(f"output frame has {len(data) // self.out_bytes} rows "
+                                 f"(tlast misplaced?), expected {n}")
+        rows = [unpack_output_row(self.cfg, int.from_bytes(data[i * self.out_bytes:(i + 1)
+                                                               * self.out_bytes], "little"))
+                for i in range(n)]
+        for _ in range(1000):
+            status = await self.read_reg("status")
+            if status & 2:
+                break
+        else:
+            raise AssertionError(f"status never showed done (status={status:#x})")
+        nbr = -(-n // self.cfg.block_rows)
+        masks = []
+        for r in range(nbr):
+            await self.write_reg("mask_sel", r)
+            masks.append(await self.read_reg("mask_data"))
+        return {"rows": rows, "head_keep": bool(status >> 2 & 1), "masks": masks,
+                "cycles": await self.read_reg("cycles"),
+                "array_cycles": await self.read_reg("array_cycles"),
+                "kept_keys": await self.read_reg("kept_keys"),
+                "head_imp": await self.read_reg("head_imp")}
+
+
+def _check(cfg, run_cfg, seed, h, settings, q, k, v, n, got) -> None:
+    res = attention_head_int(q, k, v, run_cfg, n)
+    exp = res.out_int
+    where = (f"config={cfg!r} seed={seed} head={h} settings={settings} valid_len={n}")
+    if not np.array_equal(exp, got):
+        i, j = (int(x) for x in np.argwhere(exp != got)[0])
+        raise AssertionError(f"top mismatch: {where} row={i} col={j}: expected {exp[i, j]}, "
+                             f"actual {got[i, j]}")
+
+
+@cocotb.test()
+async def test_job(dut):
+    """Every head of the job file, checked against golden when the job says so."""
+    cfg = load_config()
+    job_path = Path(env_str(JOB_VAR))
+    with np.load(job_path) as z:
+        job = {name: z[name] for name in z.files}
+    settings = json.loads(str(job["settings"]))
+    stall, seed = float(job["stall"]), int(job["seed"])
+    k_all, q_all, v_all, vl = job["k_q"], job["q_q"], job["v_q"], job["valid_len"]
+    heads, n_tok, d = k_all.shape
+    progress = os.environ.get(PROGRESS_VAR)
+    tb = await TB(dut, cfg, stall, seed).start()
+    if bool(job["reset_mid"]):
+        # two thirds of the first head, then a reset in the middle of its load
+        n = int(vl[0])
+        full = tb.frame(k_all[0], q_all[0], v_all[0], n)
+        part = (3 * n * 2 // 3 + 1) * tb.in_bytes
+        await tb.src.send(AxiStreamFrame(bytes(full.tdata)[:part]))
+        await tb.src.wait()
+        await ClockCycles(dut.clk, 5)
+        await tb.reset()
+        if await tb.read_reg("status") != 0:
+            raise AssertionError("status is not 0 after a reset")
+    out = np.zeros((heads, n_tok, d), np.int64)
+    nbc_n = -(-n_tok // cfg.block_cols)
+    nbr_n = -(-n_tok // cfg.block_rows)
+    block_keep = np.zeros((heads, nbr_n, nbc_n), bool)
+    stats = {key: np.zeros(heads, np.int64)
+             for key in ("cycles", "array_cycles", "kept_keys", "head_imp")}
+    head_keep = np.zeros(heads, bool)
+    for h in range(heads):
+        run_cfg = cfg.replace(**settings[h])
+        n = int(vl[h])
+        r = await tb.run_head(run_cfg, k_all[h], q_all[h], v_all[h], n)
+        out[h, :n] = np.array(r["rows"], np.int64)
+        head_keep[h] = r["head_keep"]
+        for br, mask in enumerate(r["masks"]):
+            for c in range(nbc_n):
+                block_keep[h, br, c] = bool(mask >> c & 1) and r["head_keep"]
+        for key in stats:
+            stats[key][h] = r[key]
+        if bool(job["check"]):
+            _check(cfg, run_cfg, seed, h, settings[h], q_all[h], k_all[h], v_all[h], n, out[h])
+            res = attention_head_int(q_all[h], k_all[h], v_all[h], run_cfg, n)
+            if r["head_keep"] != res.head_keep or r["head_imp"] != res.head_importance:
+                raise AssertionError(f"head {h}: head_keep/H {r['head_keep']}/{r['head_imp']}, "
+                                     f"expected {res.head_keep}/{res.head_importance}")
+            if not np.array_equal(block_keep[h], res.block_keep):
+                raise AssertionError(f"head {h} settings={settings[h]}: block keep mask "
+                                     f"{block_keep[h].astype(int).tolist()}, expected "
+                                     f"{res.block_keep.astype(int).tolist()}")
+        dut._log.info("head %d/%d: %d cycles, array %d, kept keys %d, head kept %d",
+                      h + 1, heads, r["cycles"], r["array_cycles"], r["kept_keys"],
+                      r["head_keep"])
+        if progress:
+            Path(progress).write_text(f"{h + 1}/{heads}\n")
+    result = os.environ.get(RESULT_VAR)
+    if result:
+        np.savez(result, out_int=out, head_keep=head_keep, block_keep=block_keep, **stats)

@@ -1,0 +1,104 @@
+"""The co-processor top in cocotb on Icarus and Verilator (bench: sim/benches/bench_top.py).
+
+cocotbext-axi drives the AXI4-Stream ports (random pauses on both) and the AXI4-Lite registers.
+Each test writes a job file of heads with per-head run-time settings; the bench checks every
+output row, the head decision, H and the block masks against the golden model.
+"""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from golden.model import attention_head_int, quantize_qkv
+from hw.presets import preset
+from sim.benches.bench_top import write_job
+from sim.fixtures import load_fixture
+from sim.runner import run_cocotb
+
+pytestmark = pytest.mark.cocotb
+
+#: Fixture heads of the default run (every head in the slow test): one per layer, spread over
+#: the head index.
+SUBSET = [0, 13, 26, 39, 52, 65]
+
+
+def fixture_job(cfg, heads):
+    fx = load_fixture("medium")
+    qs, ks, vs = [], [], []
+    for h in heads:
+        q, k, v = quantize_qkv(fx["q"][h], fx["k"][h], fx["v"][h], cfg)
+        qs.append(q)
+        ks.append(k)
+        vs.append(v)
+    return np.stack(qs), np.stack(ks), np.stack(vs), int(fx["valid_len"])
+
+
+def mode_settings(cfg, q, k, v, n):
+    """Dense, top-k, threshold, and both with head pruning at the median H of these heads."""
+    hs = [attention_head_int(q[i], k[i], v[i], cfg, n).head_importance for i in range(len(q))]
+    tau = int(np.median(hs))
+    nbc = -(-n // cfg.block_cols)
+    return [
+        {"prune_mode": "off", "approx": "exact", "head_prune": False},
+        {"prune_mode": "topk", "k_b": max(1, nbc // 2), "approx": "drop_ff", "head_prune": False},
+        {"prune_mode": "threshold", "rho": 0.5, "approx": "exact", "head_prune": False},
+        {"prune_mode": "topk", "k_b": max(1, nbc // 2), "head_prune": True, "tau_head": tau},
+        {"prune_mode": "threshold", "rho": 0.25, "head_prune": True, "tau_head": tau},
+    ]
+
+
+def run_fixture(heads, simulator, build_dir, stall=0.3):
+    cfg = preset("default")
+    q, k, v, n = fixture_job(cfg, heads)
+    modes = mode_settings(cfg, q, k, v, n)
+    rep = len(modes)
+    job = build_dir / "job.npz"
+    write_job(job, np.repeat(k, rep, 0), np.repeat(q, rep, 0), np.repeat(v, rep, 0), n,
+              [m for _ in heads for m in modes], stall=stall, seed=11)
+    return run_cocotb(unit="top", cfg=cfg, test_module="sim.benches.bench_top",
+                      simulator=simulator, build_dir=build_dir,
+                      extra_env={"HDPGEN_TOP_JOB": job})
+
+
+def test_top_fixture_subset(simulator, build_dir):
+    run_fixture(SUBSET, simulator, build_dir)
+
+
+@pytest.mark.slow
+def test_top_fixture_all_heads(simulator, build_dir):
+    run_fixture(list(range(72)), simulator, build_dir)
+
+
+@pytest.mark.parametrize("name", ["tiny", "odd"])
+def test_top_random_configs_and_reset(name, simulator, build_dir):
+    """Random data, lengths and settings on the preset, pauses on both streams, and a reset
+    in the middle of the first head."""
+    cfg = preset(name)
+    rng = random.Random(hash(name) % 1000)
+    nrng = np.random.default_rng(rng.randint(0, 1 << 30))
+    heads = 8
+    shape = (heads, cfg.seq_len, cfg.head_dim)
+    qk_lo, qk_hi = -(1 << (cfg.qk_bits - 1)), 1 << (cfg.qk_bits - 1)
+    v_lo, v_hi = -(1 << (cfg.v_bits - 1)), 1 << (cfg.v_bits - 1)
+    q = nrng.integers(qk_lo, qk_hi, shape)
+    k = nrng.integers(qk_lo, qk_hi, shape)
+    v = nrng.integers(v_lo, v_hi, shape)
+    lens = [rng.randint(1, cfg.seq_len) for _ in range(heads)]
+    settings = []
+    for i in range(heads):
+        s = {"prune_mode": rng.choice(["off", "topk", "threshold"]),
+             "approx": rng.choice(["drop_ff", "exact"]), "causal": rng.random() < 0.3,
+             "k_b": rng.randint(1, cfg.n_block_cols),
+             "rho": rng.randint(0, 1 << cfg.rho_frac) / (1 << cfg.rho_frac)}
+        if i % 3 == 2:
+            h = attention_head_int(q[i], k[i], v[i], cfg.replace(**s), lens[i]).head_importance
+            s.update(head_prune=True, tau_head=min(cfg.h_max, h + rng.choice([0, 1])))
+        settings.append(s)
+    job = build_dir / "job.npz"
+    write_job(job, k, q, v, lens, settings, stall=0.3, seed=5, reset_mid=True)
+    res = run_cocotb(unit="top", cfg=cfg, test_module="sim.benches.bench_top",
+                     simulator=simulator, build_dir=build_dir, extra_env={"HDPGEN_TOP_JOB": job})
+    assert res.tests == 1
+    json.dumps(settings)  # settings must stay JSON-serializable for the job file
