@@ -266,6 +266,9 @@ def _stage_job(stage: str, build: str, key: str, cache_dir: str | None, target: 
             res = _run_yosys_stage(stage, build_p, timeout)
     except SynthError as exc:
         return {"error": str(exc), "seconds": round(time.monotonic() - t0, 3), "cached": False}
+    except Exception as exc:  # e.g. a tool that wrote no or malformed JSON: report, go on
+        return {"error": f"{type(exc).__name__}: {exc} (in {build})",
+                "seconds": round(time.monotonic() - t0, 3), "cached": False}
     res["seconds"] = round(time.monotonic() - t0, 3)
     if cache_file is not None:
         _atomic_json(cache_file, res)

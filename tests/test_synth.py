@@ -3,11 +3,16 @@
 Tests that run Yosys/nextpnr are marked ``synth`` (deselect with ``-m 'not synth'``); they use
 the ``tiny`` preset and the smallest unit present in the checkout, and share one build
 directory per module so the tools run once (the first YoWASP call of a fresh machine
-compiles for about 30 s).
+compiles for about 30 s).  Tool runs go under ``build/`` in the checkout, not pytest's
+``/tmp`` directory: inside YoWASP ``/tmp`` is private.
 """
 
 import json
+import os
+import shutil
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
@@ -30,14 +35,18 @@ def _small_unit() -> str:
     pytest.skip("no unit is available in this checkout yet")
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
+def first_run():
     unit = _small_unit()
-    out = tmp_path_factory.mktemp("synth")
+    out = ROOT / "build" / "pytest-synth" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     events = []
     t0 = time.monotonic()
     res = driver.synth_unit(unit, preset("tiny"), out, progress=lambda *e: events.append(e))
-    return {"unit": unit, "out": out, "res": res, "events": events, "seconds": time.monotonic() - t0}
+    yield {"unit": unit, "out": out, "res": res, "events": events, "seconds": time.monotonic() - t0}
+    shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.mark.synth
