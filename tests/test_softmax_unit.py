@@ -226,7 +226,7 @@ def test_accuracy_against_float_softmax(capsys):
 def _timing(cfg: HDPConfig, n: int, rows: int) -> tuple[int, int, list[int]]:
     rng = np.random.default_rng(n)
     rows_s = [rng.integers(-100, 100, n) for _ in range(rows)]
-    v = vec._make(cfg, "timing", [(s, np.ones(n, bool)) for s in rows_s])
+    v = vec.rows_to_vectors(cfg, "timing", [(s, np.ones(n, bool)) for s in rows_s])
     res = run_unit(SoftmaxUnit(cfg), v.in_beats())
     check_whole("timing", v, res, 0)
     first_in, last_in, first_out = res["t_in"][0], res["t_in"][n - 1], res["t_out"][0]
@@ -333,3 +333,13 @@ def test_busy_until_drained():
     sim.add_testbench(bench)
     sim.run()
     assert trace[0] == 0 and all(trace[1:-1]) and trace[-1] == 0, trace
+
+
+def test_vectors_reject_bad_rows():
+    cfg = preset("tiny")
+    with pytest.raises(ValueError, match=r"row length must be in \[1, seq_len\] = \[1, 8\], not 9"):
+        vec.rows_to_vectors(cfg, "x", [(np.zeros(9), np.ones(9, bool))])
+    with pytest.raises(ValueError, match=r"scores must fit score_width = 18 bits"):
+        vec.rows_to_vectors(cfg, "x", [([1 << 17], [True])])
+    with pytest.raises(ValueError, match=r"case must be one of"):
+        vec.vector_set(cfg, "nonsense")

@@ -24,7 +24,7 @@ from golden.tables import softmax_constants
 from hw.config import HDPConfig
 from hw.softmax_unit import p_out_layout, s_in_layout
 
-__all__ = ["SoftmaxVectors", "DIRECTED_CASES", "CASES", "vector_set", "directed_vectors",
+__all__ = ["SoftmaxVectors", "DIRECTED_CASES", "CASES", "vector_set", "rows_to_vectors", "directed_vectors",
            "random_vectors", "fixture_vectors", "fixture_available", "merge", "pack_in",
            "unpack_out", "first_mismatch"]
 
@@ -70,7 +70,9 @@ class SoftmaxVectors:
         raise IndexError(index)
 
 
-def _make(cfg: HDPConfig, name: str, rows: list[tuple]) -> SoftmaxVectors:
+def rows_to_vectors(cfg: HDPConfig, name: str, rows: list[tuple]) -> SoftmaxVectors:
+    """A set from ``(scores, keep)`` rows, with golden's probabilities; rows must have length
+    1..``seq_len`` and scores must fit ``score_width`` bits (else ``ValueError``)."""
     lo, hi = -(1 << (cfg.score_width - 1)), (1 << (cfg.score_width - 1)) - 1
     ss, ks, ps = [], [], []
     for s, k in rows:
@@ -174,7 +176,7 @@ CASES = DIRECTED_CASES + ("random", "fixture")
 
 def directed_vectors(cfg: HDPConfig, case: str, seed: int = 0) -> SoftmaxVectors:
     """A directed case by name (see :data:`DIRECTED_CASES`)."""
-    return _make(cfg, case, _directed_rows(cfg, case, _rng(cfg, case, seed)))
+    return rows_to_vectors(cfg, case, _directed_rows(cfg, case, _rng(cfg, case, seed)))
 
 
 def random_vectors(cfg: HDPConfig, seed: int, n_rows: int = 16) -> SoftmaxVectors:
@@ -195,7 +197,7 @@ def random_vectors(cfg: HDPConfig, seed: int, n_rows: int = 16) -> SoftmaxVector
             spread = max(1, int(dmax * rng.uniform(0.1, 2.0)))
             s = np.clip(centre + rng.integers(-spread, spread + 1, ln), smin, smax)
         rows.append((s, keep))
-    return _make(cfg, f"random(seed={seed})", rows)
+    return rows_to_vectors(cfg, f"random(seed={seed})", rows)
 
 
 def fixture_available(cfg: HDPConfig, name: str | None = None) -> str | None:
@@ -233,7 +235,7 @@ def fixture_vectors(cfg: HDPConfig, name: str | None = None, heads: tuple[int, .
             rows.append((res.scores[i, :vl], res.entry_keep[i, :vl]))
     if max_rows is not None:
         rows = rows[:max_rows]
-    return _make(cfg, f"fixture({fx['name']}, heads={list(heads)})", rows)
+    return rows_to_vectors(cfg, f"fixture({fx['name']}, heads={list(heads)})", rows)
 
 
 def vector_set(cfg: HDPConfig, case: str, seed: int = 0) -> SoftmaxVectors:
