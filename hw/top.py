@@ -150,7 +150,6 @@ class Top(wiring.Component):
         rw = unsigned_width(R)
         nu = -(-D // C)                            # P x V tiles (output dims) per row group
         n_words = -(-N // C)                       # score tiles per row group, at most
-        sw = cfg.score_width
         idxw = max(unsigned_width(n_words), unsigned_width(nu))
         tagw = idxw + 1                            # tile index, kind (0 score, 1 P x V)
 

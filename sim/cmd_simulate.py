@@ -1,0 +1,210 @@
+"""``hdpgen simulate``: run the RTL co-processor (``hw.top.Top``) in Icarus or Verilator on
+Q, K, V from an ``.npz``.
+
+Input and output contract: as ``hdpgen golden`` (:mod:`sim.cmd_golden`; input validated by
+:mod:`sim.npz_io` before anything is built).  Every head of the input goes through ONE build
+of the top, one after another, with the configuration's run-time settings in its AXI4-Lite
+registers.  OUT.npz holds the RTL's ``out`` (float32), ``out_int`` (int32), ``head_keep`` (the
+status register) and ``block_keep`` (read back from the top's mask memory through the
+``mask_sel``/``mask_data`` registers; all False for a pruned head, as golden).  OUT.json has
+the configuration, the input's shape, the simulator, ``cycles`` (sum over heads of the
+``cycles`` register: first input beat to last output beat, run with the configured pruning),
+``head_cycles``, ``array_cycles`` (cycles the MAC array accepted a beat), ``kept_keys`` and
+the array's busy fraction.
+
+``--compare`` also runs the golden model and exits with status 1 on any bit difference,
+printing the first differing head, row, column, expected and actual (outputs are still
+written).  ``--waves`` writes the simulator's waveform (Icarus FST, Verilator VCD) beside
+OUT.npz as ``OUT.fst`` / ``OUT.vcd``.  The build is cached in ``--build-dir`` (default
+``build/simulate``), so a second run with the same configuration and simulator starts at once.
+"""
+
+import argparse
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from golden.intmath import quantize
+from golden.tables import softmax_constants
+
+from .cli_common import CliError, add_config_args, config_from_args
+from .cmd_golden import _write_both, config_with_auto, run_golden, split_auto
+from .npz_io import load_qkv
+
+__all__ = ["configure", "main", "simulate", "first_difference"]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--qkv", type=Path, required=True, metavar="IN.npz",
+                   help="float32 q, k, v of shape (H, N, d), optional valid_len")
+    add_config_args(p)
+    p.add_argument("--sim", required=True, choices=["icarus", "verilator"],
+                   help="HDL simulator")
+    p.add_argument("--out", type=Path, required=True, metavar="OUT.npz",
+                   help="output arrays; OUT.json beside it gets configuration and cycle counts")
+    p.add_argument("--compare", action="store_true",
+                   help="also run the golden model; exit 1 on any bit difference")
+    p.add_argument("--waves", action="store_true",
+                   help="write the waveform beside OUT.npz (OUT.fst for Icarus, OUT.vcd for "
+                        "Verilator)")
+    p.add_argument("--build-dir", type=Path, default=Path("build") / "simulate", metavar="DIR",
+                   help="where the simulator build is made and cached (default build/simulate)")
+
+
+def first_difference(expected: np.ndarray, actual: np.ndarray) -> tuple[int, ...] | None:
+    """Index of the first element where the arrays differ (None when equal)."""
+    diff = np.argwhere(np.asarray(expected) != np.asarray(actual))
+    return None if diff.size == 0 else tuple(int(i) for i in diff[0])
+
+
+def simulate(cfg, q_q, k_q, v_q, valid_len: int, simulator: str, build_dir: Path, *,
+             waves: bool = False, progress=None) -> tuple[dict, Path]:
+    """Run every head of quantized (H, N, d) inputs through the RTL top.
+
+    Returns the bench's result arrays (:func:`sim.benches.bench_top.read_result`) and the
+    build directory.  ``progress(done, total)`` is called while the simulation runs."""
+    from sim.benches.bench_top import JOB_VAR, PROGRESS_VAR, RESULT_VAR, read_result, write_job
+    from sim.runner import run_cocotb
+
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    job, result, prog = (build_dir / "job.npz", build_dir / "result.npz",
+                         build_dir / "progress.txt")
+    for f in (result, prog):
+        f.unlink(missing_ok=True)
+    heads = q_q.shape[0]
+    write_job(job, k_q, q_q, v_q, valid_len, check=False)
+    err: list[BaseException] = []
+    box: dict = {}
+
+    def work():
+        try:
+            box["run"] = run_cocotb(
+                unit="top", cfg=cfg, test_module="sim.benches.bench_top", simulator=simulator,
+                build_dir=build_dir, waves=waves,
+                extra_env={JOB_VAR: job, RESULT_VAR: result, PROGRESS_VAR: prog})
+        except BaseException as exc:  # re-raised in the caller's thread
+            err.append(exc)
+
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    shown = -1
+    while th.is_alive():
+        th.join(0.5)
+        if progress is not None and prog.is_file():
+            try:
+                done = int(prog.read_text().split("/")[0])
+            except (ValueError, OSError):
+                continue
+            if done != shown:
+                shown = done
+                progress(done, heads)
+    if err:
+        if isinstance(err[0], (AssertionError, RuntimeError)):
+            raise CliError(f"simulation failed: {err[0]}") from None
+        raise err[0]
+    if progress is not None and shown != heads:
+        progress(heads, heads)
+    return read_result(result), box["run"].build_dir
+
+
+def _copy_waves(build: Path, simulator: str, out: Path) -> Path | None:
+    cands = (sorted(build.glob("*.fst")) + sorted(build.glob("*.vcd"))) if simulator == "icarus" \
+        else sorted(build.glob("*.vcd")) + sorted(build.glob("*.fst"))
+    if not cands:
+        return None
+    dest = out.with_suffix(cands[0].suffix)
+    shutil.copyfile(cands[0], dest)
+    return dest
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.out.suffix != ".npz":
+        raise CliError(f"--out must name a .npz file, not {str(args.out)!r}")
+    settings, auto = split_auto(args.settings)
+    args.settings = settings
+    cfg = config_from_args(args)
+    data = load_qkv(args.qkv, head_dim=cfg.head_dim, seq_len=cfg.seq_len)
+    q, k, v, valid_len = data["q"], data["k"], data["v"], data["valid_len"]
+    cfg = config_with_auto(cfg, auto, q, k, v, valid_len)
+    softmax_constants(cfg)  # a configuration whose softmax scale rounds to 0 fails here, early
+    from sim.runner import simulator_missing
+    reason = simulator_missing(args.sim)
+    if reason is not None:
+        raise CliError(reason)
+    h, n, d = q.shape
+    vl = n if valid_len is None else valid_len
+    q_q, k_q = quantize(q, cfg.qk_bits, cfg.qk_frac), quantize(k, cfg.qk_bits, cfg.qk_frac)
+    v_q = quantize(v, cfg.v_bits, cfg.v_frac)
+
+    t0 = time.monotonic()
+    last = [0.0]
+
+    def progress(done, total):
+        now = time.monotonic()
+        if done == total or now - last[0] >= 1.0:
+            last[0] = now
+            print(f"hdpgen simulate: {args.sim}: head {done}/{total} ({now - t0:.0f} s)",
+                  flush=True)
+
+    print(f"hdpgen simulate: building the top for {args.sim} (H={h} N={n} d={d} "
+          f"valid_len={vl}) ...", flush=True)
+    res, build = simulate(cfg, q_q, k_q, v_q, vl, args.sim, args.build_dir, waves=args.waves,
+                          progress=progress)
+    seconds = time.monotonic() - t0
+    out_int = res["out_int"].astype(np.int32)
+    arrays = {"out": (out_int / float(1 << cfg.out_frac)).astype(np.float32),
+              "out_int": out_int, "block_keep": res["block_keep"].astype(bool),
+              "head_keep": res["head_keep"].astype(bool)}
+    cycles = [int(c) for c in res["cycles"]]
+    arr_cycles = [int(c) for c in res["array_cycles"]]
+    report = {
+        "config": cfg.to_dict(),
+        "auto": {key: getattr(cfg, key) for key in sorted(auto)},
+        "input": {"path": str(args.qkv), "heads": h, "tokens": n, "head_dim": d, "valid_len": vl},
+        "simulator": args.sim,
+        "cycles": int(sum(cycles)),
+        "head_cycles": cycles,
+        "array_cycles": int(sum(arr_cycles)),
+        "head_array_cycles": arr_cycles,
+        "kept_keys": [int(x) for x in res["kept_keys"]],
+        "array_busy_fraction": sum(arr_cycles) / max(1, sum(cycles)),
+        "heads_kept": int(arrays["head_keep"].sum()),
+        "wall_seconds": round(seconds, 2),
+    }
+    mismatch = None
+    if args.compare:
+        gold, stats = run_golden(cfg, q, k, v, valid_len)
+        report["golden_stats"] = stats
+        for name in ("out_int", "head_keep", "block_keep"):
+            idx = first_difference(gold[name], arrays[name])
+            if idx is not None:
+                mismatch = (name, idx, gold[name][idx], arrays[name][idx])
+                break
+        report["compare"] = "mismatch" if mismatch else "bit-exact"
+    waves = None
+    if args.waves:
+        waves = _copy_waves(build, args.sim, args.out)
+        report["waves"] = None if waves is None else str(waves)
+    try:
+        js = _write_both(args.out, arrays, report)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    print(f"hdpgen simulate: {args.sim}: {h} heads in {seconds:.1f} s, {report['cycles']} cycles "
+          f"({report['cycles'] / h:.0f} per head), array busy "
+          f"{report['array_busy_fraction']:.3f}, heads kept {report['heads_kept']}/{h} -> "
+          f"{args.out}, {js}" + (f", waves {waves}" if waves else ""))
+    if args.compare:
+        if mismatch:
+            name, idx, exp, act = mismatch
+            where = ", ".join(f"{a}={i}" for a, i in zip(
+                {"out_int": ("head", "row", "col"), "head_keep": ("head",),
+                 "block_keep": ("head", "block_row", "block_col")}[name], idx))
+            print(f"hdpgen simulate: MISMATCH against golden in {name} at {where}: expected "
+                  f"{exp}, actual {act}")
+            return 1
+        print("hdpgen simulate: bit-exact against the golden model")
+    return 0
