@@ -21,15 +21,37 @@ from collections.abc import Iterable
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import Event, FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, Event, FallingEdge, First, ReadOnly, RisingEdge
 
 __all__ = ["start_clock", "reset", "StreamSource", "StreamSink", "StreamMonitor",
-           "StreamProtocolError", "stream_signals", "wait_cycles", "clock_signal"]
+           "StreamProtocolError", "StreamTimeout", "stream_signals", "wait_cycles", "clock_signal",
+           "DEFAULT_TIMEOUT_CYCLES"]
+
+# A bench waiting on a stream that makes no progress for this many cycles fails instead of
+# hanging the simulator (and pytest) forever.  Pass timeout_cycles=None to wait forever.
+DEFAULT_TIMEOUT_CYCLES = 200_000
 
 
 class StreamProtocolError(AssertionError):
     """A stream broke the valid/ready rules (raised inside the monitor's task, which fails
     the running cocotb test)."""
+
+
+class StreamTimeout(AssertionError):
+    """A stream made no progress for ``timeout_cycles`` cycles while a bench waited on it."""
+
+
+async def _wait_progress(event: Event, clk, progress, limit: int | None, what) -> None:
+    """Wait until ``event`` is set, failing when ``progress()`` stays the same for ``limit``
+    cycles in a row."""
+    while not event.is_set():
+        if limit is None:
+            await event.wait()
+            return
+        before = progress()
+        await First(event.wait(), ClockCycles(clk, limit))
+        if not event.is_set() and progress() == before:
+            raise StreamTimeout(what())
 
 
 def clock_signal(dut_or_clock):
@@ -184,10 +206,12 @@ class StreamSource:
     ``await send(p)`` queues payload ``p`` and returns once the transfer is committed;
     ``send_many`` queues a whole list and returns after the last one.  Back-to-back beats
     go out at one per cycle; with ``stall > 0`` each beat is preceded by idle cycles, one
-    more while ``rng.random() < stall`` (``rng = random.Random(seed)``).
+    more while ``rng.random() < stall`` (``rng = random.Random(seed)``).  ``send`` raises
+    :class:`StreamTimeout` when no beat is accepted for ``timeout_cycles`` cycles.
     """
 
-    def __init__(self, dut, name: str, clock, stall: float = 0.0, seed: int = 0):
+    def __init__(self, dut, name: str, clock, stall: float = 0.0, seed: int = 0, *,
+                 timeout_cycles: int | None = DEFAULT_TIMEOUT_CYCLES):
         if not 0.0 <= stall < 1.0:
             raise ValueError(f"stall must be in [0, 1), not {stall!r}")
         self.dut = dut
@@ -196,6 +220,7 @@ class StreamSource:
         self.valid, self.ready, self.payload = stream_signals(dut, name)
         self.stall = stall
         self.rng = random.Random(seed)
+        self.timeout_cycles = timeout_cycles
         self.count = 0
         self._queue: collections.deque[tuple[int, Event]] = collections.deque()
         self.valid.value = 0
@@ -203,15 +228,20 @@ class StreamSource:
         self._task = cocotb.start_soon(self._run())
 
     async def send(self, payload: int = 0) -> None:
-        done = self._put(payload)
-        await done.wait()
+        await self._wait(self._put(payload))
 
     async def send_many(self, payloads: Iterable[int]) -> None:
         done = None
         for p in payloads:
             done = self._put(p)
         if done is not None:
-            await done.wait()
+            await self._wait(done)
+
+    async def _wait(self, done: Event) -> None:
+        await _wait_progress(
+            done, self.clk, lambda: self.count, self.timeout_cycles,
+            lambda: (f"stream {self.name}: no beat accepted for {self.timeout_cycles} cycles "
+                     f"({self.count} sent, {len(self._queue)} waiting; is ready stuck low?)"))
 
     def send_nowait(self, payload: int = 0) -> Event:
         """Queue ``payload``; the returned event is set when it has been transferred."""
@@ -271,9 +301,11 @@ class StreamSink:
     ``ready`` is driven high every cycle except that with ``stall > 0`` it is dropped with
     probability ``stall`` (``random.Random(seed)``).  Received payloads wait in a queue:
     ``await recv()`` returns the next one, ``await recv_many(n)`` the next ``n``.
+    ``recv`` raises :class:`StreamTimeout` after ``timeout_cycles`` cycles without a beat.
     """
 
-    def __init__(self, dut, name: str, clock, stall: float = 0.0, seed: int = 0):
+    def __init__(self, dut, name: str, clock, stall: float = 0.0, seed: int = 0, *,
+                 timeout_cycles: int | None = DEFAULT_TIMEOUT_CYCLES):
         if not 0.0 <= stall < 1.0:
             raise ValueError(f"stall must be in [0, 1), not {stall!r}")
         self.dut = dut
@@ -282,6 +314,7 @@ class StreamSink:
         self.valid, self.ready, self.payload = stream_signals(dut, name)
         self.stall = stall
         self.rng = random.Random(seed)
+        self.timeout_cycles = timeout_cycles
         self.count = 0
         self._queue: collections.deque[int] = collections.deque()
         self._arrived = Event()
@@ -297,9 +330,12 @@ class StreamSink:
         return not self._queue
 
     async def recv(self) -> int:
-        while not self._queue:
+        if not self._queue:
             self._arrived.clear()
-            await self._arrived.wait()
+            await _wait_progress(
+                self._arrived, self.clk, lambda: self.count, self.timeout_cycles,
+                lambda: (f"stream {self.name}: nothing received for {self.timeout_cycles} cycles "
+                         f"({self.count} received so far)"))
         return self._queue.popleft()
 
     async def recv_many(self, n: int) -> list[int]:

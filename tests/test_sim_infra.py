@@ -32,7 +32,7 @@ def _run(simulator, build_dir, cfg, fault=None, **kw):
 def test_selftest_passes(simulator, build_dir):
     cfg = preset("odd")
     run = _run(simulator, build_dir, cfg)
-    assert run.tests == 5
+    assert run.tests == 7
     log = run.log.read_text()
     # the bench really checked the transfers it claims (guards against a vacuous pass)
     assert len(re.findall(r"checked 200 transfers", log)) == 4, log[-3000:]
@@ -62,7 +62,12 @@ def test_broken_dut_is_caught(simulator, fault, message, build_dir):
         _run(simulator, build_dir, cfg, fault=fault)
     text = str(info.value)
     failed = dict(re.findall(r"^  (\S+): (.*)$", text, re.M))
-    assert sorted(failed) == sorted(STALLED), text
+    # DUTs that lose data (drop; withdraw reloads its output while "not valid") do not push
+    # back on a full buffer, so the send-timeout check fails for them too
+    extra = {"test_send_times_out": "a third beat was accepted"} if fault != "change" else {}
+    assert sorted(failed) == sorted(STALLED + list(extra)), text
+    for name, msg in extra.items():
+        assert msg in failed[name], text
     for name in STALLED:
         assert message in failed[name], text
     for name in UNSTALLED:

@@ -13,7 +13,7 @@ from cocotb.triggers import ClockCycles
 
 from sim import cocotb_env
 from sim.selftest_dut import selftest_expected, selftest_layout
-from sim.streams import StreamSink, StreamSource, reset, start_clock
+from sim.streams import StreamSink, StreamSource, StreamTimeout, reset, start_clock
 
 N_BEATS = 200
 
@@ -76,3 +76,39 @@ async def test_stream(dut, src_stall: float, sink_stall: float) -> None:
 async def test_heavy_backpressure(dut) -> None:
     """The sink is ready one cycle in ten: the skid buffer holds data for many cycles."""
     await run_stream(dut, 0.0, 0.9, n=60)
+
+
+@cocotb.test()
+async def test_recv_times_out(dut) -> None:
+    """A sink waiting for data that never comes fails after timeout_cycles, not never."""
+    tb = TB(dut, 0.0, 0.0, cocotb_env.seed())
+    tb.sink.timeout_cycles = 50
+    dut.mask.value = 0
+    await reset(dut, tb.clock)
+    try:
+        await tb.sink.recv()
+    except StreamTimeout as exc:
+        assert "nothing received for 50 cycles" in str(exc), str(exc)
+    else:
+        raise AssertionError("recv() returned although nothing was sent")
+
+
+@cocotb.test()
+async def test_send_times_out(dut) -> None:
+    """With the output never ready the skid buffer fills (2 beats), then send() times out."""
+    cfg = cocotb_env.load_config()
+    layout = selftest_layout(cfg)
+    clock = start_clock(dut)
+    src = StreamSource(dut, "i", clock, timeout_cycles=50)
+    dut.o__ready.value = 0
+    dut.mask.value = 0
+    await reset(dut, clock)
+    beat = layout.const({"row": [0] * cfg.head_dim, "last": 0}).as_bits()
+    await src.send(beat)
+    await src.send(beat)
+    try:
+        await src.send(beat)
+    except StreamTimeout as exc:
+        assert "no beat accepted for 50 cycles (2 sent" in str(exc), str(exc)
+    else:
+        raise AssertionError("a third beat was accepted by a full skid buffer")
