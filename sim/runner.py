@@ -191,7 +191,8 @@ def _results(xml: Path) -> tuple[int, list[tuple[str, str]]]:
 def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
                build_dir: "str | os.PathLike", extra_env: Mapping[str, object] | None = None,
                waves: bool = False, testcase: "str | list[str] | None" = None,
-               name: str | None = None, seed: int | None = None) -> CocotbRun:
+               name: str | None = None, seed: int | None = None,
+               test_filter: str | None = None) -> CocotbRun:
     """Export ``unit`` with ``cfg``, build it for ``simulator`` and run ``test_module``.
 
     Parameters
@@ -213,7 +214,10 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
     waves : bool
         Icarus writes ``<name>.fst``, Verilator ``dump.vcd``, in the build directory.
     testcase : str or list of str, optional
-        Run only these cocotb tests.
+        Run only these cocotb tests (exact names; a ``@cocotb.parametrize``d test is named
+        ``test_x/arg=value/...``, so use ``test_filter`` to pick all its variants).
+    test_filter : str, optional
+        Regular expression on the full test names (``COCOTB_TEST_FILTER``).
     seed : int, optional
         cocotb's random seed (``COCOTB_RANDOM_SEED``).
 
@@ -282,7 +286,8 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
         try:
             runner.test(test_module=test_module, hdl_toplevel=name, build_dir=work, test_dir=work,
                         results_xml=str(results_xml), extra_env=env, waves=waves,
-                        testcase=testcase, seed=seed, timescale=TIMESCALE, log_file=log)
+                        testcase=testcase, test_filter=test_filter, seed=seed, timescale=TIMESCALE,
+                        log_file=log)
         except SystemExit as exc:  # under pytest the runner exits on failures
             crashed = f"exit status {exc.code}"
         except RuntimeError as exc:  # the simulator process failed

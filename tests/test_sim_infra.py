@@ -87,6 +87,25 @@ def test_runner_reports_missing_tests(simulator, build_dir):
         _run(simulator, build_dir, preset("tiny"), testcase="no_such_test")
 
 
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_runner_test_filter(simulator, build_dir):
+    run = _run(simulator, build_dir, preset("tiny"), test_filter=r"test_stream/src_stall=0\.5/")
+    assert run.tests == 2
+
+
+def test_missing_simulator_skips_locally_and_fails_in_ci(monkeypatch):
+    import conftest
+
+    monkeypatch.setattr(conftest, "simulator_missing", lambda name: f"{name} is not installed")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="icarus is not installed"):
+        conftest.require_simulator("icarus")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        conftest.require_simulator("icarus")
+
+
 def test_load_config_requires_the_json(monkeypatch):
     monkeypatch.delenv("HDPGEN_UNIT_JSON", raising=False)
     with pytest.raises(RuntimeError, match="HDPGEN_UNIT_JSON is not set"):
