@@ -9,8 +9,10 @@ result sink, and returns the cycles from the first accepted beat to the last res
 
 Mapping of blocks to tiles (R = array_rows, C = array_cols):
 
-* score tile (ti, tj): queries ``[ti R, ti R + R)`` x keys ``[tj C, tj C + C)``, depth
-  ``head_dim``; issued when any kept block overlaps it.  With ``b_r = R`` and ``b_c = C`` a tile
+* tile-row ti: queries ``[ti R, ti R + R)``; its kept columns are the block columns kept by
+  any block-row overlapping it.  Tile-rows wholly at or beyond ``valid_len`` are never issued.
+* score tile (ti, tj): tile-row ti x keys ``[tj C, tj C + C)``, depth ``head_dim``; issued
+  when one of its block columns is kept in the tile-row.  With ``b_r = R`` and ``b_c = C`` a tile
   is a block and a pruned block is a tile never issued.
 * P x V tile (ti, td): queries of tile-row ti x output columns ``[td C, td C + C)``; its depth
   is the keys of the kept blocks of any block-row overlapping the tile-row (below
@@ -23,7 +25,7 @@ import numpy as np
 
 from hw.config import HDPConfig
 
-__all__ = ["Tile", "tile_plan", "predict_cycles", "ideal_cycles", "utilization",
+__all__ = ["Tile", "tile_plan", "tile_row_cols", "predict_cycles", "ideal_cycles", "utilization",
            "ARRAY_LATENCY_EXTRA"]
 
 #: res_out latency beyond ``array_cols`` (see ``SystolicArray.latency``)
@@ -46,32 +48,36 @@ def _overlap_blocks(lo: int, hi: int, b: int) -> range:
     return range(lo // b, (hi - 1) // b + 1)
 
 
+def tile_row_cols(cfg: HDPConfig, block_keep: np.ndarray, n: int, ti: int) -> np.ndarray:
+    """Block columns kept by any block-row overlapping tile-row ``ti`` (bool, (nbc,))."""
+    R, br = cfg.array_rows, cfg.block_rows
+    bk = np.asarray(block_keep, bool)
+    q_lo, q_hi = ti * R, min(n, ti * R + R)
+    brs = [r for r in _overlap_blocks(q_lo, q_hi, br) if r < bk.shape[0]]
+    return bk[brs].any(axis=0) if brs else np.zeros(bk.shape[1], bool)
+
+
 def tile_plan(cfg: HDPConfig, block_keep: np.ndarray, n: int, valid_len: int | None = None,
               passes: tuple[str, ...] = ("score", "pv")) -> list[Tile]:
     """Tiles issued for one head with keep mask ``block_keep`` ((nbr, nbc) bool over an n x n
-    score matrix), score tiles first (row-major), then P x V tiles (tile-row major)."""
+    score matrix), tile-row by tile-row (rows with a query below ``valid_len``): the row's
+    score tiles by increasing key tile, then its P x V tiles by increasing output-column tile.
+    This is the order of ``hw.systolic.TileScheduler``'s commands."""
     valid_len = n if valid_len is None else valid_len
-    R, C, br, bc = cfg.array_rows, cfg.array_cols, cfg.block_rows, cfg.block_cols
-    bk = np.asarray(block_keep, bool)
-    n_ti, n_tj, n_td = -(-n // R), -(-n // C), -(-cfg.head_dim // C)
+    R, C, bc = cfg.array_rows, cfg.array_cols, cfg.block_cols
+    n_ti, n_tj, n_td = -(-min(n, valid_len) // R), -(-n // C), -(-cfg.head_dim // C)
     tiles: list[Tile] = []
-    row_keys: list[list[int]] = []
     for ti in range(n_ti):
-        q_lo, q_hi = ti * R, min(n, ti * R + R)
-        brs = [r for r in _overlap_blocks(q_lo, q_hi, br) if r < bk.shape[0]]
-        kept_cols = bk[brs].any(axis=0) if brs else np.zeros(bk.shape[1], bool)
+        kept_cols = tile_row_cols(cfg, block_keep, n, ti)
         keys = [j for j in range(min(n, valid_len)) if kept_cols[j // bc]]
-        row_keys.append(keys)
         if "score" in passes:
             for tj in range(n_tj):
                 k_lo, k_hi = tj * C, min(n, tj * C + C)
                 if any(kept_cols[c] for c in _overlap_blocks(k_lo, k_hi, bc)):
                     tiles.append(Tile("score", ti, tj))
-    if "pv" in passes:
-        for ti in range(n_ti):
-            if row_keys[ti]:
-                for td in range(n_td):
-                    tiles.append(Tile("pv", ti, td, row_keys[ti]))
+        if "pv" in passes and keys:
+            for td in range(n_td):
+                tiles.append(Tile("pv", ti, td, keys))
     return tiles
 
 
