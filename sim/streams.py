@@ -257,6 +257,8 @@ class StreamSource:
             await RisingEdge(self.clk)
 
     def _put(self, payload: int) -> Event:
+        if hasattr(payload, "as_bits"):  # a data.Const from layout.const(...)
+            payload = payload.as_bits()
         if self.payload is None:
             if payload not in (0, None):
                 raise ValueError(f"stream {self.name} has no payload, cannot send {payload!r}")
