@@ -151,7 +151,7 @@ class Top(wiring.Component):
         nu = -(-D // C)                            # P x V tiles (output dims) per row group
         n_words = -(-N // C)                       # score tiles per row group, at most
         idxw = max(unsigned_width(n_words), unsigned_width(nu))
-        tagw = idxw + 1                            # tile index, kind (0 score, 1 P x V)
+        tagw = idxw + 2                            # tile index, bank, kind (0 score, 1 P x V)
 
         # ---------------------------------------------------------------- registers
         m.submodules.regs = regs = AxiLiteRegs(self._regs, addr_width=REG_ADDR_WIDTH)
@@ -206,17 +206,20 @@ class Top(wiring.Component):
         a_wr, a_rd = amem.write_port(), amem.read_port()
         key_layout = data.StructLayout({"j": unsigned(iw), "c": unsigned(cw),
                                         "off": unsigned(unsigned_width(max(bc - 1, 1)))})
-        m.submodules.keymem = keymem = Memory(shape=key_layout, depth=N, init=[])
+        # gathered keys: three banks (the score stage writes group g while the softmax stage
+        # reads g - 1 and the P x V stage g - 2)
+        m.submodules.keymem = keymem = Memory(shape=key_layout, depth=3 * N, init=[])
         key_wr = keymem.write_port()
         key_rd_sm = keymem.read_port()
         key_rd_pv = keymem.read_port()
         m.submodules.finemem = finemem = Memory(
-            shape=data.ArrayLayout(signed(array_widths(cfg).acc), R * C), depth=n_words, init=[])
+            shape=data.ArrayLayout(signed(array_widths(cfg).acc), R * C), depth=2 * n_words,
+            init=[])
         fine_wr = finemem.write_port(granularity=C)
         fine_rd = finemem.read_port()
         prob_wr, prob_rd = [], []
         for r in range(R):
-            pm = Memory(shape=unsigned(cfg.prob_width), depth=N, init=[])
+            pm = Memory(shape=unsigned(cfg.prob_width), depth=2 * N, init=[])
             m.submodules[f"probmem_{r}"] = pm
             prob_wr.append(pm.write_port())
             prob_rd.append(pm.read_port())
@@ -260,11 +263,32 @@ class Top(wiring.Component):
         with m.If(sc.h_out.valid & sc.h_out.ready):
             m.d.sync += head_imp.eq(sc.h_out.payload)
 
+        # ================================================================ pipeline overview
+        # Row groups flow through three stages that run concurrently on different groups:
+        #   S (score): Q rows and masks of group g, gathered keys, score tiles on the array;
+        #   M (softmax): the group's rows through the SoftmaxUnit, probabilities to a bank;
+        #   P (P x V): P x V tiles on the array, requantize, send the rows.
+        # S and P share the array, tile by tile (P first).  Buffers between the stages are
+        # banked by group: keys 3 banks (S writes g, M reads g-1, P reads g-2), fine scores,
+        # probabilities and the S->M group information 2 banks.  Start rules (group counters
+        # s_g, m_g, p_g = groups each stage has finished):
+        #   S starts s_g when s_g <= m_g + 1 and s_g <= p_g + 2;
+        #   M starts m_g when m_g < s_g and m_g <= p_g + 1;  P starts p_g when p_g < m_g.
+        gw = unsigned_width(-(-N // R) + 3)
+        s_g, m_g, p_g = Signal(gw), Signal(gw), Signal(gw)
+        s_b2, m_b2, p_b2 = Signal(), Signal(), Signal()
+        s_b3, m_b3, p_b3 = Signal(2), Signal(2), Signal(2)
+
+        def bump3(b):
+            return Mux(b == 2, 0, b + 1)
+
         # ---------------------------------------------------------------- control state
         ld_row = Signal(iw)
         ld_sec = Signal(2)
-        i0 = Signal(iw + 1)              # first query row of the group
-        nrows = Signal(rw)               # valid rows in the group
+        run = Signal()                   # the stages may work (head kept, integer pass done)
+
+        # S stage
+        s_i0 = Signal(iw + 1)            # first query row of S's group
         p_rb = Signal(rbw + 1)           # block-row and offset of row p_i
         p_off = Signal(range(br))
         p_i = Signal(range(N + R + 1))   # query row whose Q row and mask are being read
@@ -276,9 +300,30 @@ class Top(wiring.Component):
         p_voff = Signal(range(br))
         qreg = [Signal(row_qk, name=f"qreg_{r}") for r in range(R)]
         kreg = [Signal(row_qk, name=f"kreg_{c}") for c in range(C)]
-        rowmask = [Signal(nbc, name=f"rowmask_{r}") for r in range(R)]
-        row_rb = [Signal(rbw + 1, name=f"row_rb_{r}") for r in range(R)]
-        row_off = [Signal(range(br), name=f"row_off_{r}") for r in range(R)]
+
+        def group_info(prefix):
+            return {"rowmask": [Signal(nbc, name=f"{prefix}_rowmask_{r}") for r in range(R)],
+                    "rb": [Signal(rbw + 1, name=f"{prefix}_rb_{r}") for r in range(R)],
+                    "off": [Signal(range(br), name=f"{prefix}_off_{r}") for r in range(R)],
+                    "nkept": Signal(iw, name=f"{prefix}_nkept"),
+                    "i0": Signal(iw + 1, name=f"{prefix}_i0"),
+                    "nrows": Signal(rw, name=f"{prefix}_nrows")}
+
+        def copy_info(dst, src, keys=("rowmask", "rb", "off", "nkept", "i0", "nrows")):
+            stmts = []
+            for key in keys:
+                if isinstance(dst[key], list):
+                    stmts += [a.eq(b) for a, b in zip(dst[key], src[key])]
+                else:
+                    stmts.append(dst[key].eq(src[key]))
+            return stmts
+
+        si = group_info("s")                               # S's group
+        banks = [group_info(f"bank{b}") for b in range(2)]  # S -> M hand-off
+        mi = group_info("m")                               # M's group
+        hi_ = group_info("h")                              # M -> P hand-off (nkept, i0, nrows)
+        pi_ = group_info("p")                              # P's group
+        small = ("nkept", "i0", "nrows")
 
         # key iterator over the union of the group's masks
         it_rem = Signal(nbc)
@@ -300,16 +345,17 @@ class Top(wiring.Component):
             with m.Else():
                 m.d.sync += it_valid.eq(0)
 
-        n_kept = Signal(iw)
+        n_kept = si["nkept"]
         slot = Signal(range(C + 1))
         kl_vld = Signal()            # K read issued last cycle into slot kl_slot
         kl_slot = Signal(range(C))
         kl_zero = Signal()
         tile = Signal(range(n_words + 1))
         step = Signal(range(D + 1))
-        outstanding = Signal(range(n_words + nu + 2))
+        s_out = Signal(range(n_words + 2))   # score tiles issued, results not all back
+        p_out = Signal(range(nu + 2))        # P x V tiles issued, results not all back
 
-        # softmax feeder (stage 0 issue, 1 key read, 2 A/fine read) and collector
+        # M stage: softmax feeder (stage 0 issue, 1 key read, 2 A/fine read) and collector
         f_active = Signal()
         f_r = Signal(rw)
         f_p = Signal(iw)
@@ -322,7 +368,7 @@ class Top(wiring.Component):
         c_r = Signal(rw + 1)
         c_p = Signal(iw)
 
-        # P x V feeder (stage 0 issue, 1 key read, 2 V/prob read)
+        # P stage: P x V feeder (stage 0 issue, 1 key read, 2 V/prob read)
         pv_active = Signal()
         u = Signal(range(nu + 1))
         t = Signal(iw)
@@ -364,17 +410,29 @@ class Top(wiring.Component):
             m.d.comb += tout[e].eq(Mux(zeroing, 0, out_buf[0][e]))
         m.d.comb += [
             self.m_axis.tvalid.eq(sending | zeroing),
-            self.m_axis.tlast.eq(Mux(zeroing, z_cnt + 1 == L, i0 + o_r + 1 == L)),
+            self.m_axis.tlast.eq(Mux(zeroing, z_cnt + 1 == L, pi_["i0"] + o_r + 1 == L)),
         ]
         out_fire = Signal()
         m.d.comb += out_fire.eq(self.m_axis.tvalid & self.m_axis.tready)
 
-        # ---------------------------------------------------------------- array input
+        # ---------------------------------------------------------------- array arbitration
         op = arr.op_in.payload
-        scoring = Signal()
+        s_req = Signal()                 # S has a score beat ready (S in TILE_RUN)
+        owner = Signal(2)                # 0 free, 1 S, 2 P: a tile owns the array to its end
+        grant_s, grant_p = Signal(), Signal()
+        m.d.comb += [
+            grant_p.eq((owner == 2) | ((owner == 0) & q2_valid)),
+            grant_s.eq((owner == 1) | ((owner == 0) & ~q2_valid & s_req)),
+            # plain assignments, not under an If: see the note at the end of elaborate
+            arr.op_in.valid.eq((grant_s & s_req) | (grant_p & q2_valid)),
+        ]
         op_fire = Signal()
-        m.d.comb += op_fire.eq(arr.op_in.valid & arr.op_in.ready)
-        with m.If(scoring):
+        s_fire, p_fire = Signal(), Signal()
+        m.d.comb += [op_fire.eq(arr.op_in.valid & arr.op_in.ready),
+                     s_fire.eq(op_fire & grant_s), p_fire.eq(op_fire & grant_p)]
+        with m.If(op_fire):
+            m.d.sync += owner.eq(Mux(op.last, 0, Mux(grant_s, 1, 2)))
+        with m.If(grant_s):
             for r in range(R):
                 qv = qreg[r][0].as_unsigned()
                 m.d.comb += [op.a0[r].eq(qv[F:].as_signed()),
@@ -386,7 +444,7 @@ class Top(wiring.Component):
                 m.d.comb += [op.b0[c].eq(k_f),
                              op.b1[c].eq(Mux(drop_ff, k_i << F, kv.as_signed()))]
             m.d.comb += [op.last.eq(step + 1 == D),
-                         op.tag.eq(Cat(tile.as_unsigned() | Const(0, idxw), Const(0, 1)))]
+                         op.tag.eq(Cat(tile.as_unsigned() | Const(0, idxw), s_b2, Const(0, 1)))]
         with m.Else():
             for r in range(R):
                 m.d.comb += [op.a0[r].eq(0), op.a1[r].eq(prob_rd[r].data)]
@@ -395,17 +453,18 @@ class Top(wiring.Component):
                              for k in range(nu))
                 m.d.comb += [op.b0[c].eq(0), op.b1[c].eq(vsel[q2_u])]
             m.d.comb += [op.last.eq(q2_last),
-                         op.tag.eq(Cat(q2_u.as_unsigned() | Const(0, idxw), Const(1, 1)))]
-        # a plain assignment, not under the If above: see the note at the end of elaborate
-        m.d.comb += arr.op_in.valid.eq(scoring | q2_valid)
+                         op.tag.eq(Cat(q2_u.as_unsigned() | Const(0, idxw), Const(0, 1),
+                                       Const(1, 1)))]
         with m.If(busy & op_fire):
             m.d.sync += arr_cyc.eq(arr_cyc + 1)
 
         # ---------------------------------------------------------------- array output
         res = arr.res_out.payload
-        res_kind = res.tag[idxw]
         res_idx = res.tag[:idxw]
-        m.d.comb += [arr.res_out.ready.eq(1), fine_wr.addr.eq(res_idx)]
+        res_bank = res.tag[idxw]
+        res_kind = res.tag[idxw + 1]
+        m.d.comb += [arr.res_out.ready.eq(1),
+                     fine_wr.addr.eq(res_idx + Mux(res_bank, n_words, 0))]
         for r in range(R):
             for c in range(C):
                 m.d.comb += fine_wr.data[r * C + c].eq(res.acc[c])
@@ -426,20 +485,21 @@ class Top(wiring.Component):
                             for c in range(C):
                                 if k * C + c < D:
                                     m.d.sync += out_buf[r][k * C + c].eq(requant(res.acc[c]))
-        tile_issued = Signal()
-        tile_done = Signal()
-        m.d.comb += [tile_issued.eq(op_fire & op.last),
-                     tile_done.eq(arr.res_out.valid & res.last)]
-        m.d.sync += outstanding.eq(outstanding + tile_issued - tile_done)
+        res_last = Signal()
+        m.d.comb += res_last.eq(arr.res_out.valid & res.last)
+        m.d.sync += [
+            s_out.eq(s_out + (s_fire & op.last) - (res_last & ~res_kind)),
+            p_out.eq(p_out + (p_fire & op.last) - (res_last & res_kind)),
+        ]
 
-        # ---------------------------------------------------------------- softmax feeding
+        # ---------------------------------------------------------------- M: softmax feeding
         advance = Signal()
         m.d.comb += advance.eq(~s2_valid | sm.s_in.ready)
-        m.d.comb += [key_rd_sm.addr.eq(f_p), key_rd_sm.en.eq(advance)]
+        m.d.comb += [key_rd_sm.addr.eq(f_p + m_b3 * N), key_rd_sm.en.eq(advance)]
         key1 = key_rd_sm.data
         m.d.comb += [
-            a_rd.addr.eq(Array(row_rb)[s1_r] * nbc + key1.c), a_rd.en.eq(advance),
-            fine_rd.addr.eq(s1_word), fine_rd.en.eq(advance),
+            a_rd.addr.eq(Array(mi["rb"])[s1_r] * nbc + key1.c), a_rd.en.eq(advance),
+            fine_rd.addr.eq(s1_word + Mux(m_b2, n_words, 0)), fine_rd.en.eq(advance),
         ]
         with m.If(advance):
             m.d.sync += [s1_valid.eq(f_active), s1_r.eq(f_r), s1_p.eq(f_p), s1_word.eq(f_word),
@@ -447,9 +507,9 @@ class Top(wiring.Component):
                          s2_valid.eq(s1_valid), s2_r.eq(s1_r), s2_p.eq(s1_p), s2_lane.eq(s1_lane),
                          s2_key.eq(key1)]
             with m.If(f_active):
-                with m.If(f_p + 1 == n_kept):
+                with m.If(f_p + 1 == mi["nkept"]):
                     m.d.sync += [f_p.eq(0), f_word.eq(0), f_lane.eq(0), f_r.eq(f_r + 1)]
-                    with m.If(f_r + 1 == nrows):
+                    with m.If(f_r + 1 == mi["nrows"]):
                         m.d.sync += f_active.eq(0)
                 with m.Else():
                     m.d.sync += f_p.eq(f_p + 1)
@@ -459,21 +519,22 @@ class Top(wiring.Component):
                         m.d.sync += f_lane.eq(f_lane + 1)
         s2_i = Signal(iw + 1)
         a_lane = Signal(range(br * bc))
-        m.d.comb += [s2_i.eq(i0 + s2_r),
-                     a_lane.eq(Array(row_off)[s2_r] * bc + s2_key.off)]
+        m.d.comb += [s2_i.eq(mi["i0"] + s2_r),
+                     a_lane.eq(Array(mi["off"])[s2_r] * bc + s2_key.off)]
         a_val = a_rd.data[a_lane]
         fine_val = fine_rd.data[s2_r * C + s2_lane]
-        own = Array(rowmask)[s2_r]
+        own = Array(mi["rowmask"])[s2_r]
         m.d.comb += [
             sm.s_in.valid.eq(s2_valid),
             sm.s_in.payload.s.eq((a_val << (2 * F)) + fine_val),
             sm.s_in.payload.keep.eq(own.bit_select(s2_key.c, 1)
                                     & (~r_causal | (s2_key.j <= s2_i))),
-            sm.s_in.payload.last.eq(s2_p + 1 == n_kept),
+            sm.s_in.payload.last.eq(s2_p + 1 == mi["nkept"]),
             sm.p_out.ready.eq(1),
         ]
         for r in range(R):
-            m.d.comb += [prob_wr[r].addr.eq(c_p), prob_wr[r].data.eq(sm.p_out.payload.p),
+            m.d.comb += [prob_wr[r].addr.eq(c_p + Mux(m_b2, N, 0)),
+                         prob_wr[r].data.eq(sm.p_out.payload.p),
                          prob_wr[r].en.eq(sm.p_out.valid & (c_r == r))]
         with m.If(sm.p_out.valid):
             with m.If(sm.p_out.payload.last):
@@ -481,28 +542,29 @@ class Top(wiring.Component):
             with m.Else():
                 m.d.sync += c_p.eq(c_p + 1)
 
-        # ---------------------------------------------------------------- P x V feeding
+        # ---------------------------------------------------------------- P: P x V feeding
         pv_adv = Signal()
-        m.d.comb += pv_adv.eq(~q2_valid | (~scoring & arr.op_in.ready))
-        m.d.comb += [key_rd_pv.addr.eq(t), key_rd_pv.en.eq(pv_adv),
+        m.d.comb += pv_adv.eq(~q2_valid | p_fire)
+        m.d.comb += [key_rd_pv.addr.eq(t + p_b3 * N), key_rd_pv.en.eq(pv_adv),
                      v_rd.addr.eq(key_rd_pv.data.j), v_rd.en.eq(pv_adv)]
         for r in range(R):
-            m.d.comb += [prob_rd[r].addr.eq(q1_t), prob_rd[r].en.eq(pv_adv)]
+            m.d.comb += [prob_rd[r].addr.eq(q1_t + Mux(p_b2, N, 0)), prob_rd[r].en.eq(pv_adv)]
         with m.If(pv_adv):
             m.d.sync += [q1_valid.eq(pv_active), q1_t.eq(t), q1_u.eq(u),
-                         q2_valid.eq(q1_valid), q2_last.eq(q1_t + 1 == n_kept), q2_u.eq(q1_u)]
+                         q2_valid.eq(q1_valid), q2_last.eq(q1_t + 1 == pi_["nkept"]),
+                         q2_u.eq(q1_u)]
             with m.If(pv_active):
-                with m.If(t + 1 == n_kept):
+                with m.If(t + 1 == pi_["nkept"]):
                     m.d.sync += [t.eq(0), u.eq(u + 1)]
                     with m.If(u + 1 == nu):
                         m.d.sync += pv_active.eq(0)
                 with m.Else():
                     m.d.sync += t.eq(t + 1)
 
-        # ---------------------------------------------------------------- loading registers
+        # ---------------------------------------------------------------- S: loading registers
         m.d.comb += [q_rd.addr.eq(p_i), mask_rd.addr.eq(p_rb), k_rd.addr.eq(it_j)]
         m.d.comb += [key_wr.data.j.eq(it_j), key_wr.data.c.eq(it_c), key_wr.data.off.eq(it_off),
-                     key_wr.addr.eq(n_kept)]
+                     key_wr.addr.eq(n_kept + s_b3 * N)]
         with m.If(kl_vld):
             for c in range(C):
                 with m.If(kl_slot == c):
@@ -512,15 +574,115 @@ class Top(wiring.Component):
                 with m.If(p_vr == r):
                     m.d.sync += [
                         qreg[r].eq(Mux(p_vin, q_rd.data, 0)),
-                        rowmask[r].eq(Mux(p_vin, mask_rd.data, 0)),
-                        row_rb[r].eq(p_vrb), row_off[r].eq(p_voff),
+                        si["rowmask"][r].eq(Mux(p_vin, mask_rd.data, 0)),
+                        si["rb"][r].eq(p_vrb), si["off"][r].eq(p_voff),
                     ]
         m.d.sync += [p_vld.eq(0), kl_vld.eq(0)]
 
         with m.If(busy):
             m.d.sync += cyc.eq(cyc + 1)
 
-        # ---------------------------------------------------------------- sequencer
+        # ---------------------------------------------------------------- S stage
+        with m.FSM(name="s_fsm") as s_fsm:
+            with m.State("IDLE"):
+                with m.If(run & (s_i0 < L) & (s_g <= m_g + 1) & (s_g <= p_g + 2)):
+                    m.d.sync += [p_r.eq(0), si["i0"].eq(s_i0),
+                                 si["nrows"].eq(Mux(L - s_i0 < R, L - s_i0, R))]
+                    m.next = "PREP"
+            with m.State("PREP"):
+                # read the group's Q rows and their block-rows' masks, one row per cycle
+                with m.If(p_r < R):
+                    m.d.sync += [p_vld.eq(1), p_vr.eq(p_r), p_vin.eq(p_i < L),
+                                 p_vrb.eq(p_rb), p_voff.eq(p_off),
+                                 p_r.eq(p_r + 1), p_i.eq(p_i + 1)]
+                    with m.If(p_off == br - 1):
+                        m.d.sync += [p_off.eq(0), p_rb.eq(p_rb + 1)]
+                    with m.Else():
+                        m.d.sync += p_off.eq(p_off + 1)
+                with m.Else():
+                    m.next = "UNION"
+            with m.State("UNION"):
+                u_acc = Const(0, nbc)
+                for r in range(R):
+                    u_acc = u_acc | si["rowmask"][r]
+                m.d.sync += [it_rem.eq(u_acc), it_valid.eq(0), n_kept.eq(0), tile.eq(0)]
+                m.next = "IT_INIT"
+            with m.State("IT_INIT"):
+                m.d.comb += it_step.eq(1)
+                m.d.sync += slot.eq(0)
+                m.next = "TILE_LOAD"
+            with m.State("TILE_LOAD"):
+                with m.If((slot == 0) & ~it_valid):
+                    m.next = "DRAIN"
+                with m.Elif(slot < C):
+                    m.d.comb += [key_wr.en.eq(it_valid), it_step.eq(it_valid)]
+                    m.d.sync += [kl_vld.eq(1), kl_slot.eq(slot), kl_zero.eq(~it_valid),
+                                 slot.eq(slot + 1)]
+                    with m.If(it_valid):
+                        m.d.sync += n_kept.eq(n_kept + 1)
+                with m.Else():
+                    m.d.sync += step.eq(0)
+                    m.next = "TILE_RUN"
+            with m.State("TILE_RUN"):
+                with m.If(s_fire):
+                    # rotate Q rows, shift K rows: element 0 is the current depth step
+                    for r in range(R):
+                        qv = qreg[r].as_value()
+                        m.d.sync += qreg[r].eq(Cat(qv[cfg.qk_bits:], qv[:cfg.qk_bits]))
+                    for c in range(C):
+                        m.d.sync += kreg[c].eq(kreg[c].as_value() >> cfg.qk_bits)
+                    m.d.sync += step.eq(step + 1)
+                    with m.If(step + 1 == D):
+                        m.d.sync += [tile.eq(tile + 1), slot.eq(0)]
+                        m.next = "TILE_LOAD"
+            with m.State("DRAIN"):
+                # every score of the group is in the fine-score bank: hand the group to M
+                with m.If((s_out == 0) & ~(s_fire & op.last)):
+                    for b in range(2):
+                        with m.If(s_b2 == b):
+                            m.d.sync += copy_info(banks[b], si)
+                    m.d.sync += [s_g.eq(s_g + 1), s_b2.eq(~s_b2), s_b3.eq(bump3(s_b3)),
+                                 s_i0.eq(s_i0 + R), kept_keys.eq(kept_keys + n_kept)]
+                    m.next = "IDLE"
+
+        # ---------------------------------------------------------------- M stage
+        with m.FSM(name="m_fsm"):
+            with m.State("IDLE"):
+                with m.If(run & (m_g < s_g) & (m_g <= p_g + 1)):
+                    for b in range(2):
+                        with m.If(m_b2 == b):
+                            m.d.sync += copy_info(mi, banks[b])
+                    m.d.sync += [f_active.eq(1), f_r.eq(0), f_p.eq(0), f_word.eq(0),
+                                 f_lane.eq(0), c_r.eq(0), c_p.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(c_r == mi["nrows"]):
+                    m.d.sync += copy_info(hi_, mi, small)
+                    m.d.sync += [m_g.eq(m_g + 1), m_b2.eq(~m_b2), m_b3.eq(bump3(m_b3))]
+                    m.next = "IDLE"
+
+        # ---------------------------------------------------------------- P stage
+        with m.FSM(name="p_fsm") as p_fsm:
+            with m.State("IDLE"):
+                with m.If(run & (p_g < m_g)):
+                    m.d.sync += copy_info(pi_, hi_, small)
+                    m.d.sync += [u.eq(0), t.eq(0), pv_active.eq(1)]
+                    m.next = "PV"
+            with m.State("PV"):
+                with m.If(~pv_active & ~q1_valid & ~q2_valid & (p_out == 0)
+                          & ~(p_fire & op.last)):
+                    m.d.sync += o_r.eq(0)
+                    m.next = "SEND"
+            with m.State("SEND"):
+                with m.If(out_fire):
+                    m.d.sync += o_r.eq(o_r + 1)
+                    for r in range(R - 1):
+                        m.d.sync += [out_buf[r][e].eq(out_buf[r + 1][e]) for e in range(D)]
+                    with m.If(o_r + 1 == pi_["nrows"]):
+                        m.d.sync += [p_g.eq(p_g + 1), p_b2.eq(~p_b2), p_b3.eq(bump3(p_b3))]
+                        m.next = "IDLE"
+
+        # ---------------------------------------------------------------- head sequencer
         with m.FSM(name="top_fsm") as fsm:
             with m.State("IDLE"):
                 with m.If(self.s_axis.tvalid):
@@ -542,10 +704,12 @@ class Top(wiring.Component):
                     with m.Else():
                         m.d.sync += ld_row.eq(ld_row + 1)
             with m.State("INT_WAIT"):
-                m.d.sync += [i0.eq(0), p_rb.eq(0), p_off.eq(0), p_i.eq(0), p_r.eq(0)]
+                m.d.sync += [s_g.eq(0), m_g.eq(0), p_g.eq(0), s_b2.eq(0), m_b2.eq(0),
+                             p_b2.eq(0), s_b3.eq(0), m_b3.eq(0), p_b3.eq(0), s_i0.eq(0),
+                             p_rb.eq(0), p_off.eq(0), p_i.eq(0)]
                 with m.If(masks_done & keep_done):
                     with m.If(head_kept):
-                        m.next = "PREP"
+                        m.next = "RUN"
                     with m.Else():
                         m.d.sync += z_cnt.eq(0)
                         m.next = "ZERO"
@@ -554,79 +718,10 @@ class Top(wiring.Component):
                     m.d.sync += z_cnt.eq(z_cnt + 1)
                     with m.If(z_cnt + 1 == L):
                         m.next = "DONE"
-            with m.State("PREP"):
-                # read the group's Q rows and their block-rows' masks, one row per cycle
-                m.d.sync += nrows.eq(Mux(L - i0 < R, L - i0, R))
-                with m.If(p_r < R):
-                    m.d.sync += [p_vld.eq(1), p_vr.eq(p_r), p_vin.eq(p_i < L),
-                                 p_vrb.eq(p_rb), p_voff.eq(p_off),
-                                 p_r.eq(p_r + 1), p_i.eq(p_i + 1)]
-                    with m.If(p_off == br - 1):
-                        m.d.sync += [p_off.eq(0), p_rb.eq(p_rb + 1)]
-                    with m.Else():
-                        m.d.sync += p_off.eq(p_off + 1)
-                with m.Else():
-                    m.next = "PREP_UNION"
-            with m.State("PREP_UNION"):
-                u_acc = Const(0, nbc)
-                for r in range(R):
-                    u_acc = u_acc | rowmask[r]
-                m.d.sync += [it_rem.eq(u_acc), it_valid.eq(0), n_kept.eq(0), tile.eq(0)]
-                m.next = "IT_INIT"
-            with m.State("IT_INIT"):
-                m.d.comb += it_step.eq(1)
-                m.d.sync += slot.eq(0)
-                m.next = "TILE_LOAD"
-            with m.State("TILE_LOAD"):
-                with m.If((slot == 0) & ~it_valid):
-                    m.next = "SCORE_WAIT"
-                with m.Elif(slot < C):
-                    m.d.comb += [key_wr.en.eq(it_valid), it_step.eq(it_valid)]
-                    m.d.sync += [kl_vld.eq(1), kl_slot.eq(slot), kl_zero.eq(~it_valid),
-                                 slot.eq(slot + 1)]
-                    with m.If(it_valid):
-                        m.d.sync += n_kept.eq(n_kept + 1)
-                with m.Else():
-                    m.d.sync += step.eq(0)
-                    m.next = "TILE_RUN"
-            with m.State("TILE_RUN"):
-                with m.If(op_fire):
-                    # rotate Q rows, shift K rows: element 0 is the current depth step
-                    for r in range(R):
-                        qv = qreg[r].as_value()
-                        m.d.sync += qreg[r].eq(Cat(qv[cfg.qk_bits:], qv[:cfg.qk_bits]))
-                    for c in range(C):
-                        m.d.sync += kreg[c].eq(kreg[c].as_value() >> cfg.qk_bits)
-                    m.d.sync += step.eq(step + 1)
-                    with m.If(step + 1 == D):
-                        m.d.sync += [tile.eq(tile + 1), slot.eq(0)]
-                        m.next = "TILE_LOAD"
-            with m.State("SCORE_WAIT"):
-                with m.If(outstanding == 0):
-                    m.d.sync += [f_active.eq(1), f_r.eq(0), f_p.eq(0), f_word.eq(0),
-                                 f_lane.eq(0), c_r.eq(0), c_p.eq(0),
-                                 kept_keys.eq(kept_keys + n_kept)]
-                    m.next = "SOFTMAX"
-            with m.State("SOFTMAX"):
-                with m.If(c_r == nrows):
-                    m.d.sync += [u.eq(0), t.eq(0), pv_active.eq(1)]
-                    m.next = "PV"
-            with m.State("PV"):
-                with m.If(~pv_active & ~q1_valid & ~q2_valid & (outstanding == 0)
-                          & ~tile_issued):
-                    m.d.sync += o_r.eq(0)
-                    m.next = "SEND"
-            with m.State("SEND"):
-                with m.If(out_fire):
-                    m.d.sync += o_r.eq(o_r + 1)
-                    for r in range(R - 1):
-                        m.d.sync += [out_buf[r][e].eq(out_buf[r + 1][e]) for e in range(D)]
-                    with m.If(o_r + 1 == nrows):
-                        with m.If(i0 + R >= L):
-                            m.next = "DONE"
-                        with m.Else():
-                            m.d.sync += [i0.eq(i0 + R), p_r.eq(0)]
-                            m.next = "PREP"
+            with m.State("RUN"):
+                with m.If(p_fsm.ongoing("SEND") & out_fire & (o_r + 1 == pi_["nrows"])
+                          & (pi_["i0"] + R >= L)):
+                    m.next = "DONE"
             with m.State("DONE"):
                 m.d.sync += [busy.eq(0), done.eq(1), st_cycles.eq(cyc), st_arr.eq(arr_cyc),
                              st_kept.eq(kept_keys), heads_done.eq(heads_done + 1)]
@@ -634,9 +729,10 @@ class Top(wiring.Component):
         # Plain assignments (continuous `assign`s in Verilog), not statements inside states or
         # Ifs: Icarus never evaluates a combinational `always @*` whose inputs keep their
         # time-0 values, and these drive the ports and the array (whose credit counter an X
-        # valid would poison) while the state machine still sits in IDLE after reset.
+        # valid would poison) while the state machines still sit in IDLE after reset.
         m.d.comb += [loading.eq(fsm.ongoing("LOAD")), zeroing.eq(fsm.ongoing("ZERO")),
-                     scoring.eq(fsm.ongoing("TILE_RUN")), sending.eq(fsm.ongoing("SEND"))]
+                     run.eq(fsm.ongoing("RUN")), s_req.eq(s_fsm.ongoing("TILE_RUN")),
+                     sending.eq(p_fsm.ongoing("SEND"))]
         return m
 
 
