@@ -82,31 +82,45 @@ class Top(wiring.Component):
         array_cycles, head_imp, kept_keys, heads_done).  Run-time registers are sampled when
         a head's first beat arrives; writes during a head act on the next head.
 
-    Phases of one head (sequential; cycle counts in the docstring of :attr:`cycle_model`)
-    ------------------------------------------------------------------------------------
-    1. *load*: the ``3L`` input rows go into the K, Q, V memories.  When the integer pass is
-       needed (``mode != off`` or ``head_prune``) K and Q rows are also fed to the
-       :class:`~hw.score_unit.ScoreUnit`; its blocks go to the
-       :class:`~hw.block_pruner.BlockPruner` (masks into a memory, one word per block-row) and
-       its ``H`` to the :class:`~hw.head_detector.HeadDetector`.  The integer pass runs while
-       Q is arriving; *dense* mode (``mode = off``, no head pruning) skips it altogether.
-    2. A pruned head outputs ``L`` zero rows and costs no array cycle.
-    3. Otherwise, per *row group* of ``R = array_rows`` consecutive query rows:
-       the key columns kept by ANY of the group's block-rows (the union of their masks; one
-       block-row when ``R == block_rows``, the co-design rule) are gathered, ``C`` at a time,
-       into tiles.  A pruned block column is never issued.  Score tile: ``R x C`` scores,
-       reduction over ``head_dim`` on the MAC array, ``S = q_q . k_q`` (``exact``) or
-       ``S = q_q . k_q - q_F . k_F`` (``drop_ff``), which equal golden's
-       ``(A << 2F) + (X << F) (+ C)`` bit for bit.  The scores go to a buffer in gathered order.
-    4. :class:`~hw.softmax_unit.SoftmaxUnit` over each row of the group: only the gathered
-       entries are fed (keep = the row's own block-row mask, ``j < L``, causal ``j <= i``);
-       entries not gathered are zero probabilities and never touch the array again.
-    5. P x V: tiles of ``R`` rows x ``C`` output dimensions, reduction over the gathered keys
-       only; requantized (:func:`golden.pv.requantize`: round half up, saturate) and sent.
+    Phases of one head
+    ------------------
+    1. *load*: the ``3L`` input rows go into the K, Q, V memories, and K then Q rows also into
+       the :class:`~hw.score_unit.ScoreUnit` (the integer pass runs while Q arrives, one block
+       per cycle).  Its blocks go to the :class:`~hw.block_pruner.BlockPruner` (keep masks into
+       a memory, one word per block-row) and their ``A`` into the A memory; ``H`` goes to the
+       :class:`~hw.head_detector.HeadDetector`.  The integer pass runs in every mode, dense
+       included: the array's PE (``hw.systolic``) computes only ``2^F X (+ C)`` and the score
+       is ``S = (A << 2F) + acc``, ``A`` reused from the integer pass (HDP's design).
+    2. A pruned head outputs ``L`` zero rows; it costs no array cycle.
+    3. Otherwise the ``L`` query rows are cut into *row groups* of ``R = array_rows`` rows,
+       and three stages run concurrently on successive groups:
 
-    The MAC array (``R x C`` PEs, each ``acc += a0 * b0 + a1 * b1``) serves both the score
-    and the P x V tiles with one PE design: scores ``(q_q, k_q, -q_F or 0, k_F)``, P x V
-    ``(p, v, 0, 0)``.
+       * **S** (score): the group's Q rows (registers) and its block-rows' masks; the key
+         columns kept by ANY of the group's block-rows (the union of their masks; exactly one
+         block-row when ``array_rows == block_rows``, the co-design rule; with more rows per
+         tile than per block a tile carries the union, which is correct but skips less) are
+         gathered ``C`` at a time into score tiles of ``R x C`` scores, depth ``head_dim``.  A
+         pruned block column is never issued, so pruned blocks cost no array cycle.
+       * **M** (softmax): each row of the group through the
+         :class:`~hw.softmax_unit.SoftmaxUnit`, feeding only the gathered entries with
+         ``S = (A << 2F) + acc`` and keep = the row's own block-row mask & causal ``j <= i``
+         (entries of the union that the row's own mask prunes cost one softmax cycle and
+         give p = 0).  The softmax streams one entry per cycle.
+       * **P** (P x V): tiles of ``R`` rows x ``C`` output dimensions, depth = the gathered
+         keys only; requantized (:func:`golden.pv.requantize`: round half up, saturate) into
+         an output buffer and sent.
+
+       S and P share the array tile by tile (P first).  Keys are banked three ways, fine
+       scores, probabilities and the S -> M hand-off two ways; S starts group ``g`` when M has
+       finished ``g - 2`` and P ``g - 3``, M starts ``g`` when S has finished it and P has
+       finished ``g - 2``, P starts ``g`` when M has finished it.
+
+    Operands per PE step (:class:`~hw.systolic.SystolicArray`, ``acc += (a0 b0 << F) + a1 b1``):
+    score tiles ``(q_I, k_F, q_F, k_q)`` (``exact``: ``2^F X + C``) or ``(q_I, k_F, q_F,
+    k_I << F)`` (``drop_ff``: ``2^F X``); P x V ``(0, 0, p, v)``.
+
+    Registers hold their value for the next head; the top samples them when a head's first
+    beat arrives.  ``cycles`` counts from that beat to the last output beat.
     """
 
     def __init__(self, cfg: HDPConfig):

@@ -117,6 +117,7 @@ def _copy_waves(build: Path, simulator: str, out: Path) -> Path | None:
     if not cands:
         return None
     dest = out.with_suffix(cands[0].suffix)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cands[0], dest)
     return dest
 
