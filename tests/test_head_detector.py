@@ -29,9 +29,9 @@ def run_unit(dut: HeadDetector, cases: list[vec.HeadDetCase], *, stall_in: float
                 cycle += 1
             ctx.set(dut.head_prune, c.head_prune)
             ctx.set(dut.tau_head, c.tau_head)
-            i = 0
+            i, valid = 0, False
             while i < len(c.h):
-                valid = rng_in.random() >= stall_in
+                valid = valid or rng_in.random() >= stall_in
                 ctx.set(dut.h_in.valid, valid)
                 if valid:
                     ctx.set(dut.h_in.payload, c.h[i])
@@ -39,6 +39,7 @@ def run_unit(dut: HeadDetector, cases: list[vec.HeadDetCase], *, stall_in: float
                 if valid and ready:
                     st["t_in"].append(cycle)
                     i += 1
+                    valid = False
                 cycle += 1
             ctx.set(dut.h_in.valid, 0)
             done += len(c.h)

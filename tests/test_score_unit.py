@@ -9,6 +9,7 @@ from amaranth.sim import Simulator
 
 from hw.presets import preset
 from hw.score_unit import ScoreUnit
+from sim.amaranth_streams import StreamChecker
 from sim.vectors import score as vec
 
 PRESETS = ("tiny", "odd", "default")
@@ -53,9 +54,10 @@ def run_unit(dut: ScoreUnit, cases: list[vec.ScoreCase], *, stall_in: float = 0.
                         await ctx.tick()
                         cycle += 1
                 rows = rows_of(head)
-                i = 0
+                i, valid = 0, False
                 while i < len(rows):
-                    valid = rng.random() >= stall_in
+                    # idle cycles only before a beat is offered: an offer stays until taken
+                    valid = valid or rng.random() >= stall_in
                     ctx.set(port.valid, valid)
                     if valid:
                         ctx.set(Value.cast(port.payload), vec.pack_row(cfg, rows[i]))
@@ -65,6 +67,7 @@ def run_unit(dut: ScoreUnit, cases: list[vec.ScoreCase], *, stall_in: float = 0.
                         if key == "t_k":
                             st["k_head"] = hi
                         i += 1
+                        valid = False
                     cycle += 1
                 ctx.set(port.valid, 0)
         return bench
@@ -99,8 +102,12 @@ def run_unit(dut: ScoreUnit, cases: list[vec.ScoreCase], *, stall_in: float = 0.
     def h_beat():
         st["h_done"] += 1
 
+    checkers = {name: StreamChecker(getattr(dut, name), name)
+                for name in ("k_in", "q_in")}  # the sinks check the outputs
     sim = Simulator(dut)
     sim.add_clock(1e-6)
+    for checker in checkers.values():
+        sim.add_testbench(checker.testbench, background=True)
     sim.add_testbench(source(dut.k_in, lambda h: h.k_q, "t_k", seed), background=True)
     sim.add_testbench(source(dut.q_in, lambda h: h.q_q, "t_q", seed + 1), background=True)
     sim.add_testbench(sink(dut.blk_out, "blk", "t_blk", n_blk, seed + 2))
@@ -114,12 +121,16 @@ def run_unit(dut: ScoreUnit, cases: list[vec.ScoreCase], *, stall_in: float = 0.
         bi += nb
         hi += len(c.heads)
     st["per_case"] = out
+    st["transfers"] = {name: c.count for name, c in checkers.items()}
     return st
 
 
 def check_whole(cfg, cases, res, seed, label):
     """Every output beat compared; the first mismatch names config, seed, index, expected, actual."""
     assert not res["violations"], f"{label}: stream rule broken: {res['violations'][:3]}"
+    rows = sum(c.valid_len * len(c.heads) for c in cases)
+    assert res["transfers"]["k_in"] == rows and res["transfers"]["q_in"] == rows, \
+        f"{label}: {res['transfers']} transfers for {rows} K and Q rows"
     for case, (blk, h) in zip(cases, res["per_case"]):
         msg = vec.first_mismatch(cfg, seed, case, blk, h)
         assert msg is None, f"{label}: {msg}"

@@ -21,7 +21,7 @@ async def golden_cases(dut, stall: float):
     on; seeded random H."""
     cfg = load_config()
     seed = 7
-    clock = await start_clock(dut)
+    clock = start_clock(dut)
     await reset(dut, clock)
     src = StreamSource(dut, "h_in", clock, stall=stall, seed=seed)
     sink = StreamSink(dut, "keep_out", clock, stall=stall, seed=seed + 1)
@@ -38,6 +38,6 @@ async def golden_cases(dut, stall: float):
                             f"expected keep={e}, got {a}")
         checked += len(got)
     for _ in range(4):
-        await RisingEdge(clock)
+        await RisingEdge(dut.clk)
         assert not int(dut.keep_out__valid.value), "extra keep_out beat"
     dut._log.info(f"TRANSACTIONS head_detector {checked} (stall={stall})")

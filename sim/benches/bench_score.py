@@ -28,7 +28,7 @@ def _seed() -> int:
 async def _run(dut, cases: list[vec.ScoreCase], seed: int, stall: float) -> int:
     """Stream every case through the unit and compare; returns the output beats checked."""
     cfg = load_config()
-    clock = await start_clock(dut)
+    clock = start_clock(dut)
     await reset(dut, clock)
     k_src = StreamSource(dut, "k_in", clock, stall=stall, seed=seed)
     q_src = StreamSource(dut, "q_in", clock, stall=stall, seed=seed + 1)
@@ -52,7 +52,7 @@ async def _run(dut, cases: list[vec.ScoreCase], seed: int, stall: float) -> int:
         assert msg is None, msg
         checked += len(blk) + len(h)
     for _ in range(8):
-        await RisingEdge(clock)
+        await RisingEdge(dut.clk)
         assert not int(dut.blk_out__valid.value), "extra blk_out beat after the last case"
         assert not int(dut.h_out__valid.value), "extra h_out beat after the last case"
     n_in = sum(2 * c.valid_len * len(c.heads) for c in cases)
