@@ -1,0 +1,286 @@
+"""``hdpgen eval``: accuracy of the pruned golden model inside all-MiniLM-L6-v2 (extra ``eval``).
+
+Every self-attention layer's score, softmax and P x V is replaced by the bit-exact golden model
+(:func:`golden.model.attention_head` on each of the 12 heads, Q, K, V quantized from the model's
+float projections, output dequantized from ``out_frac``); the rest of the model stays float.
+Sentences are encoded one at a time (no padding), pooled by the attention-mask mean and
+L2-normalized as sentence-transformers does; the score is the cosine between these embeddings
+and those of the unmodified model (mean and min over the sentences).
+
+Per grid point the table gives the fraction of valid score blocks kept, of heads kept, and the
+fine-pass MACs (cross terms counted as one MAC per pair, fraction x fraction, P x V) against a
+dense fine pass (Q K^T + P V) -- the integer pass is extra and is reported by ``hdpgen golden``.
+It also gives the fraction of Q, K, V values that the quantization clamps.
+
+Per-sentence settings (N varies from sentence to sentence):
+
+* ``k_frac``: top-k keeps ``k_b = ceil(k_frac * ceil(N / b_c))`` blocks per block-row
+  (at least 1), i.e. that fraction of the sentence's block columns.
+* ``tau_rel``: head pruning with ``tau_head = ceil(tau_rel * N**2 * m_layer)``, where
+  ``m_layer`` is the median, over the layer's 12 heads and all evaluated sentences, of the mean
+  ``|A|`` per valid entry (``H / N**2``), calibrated from the unmodified model's Q and K
+  quantized with the row's format.  So ``tau_rel = 0.5`` prunes the heads whose mean ``|A|`` is
+  below half of the layer's typical head.
+
+``seq_len`` is raised to the longest sentence if the preset's is shorter; everything else comes
+from ``--preset``/``--config``/``--set`` and the grid row.
+"""
+
+import argparse
+import csv
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from golden import model
+from golden.intmath import split_int_frac
+from golden.reference import float_attention_head
+from hw.config import HDPConfig
+
+from .cli_common import CliError, add_config_args, atomic_write, config_from_args
+
+__all__ = ["configure", "main", "GridPoint", "GRIDS", "evaluate", "DEFAULT_SENTENCES"]
+
+DEFAULT_SENTENCES = Path(__file__).resolve().parent / "data" / "sentences.txt"
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One row of the sweep: configuration changes plus per-sentence rules."""
+    label: str
+    changes: dict = field(default_factory=dict)
+    k_frac: float | None = None
+    tau_rel: float = 0.0
+    float_attention: bool = False  # replace attention by float attention (checks the hook path)
+
+
+def _topk(crit, br, bc, kf, **kw):
+    return GridPoint(f"topk {crit} {br}x{bc} k={kf:g}",
+                     {"prune_mode": "topk", "criterion": crit, "block_rows": br, "block_cols": bc,
+                      **kw}, k_frac=kf)
+
+
+def _thr(crit, br, bc, rho):
+    return GridPoint(f"thr {crit} {br}x{bc} rho={rho:g}",
+                     {"prune_mode": "threshold", "criterion": crit, "block_rows": br,
+                      "block_cols": bc, "rho": rho})
+
+
+def _grid_small() -> list[GridPoint]:
+    """The reported sweep: a hook check, quantization alone (both approximation modes), top-k
+    over criterion x block shape x k_frac, threshold over criterion x rho, exact-mode variants
+    of the most promising rows, and head pruning on top of top-k."""
+    g = [GridPoint("float attention (hook check)", float_attention=True),
+         GridPoint("quantized, prune off", {"prune_mode": "off"}),
+         GridPoint("quantized, prune off, exact", {"prune_mode": "off", "approx": "exact"})]
+    for br in (2, 4):
+        for crit in ("abs_sum", "sum", "max"):
+            for kf in (0.25, 0.5, 0.75):
+                g.append(_topk(crit, br, br, kf))
+    for crit in ("abs_sum", "sum", "max"):
+        for rho in (0.0, 0.25, 0.5):
+            g.append(_thr(crit, 2, 2, rho))
+    g.append(_thr("max", 4, 4, 0.0))
+    for p in (_topk("max", 2, 2, 0.5), _topk("max", 2, 2, 0.75), _thr("max", 2, 2, 0.0),
+              _thr("sum", 2, 2, 0.0)):
+        g.append(GridPoint(p.label + " exact", {**p.changes, "approx": "exact"}, k_frac=p.k_frac))
+    for tau in (0.25, 0.5):
+        p = _topk("max", 2, 2, 0.75)
+        g.append(GridPoint(p.label + f" tau={tau:g}", {**p.changes, "head_prune": True},
+                           k_frac=p.k_frac, tau_rel=tau))
+    return g
+
+
+def _grid_quick() -> list[GridPoint]:
+    return [GridPoint("float attention (hook check)", float_attention=True),
+            GridPoint("quantized, prune off", {"prune_mode": "off"}),
+            _topk("max", 2, 2, 0.5),
+            GridPoint("topk max 2x2 k=0.5 tau=0.5", {**_topk("max", 2, 2, 0.5).changes,
+                                                      "head_prune": True}, k_frac=0.5, tau_rel=0.5)]
+
+
+GRIDS = {"small": _grid_small, "quick": _grid_quick}
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sentences", type=Path, default=DEFAULT_SENTENCES, metavar="FILE",
+                   help="one sentence per line (default: the bundled sim/data/sentences.txt)")
+    p.add_argument("--grid", default="small", choices=sorted(GRIDS),
+                   help="which sweep to run (default: small)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N sentences")
+    add_config_args(p)
+    p.add_argument("--csv", type=Path, metavar="OUT.csv", help="write the table as CSV")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+# ---------------------------------------------------------------------------- calibration
+def head_activity(captures: list[dict], cfg: HDPConfig) -> np.ndarray:
+    """Per layer, the median over heads and sentences of mean |A| per valid entry."""
+    layers = int(captures[0]["n_layers"])
+    per_layer: list[list[float]] = [[] for _ in range(layers)]
+    for c in captures:
+        n = int(c["valid_len"])
+        q = model.quantize_qkv(c["q"][:, :n], c["k"][:, :n], c["v"][:, :n], cfg)
+        qi, _ = split_int_frac(q[0], cfg.qk_frac)
+        ki, _ = split_int_frac(q[1], cfg.qk_frac)
+        a = np.abs(qi @ ki.transpose(0, 2, 1)).sum(axis=(1, 2)) / (n * n)
+        for li in range(layers):
+            per_layer[li].extend(a[li * 12:(li + 1) * 12].tolist())
+    return np.array([float(np.median(x)) for x in per_layer])
+
+
+# ---------------------------------------------------------------------------- one grid point
+def sentence_config(base: HDPConfig, point: GridPoint, n: int, layer: int,
+                    activity: np.ndarray | None) -> HDPConfig:
+    changes = dict(point.changes)
+    cfg = base.replace(**{k: v for k, v in changes.items() if k not in ("k_b", "tau_head")},
+                       k_b=1)
+    if point.k_frac is not None:
+        cols = -(-n // cfg.block_cols)
+        cfg = cfg.replace(k_b=min(cfg.n_block_cols, max(1, math.ceil(point.k_frac * cols))))
+    else:
+        cfg = cfg.replace(k_b=min(base.k_b, cfg.n_block_cols))
+    if cfg.head_prune and activity is not None:
+        cfg = cfg.replace(tau_head=min(cfg.h_max, math.ceil(point.tau_rel * n * n * activity[layer])))
+    return cfg
+
+
+def _clipped(x, bits, frac) -> tuple[int, int]:
+    r = np.rint(np.asarray(x, np.float64) * float(1 << frac))
+    return int(((r < -(1 << (bits - 1))) | (r > (1 << (bits - 1)) - 1)).sum()), int(r.size)
+
+
+def evaluate(lm, sentences: list[str], base: HDPConfig, point: GridPoint, ref: np.ndarray,
+             activity: np.ndarray | None) -> dict:
+    """Embeddings with the replaced attention for one grid point, compared with ``ref``."""
+    stats: list[dict] = []
+    clip = {"q": [0, 0], "k": [0, 0], "v": [0, 0]}
+
+    def attention(layer, q, k, v):
+        n = q.shape[1]
+        if point.float_attention:
+            return np.stack([float_attention_head(q[h], k[h], v[h]) for h in range(q.shape[0])])
+        cfg = sentence_config(base, point, n, layer, activity)
+        for name, x, bits, frac in (("q", q, cfg.qk_bits, cfg.qk_frac), ("k", k, cfg.qk_bits, cfg.qk_frac),
+                                    ("v", v, cfg.v_bits, cfg.v_frac)):
+            c, t = _clipped(x, bits, frac)
+            clip[name][0] += c
+            clip[name][1] += t
+        outs = []
+        for h in range(q.shape[0]):
+            r = model.attention_head(q[h], k[h], v[h], cfg)
+            stats.append(r.stats)
+            outs.append(r.out_int / float(1 << cfg.out_frac))
+        return np.stack(outs)
+
+    emb = lm.embed(sentences, attention)
+    cos = (emb * ref).sum(axis=1)
+    row = {"setting": point.label, "cos_mean": float(cos.mean()), "cos_min": float(cos.min())}
+    if stats:
+        s = model.summarize(stats)
+        row.update(kept_blocks=s["kept_block_fraction"], kept_heads=s["kept_head_fraction"],
+                   kept_entries=s["kept_entry_fraction"], fine_macs=s["mac_fine_vs_dense"])
+    else:
+        row.update(kept_blocks=1.0, kept_heads=1.0, kept_entries=1.0, fine_macs=1.0)
+    for name, (c, t) in clip.items():
+        row[f"clip_{name}"] = c / t if t else 0.0
+    return row
+
+
+# ---------------------------------------------------------------------------- output
+COLUMNS = [("setting", "{:<34}"), ("cos_mean", "{:>8.4f}"), ("cos_min", "{:>8.4f}"),
+           ("kept_blocks", "{:>11.3f}"), ("kept_heads", "{:>10.3f}"), ("fine_macs", "{:>9.3f}"),
+           ("clip_q", "{:>7.4f}"), ("clip_k", "{:>7.4f}"), ("clip_v", "{:>7.4f}"),
+           ("seconds", "{:>7.1f}")]
+
+
+def format_table(rows: list[dict]) -> str:
+    widths = {name: 34 if name == "setting" else len(fmt.format(0.0)) for name, fmt in COLUMNS}
+    head = " ".join(f"{name:<{widths[name]}}" if name == "setting" else f"{name:>{widths[name]}}"
+                    for name, _ in COLUMNS)
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(" ".join(fmt.format(r[name]) for name, fmt in COLUMNS))
+    return "\n".join(lines)
+
+
+def conclusions(rows: list[dict]) -> str:
+    good = [r for r in rows if r["kept_blocks"] <= 0.5 and r["cos_mean"] >= 0.99]
+    strict = [r for r in good if r["cos_min"] >= 0.99]
+    if good:
+        out = ["settings that prune >= half of the score blocks with mean cosine >= 0.99:"]
+        out += [f"  {r['setting']}: kept blocks {r['kept_blocks']:.3f}, cosine mean "
+                f"{r['cos_mean']:.4f} min {r['cos_min']:.4f}" for r in good]
+        out.append(f"  of which {len(strict)} keep every sentence >= 0.99")
+        return "\n".join(out)
+    pruned = [r for r in rows if r["kept_blocks"] <= 0.5]
+    best = max(pruned, key=lambda r: r["cos_mean"]) if pruned else None
+    msg = "no setting prunes >= half of the score blocks with mean cosine >= 0.99"
+    if best:
+        msg += (f"; best such: {best['setting']} (kept {best['kept_blocks']:.3f}, cosine "
+                f"{best['cos_mean']:.4f})")
+    return msg
+
+
+def main(args: argparse.Namespace) -> int:
+    base = config_from_args(args)
+    from . import minilm
+
+    try:
+        sentences = minilm.read_sentences(args.sentences)
+    except OSError as exc:
+        raise CliError(f"cannot read {args.sentences}: {exc.strerror}") from None
+    if args.limit is not None:
+        if args.limit < 1:
+            raise CliError(f"--limit must be >= 1, not {args.limit}")
+        sentences = sentences[: args.limit]
+    if base.head_dim != minilm.HEAD_DIM:
+        raise CliError(f"head_dim must be {minilm.HEAD_DIM} for all-MiniLM-L6-v2, not {base.head_dim}")
+    grid = GRIDS[args.grid]()
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+
+    t0 = time.time()
+    lm = minilm.load()
+    lengths = [lm.n_tokens(s) for s in sentences]
+    if max(lengths) > base.seq_len:
+        base = base.replace(seq_len=max(lengths))
+    say(f"hdpgen eval: {len(sentences)} sentences, {min(lengths)}..{max(lengths)} tokens, "
+        f"{len(grid)} settings (model loaded in {time.time() - t0:.1f} s)")
+    ref = lm.embed(sentences)
+    captures = [lm.capture_qkv(s) for s in sentences]
+
+    rows = []
+    for i, point in enumerate(grid):
+        t1 = time.time()
+        cfg0 = base.replace(**{k: v for k, v in point.changes.items() if k != "k_b"}, k_b=1)
+        activity = head_activity(captures, cfg0) if point.tau_rel > 0 else None
+        row = evaluate(lm, sentences, base, point, ref, activity)
+        row["seconds"] = time.time() - t1
+        row.update({key: getattr(cfg0, key) for key in
+                    ("criterion", "block_rows", "block_cols", "prune_mode", "rho", "approx",
+                     "qk_bits", "qk_frac", "v_bits", "v_frac")})
+        row["k_frac"] = point.k_frac if point.k_frac is not None else ""
+        row["tau_rel"] = point.tau_rel
+        rows.append(row)
+        say(f"[{i + 1}/{len(grid)}] {point.label}: cosine {row['cos_mean']:.4f} "
+            f"(min {row['cos_min']:.4f}), kept blocks {row['kept_blocks']:.3f}, "
+            f"{row['seconds']:.1f} s")
+
+    print(f"all-MiniLM-L6-v2, {len(sentences)} sentences ({min(lengths)}-{max(lengths)} tokens); "
+          f"base: qk {base.qk_bits}b/F{base.qk_frac}, v {base.v_bits}b/F{base.v_frac}, "
+          f"prob_frac {base.prob_frac}, exp_frac {base.exp_frac}, approx {base.approx}")
+    print(format_table(rows))
+    print(conclusions(rows))
+    if args.csv:
+        keys = [c for c, _ in COLUMNS] + [k for k in rows[0] if k not in dict(COLUMNS)]
+        with atomic_write(args.csv, "w") as f:
+            w = csv.DictWriter(f, fieldnames=keys, lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {args.csv}")
+    say(f"hdpgen eval: done in {time.time() - t0:.0f} s")
+    return 0
