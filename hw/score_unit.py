@@ -96,7 +96,7 @@ class ScoreUnit(wiring.Component):
     Protocol (per head)
         1. ``k_in``: K rows ``j = 0 .. valid_len-1``.  Only their integer parts are kept, in a
            ``lib.memory.Memory`` of ``ceil(seq_len / b_c)`` words, each word holding the ``b_c``
-           K rows of one block column (written with per-row byte enables), so one read gives a
+           K rows of one block column (written with one write enable per row), so one read gives a
            whole block column.
         2. ``q_in``: Q rows ``i = 0 .. valid_len-1`` (may start while K is still loading).  A
            double buffer of ``b_r`` integer rows: block-row ``r + 1`` loads while row ``r``
@@ -120,11 +120,13 @@ class ScoreUnit(wiring.Component):
     Latency and throughput (measured in ``tests/test_score_unit.py::test_throughput_and_latency``)
         * Throughput: one block per cycle with ``blk_out`` always ready.  A head with
           ``valid_len = L`` occupies the unit for exactly ``L + ceil(L/b_r) * ceil(L/b_c) + 4``
-          cycles, first ``k_in`` beat to ``h_out`` handshake inclusive, when Q rows arrive at
-          one per cycle and ``ceil(L/b_c) > b_r`` (measured: tiny L = 8: 28 cycles for the
+          cycles, first ``k_in`` beat to ``h_out`` handshake inclusive, when Q rows stream at
+          one per cycle alongside K (its first ``b_r`` rows in by the last K row) and
+          ``ceil(L/b_c) > b_r`` (measured: tiny L = 8: 28 cycles for the
           ideal 16 blocks + 8 K rows; odd L = 13: 52 for 35 + 13; default L = 64: 1092 for
           1024 + 64, 99.6 %; default L = 128: 4228 for 4096 + 128).  When a block-row has at
           most ``b_r`` block columns, Q loading (one row per cycle) bounds the rate instead.
+          If Q starts only after the last K row, add ``b_r + 1`` cycles per head.
         * Latency: the first block of a head is issued 1 cycle after the last K row is accepted
           (its Q rows load meanwhile); every block is on ``blk_out`` 5 cycles after its issue;
           ``h_out`` is valid 4 cycles after the last block's issue.
