@@ -126,7 +126,8 @@ class ScoreUnit(wiring.Component):
           ideal 16 blocks + 8 K rows; odd L = 13: 52 for 35 + 13; default L = 64: 1092 for
           1024 + 64, 99.6 %; default L = 128: 4228 for 4096 + 128).  When a block-row has at
           most ``b_r`` block columns, Q loading (one row per cycle) bounds the rate instead.
-          If Q starts only after the last K row, add ``b_r + 1`` cycles per head.
+          If Q starts only after the last K row, add ``b_r + 1`` cycles per head (by design,
+          not measured).
         * Latency: the first block of a head is issued 1 cycle after the last K row is accepted
           (its Q rows load meanwhile); every block is on ``blk_out`` 5 cycles after its issue;
           ``h_out`` is valid 4 cycles after the last block's issue.
