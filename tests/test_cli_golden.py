@@ -264,3 +264,16 @@ def test_fixtures_are_valid_inputs():
     assert load_fixture()["name"] == "medium"
     with pytest.raises(ValueError, match="fixture must be one of"):
         load_fixture("nope")
+
+
+# ---------------------------------------------------------------------------- capture (no torch)
+def test_capture_output_names_and_early_errors(capsys, tmp_path):
+    from sim.cmd_capture import out_paths
+    assert out_paths(tmp_path / "a.npz", 1) == [tmp_path / "a.npz"]
+    assert out_paths(tmp_path / "a.npz", 3) == [tmp_path / f"a_{i:02d}.npz" for i in range(3)]
+    assert cli.main(["capture", "--sentence", "x", "--pad-to", "0", "--out", str(tmp_path / "o.npz")]) == 2
+    assert "--pad-to must be >= 1, not 0" in capsys.readouterr().err
+    missing = tmp_path / "none.txt"
+    assert cli.main(["capture", "--sentences", str(missing), "--out", str(tmp_path / "o.npz")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.npz"))
