@@ -46,7 +46,12 @@ async def stream_put(ctx, port, payload=None, stall_rng: random.Random | None = 
     if hasattr(port, "payload") and payload is not None:
         ctx.set(port.payload, as_payload(port, payload))
     ctx.set(port.valid, 1)
-    await ctx.tick().until(port.ready)
+    # an explicit loop rather than ``ctx.tick().until()``: when another testbench fails,
+    # a coroutine left suspended in until() makes Python report a spurious error at exit
+    while True:
+        _clk, _rst, ready = await ctx.tick().sample(port.ready)
+        if ready:
+            break
     ctx.set(port.valid, 0)
 
 
@@ -55,13 +60,13 @@ async def stream_get(ctx, port, stall_rng: random.Random | None = None, stall: f
     after the edge that transfers it."""
     await _stall(ctx, stall_rng, stall)
     ctx.set(port.ready, 1)
-    if hasattr(port, "payload"):
-        payload, = await ctx.tick().sample(port.payload).until(port.valid)
-    else:
-        await ctx.tick().until(port.valid)
-        payload = None
+    sampled = [port.valid] + ([port.payload] if hasattr(port, "payload") else [])
+    while True:
+        _clk, _rst, valid, *payload = await ctx.tick().sample(*sampled)
+        if valid:
+            break
     ctx.set(port.ready, 0)
-    return payload
+    return payload[0] if payload else None
 
 
 async def stream_put_many(ctx, port, payloads: Iterable, stall_rng: random.Random | None = None,

@@ -151,9 +151,6 @@ def test_selftest_amaranth(preset_name, src_stall, sink_stall):
     _amaranth_selftest(preset(preset_name), None, src_stall, sink_stall, seed=11)
 
 
-# A testbench that raises leaves the others suspended; Python then reports their coroutines
-# as unraisable when they are collected.  That noise is expected here.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize(("fault", "message"), [
     ("drop", "beat"),
     ("change", "payload changed while valid & !ready"),
