@@ -103,7 +103,7 @@ class BlockPruner(wiring.Component):
       decreasing importance; a new block goes behind every slot whose importance is ``>=``
       its own, and columns arrive in increasing order, so equal importances stay in column
       order (the stable sort of the golden model).  Slot ``s`` is kept when
-      ``s + n_diag < k_b``.
+      ``s + n_diag < k_b`` (``n_diag`` counted as the row streams in).
     * ``threshold``: block ``c`` is kept when
       ``I * n * 2**P >= rho_q * max * n + (2**P - rho_q) * sum`` over the ``n`` valid blocks of
       the row, in exact integers (no division, no rounding), or when it is diagonal.  Both sides
@@ -119,23 +119,35 @@ class BlockPruner(wiring.Component):
     Stage A takes one beat per cycle: it inserts the block into the sorter, writes
     ``(imp, valid)`` into one bank of a two-bank row buffer (``lib.memory.Memory``, depth
     ``2 * 2**index_width(n_block_cols)``) and accumulates ``n``, ``sum``, ``max``, the valid
-    and diagonal masks.  The last beat of a block-row hands everything (sorter snapshot
-    included) to the job register J and clears stage A, which takes the next row's first beat
-    in the very next cycle (double buffering).  J issues one item per cycle: for ``off`` and
-    ``topk`` a single item carrying the finished mask; for ``threshold`` one item per column
-    (row-buffer read, one ``I * n`` multiplier, one comparator), so a row of ``m`` blocks
-    occupies J for exactly ``m`` cycles.  The mask leaves through an output register.
+    and diagonal masks.  The last beat of a block-row hands everything (the sorter's columns
+    and occupancy included) to the job register J and clears stage A, which takes the next
+    row's first beat in the very next cycle (double buffering).  J issues one item per cycle
+    into the compare stage, which ORs the item's keep bit into the row's mask:
 
-    * Throughput: **one block per cycle, continuously across block-rows and heads, in every
-      mode** (a block-row of ``m`` blocks every ``m`` cycles; ``m = ceil(valid_len / b_c) <=
-      n_block_cols``) while ``mask_out`` is ready; measured in ``tests/test_block_pruner.py``.
+    * ``off``: one item carrying the valid mask;
+    * ``topk``: one item per block column ``j``: sorter slot ``j`` (the snapshot shifts by one
+      slot per item, so no wide decoder or multiplexer) is kept when ``j + n_diag < k_b``;
+    * ``threshold``: one item per block column: row-buffer read, one ``I * n`` multiplier,
+      one comparator.
+
+    So a block-row of ``m = ceil(valid_len / b_c) <= n_block_cols`` blocks occupies J for
+    exactly ``m`` cycles (1 in ``off``).  The mask leaves through an output register.
+
+    * Throughput: **one block per cycle, continuously across the block-rows of a head, in
+      every mode** (a block-row of ``m`` blocks every ``m`` cycles) while ``mask_out`` is
+      ready; also across heads unless a head's rows are shorter than the previous head's:
+      then (``topk``, ``threshold``) the new head's first row end waits ``m_prev - m_new``
+      cycles once.  Measured in ``tests/test_block_pruner.py`` and the cocotb bench.
     * Latency from the handshake of a block-row's last beat (cycle ``t``) to ``mask_out.valid``:
-      3 cycles (``off``, ``topk``; valid in cycle ``t + 3``) and ``m + 2`` cycles
-      (``threshold``).
+      3 cycles in ``off`` (valid in cycle ``t + 3``), ``m + 2`` cycles in ``topk`` and
+      ``threshold``.
     * Backpressure: a ``mask_out`` stall holds J and the compare stage only when a finished
       mask is waiting; ``imp_in.ready`` drops only for a row's last beat while J is still busy.
       ``imp_in.ready`` depends combinationally on ``imp_in.payload.last_col``/``last`` and on
       ``mask_out.ready``.
+    * Cost: ``n_block_cols`` sorter slots (importance, column, one ``>=`` comparator each),
+      a ``2 x n_block_cols`` word row buffer, four multipliers (``rho*max*n`` (two),
+      ``(2**P - rho)*sum``, ``I*n``).
     """
 
     def __init__(self, cfg: HDPConfig):
@@ -287,7 +299,7 @@ class BlockPruner(wiring.Component):
         j_free = Signal()
         m.d.comb += [
             j_thr.eq(j_mode == MODE_THRESHOLD),
-            j_last_item.eq(~j_thr | (j_ic == j_lastc)),
+            j_last_item.eq(((j_mode != MODE_TOPK) & ~j_thr) | (j_ic == j_lastc)),
             j_free.eq(~j_valid | (adv & j_last_item)),
             self.imp_in.ready.eq(~row_end | j_free),
         ]
@@ -314,29 +326,18 @@ class BlockPruner(wiring.Component):
                 m.d.sync += j_valid.eq(0)
             with m.Else():
                 m.d.sync += j_ic.eq(j_ic + 1)
+            # the sorter snapshot shifts by one slot per item: slot j_ic is always at index 0
+            m.d.sync += j_occ.eq(j_occ >> 1)
+            m.d.sync += [j_col[s].eq(j_col[s + 1]) for s in range(slots - 1)]
 
-        # top-k mask of the job: diagonal blocks + the first (k_b - n_diag) sorter slots
-        topk_terms = []
-        for s in range(slots):
-            keep_s = Signal(name=f"job_keep_{s}")
-            term = Signal(nbc, name=f"job_bit_{s}")
-            m.d.comb += [keep_s.eq(j_occ[s] & (j_ndiag + s < j_kb)),
-                         term.eq(Mux(keep_s, Const(1, nbc) << j_col[s], 0))]
-            topk_terms.append(term)
-        topk_mask = Signal(nbc)
-        acc = topk_terms[0]
-        for t in topk_terms[1:]:
-            acc = acc | t
-        m.d.comb += topk_mask.eq(acc)
+        # top-k item: sorter slot j_ic is kept when j_ic + n_diag < k_b
+        j_topk = Signal()
+        j_topk_keep = Signal()
+        m.d.comb += [j_topk.eq(j_mode == MODE_TOPK),
+                     j_topk_keep.eq(j_topk & j_occ[0] & (j_ic + j_ndiag < j_kb))]
 
-        base = Signal(nbc)
-        with m.Switch(j_mode):
-            with m.Case(MODE_TOPK):
-                m.d.comb += base.eq(j_dmask | topk_mask)
-            with m.Case(MODE_THRESHOLD):
-                m.d.comb += base.eq(j_dmask)
-            with m.Default():
-                m.d.comb += base.eq(j_vmask)
+        base = Signal(nbc)  # diagonal blocks (topk, threshold) or every valid block (off)
+        m.d.comb += base.eq(Mux(j_topk | j_thr, j_dmask, j_vmask))
 
         # right side of the threshold rule, in threshold_width bits (see the class docstring)
         rho_c = Signal(p + 1)
@@ -355,6 +356,7 @@ class BlockPruner(wiring.Component):
         p1_col = Signal(cw)
         p1_last_item = Signal()
         p1_thr = Signal()
+        p1_topk_keep = Signal()
         p1_cnt = Signal(nw)
         p1_rhs = Signal(signed(tw))
         p1_base = Signal(nbc)
@@ -362,8 +364,9 @@ class BlockPruner(wiring.Component):
         p1_last = Signal()
         m.d.comb += [rp.addr.eq(Cat(j_ic, j_bank)), rp.en.eq(adv)]
         with m.If(adv):
-            m.d.sync += [p1_valid.eq(j_valid), p1_col.eq(j_ic), p1_last_item.eq(j_last_item),
-                         p1_thr.eq(j_thr), p1_cnt.eq(j_cnt), p1_rhs.eq(rhs), p1_base.eq(base),
+            m.d.sync += [p1_valid.eq(j_valid), p1_col.eq(Mux(j_topk, j_col[0], j_ic)),
+                         p1_last_item.eq(j_last_item), p1_thr.eq(j_thr),
+                         p1_topk_keep.eq(j_topk_keep), p1_cnt.eq(j_cnt), p1_rhs.eq(rhs), p1_base.eq(base),
                          p1_row.eq(j_row), p1_last.eq(j_last)]
 
         lhs = Signal(signed(tw))
@@ -371,7 +374,8 @@ class BlockPruner(wiring.Component):
         bitvec = Signal(nbc)
         m.d.comb += [
             lhs.eq((rp.data.imp * p1_cnt) << p),
-            keep_bit.eq(p1_thr & rp.data.valid & self._threshold_keeps(lhs, p1_rhs)),
+            keep_bit.eq(p1_topk_keep
+                        | (p1_thr & rp.data.valid & self._threshold_keeps(lhs, p1_rhs))),
             bitvec.eq(Mux(keep_bit, Const(1, nbc) << p1_col, 0)),
         ]
 

@@ -10,7 +10,7 @@ beat index (head, block-row, settings), expected and actual.  Stream monitors (s
 source and sink) fail the test on any handshake-rule violation.
 
 Environment (optional): ``HDPGEN_SEED`` (base seed, default 1), ``PRUNER_MAX_LEN`` (cap on
-``valid_len`` of the directed and random cases; default 24 for presets with more than 32
+``valid_len`` of the directed and random cases; default 8 for presets with more than 32
 block columns, else none), ``PRUNER_COUNTS`` (file name, default ``pruner_counts.json``, in
 the test directory: transactions checked per test, read by the pytest wrapper).
 """
@@ -31,7 +31,7 @@ STALL_ON = 0.3
 
 
 def _max_len(cfg) -> int | None:
-    default = 24 if cfg.n_block_cols > 32 else 0
+    default = 8 if cfg.n_block_cols > 32 else 0
     v = cocotb_env.env_int("PRUNER_MAX_LEN", default)
     return v or None
 
@@ -102,6 +102,8 @@ async def directed_cases(dut, stall: float):
     block column valid."""
     tb = await TB(dut, stall, cocotb_env.seed()).start()
     for case in vec.directed_cases(tb.cfg, seed=1, max_len=_max_len(tb.cfg)):
+        if stall and case.name.startswith("extreme") and tb.cfg.n_block_cols > 32:
+            continue  # arithmetic extremes, long rows: checked once, without stalls
         await tb.check(case.name, case.heads, seed=1)
     _record(f"directed_cases_stall{stall}", tb.beats_in, tb.beats_out)
 
@@ -134,10 +136,11 @@ def _fixture_reason() -> str | None:
 @cocotb.test()
 @cocotb.parametrize(stall=[0.0, STALL_ON])
 async def minilm_heads(dut, stall: float):
-    """Real data: golden importances of all-MiniLM-L6-v2 heads (long fixture, 30 tokens), every
-    mode, causal on and off."""
+    """Real data: golden importances of all-MiniLM-L6-v2 heads (long fixture, 30 tokens, layer 5
+    head 11; the Amaranth tests run two heads of the medium fixture), every mode, causal on
+    and off."""
     tb = await TB(dut, stall, cocotb_env.seed()).start()
-    case = vec.fixture_case(tb.cfg, "long", heads=(0, 37, 71))
+    case = vec.fixture_case(tb.cfg, "long", heads=(71,))
     await tb.check(case.name, case.heads, seed=0)
     _record(f"minilm_heads_stall{stall}", tb.beats_in, tb.beats_out)
 
@@ -157,8 +160,10 @@ async def throughput_no_stalls(dut):
         for mode in (vec.MODE_OFF, vec.MODE_TOPK, vec.MODE_THRESHOLD):
             valid = vec.block_validity(cfg, n, False)
             imp = rng.integers(lo, hi + 1, size=valid.shape) * valid
+            # at most 4 block-rows per head: enough for row-to-row timing, short on big presets
             heads.append(vec.make_head(cfg, imp, valid, n, False, mode=mode,
-                                       k_b=max(1, cfg.n_block_cols // 2)))
+                                       k_b=max(1, cfg.n_block_cols // 2),
+                                       rows=list(range(min(4, valid.shape[0])))))
     refused = 0
     out_cycles: list[int] = []
     cycle = 0

@@ -84,8 +84,13 @@ def expected_keep(cfg: HDPConfig, imp: np.ndarray, valid: np.ndarray, valid_len:
 
 
 def make_head(cfg: HDPConfig, imp: np.ndarray, valid: np.ndarray, valid_len: int, causal: bool,
-              mode: int, k_b: int | None = None, rho_q: int | None = None) -> PrunerHead:
-    """A head from block importances and validity of shape ``block_grid(valid_len)``."""
+              mode: int, k_b: int | None = None, rho_q: int | None = None,
+              rows: "list[int] | None" = None) -> PrunerHead:
+    """A head from block importances and validity of shape ``block_grid(valid_len)``.
+
+    ``rows`` streams only those block-rows (in order; ``last`` on the final one): the unit
+    treats every block-row on its own, so a few rows of a full-length head test the widest
+    rows without simulating all of them."""
     k_b = cfg.k_b if k_b is None else int(k_b)
     rho_q = cfg.rho_q if rho_q is None else int(rho_q)
     imp = np.asarray(imp, np.int64)
@@ -95,14 +100,17 @@ def make_head(cfg: HDPConfig, imp: np.ndarray, valid: np.ndarray, valid_len: int
         raise ValueError(f"importances must lie in importance_range [{lo}, {hi}]")
     keep = expected_keep(cfg, imp, valid, valid_len, mode, k_b, rho_q)
     nbr, nbc = imp.shape
+    rows = list(range(nbr)) if rows is None else [int(r) for r in rows]
+    if not rows or any(not 0 <= r < nbr for r in rows):
+        raise ValueError(f"rows must be a non-empty list of block-rows in [0, {nbr}), not {rows}")
     beats, masks = [], []
-    for r in range(nbr):
+    for r in rows:
+        end = r == rows[-1]
         for c in range(nbc):
             beats.append({"imp": int(imp[r, c]), "valid": int(valid[r, c]), "row": r, "col": c,
-                          "last_col": int(c == nbc - 1),
-                          "last": int(r == nbr - 1 and c == nbc - 1)})
+                          "last_col": int(c == nbc - 1), "last": int(end and c == nbc - 1)})
         masks.append({"mask": sum(1 << c for c in range(nbc) if keep[r, c]), "row": r,
-                      "last": int(r == nbr - 1)})
+                      "last": int(end)})
     return PrunerHead(int(mode), k_b, rho_q, int(valid_len), bool(causal), imp, valid, beats,
                       masks)
 
@@ -113,7 +121,8 @@ def block_validity(cfg: HDPConfig, valid_len: int, causal: bool) -> np.ndarray:
     return pruner.block_importance(np.zeros((valid_len, valid_len), np.int64), mask, cfg)[1]
 
 
-def _direct(cfg, valid_len, causal, fill: Callable[[tuple[int, int]], np.ndarray], **settings):
+def _direct(cfg, valid_len, causal, fill: Callable[[tuple[int, int]], np.ndarray],
+            **settings) -> PrunerHead:
     """A head whose valid blocks get importances ``fill(shape)`` (invalid blocks get 0)."""
     valid = block_validity(cfg, valid_len, causal)
     imp = np.where(valid, np.asarray(fill(valid.shape), np.int64), 0)
@@ -202,16 +211,19 @@ def directed_cases(cfg: HDPConfig, seed: int = 0, *, max_len: int | None = None
         cases.append(case("negative_importances", [
             _direct(cfg, L, c, rnd(lo, neg_hi), mode=md, k_b=k, rho_q=r)
             for c in (False, True) for md in (T, H) for k, r in ((kb_half, one // 2), (1, one))]))
-    # extremes at the importance width with every block column valid (n = n_block_cols)
+    # extremes at the importance width with every block column valid (n = n_block_cols); the
+    # first and the last block-row of a full-length head
+    nbr_all = cfg.n_block_rows
+    sel = sorted({0, nbr_all - 1})
     ext = []
     for v in ([hi], [lo], [lo, hi]):
         for md, r in ((H, 0), (H, one), (H, one // 2 + 1), (T, 0)):
             ext.append(_direct(cfg, full_n, False, _choice(rng, v), mode=md, rho_q=r,
-                               k_b=kb_half))
+                               k_b=kb_half, rows=sel))
     # one block at lo, every other at hi (and the reverse): largest |lhs - rhs|
     for a, b in ((lo, hi), (hi, lo)):
         for r in (0, one, 1):
-            ext.append(_direct(cfg, full_n, False, _single(a, b), mode=H, rho_q=r))
+            ext.append(_direct(cfg, full_n, False, _single(a, b), mode=H, rho_q=r, rows=sel))
     cases.append(case("extreme_importance_width", ext))
     return cases
 
