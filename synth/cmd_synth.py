@@ -29,6 +29,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="skip nextpnr-ecp5 place and route (no Fmax)")
     p.add_argument("--fmax-target", type=float, default=DEFAULT_FMAX_TARGET_MHZ, metavar="MHZ",
                    help=f"clock constraint for nextpnr (default: {DEFAULT_FMAX_TARGET_MHZ:g})")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="give up a tool run after this long (reported as a failed stage)")
     p.add_argument("-j", "--jobs", type=int, metavar="N", help="parallel jobs (default: local cores)")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -70,9 +72,12 @@ def main(args: argparse.Namespace) -> int:
         raise CliError(f"--jobs must be at least 1, not {args.jobs}")
     if not args.fmax_target > 0:
         raise CliError(f"--fmax-target must be positive, not {args.fmax_target:g}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise CliError(f"--timeout must be positive, not {args.timeout:g}")
     out = args.out if args.out is not None else Path("build") / args.preset / "synth"
     data = synth_all(cfg, out, units, jobs=args.jobs, targets=tuple(args.targets), fmax=args.fmax,
-                     fmax_target_mhz=args.fmax_target, progress=_progress_printer(args.quiet))
+                     fmax_target_mhz=args.fmax_target, progress=_progress_printer(args.quiet),
+                     timeout=args.timeout)
     write_json(out / "synth.json", data)
     with atomic_write(out / "synth.md", "w") as f:
         f.write(format_table(data, "markdown"))
