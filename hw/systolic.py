@@ -428,9 +428,16 @@ class TileScheduler(wiring.Component):
                 m.d.sync += acc.eq(pend_mask)
                 m.next = "ACCEPT"
 
-        with m.FSM():
+        # handshakes and payload outside the FSM, as plain assignments: a comb process that
+        # reads only never-changing registers is never evaluated by Icarus (ready stayed X)
+        last_cmd = Signal()
+        m.d.comb += [last_cmd.eq(phase_pv & (td == n_td - 1)),
+                     cmd.ti.eq(ti), cmd.cols.eq(cols), cmd.kind.eq(phase_pv),
+                     cmd.tj.eq(Mux(phase_pv, td, low)),
+                     cmd.row_last.eq(last_cmd), cmd.last.eq(last_cmd & final_row)]
+
+        with m.FSM() as fsm:
             with m.State("ACCEPT"):
-                m.d.comb += self.mask_in.ready.eq(1)
                 with m.If(self.mask_in.valid):
                     m.d.sync += [pend_mask.eq(mask), pend_end.eq(blk_end),
                                  pend_last.eq(beat.last)]
@@ -446,10 +453,6 @@ class TileScheduler(wiring.Component):
                 with m.Else():
                     m.next = "EMIT"
             with m.State("EMIT"):
-                m.d.comb += [self.cmd_out.valid.eq(1), cmd.ti.eq(ti), cmd.cols.eq(cols),
-                             cmd.kind.eq(phase_pv), cmd.tj.eq(Mux(phase_pv, td, low))]
-                last_cmd = phase_pv & (td == n_td - 1)
-                m.d.comb += [cmd.row_last.eq(last_cmd), cmd.last.eq(last_cmd & final_row)]
                 with m.If(self.cmd_out.ready):
                     with m.If(~phase_pv):
                         rest = Signal(n_tj, name="rest")
@@ -461,4 +464,6 @@ class TileScheduler(wiring.Component):
                         finish_row()
                     with m.Else():
                         m.d.sync += td.eq(td + 1)
+        m.d.comb += [self.mask_in.ready.eq(fsm.ongoing("ACCEPT")),
+                     self.cmd_out.valid.eq(fsm.ongoing("EMIT"))]
         return m

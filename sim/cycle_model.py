@@ -25,7 +25,8 @@ import numpy as np
 
 from hw.config import HDPConfig
 
-__all__ = ["Tile", "tile_plan", "tile_row_cols", "predict_cycles", "ideal_cycles", "utilization",
+__all__ = ["Tile", "tile_plan", "tile_row_cols", "scheduler_commands", "predict_cycles",
+           "ideal_cycles", "utilization",
            "ARRAY_LATENCY_EXTRA"]
 
 #: res_out latency beyond ``array_cols`` (see ``SystolicArray.latency``)
@@ -79,6 +80,23 @@ def tile_plan(cfg: HDPConfig, block_keep: np.ndarray, n: int, valid_len: int | N
             for td in range(n_td):
                 tiles.append(Tile("pv", ti, td, keys))
     return tiles
+
+
+def scheduler_commands(cfg: HDPConfig, block_keep: np.ndarray, valid_len: int
+                       ) -> list[tuple[int, int, int, int, int, int]]:
+    """What ``hw.systolic.TileScheduler`` must emit for a (nbr, nbc) keep mask at the
+    hardware's block grid: ``(kind, ti, tj, cols, row_last, last)`` per command, with ``kind``
+    0 = score / 1 = P x V and ``cols`` the tile-row's kept block columns as an integer."""
+    n = cfg.seq_len
+    tiles = tile_plan(cfg, block_keep, n, valid_len)
+    out = []
+    for i, t in enumerate(tiles):
+        cols = tile_row_cols(cfg, block_keep, n, t.ti)
+        row_last = int(i + 1 == len(tiles) or tiles[i + 1].ti != t.ti)
+        out.append((int(t.kind == "pv"), t.ti, t.tj,
+                    sum(1 << c for c in range(len(cols)) if cols[c]), row_last,
+                    int(i + 1 == len(tiles))))
+    return out
 
 
 def predict_cycles(cfg: HDPConfig, depths: list[int], fifo_depth: int | None = None) -> int:

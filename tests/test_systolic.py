@@ -272,15 +272,8 @@ def run_scheduler(cfg, block_keep, valid_len, head_keep=1, stall=0.0, seed=0):
 
 
 def expected_commands(cfg, block_keep, n, valid_len):
-    tiles = cycle_model.tile_plan(cfg, block_keep, n, valid_len)
-    out = []
-    for i, t in enumerate(tiles):
-        cols = cycle_model.tile_row_cols(cfg, block_keep, n, t.ti)
-        row_last = int(i + 1 == len(tiles) or tiles[i + 1].ti != t.ti)
-        out.append((int(t.kind == "pv"), t.ti, t.tj,
-                    sum(1 << c for c in range(len(cols)) if cols[c]), row_last,
-                    int(i + 1 == len(tiles))))
-    return out
+    assert n == cfg.seq_len
+    return cycle_model.scheduler_commands(cfg, block_keep, valid_len)
 
 
 SCHED_CASES = [
