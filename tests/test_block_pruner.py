@@ -141,6 +141,26 @@ def test_random(name, seed):
     check(cfg, case.name, seed, case.heads, stall_in=stall, stall_out=stall, stall_seed=seed)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 3), (3, 1), (2, 3), (4, 4), (9, 2)],
+                         ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("criterion", ["sum", "abs_sum"])
+def test_block_shapes_and_criteria(shape, criterion):
+    """Block shapes with several diagonal blocks per row (b_r > b_c), diagonal blocks shared
+    by rows (b_r < b_c), one block covering the whole sequence, and the criteria the presets
+    do not use (importance widths differ): seeded random heads and the tie/extreme cases."""
+    br, bc = shape
+    cfg = preset("tiny").replace(seq_len=9, block_rows=br, block_cols=bc, k_b=1,
+                                 criterion=criterion)
+    seed = 100 + 10 * br + bc
+    heads = vec.random_case(cfg, seed, n_heads=6).heads
+    for c in vec.directed_cases(cfg, seed=seed):
+        if c.name in ("ties_at_kth_place", "extreme_importance_width", "negative_importances",
+                      "causal_ragged"):
+            heads += c.heads
+    check(cfg, f"shape{br}x{bc}_{criterion}", seed, heads, stall_in=0.2, stall_out=0.2,
+          stall_seed=seed)
+
+
 def test_minilm_fixture():
     cfg = preset("default")
     case = vec.fixture_case(cfg, "medium", heads=(0, 40))
