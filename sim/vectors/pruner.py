@@ -136,12 +136,9 @@ def _from_scores(cfg, a: np.ndarray, causal: bool, **settings) -> PrunerHead:
     return make_head(cfg, imp, valid, n, causal, **settings)
 
 
-def _ragged_len(cfg: HDPConfig) -> int:
-    """The largest L <= seq_len that is a multiple of neither b_r nor b_c (else seq_len)."""
-    for n in range(cfg.seq_len, 0, -1):
-        if n % cfg.block_rows and n % cfg.block_cols:
-            return n
-    return cfg.seq_len
+def _ragged_len(cfg: HDPConfig, top: int) -> int:
+    """The largest L <= top that is a multiple of neither b_r nor b_c (else top)."""
+    return next((n for n in range(top, 0, -1) if n % cfg.block_rows and n % cfg.block_cols), top)
 
 
 def directed_cases(cfg: HDPConfig, seed: int = 0, *, max_len: int | None = None
@@ -154,10 +151,7 @@ def directed_cases(cfg: HDPConfig, seed: int = 0, *, max_len: int | None = None
     nbc_all = cfg.n_block_cols
     full_n = cfg.seq_len
     cap = cfg.seq_len if max_len is None else min(cfg.seq_len, max_len)
-    ragged = min(_ragged_len(cfg), cap)
-    if max_len is not None:
-        ragged = next((n for n in range(cap, 0, -1)
-                       if n % cfg.block_rows and n % cfg.block_cols), cap)
+    ragged = _ragged_len(cfg, cap)
     mid = (lo + hi) // 2
     T, H, O = MODE_TOPK, MODE_THRESHOLD, MODE_OFF
 
