@@ -103,7 +103,18 @@ def _grid_quick() -> list[GridPoint]:
                                                       "head_prune": True}, k_frac=0.5, tau_rel=0.5)]
 
 
-GRIDS = {"small": _grid_small, "quick": _grid_quick}
+def _grid_half() -> list[GridPoint]:
+    """The candidates for pruning about half of the blocks, in both approximation modes."""
+    g = [GridPoint("quantized, prune off", {"prune_mode": "off"}),
+         GridPoint("quantized, prune off, exact", {"prune_mode": "off", "approx": "exact"})]
+    for p in (_topk("max", 2, 2, 0.5), _topk("sum", 2, 2, 0.5), _thr("max", 2, 2, 0.0),
+              _thr("sum", 2, 2, 0.0)):
+        g.append(p)
+        g.append(GridPoint(p.label + " exact", {**p.changes, "approx": "exact"}, k_frac=p.k_frac))
+    return g
+
+
+GRIDS = {"small": _grid_small, "quick": _grid_quick, "half": _grid_half}
 
 
 def configure(p: argparse.ArgumentParser) -> None:
