@@ -35,7 +35,8 @@ from .cli_common import CliError, add_config_args, config_from_args
 from .cmd_golden import _write_both, config_with_auto, run_golden, split_auto
 from .npz_io import load_qkv
 
-__all__ = ["configure", "main", "simulate", "first_difference", "verilator_pch_workaround"]
+__all__ = ["configure", "main", "simulate", "first_difference", "verilator_pch_workaround",
+           "split_runtime", "RUNTIME_FIELDS"]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -71,6 +72,20 @@ def verilator_pch_workaround() -> None:
         os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
 
 
+#: Configuration fields that are AXI4-Lite registers of the top, not elaboration constants.
+RUNTIME_FIELDS = ("prune_mode", "k_b", "rho", "head_prune", "tau_head", "approx", "causal")
+#: The reset values the simulated top is built with (one build serves every run-time setting).
+CANONICAL_RUNTIME = {"prune_mode": "topk", "k_b": 1, "rho": 0.5, "head_prune": False,
+                     "tau_head": 0, "approx": "drop_ff", "causal": False}
+
+
+def split_runtime(cfg) -> tuple:
+    """``(hardware configuration, run-time settings)``: the hardware one has the canonical
+    register reset values, so the Verilog (and its cached build) does not change with the
+    run-time settings; the settings are written to the registers before every head."""
+    return cfg.replace(**CANONICAL_RUNTIME), {f: getattr(cfg, f) for f in RUNTIME_FIELDS}
+
+
 def simulate(cfg, q_q, k_q, v_q, valid_len: int, simulator: str, build_dir: Path, *,
              waves: bool = False, progress=None) -> tuple[dict, Path]:
     """Run every head of quantized (H, N, d) inputs through the RTL top.
@@ -89,14 +104,15 @@ def simulate(cfg, q_q, k_q, v_q, valid_len: int, simulator: str, build_dir: Path
     for f in (result, prog):
         f.unlink(missing_ok=True)
     heads = q_q.shape[0]
-    write_job(job, k_q, q_q, v_q, valid_len, check=False)
+    hw_cfg, settings = split_runtime(cfg)
+    write_job(job, k_q, q_q, v_q, valid_len, [settings] * heads, check=False)
     err: list[BaseException] = []
     box: dict = {}
 
     def work():
         try:
             box["run"] = run_cocotb(
-                unit="top", cfg=cfg, test_module="sim.benches.bench_top", simulator=simulator,
+                unit="top", cfg=hw_cfg, test_module="sim.benches.bench_top", simulator=simulator,
                 build_dir=build_dir, waves=waves,
                 extra_env={JOB_VAR: job, RESULT_VAR: result, PROGRESS_VAR: prog})
         except BaseException as exc:  # re-raised in the caller's thread
