@@ -96,6 +96,20 @@ class AxiLiteRegs(wiring.Component):
     """
 
     def __init__(self, regs: list[Reg], *, addr_width: int = 8):
+        try:
+            self._check(regs, addr_width)
+        except ValueError:
+            self._MustUse__silence = True  # a rejected map is not an unused elaboratable
+            raise
+        self._regs = list(regs)
+        self._addr_width = addr_width
+        members = {"s_axil": In(AxiLiteSignature(addr_width))}
+        for r in regs:
+            members[r.name] = Out(r.width, init=r.init) if r.rw else In(r.width)
+        super().__init__(members)
+
+    @staticmethod
+    def _check(regs: list[Reg], addr_width: int) -> None:
         seen = {}
         for r in regs:
             if r.addr % 4:
@@ -108,12 +122,6 @@ class AxiLiteRegs(wiring.Component):
                     raise ValueError(f"register {r.name} at {a:#x} does not fit {addr_width} "
                                      f"address bits")
                 seen[a] = r.name
-        self._regs = list(regs)
-        self._addr_width = addr_width
-        members = {"s_axil": In(AxiLiteSignature(addr_width))}
-        for r in regs:
-            members[r.name] = Out(r.width, init=r.init) if r.rw else In(r.width)
-        super().__init__(members)
 
     @property
     def regs(self) -> list[Reg]:

@@ -159,6 +159,12 @@ def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int =
             status = await read_reg(ctx, dut, "status")
             assert (status >> 2) & 1 == int(res.head_keep), "status.head_kept"
             assert await read_reg(ctx, dut, "head_imp") == res.head_importance, "head_imp"
+            nbr = -(-h["valid_len"] // cfg.block_rows)
+            for r in range(nbr):
+                await write_regs(ctx, dut, {"mask_sel": r})
+                mask = await read_reg(ctx, dut, "mask_data") if res.head_keep else 0
+                want = sum(1 << c for c in range(res.block_keep.shape[1]) if res.block_keep[r, c])
+                assert mask == want, f"block-row {r} mask {mask:#x}, expected {want:#x}"
             stats.append({"cycles": await read_reg(ctx, dut, "cycles"),
                           "array_cycles": await read_reg(ctx, dut, "array_cycles"),
                           "kept_keys": await read_reg(ctx, dut, "kept_keys"),
@@ -251,3 +257,54 @@ def test_array_wider_than_blocks():
 def test_reset_mid_head_then_clean_run():
     cfg = preset("tiny")
     run_heads(cfg, _heads(cfg, SETTINGS[2:5], [8, 8, 5], 8), reset_mid=True)
+
+
+def test_axil_regs_strobes_unmapped_and_read_only():
+    """AxiLiteRegs: byte strobes, registers wider than 32 bits, unmapped addresses read 0
+    and ignore writes, read-only registers show their input and ignore writes."""
+    from hw.axil import AxiLiteRegs, Reg
+
+    dut = AxiLiteRegs([Reg("a", 0x0, 12, True, 0x5A5), Reg("wide", 0x8, 40, True, 0),
+                       Reg("ro", 0x10, 8, False)], addr_width=8)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def bench(ctx):
+        bus = dut.s_axil
+        assert await axil_read(ctx, bus, 0x0) == 0x5A5
+        ctx.set(bus.awaddr, 0x0)
+        ctx.set(bus.wdata, 0xFFFF_FF12)
+        ctx.set(bus.wstrb, 0b0001)           # low byte only
+        ctx.set(bus.awvalid, 1)
+        ctx.set(bus.wvalid, 1)
+        ctx.set(bus.bready, 1)
+        await ctx.tick().until(bus.awready)
+        ctx.set(bus.awvalid, 0)
+        ctx.set(bus.wvalid, 0)
+        await ctx.tick().until(bus.bvalid)
+        assert ctx.get(dut.a) == 0x512
+        await axil_write(ctx, bus, 0x8, 0x89ABCDEF)
+        await axil_write(ctx, bus, 0xC, 0xFFFFFF77)
+        assert ctx.get(dut.wide) == 0x77_89ABCDEF
+        assert await axil_read(ctx, bus, 0xC) == 0x77
+        ctx.set(dut.ro, 0x3C)
+        await axil_write(ctx, bus, 0x10, 0xFF)
+        assert await axil_read(ctx, bus, 0x10) == 0x3C
+        await axil_write(ctx, bus, 0x40, 0x1234)
+        assert await axil_read(ctx, bus, 0x40) == 0
+        assert ctx.get(dut.a) == 0x512 and ctx.get(dut.wide) == 0x77_89ABCDEF
+
+    sim.add_testbench(bench)
+    sim.run()
+
+
+
+def test_axil_regs_rejects_bad_maps():
+    from hw.axil import AxiLiteRegs, Reg
+
+    with pytest.raises(ValueError, match="must be word aligned, not 0x2"):
+        AxiLiteRegs([Reg("a", 0x2, 8, True)])
+    with pytest.raises(ValueError, match="registers a and b overlap at 0x4"):
+        AxiLiteRegs([Reg("a", 0x0, 40, True), Reg("b", 0x4, 8, True)])
+    with pytest.raises(ValueError, match="does not fit 4 address bits"):
+        AxiLiteRegs([Reg("a", 0x10, 8, True)], addr_width=4)
