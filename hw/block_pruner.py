@@ -122,7 +122,9 @@ class BlockPruner(wiring.Component):
     and diagonal masks.  The last beat of a block-row hands everything (the sorter's columns
     and occupancy included) to the job register J and clears stage A, which takes the next
     row's first beat in the very next cycle (double buffering).  J issues one item per cycle
-    into the compare stage, which ORs the item's keep bit into the row's mask:
+    into a three-stage pipeline (P1: row-buffer read, ``rho_q * max`` and
+    ``(2**P - rho_q) * sum``; P2: ``rho_q * max * n + ...``; P3: ``I * n``, then the
+    comparison), which ORs the item's keep bit into the row's mask:
 
     * ``off``: one item carrying the valid mask;
     * ``topk``: one item per block column ``j``: sorter slot ``j`` (the snapshot shifts by one
@@ -139,9 +141,9 @@ class BlockPruner(wiring.Component):
       then (``topk``, ``threshold``) the new head's first row end waits ``m_prev - m_new``
       cycles once.  Measured in ``tests/test_block_pruner.py`` and the cocotb bench.
     * Latency from the handshake of a block-row's last beat (cycle ``t``) to ``mask_out.valid``:
-      3 cycles in ``off`` (valid in cycle ``t + 3``), ``m + 2`` cycles in ``topk`` and
+      5 cycles in ``off`` (valid in cycle ``t + 5``), ``m + 4`` cycles in ``topk`` and
       ``threshold``.
-    * Backpressure: a ``mask_out`` stall holds J and the compare stage only when a finished
+    * Backpressure: a ``mask_out`` stall holds J, P1, P2 and P3 only when a finished
       mask is waiting; ``imp_in.ready`` drops only for a row's last beat while J is still busy.
       ``imp_in.ready`` depends combinationally on ``imp_in.payload.last_col``/``last`` and on
       ``mask_out.ready``.
@@ -339,26 +341,29 @@ class BlockPruner(wiring.Component):
         base = Signal(nbc)  # diagonal blocks (topk, threshold) or every valid block (off)
         m.d.comb += base.eq(Mux(j_topk | j_thr, j_dmask, j_vmask))
 
-        # right side of the threshold rule, in threshold_width bits (see the class docstring)
+        # right side of the threshold rule, in threshold_width bits (see the class docstring),
+        # one multiplier per stage: P1 holds rho_q * max and (2**P - rho_q) * sum, P2 the sum
         rho_c = Signal(p + 1)
-        t_max = Signal(signed(tw))
+        rho_max = Signal(signed(p + 1 + iw))
         t_sum = Signal(signed(tw))
-        rhs = Signal(signed(tw))
         m.d.comb += [
             rho_c.eq(Mux(j_rho > one, one, j_rho)),
-            t_max.eq(rho_c * j_mx * j_cnt),
+            rho_max.eq(rho_c * j_mx),
             t_sum.eq((one - rho_c) * j_tot),
-            rhs.eq(t_max + t_sum),
         ]
 
-        # ---------------------------------------------------------------- compare stage P1
+        # ---------------------------------------------------------------- P1: row-buffer read
+        # (at most one multiplier between two registers, none after the row buffer's output:
+        # the read plus a multiplier plus a wide comparator in one cycle, or two chained
+        # multipliers, limited Fmax to 49-71 MHz on ECP5)
         p1_valid = Signal()
         p1_col = Signal(cw)
         p1_last_item = Signal()
         p1_thr = Signal()
         p1_topk_keep = Signal()
         p1_cnt = Signal(nw)
-        p1_rhs = Signal(signed(tw))
+        p1_rho_max = Signal(signed(p + 1 + iw))
+        p1_t_sum = Signal(signed(tw))
         p1_base = Signal(nbc)
         p1_row = Signal(len(beat.row))
         p1_last = Signal()
@@ -366,17 +371,52 @@ class BlockPruner(wiring.Component):
         with m.If(adv):
             m.d.sync += [p1_valid.eq(j_valid), p1_col.eq(Mux(j_topk, j_col[0], j_ic)),
                          p1_last_item.eq(j_last_item), p1_thr.eq(j_thr),
-                         p1_topk_keep.eq(j_topk_keep), p1_cnt.eq(j_cnt), p1_rhs.eq(rhs), p1_base.eq(base),
-                         p1_row.eq(j_row), p1_last.eq(j_last)]
+                         p1_topk_keep.eq(j_topk_keep), p1_cnt.eq(j_cnt),
+                         p1_rho_max.eq(rho_max), p1_t_sum.eq(t_sum),
+                         p1_base.eq(base), p1_row.eq(j_row), p1_last.eq(j_last)]
 
-        lhs = Signal(signed(tw))
+        # ---------------------------------------------------------------- P2: register the read
+        p2_valid = Signal()
+        p2_col = Signal(cw)
+        p2_last_item = Signal()
+        p2_topk_keep = Signal()
+        p2_thr_valid = Signal()  # threshold item of a valid block
+        p2_imp = Signal(signed(iw))
+        p2_cnt = Signal(nw)
+        p2_rhs = Signal(signed(tw))
+        p2_base = Signal(nbc)
+        p2_row = Signal(len(beat.row))
+        p2_last = Signal()
+        t_max = Signal(signed(tw))
+        m.d.comb += t_max.eq(p1_rho_max * p1_cnt)
+        with m.If(adv):
+            m.d.sync += [p2_valid.eq(p1_valid), p2_col.eq(p1_col), p2_last_item.eq(p1_last_item),
+                         p2_topk_keep.eq(p1_topk_keep), p2_thr_valid.eq(p1_thr & rp.data.valid),
+                         p2_imp.eq(rp.data.imp), p2_cnt.eq(p1_cnt), p2_rhs.eq(t_max + p1_t_sum),
+                         p2_base.eq(p1_base), p2_row.eq(p1_row), p2_last.eq(p1_last)]
+
+        # ---------------------------------------------------------------- P3: compare, OR
+        p3_valid = Signal()
+        p3_col = Signal(cw)
+        p3_last_item = Signal()
+        p3_topk_keep = Signal()
+        p3_thr_valid = Signal()
+        p3_lhs = Signal(signed(tw))
+        p3_rhs = Signal(signed(tw))
+        p3_base = Signal(nbc)
+        p3_row = Signal(len(beat.row))
+        p3_last = Signal()
+        with m.If(adv):
+            m.d.sync += [p3_valid.eq(p2_valid), p3_col.eq(p2_col), p3_last_item.eq(p2_last_item),
+                         p3_topk_keep.eq(p2_topk_keep), p3_thr_valid.eq(p2_thr_valid),
+                         p3_lhs.eq((p2_imp * p2_cnt) << p), p3_rhs.eq(p2_rhs),
+                         p3_base.eq(p2_base), p3_row.eq(p2_row), p3_last.eq(p2_last)]
+
         keep_bit = Signal()
         bitvec = Signal(nbc)
         m.d.comb += [
-            lhs.eq((rp.data.imp * p1_cnt) << p),
-            keep_bit.eq(p1_topk_keep
-                        | (p1_thr & rp.data.valid & self._threshold_keeps(lhs, p1_rhs))),
-            bitvec.eq(Mux(keep_bit, Const(1, nbc) << p1_col, 0)),
+            keep_bit.eq(p3_topk_keep | (p3_thr_valid & self._threshold_keeps(p3_lhs, p3_rhs))),
+            bitvec.eq(Mux(keep_bit, Const(1, nbc) << p3_col, 0)),
         ]
 
         # ---------------------------------------------------------------- output register
@@ -384,17 +424,17 @@ class BlockPruner(wiring.Component):
         o_valid = Signal()
         o_pay = Signal(olay)
         m.d.comb += [
-            adv.eq(~(p1_valid & p1_last_item & o_valid & ~self.mask_out.ready)),
+            adv.eq(~(p3_valid & p3_last_item & o_valid & ~self.mask_out.ready)),
             self.mask_out.valid.eq(o_valid),
             self.mask_out.payload.eq(o_pay),
         ]
-        with m.If(adv & p1_valid):
-            with m.If(p1_last_item):
-                m.d.sync += [o_pay.mask.eq(macc | p1_base | bitvec), o_pay.row.eq(p1_row),
-                             o_pay.last.eq(p1_last), macc.eq(0)]
+        with m.If(adv & p3_valid):
+            with m.If(p3_last_item):
+                m.d.sync += [o_pay.mask.eq(macc | p3_base | bitvec), o_pay.row.eq(p3_row),
+                             o_pay.last.eq(p3_last), macc.eq(0)]
             with m.Else():
                 m.d.sync += macc.eq(macc | bitvec)
-        with m.If(adv & p1_valid & p1_last_item):
+        with m.If(adv & p3_valid & p3_last_item):
             m.d.sync += o_valid.eq(1)
         with m.Elif(self.mask_out.ready):
             m.d.sync += o_valid.eq(0)
