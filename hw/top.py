@@ -314,6 +314,7 @@ class Top(wiring.Component):
         p_voff = Signal(range(br))
         qreg = [Signal(row_qk, name=f"qreg_{r}") for r in range(R)]
         kreg = [Signal(row_qk, name=f"kreg_{c}") for c in range(C)]
+        kload = [Signal(row_qk, name=f"kload_{c}") for c in range(C)]   # next tile's K rows
 
         def group_info(prefix):
             return {"rowmask": [Signal(nbc, name=f"{prefix}_rowmask_{r}") for r in range(R)],
@@ -364,6 +365,9 @@ class Top(wiring.Component):
         kl_vld = Signal()            # K read issued last cycle into slot kl_slot
         kl_slot = Signal(range(C))
         kl_zero = Signal()
+        kl_full = Signal()           # kload holds a complete tile
+        keys_done = Signal()         # every gathered key of the group has been loaded
+        running = Signal()           # a score tile runs from kreg (S requests the array)
         tile = Signal(range(n_words + 1))
         step = Signal(range(D + 1))
         s_out = Signal(range(n_words + 2))   # score tiles issued, results not all back
@@ -582,7 +586,7 @@ class Top(wiring.Component):
         with m.If(kl_vld):
             for c in range(C):
                 with m.If(kl_slot == c):
-                    m.d.sync += kreg[c].eq(Mux(kl_zero, 0, k_rd.data))
+                    m.d.sync += kload[c].eq(Mux(kl_zero, 0, k_rd.data))
         with m.If(p_vld):
             for r in range(R):
                 with m.If(p_vr == r):
@@ -597,7 +601,7 @@ class Top(wiring.Component):
             m.d.sync += cyc.eq(cyc + 1)
 
         # ---------------------------------------------------------------- S stage
-        with m.FSM(name="s_fsm") as s_fsm:
+        with m.FSM(name="s_fsm"):
             with m.State("IDLE"):
                 with m.If(run & (s_i0 < L) & (s_g <= m_g + 1) & (s_g <= p_g + 2)):
                     m.d.sync += [p_r.eq(0), si["i0"].eq(s_i0),
@@ -623,22 +627,26 @@ class Top(wiring.Component):
                 m.next = "IT_INIT"
             with m.State("IT_INIT"):
                 m.d.comb += it_step.eq(1)
-                m.d.sync += slot.eq(0)
-                m.next = "TILE_LOAD"
-            with m.State("TILE_LOAD"):
-                with m.If((slot == 0) & ~it_valid):
-                    m.next = "DRAIN"
-                with m.Elif(slot < C):
-                    m.d.comb += [key_wr.en.eq(it_valid), it_step.eq(it_valid)]
-                    m.d.sync += [kl_vld.eq(1), kl_slot.eq(slot), kl_zero.eq(~it_valid),
-                                 slot.eq(slot + 1)]
-                    with m.If(it_valid):
-                        m.d.sync += n_kept.eq(n_kept + 1)
-                with m.Else():
-                    m.d.sync += step.eq(0)
-                    m.next = "TILE_RUN"
-            with m.State("TILE_RUN"):
-                with m.If(s_fire):
+                m.d.sync += [slot.eq(0), kl_full.eq(0), keys_done.eq(0), running.eq(0)]
+                m.next = "TILES"
+            with m.State("TILES"):
+                # loader: gathers the next tile's C keys into kload (one per cycle) while the
+                # current tile runs from kreg, so tiles follow each other without a bubble
+                with m.If(~kl_full & ~keys_done):
+                    with m.If((slot == 0) & ~it_valid):
+                        m.d.sync += keys_done.eq(1)
+                    with m.Elif(slot < C):
+                        m.d.comb += [key_wr.en.eq(it_valid), it_step.eq(it_valid)]
+                        m.d.sync += [kl_vld.eq(1), kl_slot.eq(slot), kl_zero.eq(~it_valid),
+                                     slot.eq(slot + 1)]
+                        with m.If(it_valid):
+                            m.d.sync += n_kept.eq(n_kept + 1)
+                    with m.Elif(~kl_vld):
+                        m.d.sync += [kl_full.eq(1), slot.eq(0)]
+                # runner: one tile of D depth steps on the array
+                tile_end = Signal()
+                m.d.comb += tile_end.eq(s_fire & (step + 1 == D))
+                with m.If(running & s_fire):
                     # rotate Q rows, shift K rows: element 0 is the current depth step
                     for r in range(R):
                         qv = qreg[r].as_value()
@@ -646,9 +654,13 @@ class Top(wiring.Component):
                     for c in range(C):
                         m.d.sync += kreg[c].eq(kreg[c].as_value() >> cfg.qk_bits)
                     m.d.sync += step.eq(step + 1)
-                    with m.If(step + 1 == D):
-                        m.d.sync += [tile.eq(tile + 1), slot.eq(0)]
-                        m.next = "TILE_LOAD"
+                    with m.If(tile_end):
+                        m.d.sync += [tile.eq(tile + 1), running.eq(0)]
+                with m.If((~running | tile_end) & kl_full):
+                    m.d.sync += [kreg[c].eq(kload[c]) for c in range(C)]
+                    m.d.sync += [kl_full.eq(0), running.eq(1), step.eq(0)]
+                with m.If(~running & ~kl_full & keys_done):
+                    m.next = "DRAIN"
             with m.State("DRAIN"):
                 # every score of the group is in the fine-score bank: hand the group to M
                 with m.If((s_out == 0) & ~(s_fire & op.last)):
@@ -745,7 +757,7 @@ class Top(wiring.Component):
         # time-0 values, and these drive the ports and the array (whose credit counter an X
         # valid would poison) while the state machines still sit in IDLE after reset.
         m.d.comb += [loading.eq(fsm.ongoing("LOAD")), zeroing.eq(fsm.ongoing("ZERO")),
-                     run.eq(fsm.ongoing("RUN")), s_req.eq(s_fsm.ongoing("TILE_RUN")),
+                     run.eq(fsm.ongoing("RUN")), s_req.eq(running),
                      sending.eq(p_fsm.ongoing("SEND"))]
         return m
 
