@@ -77,10 +77,19 @@ class Top(wiring.Component):
     m_axis : ``m_axis__tdata/tvalid/tready/tlast``, AXI4-Stream out: the ``L`` output rows of
         the head (:func:`out_row_layout`), ``tlast`` on the last.  Rows ``>= L`` of golden's
         output are all zero and are not sent.
-    s_axil : ``s_axil__awaddr`` ..., AXI4-Lite slave, :func:`register_map` (mode, approx,
-        causal, head_prune, k_b, rho_q, tau_head, valid_len; read-only status, cycles,
-        array_cycles, head_imp, kept_keys, heads_done).  Run-time registers are sampled when
-        a head's first beat arrives; writes during a head act on the next head.
+    s_axil : ``s_axil__awaddr`` ..., AXI4-Lite slave (:mod:`hw.axil`), 12 address bits,
+        :func:`register_map`: writable ``mode`` (index in ``PRUNE_MODES``), ``approx``
+        (index in ``APPROX_MODES``), ``causal``, ``head_prune``, ``k_b``, ``rho_q``,
+        ``tau_head``, ``valid_len``, ``mask_sel``; read-only ``status`` (bit 0 busy, 1 done,
+        2 head kept), ``cycles`` (last head, first input beat to last output beat),
+        ``array_cycles`` (beats the array accepted), ``head_imp`` (H), ``kept_keys`` (key
+        columns issued, summed over row groups), ``heads_done``, ``mask_data`` (keep mask of
+        block-row ``mask_sel`` of the last head).  Reset values come from the configuration.
+        Run-time registers are sampled when a head's first beat arrives; writes during a head
+        act on the next head.
+
+    Cocotb drivers: ``AxiStreamBus.from_prefix(dut, "s_axis_")`` (cocotbext-axi joins prefix
+    and name with ``_``, giving ``s_axis__tdata``), ``AxiLiteBus.from_prefix(dut, "s_axil_")``.
 
     Phases of one head
     ------------------
