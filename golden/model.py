@@ -128,9 +128,11 @@ def summarize(stats: list[dict]) -> dict:
     tot["kept_entry_fraction"] = tot["kept_entries"] / max(1, tot["valid_pairs"])
     tot["kept_head_fraction"] = tot["head_kept"] / max(1, heads)
     dense = tot["mac_dense_qk"] + tot["mac_dense_pv"]
-    fine = tot["mac_cross"] // 2 + tot["mac_ff"] + tot["mac_pv"]
-    # full-precision MACs: a cross-term pair (q_I k_F + q_F k_I) costs one narrow MAC each;
-    # count the fine pass as X/2 + C + PV against dense QK + PV
+    # Fine-pass work in array MAC steps: one step per kept score element (the PE forms the
+    # cross terms, and C in exact mode, in the same step) plus one per kept P x V element,
+    # against the same two for every valid pair in dense mode.  The narrow products by kind
+    # stay in mac_cross / mac_ff / mac_integer_pass.
+    fine = tot["mac_pv"] * 2
     tot["mac_fine_vs_dense"] = fine / max(1, dense)
     tot["mac_total"] = tot["mac_integer_pass"] + tot["mac_cross"] + tot["mac_ff"] + tot["mac_pv"]
     return tot

@@ -160,6 +160,12 @@ class HDPConfig:
             raise ValueError(f"causal must be true or false, not {self.causal!r}")
         _int_field("array_rows", self.array_rows, 1, 64)
         _int_field("array_cols", self.array_cols, 1, 64)
+        scale = math.log2(math.e) / math.sqrt(self.head_dim)
+        if round(scale * 2.0 ** (16 + self.exp_frac - 2 * self.qk_frac)) < 1:
+            need = next(e for e in range(64) if round(scale * 2.0 ** (16 + e - 2 * self.qk_frac)) >= 1)
+            raise ValueError(f"exp_frac must be >= {need} for qk_frac = {self.qk_frac} and head_dim = "
+                             f"{self.head_dim} (else the softmax scale log2(e)/sqrt(d) * "
+                             f"2**(16 + exp_frac - 2*qk_frac) rounds to 0), not {self.exp_frac}")
 
     # ------------------------------------------------------------------ conversions
     def replace(self, **changes: Any) -> "HDPConfig":
@@ -218,7 +224,9 @@ class HDPConfig:
             else:
                 parsed = value
         except ValueError:
-            raise ValueError(f"{key} must be a {getattr(t, '__name__', t)}, not {value!r}") from None
+            kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
+                getattr(t, "__name__", t), "a value")
+            raise ValueError(f"{key} must be {kind}, not {value!r}") from None
         return self.replace(**{key: parsed})
 
     # ------------------------------------------------------------------ blocks

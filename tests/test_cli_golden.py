@@ -111,7 +111,7 @@ def test_directory_instead_of_file(capsys, tmp_path):
 
 @pytest.mark.parametrize("extra,message", [
     (["--set", "bogus=1"], "unknown configuration field 'bogus'"),
-    (["--set", "k_b=lots"], "k_b must be a int, not 'lots'"),
+    (["--set", "k_b=lots"], "k_b must be an integer, not 'lots'"),
     (["--set", "k_b"], "--set takes KEY=VALUE, not 'k_b'"),
     (["--set", "k_b=99"], "k_b must be in [1, number of block columns] = [1, 4], not 99"),
     (["--set", "qk_frac=auto", "--set", "qk_bits=99"], "qk_bits must be in [2, 16], not 99"),

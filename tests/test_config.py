@@ -134,10 +134,10 @@ def test_with_setting_parses_by_field_type():
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("k_b", "abc", "k_b must be a int, not 'abc'"),
-    ("k_b", "1.5", "k_b must be a int, not '1.5'"),
-    ("rho", "half", "rho must be a float, not 'half'"),
-    ("causal", "maybe", "causal must be a bool, not 'maybe'"),
+    ("k_b", "abc", "k_b must be an integer, not 'abc'"),
+    ("k_b", "1.5", "k_b must be an integer, not '1.5'"),
+    ("rho", "half", "rho must be a number, not 'half'"),
+    ("causal", "maybe", "causal must be true or false, not 'maybe'"),
     ("k_b", "0", "k_b must be in [1, number of block columns] = [1, 64], not 0"),
     ("criterion", "avg", "criterion must be one of abs_sum, sum, max, not 'avg'"),
 ])
@@ -288,3 +288,8 @@ def test_presets_validate_their_own_widths(name):
     cfg = PRESETS[name]
     assert cfg.array_acc_width >= max(cfg.score_width, cfg.pv_width)
     assert cfg.tau_head <= cfg.h_max
+
+
+def test_softmax_scale_that_rounds_to_zero_is_rejected_naming_exp_frac():
+    with pytest.raises(ValueError, match=r"exp_frac must be >= \d+ for qk_frac = 15 and head_dim = 1024"):
+        HDPConfig(qk_bits=16, qk_frac=15, head_dim=1024, exp_frac=0, seq_len=8, k_b=1)
