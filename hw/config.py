@@ -109,14 +109,14 @@ class HDPConfig:
     block_cols: int = 2
     criterion: str = "max"
     prune_mode: str = "topk"
-    k_b: int = 32
+    k_b: int = 48
     rho: float = 0.5
     rho_frac: int = 8
     head_prune: bool = False
     tau_head: int = 0
     approx: str = "drop_ff"
     causal: bool = False
-    array_rows: int = 8
+    array_rows: int = 2
     array_cols: int = 8
 
     # ------------------------------------------------------------------ validation

@@ -41,6 +41,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-sim", action="store_true", help="skip the RTL simulation stage")
     p.add_argument("--no-synth", action="store_true", help="skip the synthesis stage")
     p.add_argument("--no-fmax", action="store_true", help="synthesize but skip place and route")
+    p.add_argument("--k-b", dest="k_b_mode", choices=("scaled", "fixed"), default="scaled",
+                   help="top-k register for the data: 'scaled' programs k_b as the configured "
+                        "share of block columns (k_b / n_block_cols) of the data's length, as a "
+                        "driver would; 'fixed' writes the configured k_b as it is (default: scaled)")
 
 
 def _pick_simulator(choice: str) -> str:
@@ -74,8 +78,16 @@ def _load_data(spec: str | None, cfg) -> tuple[dict, str]:
     return data, f"bundled fixture '{spec or 'long'}'"
 
 
+def scaled_k_b(cfg, valid_len: int) -> int:
+    """The top-k register for a sequence of ``valid_len``: the configured share
+    ``k_b / n_block_cols`` of its block columns, rounded up (at least 1)."""
+    cols = -(-valid_len // cfg.block_cols)
+    return max(1, -(-cfg.k_b * cols // cfg.n_block_cols))
+
+
 def run_main_job(cfg, preset_name: str, out_root: Path, data_spec=None, sim_choice="auto",
-                 heads=None, do_sim=True, do_synth=True, do_fmax=True) -> tuple[dict, int]:
+                 heads=None, do_sim=True, do_synth=True, do_fmax=True,
+                 k_b_mode: str = "scaled") -> tuple[dict, int]:
     out = Path(out_root) / preset_name
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(5)
@@ -100,6 +112,14 @@ def run_main_job(cfg, preset_name: str, out_root: Path, data_spec=None, sim_choi
     from .accuracy import golden_accuracy
     data, desc = _load_data(data_spec, cfg)
     q, k, v, vl = data["q"], data["k"], data["v"], data.get("valid_len")
+    hw_cfg = cfg
+    length = int(vl) if vl is not None else int(q.shape[1])
+    if cfg.prune_mode == "topk" and k_b_mode == "scaled":
+        cfg = cfg.replace(k_b=scaled_k_b(cfg, length))
+    rep["registers"] = {"prune_mode": cfg.prune_mode, "k_b": cfg.k_b, "rho": cfg.rho,
+                        "head_prune": cfg.head_prune, "tau_head": cfg.tau_head,
+                        "approx": cfg.approx, "causal": cfg.causal, "valid_len": length,
+                        "k_b_mode": k_b_mode, "k_b_configured": hw_cfg.k_b}
     ga = golden_accuracy(q, k, v, cfg, vl)
     meta = data.get("meta", {})
     n_heads_per_layer = int(meta.get("n_heads", q.shape[0])) if meta else q.shape[0]
@@ -122,7 +142,6 @@ def run_main_job(cfg, preset_name: str, out_root: Path, data_spec=None, sim_choi
         stages.start("simulate", "RTL simulation of the top against the golden model")
         try:
             sim = _pick_simulator(sim_choice)
-            from .cmd_simulate import simulate_and_compare
             rtl = simulate_and_compare(q, k, v, cfg, vl, simulator=sim, heads=heads,
                                        build_dir=out / "sim", progress=stages.tick,
                                        with_dense=True)
@@ -157,7 +176,7 @@ def run_main_job(cfg, preset_name: str, out_root: Path, data_spec=None, sim_choi
         stages.start("synth", "synthesis (Yosys) and place and route (nextpnr) per unit")
         try:
             from synth.driver import synth_all
-            rep["synth"] = synth_all(cfg, out / "synth", fmax=do_fmax, progress=stages.tick)
+            rep["synth"] = synth_all(hw_cfg, out / "synth", fmax=do_fmax, progress=stages.tick)
             stages.done()
         except (ImportError, OSError, RuntimeError) as exc:
             rep["skipped"]["synth"] = f"{type(exc).__name__}: {exc}"
@@ -176,6 +195,44 @@ def run_main_job(cfg, preset_name: str, out_root: Path, data_spec=None, sim_choi
     stages.done(f"{jp} and {mp}")
     print(render_markdown(rep))
     return rep, status
+
+
+def simulate_and_compare(q, k, v, cfg, valid_len, *, simulator: str, build_dir: Path,
+                         heads: int | None = None, progress=None, with_dense: bool = True) -> dict:
+    """Run the RTL top on every head (or the first ``heads``) as configured and, with
+    ``with_dense``, again in dense mode (pruning off, exact scores: the baseline), on one
+    cached build; compare every output, head decision and keep mask with the golden model.
+
+    Returns per-head cycle counts and the number of heads that differ in any bit."""
+    from golden.model import attention_head_int, quantize_qkv
+
+    from .cmd_simulate import simulate
+    q_q, k_q, v_q = quantize_qkv(q, k, v, cfg)
+    if heads is not None:
+        q_q, k_q, v_q = q_q[:heads], k_q[:heads], v_q[:heads]
+    n = q_q.shape[1]
+    vl = n if valid_len is None else int(valid_len)
+    runs = {"pruned": cfg}
+    if with_dense:
+        runs["dense"] = cfg.replace(prune_mode="off", approx="exact", head_prune=False)
+    out: dict = {"mismatched_heads": 0, "first_mismatch": None}
+    for label, run_cfg in runs.items():
+        def tick(done, total, label=label):
+            if progress:
+                progress(done, total, f"heads ({label})")
+        res, _ = simulate(run_cfg, q_q, k_q, v_q, vl, simulator, Path(build_dir), progress=tick)
+        for h in range(q_q.shape[0]):
+            g = attention_head_int(q_q[h], k_q[h], v_q[h], run_cfg, vl)
+            same = (np.array_equal(res["out_int"][h, :vl], g.out_int[:vl])
+                    and bool(res["head_keep"][h]) == g.head_keep
+                    and np.array_equal(res["block_keep"][h], g.block_keep))
+            if not same:
+                out["mismatched_heads"] += 1
+                out["first_mismatch"] = out["first_mismatch"] or f"{label} head {h}"
+        key = "cycles_per_head" if label == "pruned" else "cycles_dense_per_head"
+        out[key] = [int(c) for c in res["cycles"]]
+        out[f"array_cycles_{label}"] = [int(c) for c in res["array_cycles"]]
+    return out
 
 
 def _plots(rep: dict, ga: dict, cfg, vl, out: Path) -> list[str]:
@@ -223,7 +280,7 @@ def main(args: argparse.Namespace) -> int:
     name = args.preset if not args.config else Path(args.config).stem
     t0 = time.monotonic()
     _, status = run_main_job(cfg, name, args.out, args.data, args.sim, args.heads,
-                             not args.no_sim, not args.no_synth, not args.no_fmax)
+                             not args.no_sim, not args.no_synth, not args.no_fmax, args.k_b_mode)
     print(f"hdpgen run: finished in {time.monotonic() - t0:.0f} s; files in {args.out / name}",
           file=sys.stderr)
     return status

@@ -50,6 +50,16 @@ def render_markdown(rep: dict) -> str:
     data = rep.get("data")
     if data:
         lines += [f"Data: {data.get('description', '')}", ""]
+    regs = rep.get("registers")
+    if regs:
+        kb = f"k_b = {regs['k_b']}"
+        if regs.get("k_b_mode") == "scaled" and regs.get("prune_mode") == "topk":
+            kb += (f" (the configured {regs['k_b_configured']} of {cfg.get('seq_len')} / "
+                   f"{cfg.get('block_cols')} block columns, scaled to valid_len = {regs['valid_len']})")
+        lines += [f"Run-time registers: mode `{regs['prune_mode']}`, {kb}, rho = {regs['rho']}, "
+                  f"head pruning {'on' if regs['head_prune'] else 'off'} (tau_head = "
+                  f"{regs['tau_head']}), scores `{regs['approx']}`, causal "
+                  f"{'on' if regs['causal'] else 'off'}.", ""]
 
     lines += ["## Accuracy against float attention", ""]
     acc = rep.get("accuracy")
