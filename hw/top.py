@@ -279,6 +279,9 @@ class Top(wiring.Component):
             mask_wr.en.eq(pr.mask_out.valid),
             hd.keep_out.ready.eq(1),
         ]
+        mask_rows = Signal(rbw + 2)      # block-row masks received for this head
+        with m.If(pr.mask_out.valid):
+            m.d.sync += mask_rows.eq(mask_rows + 1)
         with m.If(pr.mask_out.valid & pr.mask_out.payload.last):
             m.d.sync += masks_done.eq(1)
         with m.If(hd.keep_out.valid):
@@ -617,8 +620,9 @@ class Top(wiring.Component):
                                  si["nrows"].eq(Mux(L - s_i0 < R, L - s_i0, R))]
                     m.next = "PREP"
             with m.State("PREP"):
-                # read the group's Q rows and their block-rows' masks, one row per cycle
-                with m.If(p_r < R):
+                # read the group's Q rows and their block-rows' masks, one row per cycle; a
+                # row waits for its block-row's mask (S overlaps the integer pass)
+                with m.If((p_r < R) & ((p_i >= L) | (p_rb < mask_rows))):
                     m.d.sync += [p_vld.eq(1), p_vr.eq(p_r), p_vin.eq(p_i < L),
                                  p_vrb.eq(p_rb), p_voff.eq(p_off),
                                  p_r.eq(p_r + 1), p_i.eq(p_i + 1)]
@@ -626,7 +630,7 @@ class Top(wiring.Component):
                         m.d.sync += [p_off.eq(0), p_rb.eq(p_rb + 1)]
                     with m.Else():
                         m.d.sync += p_off.eq(p_off + 1)
-                with m.Else():
+                with m.Elif(p_r == R):
                     m.next = "UNION"
             with m.State("UNION"):
                 u_acc = Const(0, nbc)
@@ -726,7 +730,7 @@ class Top(wiring.Component):
                         r_hprune.eq(regs.head_prune), r_kb.eq(regs.k_b), r_rho.eq(regs.rho_q),
                         r_tau.eq(regs.tau_head), L.eq(regs.valid_len),
                         busy.eq(1), done.eq(0), cyc.eq(0), arr_cyc.eq(0), kept_keys.eq(0),
-                        head_kept.eq(1), masks_done.eq(0), keep_done.eq(0),
+                        head_kept.eq(1), masks_done.eq(0), keep_done.eq(0), mask_rows.eq(0),
                         ld_row.eq(0), ld_sec.eq(0),
                     ]
                     m.next = "LOAD"
@@ -742,7 +746,11 @@ class Top(wiring.Component):
                 m.d.sync += [s_g.eq(0), m_g.eq(0), p_g.eq(0), s_b2.eq(0), m_b2.eq(0),
                              p_b2.eq(0), s_b3.eq(0), m_b3.eq(0), p_b3.eq(0), s_i0.eq(0),
                              p_rb.eq(0), p_off.eq(0), p_i.eq(0)]
-                with m.If(masks_done & keep_done):
+                # without head pruning the head is kept: start at once, S follows the masks
+                # as the pruner delivers them (the integer pass overlaps the array work)
+                with m.If(~r_hprune):
+                    m.next = "RUN"
+                with m.Elif(masks_done & keep_done):
                     with m.If(head_kept):
                         m.next = "RUN"
                     with m.Else():
@@ -756,6 +764,10 @@ class Top(wiring.Component):
             with m.State("RUN"):
                 with m.If(p_fsm.ongoing("SEND") & out_fire & (o_r + 1 == pi_["nrows"])
                           & (pi_["i0"] + R >= L)):
+                    m.next = "FINISH"
+            with m.State("FINISH"):
+                # the score unit and head detector have finished this head too
+                with m.If(masks_done & keep_done):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.sync += [busy.eq(0), done.eq(1), st_cycles.eq(cyc), st_arr.eq(arr_cyc),
