@@ -90,6 +90,8 @@ def run_main_job(cfg, preset_name: str, out_root: Path, data_spec=None, sim_choi
                  k_b_mode: str = "scaled") -> tuple[dict, int]:
     out = Path(out_root) / preset_name
     out.mkdir(parents=True, exist_ok=True)
+    # the data is read and checked before any work, so a bad input costs nothing
+    data, desc = _load_data(data_spec, cfg)
     stages = Stages(5)
     rep: dict = {"preset": preset_name, "config": cfg.to_dict(), "versions": _versions(),
                  "skipped": {}}
@@ -110,7 +112,6 @@ def run_main_job(cfg, preset_name: str, out_root: Path, data_spec=None, sim_choi
     # 2. golden model and accuracy on real data
     stages.start("golden", "golden model on real attention data")
     from .accuracy import golden_accuracy
-    data, desc = _load_data(data_spec, cfg)
     q, k, v, vl = data["q"], data["k"], data["v"], data.get("valid_len")
     hw_cfg = cfg
     length = int(vl) if vl is not None else int(q.shape[1])
@@ -121,8 +122,8 @@ def run_main_job(cfg, preset_name: str, out_root: Path, data_spec=None, sim_choi
                         "approx": cfg.approx, "causal": cfg.causal, "valid_len": length,
                         "k_b_mode": k_b_mode, "k_b_configured": hw_cfg.k_b}
     ga = golden_accuracy(q, k, v, cfg, vl)
-    meta = data.get("meta", {})
-    n_heads_per_layer = int(meta.get("n_heads", q.shape[0])) if meta else q.shape[0]
+    meta = data.get("meta") or data  # load_qkv keeps metadata apart; a fixture has it inline
+    n_heads_per_layer = int(meta.get("n_heads", q.shape[0]))
     rep["data"] = {"description": f"{desc}: {q.shape[0]} heads, N = {q.shape[1]}, d = {q.shape[2]}"
                                   + (f", valid_len = {vl}" if vl is not None else "")
                                   + (f"; sentence: {meta.get('sentence')!s}" if meta.get("sentence") else ""),
