@@ -1,0 +1,481 @@
+"""Cycle model of the whole co-processor top (``hw/top.py``) for one head.
+
+:func:`head_cycles` predicts the top's ``cycles`` register (first input beat to last output
+beat, inclusive) from the configuration, ``valid_len``, the golden keep masks and the head
+decision, for an input stream at full rate (one row per cycle whenever the top is ready) and
+an output that is always ready.  It is a replay of the top's *control* only, no datapath:
+
+1. **Load** (:func:`load_phase`, cycle by cycle): ``L`` K rows (cycles ``0 .. L-1``), then the
+   Q rows at the pace the :class:`~hw.score_unit.ScoreUnit` accepts them (a double buffer of
+   one block-row: block-row ``r + 1`` loads while ``r`` issues one block per cycle, so Q is
+   throttled to one block-row per ``ceil(L / b_c)`` cycles once the buffer is full), then the
+   ``L`` V rows.  A block is on the pruner's input 5 cycles after its issue; a block-row's keep
+   mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4`` (``topk``, ``threshold``) cycles
+   after the row's last block (:class:`~hw.block_pruner.BlockPruner` docstring); the head
+   decision comes ``h_out`` (4 cycles after the last issue) + 1 cycle
+   (:class:`~hw.head_detector.HeadDetector`).
+2. Without head pruning the stages start 2 cycles after the last V row and the score stage
+   reads each query row only once its block-row's mask has arrived (the integer pass overlaps
+   the array work).  With head pruning the top first waits for every mask and the decision;
+   a pruned head then sends ``L`` zero rows, one per cycle.  After the last output row the top
+   waits for the integer pass to be over (``FINISH``), then ``DONE`` latches ``cycles``.
+3. The three stages of the top run on row groups of ``R`` queries, replayed cycle by
+   cycle (:func:`run_phase`) with the top's exact start rules (S starts ``g`` when M has
+   finished ``g - 2`` and P ``g - 3``; M starts ``g`` when S has finished it and P ``g - 2``;
+   P starts ``g`` when M has finished it):
+
+   * S: ``R + 1`` cycles reading Q rows and masks (a row waits for its mask), 1 union, 1 iterator
+     init, then the key loader (``C`` slots, one per cycle, plus 2 cycles to settle) double-
+     buffered against the tile runner (``head_dim`` depth steps per tile on the array); the
+     group's gathered keys are the keys ``j < L`` of the block columns kept by any of its block-
+     rows, ``C`` per tile; then it waits for the last score result (``array_cols + 3 + 2 (R -
+     1)`` cycles after the tile's last beat, :func:`sim.cycle_model.predict_cycles`'s rule).
+   * M: the softmax feeder (3-stage) into the :class:`~hw.softmax_unit.SoftmaxUnit`, whose
+     four stages (ingest, exponent, divider, normalise) are replayed register by register:
+     a row of ``n`` entries every ``max(n + 6, recip_width + 2)`` cycles, first probability
+     ``2n + recip_width + 9`` cycles after the row's first score; M waits until the group's
+     last probability has left the unit.
+   * P: ``ceil(head_dim / C)`` P x V tiles of depth = the group's gathered keys (3-stage feeder),
+     then the results, then ``nrows`` output beats.
+
+   S and P share the array tile by tile, P first; the array's issue rules (a tile's last beat
+   at least ``2R - 1`` cycles after the previous one; credit for a tile's ``R`` result rows)
+   are those of :func:`sim.cycle_model.predict_cycles`.
+
+The model is exact (equal ``cycles`` and ``array_cycles``) against the top of ``hw/top.py`` at the
+time of writing, checked by ``tests/test_top_cycles.py`` in Amaranth's simulator and by
+:func:`validate_against_rtl` on Verilator; since it replays the top's control, a change to the
+top's stage rules needs the same change here (the test then names the head and both counts).
+
+:func:`ideal_cycles` is the array work with perfect packing: every multiply-accumulate issued
+(the gathered keys of every group, score and P x V, ``head_dim`` deep) divided by ``R x C``;
+:func:`array_busy` the cycles the array accepts a beat (the top's ``array_cycles`` register).
+"""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hw.config import HDPConfig
+
+__all__ = ["head_cycles", "ideal_cycles", "array_busy", "head_plan", "HeadPlan", "GroupPlan",
+           "load_phase", "LoadTimes", "run_phase", "validate_against_rtl", "head_valid_len"]
+
+#: array result latency beyond ``array_cols`` (``SystolicArray.latency = C + 3``)
+_ARRAY_EXTRA = 3
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    i0: int          # first query row
+    nrows: int       # query rows of the group (< R only for the last group)
+    nkept: int       # gathered keys (union of the group's block-rows' kept columns, j < L)
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    valid_len: int
+    kept: bool       # head kept (False: L zero rows, no array work)
+    mode: str        # pruning mode the pruner runs ("off" for dense)
+    hprune: bool     # head pruning on (the stages wait for the head decision)
+    groups: tuple[GroupPlan, ...]
+
+
+def head_valid_len(head) -> int:
+    """``valid_len`` of a :class:`golden.model.HeadResult` (row ``i`` has a valid entry
+    ``(i, 0)`` exactly when ``i < valid_len``, causal or not)."""
+    return int(np.asarray(head.mask)[:, 0].sum())
+
+
+def head_plan(cfg: HDPConfig, head, dense: bool) -> HeadPlan:
+    """Row groups and their gathered keys for one golden head.
+
+    ``dense``: the baseline run (pruning off, head pruning off): every valid block is kept.
+    Otherwise the golden keep masks and head decision (as computed under ``cfg``)."""
+    L = head_valid_len(head)
+    if dense:
+        keep = np.asarray(head.block_valid, bool)
+        kept, mode, hprune = True, "off", False
+    else:
+        keep = np.asarray(head.block_keep, bool)
+        kept, mode, hprune = bool(head.head_keep), cfg.prune_mode, cfg.head_prune
+    R, br, bc = cfg.array_rows, cfg.block_rows, cfg.block_cols
+    col_of_key = np.arange(L) // bc
+    groups = []
+    if kept:
+        for i0 in range(0, L, R):
+            nrows = min(R, L - i0)
+            brs = sorted({i // br for i in range(i0, i0 + nrows)})
+            union = keep[brs].any(axis=0)
+            nkept = int(union[col_of_key].sum())
+            groups.append(GroupPlan(i0, nrows, nkept))
+    return HeadPlan(L, kept, mode, hprune, tuple(groups))
+
+
+# ------------------------------------------------------------------------------ load phase
+@dataclass(frozen=True)
+class LoadTimes:
+    v_last: int                  # cycle of the last V row (cycle 0 = the first K row)
+    mask_valid: tuple[int, ...]  # cycle each block-row's keep mask is on the pruner's output
+    keep_valid: int              # cycle the head decision is on the head detector's output
+
+
+def load_phase(cfg: HDPConfig, valid_len: int, mode: str) -> LoadTimes:
+    """Input rows, integer pass, masks and head decision of one head (cycle 0 = first K row).
+
+    The ScoreUnit's Q double buffer and block issue are replayed cycle by cycle; a block is
+    on the pruner's input 5 cycles after its issue; a block-row's mask leaves the pruner 5
+    (``off``) or ``ceil(L / b_c) + 4`` (``topk``, ``threshold``) cycles after its last block
+    (BlockPruner docstring); ``h_out`` is valid 4 cycles after the last issue and the head
+    detector answers 1 cycle later."""
+    L, br, bc = valid_len, cfg.block_rows, cfg.block_cols
+    m_cols = -(-L // bc)
+    n_brows = -(-L // br)
+    t = L                        # K rows at cycles 0 .. L-1; Q offered from cycle L
+    q_cnt = q_sub = 0
+    q_full = q_done = False
+    have_row = False
+    col = 0
+    q_last = -1
+    row_end: list[int] = []      # issue cycle of each block-row's last block
+    while len(row_end) < n_brows:
+        q_fire = not q_full and not q_done
+        issue = have_row
+        last_col = issue and col == m_cols - 1
+        load = q_full and (not have_row or last_col)
+        if q_fire:
+            q_cnt += 1
+            if q_cnt >= L:
+                q_done, q_last = True, t
+            if q_sub == br - 1 or q_cnt >= L:
+                q_sub, q_full = 0, True
+            else:
+                q_sub += 1
+        if issue:
+            if last_col:
+                row_end.append(t)
+                col, have_row = 0, False
+            else:
+                col += 1
+        if load:
+            q_full, have_row = False, True
+        t += 1
+    lat = 5 if mode == "off" else m_cols + 4
+    return LoadTimes(q_last + L, tuple(e + 5 + lat for e in row_end), row_end[-1] + 5)
+
+
+# ------------------------------------------------------------------------------ run phase
+class _State:
+    """Registers of the replay; ``step`` reads the current values and writes the next ones."""
+    __slots__ = (
+        # array
+        "owner", "in_tile", "gap", "credit", "beats",
+        # S
+        "s_state", "s_g", "s_i0", "p_r", "slot", "step", "kl_vld", "kl_full", "keys_done",
+        "running", "it_valid", "it_left", "s_out", "s_n",
+        # M, feeder, collector
+        "m_state", "m_g", "mi_n", "mi_rows", "f_active", "f_r", "f_p", "s1_valid", "s1_last",
+        "s2_valid", "s2_last", "c_r",
+        # softmax unit
+        "a_full", "a_idx", "a_n", "b_run", "b_done", "b_n", "b_issue", "v0", "v1", "v2", "v3",
+        "d_busy", "d_done", "d_n", "d_cnt", "c_out", "c_n", "c_idx", "o1_valid", "o1_last",
+        "out_valid", "out_last",
+        # P
+        "p_state", "p_g", "pi_n", "pi_rows", "pi_i0", "pv_active", "u", "t", "q1_valid",
+        "q1_t", "q2_valid", "q2_last", "p_out", "o_r",
+    )
+
+    def copy(self) -> "_State":
+        n = _State.__new__(_State)
+        for k in _State.__slots__:
+            setattr(n, k, getattr(self, k))
+        return n
+
+
+def run_phase(cfg: HDPConfig, groups: tuple[GroupPlan, ...], L: int, t0: int,
+              mask_valid: tuple[int, ...], trace: list | None = None) -> tuple[int, int]:
+    """Replay the S / M / P stages from the first ``RUN`` cycle ``t0`` (``mask_valid``: cycle
+    each block-row's mask leaves the pruner); returns the cycle of the last output beat and
+    the number of beats the array accepted."""
+    br = cfg.block_rows
+    from hw.systolic import result_fifo_depth
+    R, C, D = cfg.array_rows, cfg.array_cols, cfg.head_dim
+    nu = -(-D // C)
+    nq = cfg.recip_width
+    lat = C + _ARRAY_EXTRA
+    gap_min = 2 * R - 1
+    s = _State.__new__(_State)
+    for k in _State.__slots__:
+        setattr(s, k, 0)
+    for k in ("in_tile", "kl_vld", "kl_full", "keys_done", "running", "it_valid", "f_active",
+              "s1_valid", "s1_last", "s2_valid", "s2_last", "a_full", "b_run", "b_done",
+              "d_busy", "d_done", "c_out", "o1_valid", "o1_last", "out_valid", "out_last",
+              "pv_active", "q1_valid", "q2_valid", "q2_last"):
+        setattr(s, k, False)
+    s.v0 = s.v1 = s.v2 = s.v3 = (False, False)
+    s.s_state = s.m_state = s.p_state = "IDLE"
+    s.gap = gap_min
+    s.credit = result_fifo_depth(cfg)
+    releases: dict[int, int] = {}
+    res_last: dict[int, list[int]] = {}
+    t = t0
+    while True:
+        n = s.copy()
+        # ------------------------------------------------------------ combinational
+        grant_p = s.owner == 2 or (s.owner == 0 and s.q2_valid)
+        grant_s = s.owner == 1 or (s.owner == 0 and not s.q2_valid and s.running)
+        op_valid = (grant_s and s.running) or (grant_p and s.q2_valid)
+        op_last = (s.step + 1 == D) if grant_s else s.q2_last
+        gap_ok = s.gap >= gap_min
+        arr_ready = (s.in_tile or s.credit >= R) and (gap_ok or not op_last)
+        op_fire = op_valid and arr_ready
+        s_fire = op_fire and grant_s
+        p_fire = op_fire and grant_p
+        kinds = res_last.pop(t, ())
+        s_res = sum(1 for k in kinds if k == 0)
+        p_res = len(kinds) - s_res
+        # ------------------------------------------------------------ array
+        if op_fire:
+            n.beats = s.beats + 1
+            n.owner = 0 if op_last else (1 if grant_s else 2)
+            n.in_tile = not op_last
+            if not s.in_tile:
+                n.credit -= R
+        if op_fire and op_last:
+            n.gap = 1
+            for r in range(R):
+                releases[t + lat + 2 * r] = releases.get(t + lat + 2 * r, 0) + 1
+            res_last.setdefault(t + lat + 2 * (R - 1), []).append(0 if grant_s else 1)
+        elif not gap_ok:
+            n.gap = s.gap + 1
+        n.credit += releases.pop(t, 0)
+        n.s_out = s.s_out + (1 if s_fire and op_last else 0) - s_res
+        n.p_out = s.p_out + (1 if p_fire and op_last else 0) - p_res
+        # ------------------------------------------------------------ S stage
+        st = s.s_state
+        n.kl_vld = False
+        if st == "IDLE":
+            if s.s_i0 < L and s.s_g <= s.m_g + 1 and s.s_g <= s.p_g + 2:
+                n.p_r = 0
+                n.s_n = groups[s.s_g].nkept
+                n.s_state = "PREP"
+        elif st == "PREP":
+            # a row waits until its block-row's mask has arrived
+            i = s.s_i0 + s.p_r
+            if s.p_r < R and (i >= L or mask_valid[i // br] < t):
+                n.p_r = s.p_r + 1
+            elif s.p_r == R:
+                n.s_state = "UNION"
+        elif st == "UNION":
+            n.it_valid = False
+            n.s_state = "IT_INIT"
+        elif st == "IT_INIT":
+            n.it_valid, n.it_left = s.s_n > 0, s.s_n
+            n.slot, n.kl_full, n.keys_done, n.running = 0, False, False, False
+            n.s_state = "TILES"
+        elif st == "TILES":
+            if not s.kl_full and not s.keys_done:
+                if s.slot == 0 and not s.it_valid:
+                    n.keys_done = True
+                elif s.slot < C:
+                    if s.it_valid:
+                        n.it_left = s.it_left - 1
+                        n.it_valid = n.it_left > 0
+                    n.kl_vld = True
+                    n.slot = s.slot + 1
+                elif not s.kl_vld:
+                    n.kl_full, n.slot = True, 0
+            tile_end = s_fire and s.step + 1 == D
+            if s.running and s_fire:
+                n.step = s.step + 1
+                if tile_end:
+                    n.running = False
+            if (not s.running or tile_end) and s.kl_full:
+                n.kl_full, n.running, n.step = False, True, 0
+            if not s.running and not s.kl_full and s.keys_done:
+                n.s_state = "DRAIN"
+        elif st == "DRAIN":
+            if s.s_out == 0 and not (s_fire and op_last):
+                n.s_g, n.s_i0 = s.s_g + 1, s.s_i0 + R
+                n.s_state = "IDLE"
+        # ------------------------------------------------------------ M stage + softmax unit
+        sm_ready = not s.a_full
+        b_idle = not s.b_run and not s.b_done
+        a_to_b = s.a_full and b_idle
+        d_idle = not s.d_busy and not s.d_done
+        b_to_d = s.b_done and d_idle
+        d_to_c = s.d_done and not s.c_out
+        p_last = s.out_valid and s.out_last
+        if s.m_state == "IDLE":
+            if s.m_g < s.s_g and s.m_g <= s.p_g + 1:
+                g = groups[s.m_g]
+                n.mi_n, n.mi_rows = g.nkept, g.nrows
+                n.f_active, n.f_r, n.f_p, n.c_r = True, 0, 0, 0
+                n.m_state = "RUN"
+        elif s.c_r == s.mi_rows:
+            n.m_g = s.m_g + 1
+            n.m_state = "IDLE"
+        if not s.s2_valid or sm_ready:          # feeder advances
+            n.s1_valid, n.s1_last = s.f_active, s.f_active and s.f_p + 1 == s.mi_n
+            n.s2_valid, n.s2_last = s.s1_valid, s.s1_last
+            if s.f_active:
+                if s.f_p + 1 == s.mi_n:
+                    n.f_p, n.f_r = 0, s.f_r + 1
+                    if s.f_r + 1 == s.mi_rows:
+                        n.f_active = False
+                else:
+                    n.f_p = s.f_p + 1
+        if p_last and not (s.m_state == "IDLE" and n.m_state == "RUN"):
+            n.c_r = s.c_r + 1
+        # stage A
+        if s.s2_valid and sm_ready:
+            n.a_idx = s.a_idx + 1
+            if s.s2_last:
+                n.a_full, n.a_n = True, s.a_idx + 1
+        if a_to_b:
+            n.b_run, n.b_n, n.b_issue, n.a_full, n.a_idx = True, s.a_n, 0, False, 0
+        # stage B
+        issue = s.b_run and s.b_issue < s.b_n
+        if issue:
+            n.b_issue = s.b_issue + 1
+        n.v0, n.v1, n.v2, n.v3 = (issue, s.b_issue == s.b_n - 1), s.v0, s.v1, s.v2
+        if s.v3[0] and s.v3[1]:
+            n.b_run, n.b_done = False, True
+        # stage D
+        if b_to_d:
+            n.b_done, n.d_busy, n.d_n, n.d_cnt = False, True, s.b_n, nq
+        if s.d_busy:
+            n.d_cnt = s.d_cnt - 1
+            if s.d_cnt == 1:
+                n.d_busy, n.d_done = False, True
+        # stage C (p_out always ready)
+        if d_to_c:
+            n.d_done, n.c_out, n.c_n, n.c_idx = False, True, s.d_n, 0
+        o_issue = s.c_out and s.c_idx < s.c_n
+        n.o1_valid, n.o1_last = o_issue, s.c_idx == s.c_n - 1
+        n.out_valid, n.out_last = s.o1_valid, s.o1_last
+        if o_issue:
+            n.c_idx = s.c_idx + 1
+        if p_last:
+            n.c_out = False
+        # ------------------------------------------------------------ P stage
+        last_out = False
+        if s.p_state == "IDLE":
+            if s.p_g < s.m_g:
+                g = groups[s.p_g]
+                n.pi_n, n.pi_rows, n.pi_i0 = g.nkept, g.nrows, g.i0
+                n.u, n.t, n.pv_active = 0, 0, True
+                n.p_state = "PV"
+        elif s.p_state == "PV":
+            if not s.pv_active and not s.q1_valid and not s.q2_valid and s.p_out == 0 \
+                    and not (p_fire and op_last):
+                n.o_r = 0
+                n.p_state = "SEND"
+        else:   # SEND, m_axis always ready
+            n.o_r = s.o_r + 1
+            if s.o_r + 1 == s.pi_rows:
+                n.p_g = s.p_g + 1
+                n.p_state = "IDLE"
+                last_out = s.pi_i0 + R >= L
+        if not s.q2_valid or p_fire:            # P x V feeder advances
+            n.q1_valid, n.q1_t = s.pv_active, s.t
+            n.q2_valid, n.q2_last = s.q1_valid, s.q1_t + 1 == s.pi_n
+            if s.pv_active:
+                if s.t + 1 == s.pi_n:
+                    n.t, n.u = 0, s.u + 1
+                    if s.u + 1 == nu:
+                        n.pv_active = False
+                else:
+                    n.t = s.t + 1
+        if last_out:
+            return t, n.beats
+        if trace is not None:
+            for name in ("s_state", "m_state", "p_state"):
+                if getattr(n, name) != getattr(s, name):
+                    trace.append((t + 1, name, getattr(n, name)))
+        s = n
+        t += 1
+        if t - t0 > 100_000_000:
+            raise AssertionError("top cycle model: no end")
+
+
+# ------------------------------------------------------------------------------ public API
+def _cycles(cfg: HDPConfig, plan: HeadPlan) -> tuple[int, int]:
+    L = plan.valid_len
+    lt = load_phase(cfg, L, plan.mode)
+    flags = max(lt.mask_valid[-1], lt.keep_valid) + 1   # masks_done & keep_done visible
+    if plan.hprune:
+        c = max(lt.v_last + 1, flags)   # INT_WAIT waits for the head decision
+        if not plan.kept:
+            return c + L + 1, 0         # ZERO: L zero rows from c + 1, then DONE
+        t0 = c + 1
+    else:
+        t0 = lt.v_last + 2              # INT_WAIT for one cycle; S follows the masks
+    last, beats = run_phase(cfg, plan.groups, L, t0, lt.mask_valid)
+    finish = max(last + 1, flags)       # FINISH waits for the integer pass to be over
+    return finish + 1, beats
+
+
+def head_cycles(cfg: HDPConfig, head, dense: bool) -> int:
+    """Predicted ``cycles`` register of the top for one head (:class:`golden.model.HeadResult`
+    computed under ``cfg``): the dense baseline (``dense=True``: pruning and head pruning off)
+    or the configured pruning (``dense=False``: the golden keep masks and head decision)."""
+    return _cycles(cfg, head_plan(cfg, head, dense))[0]
+
+
+def array_busy(cfg: HDPConfig, head, dense: bool) -> int:
+    """Predicted ``array_cycles`` register: beats the array accepts for the head (score tiles
+    ``head_dim`` deep, ``ceil(head_dim / C)`` P x V tiles as deep as the gathered keys)."""
+    plan = head_plan(cfg, head, dense)
+    nu = -(-cfg.head_dim // cfg.array_cols)
+    return sum(-(-g.nkept // cfg.array_cols) * cfg.head_dim + nu * g.nkept for g in plan.groups)
+
+
+def ideal_cycles(cfg: HDPConfig, head, dense: bool) -> float:
+    """Multiply-accumulate steps the top issues on the array (each gathered key of each query
+    row: ``head_dim`` for its score and ``head_dim`` for P x V) divided by ``R x C``: the
+    cycles of a perfectly packed, never idle array doing the same work."""
+    plan = head_plan(cfg, head, dense)
+    macs = sum(g.nrows * g.nkept * 2 * cfg.head_dim for g in plan.groups)
+    return macs / (cfg.array_rows * cfg.array_cols)
+
+
+# ------------------------------------------------------------------------------ validation
+def validate_against_rtl(cfgs, data_spec: str, out_dir, simulator: str = "verilator",
+                         heads: int = 4, report: list | None = None) -> float:
+    """Worst relative disagreement ``|model - RTL| / RTL`` of the ``cycles`` register over
+    ``cfgs`` x the first ``heads`` heads of a bundled fixture (or IN.npz), dense and pruned,
+    simulated with :func:`sim.cmd_simulate.simulate` (one cached build per hardware
+    configuration under ``out_dir``).  ``report`` (a list) receives one dict per head."""
+    from golden.model import attention_head_int, quantize_qkv
+
+    from .cmd_simulate import simulate, split_runtime
+    from .fixtures import load_fixture
+    data = load_fixture(data_spec) if not str(data_spec).endswith(".npz") else None
+    if data is None:
+        from .npz_io import load_qkv
+        data = load_qkv(Path(data_spec))
+    q, k, v = (np.asarray(data[x])[:heads] for x in ("q", "k", "v"))
+    n = q.shape[1]
+    vl = int(data.get("valid_len") or n)
+    worst = 0.0
+    for cfg in cfgs:
+        hw_cfg, _ = split_runtime(cfg)
+        key = hashlib.sha256(hw_cfg.to_json().encode()).hexdigest()[:12]
+        build = Path(out_dir) / f"{simulator}_{key}"
+        dense_cfg = cfg.replace(prune_mode="off", approx="exact", head_prune=False)
+        for run_cfg, dense in ((dense_cfg, True), (cfg, False)):
+            q_q, k_q, v_q = quantize_qkv(q, k, v, run_cfg)
+            res, _ = simulate(run_cfg, q_q, k_q, v_q, vl, simulator, build)
+            for h in range(q_q.shape[0]):
+                gold = attention_head_int(q_q[h], k_q[h], v_q[h], run_cfg, vl)
+                model = head_cycles(run_cfg, gold, dense=dense)
+                rtl = int(res["cycles"][h])
+                err = abs(model - rtl) / rtl
+                worst = max(worst, err)
+                if report is not None:
+                    report.append({"config": run_cfg.to_dict(), "dense": dense, "head": h,
+                                   "model": model, "rtl": rtl, "rel_error": err})
+    return worst

@@ -1,0 +1,154 @@
+"""The top's cycle model (``sim/top_cycles.py``) against the RTL top in Amaranth's simulator.
+
+Every head runs with the input at full rate and the output always ready (the model's
+assumptions); the ``cycles`` and ``array_cycles`` registers must equal the model exactly.
+Random Q, K, V on small configurations: dense, top-k, threshold, a pruned head, causal,
+array shapes with ``array_rows`` equal to and different from ``block_rows``.
+"""
+
+import numpy as np
+import pytest
+from amaranth.hdl import ClockDomain, Module
+from amaranth.sim import Simulator
+
+from golden.model import attention_head_int
+from hw.config import HDPConfig
+from hw.presets import preset
+from hw.top import Top, pack_input_rows, register_map, register_values
+from sim.top_cycles import array_busy, head_cycles, ideal_cycles
+
+
+async def _axil_write(ctx, bus, addr: int, value: int) -> None:
+    ctx.set(bus.awaddr, addr)
+    ctx.set(bus.wdata, value & 0xFFFFFFFF)
+    ctx.set(bus.wstrb, 0xF)
+    ctx.set(bus.awvalid, 1)
+    ctx.set(bus.wvalid, 1)
+    ctx.set(bus.bready, 1)
+    await ctx.tick().until(bus.awready)
+    ctx.set(bus.awvalid, 0)
+    ctx.set(bus.wvalid, 0)
+    await ctx.tick().until(bus.bvalid)
+    ctx.set(bus.bready, 0)
+
+
+async def _axil_read(ctx, bus, addr: int) -> int:
+    ctx.set(bus.araddr, addr)
+    ctx.set(bus.arvalid, 1)
+    ctx.set(bus.rready, 1)
+    await ctx.tick().until(bus.arready)
+    ctx.set(bus.arvalid, 0)
+    data, = await ctx.tick().sample(bus.rdata).until(bus.rvalid)
+    ctx.set(bus.rready, 0)
+    return data
+
+
+def rtl_cycles(cfg: HDPConfig, heads: list[dict]) -> list[dict]:
+    """Run heads ``{q, k, v, valid_len, settings}`` through one simulated top at full rate;
+    return the ``cycles`` and ``array_cycles`` registers of each."""
+    dut = Top(cfg)
+    m = Module()
+    m.domains.sync = ClockDomain("sync")
+    m.submodules.dut = dut
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    regs = {r.name: r for r in register_map(cfg)}
+    out: list[dict] = []
+
+    async def write(ctx, values):
+        for name, val in values.items():
+            for w in range(-(-regs[name].width // 32)):
+                await _axil_write(ctx, dut.s_axil, regs[name].addr + 4 * w, val >> (32 * w))
+
+    async def bench(ctx):
+        for h in heads:
+            run_cfg = cfg.replace(**h["settings"])
+            await write(ctx, register_values(run_cfg, h["valid_len"]))
+            rows = pack_input_rows(cfg, h["k"], h["q"], h["v"], h["valid_len"])
+            ctx.set(dut.m_axis.tready, 1)
+            for row in rows:
+                ctx.set(dut.s_axis.tdata, row)
+                ctx.set(dut.s_axis.tvalid, 1)
+                await ctx.tick().until(dut.s_axis.tready)
+            ctx.set(dut.s_axis.tvalid, 0)
+            for _ in range(h["valid_len"]):
+                await ctx.tick().until(dut.m_axis.tvalid)
+            while not (await _axil_read(ctx, dut.s_axil, regs["status"].addr)) & 2:
+                await ctx.tick()
+            out.append({"cycles": await _axil_read(ctx, dut.s_axil, regs["cycles"].addr),
+                        "array_cycles": await _axil_read(ctx, dut.s_axil,
+                                                         regs["array_cycles"].addr)})
+
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+def _random_heads(cfg: HDPConfig, settings: list[dict], lens: list[int], seed: int):
+    rng = np.random.default_rng(seed)
+    heads = []
+    for st, n in zip(settings, lens):
+        qk = (-(1 << (cfg.qk_bits - 1)), 1 << (cfg.qk_bits - 1))
+        vv = (-(1 << (cfg.v_bits - 1)), 1 << (cfg.v_bits - 1))
+        q, k = (rng.integers(*qk, size=(cfg.seq_len, cfg.head_dim)) for _ in range(2))
+        v = rng.integers(*vv, size=(cfg.seq_len, cfg.head_dim))
+        heads.append({"q": q, "k": k, "v": v, "valid_len": n, "settings": st})
+    return heads
+
+
+def check_model(cfg: HDPConfig, heads: list[dict]) -> None:
+    got = rtl_cycles(cfg, heads)
+    for n, (h, g) in enumerate(zip(heads, got)):
+        run_cfg = cfg.replace(**h["settings"])
+        res = attention_head_int(h["q"], h["k"], h["v"], run_cfg, h["valid_len"])
+        dense = run_cfg.prune_mode == "off" and not run_cfg.head_prune
+        want = head_cycles(run_cfg, res, dense=dense)
+        busy = array_busy(run_cfg, res, dense=dense)
+        label = (f"config={cfg!r} head {n} settings={h['settings']} valid_len={h['valid_len']} "
+                 f"kept={res.head_keep} blocks={int(res.block_keep.sum())}")
+        assert g["cycles"] == want, f"{label}: cycles model {want}, RTL {g['cycles']}"
+        assert g["array_cycles"] == busy, \
+            f"{label}: array cycles model {busy}, RTL {g['array_cycles']}"
+        assert ideal_cycles(run_cfg, res, dense) <= busy
+
+
+SETTINGS = [
+    {"prune_mode": "off", "approx": "exact"},
+    {"prune_mode": "topk", "k_b": 1},
+    {"prune_mode": "threshold", "rho": 0.5},
+    {"prune_mode": "topk", "k_b": 2, "causal": True},
+]
+
+
+def _prune_head_settings(cfg: HDPConfig, head: dict) -> list[dict]:
+    """tau_head just above (pruned) and equal to (kept) the head's H, top-k mode."""
+    res = attention_head_int(head["q"], head["k"], head["v"], cfg, head["valid_len"])
+    h = res.head_importance
+    return [{"prune_mode": "topk", "k_b": 1, "head_prune": True, "tau_head": min(h + 1, cfg.h_max)},
+            {"prune_mode": "topk", "k_b": 1, "head_prune": True, "tau_head": h}]
+
+
+def test_tiny_modes_exact():
+    cfg = preset("tiny")
+    check_model(cfg, _random_heads(cfg, SETTINGS, [8, 7, 8, 5], 1))
+
+
+def test_odd_modes_and_pruned_head_exact():
+    """R != C, 3 x 2 blocks (N a multiple of neither), causal, threshold; a pruned head."""
+    cfg = preset("odd")
+    heads = _random_heads(cfg, SETTINGS + [{"prune_mode": "threshold", "rho": 0.375,
+                                            "causal": True}], [13, 11, 13, 9, 13], 2)
+    base = heads[0]
+    heads += [dict(base, settings=s) for s in _prune_head_settings(cfg, base)]
+    check_model(cfg, heads)
+
+
+@pytest.mark.parametrize("shape", [(2, 8), (4, 4), (4, 2)])
+def test_wider_configs_exact(shape):
+    """array_rows == block_rows (the co-design rule) and wider than the blocks; tiles of
+    several blocks; rows shorter and longer than the divider's latency."""
+    r, c = shape
+    cfg = HDPConfig(seq_len=24, head_dim=8, n_heads=1, block_rows=2, block_cols=2, k_b=3,
+                    array_rows=r, array_cols=c)
+    check_model(cfg, _random_heads(cfg, [SETTINGS[0], SETTINGS[1], SETTINGS[2],
+                                         {"prune_mode": "topk", "k_b": 6}], [24, 17, 24, 24], 3))
