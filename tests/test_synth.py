@@ -144,6 +144,19 @@ def test_cli_prints_table_and_writes_json(first_run, capsys):
     assert str(first_run["res"]["ecp5"]["lut4"]) in line.split()
 
 
+@pytest.mark.synth
+def test_fmax_with_lut_multipliers_when_dsps_do_not_fit(first_run, monkeypatch):
+    # runs last among the tool tests: it rewrites the unit's nextpnr report
+    build = first_run["out"] / first_run["unit"]
+    monkeypatch.setitem(driver.ECP5_DEVICE, "dsp", -1)  # any design "exceeds" the device
+    text, script = (build / "design.v").read_text(), driver.script_text("ecp5")
+    res = driver._run_pnr_stage(build, 100.0, script, driver.stage_key("ecp5", text, 100.0, script), None)
+    assert res["dsp_in_luts"] is True and "synth_ecp5 -nodsp" in res["note"], res
+    assert res["fmax_mhz"] > 0 and (build / "ecp5_nodsp_stat.json").exists()
+    assert "MULT18X18D" not in driver._read_stat(build / "ecp5_nodsp_stat.json")["num_cells_by_type"]
+    assert first_run["res"]["fmax"]["dsp_in_luts"] is False
+
+
 @pytest.mark.parametrize("argv", [
     ["--unit", "no_such_unit"],
     ["--unit", "head_detector", "--jobs", "0"],
