@@ -67,6 +67,7 @@ def unit_row(name: str, res: dict[str, Any]) -> dict[str, Any]:
         "ice40_bram": _get(res, "ice40", "bram"),
         "fmax_mhz": _get(res, "fmax", "fmax_mhz"),
         "seconds": _seconds(res),
+        "fmax_dsp_in_luts": bool(_get(res, "fmax", "dsp_in_luts")),
         "errors": {s: res[s]["error"] for s in ("generic", "ecp5", "ice40", "fmax")
                    if isinstance(res.get(s), dict) and "error" in res[s]}
         | ({"export": res["error"]} if "error" in res else {}),
@@ -146,7 +147,8 @@ def format_table(data: dict[str, Any], fmt: str = "text") -> str:
         raise ValueError(f"fmt must be one of text, markdown, not {fmt!r}")
     s = summary(data)
     heads = [h.strip() for h, _, _ in COLUMNS]
-    body = [[_fmt(r[k], k) for _, k, _ in COLUMNS] for r in s["rows"]]
+    body = [[_fmt(r[k], k) + ("*" if k == "fmax_mhz" and r["fmax_dsp_in_luts"] else "")
+             for _, k, _ in COLUMNS] for r in s["rows"]]
     if len(s["rows"]) > 1:
         body.append([_fmt(s["total"][k], k) for _, k, _ in COLUMNS])
     lines: list[str] = []
@@ -181,6 +183,9 @@ def format_table(data: dict[str, Any], fmt: str = "text") -> str:
     if data.get("fmax", True) and dev:
         lines.append(f"Fmax: nextpnr-ecp5, {dev.get('part')} speed {dev.get('speed')}, out of context, "
                      f"clock constrained to {data.get('fmax_target_mhz', 0):g} MHz; total = slowest unit.")
+    if any(r["fmax_dsp_in_luts"] for r in s["rows"]):
+        lines.append(f"* more multipliers than the {dev.get('part', 'device')}'s DSP blocks: Fmax measured "
+                     "with multipliers in LUTs (synth_ecp5 -nodsp).")
     lines.append("iCE40 MAC16 assumes an UltraPlus part (synth_ice40 -dsp); EBR = DP16KD, "
                  "RAM4K = SB_RAM40_4K; time = tool seconds when first measured.")
     errs = [(r["unit"], st, msg) for r in s["rows"] for st, msg in r["errors"].items()]
