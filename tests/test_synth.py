@@ -7,6 +7,7 @@ compiles for about 30 s).  Tool runs go under ``build/`` in the checkout, not py
 ``/tmp`` directory: inside YoWASP ``/tmp`` is private.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,6 +48,8 @@ def first_run():
     res = driver.synth_unit(unit, preset("tiny"), out, progress=lambda *e: events.append(e))
     yield {"unit": unit, "out": out, "res": res, "events": events, "seconds": time.monotonic() - t0}
     shutil.rmtree(out, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        out.parent.rmdir()  # only when no other worker still uses it
 
 
 @pytest.mark.synth
