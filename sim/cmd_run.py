@@ -248,8 +248,10 @@ def _plots(rep: dict, ga: dict, cfg, vl, out: Path) -> list[str]:
     probs = _float_probs(head, cfg, vlen)
     paths.append(plots.plot_keep_mask(probs, head.block_keep, cfg.block_rows, cfg.block_cols,
                                       out / "keep_mask.png",
-                                      title=f"head {h}: kept blocks outlined, pruned dark "
-                                            f"({fr[h]:.0%} kept)"))
+                                      title=f"layer {h // max(1, rep['data']['heads_per_layer'])}, "
+                                            f"head {h % max(1, rep['data']['heads_per_layer'])}: "
+                                            f"{fr[h]:.0%} of blocks kept (outlined),\npruned blocks "
+                                            f"red, over float attention"))
     rtl = rep.get("rtl")
     if rtl and rtl.get("cycles", {}).get("per_layer"):
         per = rtl["cycles"]["per_layer"]

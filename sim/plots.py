@@ -44,11 +44,12 @@ def plot_keep_mask(attn: np.ndarray, block_keep: np.ndarray, block_rows: int, bl
             if block_keep[r, c]:
                 ax.add_patch(Rectangle((x0, y0), w, h, fill=False, edgecolor="white", lw=0.6))
             else:
-                ax.add_patch(Rectangle((x0, y0), w, h, facecolor="black", alpha=0.55, lw=0))
+                ax.add_patch(Rectangle((x0, y0), w, h, facecolor="#ff3030", alpha=0.45, lw=0,
+                                       hatch="///", edgecolor="#ff9090"))
     ax.set_xlabel("key")
     ax.set_ylabel("query")
     kept = block_keep.sum() / max(1, block_keep.size)
-    ax.set_title(title or f"kept blocks (outlined): {kept:.0%}; pruned: dark")
+    ax.set_title(title or f"kept blocks (outlined): {kept:.0%}; pruned: red", fontsize=10)
     return _save(fig, path)
 
 
