@@ -169,7 +169,8 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str) -> LoadTimes:
 # ------------------------------------------------------------------------------ run phase
 class _State:
     """Registers of the replay; ``step`` reads the current values and writes the next ones."""
-    __slots__ = (
+    # (plain attributes: a dict copy per cycle is the cheapest snapshot in CPython)
+    FIELDS = (
         # array
         "owner", "in_tile", "gap", "credit", "beats",
         # S
@@ -189,8 +190,7 @@ class _State:
 
     def copy(self) -> "_State":
         n = _State.__new__(_State)
-        for k in _State.__slots__:
-            setattr(n, k, getattr(self, k))
+        n.__dict__ = self.__dict__.copy()
         return n
 
 
@@ -207,7 +207,7 @@ def run_phase(cfg: HDPConfig, groups: tuple[GroupPlan, ...], L: int, t0: int,
     lat = C + _ARRAY_EXTRA
     gap_min = 2 * R - 1
     s = _State.__new__(_State)
-    for k in _State.__slots__:
+    for k in _State.FIELDS:
         setattr(s, k, 0)
     for k in ("in_tile", "kl_vld", "kl_full", "keys_done", "running", "it_valid", "f_active",
               "s1_valid", "s1_last", "s2_valid", "s2_last", "a_full", "b_run", "b_done",
