@@ -4,6 +4,10 @@ The JSON is how the configuration crosses into cocotb benches (``sim.cocotb_env`
 holds the whole configuration and nothing that changes between runs (no timestamps, no
 absolute paths): two exports of the same unit and configuration are byte-identical.
 
+Yosys's text is post-processed by :func:`fix_initializers` (its time-0 trigger registers get
+an ``initial`` assignment instead of a declaration initializer, so that Icarus under
+``-g2012`` runs every combinational process once).
+
 ``lint_verilog`` runs ``verilator --lint-only -Wall`` with the repository's commented waiver
 file ``hw/lint_waivers.vlt``.
 """
@@ -28,7 +32,7 @@ from .config import HDPConfig
 from .units import build_unit
 
 __all__ = ["export_verilog", "verilog_text", "port_list", "parse_verilog_ports",
-           "lint_verilog", "LintError", "LINT_WAIVERS", "find_verilator"]
+           "fix_initializers", "lint_verilog", "LintError", "LINT_WAIVERS", "find_verilator"]
 
 LINT_WAIVERS = Path(__file__).with_name("lint_waivers.vlt")
 
@@ -115,6 +119,47 @@ def parse_verilog_ports(v_text: str, module: str | None = None) -> dict[str, tup
     return ports
 
 
+# Yosys's write_verilog declares, in every module that has an `always @*`, the trigger
+#   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
+# (an escaped identifier, so the space before `=` ends the name).
+_TRIGGER_DECL_RE = re.compile(r"^(?P<indent>[ \t]*)reg[ \t]+(?P<name>\\\S*dump_module\$\d+)[ \t]+"
+                              r"=[ \t]*(?P<value>[^;\n]+?)[ \t]*;[ \t]*$", re.M)
+_ANY_TRIGGER_INIT_RE = re.compile(r"^[ \t]*reg\b[^;\n]*dump_module[^;\n]*=", re.M)
+
+
+def fix_initializers(v_text: str) -> str:
+    """Rewrite Yosys's time-0 trigger declarations ``reg \\...dump_module$N = 0;`` as
+    ``reg \\...dump_module$N ;`` followed by ``initial \\...dump_module$N = 0;``.
+
+    Every ``always @*`` that Yosys writes reads such a register (``if (trigger) begin end``)
+    so that the X -> 0 change at time 0 runs it once.  Verilog-2005 defines a declaration
+    initializer as an ``initial`` assignment, which makes that event; SystemVerilog applies
+    it before time 0 without one, and Icarus follows SystemVerilog under ``-g2012`` (what
+    cocotb's runner passes).  A combinational process whose inputs keep their time-0 values
+    (e.g. a multiplexer over registers only ever written with their reset value) then never
+    runs and drives X.  An ``initial`` assignment makes the event in both languages; Icarus
+    starts ``always`` processes waiting before it runs ``initial`` ones, and nothing else
+    writes the trigger, so there is no race.  Verilator and Yosys read ``initial x = c;``
+    exactly like ``reg x = c;`` (an initial value; for Yosys an ``init`` attribute).
+
+    Only the triggers are rewritten.  The other declaration initializers are the ``init``
+    values of synchronous registers (Amaranth never gives a combinationally driven ``reg``
+    one); their time-0 value needs no event (the trigger runs every process that reads them
+    and Icarus evaluates continuous assignments at time 0), and as declaration initializers
+    they are in place before any process runs on every simulator.
+
+    Deterministic and idempotent; raises ``RuntimeError`` if a trigger declaration with an
+    initializer is left in a form this function does not know (a changed Yosys).
+    """
+    out = _TRIGGER_DECL_RE.sub(lambda m: f"{m['indent']}reg {m['name']} ;\n"
+                                         f"{m['indent']}initial {m['name']} = {m['value']};", v_text)
+    left = _ANY_TRIGGER_INIT_RE.search(out)
+    if left is not None:
+        line = out[left.start():out.find("\n", left.start())].strip()
+        raise RuntimeError(f"unexpected form of a Yosys time-0 trigger declaration: {line!r}")
+    return out
+
+
 def verilog_text(unit: "str | wiring.Component", cfg: HDPConfig, *,
                  name: str | None = None) -> tuple[str, dict[str, Any]]:
     """Verilog text and the JSON object of ``unit`` (without writing anything)."""
@@ -125,7 +170,7 @@ def verilog_text(unit: "str | wiring.Component", cfg: HDPConfig, *,
         raise ValueError(f"name must be a Verilog identifier, not {name!r}")
     # The builtin (WebAssembly) Yosys: output must not depend on the Yosys on PATH.
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
-    v_text = verilog.convert(component, name=name, emit_src=False)
+    v_text = fix_initializers(verilog.convert(component, name=name, emit_src=False))
     meta = {
         "unit": name,
         "config": cfg.to_dict(),

@@ -15,8 +15,9 @@ from hw.config import HDPConfig
 from hw.export import LintError, export_verilog, lint_verilog, parse_verilog_ports
 from hw.presets import preset
 from hw.units import unit_names
+from sim.benches.bench_comb_init import CombInitDut
 from sim.cli import main as cli_main
-from sim.runner import REPO_ROOT, simulator_missing
+from sim.runner import REPO_ROOT, run_cocotb, simulator_missing
 from sim.selftest_dut import SelftestStream
 
 PRESETS = ["tiny", "odd"]
@@ -171,3 +172,18 @@ def test_generate_all_is_atomic(tmp_path, monkeypatch):
         cli_main(["generate", "--all", "-o", str(tmp_path / "o")])
     assert calls == ["first", "second"]
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- time-0 initialisation
+@pytest.mark.cocotb
+def test_comb_outputs_defined_on_icarus(build_dir):
+    """Combinational processes whose inputs are registers that never change still run once:
+    without ``hw.export.fix_initializers`` Icarus (``-g2012``) leaves their outputs X."""
+    reason = simulator_missing("icarus")
+    if reason is not None:
+        pytest.skip(reason)
+    cfg = preset("tiny")
+    run = run_cocotb(unit=CombInitDut(cfg), name="comb_init", cfg=cfg,
+                     test_module="sim.benches.bench_comb_init", simulator="icarus",
+                     build_dir=build_dir)
+    assert run.tests == 1
