@@ -172,9 +172,16 @@ def evaluate_point(label: str, cfg_dict: dict, data_spec: str, out: str, synth: 
            "cycles_dense": int(dense), "cycles_pruned": int(pruned),
            "speedup": dense / pruned if pruned else None, "t_golden_s": round(time.monotonic() - t0, 2)}
     if synth:
-        from synth.driver import synth_all
+        from .cmd_run import synthesize_design
+        from .cmd_simulate import split_runtime
         t1 = time.monotonic()
-        syn = synth_all(cfg, Path(out) / "synth" / _key(cfg, "", {}), fmax=fmax)
+        # one shared cache: points with identical Verilog (run-time settings differ) synthesize
+        # once; one job per worker, the sweep already runs a worker per core
+        # register reset values are the only difference between points that differ in run-time
+        # settings: synthesize all with the canonical ones so such points share one synthesis
+        hw_cfg, _ = split_runtime(cfg)
+        syn = synthesize_design(hw_cfg, Path(out) / "synth" / _key(hw_cfg, "", {}), ("ecp5",), fmax,
+                                jobs=1, cache_dir=Path(out) / "synth-cache")
         tot = syn.get("total", {})
         row.update({"lut": tot.get("ecp5", {}).get("lut"), "ff": tot.get("ecp5", {}).get("ff"),
                     "dsp": tot.get("ecp5", {}).get("dsp"), "bram": tot.get("ecp5", {}).get("bram"),

@@ -25,7 +25,8 @@ import numpy as np
 from .cli_common import CliError, add_config_args, config_from_args
 from .progress import Stages
 
-__all__ = ["configure", "main", "run_main_job"]
+__all__ = ["configure", "main", "run_main_job", "synthesize_design", "scaled_k_b",
+           "simulate_and_compare"]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -41,6 +42,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-sim", action="store_true", help="skip the RTL simulation stage")
     p.add_argument("--no-synth", action="store_true", help="skip the synthesis stage")
     p.add_argument("--no-fmax", action="store_true", help="synthesize but skip place and route")
+    p.add_argument("--synth-targets", default="ecp5", metavar="LIST",
+                   help="comma-separated synthesis targets: generic, ecp5, ice40 (default: ecp5; "
+                        "generic and ice40 add tens of minutes on the default preset)")
     p.add_argument("--k-b", dest="k_b_mode", choices=("scaled", "fixed"), default="scaled",
                    help="top-k register for the data: 'scaled' programs k_b as the configured "
                         "share of block columns (k_b / n_block_cols) of the data's length, as a "
@@ -78,6 +82,32 @@ def _load_data(spec: str | None, cfg) -> tuple[dict, str]:
     return data, f"bundled fixture '{spec or 'long'}'"
 
 
+def synthesize_design(cfg, out: Path, targets=("ecp5",), fmax: bool = True, tick=None,
+                      jobs: int | None = None, cache_dir: Path | None = None) -> dict:
+    """Area of every unit and of the top; Fmax of every unit but the top.
+
+    Place and route of the whole default top does not fit the LFE5U-85F's DSP blocks and
+    takes longer than a main job should, so the design's Fmax is reported as the slowest
+    unit's (each unit is registered at its stream boundaries, so the units' critical paths
+    are the top's unless the top's own glue is slower; ``hdpgen synth --unit top`` measures
+    it when you have the time)."""
+    from hw.units import unit_names
+    from synth.driver import synth_all, whole_design
+    names = [u for u in unit_names() if u != "top"]
+    res = synth_all(cfg, out, units=names, jobs=jobs, targets=targets, fmax=fmax, tick=tick,
+                    cache_dir=cache_dir)
+    if "top" in unit_names():
+        top = synth_all(cfg, out, units=["top"], jobs=jobs, targets=targets, fmax=False, tick=tick,
+                        cache_dir=cache_dir)
+        res["units"]["top"] = top["units"]["top"]
+    total = whole_design(res["units"])
+    units_only = whole_design({u: r for u, r in res["units"].items() if u != "top"})
+    total["fmax_mhz"] = units_only["fmax_mhz"]
+    total["fmax_of"] = "slowest unit (the top is not placed and routed)"
+    res["total"] = total
+    return res
+
+
 def scaled_k_b(cfg, valid_len: int) -> int:
     """The top-k register for a sequence of ``valid_len``: the configured share
     ``k_b / n_block_cols`` of its block columns, rounded up (at least 1)."""
@@ -87,7 +117,7 @@ def scaled_k_b(cfg, valid_len: int) -> int:
 
 def run_main_job(cfg, preset_name: str, out_root: Path, data_spec=None, sim_choice="auto",
                  heads=None, do_sim=True, do_synth=True, do_fmax=True,
-                 k_b_mode: str = "scaled") -> tuple[dict, int]:
+                 k_b_mode: str = "scaled", synth_targets=("ecp5",)) -> tuple[dict, int]:
     out = Path(out_root) / preset_name
     out.mkdir(parents=True, exist_ok=True)
     # the data is read and checked before any work, so a bad input costs nothing
@@ -174,11 +204,13 @@ def run_main_job(cfg, preset_name: str, out_root: Path, data_spec=None, sim_choi
 
     # 4. synthesis
     if do_synth:
-        stages.start("synth", "synthesis (Yosys) and place and route (nextpnr) per unit")
+        stages.start("synth", f"synthesis (Yosys: {', '.join(synth_targets)}) per unit, "
+                              f"Fmax (nextpnr ECP5) per unit" + ("" if do_fmax else " skipped"))
         try:
-            from synth.driver import synth_all
-            rep["synth"] = synth_all(hw_cfg, out / "synth", fmax=do_fmax, progress=stages.tick)
-            stages.done()
+            rep["synth"] = synthesize_design(hw_cfg, out / "synth", synth_targets, do_fmax, stages.tick)
+            tot = rep["synth"]["total"]
+            stages.done(f"top {tot.get('ecp5', {}).get('lut')} ECP5 LUT4, slowest unit "
+                        f"{tot.get('fmax_mhz')} MHz")
         except (ImportError, OSError, RuntimeError) as exc:
             rep["skipped"]["synth"] = f"{type(exc).__name__}: {exc}"
             print(f"      synthesis failed: {exc}", file=sys.stderr)
@@ -260,8 +292,8 @@ def _plots(rep: dict, ga: dict, cfg, vl, out: Path) -> list[str]:
     syn = rep.get("synth")
     if syn and syn.get("units"):
         names = list(syn["units"])
-        luts = [syn["units"][u].get("ecp5", {}).get("lut", 0) for u in names]
-        ffs = [syn["units"][u].get("ecp5", {}).get("ff", 0) for u in names]
+        luts = [syn["units"][u].get("ecp5", {}).get("lut") or 0 for u in names]
+        ffs = [syn["units"][u].get("ecp5", {}).get("ff") or 0 for u in names]
         paths.append(plots.plot_area_by_unit(names, luts, ffs, out / "area_by_unit.png"))
     return [str(Path(p).relative_to(out)) for p in paths]
 
@@ -283,7 +315,8 @@ def main(args: argparse.Namespace) -> int:
     name = args.preset if not args.config else Path(args.config).stem
     t0 = time.monotonic()
     _, status = run_main_job(cfg, name, args.out, args.data, args.sim, args.heads,
-                             not args.no_sim, not args.no_synth, not args.no_fmax, args.k_b_mode)
+                             not args.no_sim, not args.no_synth, not args.no_fmax, args.k_b_mode,
+                             tuple(t.strip() for t in args.synth_targets.split(",") if t.strip()))
     print(f"hdpgen run: finished in {time.monotonic() - t0:.0f} s; files in {args.out / name}",
           file=sys.stderr)
     return status
