@@ -20,25 +20,35 @@ __all__ = ["SystolicArray", "ArrayWidths", "array_widths", "op_layout", "res_lay
 class ArrayWidths:
     """Operand and accumulator widths of the array's PEs, derived from the configuration.
 
-    ``a0`` signed(B-F): ``q_I``.  ``b0`` unsigned(max(F, 1)): ``k_F``.
+    ``a0`` signed(B-F): ``q_I``.  ``b0`` signed(B): ``k_F`` (unsigned, ``F < B`` bits, so it
+    fits with its sign bit 0) or ``k_q`` (dense).
     ``a1`` unsigned(max(F, prob_width)): ``q_F`` or a probability ``p``.
     ``b1`` signed(max(B, v_bits)): ``k_q`` (exact), ``k_I << F`` (drop_ff) or ``v_q``.
-    ``acc`` signed: ``max(width of 2^F X + C, cfg.pv_width)``: what the two passes can reach
-    (partial sums included: every product range contains 0, and p >= 0).  This is narrower
-    than ``cfg.array_acc_width`` (which also covers the full score ``S``, never held here: A is
-    added outside) except when ``F`` is close to ``B``, where ``2^F X`` alone can exceed the
-    score range.
+    ``acc`` signed: ``max(width of 2^F X + C, width of cfg.score_range, cfg.pv_width)``: what
+    the three kinds of tile can reach, partial sums included (every per-step term's range
+    contains 0 and the d-step sum of the term's range bounds every prefix; p >= 0):
+
+    * fine pass: ``2^F X (+ C)``, ``2^F x_range`` plus ``[0, c_max]``;
+    * dense pass: ``S = q_q . k_q`` (exact) or ``q_q . k_q - C`` (drop_ff); per step
+      ``q_q k_q (- q_F k_F)`` lies in ``[lo hi - f_max^2, lo^2]`` (``lo, hi`` the K/Q word
+      range), so ``|S| <= d 2^(2(B-1))`` plus ``c_max`` below: exactly ``cfg.score_range``;
+    * P x V: ``cfg.pv_range``.
+
+    Equal to ``cfg.array_acc_width`` except when ``F`` is close to ``B``, where ``2^F X`` alone
+    can exceed the score range.
     """
 
     def __init__(self, cfg: HDPConfig):
         f = cfg.qk_frac
         self.a0 = cfg.qk_int_bits
-        self.b0 = max(1, f)
+        self.b0 = cfg.qk_bits
         self.a1 = max(1, f, cfg.prob_width)
         self.b1 = max(cfg.qk_bits, cfg.v_bits)
         x_lo, x_hi = cfg.x_range
         fine = signed_width(x_lo << f, (x_hi << f) + cfg.c_range[1])
-        self.acc = max(fine, cfg.pv_width)
+        self.fine = fine
+        self.dense = signed_width(*cfg.score_range)
+        self.acc = max(fine, self.dense, cfg.pv_width)
 
     def as_dict(self) -> dict:
         return {"a0": self.a0, "b0": self.b0, "a1": self.a1, "b1": self.b1, "acc": self.acc}
@@ -81,7 +91,7 @@ def op_layout(cfg: HDPConfig, tag_width: int | None = None) -> data.StructLayout
     r, c = cfg.array_rows, cfg.array_cols
     return data.StructLayout({
         "a0": data.ArrayLayout(signed(w.a0), r), "a1": data.ArrayLayout(unsigned(w.a1), r),
-        "b0": data.ArrayLayout(unsigned(w.b0), c), "b1": data.ArrayLayout(signed(w.b1), c),
+        "b0": data.ArrayLayout(signed(w.b0), c), "b1": data.ArrayLayout(signed(w.b1), c),
         "last": 1, "tag": unsigned(tw)})
 
 
@@ -130,12 +140,19 @@ class SystolicArray(wiring.Component):
       ``q_F k_q = 2^F q_F k_I + q_F k_F`` this is bit-exact with the golden X and C; the final
       score is ``S = (A << 2F) + acc`` (one adder in the integrator, A reused from the score
       unit).
+    * Dense score pass (no pruning, no head pruning: no integer pass at all), same tiles,
+      operands ``a0 = q_I``, ``b0 = k_q`` (signed, the whole word), ``a1 = q_F`` and ``b1 =
+      k_q`` (``exact``) or ``b1 = k_I << F`` (``drop_ff``).  Since ``q_q = 2^F q_I + q_F``,
+      ``(q_I k_q << F) + q_F k_q = q_q k_q``: the PE forms the full score ``S`` (exact), and
+      ``(q_I k_q << F) + q_F (k_I << F) = 2^2F q_I k_I + 2^F (q_I k_F + q_F k_I)`` is the
+      drop_ff score ``(A << 2F) + 2^F X``; ``S = acc``.
     * P x V, tile = R queries x C output columns, depth = the keys of the issued score tiles of
       that tile-row, operands ``a0 = b0 = 0``, ``a1 = p`` (unsigned), ``b1 = v_q``.  Keys
       of skipped tiles have ``p = 0`` for every row of the tile, so skipping them is exact.
     * The integer pass (A for every pair) runs on the score unit, not here: it must cover every
       pair (nothing can be skipped before the importances exist), its multipliers are only
-      ``B - F`` bits wide, and it must finish before the pruner can choose the tiles.
+      ``B - F`` bits wide, and it must finish before the pruner can choose the tiles.  The
+      ``a0 b0`` multiplier is ``(B - F) x B`` bits wide so that the dense pass needs none.
 
     The array has no backpressure inside: a PE sees operands, ``valid``/``first``/``last``
     (:func:`pe_ctrl_layout`, a ``data.Struct`` moving right with ``a``) and updates.  An idle

@@ -82,9 +82,11 @@ class Top(wiring.Component):
         (index in ``APPROX_MODES``), ``causal``, ``head_prune``, ``k_b``, ``rho_q``,
         ``tau_head``, ``valid_len``, ``mask_sel``; read-only ``status`` (bit 0 busy, 1 done,
         2 head kept), ``cycles`` (last head, first input beat to last output beat),
-        ``array_cycles`` (beats the array accepted), ``head_imp`` (H), ``kept_keys`` (key
+        ``array_cycles`` (beats the array accepted), ``head_imp`` (H; 0 after a dense head,
+        which computes no ``A``), ``kept_keys`` (key
         columns issued, summed over row groups), ``heads_done``, ``mask_data`` (keep mask of
-        block-row ``mask_sel`` of the last head).  Reset values come from the configuration.
+        block-row ``mask_sel`` of the last head; after a dense head its block validity, which
+        is golden's keep mask with pruning off).  Reset values come from the configuration.
         Run-time registers are sampled when a head's first beat arrives; writes during a head
         act on the next head.
 
@@ -93,18 +95,27 @@ class Top(wiring.Component):
 
     Phases of one head
     ------------------
-    1. *load*: the ``3L`` input rows go into the K, Q, V memories, and K then Q rows also into
-       the :class:`~hw.score_unit.ScoreUnit` (the integer pass runs while Q arrives, one block
-       per cycle).  Its blocks go to the :class:`~hw.block_pruner.BlockPruner` (keep masks into
-       a memory, one word per block-row) and their ``A`` into the A memory; ``H`` goes to the
-       :class:`~hw.head_detector.HeadDetector`.  The integer pass runs in every mode, dense
-       included: the array's PE (``hw.systolic``) computes only ``2^F X (+ C)`` and the score
-       is ``S = (A << 2F) + acc``, ``A`` reused from the integer pass (HDP's design).
+    A head is *dense* (the baseline every speedup is measured against) when ``mode`` is
+    ``off`` and ``head_prune`` is 0, in either approximation mode; otherwise it is *pruned*.
+
+    1. *load*: the ``3L`` input rows go into the K, Q, V memories.  In a pruned head K then Q
+       rows also go into the :class:`~hw.score_unit.ScoreUnit` (the integer pass runs while Q
+       arrives, one block per cycle, and throttles Q to one block-row per ``ceil(L / b_c)``
+       cycles once its double buffer is full).  Its blocks go to the
+       :class:`~hw.block_pruner.BlockPruner` (keep masks into a memory, one word per
+       block-row) and their ``A`` into the A memory; ``H`` goes to the
+       :class:`~hw.head_detector.HeadDetector`; the array computes ``2^F X (+ C)`` and the
+       score is ``S = (A << 2F) + acc``, ``A`` reused from the integer pass (HDP's design).
+       A dense head runs no integer pass: the score unit, pruner and head detector stay
+       idle, the ``3L`` rows load at full rate (one per cycle), every valid block is kept
+       (golden's block validity: ``c b_c < L``, and ``c b_c <= `` the block-row's last query
+       when causal) and the array forms the whole score, ``S = acc``.
     2. A pruned head outputs ``L`` zero rows; it costs no array cycle.
     3. Otherwise the ``L`` query rows are cut into *row groups* of ``R = array_rows`` rows,
        and three stages run concurrently on successive groups:
 
-       * **S** (score): the group's Q rows (registers) and its block-rows' masks; the key
+       * **S** (score): the group's Q rows (registers) and its block-rows' masks (dense: the
+         block validity, no waiting); the key
          columns kept by ANY of the group's block-rows (the union of their masks; exactly one
          block-row when ``array_rows == block_rows``, the co-design rule; with more rows per
          tile than per block a tile carries the union, which is correct but skips less) are
@@ -112,7 +123,8 @@ class Top(wiring.Component):
          pruned block column is never issued, so pruned blocks cost no array cycle.
        * **M** (softmax): each row of the group through the
          :class:`~hw.softmax_unit.SoftmaxUnit`, feeding only the gathered entries with
-         ``S = (A << 2F) + acc`` and keep = the row's own block-row mask & causal ``j <= i``
+         ``S = (A << 2F) + acc`` (dense: ``S = acc``) and keep = the row's own block-row mask
+         & causal ``j <= i``
          (entries of the union that the row's own mask prunes cost one softmax cycle and
          give p = 0).  The softmax streams one entry per cycle.
        * **P** (P x V): tiles of ``R`` rows x ``C`` output dimensions, depth = the gathered
@@ -125,11 +137,20 @@ class Top(wiring.Component):
        finished ``g - 2``, P starts ``g`` when M has finished it.
 
     Operands per PE step (:class:`~hw.systolic.SystolicArray`, ``acc += (a0 b0 << F) + a1 b1``):
-    score tiles ``(q_I, k_F, q_F, k_q)`` (``exact``: ``2^F X + C``) or ``(q_I, k_F, q_F,
-    k_I << F)`` (``drop_ff``: ``2^F X``); P x V ``(0, 0, p, v)``.
+    pruned score tiles ``(q_I, k_F, q_F, k_q)`` (``exact``: ``2^F X + C``) or ``(q_I, k_F, q_F,
+    k_I << F)`` (``drop_ff``: ``2^F X``); dense score tiles ``(q_I, k_q, q_F, k_q)``
+    (``exact``: ``q_q . k_q``) or ``(q_I, k_q, q_F, k_I << F)`` (``drop_ff``: ``(A << 2F) +
+    2^F X``); P x V ``(0, 0, p, v)``.
 
     Registers hold their value for the next head; the top samples them when a head's first
     beat arrives.  ``cycles`` counts from that beat to the last output beat.
+
+    Cycle accounting (input at full rate, output always ready; exact model
+    :func:`sim.top_cycles.head_cycles`): a dense head loads in ``3L`` cycles, starts the
+    stages 2 cycles after the last V row and ends 2 cycles after its last output row
+    (``FINISH`` does not wait); a pruned head's Q rows are paced by the integer pass, its
+    score stage waits for each block-row's mask (with head pruning: for every mask and the
+    head decision) and ``FINISH`` waits for the integer pass to be over.
     """
 
     def __init__(self, cfg: HDPConfig):
@@ -191,6 +212,18 @@ class Top(wiring.Component):
         L = Signal(iw)
         drop_ff = Signal()
         m.d.comb += drop_ff.eq(r_approx == APPROX_MODES.index("drop_ff"))
+        # dense head (the baseline): no pruning, no head pruning.  No integer pass: the array
+        # forms the whole score, every valid block is kept.
+        dense = Signal()
+        m.d.comb += dense.eq((r_mode == PRUNE_MODES.index("off")) & ~r_hprune)
+
+        def valid_cols(rb):
+            """Block columns of block-row ``rb`` holding a valid entry (golden's block
+            validity): ``c b_c < L`` and, causal, ``c b_c <= rb b_r + b_r - 1``."""
+            row_hi = rb * br + (br - 1)
+            # column 0: no comparison with 0 (Verilator lints a constant unsigned compare)
+            return Cat(L != 0, *[(c * bc < L) & (~r_causal | (c * bc <= row_hi))
+                                 for c in range(1, nbc)])
 
         busy = Signal()
         done = Signal()
@@ -223,7 +256,9 @@ class Top(wiring.Component):
         m.submodules.maskmem = maskmem = Memory(shape=unsigned(nbc), depth=nbr, init=[])
         mask_wr, mask_rd = maskmem.write_port(), maskmem.read_port()
         mask_rd_reg = maskmem.read_port()
-        m.d.comb += [mask_rd_reg.addr.eq(regs.mask_sel), regs.mask_data.eq(mask_rd_reg.data)]
+        # a dense head writes no masks: its keep mask is the block validity
+        m.d.comb += [mask_rd_reg.addr.eq(regs.mask_sel),
+                     regs.mask_data.eq(Mux(dense, valid_cols(regs.mask_sel), mask_rd_reg.data))]
         a_blk = data.ArrayLayout(signed(cfg.a_width), br * bc)
         m.submodules.amem = amem = Memory(shape=a_blk, depth=nbr * nbc, init=[])
         a_wr, a_rd = amem.write_port(), amem.read_port()
@@ -419,9 +454,10 @@ class Top(wiring.Component):
         loading = Signal()
         in_fire = Signal()
         m.d.comb += [
-            sc.k_in.valid.eq(loading & (ld_sec == 0) & self.s_axis.tvalid),
-            sc.q_in.valid.eq(loading & (ld_sec == 1) & self.s_axis.tvalid),
-            self.s_axis.tready.eq(loading & ((ld_sec == 2)
+            # a dense head does not feed the score unit: K and Q load at full rate
+            sc.k_in.valid.eq(loading & ~dense & (ld_sec == 0) & self.s_axis.tvalid),
+            sc.q_in.valid.eq(loading & ~dense & (ld_sec == 1) & self.s_axis.tvalid),
+            self.s_axis.tready.eq(loading & ((ld_sec == 2) | dense
                                              | ((ld_sec == 0) & sc.k_in.ready)
                                              | ((ld_sec == 1) & sc.q_in.ready))),
             in_fire.eq(self.s_axis.tvalid & self.s_axis.tready),
@@ -471,7 +507,8 @@ class Top(wiring.Component):
                 kv = kreg[c][0].as_unsigned()
                 k_i = kv[F:].as_signed()
                 k_f = kv[:F] if F else Const(0, 1)
-                m.d.comb += [op.b0[c].eq(k_f),
+                # dense: b0 = k_q, so (q_I k_q << F) + q_F b1 is the whole score
+                m.d.comb += [op.b0[c].eq(Mux(dense, kv.as_signed(), k_f)),
                              op.b1[c].eq(Mux(drop_ff, k_i << F, kv.as_signed()))]
             m.d.comb += [op.last.eq(step + 1 == D),
                          op.tag.eq(Cat(tile.as_unsigned() | Const(0, idxw), s_b2, Const(0, 1)))]
@@ -556,7 +593,7 @@ class Top(wiring.Component):
         own = Array(mi["rowmask"])[s2_r]
         m.d.comb += [
             sm.s_in.valid.eq(s2_valid),
-            sm.s_in.payload.s.eq((a_val << (2 * F)) + fine_val),
+            sm.s_in.payload.s.eq(Mux(dense, fine_val, (a_val << (2 * F)) + fine_val)),
             sm.s_in.payload.keep.eq(own.bit_select(s2_key.c, 1)
                                     & (~r_causal | (s2_key.j <= s2_i))),
             sm.s_in.payload.last.eq(s2_p + 1 == mi["nkept"]),
@@ -604,7 +641,8 @@ class Top(wiring.Component):
                 with m.If(p_vr == r):
                     m.d.sync += [
                         qreg[r].eq(Mux(p_vin, q_rd.data, 0)),
-                        si["rowmask"][r].eq(Mux(p_vin, mask_rd.data, 0)),
+                        si["rowmask"][r].eq(Mux(p_vin, Mux(dense, valid_cols(p_vrb),
+                                                           mask_rd.data), 0)),
                         si["rb"][r].eq(p_vrb), si["off"][r].eq(p_voff),
                     ]
         m.d.sync += [p_vld.eq(0), kl_vld.eq(0)]
@@ -621,8 +659,9 @@ class Top(wiring.Component):
                     m.next = "PREP"
             with m.State("PREP"):
                 # read the group's Q rows and their block-rows' masks, one row per cycle; a
-                # row waits for its block-row's mask (S overlaps the integer pass)
-                with m.If((p_r < R) & ((p_i >= L) | (p_rb < mask_rows))):
+                # row waits for its block-row's mask (S overlaps the integer pass), except in
+                # a dense head (no masks: every valid block is kept)
+                with m.If((p_r < R) & ((p_i >= L) | dense | (p_rb < mask_rows))):
                     m.d.sync += [p_vld.eq(1), p_vr.eq(p_r), p_vin.eq(p_i < L),
                                  p_vrb.eq(p_rb), p_voff.eq(p_off),
                                  p_r.eq(p_r + 1), p_i.eq(p_i + 1)]
@@ -733,6 +772,8 @@ class Top(wiring.Component):
                         head_kept.eq(1), masks_done.eq(0), keep_done.eq(0), mask_rows.eq(0),
                         ld_row.eq(0), ld_sec.eq(0),
                     ]
+                    with m.If((regs.mode == PRUNE_MODES.index("off")) & ~regs.head_prune):
+                        m.d.sync += head_imp.eq(0)      # dense: no integer pass, no H
                     m.next = "LOAD"
             with m.State("LOAD"):
                 with m.If(in_fire):
@@ -766,8 +807,9 @@ class Top(wiring.Component):
                           & (pi_["i0"] + R >= L)):
                     m.next = "FINISH"
             with m.State("FINISH"):
-                # the score unit and head detector have finished this head too
-                with m.If(masks_done & keep_done):
+                # the score unit and head detector have finished this head too (a dense head
+                # never used them)
+                with m.If(dense | (masks_done & keep_done)):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.sync += [busy.eq(0), done.eq(1), st_cycles.eq(cyc), st_arr.eq(arr_cyc),

@@ -14,11 +14,15 @@ an output that is always ready.  It is a replay of the top's *control* only, no 
    after the row's last block (:class:`~hw.block_pruner.BlockPruner` docstring); the head
    decision comes ``h_out`` (4 cycles after the last issue) + 1 cycle
    (:class:`~hw.head_detector.HeadDetector`).
+   A *dense* head (pruning ``off`` and head pruning off, the baseline) runs no integer pass:
+   the ``3L`` rows load at full rate, there are no masks to wait for (every valid block is
+   kept) and the array forms the whole score.
 2. Without head pruning the stages start 2 cycles after the last V row and the score stage
    reads each query row only once its block-row's mask has arrived (the integer pass overlaps
-   the array work).  With head pruning the top first waits for every mask and the decision;
-   a pruned head then sends ``L`` zero rows, one per cycle.  After the last output row the top
-   waits for the integer pass to be over (``FINISH``), then ``DONE`` latches ``cycles``.
+   the array work; not at all in a dense head).  With head pruning the top first waits for
+   every mask and the decision; a pruned head then sends ``L`` zero rows, one per cycle.
+   After the last output row the top waits for the integer pass to be over (``FINISH``; at
+   once in a dense head), then ``DONE`` latches ``cycles``.
 3. The three stages of the top run on row groups of ``R`` queries, replayed cycle by
    cycle (:func:`run_phase`) with the top's exact start rules (S starts ``g`` when M has
    finished ``g - 2`` and P ``g - 3``; M starts ``g`` when S has finished it and P ``g - 2``;
@@ -122,17 +126,23 @@ class LoadTimes:
     keep_valid: int              # cycle the head decision is on the head detector's output
 
 
-def load_phase(cfg: HDPConfig, valid_len: int, mode: str) -> LoadTimes:
+def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -> LoadTimes:
     """Input rows, integer pass, masks and head decision of one head (cycle 0 = first K row).
 
     The ScoreUnit's Q double buffer and block issue are replayed cycle by cycle; a block is
     on the pruner's input 5 cycles after its issue; a block-row's mask leaves the pruner 5
     (``off``) or ``ceil(L / b_c) + 4`` (``topk``, ``threshold``) cycles after its last block
     (BlockPruner docstring); ``h_out`` is valid 4 cycles after the last issue and the head
-    detector answers 1 cycle later."""
+    detector answers 1 cycle later.
+
+    ``dense`` (pruning and head pruning off): no integer pass; the ``3L`` rows load at full
+    rate (last V row at cycle ``3L - 1``) and there are no masks and no head decision (every
+    ``mask_valid`` is -1, ``keep_valid`` -1: nothing to wait for)."""
     L, br, bc = valid_len, cfg.block_rows, cfg.block_cols
     m_cols = -(-L // bc)
     n_brows = -(-L // br)
+    if dense:
+        return LoadTimes(3 * L - 1, (-1,) * n_brows, -1)
     t = L                        # K rows at cycles 0 .. L-1; Q offered from cycle L
     q_cnt = q_sub = 0
     q_full = q_done = False
@@ -404,7 +414,8 @@ def run_phase(cfg: HDPConfig, groups: tuple[GroupPlan, ...], L: int, t0: int,
 # ------------------------------------------------------------------------------ public API
 def _cycles(cfg: HDPConfig, plan: HeadPlan) -> tuple[int, int]:
     L = plan.valid_len
-    lt = load_phase(cfg, L, plan.mode)
+    # the top's dense path: pruning off and head pruning off (either approximation mode)
+    lt = load_phase(cfg, L, plan.mode, dense=plan.mode == "off" and not plan.hprune)
     flags = max(lt.mask_valid[-1], lt.keep_valid) + 1   # masks_done & keep_done visible
     if plan.hprune:
         c = max(lt.v_last + 1, flags)   # INT_WAIT waits for the head decision

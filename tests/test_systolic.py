@@ -76,7 +76,8 @@ def workload(cfg, seed, n=None, **changes):
 CASES = [
     ("tiny", {}),
     ("tiny", {"approx": "exact"}),
-    ("tiny", {"prune_mode": "off"}),
+    ("tiny", {"prune_mode": "off"}),                       # dense operands, drop_ff
+    ("odd", {"prune_mode": "off", "approx": "exact"}),     # dense operands, exact
     ("odd", {}),
     ("odd", {"approx": "exact", "causal": False, "prune_mode": "topk", "k_b": 2}),
     ("tiny", {"array_rows": 3, "array_cols": 2, "approx": "exact"}),
@@ -99,9 +100,11 @@ def test_head_tiles_bit_exact(name, changes, stall):
 
 def test_extreme_operands():
     """Largest-magnitude operands at every width: full-scale score tiles (q = k = min word,
-    q = min / k = max, alternating) and P x V with p = 1.0 everywhere and v = min/max words."""
-    for name in ("tiny", "odd"):
-        cfg = preset(name).replace(prune_mode="off", approx="exact")
+    q = min / k = max, alternating) with the fine and the dense operands in both approximation
+    modes, and P x V with p = 1.0 everywhere and v = min/max words."""
+    for name, dense, approx in [(n, dn, a) for n in ("tiny", "odd") for dn in (False, True)
+                                for a in ("exact", "drop_ff")]:
+        cfg = preset(name).replace(prune_mode="off", approx=approx)
         n, d = cfg.seq_len, cfg.head_dim
         lo, hi = -(1 << (cfg.qk_bits - 1)), (1 << (cfg.qk_bits - 1)) - 1
         f = cfg.qk_frac
@@ -112,10 +115,10 @@ def test_extreme_operands():
             k[1::2] = lo if kv != lo else hi
             v = np.full((n, d), -(1 << (cfg.v_bits - 1)))
             v[:, 1::2] = (1 << (cfg.v_bits - 1)) - 1
-            w = vec.head_workload(cfg, f"extreme{qv},{kv}", q, k, v)
+            w = vec.head_workload(cfg, f"extreme{qv},{kv}", q, k, v, dense=dense)
             res = run_array(SystolicArray(cfg), vec.pack_beats(cfg, w),
                             len(w.tiles) * cfg.array_rows)
-            check(cfg, w, res, f"{name} extremes q={qv} k={kv}")
+            check(cfg, w, res, f"{name} {approx} dense={dense} extremes q={qv} k={kv}")
 
 
 def test_minilm_fixture_head():
@@ -200,14 +203,22 @@ class NarrowAccArray(SystolicArray):
         self._widths.acc -= 1
 
 
-def test_broken_variant_fails():
-    """At F = B - 1 the fine pass needs the full accumulator (2^F X reaches -2^F 2d (2^F-1)):
-    one bit less wraps and the comparison fails, while the real array passes."""
-    cfg = preset("odd").replace(qk_frac=6, prune_mode="off", approx="drop_ff")
-    n, d = cfg.seq_len, cfg.head_dim
-    q = np.full((n, d), -1)          # q_I = -1, q_F = 2^F - 1
-    v = np.full((n, d), -(1 << (cfg.v_bits - 1)))
-    w = vec.head_workload(cfg, "extreme", q, q, v, passes=("score",))
+@pytest.mark.parametrize("dense", [False, True], ids=["fine", "dense"])
+def test_broken_variant_fails(dense):
+    """Each pass that sets the accumulator width needs all of it: at F = B - 1 the fine pass
+    (2^F X reaches -2^F 2d (2^F-1)), at the odd preset's F = 3 the dense pass (q = k = min word:
+    S = d 2^(2(B-1))).  One bit less wraps and the comparison fails; the real array passes."""
+    if dense:
+        cfg = preset("odd").replace(prune_mode="off", approx="exact")
+        assert array_widths(cfg).acc == array_widths(cfg).dense > array_widths(cfg).fine
+        lo = -(1 << (cfg.qk_bits - 1))
+        q = np.full((cfg.seq_len, cfg.head_dim), lo)
+    else:
+        cfg = preset("odd").replace(qk_frac=6, prune_mode="off", approx="drop_ff")
+        assert array_widths(cfg).acc == array_widths(cfg).fine
+        q = np.full((cfg.seq_len, cfg.head_dim), -1)          # q_I = -1, q_F = 2^F - 1
+    v = np.full((cfg.seq_len, cfg.head_dim), -(1 << (cfg.v_bits - 1)))
+    w = vec.head_workload(cfg, "extreme", q, q, v, passes=("score",), dense=dense)
     beats = vec.pack_beats(cfg, w)
     good = run_array(SystolicArray(cfg), beats, len(w.tiles) * cfg.array_rows)
     check(cfg, w, good, "good")
@@ -318,10 +329,10 @@ def test_scheduler_pruned_head_issues_nothing():
 
 
 def test_model_dense_utilization_and_skipping_n128():
-    """Cycle model at N = 128 on the default 8 x 8 array: dense utilization >= 99 %; with
-    blocks equal to the tile (8 x 8) and half the blocks of every block-row kept, the head
-    takes about half the cycles (a pruned block is a tile never issued)."""
-    cfg = preset("default")
+    """Cycle model at N = 128 on an 8 x 8 array: dense utilization >= 99 %; with blocks equal
+    to the tile (8 x 8) and half the blocks of every block-row kept, the head takes about half
+    the cycles (a pruned block is a tile never issued)."""
+    cfg = preset("default").replace(array_rows=8, array_cols=8)
     n = cfg.seq_len
     dense = np.ones((cfg.n_block_rows, cfg.n_block_cols), bool)
     tiles = cycle_model.tile_plan(cfg, dense, n)

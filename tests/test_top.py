@@ -158,7 +158,10 @@ def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int =
                 await ctx.tick()
             status = await read_reg(ctx, dut, "status")
             assert (status >> 2) & 1 == int(res.head_keep), "status.head_kept"
-            assert await read_reg(ctx, dut, "head_imp") == res.head_importance, "head_imp"
+            # a dense head (no pruning, no head pruning) runs no integer pass: H reads 0
+            dense = run_cfg.prune_mode == "off" and not run_cfg.head_prune
+            want_h = 0 if dense else res.head_importance
+            assert await read_reg(ctx, dut, "head_imp") == want_h, "head_imp"
             nbr = -(-h["valid_len"] // cfg.block_rows)
             for r in range(nbr):
                 await write_regs(ctx, dut, {"mask_sel": r})
@@ -245,6 +248,18 @@ def test_odd_random_settings(seed):
         })
     lens = [rng.randint(1, cfg.seq_len) for _ in settings]
     run_heads(cfg, _heads(cfg, settings, lens, seed), stall=0.2, seed=seed)
+
+
+def test_dense_heads_odd():
+    """Dense heads (pruning and head pruning off: no integer pass, the array forms the whole
+    score): causal and not, both approximations, short valid_len, around a pruned-mode head
+    (mask_data reads the block validity, head_imp 0)."""
+    cfg = preset("odd")
+    settings = [{"prune_mode": "off", "approx": "drop_ff", "causal": True},
+                {"prune_mode": "topk", "k_b": 1, "causal": True},
+                {"prune_mode": "off", "approx": "exact", "causal": True},
+                {"prune_mode": "off", "approx": "drop_ff", "causal": False}]
+    run_heads(cfg, _heads(cfg, settings, [13, 10, 9, 4], 9), stall=0.2, seed=9)
 
 
 def test_array_wider_than_blocks():

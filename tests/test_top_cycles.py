@@ -134,10 +134,13 @@ def test_tiny_modes_exact():
 
 
 def test_odd_modes_and_pruned_head_exact():
-    """R != C, 3 x 2 blocks (N a multiple of neither), causal, threshold; a pruned head."""
+    """R != C, 3 x 2 blocks (N a multiple of neither), causal, threshold, a causal dense
+    drop_ff head; a pruned head."""
     cfg = preset("odd")
     heads = _random_heads(cfg, SETTINGS + [{"prune_mode": "threshold", "rho": 0.375,
-                                            "causal": True}], [13, 11, 13, 9, 13], 2)
+                                            "causal": True},
+                                           {"prune_mode": "off", "approx": "drop_ff",
+                                            "causal": True}], [13, 11, 13, 9, 13, 10], 2)
     base = heads[0]
     heads += [dict(base, settings=s) for s in _prune_head_settings(cfg, base)]
     check_model(cfg, heads)

@@ -7,6 +7,9 @@ A head goes through the golden model (``golden.model.attention_head_int``); the 
 * score tile: ``(X << F) + (C if exact else 0)`` with X, C from the golden model
   (``golden.score.cross_terms`` / ``ff_terms``); the generator also checks that
   ``(A << 2F) + result`` equals the golden final scores on the kept entries;
+* dense score tile (``dense``: pruning and head pruning off, as the top runs it, operands
+  ``(q_I, k_q, q_F, k_q)`` or ``(q_I, k_q, q_F, k_I << F)``): the whole golden score
+  ``(A << 2F) + (X << F) (+ C)``, checked equal to the golden scores on the kept entries;
 * P x V tile: ``golden.pv.pv`` of the tile's probabilities and V rows over the tile's keys;
   the generator checks that adding the tiles up gives the golden accumulator of the whole head.
 
@@ -43,8 +46,12 @@ def _pad(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
 
 def head_workload(cfg: HDPConfig, name: str, q_q, k_q, v_q, valid_len: int | None = None,
-                  passes: tuple[str, ...] = ("score", "pv")) -> ArrayWorkload:
-    """Tiles, beats and expected results of one head under ``cfg`` (its pruning and approx)."""
+                  passes: tuple[str, ...] = ("score", "pv"),
+                  dense: bool | None = None) -> ArrayWorkload:
+    """Tiles, beats and expected results of one head under ``cfg`` (its pruning and approx).
+
+    ``dense``: score tiles with the dense operands (the full score, no integer pass); default
+    as the top decides: ``prune_mode == "off"`` and no head pruning."""
     res = model.attention_head_int(q_q, k_q, v_q, cfg, valid_len)
     n, d = res.q_q.shape
     vl = n if valid_len is None else valid_len
@@ -52,10 +59,19 @@ def head_workload(cfg: HDPConfig, name: str, q_q, k_q, v_q, valid_len: int | Non
     exact = APPROX_MODES.index(cfg.approx)
     qi, qf = split_int_frac(res.q_q, F)
     ki, kf = split_int_frac(res.k_q, F)
+    if dense is None:
+        dense = cfg.prune_mode == "off" and not cfg.head_prune
+    kb0 = res.k_q if dense else kf
     kb1 = res.k_q if exact else (ki << F)
     fine = (res.x << F) + (res.c if exact else 0)
-    # the array's result plus the reused A is the golden final score on every kept entry
-    assert np.array_equal(((res.a << (2 * F)) + fine)[res.entry_keep], res.scores[res.entry_keep])
+    if dense:
+        fine = fine + (res.a << (2 * F))
+        # the array's result is the golden final score on every kept entry
+        assert np.array_equal(fine[res.entry_keep], res.scores[res.entry_keep])
+    else:
+        # the array's result plus the reused A is the golden final score on every kept entry
+        assert np.array_equal(((res.a << (2 * F)) + fine)[res.entry_keep],
+                              res.scores[res.entry_keep])
     tiles = tile_plan(cfg, res.block_keep, n, vl, passes)
     beats, expected = [], []
     acc = np.zeros((n, d), np.int64)
@@ -69,7 +85,7 @@ def head_workload(cfg: HDPConfig, name: str, q_q, k_q, v_q, valid_len: int | Non
                 tb.append({
                     "a0": [int(qi[i, s]) if i < n else 0 for i in rows],
                     "a1": [int(qf[i, s]) if i < n else 0 for i in rows],
-                    "b0": [int(kf[j, s]) if j < n else 0 for j in cols],
+                    "b0": [int(kb0[j, s]) if j < n else 0 for j in cols],
                     "b1": [int(kb1[j, s]) if j < n else 0 for j in cols],
                     "last": 0, "tag": tag})
             expected.append(_pad(fine[t.ti * R:, t.tj * C:], R, C))
