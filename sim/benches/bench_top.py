@@ -22,7 +22,7 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, Timer, with_timeout
+from cocotb.triggers import ClockCycles, with_timeout
 from cocotbext.axi import (
     AxiLiteBus,
     AxiLiteMaster,
@@ -39,7 +39,7 @@ from sim.cocotb_env import env_str, load_config
 from sim.streams import reset, start_clock
 
 __all__ = ["JOB_VAR", "RESULT_VAR", "PROGRESS_VAR", "write_job", "read_result", "head_cycle_bound",
-           "kick_icarus_comb", "TB"]
+           "TB"]
 
 JOB_VAR = "HDPGEN_TOP_JOB"
 RESULT_VAR = "HDPGEN_TOP_RESULT"
@@ -78,36 +78,6 @@ def head_cycle_bound(cfg: HDPConfig, valid_len: int) -> int:
     return 4 * (3 * n + n * n + groups * per_group) + 2000
 
 
-def _comb_kick_regs(handle, out: list) -> list:
-    for child in handle:
-        if "dump_module" in child._name:
-            out.append(child)
-        elif type(child).__name__ == "HierarchyObject":
-            _comb_kick_regs(child, out)
-    return out
-
-
-async def kick_icarus_comb(dut) -> int:
-    """Make Icarus evaluate every combinational process once (no-op on other simulators).
-
-    Yosys's Verilog gives each module a ``reg ...dump_module$N = 0`` that every ``always @*``
-    reads, so that the initializer's time-0 event runs them all.  Under ``-g2012`` (which
-    cocotb's runner passes) Icarus applies declaration initializers without an event, so a
-    process whose inputs keep their time-0 values is never evaluated and drives X (e.g. a
-    multiplexer over registers that are only ever written with their reset value).  Pulsing
-    those registers once gives the missing event.  Returns how many were pulsed."""
-    if "icarus" not in cocotb.SIM_NAME.lower():
-        return 0
-    regs = _comb_kick_regs(dut, [])
-    for h in regs:
-        h.value = 1
-    await Timer(1, "ps")
-    for h in regs:
-        h.value = 0
-    await Timer(1, "ps")
-    return len(regs)
-
-
 class TB:
     """Clock, reset, AXI4-Lite master, AXI4-Stream source and sink on one top."""
 
@@ -130,7 +100,6 @@ class TB:
         """Reset, then attach cocotbext-axi's drivers.  They are created after the reset because
         cocotbext-axi 0.1.28 samples ``tvalid`` from the first instant and cocotb 2 refuses to
         turn the simulator's initial X into a bool."""
-        await kick_icarus_comb(self.dut)
         await reset(self.dut, self.clock)
         dut, stall, seed = self.dut, self.stall, self.seed
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
