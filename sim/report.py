@@ -104,7 +104,7 @@ def render_markdown(rep: dict) -> str:
     syn = rep.get("synth")
     if syn:
         from synth.report import format_table  # the synthesis table is owned by synth/
-        lines += [format_table(syn), ""]
+        lines += [format_table(syn, "markdown"), ""]
     else:
         lines += _skipped(rep, "synth")
 

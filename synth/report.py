@@ -10,8 +10,10 @@ from typing import Any
 
 __all__ = ["PRUNING_UNITS", "COLUMNS", "unit_row", "summary", "format_table"]
 
-#: the units that exist only for pruning (HDP's integer pass, head and block decisions, approximation)
-PRUNING_UNITS = ("score_unit", "head_detector", "block_pruner", "approx_unit")
+#: the units the top instantiates only for pruning (HDP's integer pass, head and block
+#: decisions).  ``approx_unit`` is a verified stand-alone unit, but the top forms the cross
+#: terms on the MAC array instead, so it is not part of the top's pruning logic.
+PRUNING_UNITS = ("score_unit", "head_detector", "block_pruner")
 
 
 def _get(res: dict[str, Any], stage: str, key: str) -> Any:
