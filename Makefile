@@ -13,6 +13,7 @@ run: $(STAMP)
 	$(VENV)/bin/hdpgen run
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check hw golden sim synth tests bench
 	$(PY) -m pytest -n $(JOBS) -m "not slow"
 
 test-slow: $(STAMP)

@@ -27,13 +27,13 @@ import numpy as np
 from golden import model
 from golden.intmath import best_frac_bits
 from golden.reference import float_attention
-from golden.tables import softmax_constants
 from hw.config import HDPConfig
 
 from .cli_common import CliError, add_config_args, atomic_write, config_from_args
 from .npz_io import load_qkv
 
-__all__ = ["configure", "main", "config_with_auto", "run_golden", "error_stats", "clip_fraction"]
+__all__ = ["configure", "main", "prepare_inputs", "config_with_auto", "run_golden", "error_stats",
+           "clip_fraction"]
 
 AUTO_FIELDS = ("qk_frac", "v_frac")
 
@@ -123,16 +123,23 @@ def _write_both(out: Path, arrays: dict, report: dict) -> Path:
     return js
 
 
-def main(args: argparse.Namespace) -> int:
+def prepare_inputs(args: argparse.Namespace) -> tuple:
+    """What ``hdpgen golden`` and ``hdpgen simulate`` share before any work: the output name,
+    the configuration (with ``auto`` fraction bits resolved from the data) and the validated
+    input.  Returns ``(cfg, data, auto)``; every problem is a one-line :class:`CliError`."""
     if args.out.suffix != ".npz":
         raise CliError(f"--out must name a .npz file, not {str(args.out)!r}")
     settings, auto = split_auto(args.settings)
     args.settings = settings
     cfg = config_from_args(args)
     data = load_qkv(args.qkv, head_dim=cfg.head_dim, seq_len=cfg.seq_len)
+    cfg = config_with_auto(cfg, auto, data["q"], data["k"], data["v"], data["valid_len"])
+    return cfg, data, auto
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg, data, auto = prepare_inputs(args)
     q, k, v, valid_len = data["q"], data["k"], data["v"], data["valid_len"]
-    cfg = config_with_auto(cfg, auto, q, k, v, valid_len)
-    softmax_constants(cfg)  # a configuration whose softmax scale rounds to 0 fails here, early
     arrays, stats = run_golden(cfg, q, k, v, valid_len)
     h, n, d = q.shape
     report = {

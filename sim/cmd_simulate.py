@@ -28,11 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from golden.intmath import quantize
-from golden.tables import softmax_constants
 
-from .cli_common import CliError, add_config_args, config_from_args
-from .cmd_golden import _write_both, config_with_auto, run_golden, split_auto
-from .npz_io import load_qkv
+from .cli_common import CliError, add_config_args
+from .cmd_golden import _write_both, prepare_inputs, run_golden
 
 __all__ = ["configure", "main", "simulate", "first_difference",
            "split_runtime", "RUNTIME_FIELDS"]
@@ -139,15 +137,8 @@ def _copy_waves(build: Path, simulator: str, out: Path) -> Path | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.out.suffix != ".npz":
-        raise CliError(f"--out must name a .npz file, not {str(args.out)!r}")
-    settings, auto = split_auto(args.settings)
-    args.settings = settings
-    cfg = config_from_args(args)
-    data = load_qkv(args.qkv, head_dim=cfg.head_dim, seq_len=cfg.seq_len)
+    cfg, data, auto = prepare_inputs(args)
     q, k, v, valid_len = data["q"], data["k"], data["v"], data["valid_len"]
-    cfg = config_with_auto(cfg, auto, q, k, v, valid_len)
-    softmax_constants(cfg)  # a configuration whose softmax scale rounds to 0 fails here, early
     from sim.runner import simulator_missing
     reason = simulator_missing(args.sim)
     if reason is not None:

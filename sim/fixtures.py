@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DATA_DIR", "FIXTURES", "DEFAULT_FIXTURE", "fixture_names", "fixture_path", "load_fixture"]
+__all__ = ["DATA_DIR", "FIXTURES", "DEFAULT_FIXTURE", "fixture_names", "fixture_path", "load_fixture",
+           "fixture_for"]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
 FIXTURES = {"short": "minilm_short.npz", "medium": "minilm_medium.npz",
@@ -69,3 +70,15 @@ def load_fixture(name: str | None = None) -> dict:
         "n_layers": int(d["n_layers"]),
         "n_heads": int(d["n_heads"]),
     }
+
+
+def fixture_for(cfg, name: str) -> dict | None:
+    """The fixture ``name`` when it is in this checkout and fits ``cfg`` (its head dimension
+    equals ``head_dim`` and its length N is at most ``seq_len``), else None: stimulus
+    generators use real data where a preset can take it."""
+    if name not in fixture_names():
+        return None
+    fx = load_fixture(name)
+    if fx["q"].shape[2] != cfg.head_dim or fx["q"].shape[1] > cfg.seq_len:
+        return None
+    return fx

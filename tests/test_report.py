@@ -32,7 +32,8 @@ def test_markdown_has_every_section_and_figure():
     md = render_markdown(FULL)
     for text in ("# hdpgen report: preset `default`", "## Accuracy against float attention",
                  "| pruned (as configured) | 0.25 | 0.1 | 0.98 |", "kept score blocks | 0.8",
-                 "bit-exact against the golden model: **yes**", "| cycles (all heads) | 2,000 | 1,600 | 1.25 |",
+                 "bit-exact against the golden model: **yes**",
+                 "| cycles (all heads) | 2,000 | 1,600 | 1.25 |",
                  "_not run: skipped with --no-synth_", "k_b = 12 (the configured 48 of 128 / 2 block "
                  "columns, scaled to valid_len = 30)"):
         assert text in md, f"missing {text!r} in\n{md}"

@@ -118,16 +118,11 @@ def fixture_vectors(cfg: HDPConfig, exact: int, name: str = "long", heads: tuple
     (``sim.fixtures.load_fixture(name)``, with its ``valid_len``), quantized with ``cfg``,
     concatenated head after head; ``None`` when the fixture is not in this checkout or does not
     fit the configuration (head_dim, seq_len)."""
-    try:
-        from sim.fixtures import fixture_names, load_fixture
-    except ImportError:
+    from sim.fixtures import fixture_for
+    fx = fixture_for(cfg, name)
+    if fx is None:
         return None
-    if name not in fixture_names():
-        return None
-    fx = load_fixture(name)
     q, k = fx["q"], fx["k"]
-    if q.shape[2] != cfg.head_dim or q.shape[1] > cfg.seq_len:
-        return None
     parts = []
     for h in heads:
         q_q = quantize(q[h], cfg.qk_bits, cfg.qk_frac)

@@ -287,16 +287,11 @@ def fixture_case(cfg: HDPConfig, name: str = "long", heads=(0, 37, 71)) -> Prune
     """Real all-MiniLM-L6-v2 heads: golden computes ``A`` from the quantized Q, K of the bundled
     capture and then the importances; each head runs in every mode (causal off, then topk with
     causal on).  None when the fixture is missing or does not fit ``cfg``."""
-    try:
-        from sim.fixtures import fixture_names, load_fixture
-    except ImportError:
+    from sim.fixtures import fixture_for
+    fx = fixture_for(cfg, name)
+    if fx is None:
         return None
-    if name not in fixture_names():
-        return None
-    fx = load_fixture(name)
     n = fx["valid_len"]
-    if fx["q"].shape[2] != cfg.head_dim or n > cfg.seq_len:
-        return None
     one = 1 << cfg.rho_frac
     out = []
     for h in heads:

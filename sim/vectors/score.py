@@ -167,16 +167,11 @@ def fixture_case(cfg: HDPConfig, name: str = "long", heads=(0, 37, 71),
     """Heads of a bundled all-MiniLM-L6-v2 capture quantized with
     :func:`golden.model.quantize_qkv`; the first ``valid_len`` rows are streamed.  None when the
     fixture is not in this checkout or does not fit ``cfg`` (head_dim, seq_len)."""
-    try:
-        from sim.fixtures import fixture_names, load_fixture
-    except ImportError:
+    from sim.fixtures import fixture_for
+    fx = fixture_for(cfg, name)
+    if fx is None:
         return None
-    if name not in fixture_names():
-        return None
-    fx = load_fixture(name)
     n = fx["valid_len"]
-    if fx["q"].shape[2] != cfg.head_dim or n > cfg.seq_len:
-        return None
     pairs = []
     for h in heads:
         q_q, k_q, _ = quantize_qkv(fx["q"][h], fx["k"][h], fx["v"][h], cfg)
