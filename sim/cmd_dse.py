@@ -253,6 +253,7 @@ def _write_outputs(rows: list[dict], out: Path) -> None:
     pts = [dict(r, area=r.get("lut") or 0, label=r["label"]) for r in rows if r.get("speedup")]
     if pts and any(p["area"] for p in pts):
         plot_pareto(pts, out / "pareto.png", x="area", y="speedup", color="attn_cosine",
+                    xlabel="ECP5 LUT4 (whole top)", ylabel="speedup (dense / pruned cycles)",
                     title="Speedup (pruned vs dense cycles) vs ECP5 LUTs,\ncoloured by attention-"
                           "output cosine against float")
 

@@ -87,7 +87,8 @@ def plot_area_by_unit(units: list[str], luts: list[int], ffs: list[int], path: P
 
 
 def plot_pareto(points: list[dict], path: Path, x: str = "area", y: str = "speedup",
-                color: str = "cosine", title: str = "Design space: speedup vs area") -> Path:
+                color: str = "cosine", title: str = "Design space: speedup vs area",
+                xlabel: str | None = None, ylabel: str | None = None) -> Path:
     """Scatter of design points, coloured by accuracy, the Pareto front (max y, min x) drawn."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
@@ -102,11 +103,14 @@ def plot_pareto(points: list[dict], path: Path, x: str = "area", y: str = "speed
         if ys[i] > best:
             front.append(i)
             best = ys[i]
-    ax.plot(xs[front], ys[front], "k--", lw=1, label="Pareto front")
+    ax.plot(xs[front], ys[front], "k--", lw=1)
+    ax.scatter(xs[front], ys[front], s=220, facecolors="none", edgecolors="black", lw=1.5,
+               label="Pareto front (fewest LUTs for the speedup)")
     for p, xi, yi in zip(points, xs, ys):
         ax.annotate(p.get("label", ""), (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
     ax.set_title(title)
-    ax.legend()
+    ax.margins(x=0.2, y=0.1)
+    ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
