@@ -20,7 +20,7 @@ from amaranth.lib import data
 from amaranth.sim import Simulator
 
 __all__ = ["stream_put", "stream_get", "stream_put_many", "stream_get_many", "run_amaranth",
-           "as_payload", "StreamChecker"]
+           "as_payload", "StreamChecker", "timed_source", "timed_sink"]
 
 
 def as_payload(port, payload):
@@ -162,3 +162,48 @@ class StreamChecker:
                 self.count += 1
                 self.transactions.append(payload)
             pending, prev = bool(valid and not ready), payload
+
+
+async def timed_source(ctx, port, beats: list[int], *, rng: random.Random, stall: float,
+                       times: list[int]) -> None:
+    """Offer ``beats`` (packed ints) on ``port`` in order, idle with probability ``stall`` each
+    cycle, and append to ``times`` the cycle (0 = the first clock edge) each beat was taken:
+    for latency and throughput measurements."""
+    i = cycle = 0
+    while i < len(beats):
+        valid = rng.random() >= stall
+        ctx.set(port.valid, valid)
+        if valid:
+            ctx.set(port.payload.as_value(), beats[i])
+        _, _, ready = await ctx.tick().sample(port.ready)
+        if valid and ready:
+            times.append(cycle)
+            i += 1
+        cycle += 1
+    ctx.set(port.valid, 0)
+
+
+async def timed_sink(ctx, port, n: int, *, rng: random.Random, stall: float, limit: int,
+                     out: list[int], times: list[int], violations: list[str]) -> int:
+    """Take ``n`` beats from ``port`` (or give up after ``limit`` cycles), deasserting ready
+    with probability ``stall``; append each payload to ``out`` and its cycle to ``times``, and
+    every stream-rule violation (valid withdrawn, or payload changed, before ready) to
+    ``violations``.  Returns the cycles spent."""
+    cycle, held = 0, None
+    while len(out) < n and cycle < limit:
+        ready = rng.random() >= stall
+        ctx.set(port.ready, ready)
+        _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload.as_value())
+        if held is not None:
+            if not valid:
+                violations.append(f"cycle {cycle}: valid withdrawn before ready")
+            elif payload != held:
+                violations.append(f"cycle {cycle}: payload changed while not ready")
+        held = None
+        if valid and ready:
+            out.append(payload)
+            times.append(cycle)
+        elif valid:
+            held = payload
+        cycle += 1
+    return cycle

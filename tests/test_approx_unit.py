@@ -9,6 +9,7 @@ from amaranth.sim import Simulator
 
 from hw.approx_unit import ApproxUnit
 from hw.presets import preset
+from sim.amaranth_streams import timed_sink, timed_source
 from sim.vectors import approx as vec
 
 PRESETS = ("tiny", "odd", "default")
@@ -28,40 +29,12 @@ def run_unit(dut: ApproxUnit, beats: list[int], exact: int, *, stall_in: float =
 
     async def source(ctx):
         ctx.set(dut.exact, exact)
-        i, cycle = 0, 0
-        while i < n:
-            valid = rng_in.random() >= stall_in
-            ctx.set(dut.in_.valid, valid)
-            if valid:
-                ctx.set(dut.in_.payload.as_value(), beats[i])
-            _, _, ready = await ctx.tick().sample(dut.in_.ready)
-            if valid and ready:
-                res["t_in"].append(cycle)
-                i += 1
-            cycle += 1
-        ctx.set(dut.in_.valid, 0)
+        await timed_source(ctx, dut.in_, beats, rng=rng_in, stall=stall_in, times=res["t_in"])
 
     async def sink(ctx):
-        cycle = 0
-        held = None  # payload seen valid & !ready, must stay stable
-        while len(res["out"]) < n and cycle < limit:
-            ready = rng_out.random() >= stall_out
-            ctx.set(dut.out.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.out.valid,
-                                                          dut.out.payload.as_value())
-            if held is not None:
-                if not valid:
-                    res["violations"].append(f"cycle {cycle}: valid withdrawn before ready")
-                elif payload != held:
-                    res["violations"].append(f"cycle {cycle}: payload changed while not ready")
-            held = None
-            if valid and ready:
-                res["out"].append(payload)
-                res["t_out"].append(cycle)
-            elif valid:
-                held = payload
-            cycle += 1
-        res["cycles"] = cycle
+        res["cycles"] = await timed_sink(ctx, dut.out, n, rng=rng_out, stall=stall_out, limit=limit,
+                                         out=res["out"], times=res["t_out"],
+                                         violations=res["violations"])
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

@@ -11,6 +11,7 @@ from golden.model import attention_head_int
 from hw.presets import preset
 from hw.systolic import SystolicArray, array_widths, min_tile_cycles
 from sim import cycle_model
+from sim.amaranth_streams import timed_sink, timed_source
 from sim.vectors import array as vec
 
 
@@ -23,35 +24,11 @@ def run_array(dut: SystolicArray, beats: list[int], n_rows: int, *, stall_in: fl
     limit = (len(beats) + 50 * n_rows + 200) * (1 + int(10 * max(stall_in, stall_out)))
 
     async def source(ctx):
-        i, cycle = 0, 0
-        while i < len(beats):
-            valid = rng_in.random() >= stall_in
-            ctx.set(dut.op_in.valid, valid)
-            if valid:
-                ctx.set(dut.op_in.payload.as_value(), beats[i])
-            _, _, ready = await ctx.tick().sample(dut.op_in.ready)
-            if valid and ready:
-                res["t_in"].append(cycle)
-                i += 1
-            cycle += 1
-        ctx.set(dut.op_in.valid, 0)
+        await timed_source(ctx, dut.op_in, beats, rng=rng_in, stall=stall_in, times=res["t_in"])
 
     async def sink(ctx):
-        cycle, held = 0, None
-        while len(res["out"]) < n_rows and cycle < limit:
-            ready = rng_out.random() >= stall_out
-            ctx.set(dut.res_out.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.res_out.valid,
-                                                          dut.res_out.payload.as_value())
-            if held is not None and (not valid or payload != held):
-                res["violations"].append(f"cycle {cycle}: output changed or withdrawn before ready")
-            held = None
-            if valid and ready:
-                res["out"].append(payload)
-                res["t_out"].append(cycle)
-            elif valid:
-                held = payload
-            cycle += 1
+        await timed_sink(ctx, dut.res_out, n_rows, rng=rng_out, stall=stall_out, limit=limit,
+                         out=res["out"], times=res["t_out"], violations=res["violations"])
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
