@@ -20,7 +20,8 @@ from amaranth.lib import data
 from amaranth.sim import Simulator
 
 __all__ = ["stream_put", "stream_get", "stream_put_many", "stream_get_many", "run_amaranth",
-           "as_payload", "StreamChecker", "timed_source", "timed_sink"]
+           "as_payload", "StreamChecker", "timed_source", "timed_sink", "axil_write",
+           "axil_read", "axil_write_regs", "axil_read_reg"]
 
 
 def as_payload(port, payload):
@@ -207,3 +208,50 @@ async def timed_sink(ctx, port, n: int, *, rng: random.Random, stall: float, lim
             held = payload
         cycle += 1
     return cycle
+
+
+async def axil_write(ctx, bus, addr: int, value: int) -> None:
+    """One AXI4-Lite write (all byte lanes) on a ``hw.axil.AxiLiteSignature`` port, returning
+    after the write response."""
+    ctx.set(bus.awaddr, addr)
+    ctx.set(bus.wdata, value & 0xFFFFFFFF)
+    ctx.set(bus.wstrb, 0xF)
+    ctx.set(bus.awvalid, 1)
+    ctx.set(bus.wvalid, 1)
+    ctx.set(bus.bready, 1)
+    await ctx.tick().until(bus.awready)
+    ctx.set(bus.awvalid, 0)
+    ctx.set(bus.wvalid, 0)
+    await ctx.tick().until(bus.bvalid)
+    ctx.set(bus.bready, 0)
+
+
+async def axil_read(ctx, bus, addr: int) -> int:
+    """One AXI4-Lite read; returns the data word."""
+    ctx.set(bus.araddr, addr)
+    ctx.set(bus.arvalid, 1)
+    ctx.set(bus.rready, 1)
+    await ctx.tick().until(bus.arready)
+    ctx.set(bus.arvalid, 0)
+    data, = await ctx.tick().sample(bus.rdata).until(bus.rvalid)
+    ctx.set(bus.rready, 0)
+    return data
+
+
+async def axil_write_regs(ctx, bus, regmap, values: dict) -> None:
+    """Write named registers of a register map (objects with ``name``, ``addr``, ``width``);
+    a register wider than 32 bits takes consecutive words, low word first."""
+    regs = {r.name: r for r in regmap}
+    for name, val in values.items():
+        r = regs[name]
+        for w in range(-(-r.width // 32)):
+            await axil_write(ctx, bus, r.addr + 4 * w, val >> (32 * w))
+
+
+async def axil_read_reg(ctx, bus, regmap, name: str) -> int:
+    """Read one named register of a register map (all its 32-bit words)."""
+    r = {r.name: r for r in regmap}[name]
+    val = 0
+    for w in range(-(-r.width // 32)):
+        val |= await axil_read(ctx, bus, r.addr + 4 * w) << (32 * w)
+    return val

@@ -16,6 +16,7 @@ from golden.model import attention_head_int
 from hw.config import HDPConfig
 from hw.presets import preset
 from hw.top import Top, pack_input_rows, register_map, register_values, unpack_output_row
+from sim.amaranth_streams import axil_read, axil_read_reg, axil_write, axil_write_regs
 
 
 def random_head(cfg: HDPConfig, rng: np.random.Generator, n: int | None = None):
@@ -29,45 +30,14 @@ def random_head(cfg: HDPConfig, rng: np.random.Generator, n: int | None = None):
 
 
 # ---------------------------------------------------------------------- Amaranth-side driver
-async def axil_write(ctx, bus, addr: int, value: int) -> None:
-    ctx.set(bus.awaddr, addr)
-    ctx.set(bus.wdata, value & 0xFFFFFFFF)
-    ctx.set(bus.wstrb, 0xF)
-    ctx.set(bus.awvalid, 1)
-    ctx.set(bus.wvalid, 1)
-    ctx.set(bus.bready, 1)
-    await ctx.tick().until(bus.awready)
-    ctx.set(bus.awvalid, 0)
-    ctx.set(bus.wvalid, 0)
-    await ctx.tick().until(bus.bvalid)
-    ctx.set(bus.bready, 0)
-
-
-async def axil_read(ctx, bus, addr: int) -> int:
-    ctx.set(bus.araddr, addr)
-    ctx.set(bus.arvalid, 1)
-    ctx.set(bus.rready, 1)
-    await ctx.tick().until(bus.arready)
-    ctx.set(bus.arvalid, 0)
-    data, = await ctx.tick().sample(bus.rdata).until(bus.rvalid)
-    ctx.set(bus.rready, 0)
-    return data
 
 
 async def write_regs(ctx, dut: Top, values: dict[str, int]) -> None:
-    regs = {r.name: r for r in register_map(dut.cfg)}
-    for name, val in values.items():
-        r = regs[name]
-        for w in range(-(-r.width // 32)):
-            await axil_write(ctx, dut.s_axil, r.addr + 4 * w, val >> (32 * w))
+    await axil_write_regs(ctx, dut.s_axil, register_map(dut.cfg), values)
 
 
 async def read_reg(ctx, dut: Top, name: str) -> int:
-    r = {r.name: r for r in register_map(dut.cfg)}[name]
-    val = 0
-    for w in range(-(-r.width // 32)):
-        val |= await axil_read(ctx, dut.s_axil, r.addr + 4 * w) << (32 * w)
-    return val
+    return await axil_read_reg(ctx, dut.s_axil, register_map(dut.cfg), name)
 
 
 async def send_rows(ctx, dut, rows, rng, stall):

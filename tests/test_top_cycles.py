@@ -15,32 +15,8 @@ from golden.model import attention_head_int
 from hw.config import HDPConfig
 from hw.presets import preset
 from hw.top import Top, pack_input_rows, register_map, register_values
+from sim.amaranth_streams import axil_read, axil_write_regs
 from sim.top_cycles import array_busy, head_cycles, ideal_cycles
-
-
-async def _axil_write(ctx, bus, addr: int, value: int) -> None:
-    ctx.set(bus.awaddr, addr)
-    ctx.set(bus.wdata, value & 0xFFFFFFFF)
-    ctx.set(bus.wstrb, 0xF)
-    ctx.set(bus.awvalid, 1)
-    ctx.set(bus.wvalid, 1)
-    ctx.set(bus.bready, 1)
-    await ctx.tick().until(bus.awready)
-    ctx.set(bus.awvalid, 0)
-    ctx.set(bus.wvalid, 0)
-    await ctx.tick().until(bus.bvalid)
-    ctx.set(bus.bready, 0)
-
-
-async def _axil_read(ctx, bus, addr: int) -> int:
-    ctx.set(bus.araddr, addr)
-    ctx.set(bus.arvalid, 1)
-    ctx.set(bus.rready, 1)
-    await ctx.tick().until(bus.arready)
-    ctx.set(bus.arvalid, 0)
-    data, = await ctx.tick().sample(bus.rdata).until(bus.rvalid)
-    ctx.set(bus.rready, 0)
-    return data
 
 
 def rtl_cycles(cfg: HDPConfig, heads: list[dict]) -> list[dict]:
@@ -52,18 +28,14 @@ def rtl_cycles(cfg: HDPConfig, heads: list[dict]) -> list[dict]:
     m.submodules.dut = dut
     sim = Simulator(m)
     sim.add_clock(1e-8)
-    regs = {r.name: r for r in register_map(cfg)}
+    regmap = register_map(cfg)
+    regs = {r.name: r for r in regmap}
     out: list[dict] = []
-
-    async def write(ctx, values):
-        for name, val in values.items():
-            for w in range(-(-regs[name].width // 32)):
-                await _axil_write(ctx, dut.s_axil, regs[name].addr + 4 * w, val >> (32 * w))
 
     async def bench(ctx):
         for h in heads:
             run_cfg = cfg.replace(**h["settings"])
-            await write(ctx, register_values(run_cfg, h["valid_len"]))
+            await axil_write_regs(ctx, dut.s_axil, regmap, register_values(run_cfg, h["valid_len"]))
             rows = pack_input_rows(cfg, h["k"], h["q"], h["v"], h["valid_len"])
             ctx.set(dut.m_axis.tready, 1)
             for row in rows:
@@ -73,10 +45,10 @@ def rtl_cycles(cfg: HDPConfig, heads: list[dict]) -> list[dict]:
             ctx.set(dut.s_axis.tvalid, 0)
             for _ in range(h["valid_len"]):
                 await ctx.tick().until(dut.m_axis.tvalid)
-            while not (await _axil_read(ctx, dut.s_axil, regs["status"].addr)) & 2:
+            while not (await axil_read(ctx, dut.s_axil, regs["status"].addr)) & 2:
                 await ctx.tick()
-            out.append({"cycles": await _axil_read(ctx, dut.s_axil, regs["cycles"].addr),
-                        "array_cycles": await _axil_read(ctx, dut.s_axil,
+            out.append({"cycles": await axil_read(ctx, dut.s_axil, regs["cycles"].addr),
+                        "array_cycles": await axil_read(ctx, dut.s_axil,
                                                          regs["array_cycles"].addr)})
 
     sim.add_testbench(bench)
