@@ -200,7 +200,24 @@ class StreamMonitor:
             prev_payload = payload
 
 
-class StreamSource:
+class _StreamEnd:
+    """What a source and a sink share: the stream's signals, the seeded stall generator, the
+    timeout and the transfer count."""
+
+    def __init__(self, dut, name: str, clock, stall: float, seed: int, timeout_cycles: int | None):
+        if not 0.0 <= stall < 1.0:
+            raise ValueError(f"stall must be in [0, 1), not {stall!r}")
+        self.dut = dut
+        self.name = name
+        self.clk = clock_signal(clock)
+        self.valid, self.ready, self.payload = stream_signals(dut, name)
+        self.stall = stall
+        self.rng = random.Random(seed)
+        self.timeout_cycles = timeout_cycles
+        self.count = 0
+
+
+class StreamSource(_StreamEnd):
     """Drives stream ``name`` of ``dut`` (an ``In`` stream of the DUT).
 
     ``await send(p)`` queues payload ``p`` and returns once the transfer is committed;
@@ -212,16 +229,7 @@ class StreamSource:
 
     def __init__(self, dut, name: str, clock, stall: float = 0.0, seed: int = 0, *,
                  timeout_cycles: int | None = DEFAULT_TIMEOUT_CYCLES):
-        if not 0.0 <= stall < 1.0:
-            raise ValueError(f"stall must be in [0, 1), not {stall!r}")
-        self.dut = dut
-        self.name = name
-        self.clk = clock_signal(clock)
-        self.valid, self.ready, self.payload = stream_signals(dut, name)
-        self.stall = stall
-        self.rng = random.Random(seed)
-        self.timeout_cycles = timeout_cycles
-        self.count = 0
+        super().__init__(dut, name, clock, stall, seed, timeout_cycles)
         self._queue: collections.deque[tuple[int, Event]] = collections.deque()
         self.valid.value = 0
         self.monitor = StreamMonitor.attach(dut, name, clock)
@@ -297,7 +305,7 @@ class StreamSource:
             ev.set()
 
 
-class StreamSink:
+class StreamSink(_StreamEnd):
     """Receives stream ``name`` of ``dut`` (an ``Out`` stream of the DUT).
 
     ``ready`` is driven high every cycle except that with ``stall > 0`` it is dropped with
@@ -308,16 +316,7 @@ class StreamSink:
 
     def __init__(self, dut, name: str, clock, stall: float = 0.0, seed: int = 0, *,
                  timeout_cycles: int | None = DEFAULT_TIMEOUT_CYCLES):
-        if not 0.0 <= stall < 1.0:
-            raise ValueError(f"stall must be in [0, 1), not {stall!r}")
-        self.dut = dut
-        self.name = name
-        self.clk = clock_signal(clock)
-        self.valid, self.ready, self.payload = stream_signals(dut, name)
-        self.stall = stall
-        self.rng = random.Random(seed)
-        self.timeout_cycles = timeout_cycles
-        self.count = 0
+        super().__init__(dut, name, clock, stall, seed, timeout_cycles)
         self._queue: collections.deque[int] = collections.deque()
         self._arrived = Event()
         self.ready.value = 0
