@@ -13,14 +13,14 @@ run: $(STAMP)
 	$(VENV)/bin/hdpgen run
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check hw golden sim synth tests bench
+	$(VENV)/bin/ruff check hw golden sim synth hdpgen tests bench
 	$(PY) -m pytest -n $(JOBS) -m "not slow"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -m slow
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hw golden sim synth tests bench
+	$(VENV)/bin/ruff check hw golden sim synth hdpgen tests bench
 
 setup: $(STAMP)
 

@@ -12,7 +12,7 @@ What it reports (every ratio is against a baseline run in the same process):
    register of the top (first input beat to last output beat, input at full rate, output
    always ready) in the dense baseline (pruning and head pruning off, exact scores) and under
    each pruning setting, from the cycle model :mod:`sim.top_cycles`, and measured with
-   :func:`sim.cmd_simulate.simulate` on the first ``--rtl-heads`` heads (all 72 with
+   :func:`sim.top_run.simulate` on the first ``--rtl-heads`` heads (all 72 with
    ``--all-heads``); the worst model/RTL disagreement; ideal cycles (multiply-accumulates
    issued on the array / ``R x C``), array utilization (ideal / cycles) and speedup
    (dense / pruned).
@@ -22,7 +22,7 @@ What it reports (every ratio is against a baseline run in the same process):
    column for every row of the tile; with more rows per tile than per block, a tile carries the
    union of several block-rows' masks and skips only what all of them prune.
 3. *Accuracy* of each setting: the golden model against float attention on the same data
-   (:func:`sim.accuracy.golden_accuracy`; the sentence-embedding cosine comes from
+   (:func:`hdpgen.accuracy.golden_accuracy`; the sentence-embedding cosine comes from
    ``hdpgen eval``, pass its CSV with ``--eval-csv`` to print it beside).
 4. *Dense utilization at N = 128*: random Q, K, V with ``valid_len = 128`` on the preset
    (model on ``--n128-heads`` heads; RTL on one unless ``--model-only``).
@@ -129,7 +129,7 @@ def rtl_cycles(cfg: HDPConfig, q, k, v, vl: int, simulator: str, build_root: Pat
                dense: bool) -> np.ndarray:
     """``cycles`` registers of the RTL top for (H, N, d) float inputs (quantized here)."""
     from golden.model import quantize_qkv
-    from sim.cmd_simulate import simulate, split_runtime
+    from sim.top_run import simulate, split_runtime
     run_cfg = dense_of(cfg) if dense else cfg
     hw_cfg, _ = split_runtime(run_cfg)
     import hashlib
@@ -263,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "cycles.json")
     args = p.parse_args(argv)
 
+    from hdpgen.accuracy import golden_accuracy
     from hw.presets import preset
-    from sim.accuracy import golden_accuracy
     from sim.fixtures import load_fixture
     t_start = time.monotonic()
     times: dict[str, float] = {}
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model_only:
         import hashlib
 
-        from sim.cmd_simulate import simulate, split_runtime
+        from sim.top_run import simulate, split_runtime
         hw_cfg, _ = split_runtime(dcfg)
         build = ROOT / "build" / "bench" / "rtl" / (
             f"{args.sim}_{hashlib.sha256(hw_cfg.to_json().encode()).hexdigest()[:12]}")

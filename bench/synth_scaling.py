@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hdpgen.common import atomic_write, write_json  # noqa: E402
 from hw.presets import preset, preset_names  # noqa: E402
-from sim.cli_common import atomic_write, write_json  # noqa: E402
 from synth.driver import synth_all  # noqa: E402
 
 FIELDS = ["array", "cells", "transistors", "ecp5_lut4", "ecp5_carry", "ecp5_ff", "ecp5_dsp",

@@ -1,1 +1,2 @@
-"""Simulation, stimulus and the ``hdpgen`` command line (depends on ``hw``, ``golden``, ``synth``)."""
+"""Simulation: stimulus from the golden model, cocotb benches, drivers and monitors, the
+simulator runner and the cycle models (depends on ``hw`` and ``golden`` only)."""

@@ -1,6 +1,6 @@
 """Real attention inputs bundled with the tests: all-MiniLM-L6-v2 Q, K, V (no torch needed).
 
-Each fixture is an IN.npz file (see :mod:`sim.npz_io`) in ``tests/data/``: float32 ``q``,
+Each fixture is an IN.npz file (see :mod:`hdpgen.npz_io`) in ``tests/data/``: float32 ``q``,
 ``k``, ``v`` of shape (72, N, 32), i.e. 6 layers x 12 heads, layer-major (index
 ``layer * 12 + head``), taken after the query/key/value projections and before the
 ``1/sqrt(32)`` scaling; ``valid_len``; metadata ``sentence``, ``tokens``, ``n_layers``,

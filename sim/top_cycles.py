@@ -454,20 +454,16 @@ def ideal_cycles(cfg: HDPConfig, head, dense: bool) -> float:
 
 
 # ------------------------------------------------------------------------------ validation
-def validate_against_rtl(cfgs, data_spec: str, out_dir, simulator: str = "verilator",
+def validate_against_rtl(cfgs, data, out_dir, simulator: str = "verilator",
                          heads: int = 4, report: list | None = None) -> float:
     """Worst relative disagreement ``|model - RTL| / RTL`` of the ``cycles`` register over
-    ``cfgs`` x the first ``heads`` heads of a bundled fixture (or IN.npz), dense and pruned,
-    simulated with :func:`sim.cmd_simulate.simulate` (one cached build per hardware
+    ``cfgs`` x the first ``heads`` heads of ``data`` (a mapping with float ``q``, ``k``, ``v``
+    and optional ``valid_len``, as :func:`sim.fixtures.load_fixture` returns), dense and
+    pruned, simulated with :func:`sim.top_run.simulate` (one cached build per hardware
     configuration under ``out_dir``).  ``report`` (a list) receives one dict per head."""
     from golden.model import attention_head_int, quantize_qkv
 
-    from .cmd_simulate import simulate, split_runtime
-    from .fixtures import load_fixture
-    data = load_fixture(data_spec) if not str(data_spec).endswith(".npz") else None
-    if data is None:
-        from .npz_io import load_qkv
-        data = load_qkv(Path(data_spec))
+    from .top_run import simulate, split_runtime
     q, k, v = (np.asarray(data[x])[:heads] for x in ("q", "k", "v"))
     n = q.shape[1]
     vl = int(data.get("valid_len") or n)

@@ -460,7 +460,7 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
     when the unit's ECP5 netlist exists.  ``units`` defaults to :func:`hw.units.unit_names`.
 
     ``progress(unit, stage, status, seconds)`` hears every stage start and end;
-    ``tick(done, total, note)`` (the shape of ``sim.progress.Stages.tick``) hears a count of
+    ``tick(done, total, note)`` (the shape of ``hdpgen.progress.Stages.tick``) hears a count of
     finished (unit, stage) jobs.
 
     Returns ``{"units": {name: result}, "total", "config", "tools", "targets", "fmax",

@@ -43,3 +43,26 @@ def build_dir(tmp_path: Path) -> Path:
     d = tmp_path / "build"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path):
+    """An existing directory nobody (root included) can create files in: mode 0555 for an
+    ordinary user, the immutable attribute for root (who ignores modes).  Skips where
+    neither works (a file system without ``chattr``)."""
+    import shutil
+    import subprocess
+    d = tmp_path / "readonly"
+    d.mkdir()
+    if os.geteuid() != 0:
+        d.chmod(0o555)
+        yield d
+        d.chmod(0o755)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(d)], capture_output=True).returncode:
+        pytest.skip("cannot make a read-only directory as root here (no chattr +i)")
+    try:
+        yield d
+    finally:
+        subprocess.run([chattr, "-i", str(d)], capture_output=True)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from golden import model
+from hdpgen import cli
 from hw.presets import preset
-from sim import cli
 from sim.fixtures import fixture_names, fixture_path, load_fixture
 
 TINY = preset("tiny")  # seq_len 8, head_dim 4
@@ -213,7 +213,7 @@ def test_console_script_exit_status(tmp_path):
     exe = Path(sys.executable).with_name("hdpgen")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"junk")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sim.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "hdpgen.cli"]
     r = subprocess.run([*cmd, "golden", "--qkv", str(bad), "--out", str(tmp_path / "o.npz")],
                        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": ""})
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -251,7 +251,7 @@ def test_fixture_within_error_bound(capsys, tmp_path, name, approx):
 
 
 def test_fixtures_are_valid_inputs():
-    from sim.npz_io import load_qkv
+    from hdpgen.npz_io import load_qkv
     assert fixture_names() == ["short", "medium", "padded", "long"]
     total = sum(fixture_path(n).stat().st_size for n in fixture_names())
     assert total < 2 * 1024 * 1024
@@ -268,7 +268,7 @@ def test_fixtures_are_valid_inputs():
 
 # ---------------------------------------------------------------------------- capture (no torch)
 def test_capture_output_names_and_early_errors(capsys, tmp_path):
-    from sim.cmd_capture import out_paths
+    from hdpgen.cmd_capture import out_paths
     assert out_paths(tmp_path / "a.npz", 1) == [tmp_path / "a.npz"]
     assert out_paths(tmp_path / "a.npz", 3) == [tmp_path / f"a_{i:02d}.npz" for i in range(3)]
     assert cli.main(["capture", "--sentence", "x", "--pad-to", "0", "--out", str(tmp_path / "o.npz")]) == 2

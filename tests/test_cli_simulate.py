@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-import sim.cmd_simulate as cmd
+import hdpgen.cmd_simulate as cmd
 from golden.model import attention
+from hdpgen.cli import main
 from hw.presets import preset
-from sim.cli import main
 
 
 def write_qkv(path, h=2, n=8, d=4, valid_len=None, seed=0):

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
+from hdpgen.cli import main as cli_main
+from hdpgen.cmd_dse import expand_grid, parse_grid
+from hdpgen.common import CliError
 from hw.presets import preset
-from sim.cli import main as cli_main
-from sim.cli_common import CliError
-from sim.cmd_dse import expand_grid, parse_grid
 
 
 def test_grid_from_flags_and_toml(tmp_path):

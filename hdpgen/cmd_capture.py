@@ -1,6 +1,6 @@
 """``hdpgen capture``: per-layer Q, K, V of all-MiniLM-L6-v2 on real sentences (extra ``eval``).
 
-Writes the IN.npz format of :mod:`sim.npz_io` (float32 ``q``, ``k``, ``v`` of shape
+Writes the IN.npz format of :mod:`hdpgen.npz_io` (float32 ``q``, ``k``, ``v`` of shape
 (6 * 12, N, 32), layer-major, ``valid_len``, and metadata ``sentence``, ``tokens``,
 ``n_layers``, ``n_heads``, ``model``).  With one sentence ``--out`` is the file; with several,
 sentence ``i`` goes to ``<out stem>_<i:02d>.npz`` beside it.  ``--pad-to N`` pads each
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli_common import CliError
+from .common import CliError
 from .npz_io import save_npz
 
 __all__ = ["configure", "main", "capture_files"]

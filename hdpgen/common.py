@@ -10,7 +10,8 @@ from pathlib import Path
 from hw.config import HDPConfig
 from hw.presets import preset, preset_names
 
-__all__ = ["CliError", "add_config_args", "config_from_args", "atomic_write", "write_json"]
+__all__ = ["CliError", "add_config_args", "config_from_args", "atomic_write", "write_json",
+           "check_output_file", "check_output_dir"]
 
 
 class CliError(Exception):
@@ -75,3 +76,60 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _probe_dir(d: Path) -> str | None:
+    """Why files cannot be created in the existing directory ``d`` (None when they can).
+
+    Creates and removes a probe file: ``os.access`` says yes to root on a read-only folder."""
+    try:
+        fd, name = tempfile.mkstemp(dir=d, prefix=".hdpgen-probe-")
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be used (or created) as a writable directory; None when it can."""
+    if path.exists() and not path.is_dir():
+        return f"{path} exists and is not a directory"
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        return f"{base} is not a directory"
+    reason = _probe_dir(base)
+    if reason is not None:
+        return f"{base} is not writable ({reason})"
+    return None
+
+
+def check_output_dir(path: Path, what: str = "output folder") -> Path:
+    """Check, before any work, that ``path`` is (or can be made as) a writable directory.
+
+    Raises :class:`CliError` naming ``what``, the path and the reason; creates nothing."""
+    path = Path(path)
+    problem = _dir_problem(path)
+    if problem is not None:
+        raise CliError(f"cannot use {what} {path}: {problem}")
+    return path
+
+
+def check_output_file(path: Path, what: str = "output") -> Path:
+    """Check, before any work, that the file ``path`` can be written (created or replaced).
+
+    An existing directory at ``path`` or an unwritable folder is a :class:`CliError`."""
+    path = Path(path)
+    if path.is_dir():
+        raise CliError(f"cannot write {what} {path}: it is a directory")
+    problem = _dir_problem(path.parent)
+    if problem is not None:
+        raise CliError(f"cannot write {what} {path}: {problem}")
+    return path

@@ -41,7 +41,7 @@ from golden.intmath import split_int_frac
 from golden.reference import float_attention_head
 from hw.config import HDPConfig
 
-from .cli_common import CliError, add_config_args, atomic_write, config_from_args
+from .common import CliError, add_config_args, atomic_write, config_from_args
 
 __all__ = ["configure", "main", "GridPoint", "GRIDS", "evaluate", "DEFAULT_SENTENCES"]
 
@@ -119,7 +119,7 @@ GRIDS = {"small": _grid_small, "quick": _grid_quick, "half": _grid_half}
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sentences", type=Path, default=DEFAULT_SENTENCES, metavar="FILE",
-                   help="one sentence per line (default: the bundled sim/data/sentences.txt)")
+                   help="one sentence per line (default: the bundled hdpgen/data/sentences.txt)")
     p.add_argument("--grid", default="small", choices=sorted(GRIDS),
                    help="which sweep to run (default: small)")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N sentences")

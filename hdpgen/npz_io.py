@@ -7,7 +7,7 @@ IN.npz (``hdpgen golden --qkv``, written by ``hdpgen capture``)
     Metadata (optional, ignored by the golden model): ``sentence``, ``tokens`` (strings),
     ``n_layers``, ``n_heads`` (integer scalars), ``model`` (string).
 
-Every problem is a :class:`sim.cli_common.CliError` with a one-line message, raised before any
+Every problem is a :class:`hdpgen.common.CliError` with a one-line message, raised before any
 work is done.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli_common import CliError, atomic_write
+from .common import CliError, atomic_write
 
 __all__ = ["REQUIRED_KEYS", "OPTIONAL_KEYS", "METADATA_KEYS", "load_qkv", "check_qkv", "save_npz"]
 

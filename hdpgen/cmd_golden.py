@@ -1,6 +1,6 @@
 """``hdpgen golden``: run the bit-exact golden model on Q, K, V from an ``.npz``.
 
-Input: IN.npz (see :mod:`sim.npz_io`).  Output: OUT.npz with ``out`` (float32 (H, N, d), the
+Input: IN.npz (see :mod:`hdpgen.npz_io`).  Output: OUT.npz with ``out`` (float32 (H, N, d), the
 dequantized output), ``out_int`` (int32, raw fixed point with ``out_frac`` fraction bits),
 ``block_keep`` (bool (H, n_block_rows, n_block_cols) for this N) and ``head_keep`` (bool (H,)),
 and OUT.json beside it with the configuration actually used, the input's shape, the clipping of
@@ -29,7 +29,7 @@ from golden.intmath import best_frac_bits
 from golden.reference import float_attention
 from hw.config import HDPConfig
 
-from .cli_common import CliError, add_config_args, atomic_write, config_from_args
+from .common import CliError, add_config_args, atomic_write, config_from_args
 from .npz_io import load_qkv
 
 __all__ = ["configure", "main", "prepare_inputs", "config_with_auto", "run_golden", "error_stats",

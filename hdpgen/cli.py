@@ -1,6 +1,6 @@
 """``hdpgen``: one console command for generate, golden, simulate, synth, eval and run.
 
-Each subcommand lives in its own module ``sim.cmd_<name>`` with ``configure(parser)`` and
+Each subcommand lives in its own module ``hdpgen.cmd_<name>`` with ``configure(parser)`` and
 ``main(args) -> int``; modules load only when their command runs, so ``hdpgen golden``
 never imports torch or a simulator.
 """
@@ -9,19 +9,19 @@ import argparse
 import importlib
 import sys
 
-from .cli_common import CliError
+from .common import CliError
 
 __all__ = ["main"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "golden": ("sim.cmd_golden", "run the bit-exact golden model on Q, K, V from an .npz"),
-    "generate": ("sim.cmd_generate", "write a unit's (or the top's) Verilog and JSON"),
-    "simulate": ("sim.cmd_simulate", "run the RTL top in Icarus or Verilator on Q, K, V"),
-    "synth": ("synth.cmd_synth", "synthesize units with Yosys, place and route with nextpnr"),
-    "run": ("sim.cmd_run", "the main job: generate, simulate, synthesize and report"),
-    "dse": ("sim.cmd_dse", "design-space sweep: accuracy, cycles, area, Fmax"),
-    "capture": ("sim.cmd_capture", "capture per-layer Q, K, V of all-MiniLM-L6-v2 (extra 'eval')"),
-    "eval": ("sim.cmd_eval", "accuracy of the pruned golden model inside all-MiniLM-L6-v2 (extra 'eval')"),
+    "golden": ("hdpgen.cmd_golden", "run the bit-exact golden model on Q, K, V from an .npz"),
+    "generate": ("hdpgen.cmd_generate", "write a unit's (or the top's) Verilog and JSON"),
+    "simulate": ("hdpgen.cmd_simulate", "run the RTL top in Icarus or Verilator on Q, K, V"),
+    "synth": ("hdpgen.cmd_synth", "synthesize units with Yosys, place and route with nextpnr"),
+    "run": ("hdpgen.cmd_run", "the main job: generate, simulate, synthesize and report"),
+    "dse": ("hdpgen.cmd_dse", "design-space sweep: accuracy, cycles, area, Fmax"),
+    "capture": ("hdpgen.cmd_capture", "capture per-layer Q, K, V of all-MiniLM-L6-v2 (extra 'eval')"),
+    "eval": ("hdpgen.cmd_eval", "accuracy of the pruned golden model inside all-MiniLM-L6-v2 (extra 'eval')"),
 }
 
 

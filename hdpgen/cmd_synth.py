@@ -9,13 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from sim.cli_common import CliError, add_config_args, atomic_write, config_from_args, write_json
+from hdpgen.common import CliError, add_config_args, atomic_write, config_from_args, write_json
 
 __all__ = ["configure", "main"]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from .driver import DEFAULT_FMAX_TARGET_MHZ, TARGETS
+    from synth.driver import DEFAULT_FMAX_TARGET_MHZ, TARGETS
     add_config_args(p)
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--unit", action="append", metavar="NAME",
@@ -50,9 +50,8 @@ def _progress_printer(quiet: bool):
 
 def main(args: argparse.Namespace) -> int:
     from hw.units import UNITS, unit_names
-
-    from .driver import synth_all
-    from .report import format_table
+    from synth.driver import synth_all
+    from synth.report import format_table
 
     cfg = config_from_args(args)
     avail = unit_names()

@@ -7,7 +7,7 @@ report: a missing section is printed as "not run" with the reason.
 
 from pathlib import Path
 
-from .cli_common import atomic_write, write_json
+from .common import atomic_write, write_json
 
 __all__ = ["render_markdown", "write_report"]
 

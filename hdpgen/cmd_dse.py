@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_common import CliError, add_config_args, atomic_write, config_from_args, write_json
+from .common import CliError, add_config_args, atomic_write, config_from_args, write_json
 
 __all__ = ["configure", "main", "parse_grid", "expand_grid", "evaluate_point"]
 
@@ -149,10 +149,10 @@ def _key(cfg, data_tag: str, opts: dict) -> str:
 def evaluate_point(label: str, cfg_dict: dict, data_spec: str, out: str, synth: bool, fmax: bool) -> dict:
     """One design point (runs in a worker process)."""
     from hw.config import HDPConfig
+    from sim.fixtures import load_fixture
+    from sim.top_cycles import head_cycles
 
     from .accuracy import golden_accuracy
-    from .fixtures import load_fixture
-    from .top_cycles import head_cycles
     cfg = HDPConfig.from_dict(cfg_dict)
     data = load_fixture(data_spec)
     vl = data.get("valid_len")
@@ -172,8 +172,9 @@ def evaluate_point(label: str, cfg_dict: dict, data_spec: str, out: str, synth: 
            "cycles_dense": int(dense), "cycles_pruned": int(pruned),
            "speedup": dense / pruned if pruned else None, "t_golden_s": round(time.monotonic() - t0, 2)}
     if synth:
+        from sim.top_run import split_runtime
+
         from .cmd_run import synthesize_design
-        from .cmd_simulate import split_runtime
         t1 = time.monotonic()
         # one shared cache: points with identical Verilog (run-time settings differ) synthesize
         # once; one job per worker, the sweep already runs a worker per core
@@ -195,7 +196,7 @@ def main(args: argparse.Namespace) -> int:
     if toml_preset and not args.config and "--preset" not in sys.argv:
         from hw.presets import preset
         base = preset(toml_preset)
-    from .fixtures import load_fixture
+    from sim.fixtures import load_fixture
     data = load_fixture(args.data)
     points = expand_grid(base, grid, int(data.get("valid_len") or data["q"].shape[1]))
     out = args.out
@@ -230,9 +231,9 @@ def main(args: argparse.Namespace) -> int:
                   f"speedup {row['speedup']:.2f}x", file=sys.stderr)
     ordered = [rows[label] for label, _ in points if label in rows]
     if args.validate:
-        from .top_cycles import validate_against_rtl
+        from sim.top_cycles import validate_against_rtl
         worst = validate_against_rtl([cfg for label, cfg in points if label in rows][:args.validate],
-                                     args.data, out / "validate", simulator=args.sim)
+                                     data, out / "validate", simulator=args.sim)
         print(f"cycle model vs RTL on {args.validate} points: worst disagreement {worst:.2%}")
         write_json(out / "validate.json", {"points": args.validate, "worst_relative_error": worst})
     _write_outputs(ordered, out)
