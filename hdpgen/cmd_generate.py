@@ -15,7 +15,14 @@ from pathlib import Path
 from hw.export import verilog_text
 from hw.units import UNITS, unit_names
 
-from .common import CliError, add_config_args, atomic_write, config_from_args
+from .common import (
+    CliError,
+    add_config_args,
+    atomic_write,
+    check_output_dir,
+    check_output_file,
+    config_from_args,
+)
 
 __all__ = ["configure", "main"]
 
@@ -30,6 +37,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    out = check_output_dir(Path(args.out))
     if args.all:
         names = unit_names()
         if not names:
@@ -41,6 +49,9 @@ def main(args: argparse.Namespace) -> int:
             raise CliError(f"unit {args.unit!r} is not implemented in this checkout "
                            f"(available: {', '.join(unit_names()) or 'none'})")
         names = [args.unit]
+    for name in names:
+        for suffix in (".v", ".json"):
+            check_output_file(out / f"{name}{suffix}")
     outputs = []
     for name in names:
         try:
@@ -49,7 +60,6 @@ def main(args: argparse.Namespace) -> int:
             exc.add_note(f"hdpgen generate: while generating unit {name!r}; nothing was written")
             raise
         outputs.append((name, v_text, json.dumps(meta, indent=2, sort_keys=True) + "\n"))
-    out = Path(args.out)
     for name, v_text, j_text in outputs:
         with atomic_write(out / f"{name}.v", "w") as f:
             f.write(v_text)

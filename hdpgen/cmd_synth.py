@@ -9,7 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-from hdpgen.common import CliError, add_config_args, atomic_write, config_from_args, write_json
+from .common import (
+    CliError,
+    add_config_args,
+    atomic_write,
+    check_output_dir,
+    check_output_file,
+    config_from_args,
+    write_json,
+)
 
 __all__ = ["configure", "main"]
 
@@ -73,7 +81,9 @@ def main(args: argparse.Namespace) -> int:
         raise CliError(f"--fmax-target must be positive, not {args.fmax_target:g}")
     if args.timeout is not None and not args.timeout > 0:
         raise CliError(f"--timeout must be positive, not {args.timeout:g}")
-    out = args.out if args.out is not None else Path("build") / args.preset / "synth"
+    out = check_output_dir(args.out if args.out is not None else Path("build") / args.preset / "synth")
+    for name in ("synth.json", "synth.md"):
+        check_output_file(out / name)
     data = synth_all(cfg, out, units, jobs=args.jobs, targets=tuple(args.targets), fmax=args.fmax,
                      fmax_target_mhz=args.fmax_target, progress=_progress_printer(args.quiet),
                      timeout=args.timeout)
