@@ -16,7 +16,7 @@ array size) are elaboration constants.
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["HDPConfig", "signed_width", "unsigned_width", "PRUNE_MODES",
@@ -57,109 +57,121 @@ def _choice_field(name, value, choices):
         raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
 
 
+def _bound(b):
+    """A bound of an integer field: a number, or ``(label, function of the configuration)``."""
+    return b if isinstance(b, tuple) else (str(b), lambda cfg, b=b: b)
+
+
+def _knob(default, doc, lo=None, hi=None, choices=None, note=None):
+    """A configuration field with its rule in the metadata: validation, ``--list-settings`` and
+    the error messages all read the rule from here, so they cannot disagree."""
+    meta = {"doc": doc, "note": note}
+    if lo is not None:
+        meta["lo"], meta["hi"] = _bound(lo), _bound(hi)
+    if choices is not None:
+        meta["choices"] = choices
+    return field(default=default, metadata=meta)
+
+
+def _check_field(cfg, f) -> None:
+    value, m = getattr(cfg, f.name), f.metadata
+    if "lo" in m:
+        (lo_label, lo_fn), (hi_label, hi_fn) = m["lo"], m["hi"]
+        lo, hi = lo_fn(cfg), hi_fn(cfg)
+        dynamic = not (lo_label.lstrip("-").isdigit() and hi_label.lstrip("-").isdigit())
+        rule = f"in [{lo_label}, {hi_label}] = [{lo}, {hi}]" if dynamic else None
+        _int_field(f.name, value, lo, hi, rule)
+    elif "choices" in m:
+        _choice_field(f.name, value, m["choices"])
+    elif f.type is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{f.name} must be true or false, not {value!r}")
+    elif f.type is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{f.name} must be a number in [0, 1], not {value!r}")
+
+
+def _field_rule(f) -> str:
+    """The rule of one field in words (for ``--list-settings``)."""
+    m = f.metadata
+    if "lo" in m:
+        rule = f"integer in [{m['lo'][0]}, {m['hi'][0]}]"
+    elif "choices" in m:
+        rule = "one of " + ", ".join(m["choices"])
+    elif f.type is bool:
+        rule = "true or false"
+    else:
+        rule = "number in [0, 1]"
+    return rule + (f"; {m['note']}" if m.get("note") else "")
+
+
+_SCALE_NOTE = "and large enough that the softmax scale does not round to 0"
+
+
 @dataclass(frozen=True, kw_only=True)
 class HDPConfig:
-    """Every knob of an hdpgen accelerator (see ``shared/ALGORITHM.md``).
+    """Every knob of an hdpgen accelerator (the algorithm is described in ``docs/spec.md``).
 
-    Sizes
-    -----
-    seq_len : maximum sequence length N the hardware accepts (run-time ``valid_len`` <= N).
-    head_dim : head dimension d.
-    n_heads : heads per layer (processed one after another).
+    Each field's meaning and rule are in its metadata (``doc``, bounds, choices), which the
+    validation reads; :meth:`describe` lists them (``hdpgen <command> --list-settings``).
 
-    Number formats (signed fixed point unless stated)
-    -------------------------------------------------
-    qk_bits, qk_frac : Q and K total and fraction bits (B, F).
-    v_bits, v_frac : V total and fraction bits.
-    prob_frac : fraction bits of the unsigned softmax probabilities (width ``prob_frac + 1``,
-        so that 1.0 is representable).
-    out_bits, out_frac : output O total and fraction bits (saturating).
-    exp_frac : fraction bits of the base-2 softmax exponent (the exp table has ``2**exp_frac`` entries).
-    exp_bits : the exp table's fraction bits W (entry 0 is ``2**W`` = 1.0).
-
-    Pruning
-    -------
-    block_rows, block_cols : block shape b_r x b_c of the score matrix.
-    criterion : block importance: ``abs_sum`` (sum of |A|), ``sum`` (signed sum of A), ``max`` (signed max).
-    prune_mode : ``off``, ``topk`` or ``threshold`` (run-time register default).
-    k_b : blocks kept per block-row in ``topk`` mode, the diagonal included.
-    rho, rho_frac : threshold mix between max and mean, unsigned fixed point with ``rho_frac`` bits.
-    head_prune, tau_head : prune the head when its importance H (sum of |A|) < tau_head.
-    approx : ``drop_ff`` (drop the fraction x fraction term) or ``exact``.
-    causal : decoder masking (key j > query i is masked).
-
-    Array
-    -----
-    array_rows, array_cols : systolic array R x C.
+    Run-time values (pruning mode, ``k_b``, ``rho``, ``tau_head``, approximation mode, causal
+    masking) are registers in the hardware; the fields give their defaults.  The others shape
+    the hardware and are elaboration constants.
     """
 
-    seq_len: int = 128
-    head_dim: int = 32
-    n_heads: int = 12
-    qk_bits: int = 8
-    qk_frac: int = 4
-    v_bits: int = 8
-    v_frac: int = 4
-    prob_frac: int = 8
-    out_bits: int = 16
-    out_frac: int = 8
-    exp_frac: int = 5
-    exp_bits: int = 16
-    block_rows: int = 2
-    block_cols: int = 2
-    criterion: str = "max"
-    prune_mode: str = "topk"
-    k_b: int = 48
-    rho: float = 0.5
-    rho_frac: int = 8
-    head_prune: bool = False
-    tau_head: int = 0
-    approx: str = "drop_ff"
-    causal: bool = False
-    array_rows: int = 2
-    array_cols: int = 8
+    # sizes
+    seq_len: int = _knob(128, "maximum sequence length N the hardware accepts "
+                              "(run-time valid_len <= N)", 1, 4096)
+    head_dim: int = _knob(32, "head dimension d", 1, 1024)
+    n_heads: int = _knob(12, "heads per layer (processed one after another)", 1, 256)
+    # number formats (signed fixed point unless stated)
+    qk_bits: int = _knob(8, "Q and K total bits B (signed fixed point)", 2, 16)
+    qk_frac: int = _knob(4, "Q and K fraction bits F (or 'auto' in golden/simulate)", 0,
+                         ("qk_bits - 1", lambda c: c.qk_bits - 1))
+    v_bits: int = _knob(8, "V total bits (signed fixed point)", 2, 16)
+    v_frac: int = _knob(4, "V fraction bits (or 'auto' in golden/simulate)", 0,
+                        ("v_bits - 1", lambda c: c.v_bits - 1))
+    prob_frac: int = _knob(8, "fraction bits of the unsigned softmax probabilities "
+                              "(width prob_frac + 1, so that 1.0 is representable)", 1, 16)
+    out_bits: int = _knob(16, "output O total bits (signed, saturating)", 2, 32)
+    out_frac: int = _knob(8, "output O fraction bits", 0,
+                          ("out_bits - 1", lambda c: c.out_bits - 1))
+    exp_frac: int = _knob(5, "fraction bits of the base-2 softmax exponent (the exp table has "
+                             "2**exp_frac entries)", 0, 10, note=_SCALE_NOTE)
+    exp_bits: int = _knob(16, "the exp table's fraction bits W (entry 0 is 2**W = 1.0)", 4, 24)
+    # pruning
+    block_rows: int = _knob(2, "block height b_r of the score matrix", 1,
+                            ("seq_len", lambda c: c.seq_len))
+    block_cols: int = _knob(2, "block width b_c of the score matrix", 1,
+                            ("seq_len", lambda c: c.seq_len))
+    criterion: str = _knob("max", "block importance: abs_sum (sum of |A|), sum (signed sum of A), "
+                                  "max (signed max)", choices=CRITERIA)
+    prune_mode: str = _knob("topk", "block pruning (run-time register default)",
+                            choices=PRUNE_MODES)
+    k_b: int = _knob(48, "blocks kept per block-row in topk mode, the diagonal included", 1,
+                     ("number of block columns", lambda c: c.n_block_cols))
+    rho: float = _knob(0.5, "threshold mode: mix between the block-row's max (1) and mean (0)",
+                       note="a multiple of 2**-rho_frac")
+    rho_frac: int = _knob(8, "fraction bits of rho in the hardware (unsigned fixed point)", 1, 16)
+    head_prune: bool = _knob(False, "prune a head when its importance H (sum of |A|) < tau_head")
+    tau_head: int = _knob(0, "head-pruning threshold on H", 0,
+                          ("largest head importance", lambda c: c.h_max))
+    approx: str = _knob("drop_ff", "drop_ff (drop the fraction x fraction term) or exact",
+                        choices=APPROX_MODES)
+    causal: bool = _knob(False, "decoder masking (key j > query i is masked)")
+    # array
+    array_rows: int = _knob(2, "systolic array rows R", 1, 64)
+    array_cols: int = _knob(8, "systolic array columns C", 1, 64)
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self):
-        _int_field("seq_len", self.seq_len, 1, 4096)
-        _int_field("head_dim", self.head_dim, 1, 1024)
-        _int_field("n_heads", self.n_heads, 1, 256)
-        _int_field("qk_bits", self.qk_bits, 2, 16)
-        _int_field("qk_frac", self.qk_frac, 0, self.qk_bits - 1,
-                   f"in [0, qk_bits - 1] = [0, {self.qk_bits - 1}]")
-        _int_field("v_bits", self.v_bits, 2, 16)
-        _int_field("v_frac", self.v_frac, 0, self.v_bits - 1,
-                   f"in [0, v_bits - 1] = [0, {self.v_bits - 1}]")
-        _int_field("prob_frac", self.prob_frac, 1, 16)
-        _int_field("out_bits", self.out_bits, 2, 32)
-        _int_field("out_frac", self.out_frac, 0, self.out_bits - 1,
-                   f"in [0, out_bits - 1] = [0, {self.out_bits - 1}]")
-        _int_field("exp_frac", self.exp_frac, 0, 10)
-        _int_field("exp_bits", self.exp_bits, 4, 24)
-        _int_field("block_rows", self.block_rows, 1, self.seq_len,
-                   f"in [1, seq_len] = [1, {self.seq_len}]")
-        _int_field("block_cols", self.block_cols, 1, self.seq_len,
-                   f"in [1, seq_len] = [1, {self.seq_len}]")
-        _choice_field("criterion", self.criterion, CRITERIA)
-        _choice_field("prune_mode", self.prune_mode, PRUNE_MODES)
-        _int_field("k_b", self.k_b, 1, self.n_block_cols,
-                   f"in [1, number of block columns] = [1, {self.n_block_cols}]")
-        if isinstance(self.rho, bool) or not isinstance(self.rho, (int, float)) \
-                or not math.isfinite(self.rho) or not 0.0 <= self.rho <= 1.0:
-            raise ValueError(f"rho must be a number in [0, 1], not {self.rho!r}")
-        _int_field("rho_frac", self.rho_frac, 1, 16)
-        if self.rho * (1 << self.rho_frac) != self.rho_q:
-            raise ValueError(f"rho must be a multiple of 2**-rho_frac = {2.0 ** -self.rho_frac}, "
-                             f"not {self.rho!r}")
-        if not isinstance(self.head_prune, bool):
-            raise ValueError(f"head_prune must be true or false, not {self.head_prune!r}")
-        _int_field("tau_head", self.tau_head, 0, self.h_max,
-                   f"in [0, largest head importance] = [0, {self.h_max}]")
-        _choice_field("approx", self.approx, APPROX_MODES)
-        if not isinstance(self.causal, bool):
-            raise ValueError(f"causal must be true or false, not {self.causal!r}")
-        _int_field("array_rows", self.array_rows, 1, 64)
-        _int_field("array_cols", self.array_cols, 1, 64)
+        for f in dataclasses.fields(self):
+            _check_field(self, f)
+            if f.name == "rho_frac" and self.rho * (1 << self.rho_frac) != self.rho_q:
+                raise ValueError(f"rho must be a multiple of 2**-rho_frac = "
+                                 f"{2.0 ** -self.rho_frac}, not {self.rho!r}")
         scale = math.log2(math.e) / math.sqrt(self.head_dim)
         if round(scale * 2.0 ** (16 + self.exp_frac - 2 * self.qk_frac)) < 1:
             need = next(e for e in range(64) if round(scale * 2.0 ** (16 + e - 2 * self.qk_frac)) >= 1)
@@ -167,13 +179,24 @@ class HDPConfig:
                              f"{self.head_dim} (else the softmax scale log2(e)/sqrt(d) * "
                              f"2**(16 + exp_frac - 2*qk_frac) rounds to 0), not {self.exp_frac}")
 
+    @classmethod
+    def describe(cls) -> list[dict[str, str]]:
+        """Every field with its type name, its rule in words and its meaning, in field order."""
+        return [{"name": f.name, "type": f.type.__name__, "rule": _field_rule(f),
+                 "doc": f.metadata["doc"]} for f in dataclasses.fields(cls)]
+
     # ------------------------------------------------------------------ conversions
-    def replace(self, **changes: Any) -> "HDPConfig":
-        """A copy with ``changes`` applied (validated like the constructor)."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+    @classmethod
+    def _check_keys(cls, keys, where: str = "") -> None:
+        unknown = sorted(set(keys) - set(cls.field_names()), key=str)
         if unknown:
-            raise ValueError(f"unknown configuration field {unknown[0]!r}; "
-                             f"fields are {', '.join(self.field_names())}")
+            raise ValueError(f"{where}unknown configuration field {unknown[0]!r}; "
+                             f"fields are {', '.join(cls.field_names())}")
+
+    def replace(self, **changes: Any) -> "HDPConfig":
+        """A copy with all ``changes`` applied at once, validated once like the constructor
+        (so the order of the changes never matters)."""
+        self._check_keys(changes)
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -188,14 +211,19 @@ class HDPConfig:
         """Rebuild from :meth:`to_dict` output; unknown or missing keys are errors."""
         if not isinstance(d, dict):
             raise ValueError(f"configuration must be a JSON object, not {type(d).__name__}")
-        names = set(cls.field_names())
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown configuration field {unknown[0]!r}")
-        missing = sorted(names - set(d))
+        cls._check_keys(d)
+        missing = sorted(set(cls.field_names()) - set(d))
         if missing:
             raise ValueError(f"configuration field {missing[0]!r} is missing")
         return cls(**d)
+
+    def merged(self, d: dict[str, Any], where: str = "") -> "HDPConfig":
+        """This configuration with the fields of the (possibly partial) mapping ``d`` applied,
+        validated once; unknown keys are errors naming the key and listing the fields."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}configuration must be a JSON object, not {type(d).__name__}")
+        self._check_keys(d, where)
+        return self.replace(**d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -204,30 +232,30 @@ class HDPConfig:
     def from_json(cls, text: str) -> "HDPConfig":
         return cls.from_dict(json.loads(text))
 
-    def with_setting(self, key: str, value: str) -> "HDPConfig":
-        """Apply one ``key=value`` string from the command line, parsed by the field's type."""
-        types = {f.name: f.type for f in dataclasses.fields(self)}
-        if key not in types:
-            raise ValueError(f"unknown configuration field {key!r}; "
-                             f"fields are {', '.join(self.field_names())}")
-        t = types[key]
+    @classmethod
+    def parse_setting(cls, key: str, value: str) -> Any:
+        """The value of one ``key=value`` string from the command line, parsed by the field's
+        type (not yet validated against the rules: see :meth:`replace`)."""
+        cls._check_keys([key])
+        t = {f.name: f.type for f in dataclasses.fields(cls)}[key]
         try:
-            if t in (bool, "bool"):
+            if t is bool:
                 low = value.strip().lower()
                 if low not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
                     raise ValueError
-                parsed: Any = low in ("1", "true", "on", "yes")
-            elif t in (int, "int"):
-                parsed = int(value, 0)
-            elif t in (float, "float"):
-                parsed = float(value)
-            else:
-                parsed = value
+                return low in ("1", "true", "on", "yes")
+            if t is int:
+                return int(value, 0)
+            if t is float:
+                return float(value)
+            return value
         except ValueError:
-            kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
-                getattr(t, "__name__", t), "a value")
+            kind = {int: "an integer", float: "a number", bool: "true or false"}.get(t, "a value")
             raise ValueError(f"{key} must be {kind}, not {value!r}") from None
-        return self.replace(**{key: parsed})
+
+    def with_setting(self, key: str, value: str) -> "HDPConfig":
+        """Apply one ``key=value`` string from the command line, parsed by the field's type."""
+        return self.replace(**{key: self.parse_setting(key, value)})
 
     # ------------------------------------------------------------------ blocks
     @property

@@ -165,7 +165,7 @@ def test_width_helpers():
 
 
 def test_derived_values_by_hand():
-    """The default configuration's widths, computed by hand from ALGORITHM.md."""
+    """The default configuration's widths, computed by hand from docs/spec.md."""
     c = D
     # q_I in [-8, 7] (4 integer bits); A in [32 * -8 * 7, 32 * 64] = [-1792, 2048]
     assert c.qk_int_range == (-8, 7) and c.a_range == (-1792, 2048) and c.a_width == 13
@@ -293,3 +293,41 @@ def test_presets_validate_their_own_widths(name):
 def test_softmax_scale_that_rounds_to_zero_is_rejected_naming_exp_frac():
     with pytest.raises(ValueError, match=r"exp_frac must be >= \d+ for qk_frac = 15 and head_dim = 1024"):
         HDPConfig(qk_bits=16, qk_frac=15, head_dim=1024, exp_frac=0, seq_len=8, k_b=1)
+
+
+# ---------------------------------------------------------------------------- defect 10 and 12
+def test_defect10_replace_validates_all_changes_together():
+    """Changes that are only valid together are accepted in any order (validated once)."""
+    small = D.merged({"k_b": 8, "seq_len": 16})
+    assert (small.seq_len, small.k_b) == (16, 8)
+    assert D.merged({"seq_len": 16, "k_b": 8}) == small
+    assert D.merged({}) == D
+
+
+def test_defect10_merged_partial_and_unknown_keys():
+    t = preset("tiny").merged({"criterion": "sum"})
+    assert t == preset("tiny").replace(criterion="sum")
+    with pytest.raises(ValueError, match=r"^c\.json: unknown configuration field 'kb'; fields are "
+                                         r"seq_len, head_dim, .*, array_cols$"):
+        D.merged({"kb": 1}, "c.json: ")
+    with pytest.raises(ValueError, match="configuration must be a JSON object, not list"):
+        D.merged([1])  # type: ignore[arg-type]
+
+
+def test_defect10_parse_setting_does_not_validate_the_range():
+    assert HDPConfig.parse_setting("k_b", "999") == 999  # checked later, with all other changes
+    with pytest.raises(ValueError, match="^unknown configuration field 'kb'; fields are seq_len, "):
+        HDPConfig.parse_setting("kb", "3")
+
+
+def test_defect12_describe_lists_every_field_with_its_rule():
+    rows = HDPConfig.describe()
+    assert [r["name"] for r in rows] == HDPConfig.field_names()
+    by = {r["name"]: r for r in rows}
+    assert by["k_b"] == {"name": "k_b", "type": "int", "doc": by["k_b"]["doc"],
+                         "rule": "integer in [1, number of block columns]"}
+    assert by["seq_len"]["rule"] == "integer in [1, 4096]"
+    assert by["criterion"]["rule"] == "one of " + ", ".join(CRITERIA)
+    assert by["causal"]["rule"] == "true or false" and by["causal"]["type"] == "bool"
+    assert "2**-rho_frac" in by["rho"]["rule"] and by["rho"]["type"] == "float"
+    assert all(r["doc"] for r in rows)
