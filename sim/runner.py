@@ -6,11 +6,18 @@ built there), runs the bench with ``HDPGEN_UNIT_JSON`` pointing at the JSON, rea
 results file itself and raises ``AssertionError`` naming every failed cocotb test with its
 message and the tail of the simulator log.
 
-Simulator set-up (see ``shared/TOOLCHAIN.md``): Icarus gets ``-g2012`` and a 1 ns / 1 ps
+Several processes may share one build directory: a lock file in it
+(``<name>-<simulator>/.hdpgen-build.lock``) is held exclusively while a process exports and
+builds, and shared while a simulation runs, so nobody rebuilds a model another process is
+simulating.  ``run_dir`` gives each run its own folder for the per-run files (results file,
+simulator log, waveform) and working directory of the simulator.
+
+Simulator set-up (see ``docs/toolchain.md``): Icarus gets ``-g2012`` and a 1 ns / 1 ps
 timescale; Verilator gets ``-Wno-fatal`` and ``--assert`` and traces only when ``waves``.
 """
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -40,6 +47,7 @@ BUILD_ARGS = {
     "verilator": ["-Wno-fatal", "--assert"],
 }
 _STAMP = ".hdpgen-build-stamp"
+_LOCK = ".hdpgen-build.lock"
 _LOG_TAIL = 60
 # Verilator's runtime objects (the same for every design) take most of a Verilator build;
 # they are compiled once per (toolchain, waves) into build/verilator-runtime/<key>/ and
@@ -204,14 +212,27 @@ def _verilator_makeflags(fast_build: bool) -> str:
     return flags.strip()
 
 
-def _build_if_needed(runner, simulator, v_path, name, work, build_args, waves, makeflags):
-    """Build unless ``work`` already holds a build of exactly this Verilog and these options;
-    returns the runner to test with."""
+def _build_stamp(v_path: Path, simulator, build_args, waves, makeflags) -> str:
     key = repr((simulator, build_args, waves, makeflags)).encode()
-    stamp = hashlib.sha256(v_path.read_bytes() + key).hexdigest()
+    return hashlib.sha256(v_path.read_bytes() + key).hexdigest()
+
+
+def _built_with(work: Path, name: str, simulator: str, stamp: str) -> bool:
+    """Whether ``work`` holds a finished build whose stamp is ``stamp``."""
     stamp_file = work / _STAMP
     built = (work / ("sim.vvp" if simulator == "icarus" else name)).exists()
-    if not (built and stamp_file.exists() and stamp_file.read_text() == stamp):
+    try:
+        return built and stamp_file.read_text() == stamp
+    except OSError:
+        return False
+
+
+def _build_if_needed(runner, simulator, v_path, name, work, build_args, waves, makeflags):
+    """Build unless ``work`` already holds a build of exactly this Verilog and these options;
+    returns ``(runner to test with, stamp)``.  The caller holds the build lock."""
+    stamp = _build_stamp(v_path, simulator, build_args, waves, makeflags)
+    stamp_file = work / _STAMP
+    if not _built_with(work, name, simulator, stamp):
         stamp_file.unlink(missing_ok=True)
         build_log = work / "build.log"
         try:
@@ -232,14 +253,15 @@ def _build_if_needed(runner, simulator, v_path, name, work, build_args, waves, m
                 raise RuntimeError(f"{simulator} build of {name} failed ({exc2}); log {build_log}:\n"
                                    f"{_tail(build_log)}") from None
         stamp_file.write_text(stamp)
-    return runner
+    return runner, stamp
 
 
 def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
                build_dir: "str | os.PathLike", extra_env: Mapping[str, object] | None = None,
                waves: bool = False, testcase: "str | list[str] | None" = None,
                name: str | None = None, seed: int | None = None,
-               test_filter: str | None = None, fast_build: bool = True) -> CocotbRun:
+               test_filter: str | None = None, fast_build: bool = True,
+               run_dir: "str | os.PathLike | None" = None) -> CocotbRun:
     """Export ``unit`` with ``cfg``, build it for ``simulator`` and run ``test_module``.
 
     Parameters
@@ -259,7 +281,7 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
         More environment variables for the bench (values are converted with ``str``),
         e.g. ``{"HDPGEN_SEED": 3, "HDPGEN_STALL": 0.3}``.
     waves : bool
-        Icarus writes ``<name>.fst``, Verilator ``dump.vcd``, in the build directory.
+        Icarus writes ``<name>.fst``, Verilator ``dump.vcd``, in the run directory.
     testcase : str or list of str, optional
         Run only these cocotb tests (exact names; a ``@cocotb.parametrize``d test is named
         ``test_x/arg=value/...``, so use ``test_filter`` to pick all its variants).
@@ -269,6 +291,11 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
         cocotb's random seed (``COCOTB_RANDOM_SEED``).
     fast_build : bool
         Verilator only: compile the model at ``-O0`` (quicker builds, slower simulation).
+    run_dir : path, optional
+        This run's own folder: the simulator runs in it and writes the results file, its log
+        (``sim.log``) and the waveform there.  Default: the build folder
+        ``build_dir/<name>-<simulator>/`` (fine when no other process uses the same build
+        directory at the same time).  Give every concurrent run its own ``run_dir``.
 
     Raises
     ------
@@ -290,40 +317,55 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
 
     work = Path(build_dir).resolve() / f"{name}-{simulator}"
     work.mkdir(parents=True, exist_ok=True)
-    v_path, json_path = export_verilog(unit, cfg, work, name=None if isinstance(unit, str) else name)
+    run = work if run_dir is None else Path(run_dir).resolve()
+    run.mkdir(parents=True, exist_ok=True)
     build_args = list(BUILD_ARGS[simulator])
     build_env: dict[str, str] = {}
     if simulator == "verilator":
         build_env["MAKEFLAGS"] = _verilator_makeflags(fast_build)
-        runner = _CachingVerilator()
-        runner.runtime_cache = _runtime_cache_dir(waves)
-    else:
-        runner = get_runner(simulator)
 
     t0 = time.monotonic()
-    with _patched_environ(build_env):
-        runner = _build_if_needed(runner, simulator, v_path, name, work, build_args, waves,
-                                  build_env.get("MAKEFLAGS", ""))
-    env = {UNIT_JSON_VAR: str(json_path)}
-    for k, v in (extra_env or {}).items():
-        env[str(k)] = str(v)
-    results_xml = work / "results.xml"
-    log = work / "sim.log"
-    results_xml.unlink(missing_ok=True)
+    results_xml = run / "results.xml"
+    log = run / "sim.log"
+    plusargs = [f"+dumpfile_path={run / (name + '.fst')}"] if waves and simulator == "icarus" else []
     crashed = None
-    with _patched_environ(env):
-        try:
-            # the language is given so that a runner reusing an earlier build (no build() call
-            # in this process) does not look at sources it never saw
-            runner.test(test_module=test_module, hdl_toplevel=name, hdl_toplevel_lang="verilog",
-                        build_dir=work, test_dir=work,
-                        results_xml=str(results_xml), extra_env=env, waves=waves,
-                        testcase=testcase, test_filter=test_filter, seed=seed, timescale=TIMESCALE,
-                        log_file=log)
-        except SystemExit as exc:  # under pytest the runner exits on failures
-            crashed = f"exit status {exc.code}"
-        except RuntimeError as exc:  # the simulator process failed
-            crashed = str(exc)
+    with open(work / _LOCK, "a") as lock:
+        while True:
+            # exclusive while exporting and building: nobody else builds or simulates here
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            v_path, json_path = export_verilog(unit, cfg, work,
+                                               name=None if isinstance(unit, str) else name)
+            unit_json = json_path.read_bytes()
+            if simulator == "verilator":
+                runner = _CachingVerilator()
+                runner.runtime_cache = _runtime_cache_dir(waves)
+            else:
+                runner = get_runner(simulator)
+            with _patched_environ(build_env):
+                runner, stamp = _build_if_needed(runner, simulator, v_path, name, work, build_args,
+                                                 waves, build_env.get("MAKEFLAGS", ""))
+            # shared while simulating: others may simulate the same model but not rebuild it.
+            # flock's conversion is not atomic, so check nobody rebuilt in between.
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            if _built_with(work, name, simulator, stamp) and json_path.read_bytes() == unit_json:
+                break
+        env = {UNIT_JSON_VAR: str(json_path)}
+        for k, v in (extra_env or {}).items():
+            env[str(k)] = str(v)
+        results_xml.unlink(missing_ok=True)
+        with _patched_environ(env):
+            try:
+                # the language is given so that a runner reusing an earlier build (no build()
+                # call in this process) does not look at sources it never saw
+                runner.test(test_module=test_module, hdl_toplevel=name, hdl_toplevel_lang="verilog",
+                            build_dir=work, test_dir=run, plusargs=plusargs,
+                            results_xml=str(results_xml), extra_env=env, waves=waves,
+                            testcase=testcase, test_filter=test_filter, seed=seed,
+                            timescale=TIMESCALE, log_file=log)
+            except SystemExit as exc:  # under pytest the runner exits on failures
+                crashed = f"exit status {exc.code}"
+            except RuntimeError as exc:  # the simulator process failed
+                crashed = str(exc)
     seconds = time.monotonic() - t0
     where = f"{test_module} on {simulator} (unit {name}, build {work})"
     if not results_xml.is_file():
