@@ -3,8 +3,13 @@ speedup against array size, and the array's dense GEMMs against SCALE-Sim.
 
 Usage (from the repository root)::
 
-    python bench/cycles.py [--data long] [--sim verilator] [--model-only] [--all-heads]
+    .venv/bin/python bench/cycles.py [--data long] [--sim verilator] [--model-only] [--all-heads]
                            [--keep 0.75 ...] [--rho 0.5 ...] [--out build/bench/cycles.json]
+                           [--results bench/results/cycles.json]
+
+Run it with the project's virtual environment (``.venv/bin/python``): a missing package, or any
+failure in a worker process or simulation, stops the benchmark with one ``bench/cycles: error:``
+line and exit status 1 (``--traceback`` shows the whole traceback).
 
 What it reports (every ratio is against a baseline run in the same process):
 
@@ -30,7 +35,9 @@ What it reports (every ratio is against a baseline run in the same process):
    GEMMs of a head, ``Q K^T`` (M = N, K = d, N = N) and ``P V`` (M = N, K = N, N = d),
    against our array alone on the same dense tiles (:func:`sim.cycle_model.predict_cycles`).
 
-JSON with every number goes to ``--out``.
+JSON with every number goes to ``--out``.  ``--results`` also writes the small summary that
+``bench/readme_figures.py`` turns into the README's "Measured" table: the figures, the command
+line that produced them and the git commit they were measured at.
 """
 
 import argparse
@@ -42,11 +49,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.benchutil import BenchError, provenance, require, run_main  # noqa: E402
+
+require("bench/cycles", ["numpy", "amaranth"])
+
+import numpy as np  # noqa: E402
 
 from hw.config import HDPConfig  # noqa: E402
 
@@ -120,7 +131,13 @@ def run_model_jobs(jobs: list[tuple[str, HDPConfig, bool]], data: str, workers: 
         futs = {pool.submit(model_job, cfg.to_dict(), data, dense): (key, dense)
                 for key, cfg, dense in jobs}
         for f in cf.as_completed(futs):
-            out[futs[f]] = f.result()
+            try:
+                out[futs[f]] = f.result()
+            except BaseException:
+                # a failed worker ends the benchmark: drop the queued jobs, re-raise (run_main
+                # turns it into one error line and exit status 1)
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     return out
 
 
@@ -261,7 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-csv", type=Path, help="hdpgen eval --csv output to print beside")
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "cycles.json")
+    p.add_argument("--results", type=Path, metavar="JSON",
+                   help="also write the summary the README's table is rendered from (with the "
+                        "command and git commit), e.g. bench/results/cycles.json")
+    p.add_argument("--traceback", action="store_true", help="on failure, print the traceback")
     args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    needed = [] if args.model_only else ["cocotb", "cocotb_tools", "cocotbext.axi"]
+    require("bench/cycles", needed + ([] if args.no_scalesim else ["scalesim"]))
 
     from hdpgen.accuracy import golden_accuracy
     from hw.presets import preset
@@ -527,8 +551,53 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(report, indent=1, default=float))
     args.out.with_suffix(".txt").write_text("\n".join(out_lines) + "\n")
     print(f"bench/cycles: wrote {args.out} and {args.out.with_suffix('.txt')}")
+    if args.results:
+        summary = summarize(report, provenance("bench/cycles.py", argv, times["total_s"]))
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(summary, indent=1, default=float) + "\n")
+        print(f"bench/cycles: wrote {args.results} (render the README table with "
+              f"python bench/readme_figures.py)")
     return 0
 
 
+def summarize(report: dict, meta: dict) -> dict:
+    """The figures the README quotes, small enough to commit: per setting the mean cycles per
+    head (model, all heads) of the configured array, the RTL check, the array sweep, dense
+    utilization at N = 128, SCALE-Sim ratios and the golden accuracy per setting."""
+    if not report.get("per_head"):
+        raise BenchError("no pruning setting was measured")
+    settings = {}
+    dense_mean = None
+    for lab, rows in report["per_head"].items():
+        dn = sum(r["dense"] for r in rows)
+        pr = sum(r["pruned"] for r in rows)
+        dense_mean = dn / len(rows)
+        settings[lab] = {"cycles_per_head": pr / len(rows), "speedup": dn / pr,
+                         "heads": len(rows)}
+    for s in report["settings"]:
+        settings[s["label"]].update({k: s[k] for k in ("prune_mode", "k_b", "rho")})
+    n128 = report["dense_n128"]["rows"]
+    return {
+        "meta": meta,
+        "data": report["data"],
+        "preset": report["preset"],
+        "array": report["dense_n128"]["array"],
+        "block": f"{report['config']['block_rows']}x{report['config']['block_cols']}",
+        "dense_cycles_per_head": dense_mean,
+        "settings": settings,
+        "rtl": report["rtl"],
+        "dense_n128": {"heads": len(n128),
+                       "utilization": sum(r["ideal"] for r in n128) / sum(r["cycles"] for r in n128),
+                       "cycles_model": [r["cycles"] for r in n128],
+                       "cycles_rtl": [r.get("cycles_rtl") for r in n128]},
+        "sweep": [{k: s[k] for k in ("array", "block", "codesign", "setting", "param", "kept_blocks",
+                                     "dense", "pruned", "speedup", "util_dense")}
+                  for s in report["sweep"]],
+        "scalesim": [{k: r[k] for k in ("array", "n", "gemm", "M", "N", "K", "compute", "ours",
+                                        "ratio")} for r in report.get("scalesim", [])],
+        "accuracy": report["accuracy"],
+    }
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("bench/cycles", main))

