@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import CliError
+from .common import CliError, check_output_file
 from .npz_io import save_npz
 
 __all__ = ["configure", "main", "capture_files"]
@@ -63,10 +63,14 @@ def main(args: argparse.Namespace) -> int:
         try:
             sentences = read_sentences(args.sentences)
         except OSError as exc:
-            raise CliError(f"cannot read {args.sentences}: {exc.strerror}") from None
+            raise CliError(f"cannot read {args.sentences}: {exc.strerror or exc}") from None
     else:
         sentences = [s for s in args.sentence if s.strip()]
         if not sentences:
             raise CliError("--sentence must not be empty")
+    for path in out_paths(args.out, len(sentences)):
+        check_output_file(path, "output")
+    from .minilm import require_extra
+    require_extra()
     capture_files(sentences, args.out, args.pad_to)
     return 0

@@ -41,7 +41,7 @@ from golden.intmath import split_int_frac
 from golden.reference import float_attention_head
 from hw.config import HDPConfig
 
-from .common import CliError, add_config_args, atomic_write, config_from_args
+from .common import CliError, add_config_args, atomic_write, check_output_file, config_from_args
 
 __all__ = ["configure", "main", "GridPoint", "GRIDS", "evaluate", "DEFAULT_SENTENCES"]
 
@@ -244,13 +244,16 @@ def main(args: argparse.Namespace) -> int:
     try:
         sentences = minilm.read_sentences(args.sentences)
     except OSError as exc:
-        raise CliError(f"cannot read {args.sentences}: {exc.strerror}") from None
+        raise CliError(f"cannot read {args.sentences}: {exc.strerror or exc}") from None
     if args.limit is not None:
         if args.limit < 1:
             raise CliError(f"--limit must be >= 1, not {args.limit}")
         sentences = sentences[: args.limit]
     if base.head_dim != minilm.HEAD_DIM:
         raise CliError(f"head_dim must be {minilm.HEAD_DIM} for all-MiniLM-L6-v2, not {base.head_dim}")
+    if args.csv is not None:
+        check_output_file(args.csv, "--csv output")
+    minilm.require_extra()
     grid = GRIDS[args.grid]()
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
 

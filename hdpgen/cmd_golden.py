@@ -13,13 +13,16 @@ tokens' Q and K (one F shared by both) or V do not clip (:func:`golden.intmath.b
 the chosen value is in OUT.json under ``config`` and ``auto``.
 
 Every input problem is found before any work and exits with status 2 and one line; nothing is
-written then.  OUT.npz and OUT.json are written together or not at all.
+written then, and an existing OUT.npz / OUT.json is left as it was.  OUT.npz and OUT.json are
+written together or not at all; neither may be the input file.  When quantization clamps more
+than 0.1 % (:data:`CLIP_WARN_FRACTION`) of the valid values of q, k or v, a one-line warning
+goes to stderr (the run still succeeds; OUT.json has ``clipped_fraction``).
 """
 
 import argparse
-import contextlib
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +32,18 @@ from golden.intmath import best_frac_bits
 from golden.reference import float_attention
 from hw.config import HDPConfig
 
-from .common import CliError, add_config_args, atomic_write, config_from_args
+from .common import (
+    CliError,
+    add_config_args,
+    check_output_file,
+    config_from_args,
+    same_file,
+    write_files_atomically,
+)
 from .npz_io import load_qkv
 
-__all__ = ["configure", "main", "prepare_inputs", "config_with_auto", "run_golden", "error_stats",
-           "clip_fraction"]
+__all__ = ["configure", "main", "prepare_inputs", "check_outputs", "config_with_auto", "run_golden",
+           "error_stats", "clip_fraction", "clipped_fractions", "clip_warning", "CLIP_WARN_FRACTION"]
 
 AUTO_FIELDS = ("qk_frac", "v_frac")
 
@@ -70,10 +80,40 @@ def config_with_auto(cfg: HDPConfig, auto: set[str], q, k, v, valid_len: int | N
     return cfg.replace(**changes) if changes else cfg
 
 
+#: Warn on stderr when quantization clamps more than this fraction of the (valid) values of any
+#: one of q, k, v: 0.1 %.  Real attention inputs at a suitable fraction width clip nothing or a
+#: few outliers; above 1 in 1000 values the clipping changes the scores noticeably.
+CLIP_WARN_FRACTION = 0.001
+
+
 def clip_fraction(x: np.ndarray, bits: int, frac: int) -> float:
     """Fraction of the values of ``x`` that quantization clamps."""
     r = np.rint(np.asarray(x, np.float64) * float(1 << frac))
     return float(((r < -(1 << (bits - 1))) | (r > (1 << (bits - 1)) - 1)).mean()) if r.size else 0.0
+
+
+def clipped_fractions(cfg: HDPConfig, q, k, v, valid_len: int | None) -> dict[str, float]:
+    """Per q, k, v: the fraction of the valid tokens' values that quantization clamps."""
+    n = q.shape[1] if valid_len is None else valid_len
+    return {"q": clip_fraction(q[:, :n], cfg.qk_bits, cfg.qk_frac),
+            "k": clip_fraction(k[:, :n], cfg.qk_bits, cfg.qk_frac),
+            "v": clip_fraction(v[:, :n], cfg.v_bits, cfg.v_frac)}
+
+
+def clip_warning(cfg: HDPConfig, q, k, v, valid_len: int | None,
+                 command: str = "golden") -> str | None:
+    """The one-line stderr warning when more than :data:`CLIP_WARN_FRACTION` of the values of
+    q, k or v clip (None otherwise)."""
+    frac = clipped_fractions(cfg, q, k, v, valid_len)
+    bad = {name: f for name, f in frac.items() if f > CLIP_WARN_FRACTION}
+    if not bad:
+        return None
+    what = ", ".join(f"{f:.1%} of {name}" for name, f in bad.items())
+    fmt = ", ".join(sorted({f"{'qk' if name in 'qk' else 'v'}_bits/"
+                            f"{'qk' if name in 'qk' else 'v'}_frac" for name in bad}))
+    return (f"hdpgen {command}: warning: quantization clips {what} (more than "
+            f"{CLIP_WARN_FRACTION:.1%} of the values; see {fmt}, or --set qk_frac=auto / "
+            f"v_frac=auto)")
 
 
 def error_stats(out: np.ndarray, ref: np.ndarray, valid_len: int | None) -> dict:
@@ -93,47 +133,54 @@ def run_golden(cfg: HDPConfig, q, k, v, valid_len: int | None) -> tuple[dict, di
     arrays = {"out": res["out"].astype(np.float32), "out_int": res["out_int"].astype(np.int32),
               "block_keep": res["block_keep"].astype(bool),
               "head_keep": res["head_keep"].astype(bool)}
-    n = q.shape[1] if valid_len is None else valid_len
     stats = dict(res["stats"])
     stats["error_vs_float"] = error_stats(res["out"], ref, valid_len)
-    stats["clipped_fraction"] = {
-        "q": clip_fraction(q[:, :n], cfg.qk_bits, cfg.qk_frac),
-        "k": clip_fraction(k[:, :n], cfg.qk_bits, cfg.qk_frac),
-        "v": clip_fraction(v[:, :n], cfg.v_bits, cfg.v_frac),
-    }
+    stats["clipped_fraction"] = clipped_fractions(cfg, q, k, v, valid_len)
     return arrays, stats
 
 
 def _write_both(out: Path, arrays: dict, report: dict) -> Path:
-    """Serialize both outputs in memory first, then rename them into place; if the second
-    write fails the first is removed, so OUT.npz and OUT.json exist together or not at all."""
+    """Serialize both outputs in memory, then put them in place together
+    (:func:`hdpgen.common.write_files_atomically`): OUT.npz and OUT.json are both written or,
+    on an error, both left exactly as they were."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     js = out.with_suffix(".json")
-    with atomic_write(out, "wb") as f:
-        f.write(buf.getvalue())
-    try:
-        with atomic_write(js, "w") as f:
-            f.write(text)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            out.unlink()
-        raise
+    write_files_atomically({out: buf.getvalue(), js: text.encode()})
     return js
 
 
-def prepare_inputs(args: argparse.Namespace) -> tuple:
-    """What ``hdpgen golden`` and ``hdpgen simulate`` share before any work: the output name,
-    the configuration (with ``auto`` fraction bits resolved from the data) and the validated
-    input.  Returns ``(cfg, data, auto)``; every problem is a one-line :class:`CliError`."""
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: ``--out`` names a ``.npz``; OUT.npz and OUT.json can both be written;
+    neither is the input file."""
     if args.out.suffix != ".npz":
         raise CliError(f"--out must name a .npz file, not {str(args.out)!r}")
+    js = args.out.with_suffix(".json")
+    for path, what in ((args.out, "--out"), (js, "its report")):
+        if same_file(path, args.qkv):
+            raise CliError(f"{what} {path} is the input file --qkv {args.qkv}; refusing to "
+                           f"overwrite the input")
+    check_output_file(args.out, "output")
+    check_output_file(js, "output report")
+
+
+def prepare_inputs(args: argparse.Namespace) -> tuple:
+    """What ``hdpgen golden`` and ``hdpgen simulate`` share before any work: the outputs'
+    checks, the configuration (with ``auto`` fraction bits resolved from the data) and the
+    validated input.  Returns ``(cfg, data, auto)``; every problem is a one-line
+    :class:`CliError`.  Prints a warning on stderr when quantization clips more than
+    :data:`CLIP_WARN_FRACTION` of q, k or v."""
+    check_outputs(args)
     settings, auto = split_auto(args.settings)
     args.settings = settings
     cfg = config_from_args(args)
     data = load_qkv(args.qkv, head_dim=cfg.head_dim, seq_len=cfg.seq_len)
     cfg = config_with_auto(cfg, auto, data["q"], data["k"], data["v"], data["valid_len"])
+    warning = clip_warning(cfg, data["q"], data["k"], data["v"], data["valid_len"],
+                           getattr(args, "command", None) or "golden")
+    if warning:
+        print(warning, file=sys.stderr)
     return cfg, data, auto
 
 

