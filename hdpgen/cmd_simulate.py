@@ -17,20 +17,25 @@ printing the first differing head, row, column, expected and actual (outputs are
 written).  ``--waves`` writes the simulator's waveform (Icarus FST, Verilator VCD) beside
 OUT.npz as ``OUT.fst`` / ``OUT.vcd``.  The build is cached in ``--build-dir`` (default
 ``build/simulate``), so a second run with the same configuration and simulator starts at once.
+Runs that share a build directory at the same time are safe: each has its own run folder
+there (removed afterwards) and the model is built once, under a lock (:mod:`sim.top_run`).
+
+Every destination (``--out``, OUT.json, the waveform, ``--build-dir``) is checked before
+anything is built: an unwritable one is a one-line error with exit status 2, as is a failed
+build or bench (the kept run folder with its logs is named).
 """
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from golden.intmath import quantize
-from sim.top_run import simulate
+from sim.top_run import SimulationError, simulate
 
 from .cmd_golden import _write_both, prepare_inputs, run_golden
-from .common import CliError, add_config_args
+from .common import CliError, add_config_args, check_output_dir, check_output_file
 
 __all__ = ["configure", "main", "first_difference"]
 
@@ -58,19 +63,30 @@ def first_difference(expected: np.ndarray, actual: np.ndarray) -> tuple[int, ...
     return None if diff.size == 0 else tuple(int(i) for i in diff[0])
 
 
-def _copy_waves(build: Path, simulator: str, out: Path) -> Path | None:
-    cands = (sorted(build.glob("*.fst")) + sorted(build.glob("*.vcd"))) if simulator == "icarus" \
-        else sorted(build.glob("*.vcd")) + sorted(build.glob("*.fst"))
-    if not cands:
-        return None
-    dest = out.with_suffix(cands[0].suffix)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(cands[0], dest)
-    return dest
+def check_destinations(args: argparse.Namespace) -> None:
+    """The build folder and the waveform, checked before anything is built (CliError);
+    OUT.npz and OUT.json are checked by :func:`hdpgen.cmd_golden.prepare_inputs`."""
+    check_output_dir(args.build_dir, "build folder")
+    if args.waves:
+        check_output_file(Path(args.out).with_suffix(".fst" if args.sim == "icarus" else ".vcd"),
+                          "waveform")
+
+
+def _one_line(exc: SimulationError) -> str:
+    """The message's head on one line (up to the first line that does not end in a colon,
+    i.e. through the first failed test's message), naming the kept run folder."""
+    head = []
+    for line in str(exc).strip().splitlines():
+        head.append(line.strip())
+        if not line.rstrip().endswith(":") or len(head) == 3:
+            break
+    more = f" (logs in {exc.details})" if getattr(exc, "details", None) else ""
+    return " ".join(head or ["simulation failed"]) + more
 
 
 def main(args: argparse.Namespace) -> int:
     cfg, data, auto = prepare_inputs(args)
+    check_destinations(args)
     q, k, v, valid_len = data["q"], data["k"], data["v"], data["valid_len"]
     from sim.runner import simulator_missing
     reason = simulator_missing(args.sim)
@@ -93,8 +109,11 @@ def main(args: argparse.Namespace) -> int:
 
     print(f"hdpgen simulate: building the top for {args.sim} (H={h} N={n} d={d} "
           f"valid_len={vl}) ...", flush=True)
-    res, build = simulate(cfg, q_q, k_q, v_q, vl, args.sim, args.build_dir, waves=args.waves,
-                          progress=progress)
+    try:
+        res, _ = simulate(cfg, q_q, k_q, v_q, vl, args.sim, args.build_dir, waves=args.waves,
+                          progress=progress, waves_to=args.out if args.waves else None)
+    except SimulationError as exc:
+        raise CliError(_one_line(exc)) from None
     seconds = time.monotonic() - t0
     out_int = res["out_int"].astype(np.int32)
     arrays = {"out": (out_int / float(1 << cfg.out_frac)).astype(np.float32),
@@ -128,7 +147,7 @@ def main(args: argparse.Namespace) -> int:
         report["compare"] = "mismatch" if mismatch else "bit-exact"
     waves = None
     if args.waves:
-        waves = _copy_waves(build, args.sim, args.out)
+        waves = res.get("waves")
         report["waves"] = None if waves is None else str(waves)
     try:
         js = _write_both(args.out, arrays, report)

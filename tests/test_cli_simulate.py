@@ -1,7 +1,17 @@
 """``hdpgen simulate``: input validation (exit 2, nothing written), a real run on the tiny
-preset (bit-exact, cycles in OUT.json, waveform), and --compare's exit 1 on a difference."""
+preset (bit-exact, cycles in OUT.json, waveform), --compare's exit 1 on a difference, and
+regression tests of reported defects: concurrent runs sharing a build folder, simulators
+outliving an interrupted run, unusable destinations found only after the simulation."""
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +20,7 @@ import hdpgen.cmd_simulate as cmd
 from golden.model import attention
 from hdpgen.cli import main
 from hw.presets import preset
+from sim.top_run import SimulationError
 
 
 def write_qkv(path, h=2, n=8, d=4, valid_len=None, seed=0):
@@ -99,3 +110,154 @@ def test_compare_reports_first_difference_and_exits_1(tmp_path, capsys, monkeypa
             f"actual {expected + 1}") in text
     assert out.exists()
     assert json.loads(out.with_suffix(".json").read_text())["compare"] == "mismatch"
+
+
+# --- regression tests of user-reported defects -------------------------------------------
+
+def _hdpgen(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "hdpgen.cli", *argv]
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)],
+                         indirect=True)
+def test_defect1_concurrent_runs_are_isolated(simulator, tmp_path):
+    """Two --compare runs on different data (different head counts), started together in one
+    working directory with the default build folder: both bit-exact, each OUT.npz is the
+    golden model of its own input, and nothing of either run is left in the build folder
+    (it used to hold one shared job.npz/result.npz/progress.txt that the runs overwrote)."""
+    heads = (3, 2)
+    inputs = [write_qkv(tmp_path / f"in{i}.npz", h=h, seed=10 + i) for i, h in enumerate(heads)]
+    procs = [subprocess.Popen(_hdpgen("simulate", "--qkv", f"in{i}.npz", "--preset", "tiny",
+                                      "--sim", simulator, "--out", f"out{i}.npz", "--compare"),
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+             for i in range(2)]
+    texts = [p.communicate(timeout=900) for p in procs]
+    cfg = preset("tiny")
+    for i, (p, (out, err)) in enumerate(zip(procs, texts)):
+        assert p.returncode == 0, out + err
+        assert "bit-exact against the golden model" in out, out
+        gold = attention(inputs[i]["q"], inputs[i]["k"], inputs[i]["v"], cfg)
+        with np.load(tmp_path / f"out{i}.npz") as z:
+            assert z["out_int"].shape[0] == heads[i]
+            assert np.array_equal(z["out_int"], gold["out_int"])
+            assert np.array_equal(z["block_keep"], gold["block_keep"])
+    build = tmp_path / "build" / "simulate"
+    assert sorted(f.name for f in build.iterdir()) == ["runs", f"top-{simulator}"]
+    assert not any((build / "runs").iterdir()), "run folders must be removed after the run"
+    left = [f.name for f in build.rglob("*") if f.suffix in (".npz", ".xml")
+            or f.name in ("progress.txt", "sim.log")]
+    assert not left, f"per-run files left in the shared build folder: {left}"
+
+
+def _survivors(build) -> list[str]:
+    """Processes whose command line or working directory points into ``build``."""
+    found = []
+    root = str(build)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if root in cmd or cwd.startswith(root):
+            found.append(f"{entry.name}: {cmd.strip()} (cwd {cwd})")
+    return found
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+@pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)],
+                         indirect=True)
+def test_defect2_interrupt_ends_the_simulator(simulator, sig, tmp_path):
+    """A signal to ``hdpgen simulate`` while it simulates ends the simulator too (vvp used to
+    run on for seconds, writing into the build folder); SIGINT prints ``interrupted`` and
+    exits 130."""
+    write_qkv(tmp_path / "in.npz", h=400 if simulator == "icarus" else 4000)
+    build = tmp_path / "b"
+    proc = subprocess.Popen(_hdpgen("simulate", "--qkv", "in.npz", "--preset", "tiny", "--sim",
+                                    simulator, "--out", "out.npz", "--build-dir", str(build)),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    watchdog = threading.Timer(600, proc.kill)
+    watchdog.start()
+    try:
+        seen = []
+        for line in proc.stdout:  # the first progress line: the simulator is running
+            seen.append(line)
+            if " head " in line:
+                break
+        assert proc.poll() is None, "".join(seen) + proc.stderr.read()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, out + err
+        assert "interrupted" in err
+    else:
+        assert proc.returncode == -signal.SIGTERM, out + err
+    time.sleep(1.0)  # grace period
+    left = _survivors(build)
+    for entry in left:  # do not leave them running even when the test fails
+        with contextlib.suppress(OSError):
+            os.kill(int(entry.split(":")[0]), signal.SIGKILL)
+    assert not left, f"simulator processes outlived hdpgen: {left}"
+    assert not (tmp_path / "out.npz").exists()
+    if sig == signal.SIGINT:
+        assert not any((build / "runs").iterdir()), "the interrupted run's folder must be removed"
+
+
+def _no_simulation(*a, **kw):
+    raise AssertionError("simulate() must not be called when a destination is unusable")
+
+
+@pytest.mark.parametrize("case", ["build_dir_readonly", "build_dir_is_file", "out_readonly",
+                                  "waves_is_dir"])
+def test_defect4_unusable_destinations_exit_2_before_building(case, tmp_path, capsys, monkeypatch,
+                                                              readonly_dir):
+    write_qkv(tmp_path / "in.npz")
+    monkeypatch.setattr(cmd, "simulate", _no_simulation)
+    monkeypatch.setattr("sim.runner.simulator_missing", lambda s: None)
+    out, build = tmp_path / "out.npz", tmp_path / "b"
+    if case == "build_dir_readonly":
+        build = readonly_dir / "b"
+    elif case == "build_dir_is_file":
+        build = tmp_path / "afile"
+        build.write_text("x")
+    elif case == "out_readonly":
+        out = readonly_dir / "out.npz"
+    else:
+        (tmp_path / "out.fst").mkdir()
+    rc = main(["simulate", "--qkv", str(tmp_path / "in.npz"), "--preset", "tiny", "--sim",
+               "icarus", "--out", str(out), "--build-dir", str(build), "--waves"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("hdpgen simulate: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert ("build folder" in err) == case.startswith("build_dir"), err
+    assert not out.exists() and not list(readonly_dir.iterdir())
+
+
+def test_simulation_error_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    """A failed build or bench (SimulationError) exits 2 with one line naming the first
+    failed test's message and the kept run folder, not a traceback."""
+    write_qkv(tmp_path / "in.npz")
+
+    def failing(*a, **kw):
+        raise SimulationError("simulation failed: sim.benches.bench_top on icarus: 1 of 1 cocotb "
+                              "tests failed:\n  test_job: top mismatch row=1\nlog tail:\nmore",
+                              tmp_path / "runs" / "x")
+
+    monkeypatch.setattr(cmd, "simulate", failing)
+    monkeypatch.setattr("sim.runner.simulator_missing", lambda s: None)
+    rc = main(["simulate", "--qkv", str(tmp_path / "in.npz"), "--preset", "tiny", "--sim",
+               "icarus", "--out", str(tmp_path / "out.npz"), "--build-dir", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "test_job: top mismatch row=1" in err and str(tmp_path / "runs" / "x") in err
+    assert not (tmp_path / "out.npz").exists()
