@@ -5,6 +5,7 @@ Mirrors ``hw/`` file for file: :mod:`golden.score` (integer score unit and cross
 :mod:`golden.approx`, :mod:`golden.softmax`, :mod:`golden.pv`, and :mod:`golden.model`
 which joins them like ``hw/top.py``.  :mod:`golden.intmath` defines every integer rule
 (split, shifts, rounding, saturation) and :mod:`golden.tables` every constant table.
+``docs/spec.md`` specifies every rule in prose, citing the function that implements it.
 """
 
 from .model import HeadResult, attention, attention_head

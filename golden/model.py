@@ -17,7 +17,7 @@ __all__ = ["HeadResult", "attention_head", "attention_head_int", "attention", "q
 
 @dataclass
 class HeadResult:
-    """Every intermediate of one head, named as in ALGORITHM.md."""
+    """Every intermediate of one head, named as in ``docs/spec.md``."""
     q_q: np.ndarray
     k_q: np.ndarray
     v_q: np.ndarray
