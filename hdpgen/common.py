@@ -122,6 +122,9 @@ def config_from_args(args: argparse.Namespace) -> HDPConfig:
         key, sep, value = item.partition("=")
         if not sep:
             raise CliError(f"--set takes KEY=VALUE, not {item!r}")
+        if key.strip() in ("qk_frac", "v_frac") and value.strip().lower() == "auto":
+            raise CliError(f"{key.strip()}=auto works only in hdpgen golden and simulate (it is "
+                           f"chosen from the input data); give a number here")
         changes[key.strip()] = HDPConfig.parse_setting(key.strip(), value.strip())
     return base.merged(changes)
 
@@ -132,9 +135,22 @@ def _final_mode(path: Path) -> int:
     try:
         return stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        return 0o666 & ~mask
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (no window in which
+    another thread would create files with a different mask)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

@@ -228,6 +228,14 @@ def test_defect10_unknown_key_is_named_with_the_valid_keys(capsys, tmp_path, ext
                      "head_dim, n_heads", *extra)
 
 
+def test_auto_outside_golden_is_a_clear_error():
+    import argparse
+
+    from hdpgen.common import CliError, config_from_args
+    with pytest.raises(CliError, match=r"^qk_frac=auto works only in hdpgen golden and simulate"):
+        config_from_args(argparse.Namespace(preset="tiny", config=None, settings=["qk_frac=auto"]))
+
+
 # ---------------------------------------------------------------------------- defect 12
 @pytest.mark.parametrize("command", ["golden", "generate", "simulate", "synth", "run", "dse", "eval"])
 def test_defect12_every_help_points_to_the_settings_listing(capsys, command):
