@@ -2,14 +2,15 @@
 and as the text ``hdpgen run`` prints.
 
 Sections are optional so that a partial run (say, ``--no-synth``) still gives a readable
-report: a missing section is printed as "not run" with the reason.
+report: a missing section is printed as "not run" with the reason.  Table columns with no
+value in any row are left out.
 """
 
 from pathlib import Path
 
 from .common import atomic_write, write_json
 
-__all__ = ["render_markdown", "write_report"]
+__all__ = ["render_markdown", "write_report", "drop_empty_columns"]
 
 
 def _fmt(v, digits=3):
@@ -26,10 +27,51 @@ def _fmt(v, digits=3):
     return str(v)
 
 
+def _empty(cell: str) -> bool:
+    return cell.strip().rstrip("*") in ("-", "")
+
+
+def drop_empty_columns(lines: list[str]) -> list[str]:
+    """Remove the columns of a Markdown table (``| a | b |`` rows, the second the rule) whose
+    body cells are all empty or "-"; other lines pass through unchanged."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not lines[i].startswith("|"):
+            out.append(lines[i])
+            i += 1
+            continue
+        j = i
+        while j < len(lines) and lines[j].startswith("|"):
+            j += 1
+        rows = [[c for c in ln.strip().strip("|").split("|")] for ln in lines[i:j]]
+        body = rows[2:]
+        keep = [c for c in range(len(rows[0]))
+                if c == 0 or not body or not all(c < len(r) and _empty(r[c]) for r in body)]
+        out += ["|" + "|".join(r[c] for c in keep if c < len(r)) + "|" for r in rows]
+        i = j
+    return out
+
+
 def _table(headers: list[str], rows: list[list]) -> list[str]:
     cells = [[_fmt(c) for c in r] for r in rows]
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in cells]
+    return drop_empty_columns(out)
+
+
+def _synth_text(syn: dict) -> list[str]:
+    """The synthesis table (owned by :mod:`synth.report`) without empty columns, and without
+    "- of ..." clauses for targets that were not run."""
+    from synth.report import format_table
+    out = []
+    for line in drop_empty_columns(format_table(syn, "markdown").splitlines()):
+        head, sep, tail = line.partition(": ")
+        if line.startswith("Pruning logic") and sep:
+            end = tail[len(tail.rstrip()):]  # keep a Markdown line break
+            parts = [p for p in tail.rstrip().rstrip(".").split(", ") if not p.startswith("- ")]
+            line = f"{head}: {', '.join(parts)}.{end}" if parts else ""
+        out.append(line)
     return out
 
 
@@ -38,32 +80,71 @@ def _skipped(rep: dict, key: str) -> list[str]:
     return [f"_not run: {why}_", ""] if why else ["_not run_", ""]
 
 
+def _config_changes(rep: dict) -> str:
+    from hw.presets import PRESETS
+    cfg = rep.get("config") or {}
+    base = PRESETS.get(rep.get("preset", ""))
+    if base is None or not cfg:
+        return ""
+    diff = [f"{k} = {v}" for k, v in cfg.items() if base.to_dict().get(k) != v]
+    return ("with " + ", ".join(diff)) if diff else ""
+
+
+def _k_b_sentence(regs: dict, cfg: dict) -> str:
+    if regs.get("prune_mode") != "topk":
+        return f"rho = {regs['rho']} (threshold pruning; k_b is not used)" \
+            if regs.get("prune_mode") == "threshold" else "no block pruning"
+    kb = regs["k_b"]
+    if regs.get("k_b_mode") == "scaled" and cfg.get("seq_len") and cfg.get("block_cols"):
+        ncols = -(-cfg["seq_len"] // cfg["block_cols"])
+        data_cols = regs.get("block_cols_of_data") or -(-regs["valid_len"] // cfg["block_cols"])
+        if data_cols == ncols:
+            return f"top-k keeps k_b = {kb} of the {ncols} block columns of every block row"
+        return (f"top-k keeps k_b = {kb} of the {data_cols} block columns of every block row "
+                f"(the data has {regs['valid_len']} valid tokens; the configured k_b = "
+                f"{regs['k_b_configured']} of {ncols} columns is the same share, rounded up)")
+    return f"top-k keeps k_b = {kb} block columns of every block row (as configured)"
+
+
 def render_markdown(rep: dict) -> str:
     cfg = rep.get("config", {})
-    lines = [f"# hdpgen report: preset `{rep.get('preset', '?')}`", ""]
+    folder = rep.get("folder")
+    title = f"# hdpgen report: preset `{rep.get('preset', '?')}`"
+    changes = _config_changes(rep)
+    if changes:
+        title += f" {changes}"
+    lines = [title, ""]
+    if folder and folder != rep.get("preset"):
+        lines += [f"Folder `{folder}` (configuration hash {rep.get('config_hash')}; the full "
+                  f"configuration is in report.json).", ""]
     lines += [f"N = {cfg.get('seq_len')}, d = {cfg.get('head_dim')}, Q/K {cfg.get('qk_bits')} bits "
               f"({cfg.get('qk_frac')} fraction), V {cfg.get('v_bits')} ({cfg.get('v_frac')}), "
-              f"blocks {cfg.get('block_rows')}x{cfg.get('block_cols')} by `{cfg.get('criterion')}`, "
-              f"pruning `{cfg.get('prune_mode')}` (k_b = {cfg.get('k_b')}, rho = {cfg.get('rho')}), "
-              f"head pruning {'on' if cfg.get('head_prune') else 'off'}, scores `{cfg.get('approx')}`, "
-              f"array {cfg.get('array_rows')}x{cfg.get('array_cols')}.", ""]
+              f"blocks {cfg.get('block_rows')}x{cfg.get('block_cols')} ranked by "
+              f"`{cfg.get('criterion')}`, array {cfg.get('array_rows')}x{cfg.get('array_cols')}.", ""]
     data = rep.get("data")
     if data:
-        lines += [f"Data: {data.get('description', '')}", ""]
+        if data.get("source") == "synthetic":
+            lines += [f"**Data: {data.get('description', '')}**", ""]
+        else:
+            lines += [f"Data: {data.get('description', '')}", ""]
     regs = rep.get("registers")
     if regs:
-        kb = f"k_b = {regs['k_b']}"
-        if regs.get("k_b_mode") == "scaled" and regs.get("prune_mode") == "topk":
-            kb += (f" (the configured {regs['k_b_configured']} of {cfg.get('seq_len')} / "
-                   f"{cfg.get('block_cols')} block columns, scaled to valid_len = {regs['valid_len']})")
-        lines += [f"Run-time registers: mode `{regs['prune_mode']}`, {kb}, rho = {regs['rho']}, "
+        lines += [f"Run-time registers: pruning `{regs['prune_mode']}`: {_k_b_sentence(regs, cfg)}; "
                   f"head pruning {'on' if regs['head_prune'] else 'off'} (tau_head = "
-                  f"{regs['tau_head']}), scores `{regs['approx']}`, causal "
+                  f"{regs['tau_head']}); scores `{regs['approx']}`; causal "
                   f"{'on' if regs['causal'] else 'off'}.", ""]
 
     lines += ["## Accuracy against float attention", ""]
+    steps = rep.get("accuracy_steps")
     acc = rep.get("accuracy")
-    if acc:
+    if steps:
+        lines += ["Each row changes one setting against the row above; the last row is the "
+                  "configuration as run.", ""]
+        rows = [[s["name"], s["change"], s["metrics"].get("max_abs"), s["metrics"].get("rel_rms"),
+                 s["metrics"].get("mean_cosine")] for s in steps]
+        lines += _table(["model", "change against the row above", "max abs error",
+                         "relative RMS error", "mean row cosine"], rows) + [""]
+    elif acc:
         rows = [[name, v.get("max_abs"), v.get("rel_rms"), v.get("mean_cosine")]
                 for name, v in acc.items() if isinstance(v, dict)]
         lines += _table(["output", "max abs error", "relative RMS error", "mean row cosine"], rows) + [""]
@@ -78,6 +159,7 @@ def render_markdown(rep: dict) -> str:
                 ["kept heads", pr.get("kept_head_fraction")],
                 ["fine-pass MACs vs dense", pr.get("mac_fine_vs_dense")]]
         lines += _table(["quantity", "fraction"], rows) + [""]
+        lines += _per_layer_accuracy(rep)
     else:
         lines += _skipped(rep, "pruning")
 
@@ -86,25 +168,22 @@ def render_markdown(rep: dict) -> str:
     if rtl:
         lines += [f"Simulator: {rtl.get('simulator')}; heads simulated: {rtl.get('heads')}; "
                   f"bit-exact against the golden model: **{_fmt(rtl.get('bit_exact'))}** "
-                  f"({rtl.get('mismatched_heads', 0)} heads differ).", ""]
+                  f"({rtl.get('mismatched_heads', 0)} heads differ"
+                  + (f", first: {rtl['first_mismatch']}" if rtl.get("first_mismatch") else "")
+                  + ").", ""]
         cyc = rtl.get("cycles")
         if cyc:
             lines += _table(["", "dense", "pruned", "speedup"],
-                            [["cycles (all heads)", cyc.get("dense"), cyc.get("pruned"),
+                            [["cycles (all simulated heads)", cyc.get("dense"), cyc.get("pruned"),
                               cyc.get("speedup")]]) + [""]
-            per = cyc.get("per_layer")
-            if per:
-                lines += _table(["layer", "dense cycles", "pruned cycles", "speedup"],
-                                [[p["layer"], p["dense"], p["pruned"],
-                                  p["dense"] / p["pruned"] if p["pruned"] else None] for p in per]) + [""]
+            lines += _per_layer_cycles(cyc.get("per_layer") or [])
     else:
         lines += _skipped(rep, "rtl")
 
     lines += ["## Area and Fmax", ""]
     syn = rep.get("synth")
     if syn:
-        from synth.report import format_table  # the synthesis table is owned by synth/
-        lines += [format_table(syn, "markdown"), ""]
+        lines += _synth_text(syn) + [""]
     else:
         lines += _skipped(rep, "synth")
 
@@ -119,6 +198,41 @@ def render_markdown(rep: dict) -> str:
     if v:
         lines += ["Tools: " + ", ".join(f"{k} {val}" for k, val in v.items()), ""]
     return "\n".join(lines)
+
+
+def _per_layer_accuracy(rep: dict) -> list[str]:
+    ph = rep.get("per_head")
+    hpl = (rep.get("data") or {}).get("heads_per_layer")
+    if not ph or not hpl or len(ph.get("kept_block_fraction", [])) <= hpl:
+        return []
+    kept, err, err0 = ph["kept_block_fraction"], ph["rel_rms_pruned"], ph["rel_rms_unpruned"]
+    rows = []
+    for layer in range(-(-len(kept) // hpl)):
+        sl = slice(layer * hpl, (layer + 1) * hpl)
+        n = len(kept[sl])
+        rows.append([layer, sum(kept[sl]) / n, sum(err0[sl]) / n, sum(err[sl]) / n])
+    heads = ["layer", "kept blocks", "relative RMS error, no pruning, exact scores",
+             "relative RMS error, as configured"]
+    intro = "Per layer (golden model, every head; means over the layer's heads)"
+    if len({round(r[1], 9) for r in rows}) == 1:  # top-k keeps the same share everywhere
+        intro += f"; every layer keeps {_fmt(rows[0][1])} of its blocks"
+        heads.pop(1)
+        rows = [[r[0], *r[2:]] for r in rows]
+    return [intro + ":", ""] + _table(heads, rows) + [""]
+
+
+def _per_layer_cycles(per: list[dict]) -> list[str]:
+    if len(per) <= 1:
+        return []
+    same = {(p["dense"], p["pruned"]) for p in per}
+    if len(same) == 1 and len({p.get("heads") for p in per}) == 1:
+        d, p = next(iter(same))
+        return [f"Every one of the {len(per)} layers takes the same cycles ({d:,} dense, "
+                f"{p:,} pruned): top-k keeps the same number of blocks whatever the data, so "
+                f"its work does not depend on it (per-head numbers: per_head.png).", ""]
+    return _table(["layer", "heads", "dense cycles", "pruned cycles", "speedup"],
+                  [[p["layer"], p.get("heads"), p["dense"], p["pruned"],
+                    p["dense"] / p["pruned"] if p["pruned"] else None] for p in per]) + [""]
 
 
 def write_report(rep: dict, out_dir: Path) -> tuple[Path, Path]:
