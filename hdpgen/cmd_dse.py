@@ -2,7 +2,7 @@
 
 For each point of the grid (the Cartesian product of the axes) it measures
 
-* accuracy: the golden model on the bundled real data against float attention
+* accuracy: the golden model on the data against float attention
   (mean row cosine and relative RMS error), kept block and head fractions;
 * cycles: dense and pruned, from the top's cycle model (:mod:`sim.top_cycles`); with
   ``--validate K`` the model is checked against RTL simulation on K points and the worst
@@ -11,7 +11,13 @@ For each point of the grid (the Cartesian product of the axes) it measures
 
 Points run in parallel on the local cores; each finished point is cached under
 ``OUT/cache/`` (keyed by the configuration and data), so an interrupted sweep resumes where it
-stopped. Writes ``OUT/dse.csv``, ``OUT/dse.json`` and ``OUT/pareto.png``.
+stopped. Writes ``OUT/dse.csv``, ``OUT/dse.json`` and ``OUT/pareto.png`` (speedup against
+ECP5 LUTs; with ``--no-synth``, speedup against the relative RMS error of the output).
+
+Data as for ``hdpgen run``: ``--qkv IN.npz``, ``--data NAME`` (a bundled MiniLM fixture,
+d = 32) or, by default, the bundled long sentence when it fits the base configuration, else
+seeded synthetic data (``--seed``; said on stderr and in ``dse.json``'s rows).  Options,
+data and the output folder are checked before any work.
 
 Axes: any configuration field (``--grid prune_mode=topk,threshold``), plus ``array=RxC``,
 ``block=RxC`` and ``keep=F`` (top-k keeping a fraction F of a row's block columns of the data:
@@ -36,7 +42,8 @@ import sys
 import time
 from pathlib import Path
 
-from .common import CliError, add_config_args, atomic_write, config_from_args, write_json
+from .cmd_run import add_data_args, resolve_data
+from .common import CliError, add_config_args, atomic_write, check_output_dir, config_from_args, write_json
 
 __all__ = ["configure", "main", "parse_grid", "expand_grid", "evaluate_point"]
 
@@ -49,14 +56,21 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="one axis of the grid; repeatable (axes: config fields, array=RxC, "
                         "block=RxC, keep=FRACTION)")
     p.add_argument("--toml", type=Path, help="grid from a TOML file ([grid] table of lists)")
-    p.add_argument("--data", default="long", help="bundled fixture name or IN.npz (default: long)")
-    p.add_argument("-o", "--out", type=Path, default=Path("build/dse"), help="output folder")
-    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="parallel points")
-    p.add_argument("--no-synth", action="store_true", help="skip area and Fmax")
+    add_data_args(p)
+    p.add_argument("-o", "--out", type=Path, default=Path("build/dse"),
+                   help="output folder (default: build/dse)")
+    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="points evaluated in parallel, at least 1 (default: the cores, "
+                        f"{os.cpu_count() or 1} here)")
+    p.add_argument("--no-synth", action="store_true",
+                   help="skip area and Fmax (pareto.png then plots speedup against the "
+                        "relative RMS error of the output)")
     p.add_argument("--no-fmax", action="store_true", help="area only, no place and route")
     p.add_argument("--validate", type=int, default=0, metavar="K",
-                   help="check the cycle model against RTL simulation on K points (first head)")
-    p.add_argument("--sim", choices=("icarus", "verilator"), default="verilator")
+                   help="check the cycle model against RTL simulation on the first K points "
+                        "(first 4 heads; writes validate.json)")
+    p.add_argument("--sim", choices=("icarus", "verilator"), default="verilator",
+                   help="simulator for --validate (default: verilator)")
 
 
 def _parse_value(v: str):
@@ -146,15 +160,14 @@ def _key(cfg, data_tag: str, opts: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def evaluate_point(label: str, cfg_dict: dict, data_spec: str, out: str, synth: bool, fmax: bool) -> dict:
-    """One design point (runs in a worker process)."""
+def evaluate_point(label: str, cfg_dict: dict, data: dict, out: str, synth: bool, fmax: bool) -> dict:
+    """One design point (runs in a worker process); ``data`` has float ``q``, ``k``, ``v``,
+    ``valid_len`` (int or None) and ``name`` (what the data is, for the row)."""
     from hw.config import HDPConfig
-    from sim.fixtures import load_fixture
     from sim.top_cycles import head_cycles
 
     from .accuracy import golden_accuracy
     cfg = HDPConfig.from_dict(cfg_dict)
-    data = load_fixture(data_spec)
     vl = data.get("valid_len")
     t0 = time.monotonic()
     ga = golden_accuracy(data["q"], data["k"], data["v"], cfg, vl)
@@ -170,7 +183,8 @@ def evaluate_point(label: str, cfg_dict: dict, data_spec: str, out: str, synth: 
            "rel_rms": ga["pruned_vs_float"]["rel_rms"],
            "kept_blocks": st["kept_block_fraction"], "kept_heads": st["kept_head_fraction"],
            "cycles_dense": int(dense), "cycles_pruned": int(pruned),
-           "speedup": dense / pruned if pruned else None, "t_golden_s": round(time.monotonic() - t0, 2)}
+           "speedup": dense / pruned if pruned else None, "data": data.get("name"),
+           "t_golden_s": round(time.monotonic() - t0, 2)}
     if synth:
         from sim.top_run import split_runtime
 
@@ -190,15 +204,38 @@ def evaluate_point(label: str, cfg_dict: dict, data_spec: str, out: str, synth: 
     return row
 
 
+def _data_name(data: dict) -> str:
+    if data["source"] == "synthetic":
+        return f"synthetic, seed {data['seed']}"
+    return data["description"]
+
+
 def main(args: argparse.Namespace) -> int:
+    # every option, the data and the output folder are checked before any work
+    if args.jobs < 1:
+        raise CliError(f"-j/--jobs must be at least 1, not {args.jobs}")
+    if args.validate < 0:
+        raise CliError(f"--validate must be 0 or more, not {args.validate}")
+    check_output_dir(args.out, "output folder (-o)")
+    if args.validate:
+        from sim.runner import simulator_missing
+        reason = simulator_missing(args.sim)
+        if reason:
+            raise CliError(f"--validate needs {args.sim}: {reason}")
     base = config_from_args(args)
     grid, toml_preset = parse_grid(args.grid, args.toml)
     if toml_preset and not args.config and "--preset" not in sys.argv:
         from hw.presets import preset
-        base = preset(toml_preset)
-    from sim.fixtures import load_fixture
-    data = load_fixture(args.data)
+        try:
+            base = preset(toml_preset)
+        except ValueError as exc:
+            raise CliError(f"{args.toml}: {exc}") from None
+    data = resolve_data(base, args.qkv, args.data, args.seed)
+    if data["source"] == "synthetic":
+        print(f"hdpgen dse: using {data['description']}", file=sys.stderr)
     points = expand_grid(base, grid, int(data.get("valid_len") or data["q"].shape[1]))
+    work_data = {"q": data["q"], "k": data["k"], "v": data["v"], "valid_len": data["valid_len"],
+                 "name": _data_name(data)}
     out = args.out
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -206,7 +243,7 @@ def main(args: argparse.Namespace) -> int:
     rows: dict[str, dict] = {}
     todo = []
     for label, cfg in points:
-        cp = cache / f"{_key(cfg, args.data, opts)}.json"
+        cp = cache / f"{_key(cfg, data['tag'], opts)}.json"
         if cp.exists():
             rows[label] = json.loads(cp.read_text())
         else:
@@ -215,7 +252,7 @@ def main(args: argparse.Namespace) -> int:
           f"{args.jobs} workers", file=sys.stderr)
     failures = 0
     with cf.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futs = {pool.submit(evaluate_point, label, cfg.to_dict(), args.data, str(out),
+        futs = {pool.submit(evaluate_point, label, cfg.to_dict(), work_data, str(out),
                             opts["synth"], opts["fmax"]): (label, cp) for label, cfg, cp in todo}
         for i, fut in enumerate(cf.as_completed(futs), 1):
             label, cp = futs[fut]
@@ -236,12 +273,14 @@ def main(args: argparse.Namespace) -> int:
                                      data, out / "validate", simulator=args.sim)
         print(f"cycle model vs RTL on {args.validate} points: worst disagreement {worst:.2%}")
         write_json(out / "validate.json", {"points": args.validate, "worst_relative_error": worst})
-    _write_outputs(ordered, out)
+    _write_outputs(ordered, out, synth=opts["synth"])
     _print_table(ordered)
+    if data["source"] == "synthetic":
+        print(f"Note: these points are measured on {data['description']}.")
     return 1 if failures else 0
 
 
-def _write_outputs(rows: list[dict], out: Path) -> None:
+def _write_outputs(rows: list[dict], out: Path, synth: bool = True) -> None:
     if not rows:
         return
     cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -252,11 +291,23 @@ def _write_outputs(rows: list[dict], out: Path) -> None:
     write_json(out / "dse.json", rows)
     from .plots import plot_pareto
     pts = [dict(r, area=r.get("lut") or 0, label=r["label"]) for r in rows if r.get("speedup")]
-    if pts and any(p["area"] for p in pts):
+    if not pts:
+        return
+    if synth and any(p["area"] for p in pts):
         plot_pareto(pts, out / "pareto.png", x="area", y="speedup", color="attn_cosine",
                     xlabel="ECP5 LUT4 (whole top)", ylabel="speedup (dense / pruned cycles)",
                     title="Speedup (pruned vs dense cycles) vs ECP5 LUTs,\ncoloured by attention-"
-                          "output cosine against float")
+                          "output cosine against float",
+                    front_label="Pareto front (fewest LUTs for the speedup)",
+                    color_label="attention-output mean row cosine")
+    else:
+        plot_pareto(pts, out / "pareto.png", x="rel_rms", y="speedup", color="kept_blocks",
+                    xlabel="relative RMS error of the attention output against float",
+                    ylabel="speedup (dense / pruned cycles)",
+                    title="Speedup vs error (no synthesis: --no-synth),\ncoloured by kept "
+                          "block fraction",
+                    front_label="Pareto front (least error for the speedup)",
+                    color_label="kept block fraction")
 
 
 def _print_table(rows: list[dict]) -> None:

@@ -55,3 +55,68 @@ def test_small_sweep_writes_csv_and_resumes_from_cache(tmp_path, capsys):
     assert "2 cached, 0 to run" in capsys.readouterr().err
     cached = json.loads((tmp_path / "dse.json").read_text())
     assert [r["cycles_pruned"] for r in cached] == [int(r["cycles_pruned"]) for r in rows]
+
+
+# ---------------------------------------------------------------- user-reported defects
+def _one_line_error(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_defect3_dse_on_tiny_uses_seeded_synthetic_data(tmp_path, capsys):
+    args = ["dse", "--preset", "tiny", "--grid", "keep=0.5,1", "--no-synth", "-j", "1",
+            "-o", str(tmp_path)]
+    assert cli_main(args) == 0
+    cap = capsys.readouterr()
+    assert "SYNTHETIC data, seed 0" in cap.err and "SYNTHETIC data, seed 0" in cap.out
+    rows = json.loads((tmp_path / "dse.json").read_text())
+    assert [r["data"] for r in rows] == ["synthetic, seed 0"] * 2
+    assert rows[0]["kept_blocks"] < rows[1]["kept_blocks"] == 1
+
+
+def test_defect3_dse_reads_qkv_and_data_file(tmp_path):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    f = tmp_path / "in.npz"
+    np.savez(f, **{x: rng.normal(0, 1, (2, 10, 32)).astype(np.float32) for x in "qkv"})
+    for flag in ("--qkv", "--data"):  # --data FILE.npz, as documented before, reads it too
+        out = tmp_path / flag.strip("-")
+        assert cli_main(["dse", flag, str(f), "--grid", "keep=0.5", "--no-synth", "-j", "1",
+                         "-o", str(out)]) == 0
+        assert json.loads((out / "dse.json").read_text())[0]["data"] == str(f)
+
+
+def test_defect3_dse_bad_qkv_is_one_line_before_work(tmp_path, capsys):
+    import numpy as np
+    f = tmp_path / "in.npz"
+    np.savez(f, **{x: np.zeros((2, 10, 32), np.float32) for x in "qkv"})
+    out = tmp_path / "o"
+    assert cli_main(["dse", "--preset", "tiny", "--qkv", str(f), "--grid", "keep=0.5",
+                     "--no-synth", "-o", str(out)]) == 2
+    assert "head_dim = 4" in _one_line_error(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_defect4_dse_readonly_output_is_one_line(readonly_dir, capsys):
+    assert cli_main(["dse", "--grid", "keep=0.5", "--no-synth", "-o", str(readonly_dir)]) == 2
+    assert "not writable" in _one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("jobs", ["0", "-3"])
+def test_defect12_dse_rejects_jobs_below_one(jobs, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert cli_main(["dse", "--grid", "keep=0.5", "--no-synth", "-j", jobs, "-o", str(out)]) == 2
+    assert f"-j/--jobs must be at least 1, not {jobs}" in _one_line_error(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_defect12_dse_sim_has_help_and_no_synth_writes_pareto(tmp_path):
+    from hdpgen.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["dse"]
+    sim = next(a for a in sub._actions if "--sim" in a.option_strings)
+    assert sim.help and "--validate" in sim.help
+    assert cli_main(["dse", "--preset", "tiny", "--grid", "keep=0.5,1", "--no-synth", "-j", "1",
+                     "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
