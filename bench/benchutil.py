@@ -91,9 +91,11 @@ def git_commit() -> str | None:
 
 def provenance(script: str, argv: list[str], runtime_s: float | None = None,
                inputs: Iterable[str] = ("hw", "golden", "sim", "bench")) -> dict:
-    """How a result was produced: the command, the commit, the date, the Python, and the files
-    under ``inputs`` that differed from that commit (empty when the tree was clean there)."""
-    status = _git("status", "--porcelain", "--", *inputs)
+    """How a result was produced: the command, the commit, the date, the Python, and the
+    tracked files under ``inputs`` that differed from that commit (empty when the tree was
+    clean there; untracked files and the results folder itself do not count)."""
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", *inputs,
+                  ":(exclude)bench/results")
     return {
         "command": " ".join(["python", script, *map(shlex.quote, argv)]),
         "commit": git_commit(),
