@@ -182,3 +182,11 @@ def test_defect8_a_failed_stage_goes_beside_the_previous_report(tmp_path, stub_v
     # the next good run clears the failed one
     assert cli_main(["run", "--preset", "tiny", *FAST, "-o", str(tmp_path)]) == 0
     assert not (tmp_path / "tiny.failed").exists()
+
+
+def test_defect8_folder_name_for_a_config_file(tmp_path):
+    cfg = preset("odd").replace(rho=0.25)
+    assert cmd_run.report_folder_name(preset("odd"), "default", tmp_path / "mine.json") == "odd"
+    assert cmd_run.report_folder_name(cfg, "default", tmp_path / "my cfg.json") == \
+        f"my_cfg-{cmd_run.config_hash(cfg)}"
+    assert cmd_run.report_folder_name(cfg, "odd") == f"odd-{cmd_run.config_hash(cfg)}"
