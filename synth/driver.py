@@ -11,7 +11,9 @@ Stages per unit (each cached on its own, see :func:`stage_key`):
 ``generic``
     ``synth -flatten``: gate-level cells by type and ``stat -tech cmos``'s transistor estimate.
 ``ecp5``
-    ``synth_ecp5``: LUT4, TRELLIS_FF, CCU2C carry, MULT18X18D / ALU54B, DP16KD, TRELLIS_DPR16X4.
+    ``synth_ecp5``: LUT4, TRELLIS_FF, CCU2C carry, MULT18X18D / ALU54B, DP16KD, TRELLIS_DPR16X4;
+    its coarse stage is spelt out in ``ecp5.ys`` so that products narrower than
+    ``ecp5_dsp_min_width`` bits (default :data:`ECP5_DSP_MIN_WIDTH`) stay in LUTs.
 ``ice40``
     ``synth_ice40 -dsp`` (UltraPlus DSPs): SB_LUT4, SB_DFF*, SB_CARRY, SB_MAC16, SB_RAM40_4K.
 ``fmax``
@@ -27,6 +29,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -36,8 +39,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "TARGETS", "STAGES", "ECP5_DEVICE", "SynthError", "tool_versions", "script_text",
-    "stage_key", "synth_verilog", "synth_unit", "synth_all", "whole_design", "default_jobs",
+    "TARGETS", "STAGES", "ECP5_DEVICE", "ECP5_CAPACITY", "ECP5_DSP_MIN_WIDTH", "SynthError",
+    "tool_versions", "script_text", "script_dsp_min_width", "stage_key", "ecp5_fit",
+    "check_ecp5_equivalence", "synth_verilog", "synth_unit", "synth_all", "whole_design",
+    "default_jobs",
 ]
 
 TARGETS = ("generic", "ecp5", "ice40")
@@ -47,6 +52,15 @@ SCRIPT_DIR = Path(__file__).resolve().parent
 #: nextpnr-ecp5 device options: the largest ECP5 (83,640 LUT4, 156 MULT18X18D, 208 DP16KD).
 ECP5_DEVICE = {"flag": "--85k", "part": "LFE5U-85F", "package": "CABGA381", "speed": 6,
                "dsp": 156}
+#: resources of ``ECP5_DEVICE`` for :func:`ecp5_fit` (LUT4 sites = flip-flops = 2 x 41,820 slices)
+ECP5_CAPACITY = {"lut4": 83640, "ff": 83640, "dsp": 156, "bram": 208}
+#: default of ``ecp5_dsp_min_width``: the ECP5 flow maps a product to a MULT18X18D only when it
+#: is at least this many bits wide (after ``wreduce``), smaller ones become LUT logic.  9 sends
+#: the score unit's 4 x 4-bit integer-pass products (8 bits) to LUTs and keeps every product of
+#: the MAC array (4 x 8 and 10 x 8 bits), the softmax and the pruner in DSPs; it is also the
+#: threshold of Yosys's own Xilinx and PolarFire DSP flows.  1 gives stock ``synth_ecp5``.
+ECP5_DSP_MIN_WIDTH = 9
+_DSP_MIN_RE = re.compile(r"(-D DSP_Y_MINWIDTH=)(\d+)")
 DEFAULT_FMAX_TARGET_MHZ = 100.0
 PNR_SEED = 1
 #: bumped when the meaning of a cached result changes (parsing, stage options)
@@ -98,11 +112,36 @@ def _run_tool(tool: str, args: list[str], cwd: Path, log_name: str, timeout: flo
         raise SynthError(f"{tool} exited with status {rc} in {cwd}:\n{tail}")
 
 
-def script_text(target: str) -> str:
-    """Text of the Yosys script ``synth/<target>.ys``."""
+def _check_dsp_min(width: int | None) -> int | None:
+    if width is None:
+        return None
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"ecp5_dsp_min_width must be an integer of at least 1, not {width!r}")
+    return width
+
+
+def script_text(target: str, ecp5_dsp_min_width: int | None = None) -> str:
+    """Text of the Yosys script ``synth/<target>.ys``.
+
+    For ``ecp5``, ``ecp5_dsp_min_width`` (default: the script's own number,
+    :data:`ECP5_DSP_MIN_WIDTH`) replaces the ``DSP_Y_MINWIDTH`` of its multiplier mapping:
+    the narrowest product (in bits) that gets a MULT18X18D.
+    """
     if target not in (*TARGETS, "ecp5_nodsp"):
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
-    return (SCRIPT_DIR / f"{target}.ys").read_text()
+    text = (SCRIPT_DIR / f"{target}.ys").read_text()
+    width = _check_dsp_min(ecp5_dsp_min_width)
+    if target == "ecp5" and width is not None:
+        text, n = _DSP_MIN_RE.subn(lambda m: f"{m.group(1)}{width}", text)
+        if n != 1:
+            raise SynthError(f"{SCRIPT_DIR / 'ecp5.ys'}: expected one DSP_Y_MINWIDTH, found {n}")
+    return text
+
+
+def script_dsp_min_width(script: str) -> int | None:
+    """The ``DSP_Y_MINWIDTH`` an ECP5 script maps multipliers with (``None``: not set)."""
+    m = _DSP_MIN_RE.search(script)
+    return int(m.group(2)) if m else None
 
 
 def _sha(*parts: Any) -> str:
@@ -114,18 +153,19 @@ def _sha(*parts: Any) -> str:
     return h.hexdigest()
 
 
-def _script_for(stage: str) -> str:
-    return script_text("ecp5" if stage == "fmax" else stage)
+def _script_for(stage: str, ecp5_dsp_min_width: int | None = None) -> str:
+    return script_text("ecp5" if stage == "fmax" else stage, ecp5_dsp_min_width)
 
 
 def stage_key(stage: str, verilog_text: str, fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ,
-              script: str | None = None) -> str:
+              script: str | None = None, ecp5_dsp_min_width: int | None = None) -> str:
     """Cache key of one stage: hash of (Verilog text, Yosys script, tool versions, options).
 
-    ``script`` defaults to the current ``synth/<target>.ys`` (``ecp5.ys`` for ``fmax``).
+    ``script`` defaults to the current ``synth/<target>.ys`` (``ecp5.ys`` for ``fmax``, with
+    ``ecp5_dsp_min_width`` applied).
     """
     versions = tool_versions()
-    script = _script_for(stage) if script is None else script
+    script = _script_for(stage, ecp5_dsp_min_width) if script is None else script
     if stage == "fmax":
         opts = {"device": ECP5_DEVICE, "target": fmax_target_mhz, "seed": PNR_SEED,
                 "nodsp": script_text("ecp5_nodsp")}
@@ -228,7 +268,10 @@ def _run_yosys_stage(stage: str, build: Path, script: str, key: str,
     _run_tool("yosys", ["-q", "-l", f"{stage}.log", f"{stage}.ys"], build, f"{stage}.log", timeout)
     # which design and script the outputs (the ECP5 netlist for nextpnr) belong to
     (build / f"{stage}.key").write_text(key)
-    return {"generic": _parse_generic, "ecp5": _parse_ecp5, "ice40": _parse_ice40}[stage](build)
+    res = {"generic": _parse_generic, "ecp5": _parse_ecp5, "ice40": _parse_ice40}[stage](build)
+    if stage == "ecp5":
+        res["dsp_min_width"] = script_dsp_min_width(script)
+    return res
 
 
 def _run_pnr_stage(build: Path, target: float, ecp5_script: str, ecp5_key: str,
@@ -262,6 +305,22 @@ def _run_pnr_stage(build: Path, target: float, ecp5_script: str, ecp5_key: str,
     return res
 
 
+def check_ecp5_equivalence(build_dir: Path | str, timeout: float | None = None) -> str:
+    """Prove the ECP5 netlist of ``build_dir`` equal to its RTL (``synth/ecp5_equiv.ys``).
+
+    Needs ``design.v`` and the ``ecp5`` stage's ``ecp5_netlist.json`` there; suits small
+    designs without memories (flip-flops are matched by name).  Returns the text of
+    ``equiv_status``; raises :class:`SynthError` when the proof fails.
+    """
+    build = Path(build_dir)
+    (build / "ecp5_equiv.ys").write_text((SCRIPT_DIR / "ecp5_equiv.ys").read_text())
+    with contextlib.suppress(FileNotFoundError):
+        (build / "ecp5_equiv_status.txt").unlink()
+    _run_tool("yosys", ["-q", "-l", "ecp5_equiv.log", "ecp5_equiv.ys"], build, "ecp5_equiv.log",
+              timeout)
+    return (build / "ecp5_equiv_status.txt").read_text()
+
+
 def _atomic_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -277,7 +336,7 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 
 def _stage_job(stage: str, build: str, cache_dir: str | None, target: float,
-               timeout: float | None) -> dict[str, Any]:
+               timeout: float | None, ecp5_dsp_min_width: int | None = None) -> dict[str, Any]:
     """Run (or fetch from the cache) one stage of ``build/design.v``; returns its result dict.
 
     The Verilog and the script are read once here, and the key is computed from exactly the
@@ -285,7 +344,7 @@ def _stage_job(stage: str, build: str, cache_dir: str | None, target: float,
     """
     build_p = Path(build)
     text = (build_p / "design.v").read_text()
-    script = _script_for(stage)
+    script = _script_for(stage, ecp5_dsp_min_width)
     key = stage_key(stage, text, target, script)
     cache_file = Path(cache_dir) / f"{stage}-{key}.json" if cache_dir else None
     if cache_file is not None and cache_file.exists():
@@ -343,15 +402,19 @@ def synth_verilog(verilog: Path | str, build_dir: Path, *, name: str | None = No
                   targets: Iterable[str] = TARGETS, fmax: bool = True,
                   fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ,
                   cache_dir: Path | None = None, progress: Progress | None = None,
-                  timeout: float | None = None) -> dict[str, Any]:
+                  timeout: float | None = None,
+                  ecp5_dsp_min_width: int | None = None) -> dict[str, Any]:
     """Synthesize one Verilog file (its top module found by ``hierarchy -auto-top``).
 
     Runs the stages one after another in this process's children and returns
     ``{"name", "verilog", "verilog_sha256", "tools", "generic"?, "ecp5"?, "ice40"?, "fmax"?}``;
     a failed stage holds ``{"error": ...}`` instead of numbers.  ``fmax`` needs the ECP5
     netlist, so it runs the ECP5 script even when ``"ecp5"`` is not among ``targets``.
+    ``ecp5_dsp_min_width``: the narrowest product (bits) the ECP5 flow puts in a MULT18X18D
+    (default :data:`ECP5_DSP_MIN_WIDTH`; see :func:`script_text`).
     """
     targets = _check_targets(targets)
+    _check_dsp_min(ecp5_dsp_min_width)
     verilog = Path(verilog)
     text = verilog.read_text()
     name = name or verilog.stem
@@ -362,7 +425,7 @@ def synth_verilog(verilog: Path | str, build_dir: Path, *, name: str | None = No
     for stage in _plan(targets, fmax):
         if progress:
             progress(name, stage, "start", 0.0)
-        res = _stage_job(stage, str(build), cache, fmax_target_mhz, timeout)
+        res = _stage_job(stage, str(build), cache, fmax_target_mhz, timeout, ecp5_dsp_min_width)
         result[stage] = res
         if progress:
             progress(name, stage, _status(res), res.get("seconds", 0.0))
@@ -393,7 +456,8 @@ def _export(unit: str, cfg, out_dir: Path) -> Path:
 
 def synth_unit(unit: str, cfg, out_dir: Path, *, targets: Iterable[str] = TARGETS, fmax: bool = True,
                progress: Progress | None = None, fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ,
-               cache_dir: Path | None = None, timeout: float | None = None) -> dict[str, Any]:
+               cache_dir: Path | None = None, timeout: float | None = None,
+               ecp5_dsp_min_width: int | None = None) -> dict[str, Any]:
     """Export ``unit`` for ``cfg`` and synthesize it; see :func:`synth_verilog`.
 
     Files land in ``out_dir/<unit>/`` (Verilog, scripts, logs, stat JSON, nextpnr report);
@@ -401,6 +465,7 @@ def synth_unit(unit: str, cfg, out_dir: Path, *, targets: Iterable[str] = TARGET
     Verilog text, the script and the tool versions, so a re-run is instant.
     """
     out_dir = Path(out_dir)
+    _check_dsp_min(ecp5_dsp_min_width)
     if progress:
         progress(unit, "export", "start", 0.0)
     t0 = time.monotonic()
@@ -410,7 +475,7 @@ def synth_unit(unit: str, cfg, out_dir: Path, *, targets: Iterable[str] = TARGET
     res = synth_verilog(v, out_dir / unit, name=unit, targets=targets, fmax=fmax,
                         fmax_target_mhz=fmax_target_mhz,
                         cache_dir=cache_dir if cache_dir is not None else out_dir / "cache",
-                        progress=progress, timeout=timeout)
+                        progress=progress, timeout=timeout, ecp5_dsp_min_width=ecp5_dsp_min_width)
     res["unit"] = unit
     res["config"] = cfg.to_dict()
     return res
@@ -452,7 +517,7 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
               targets: Iterable[str] = TARGETS, fmax: bool = True,
               fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ, cache_dir: Path | None = None,
               progress: Progress | None = None, tick: Callable[[int, int, str], None] | None = None,
-              timeout: float | None = None) -> dict[str, Any]:
+              timeout: float | None = None, ecp5_dsp_min_width: int | None = None) -> dict[str, Any]:
     """Synthesize several units in parallel on the local cores.
 
     Every (unit, stage) is its own job, ``jobs`` at a time (default: the cores available), each
@@ -464,12 +529,13 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
     finished (unit, stage) jobs.
 
     Returns ``{"units": {name: result}, "total", "config", "tools", "targets", "fmax",
-    "fmax_target_mhz", "device", "seconds"}``; ``total`` is the whole design (see
-    :func:`whole_design`).
+    "fmax_target_mhz", "ecp5_dsp_min_width", "device", "seconds"}``; ``total`` is the whole
+    design (see :func:`whole_design`).
     """
     from hw.units import UNITS, unit_names
     out_dir = Path(out_dir)
     targets = _check_targets(targets)
+    _check_dsp_min(ecp5_dsp_min_width)
     names = list(dict.fromkeys(units)) if units is not None else unit_names()
     avail = unit_names()
     for u in names:
@@ -525,7 +591,8 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
                         results[unit].update(unit=unit, config=cfg.to_dict())
                         for st in stages:
                             if st != "fmax" or "ecp5" not in stages:
-                                submit(unit, st, st, str(build), cache, fmax_target_mhz, timeout)
+                                submit(unit, st, st, str(build), cache, fmax_target_mhz, timeout,
+                                       ecp5_dsp_min_width)
                         continue
                     res = fut.result()
                     results[unit][stage] = res
@@ -535,7 +602,8 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
                             results[unit]["fmax"] = {"error": "ECP5 synthesis failed", "cached": False}
                             emit(unit, "fmax", "skipped", 0.0)
                         else:
-                            submit(unit, "fmax", "fmax", str(build), cache, fmax_target_mhz, timeout)
+                            submit(unit, "fmax", "fmax", str(build), cache, fmax_target_mhz, timeout,
+                                   ecp5_dsp_min_width)
         except BaseException:
             for fut in pending:
                 fut.cancel()
@@ -543,9 +611,29 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
     ordered = {u: results[u] for u in names if u in results}
     return {"units": ordered, "total": whole_design(ordered), "config": cfg.to_dict(),
             "tools": tool_versions(), "targets": list(targets), "fmax": fmax,
-            "fmax_target_mhz": fmax_target_mhz, "device": dict(ECP5_DEVICE),
+            "fmax_target_mhz": fmax_target_mhz,
+            "ecp5_dsp_min_width": script_dsp_min_width(_script_for("ecp5", ecp5_dsp_min_width)),
+            "device": dict(ECP5_DEVICE) | {"capacity": dict(ECP5_CAPACITY)},
             "seconds": round(time.monotonic() - t_start, 3)}
 
+
+
+def ecp5_fit(ecp5: dict[str, Any]) -> dict[str, Any] | None:
+    """Whether ECP5 cell counts (an ``ecp5`` result or its sum) fit :data:`ECP5_CAPACITY`.
+
+    LUT4 sites used = LUT4 + 2 per CCU2C (a carry cell fills both LUT4s of a slice) + 6 per
+    TRELLIS_DPR16X4 (two slices in RAM mode and the write-port slice).  ``None`` when a count
+    is missing.  ``{"lut4": [used, available], "ff": ..., "dsp": ..., "bram": ..., "fits"}``.
+    """
+    keys = ("lut4", "carry", "ff", "dsp", "bram")
+    if not isinstance(ecp5, dict) or any(ecp5.get(k) is None for k in keys):
+        return None
+    used = {"lut4": ecp5["lut4"] + 2 * ecp5["carry"] + 6 * (ecp5.get("lutram") or 0),
+            "ff": ecp5["ff"], "dsp": ecp5["dsp"], "bram": ecp5["bram"]}
+    out: dict[str, Any] = {k: [v, ECP5_CAPACITY[k]] for k, v in used.items()}
+    out["fits"] = all(v <= ECP5_CAPACITY[k] for k, v in used.items())
+    out["part"] = ECP5_DEVICE["part"]
+    return out
 
 
 _SUM_KEYS = {"generic": ("cells", "ff", "transistors"),
@@ -558,7 +646,8 @@ def whole_design(units: dict[str, dict[str, Any]]) -> dict[str, Any]:
     (it contains the others), else the sum of the units (Fmax: the slowest unit).
 
     ``{"of": "top" | "sum of units", "generic": {...}, "ecp5": {...}, "ice40": {...},
-    "fmax_mhz"}``; a number is ``None`` when a contributing stage failed or did not run.
+    "ecp5_fit" (:func:`ecp5_fit`), "fmax_mhz"}``; a number is ``None`` when a contributing
+    stage failed or did not run.
     """
     if "top" in units:
         picked, of = {"top": units["top"]}, "top"
@@ -571,6 +660,7 @@ def whole_design(units: dict[str, dict[str, Any]]) -> dict[str, Any]:
             out[stage] = {k: None for k in keys}
             continue
         out[stage] = {k: sum(p.get(k) or 0 for p in parts) for k in keys}
+    out["ecp5_fit"] = ecp5_fit(out["ecp5"])
     fm = [r.get("fmax") for r in picked.values()]
     if not fm or any(not isinstance(f, dict) or "error" in f for f in fm):
         out["fmax_mhz"] = None

@@ -140,6 +140,11 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _use(pair: list[int]) -> str:
+    used, avail = pair
+    return f"{used:,}/{avail:,} ({100 * used / avail:.0f}%)"
+
+
 def format_table(data: dict[str, Any], fmt: str = "text") -> str:
     """The per-unit table with a total row and a line on the pruning logic's share.
 
@@ -188,6 +193,15 @@ def format_table(data: dict[str, Any], fmt: str = "text") -> str:
     if any(r["fmax_dsp_in_luts"] for r in s["rows"]):
         lines.append(f"* more multipliers than the {dev.get('part', 'device')}'s DSP blocks: Fmax measured "
                      "with multipliers in LUTs (synth_ecp5 -nodsp).")
+    if data.get("ecp5_dsp_min_width") is not None:
+        lines.append(f"ECP5 DSP: products of at least {data['ecp5_dsp_min_width']} bits in "
+                     "MULT18X18D, narrower ones in LUT logic.")
+    fit = (data.get("total") or {}).get("ecp5_fit")
+    if fit and (data.get("total") or {}).get("of") == "top":
+        lines.append(f"Top on the {fit.get('part', 'device')}: {_use(fit['lut4'])} LUT4 sites "
+                     f"(LUT4 + 2 per CCU2C + 6 per DPR16X4), {_use(fit['ff'])} FF, "
+                     f"{_use(fit['dsp'])} MULT18X18D, {_use(fit['bram'])} DP16KD: "
+                     f"{'fits' if fit['fits'] else 'does not fit'}.")
     lines.append("iCE40 MAC16 assumes an UltraPlus part (synth_ice40 -dsp); EBR = DP16KD, "
                  "RAM4K = SB_RAM40_4K; time = tool seconds when first measured.")
     errs = [(r["unit"], st, msg) for r in s["rows"] for st, msg in r["errors"].items()]

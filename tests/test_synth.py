@@ -160,6 +160,70 @@ def test_fmax_with_lut_multipliers_when_dsps_do_not_fit(first_run, monkeypatch):
     assert first_run["res"]["fmax"]["dsp_in_luts"] is False
 
 
+# a 4 x 4-bit product (8 bits, like the score unit's integer pass) and an 8 x 8-bit one
+_TWO_PRODUCTS = """
+module two_products(input clk, input [3:0] a, b, input [7:0] c, d,
+                    output reg [7:0] narrow, output reg [15:0] wide);
+    always @(posedge clk) begin
+        narrow <= a * b;
+        wide <= c * d;
+    end
+endmodule
+"""
+
+
+@pytest.mark.synth
+def test_ecp5_narrow_products_in_luts_wide_ones_in_dsps():
+    out = ROOT / "build" / "pytest-synth" / f"dsp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        out.mkdir(parents=True)
+        src = out / "two_products.v"
+        src.write_text(_TWO_PRODUCTS)
+        cells = {}
+        for width in (None, 1, 17):
+            res = driver.synth_verilog(src, out / f"w{width}", targets=("ecp5",), fmax=False,
+                                       ecp5_dsp_min_width=width)
+            assert "error" not in res["ecp5"], res["ecp5"]
+            cells[width] = res["ecp5"]["cells_by_type"]
+            assert res["ecp5"]["dsp_min_width"] == (width or driver.ECP5_DSP_MIN_WIDTH)
+        assert driver.ECP5_DSP_MIN_WIDTH == 9
+        # default: the 8-bit product in LUT logic, the 16-bit one in one MULT18X18D
+        assert cells[None].get("MULT18X18D") == 1 and cells[None].get("LUT4", 0) > 0, cells
+        # 1 reproduces stock synth_ecp5 (both in DSPs), 17 puts both in LUTs
+        assert cells[1].get("MULT18X18D") == 2 and "LUT4" not in cells[1], cells
+        assert "MULT18X18D" not in cells[17], cells
+        # the soft product is the same function: netlist proven equal to the RTL
+        assert "Equivalence successfully proven" in driver.check_ecp5_equivalence(out / "wNone")
+        # the proof can fail: a netlist of a different design is refuted
+        (out / "wNone" / "design.v").write_text(_TWO_PRODUCTS.replace("a * b", "a * b + 1"))
+        with pytest.raises(driver.SynthError, match="unproven"):
+            driver.check_ecp5_equivalence(out / "wNone")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_ecp5_dsp_min_width_option():
+    assert driver.script_dsp_min_width(driver.script_text("ecp5")) == driver.ECP5_DSP_MIN_WIDTH
+    text = driver.script_text("ecp5", 13)
+    assert driver.script_dsp_min_width(text) == 13 and "DSP_Y_MINWIDTH=13 " in text
+    assert driver.stage_key("ecp5", "x", ecp5_dsp_min_width=13) != driver.stage_key("ecp5", "x")
+    assert driver.stage_key("fmax", "x", ecp5_dsp_min_width=13) != driver.stage_key("fmax", "x")
+    assert driver.script_text("ice40", 13) == driver.script_text("ice40")
+    for bad in (0, -3, 2.5, "9", True):
+        with pytest.raises(ValueError, match="ecp5_dsp_min_width must be an integer"):
+            driver.script_text("ecp5", bad)
+
+
+def test_ecp5_fit():
+    ok = {"lut4": 82000, "carry": 1000, "ff": 5000, "dsp": 39, "bram": 208, "lutram": 0}
+    fit = driver.ecp5_fit(ok)  # a CCU2C takes two LUT4 sites: 84,000 > 83,640
+    assert fit["fits"] is False and fit["lut4"] == [84000, 83640] and fit["bram"] == [208, 208]
+    assert driver.ecp5_fit(ok | {"lut4": 70000})["fits"] is True
+    assert driver.ecp5_fit(ok | {"lut4": 70000, "dsp": 157})["fits"] is False
+    assert driver.ecp5_fit(ok | {"lut4": 70000, "lutram": 2000})["fits"] is False  # 6 sites each
+    assert driver.ecp5_fit(ok | {"dsp": None}) is None
+
+
 @pytest.mark.parametrize("argv", [
     ["--unit", "no_such_unit"],
     ["--unit", "head_detector", "--jobs", "0"],
@@ -236,6 +300,14 @@ def test_format_table_text_and_markdown():
     assert "Pruning logic (score_unit" in text and "+ approx_unit" not in text and "nodsp" not in text
     data["units"]["score_unit"]["fmax"]["dsp_in_luts"] = True
     assert "150.2*" in format_table(data) and "synth_ecp5 -nodsp" in format_table(data)
+    assert "ECP5 DSP" not in text and "Top on the" not in text
+    data["ecp5_dsp_min_width"] = 9
+    data["total"] = {"of": "top", "ecp5_fit": driver.ecp5_fit(
+        {"lut4": 60000, "carry": 2000, "ff": 30000, "dsp": 39, "bram": 100})}
+    text = format_table(data)
+    assert "ECP5 DSP: products of at least 9 bits in MULT18X18D, narrower ones in LUT logic." in text
+    assert "64,000/83,640 (77%) LUT4 sites" in text and "39/156 (25%) MULT18X18D" in text
+    assert "DP16KD: fits." in text
     md = format_table(data, "markdown")
     assert md.startswith("| unit | cells |") and "| score_unit | 297 | 1000 | 99 |" in md
     with pytest.raises(ValueError, match="fmt must be one of text, markdown, not 'html'"):
