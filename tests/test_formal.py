@@ -1,0 +1,182 @@
+"""Bounded formal proofs of every stream unit with SymbiYosys (``sim.formal``).
+
+Two property sets per unit, on the ``tiny`` preset:
+
+* ``stream``: the stream rules on every output (valid held and payload stable while stalled),
+  assuming them of the environment on every input, run-time settings stable and legal.
+  ``prove`` mode (k-induction: holds for traces of any length) where it closes.
+* ``count``: the stream rules plus beat counts (nothing lost or duplicated, nothing owed after
+  the stated drain time) and the unit's own assertions (e.g. the pruner's diagonal and exact
+  top-k count).  ``bmc`` mode from reset with the stated depth: these properties relate harness
+  counters to the unit's internal state, which k-induction cannot see without invariants.
+
+Deliberately broken variants (subclasses, as in the other unit tests) must fail their proofs.
+Deeper proofs and the ``odd`` preset are ``slow``.  Without the solver the tests skip, except
+with ``CI=true``, where they fail (like ``conftest.require_simulator``).
+"""
+
+import pytest
+from amaranth.hdl import Const, Module, Signal
+from amaranth.lib import wiring
+
+from hw.approx_unit import ApproxUnit
+from hw.block_pruner import BlockPruner
+from hw.head_detector import HeadDetector
+from hw.presets import preset
+from sim.formal import harness_for, run_proof, solver_missing
+
+# (unit, property set) -> (mode, depth) in the default run on ``tiny``
+DEFAULT = {
+    ("head_detector", "stream"): ("prove", 4),
+    ("head_detector", "count"): ("prove", 2),
+    ("block_pruner", "stream"): ("prove", 2),
+    ("block_pruner", "count"): ("bmc", 8),
+    ("approx_unit", "stream"): ("prove", 2),
+    ("approx_unit", "count"): ("bmc", 8),
+    ("softmax_unit", "stream"): ("prove", 2),
+    ("softmax_unit", "count"): ("bmc", 12),
+    ("systolic_array", "stream"): ("prove", 2),
+    ("systolic_array", "count"): ("bmc", 12),
+    ("tile_scheduler", "stream"): ("prove", 2),
+    ("tile_scheduler", "count"): ("bmc", 12),
+    ("score_unit", "stream"): ("bmc", 10),
+    ("score_unit", "count"): ("bmc", 10),
+}
+
+# deeper runs: (unit, property set, preset) -> (mode, depth)
+SLOW = {
+    ("block_pruner", "count", "tiny"): ("bmc", 16),
+    ("block_pruner", "stream", "odd"): ("prove", 2),
+    ("block_pruner", "count", "odd"): ("bmc", 10),
+    ("approx_unit", "count", "tiny"): ("bmc", 20),
+    ("softmax_unit", "count", "tiny"): ("bmc", 40),
+    ("systolic_array", "count", "tiny"): ("bmc", 30),
+    ("tile_scheduler", "count", "tiny"): ("bmc", 24),
+    ("score_unit", "stream", "tiny"): ("bmc", 20),
+    ("score_unit", "count", "tiny"): ("bmc", 24),
+    ("head_detector", "count", "default"): ("prove", 2),
+    ("approx_unit", "stream", "default"): ("prove", 2),
+}
+
+
+@pytest.fixture(autouse=True)
+def _solver():
+    from conftest import in_ci
+    reason = solver_missing()
+    if reason is not None:
+        if in_ci():
+            pytest.fail(f"{reason} (CI=true: a missing solver is an error)")
+        pytest.skip(reason)
+
+
+def _prove(tmp_path, unit, rules, mode, depth, cfg_name="tiny", dut=None):
+    cfg = preset(cfg_name)
+    h = harness_for(unit, cfg, rules=rules, dut=None if dut is None else dut(cfg))
+    res = run_proof(h, f"{unit}_{rules}", mode=mode, depth=depth, workroot=tmp_path)
+    print(f"{unit} {rules} {cfg_name}: {mode} depth {depth}: {res.status} in {res.seconds:.1f} s")
+    return res
+
+
+def _failures(res) -> str:
+    return "\n".join(res.failed_assertions()) or res.log[-2000:]
+
+
+@pytest.mark.parametrize("unit,rules", list(DEFAULT), ids=[f"{u}-{r}" for u, r in DEFAULT])
+def test_proof(tmp_path, unit, rules):
+    mode, depth = DEFAULT[unit, rules]
+    res = _prove(tmp_path, unit, rules, mode, depth)
+    assert res.passed, f"{unit} {rules} ({mode} {depth}): {res.status}\n{_failures(res)}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("unit,rules,cfg_name", list(SLOW), ids=["-".join(k) for k in SLOW])
+def test_proof_deep(tmp_path, unit, rules, cfg_name):
+    mode, depth = SLOW[unit, rules, cfg_name]
+    res = _prove(tmp_path, unit, rules, mode, depth, cfg_name)
+    assert res.passed, f"{unit} {rules} {cfg_name} ({mode} {depth}): {res.status}\n{_failures(res)}"
+
+
+# ---------------------------------------------------------------------------- broken variants
+class _WithdrawingDetector(HeadDetector):
+    """Deliberately broken: gives up a beat (valid low) after one stalled cycle."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        with m.If(self.keep_out.valid & ~self.keep_out.ready):
+            m.d.sync += self.keep_out.valid.eq(0)
+        return m
+
+
+class _OverrunApprox(ApproxUnit):
+    """Deliberately broken: accepts input while the stalled pipeline cannot take it (the
+    beat is dropped)."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.d.comb += self.in_.ready.eq(1)
+        return m
+
+
+class _NoDiagonalPruner(BlockPruner):
+    """Deliberately broken: the real pruner with the diagonal block of every block-row cleared
+    from its mask (column = row: square blocks, as in ``tiny``)."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = BlockPruner(self.cfg)
+        for path, member, value in self.signature.flatten(self):
+            other = inner
+            for p in path:
+                other = getattr(other, p) if isinstance(p, str) else other[p]
+            if member.flow == wiring.In:
+                m.d.comb += other.eq(value)
+            else:
+                m.d.comb += value.eq(other)
+        mo = inner.mask_out.payload
+        diag = Signal.like(mo.mask)
+        m.d.comb += [diag.eq(Const(1, len(mo.mask)) << mo.row),
+                     self.mask_out.payload.mask.eq(mo.mask & ~diag)]
+        return m
+
+
+class _TopkPlusOnePruner(BlockPruner):
+    """Deliberately broken: keeps one block too many in ``topk`` mode (``k_b + 1``)."""
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = BlockPruner(self.cfg)
+        for path, member, value in self.signature.flatten(self):
+            other = inner
+            for p in path:
+                other = getattr(other, p) if isinstance(p, str) else other[p]
+            if member.flow == wiring.In and path != ("k_b",):
+                m.d.comb += other.eq(value)
+            elif member.flow == wiring.Out:
+                m.d.comb += value.eq(other)
+        m.d.comb += inner.k_b.eq(self.k_b + 1)
+        return m
+
+
+# fault -> (unit, property set, variant, mode, depth, text of the assertion(s) that may fail)
+BROKEN = {
+    "withdraws_valid": ("head_detector", "stream", _WithdrawingDetector, "prove", 4,
+                        ("_valid_held",)),
+    "drops_beat": ("approx_unit", "count", _OverrunApprox, "bmc", 8,
+                   ("_bounded", "_drains", "_no_output_unless_owed")),
+    "drops_diagonal": ("block_pruner", "count", _NoDiagonalPruner, "bmc", 8, ("diagonal_kept",)),
+    "keeps_k_plus_1": ("block_pruner", "count", _TopkPlusOnePruner, "bmc", 8, ("topk_count",)),
+}
+
+
+@pytest.mark.parametrize("fault", list(BROKEN))
+def test_broken_variant_fails(tmp_path, fault):
+    """Each broken variant fails the proof that the real unit passes (``test_proof``), with a
+    counterexample trace."""
+    unit, rules, cls, mode, depth, expect = BROKEN[fault]
+    res = _prove(tmp_path, unit, rules, mode, depth, dut=cls)
+    assert not res.passed, f"{cls.__name__} was not caught"
+    assert res.status == "FAIL", res.log[-2000:]
+    failed = res.failed_assertions()
+    print("\n".join(failed))
+    assert any(e in line for e in expect for line in failed), \
+        f"expected one of {expect} to fail, got {failed}"
