@@ -31,6 +31,7 @@ DEFAULT = {
     ("head_detector", "count"): ("prove", 2),
     ("block_pruner", "stream"): ("prove", 2),
     ("block_pruner", "count"): ("bmc", 8),
+    ("block_pruner", "topk"): ("bmc", 12),
     ("approx_unit", "stream"): ("prove", 2),
     ("approx_unit", "count"): ("bmc", 8),
     ("softmax_unit", "stream"): ("prove", 2),
@@ -45,7 +46,8 @@ DEFAULT = {
 
 # deeper runs: (unit, property set, preset) -> (mode, depth)
 SLOW = {
-    ("block_pruner", "count", "tiny"): ("bmc", 16),
+    ("block_pruner", "count", "tiny"): ("bmc", 14),
+    ("block_pruner", "topk", "tiny"): ("bmc", 16),
     ("block_pruner", "stream", "odd"): ("prove", 2),
     ("block_pruner", "count", "odd"): ("bmc", 10),
     ("approx_unit", "count", "tiny"): ("bmc", 20),
