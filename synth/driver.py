@@ -58,7 +58,8 @@ ECP5_CAPACITY = {"lut4": 83640, "ff": 83640, "dsp": 156, "bram": 208}
 #: is at least this many bits wide (after ``wreduce``), smaller ones become LUT logic.  9 sends
 #: the score unit's 4 x 4-bit integer-pass products (8 bits) to LUTs and keeps every product of
 #: the MAC array (4 x 8 and 10 x 8 bits), the softmax and the pruner in DSPs; it is also the
-#: threshold of Yosys's own Xilinx and PolarFire DSP flows.  1 gives stock ``synth_ecp5``.
+#: threshold of Yosys's own Xilinx and PolarFire DSP flows.  1 gives stock ``synth_ecp5``'s
+#: DSP mapping (products left to LUTs are Booth-encoded, see ``ecp5.ys``).
 ECP5_DSP_MIN_WIDTH = 9
 _DSP_MIN_RE = re.compile(r"(-D DSP_Y_MINWIDTH=)(\d+)")
 DEFAULT_FMAX_TARGET_MHZ = 100.0
