@@ -44,7 +44,9 @@ DEFAULT = {
     ("score_unit", "count"): ("bmc", 10),
 }
 
-# deeper runs: (unit, property set, preset) -> (mode, depth)
+# deeper runs: (unit, property set, preset) -> (mode, depth); times measured on a loaded
+# 2-core machine: pruner count 14: 150 s, softmax 40: 110 s, score stream 20: 90 s, score count
+# 16: 80 s, scheduler 20: 70 s, systolic 16: 20 s, approx 20: 10 s, pruner on odd: 7 s and 18 s
 SLOW = {
     ("block_pruner", "count", "tiny"): ("bmc", 14),
     ("block_pruner", "topk", "tiny"): ("bmc", 16),
@@ -52,17 +54,19 @@ SLOW = {
     ("block_pruner", "count", "odd"): ("bmc", 10),
     ("approx_unit", "count", "tiny"): ("bmc", 20),
     ("softmax_unit", "count", "tiny"): ("bmc", 40),
-    ("systolic_array", "count", "tiny"): ("bmc", 30),
-    ("tile_scheduler", "count", "tiny"): ("bmc", 24),
+    ("systolic_array", "count", "tiny"): ("bmc", 16),
+    ("tile_scheduler", "count", "tiny"): ("bmc", 20),
     ("score_unit", "stream", "tiny"): ("bmc", 20),
-    ("score_unit", "count", "tiny"): ("bmc", 24),
+    ("score_unit", "count", "tiny"): ("bmc", 16),
     ("head_detector", "count", "default"): ("prove", 2),
     ("approx_unit", "stream", "default"): ("prove", 2),
 }
 
-
-# deep bmc runs whose depth reaches every cover statement of the harness
-COVERED = set()
+# deep bmc runs whose depth reaches every cover statement of the harness (an output beat on
+# every output, every beat balance drained after an output); the others stop before their
+# drain time, so their ``_drains`` assertions are not exercised
+COVERED = {("approx_unit", "count", "tiny"), ("block_pruner", "count", "tiny"),
+           ("block_pruner", "topk", "tiny")}
 
 
 @pytest.fixture(autouse=True)
