@@ -1,6 +1,6 @@
 """Bounded formal proofs of every stream unit with SymbiYosys (``sim.formal``).
 
-Two property sets per unit, on the ``tiny`` preset:
+Two property sets per unit, on the ``tiny`` preset (the stream rules also on ``odd``):
 
 * ``stream``: the stream rules on every output (valid held and payload stable while stalled),
   assuming them of the environment on every input, run-time settings stable and legal.
@@ -11,8 +11,9 @@ Two property sets per unit, on the ``tiny`` preset:
   counters to the unit's internal state, which k-induction cannot see without invariants.
 
 Deliberately broken variants (subclasses, as in the other unit tests) must fail their proofs.
-Deeper proofs and the ``odd`` preset are ``slow``.  Without the solver the tests skip, except
-with ``CI=true``, where they fail (like ``conftest.require_simulator``).
+Deeper proofs, the pruner's counts on ``odd``, the default preset and the top are ``slow``.
+Without the solver the tests skip, except with ``CI=true``, where they fail (like
+``conftest.require_simulator``).
 """
 
 import pytest
@@ -25,23 +26,30 @@ from hw.head_detector import HeadDetector
 from hw.presets import preset
 from sim.formal import harness_for, run_proof, solver_missing, top_harness
 
-# (unit, property set) -> (mode, depth) in the default run on ``tiny``
+# (unit, property set, preset) -> (mode, depth) in the default run
 DEFAULT = {
-    ("head_detector", "stream"): ("prove", 4),
-    ("head_detector", "count"): ("prove", 2),
-    ("block_pruner", "stream"): ("prove", 2),
-    ("block_pruner", "count"): ("bmc", 8),
-    ("block_pruner", "topk"): ("bmc", 12),
-    ("approx_unit", "stream"): ("prove", 2),
-    ("approx_unit", "count"): ("bmc", 8),
-    ("softmax_unit", "stream"): ("prove", 2),
-    ("softmax_unit", "count"): ("bmc", 12),
-    ("systolic_array", "stream"): ("prove", 2),
-    ("systolic_array", "count"): ("bmc", 12),
-    ("tile_scheduler", "stream"): ("prove", 2),
-    ("tile_scheduler", "count"): ("bmc", 12),
-    ("score_unit", "stream"): ("bmc", 10),
-    ("score_unit", "count"): ("bmc", 10),
+    ("head_detector", "stream", "tiny"): ("prove", 4),
+    ("head_detector", "count", "tiny"): ("prove", 2),
+    ("block_pruner", "stream", "tiny"): ("prove", 2),
+    ("block_pruner", "count", "tiny"): ("bmc", 8),
+    ("block_pruner", "topk", "tiny"): ("bmc", 12),
+    ("approx_unit", "stream", "tiny"): ("prove", 2),
+    ("approx_unit", "count", "tiny"): ("bmc", 8),
+    ("softmax_unit", "stream", "tiny"): ("prove", 2),
+    ("softmax_unit", "count", "tiny"): ("bmc", 12),
+    ("systolic_array", "stream", "tiny"): ("prove", 2),
+    ("systolic_array", "count", "tiny"): ("bmc", 12),
+    ("tile_scheduler", "stream", "tiny"): ("prove", 2),
+    ("tile_scheduler", "count", "tiny"): ("bmc", 12),
+    ("score_unit", "stream", "tiny"): ("bmc", 10),
+    ("score_unit", "count", "tiny"): ("bmc", 10),
+    # the k-induction proofs are cheap on ``odd`` too (about a second of solver time each)
+    ("head_detector", "stream", "odd"): ("prove", 4),
+    ("block_pruner", "stream", "odd"): ("prove", 2),
+    ("approx_unit", "stream", "odd"): ("prove", 2),
+    ("softmax_unit", "stream", "odd"): ("prove", 2),
+    ("systolic_array", "stream", "odd"): ("prove", 2),
+    ("tile_scheduler", "stream", "odd"): ("prove", 2),
 }
 
 # deeper runs: (unit, property set, preset) -> (mode, depth); times measured on a loaded
@@ -50,7 +58,6 @@ DEFAULT = {
 SLOW = {
     ("block_pruner", "count", "tiny"): ("bmc", 14),
     ("block_pruner", "topk", "tiny"): ("bmc", 16),
-    ("block_pruner", "stream", "odd"): ("prove", 2),
     ("block_pruner", "count", "odd"): ("bmc", 10),
     ("approx_unit", "count", "tiny"): ("bmc", 20),
     ("softmax_unit", "count", "tiny"): ("bmc", 40),
@@ -58,8 +65,14 @@ SLOW = {
     ("tile_scheduler", "count", "tiny"): ("bmc", 20),
     ("score_unit", "stream", "tiny"): ("bmc", 20),
     ("score_unit", "count", "tiny"): ("bmc", 16),
+    # the stream rules by k-induction at the default preset's full size (2 s or less each)
+    ("head_detector", "stream", "default"): ("prove", 4),
     ("head_detector", "count", "default"): ("prove", 2),
+    ("block_pruner", "stream", "default"): ("prove", 2),
     ("approx_unit", "stream", "default"): ("prove", 2),
+    ("softmax_unit", "stream", "default"): ("prove", 2),
+    ("systolic_array", "stream", "default"): ("prove", 2),
+    ("tile_scheduler", "stream", "default"): ("prove", 2),
 }
 
 # deep bmc runs whose depth reaches every cover statement of the harness (an output beat on
@@ -91,11 +104,11 @@ def _failures(res) -> str:
     return "\n".join(res.failed_assertions()) or res.log[-2000:]
 
 
-@pytest.mark.parametrize("unit,rules", list(DEFAULT), ids=[f"{u}-{r}" for u, r in DEFAULT])
-def test_proof(tmp_path, unit, rules):
-    mode, depth = DEFAULT[unit, rules]
-    res = _prove(tmp_path, unit, rules, mode, depth)
-    assert res.passed, f"{unit} {rules} ({mode} {depth}): {res.status}\n{_failures(res)}"
+@pytest.mark.parametrize("unit,rules,cfg_name", list(DEFAULT), ids=["-".join(k) for k in DEFAULT])
+def test_proof(tmp_path, unit, rules, cfg_name):
+    mode, depth = DEFAULT[unit, rules, cfg_name]
+    res = _prove(tmp_path, unit, rules, mode, depth, cfg_name)
+    assert res.passed, f"{unit} {rules} {cfg_name} ({mode} {depth}): {res.status}\n{_failures(res)}"
 
 
 @pytest.mark.slow
