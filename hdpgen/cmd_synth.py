@@ -23,7 +23,7 @@ __all__ = ["configure", "main"]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from synth.driver import DEFAULT_FMAX_TARGET_MHZ, TARGETS
+    from synth.driver import DEFAULT_FMAX_TARGET_MHZ, ECP5_DSP_MIN_WIDTH, TARGETS
     add_config_args(p)
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--unit", action="append", metavar="NAME",
@@ -37,6 +37,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="skip nextpnr-ecp5 place and route (no Fmax)")
     p.add_argument("--fmax-target", type=float, default=DEFAULT_FMAX_TARGET_MHZ, metavar="MHZ",
                    help=f"clock constraint for nextpnr (default: {DEFAULT_FMAX_TARGET_MHZ:g})")
+    p.add_argument("--ecp5-dsp-min-width", type=int, default=ECP5_DSP_MIN_WIDTH, metavar="BITS",
+                   help="ECP5: products narrower than this many bits are built from LUTs, wider "
+                        f"ones use MULT18X18D blocks (default: {ECP5_DSP_MIN_WIDTH}; 1 puts every "
+                        "product of operands at least 2 bits wide into a DSP, as stock Yosys does)")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
                    help="give up a tool run after this long (reported as a failed stage)")
     p.add_argument("-j", "--jobs", type=int, metavar="N", help="parallel jobs (default: local cores)")
@@ -79,6 +83,8 @@ def main(args: argparse.Namespace) -> int:
         raise CliError(f"--jobs must be at least 1, not {args.jobs}")
     if not args.fmax_target > 0:
         raise CliError(f"--fmax-target must be positive, not {args.fmax_target:g}")
+    if args.ecp5_dsp_min_width < 1:
+        raise CliError(f"--ecp5-dsp-min-width must be at least 1, not {args.ecp5_dsp_min_width}")
     if args.timeout is not None and not args.timeout > 0:
         raise CliError(f"--timeout must be positive, not {args.timeout:g}")
     out = check_output_dir(args.out if args.out is not None else Path("build") / args.preset / "synth")
@@ -86,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
         check_output_file(out / name)
     data = synth_all(cfg, out, units, jobs=args.jobs, targets=tuple(args.targets), fmax=args.fmax,
                      fmax_target_mhz=args.fmax_target, progress=_progress_printer(args.quiet),
-                     timeout=args.timeout)
+                     timeout=args.timeout, ecp5_dsp_min_width=args.ecp5_dsp_min_width)
     write_json(out / "synth.json", data)
     with atomic_write(out / "synth.md", "w") as f:
         f.write(format_table(data, "markdown"))

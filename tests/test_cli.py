@@ -106,3 +106,10 @@ def test_defect4_synth_onto_existing_file(capsys, tmp_path):
     rc, _, err = _run(capsys, "synth", "--unit", "head_detector", "--preset", "tiny",
                       "--targets", "generic", "--no-fmax", "-o", str(target))
     _one_line_error(rc, err, "synth", "not a directory")
+
+
+def test_synth_rejects_a_dsp_width_below_one(capsys, tmp_path):
+    rc, _, err = _run(capsys, "synth", "--unit", "head_detector", "--preset", "tiny",
+                      "--ecp5-dsp-min-width", "0", "-o", str(tmp_path / "s"))
+    _one_line_error(rc, err, "synth", "--ecp5-dsp-min-width", "not 0")
+    assert not (tmp_path / "s").exists()
