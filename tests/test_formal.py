@@ -159,9 +159,11 @@ class _OverrunApprox(ApproxUnit):
         return m
 
 
-class _NoDiagonalPruner(BlockPruner):
-    """Deliberately broken: the real pruner with the diagonal block of every block-row cleared
-    from its mask (column = row: square blocks, as in ``tiny``)."""
+class _WrappedPruner(BlockPruner):
+    """The real pruner inside a wrapper that forwards every port, except the inputs named in
+    ``HELD`` and the output fields that :meth:`tamper` drives instead."""
+
+    HELD: tuple = ()
 
     def elaborate(self, platform):
         m = Module()
@@ -170,33 +172,36 @@ class _NoDiagonalPruner(BlockPruner):
             other = inner
             for p in path:
                 other = getattr(other, p) if isinstance(p, str) else other[p]
-            if member.flow == wiring.In:
-                m.d.comb += other.eq(value)
-            else:
-                m.d.comb += value.eq(other)
-        mo = inner.mask_out.payload
-        diag = Signal.like(mo.mask)
-        m.d.comb += [diag.eq(Const(1, len(mo.mask)) << mo.row),
-                     self.mask_out.payload.mask.eq(mo.mask & ~diag)]
-        return m
-
-
-class _TopkPlusOnePruner(BlockPruner):
-    """Deliberately broken: keeps one block too many in ``topk`` mode (``k_b + 1``)."""
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.inner = inner = BlockPruner(self.cfg)
-        for path, member, value in self.signature.flatten(self):
-            other = inner
-            for p in path:
-                other = getattr(other, p) if isinstance(p, str) else other[p]
-            if member.flow == wiring.In and path != ("k_b",):
+            if member.flow == wiring.In and path not in self.HELD:
                 m.d.comb += other.eq(value)
             elif member.flow == wiring.Out:
                 m.d.comb += value.eq(other)
-        m.d.comb += inner.k_b.eq(self.k_b + 1)
+        self.tamper(m, inner)
         return m
+
+    def tamper(self, m: Module, inner: BlockPruner) -> None:
+        raise NotImplementedError
+
+
+class _NoDiagonalPruner(_WrappedPruner):
+    """Deliberately broken: the real pruner with the diagonal block of every block-row cleared
+    from its mask (column = row: square blocks, as in ``tiny``)."""
+
+    def tamper(self, m, inner):
+        mo = inner.mask_out.payload
+        diag = Signal.like(mo.mask)
+        # a later assignment to the same field overrides the forwarded one
+        m.d.comb += [diag.eq(Const(1, len(mo.mask)) << mo.row),
+                     self.mask_out.payload.mask.eq(mo.mask & ~diag)]
+
+
+class _TopkPlusOnePruner(_WrappedPruner):
+    """Deliberately broken: keeps one block too many in ``topk`` mode (``k_b + 1``)."""
+
+    HELD = (("k_b",),)
+
+    def tamper(self, m, inner):
+        m.d.comb += inner.k_b.eq(self.k_b + 1)
 
 
 # fault -> (unit, property set, variant, mode, depth, text of the assertion(s) that may fail)
