@@ -61,18 +61,9 @@ def _table(headers: list[str], rows: list[list]) -> list[str]:
 
 
 def _synth_text(syn: dict) -> list[str]:
-    """The synthesis table (owned by :mod:`synth.report`) without empty columns, and without
-    "- of ..." clauses for targets that were not run."""
+    """The synthesis table (owned by :mod:`synth.report`) without empty columns."""
     from synth.report import format_table
-    out = []
-    for line in drop_empty_columns(format_table(syn, "markdown").splitlines()):
-        head, sep, tail = line.partition(": ")
-        if line.startswith("Pruning logic") and sep:
-            end = tail[len(tail.rstrip()):]  # keep a Markdown line break
-            parts = [p for p in tail.rstrip().rstrip(".").split(", ") if not p.startswith("- ")]
-            line = f"{head}: {', '.join(parts)}.{end}" if parts else ""
-        out.append(line)
-    return out
+    return drop_empty_columns(format_table(syn, "markdown").splitlines())
 
 
 def _skipped(rep: dict, key: str) -> list[str]:

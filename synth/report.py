@@ -182,10 +182,12 @@ def format_table(data: dict[str, Any], fmt: str = "text") -> str:
     sh = s["pruning_share"]
     if sh["units"]:
         missing = f"; not synthesized: {', '.join(sh['missing'])}" if sh["missing"] else ""
+        parts = [f"{_pct(sh['ecp5_logic'])} of ECP5 logic (LUT4 + CCU2C)",
+                 f"{_pct(sh['ecp5_ff'])} of ECP5 flip-flops"]
+        if sh["transistors"] is not None:  # only when the generic flow ran
+            parts.append(f"{_pct(sh['transistors'])} of transistors")
         lines.append(f"Pruning logic ({' + '.join(sh['units'])}{missing}) relative to "
-                     f"{sh['relative_to']}: {_pct(sh['ecp5_logic'])} of ECP5 logic (LUT4 + CCU2C), "
-                     f"{_pct(sh['ecp5_ff'])} of ECP5 flip-flops, {_pct(sh['transistors'])} of "
-                     f"transistors.")
+                     f"{sh['relative_to']}: {', '.join(parts)}.")
     dev = data.get("device") or {}
     if data.get("fmax", True) and dev:
         lines.append(f"Fmax: nextpnr-ecp5, {dev.get('part')} speed {dev.get('speed')}, out of context, "
@@ -202,8 +204,10 @@ def format_table(data: dict[str, Any], fmt: str = "text") -> str:
                      f"(LUT4 + 2 per CCU2C + 6 per DPR16X4), {_use(fit['ff'])} FF, "
                      f"{_use(fit['dsp'])} MULT18X18D, {_use(fit['bram'])} DP16KD: "
                      f"{'fits' if fit['fits'] else 'does not fit'}.")
-    lines.append("iCE40 MAC16 assumes an UltraPlus part (synth_ice40 -dsp); EBR = DP16KD, "
-                 "RAM4K = SB_RAM40_4K; time = tool seconds when first measured.")
+    if any(r[k] is not None for r in s["rows"] for _, k, _ in COLUMNS if k.startswith("ice40")):
+        lines.append("iCE40 MAC16 assumes an UltraPlus part (synth_ice40 -dsp); RAM4K = "
+                     "SB_RAM40_4K.")
+    lines.append("EBR = DP16KD; time = tool seconds when first measured.")
     errs = [(r["unit"], st, msg) for r in s["rows"] for st, msg in r["errors"].items()]
     for unit, st, msg in errs:
         lines.append(f"error: {unit} {st}: {msg.splitlines()[0] if msg else ''}")

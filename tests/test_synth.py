@@ -312,3 +312,16 @@ def test_format_table_text_and_markdown():
     assert md.startswith("| unit | cells |") and "| score_unit | 297 | 1000 | 99 |" in md
     with pytest.raises(ValueError, match="fmt must be one of text, markdown, not 'html'"):
         format_table(data, "html")
+
+
+def test_format_table_names_only_the_flows_that_ran():
+    """ECP5 alone (the main job's default): no transistor share and no iCE40 footnote."""
+    ecp5_only = {"ecp5": {"lut4": 99, "carry": 10, "ff": 20, "dsp": 1, "bram": 0},
+                 "fmax": {"fmax_mhz": 120.0}}
+    data = {"units": {"score_unit": ecp5_only, "softmax_unit": ecp5_only},
+            "device": {"part": "LFE5U-85F", "speed": 6}, "fmax_target_mhz": 100.0}
+    text = format_table(data)
+    assert "of ECP5 flip-flops." in text and "transistors." not in text
+    assert "iCE40 MAC16" not in text and "EBR = DP16KD" in text
+    full = format_table({**data, "units": {"score_unit": _fake(99, 10, 1000, 150.0)}})
+    assert "of transistors." in full and "iCE40 MAC16 assumes an UltraPlus part" in full
