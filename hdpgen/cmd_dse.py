@@ -9,9 +9,12 @@ For each point of the grid (the Cartesian product of the axes) it measures
   disagreement is reported;
 * area and Fmax: synthesis of every unit (:func:`synth.driver.synth_all`, cached).
 
-Points run in parallel on the local cores; each finished point is cached under
-``OUT/cache/`` (keyed by the configuration and data), so an interrupted sweep resumes where it
-stopped. Writes ``OUT/dse.csv``, ``OUT/dse.json`` and ``OUT/pareto.png`` (speedup against
+Points run in parallel on the local cores (``-j``) or, with ``--scheduler tcp://HOST:PORT``,
+on an existing Dask distributed cluster (the ``distributed`` package; a worker that dies has
+its points rerun on the others).  Either way each finished point is cached under
+``OUT/cache/`` by this process (keyed by the configuration and data), so an interrupted sweep
+resumes where it stopped, and a sweep started on one resumes on the other.  Writes
+``OUT/dse.csv``, ``OUT/dse.json`` and ``OUT/pareto.png`` (speedup against
 ECP5 LUTs; with ``--no-synth``, speedup against the relative RMS error of the output).
 
 Data as for ``hdpgen run``: ``--qkv IN.npz``, ``--data NAME`` (a bundled MiniLM fixture,
@@ -32,6 +35,7 @@ Axes: any configuration field (``--grid prune_mode=topk,threshold``), plus ``arr
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import csv
 import hashlib
 import itertools
@@ -62,6 +66,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
                    help="points evaluated in parallel, at least 1 (default: the cores, "
                         f"{os.cpu_count() or 1} here)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run the points on this Dask distributed scheduler's workers instead of "
+                        "local processes (start one with 'dask scheduler' and 'dask worker "
+                        "tcp://HOST:PORT --nthreads 1' on each machine; see the README)")
     p.add_argument("--no-synth", action="store_true",
                    help="skip area and Fmax (pareto.png then plots speedup against the "
                         "relative RMS error of the output)")
@@ -217,6 +225,63 @@ def main(args: argparse.Namespace) -> int:
     if args.validate < 0:
         raise CliError(f"--validate must be 0 or more, not {args.validate}")
     check_output_dir(args.out, "output folder (-o)")
+    if args.scheduler:
+        _check_scheduler_address(args.scheduler)
+    return _sweep(args)
+
+
+SCHEDULER_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://")
+
+
+def _check_scheduler_address(address: str) -> None:
+    if not address.startswith(SCHEDULER_SCHEMES) or not address.split("://", 1)[1]:
+        raise CliError(f"--scheduler must look like tcp://HOST:PORT, not {address!r}")
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise CliError("--scheduler needs the 'distributed' package: make setup installs it "
+                       "(or pip install 'distributed>=2024.1')") from None
+
+
+def connect_scheduler(address: str, timeout: float = 10.0):
+    """A ``distributed.Client`` of the scheduler at ``address``, or a :class:`CliError`
+    naming the address and the reason (bad form, package missing, unreachable, no worker)."""
+    _check_scheduler_address(address)
+    from distributed import Client
+    try:
+        client = Client(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise CliError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+    n = len(client.scheduler_info().get("workers", {}))
+    if n == 0:
+        client.close()
+        raise CliError(f"the Dask scheduler at {address} has no workers")
+    return client
+
+
+@contextlib.contextmanager
+def _executor(args, client):
+    """Local worker processes, or the cluster behind ``client`` (as a concurrent.futures
+    executor whose tasks may run anywhere and are rerun when their worker dies)."""
+    if client is None:
+        with cf.ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            yield pool
+    else:
+        with client.get_executor(pure=False) as pool:
+            yield pool
+
+
+@contextlib.contextmanager
+def _client(args, needed: bool):
+    client = connect_scheduler(args.scheduler) if args.scheduler and needed else None
+    try:
+        yield client
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _sweep(args) -> int:
     if args.validate:
         from sim.runner import simulator_missing
         reason = simulator_missing(args.sim)
@@ -248,24 +313,27 @@ def main(args: argparse.Namespace) -> int:
             rows[label] = json.loads(cp.read_text())
         else:
             todo.append((label, cfg, cp))
-    print(f"hdpgen dse: {len(points)} points, {len(rows)} cached, {len(todo)} to run on "
-          f"{args.jobs} workers", file=sys.stderr)
-    failures = 0
-    with cf.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futs = {pool.submit(evaluate_point, label, cfg.to_dict(), work_data, str(out),
-                            opts["synth"], opts["fmax"]): (label, cp) for label, cfg, cp in todo}
-        for i, fut in enumerate(cf.as_completed(futs), 1):
-            label, cp = futs[fut]
-            try:
-                row = fut.result()
-            except Exception as exc:  # a failed point is reported, the sweep goes on
-                failures += 1
-                print(f"  [{i}/{len(todo)}] {label}: FAILED: {exc}", file=sys.stderr)
-                continue
-            write_json(cp, row)
-            rows[label] = row
-            print(f"  [{i}/{len(todo)}] {label}: attention cosine {row['attn_cosine']:.4f}, "
-                  f"speedup {row['speedup']:.2f}x", file=sys.stderr)
+    with _client(args, bool(todo)) as client:
+        where = (f"{args.jobs} local workers" if client is None else
+                 f"{len(client.scheduler_info()['workers'])} workers of {args.scheduler}")
+        print(f"hdpgen dse: {len(points)} points, {len(rows)} cached, {len(todo)} to run on {where}",
+              file=sys.stderr)
+        failures = 0
+        with _executor(args, client) as pool:
+            futs = {pool.submit(evaluate_point, label, cfg.to_dict(), work_data, str(out),
+                                opts["synth"], opts["fmax"]): (label, cp) for label, cfg, cp in todo}
+            for i, fut in enumerate(cf.as_completed(futs), 1):
+                label, cp = futs[fut]
+                try:
+                    row = fut.result()
+                except Exception as exc:  # a failed point is reported, the sweep goes on
+                    failures += 1
+                    print(f"  [{i}/{len(todo)}] {label}: FAILED: {exc}", file=sys.stderr)
+                    continue
+                write_json(cp, row)
+                rows[label] = row
+                print(f"  [{i}/{len(todo)}] {label}: attention cosine {row['attn_cosine']:.4f}, "
+                      f"speedup {row['speedup']:.2f}x", file=sys.stderr)
     ordered = [rows[label] for label, _ in points if label in rows]
     if args.validate:
         from sim.top_cycles import validate_against_rtl
