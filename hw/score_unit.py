@@ -4,7 +4,7 @@ Golden twins: :func:`golden.score.integer_scores`, :func:`golden.pruner.block_im
 :func:`golden.pruner.head_importance` (entry masking: :func:`golden.pruner.entry_mask`).
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -13,11 +13,16 @@ from amaranth.lib.wiring import In, Out
 from .config import HDPConfig, unsigned_width
 
 __all__ = ["ScoreUnit", "qk_row_layout", "qk_int_row_layout", "block_layout", "h_shape",
-           "block_row_shape", "block_col_shape", "PIPELINE_DEPTH"]
+           "block_row_shape", "block_col_shape", "PIPELINE_DEPTH", "TREE_STAGES"]
+
+#: Adder-tree levels of the ``head_dim``-long dot products are split over this many register
+#: stages (the first ones take the extra level when the levels do not divide evenly).
+TREE_STAGES = 2
 
 #: Register stages from a block's issue (K memory read) to its entry into the output queue:
-#: memory read, multiply + adder tree (A), masking + importance.
-PIPELINE_DEPTH = 3
+#: memory read, K read data (the block RAM's output is registered in logic), products,
+#: ``TREE_STAGES`` adder-tree stages (the last one is A), masking + importance.
+PIPELINE_DEPTH = 4 + TREE_STAGES
 
 
 def block_row_shape(cfg: HDPConfig) -> unsigned:
@@ -75,6 +80,27 @@ def _tree(values, op):
     return values[0]
 
 
+def _tree_levels(values, op, levels):
+    """``levels`` levels of :func:`_tree`'s balanced reduction (the partial results)."""
+    values = list(values)
+    for _ in range(levels):
+        if len(values) == 1:
+            break
+        nxt = [op(values[k], values[k + 1]) for k in range(0, len(values) - 1, 2)]
+        if len(values) % 2:
+            nxt.append(values[-1])
+        values = nxt
+    return values
+
+
+def _n_levels(n):
+    """Levels of a balanced reduction of ``n`` values."""
+    levels = 0
+    while n > 1:
+        n, levels = -(-n // 2), levels + 1
+    return levels
+
+
 def _max_op(x, y):
     # (valid, value) pairs: the maximum over the valid ones; ties are equal values
     (vx, ax), (vy, ay) = x, y
@@ -112,25 +138,30 @@ class ScoreUnit(wiring.Component):
     Datapath
         ``b_r * b_c`` dot products of length ``d`` in parallel, each with ``d`` signed
         ``(qk_bits - qk_frac)``-bit multipliers and a balanced adder tree: one whole block per
-        cycle.  Pipeline: issue (K memory read) -> multiply + adder tree (A) -> masking and
-        importance -> output queue (``SyncFIFOBuffered``).  Issue is credit based: a block is
+        cycle.  Pipeline (``PIPELINE_DEPTH`` = 6 register stages): issue (K memory read) ->
+        K read data registered -> products registered -> adder tree split over
+        ``TREE_STAGES`` = 2 register stages (the last one holds A) -> masking and importance
+        -> output queue (``SyncFIFOBuffered``).  The memory access, the multipliers and each
+        half of the adder tree are in separate cycles (the timing-critical path of the
+        unpipelined version had them all in one).  Issue is credit based: a block is
         issued only when the queue is sure to have room for it, so backpressure on ``blk_out``
         stalls issue without loss and never reaches the datapath registers.
 
     Latency and throughput (measured in ``tests/test_score_unit.py::test_throughput_and_latency``)
         * Throughput: one block per cycle with ``blk_out`` always ready.  A head with
-          ``valid_len = L`` occupies the unit for exactly ``L + ceil(L/b_r) * ceil(L/b_c) + 4``
+          ``valid_len = L`` occupies the unit for exactly ``L + ceil(L/b_r) * ceil(L/b_c) + 7``
           cycles, first ``k_in`` beat to ``h_out`` handshake inclusive, when Q rows stream at
           one per cycle alongside K (its first ``b_r`` rows in by the last K row) and
-          ``ceil(L/b_c) > b_r`` (measured: tiny L = 8: 28 cycles for the
-          ideal 16 blocks + 8 K rows; odd L = 13: 52 for 35 + 13; default L = 64: 1092 for
-          1024 + 64, 99.6 %; default L = 128: 4228 for 4096 + 128).  When a block-row has at
+          ``ceil(L/b_c) > b_r`` (measured: tiny L = 8: 31 cycles for the
+          ideal 16 blocks + 8 K rows; odd L = 13: 55 for 35 + 13; default L = 64: 1095 for
+          1024 + 64, 99.4 %; default L = 128: 4231 for 4096 + 128).  When a block-row has at
           most ``b_r`` block columns, Q loading (one row per cycle) bounds the rate instead.
           If Q starts only after the last K row, add ``b_r + 1`` cycles per head (by design,
           not measured).
         * Latency: the first block of a head is issued 1 cycle after the last K row is accepted
-          (its Q rows load meanwhile); every block is on ``blk_out`` 5 cycles after its issue;
-          ``h_out`` is valid 4 cycles after the last block's issue.
+          (its Q rows load meanwhile); every block is on ``blk_out`` 8 cycles after its issue
+          (``PIPELINE_DEPTH + 2``); ``h_out`` is valid 7 cycles after the last block's issue
+          (``PIPELINE_DEPTH + 1``).
         * Between heads: the next ``k_in`` beat is accepted the cycle after the ``h_out``
           handshake.
 
@@ -315,18 +346,56 @@ class ScoreUnit(wiring.Component):
                 next_row_base.eq(next_row_base + br),
             ]
 
-        # ---------------------------------------------------------------- stage 1: A
+        # ---------------------------------------------------------------- stage 1: K register
+        # the block RAM's read data goes straight into registers (Yosys does not use the
+        # DP16KD output register), so the memory access time is not added to the multipliers
+        sk_valid = Signal()
+        sk_meta = Signal(meta)
+        sk_q = Signal(q_rows)
+        sk_k = Signal(k_word)
+        m.d.sync += [sk_valid.eq(s1_valid), sk_meta.eq(s1_meta), sk_q.eq(s1_q),
+                     sk_k.eq(k_rd.data)]
+
+        # ---------------------------------------------------------------- stage 2: products
+        sp_valid = Signal()
+        sp_meta = Signal(meta)
+        m.d.sync += [sp_valid.eq(sk_valid), sp_meta.eq(sk_meta)]
+        parts = {}
+        for ii in range(br):
+            for jj in range(bc):
+                prods = []
+                for e in range(d):
+                    expr = sk_q[ii][e] * sk_k[jj][e]
+                    p = Signal(expr.shape(), name=f"prod_{ii}_{jj}_{e}")
+                    m.d.sync += p.eq(expr)
+                    prods.append(p)
+                parts[ii, jj] = prods
+
+        # ---------------------------------------------------------------- adder-tree stages (A)
         acc = signed(self.acc_width)
+        levels = _n_levels(d)
+        split = [levels // TREE_STAGES + (s < levels % TREE_STAGES) for s in range(TREE_STAGES)]
+        st_valid, st_meta = sp_valid, sp_meta
+        for stage, n_lv in enumerate(split[:-1]):
+            nv, nm = Signal(name=f"st{stage}_valid"), Signal(meta, name=f"st{stage}_meta")
+            m.d.sync += [nv.eq(st_valid), nm.eq(st_meta)]
+            for key, vals in parts.items():
+                nxt = []
+                for k, expr in enumerate(_tree_levels(vals, lambda x, y: x + y, n_lv)):
+                    expr = Value.cast(expr)
+                    r = Signal(expr.shape(), name=f"sum{stage}_{key[0]}_{key[1]}_{k}")
+                    m.d.sync += r.eq(expr)
+                    nxt.append(r)
+                parts[key] = nxt
+            st_valid, st_meta = nv, nm
         s2_valid = Signal()
         s2_meta = Signal(meta)
         s2_a = Signal(data.ArrayLayout(acc, nb))
-        m.d.sync += [s2_valid.eq(s1_valid), s2_meta.eq(s1_meta)]
-        for ii in range(br):
-            for jj in range(bc):
-                prods = [s1_q[ii][e] * k_rd.data[jj][e] for e in range(d)]
-                m.d.sync += s2_a[ii * bc + jj].eq(_tree(prods, lambda x, y: x + y))
+        m.d.sync += [s2_valid.eq(st_valid), s2_meta.eq(st_meta)]
+        for (ii, jj), vals in parts.items():
+            m.d.sync += s2_a[ii * bc + jj].eq(_tree(vals, lambda x, y: x + y))
 
-        # ---------------------------------------------------------------- stage 2: importance
+        # ---------------------------------------------------------------- last stage: importance
         a_vals = [s2_a[k] for k in range(nb)]
         ent = [s2_meta.ent[k] for k in range(nb)]
         abs_vals = [Mux(ent[k], abs(a_vals[k]), 0) for k in range(nb)]

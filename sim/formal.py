@@ -678,7 +678,10 @@ def _props_for(unit: str, cfg, rules: str):
                                bound=_ceil_div(cfg.seq_len, cfg.array_rows) + 2)
     if unit == "score_unit":
         nblk = cfg.n_block_rows * cfg.n_block_cols
-        return score_props(cfg, latency=nblk + cfg.seq_len + 12, bound=nblk + cfg.n_block_cols)
+        # the drain time grows with the ScoreUnit's pipeline (12 at PIPELINE_DEPTH = 3)
+        from hw.score_unit import PIPELINE_DEPTH
+        return score_props(cfg, latency=nblk + cfg.seq_len + 9 + PIPELINE_DEPTH,
+                           bound=nblk + cfg.n_block_cols)
     raise ValueError(f"no property set for unit {unit!r}")
 
 

@@ -9,10 +9,11 @@ an output that is always ready.  It is a replay of the top's *control* only, no 
    Q rows at the pace the :class:`~hw.score_unit.ScoreUnit` accepts them (a double buffer of
    one block-row: block-row ``r + 1`` loads while ``r`` issues one block per cycle, so Q is
    throttled to one block-row per ``ceil(L / b_c)`` cycles once the buffer is full), then the
-   ``L`` V rows.  A block is on the pruner's input 5 cycles after its issue; a block-row's keep
+   ``L`` V rows.  A block is on the pruner's input 8 cycles after its issue (the ScoreUnit's
+   ``PIPELINE_DEPTH + 2``); a block-row's keep
    mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4`` (``topk``, ``threshold``) cycles
    after the row's last block (:class:`~hw.block_pruner.BlockPruner` docstring); the head
-   decision comes ``h_out`` (4 cycles after the last issue) + 1 cycle
+   decision comes ``h_out`` (7 cycles after the last issue, ``PIPELINE_DEPTH + 1``) + 1 cycle
    (:class:`~hw.head_detector.HeadDetector`).
    A *dense* head (pruning ``off`` and head pruning off, the baseline) runs no integer pass:
    the ``3L`` rows load at full rate, there are no masks to wait for (every valid block is
@@ -63,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.config import HDPConfig
+from hw.score_unit import PIPELINE_DEPTH
 
 __all__ = ["head_cycles", "ideal_cycles", "array_busy", "head_plan", "HeadPlan", "GroupPlan",
            "load_phase", "LoadTimes", "run_phase", "validate_against_rtl", "head_valid_len"]
@@ -130,10 +132,11 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
     """Input rows, integer pass, masks and head decision of one head (cycle 0 = first K row).
 
     The ScoreUnit's Q double buffer and block issue are replayed cycle by cycle; a block is
-    on the pruner's input 5 cycles after its issue; a block-row's mask leaves the pruner 5
-    (``off``) or ``ceil(L / b_c) + 4`` (``topk``, ``threshold``) cycles after its last block
-    (BlockPruner docstring); ``h_out`` is valid 4 cycles after the last issue and the head
-    detector answers 1 cycle later.
+    on the pruner's input ``PIPELINE_DEPTH + 2`` = 8 cycles after its issue (ScoreUnit
+    docstring); a block-row's mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4``
+    (``topk``, ``threshold``) cycles after its last block (BlockPruner docstring); ``h_out``
+    is valid ``PIPELINE_DEPTH + 1`` = 7 cycles after the last issue and the head detector
+    answers 1 cycle later.
 
     ``dense`` (pruning and head pruning off): no integer pass; the ``3L`` rows load at full
     rate (last V row at cycle ``3L - 1``) and there are no masks and no head decision (every
@@ -173,7 +176,10 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
             q_full, have_row = False, True
         t += 1
     lat = 5 if mode == "off" else m_cols + 4
-    return LoadTimes(q_last + L, tuple(e + 5 + lat for e in row_end), row_end[-1] + 5)
+    blk_lat = PIPELINE_DEPTH + 2      # issue -> block on the ScoreUnit's blk_out
+    h_lat = PIPELINE_DEPTH + 1        # last issue -> h_out valid
+    return LoadTimes(q_last + L, tuple(e + blk_lat + lat for e in row_end),
+                     row_end[-1] + h_lat + 1)
 
 
 # ------------------------------------------------------------------------------ run phase
