@@ -21,8 +21,8 @@ TREE_STAGES = 2
 
 #: Register stages from a block's issue (K memory read) to its entry into the output queue:
 #: memory read, K read data (the block RAM's output is registered in logic), products,
-#: ``TREE_STAGES`` adder-tree stages (the last one is A), masking + importance.
-PIPELINE_DEPTH = 4 + TREE_STAGES
+#: ``TREE_STAGES`` adder-tree stages (the last one is A), masking + importance (2 stages).
+PIPELINE_DEPTH = 5 + TREE_STAGES
 
 
 def block_row_shape(cfg: HDPConfig) -> unsigned:
@@ -138,29 +138,31 @@ class ScoreUnit(wiring.Component):
     Datapath
         ``b_r * b_c`` dot products of length ``d`` in parallel, each with ``d`` signed
         ``(qk_bits - qk_frac)``-bit multipliers and a balanced adder tree: one whole block per
-        cycle.  Pipeline (``PIPELINE_DEPTH`` = 6 register stages): issue (K memory read) ->
+        cycle.  Pipeline (``PIPELINE_DEPTH`` = 7 register stages): issue (K memory read) ->
         K read data registered -> products registered -> adder tree split over
-        ``TREE_STAGES`` = 2 register stages (the last one holds A) -> masking and importance
-        -> output queue (``SyncFIFOBuffered``).  The memory access, the multipliers and each
-        half of the adder tree are in separate cycles (the timing-critical path of the
-        unpipelined version had them all in one).  Issue is credit based: a block is
-        issued only when the queue is sure to have room for it, so backpressure on ``blk_out``
-        stalls issue without loss and never reaches the datapath registers.
+        ``TREE_STAGES`` = 2 register stages (the last one holds A) -> masking and the first
+        half of the importance reductions -> their second half -> output queue
+        (``SyncFIFOBuffered``).  The memory access, the multipliers, each half of the adder
+        tree and each half of the importance reductions are in separate cycles (the
+        timing-critical path of the 3-stage version had the first three in one).  Issue is
+        credit based: a block is issued only when the queue is sure to have room for it, so
+        backpressure on ``blk_out`` stalls issue without loss and never reaches the datapath
+        registers.
 
     Latency and throughput (measured in ``tests/test_score_unit.py::test_throughput_and_latency``)
         * Throughput: one block per cycle with ``blk_out`` always ready.  A head with
-          ``valid_len = L`` occupies the unit for exactly ``L + ceil(L/b_r) * ceil(L/b_c) + 7``
+          ``valid_len = L`` occupies the unit for exactly ``L + ceil(L/b_r) * ceil(L/b_c) + 8``
           cycles, first ``k_in`` beat to ``h_out`` handshake inclusive, when Q rows stream at
           one per cycle alongside K (its first ``b_r`` rows in by the last K row) and
-          ``ceil(L/b_c) > b_r`` (measured: tiny L = 8: 31 cycles for the
-          ideal 16 blocks + 8 K rows; odd L = 13: 55 for 35 + 13; default L = 64: 1095 for
-          1024 + 64, 99.4 %; default L = 128: 4231 for 4096 + 128).  When a block-row has at
+          ``ceil(L/b_c) > b_r`` (measured: tiny L = 8: 32 cycles for the
+          ideal 16 blocks + 8 K rows; odd L = 13: 56 for 35 + 13; default L = 64: 1096 for
+          1024 + 64, 99.3 %; default L = 128: 4232 for 4096 + 128).  When a block-row has at
           most ``b_r`` block columns, Q loading (one row per cycle) bounds the rate instead.
           If Q starts only after the last K row, add ``b_r + 1`` cycles per head (by design,
           not measured).
         * Latency: the first block of a head is issued 1 cycle after the last K row is accepted
-          (its Q rows load meanwhile); every block is on ``blk_out`` 8 cycles after its issue
-          (``PIPELINE_DEPTH + 2``); ``h_out`` is valid 7 cycles after the last block's issue
+          (its Q rows load meanwhile); every block is on ``blk_out`` 9 cycles after its issue
+          (``PIPELINE_DEPTH + 2``); ``h_out`` is valid 8 cycles after the last block's issue
           (``PIPELINE_DEPTH + 1``).
         * Between heads: the next ``k_in`` beat is accepted the cycle after the ``h_out``
           handshake.
@@ -395,35 +397,62 @@ class ScoreUnit(wiring.Component):
         for (ii, jj), vals in parts.items():
             m.d.sync += s2_a[ii * bc + jj].eq(_tree(vals, lambda x, y: x + y))
 
-        # ---------------------------------------------------------------- last stage: importance
+        # ---------------------------------------------------------------- importance, 2 stages
+        # the reductions over the block's entries (|A| sum, signed sum or maximum) are split:
+        # the first half of their levels here, the rest in the last stage
+        def reg(expr, name):
+            expr = Value.cast(expr)
+            r = Signal(expr.shape(), name=name)
+            m.d.sync += r.eq(expr)
+            return r
+
+        add = lambda x, y: x + y  # noqa: E731
+        first = -(-_n_levels(nb) // 2)
         a_vals = [s2_a[k] for k in range(nb)]
         ent = [s2_meta.ent[k] for k in range(nb)]
+        si_valid = Signal()
+        si_meta = Signal(meta)
+        si_a = Signal(data.ArrayLayout(acc, nb))   # A masked to the valid_len square
+        si_blk_valid = Signal()
+        m.d.sync += [si_valid.eq(s2_valid), si_meta.eq(s2_meta),
+                     si_blk_valid.eq(s2_meta.ent.any())]
+        for k in range(nb):
+            m.d.sync += si_a[k].eq(Mux(s2_meta.pos[k], a_vals[k], 0))
         abs_vals = [Mux(ent[k], abs(a_vals[k]), 0) for k in range(nb)]
-        h_part = _tree(abs_vals, lambda x, y: x + y)
-        blk_valid = s2_meta.ent.any()
+        h_half = [reg(v, f"h_half_{k}") for k, v in enumerate(_tree_levels(abs_vals, add, first))]
+        if cfg.criterion == "sum":
+            sums = _tree_levels([Mux(ent[k], a_vals[k], 0) for k in range(nb)], add, first)
+            imp_half = [reg(v, f"imp_half_{k}") for k, v in enumerate(sums)]
+        elif cfg.criterion == "max":
+            pairs = _tree_levels(list(zip(ent, a_vals)), _max_op, first)
+            imp_half = [(reg(v, f"imp_half_v{k}"), reg(x, f"imp_half_{k}"))
+                        for k, (v, x) in enumerate(pairs)]
+
+        h_part = _tree(h_half, add)
+        blk_valid = si_blk_valid
         if cfg.criterion == "abs_sum":
             imp = h_part
         elif cfg.criterion == "sum":
-            imp = _tree([Mux(ent[k], a_vals[k], 0) for k in range(nb)], lambda x, y: x + y)
+            imp = _tree(imp_half, add)
         else:
-            _, mx = _tree(list(zip(ent, a_vals)), _max_op)
+            _, mx = _tree(imp_half, _max_op)
             imp = Mux(blk_valid, mx, 0)
 
         s3_valid = Signal()
         s3 = Signal(blk)
         s3_h = Signal(unsigned_width(nb * cfg.a_abs_max))
         m.d.sync += [
-            s3_valid.eq(s2_valid),
+            s3_valid.eq(si_valid),
             s3.imp.eq(imp),
             s3.valid.eq(blk_valid),
-            s3.row.eq(s2_meta.row),
-            s3.col.eq(s2_meta.col),
-            s3.last_col.eq(s2_meta.last_col),
-            s3.last.eq(s2_meta.last),
+            s3.row.eq(si_meta.row),
+            s3.col.eq(si_meta.col),
+            s3.last_col.eq(si_meta.last_col),
+            s3.last.eq(si_meta.last),
             s3_h.eq(h_part),
         ]
-        for k in range(nb):
-            m.d.sync += s3.a[k].eq(Mux(s2_meta.pos[k], a_vals[k], 0))
+        for k in range(nb):  # element by element: a test subclass narrows the accumulators
+            m.d.sync += s3.a[k].eq(si_a[k])
 
         # ---------------------------------------------------------------- output queue
         m.submodules.out_queue = queue = SyncFIFOBuffered(width=blk.size, depth=depth)

@@ -9,11 +9,11 @@ an output that is always ready.  It is a replay of the top's *control* only, no 
    Q rows at the pace the :class:`~hw.score_unit.ScoreUnit` accepts them (a double buffer of
    one block-row: block-row ``r + 1`` loads while ``r`` issues one block per cycle, so Q is
    throttled to one block-row per ``ceil(L / b_c)`` cycles once the buffer is full), then the
-   ``L`` V rows.  A block is on the pruner's input 8 cycles after its issue (the ScoreUnit's
+   ``L`` V rows.  A block is on the pruner's input 9 cycles after its issue (the ScoreUnit's
    ``PIPELINE_DEPTH + 2``); a block-row's keep
    mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4`` (``topk``, ``threshold``) cycles
    after the row's last block (:class:`~hw.block_pruner.BlockPruner` docstring); the head
-   decision comes ``h_out`` (7 cycles after the last issue, ``PIPELINE_DEPTH + 1``) + 1 cycle
+   decision comes ``h_out`` (8 cycles after the last issue, ``PIPELINE_DEPTH + 1``) + 1 cycle
    (:class:`~hw.head_detector.HeadDetector`).
    A *dense* head (pruning ``off`` and head pruning off, the baseline) runs no integer pass:
    the ``3L`` rows load at full rate, there are no masks to wait for (every valid block is
@@ -132,10 +132,10 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
     """Input rows, integer pass, masks and head decision of one head (cycle 0 = first K row).
 
     The ScoreUnit's Q double buffer and block issue are replayed cycle by cycle; a block is
-    on the pruner's input ``PIPELINE_DEPTH + 2`` = 8 cycles after its issue (ScoreUnit
+    on the pruner's input ``PIPELINE_DEPTH + 2`` = 9 cycles after its issue (ScoreUnit
     docstring); a block-row's mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4``
     (``topk``, ``threshold``) cycles after its last block (BlockPruner docstring); ``h_out``
-    is valid ``PIPELINE_DEPTH + 1`` = 7 cycles after the last issue and the head detector
+    is valid ``PIPELINE_DEPTH + 1`` = 8 cycles after the last issue and the head detector
     answers 1 cycle later.
 
     ``dense`` (pruning and head pruning off): no integer pass; the ``3L`` rows load at full

@@ -184,8 +184,8 @@ def test_extremes_full_length_default():
     case = [c for c in vec.directed_cases(cfg, 0) if c.name == "extreme_min_words"][0]
     assert case.heads[0].h == cfg.h_max
     res = _run_and_check(cfg, [case], 0, "default/extreme full")
-    # and the full-length rate: L + blocks + 7 cycles (128 + 4096 + 7)
-    assert res["t_h"][0] - res["t_k"][0] + 1 == 128 + 64 * 64 + 7
+    # and the full-length rate: L + blocks + 8 cycles (128 + 4096 + 8)
+    assert res["t_h"][0] - res["t_k"][0] + 1 == 128 + 64 * 64 + 8
 
 
 def test_minilm_fixture():
@@ -213,13 +213,13 @@ def test_throughput_and_latency(name):
     t0 = res["t_k"][0]
     head_cycles = res["t_h"][0] - t0 + 1
     ideal = n + nb
-    assert head_cycles == ideal + 7, f"{name}: {head_cycles} cycles per head, ideal {ideal}"
+    assert head_cycles == ideal + 8, f"{name}: {head_cycles} cycles per head, ideal {ideal}"
     # steady state: the blocks of a head leave on consecutive cycles
     t_blk = res["t_blk"][:nb]
     assert t_blk == list(range(t_blk[0], t_blk[0] + nb)), f"{name}: blk_out not 1 per cycle"
-    # first block: issued 1 cycle after the last K row, on blk_out 8 cycles after issue
+    # first block: issued 1 cycle after the last K row, on blk_out 9 cycles after issue
     first_lat = t_blk[0] - res["t_k"][n - 1]
-    assert first_lat == 9, f"{name}: last k_in -> first blk_out {first_lat} cycles"
+    assert first_lat == 10, f"{name}: last k_in -> first blk_out {first_lat} cycles"
     assert res["t_k"][n] == res["t_h"][0] + 1, "next head's K not accepted right after h_out"
     print(f"{name}: L={n} blocks={nb} cycles/head={head_cycles} ideal={ideal} "
           f"(efficiency {ideal / head_cycles:.3f})")
