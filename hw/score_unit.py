@@ -291,17 +291,25 @@ class ScoreUnit(wiring.Component):
         issue = Signal()
         load = Signal()
         last_col = Signal()
+        last_col_r = Signal()
         last_row = Signal()
         blk_pop = Signal()
         m.d.comb += [
             issue.eq(k_done & have_row & (outstanding < depth)),
-            last_col.eq(col_base + bc >= length),
+            last_col.eq(last_col_r),
             last_row.eq(row_base + br >= length),
             load.eq(q_full & (~have_row | (issue & last_col))),
             k_rd.addr.eq(col),
             blk_pop.eq(self.blk_out.valid & self.blk_out.ready),
         ]
         m.d.sync += outstanding.eq(outstanding + issue - blk_pop)
+        # ``col_base + bc >= length`` one cycle ahead, off the issue -> load -> Q-buffer path:
+        # from the next col_base when a block issues, else from the current one (so a new
+        # head's valid_len, stable from its first k_in beat, is seen before its first issue)
+        with m.If(issue):
+            m.d.sync += last_col_r.eq(Mux(last_col, bc >= length, col_base + 2 * bc >= length))
+        with m.Else():
+            m.d.sync += last_col_r.eq(col_base + bc >= length)
 
         meta = data.StructLayout({
             "row": block_row_shape(cfg),
