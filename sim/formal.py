@@ -373,6 +373,12 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _per_length(cfg, length, fn, width: int):
+    """``fn(n)`` for the run-time length ``length`` (a signal in ``[0, seq_len]``), as a
+    constant table indexed by it."""
+    return const_table([fn(n) for n in range(cfg.seq_len + 1)], width)[length]
+
+
 def _setting(h: Harness, m: Module, value, lo: int, hi: int) -> None:
     """A run-time setting: stable for the whole trace, in ``[lo, hi]``."""
     h.stable(value)
@@ -416,10 +422,8 @@ def pruner_props(cfg, *, latency: int, bound: int, topk_only: bool = False):
 
         # the block position the stream is at
         L = d.valid_len
-        rows = const_table([0] + [_ceil_div(n, cfg.block_rows) for n in range(1, cfg.seq_len + 1)],
-                           nbr.bit_length())[L]
-        cols = const_table([0] + [_ceil_div(n, cfg.block_cols) for n in range(1, cfg.seq_len + 1)],
-                           nbc.bit_length())[L]
+        rows = _per_length(cfg, L, lambda n: _ceil_div(n, cfg.block_rows), nbr.bit_length())
+        cols = _per_length(cfg, L, lambda n: _ceil_div(n, cfg.block_cols), nbc.bit_length())
         r = Signal(range(nbr), name="pos_row")
         c = Signal(range(nbc), name="pos_col")
         row_end = Signal()
@@ -583,9 +587,8 @@ def scheduler_props(cfg, *, latency: int, bound: int):
         _setting(h, m, d.valid_len, 1, cfg.seq_len)
         h.stable(d.head_keep)
         L = d.valid_len
-        rng = range(1, cfg.seq_len + 1)
-        rows = const_table([0] + [_ceil_div(n, cfg.block_rows) for n in rng], nbr.bit_length())[L]
-        cols = const_table([0] + [_ceil_div(n, cfg.block_cols) for n in rng], nbc.bit_length())[L]
+        rows = _per_length(cfg, L, lambda n: _ceil_div(n, cfg.block_rows), nbr.bit_length())
+        cols = _per_length(cfg, L, lambda n: _ceil_div(n, cfg.block_cols), nbc.bit_length())
         n_ti = _ceil_div(cfg.seq_len, R)
         r, last = _frame_position(h, m, d.mask_in, rows, "mask")
         p = d.mask_in.payload
@@ -628,10 +631,9 @@ def score_props(cfg, *, latency: int, bound: int):
         _setting(h, m, d.valid_len, 1, cfg.seq_len)
         h.stable(d.causal)
         L = d.valid_len
-        rng = range(1, cfg.seq_len + 1)
-        cols = const_table([0] + [_ceil_div(n, cfg.block_cols) for n in rng], nbc.bit_length())[L]
-        nblk = const_table([0] + [_ceil_div(n, cfg.block_cols) * _ceil_div(n, cfg.block_rows)
-                                  for n in rng], (nbr * nbc).bit_length())[L]
+        cols = _per_length(cfg, L, lambda n: _ceil_div(n, cfg.block_cols), nbc.bit_length())
+        nblk = _per_length(cfg, L, lambda n: _ceil_div(n, cfg.block_cols) * _ceil_div(n, cfg.block_rows),
+                           (nbr * nbc).bit_length())
         qi, q_last = _frame_position(h, m, d.q_in, L, "q")
         br_end = Signal()
         m.d.comb += br_end.eq(q_last | (qi % cfg.block_rows == cfg.block_rows - 1))
