@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import PRUNE_MODES, HDPConfig, signed_width, unsigned_width
 
-__all__ = ["BlockPruner", "imp_layout", "mask_layout", "index_width", "MODE_WIDTH",
+__all__ = ["BlockPruner", "imp_layout", "mask_layout", "index_width", "mask_latency", "MODE_WIDTH",
            "MODE_OFF", "MODE_TOPK", "MODE_THRESHOLD"]
 
 MODE_OFF = PRUNE_MODES.index("off")
@@ -24,6 +24,13 @@ MODE_WIDTH = unsigned_width(len(PRUNE_MODES) - 1)
 def index_width(n: int) -> int:
     """Unsigned width of an index in ``[0, n)`` (at least 1 bit)."""
     return max(1, (n - 1).bit_length())
+
+
+def mask_latency(mode: str, n_cols: int) -> int:
+    """Cycles from the handshake of a block-row's last beat to its mask on ``mask_out`` (always
+    ready), for a block-row of ``n_cols`` blocks in pruning ``mode``: the cycle models read it
+    from here (measured in ``tests/test_block_pruner.py``)."""
+    return 5 if mode == "off" else n_cols + 4
 
 
 def imp_layout(cfg: HDPConfig) -> data.StructLayout:

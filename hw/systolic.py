@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import HDPConfig, signed_width
 
-__all__ = ["SystolicArray", "ArrayWidths", "array_widths", "op_layout", "res_layout",
+__all__ = ["SystolicArray", "ArrayWidths", "array_widths", "array_latency", "op_layout", "res_layout",
            "pe_ctrl_layout", "min_tile_cycles", "result_fifo_depth", "tag_fifo_depth",
            "default_array_tag_width", "TileScheduler", "cmd_layout"]
 
@@ -74,6 +74,14 @@ def min_tile_cycles(cfg: HDPConfig) -> int:
 def tag_fifo_depth(cfg: HDPConfig) -> int:
     r, c = cfg.array_rows, cfg.array_cols
     return (2 * r + c + 4) // (2 * r - 1) + 3
+
+
+def array_latency(cfg: HDPConfig) -> int:
+    """Cycles from the accept of a tile's last beat to its row 0 being valid at ``res_out``
+    (row ``r`` follows ``2r`` cycles later): input register (1) + row/column skew and drain to
+    the top (``C``) + deskew to column ``C - 1`` and the FIFO write and read (2).  The cycle
+    models read it from here."""
+    return cfg.array_cols + 3
 
 
 def result_fifo_depth(cfg: HDPConfig) -> int:
@@ -204,10 +212,9 @@ class SystolicArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from the accept of a tile's last beat to its row 0 being valid at res_out:
-        input register (1) + row/column skew and drain to the top (C) + deskew to column C-1
-        and the FIFO write and read (2)."""
-        return self._cfg.array_cols + 3
+        """Cycles from the accept of a tile's last beat to its row 0 being valid at res_out
+        (:func:`array_latency`)."""
+        return array_latency(self._cfg)
 
     def elaborate(self, platform):
         cfg = self._cfg

@@ -36,7 +36,7 @@ an output that is always ready.  It is a replay of the top's *control* only, no 
      rows, ``C`` per tile; then it waits for the last score result (``array_cols + 3 + 2 (R -
      1)`` cycles after the tile's last beat, :func:`sim.cycle_model.predict_cycles`'s rule).
    * M: the softmax feeder (3-stage) into the :class:`~hw.softmax_unit.SoftmaxUnit`, whose
-     four stages (ingest, exponent, divider, normalise) are replayed register by register:
+     stages are replayed register by register by :class:`sim.cycles_softmax.SoftmaxReplay`:
      a row of ``n`` entries every ``max(n + 6, recip_width + 2)`` cycles, first probability
      ``2n + recip_width + 9`` cycles after the row's first score; M waits until the group's
      last probability has left the unit.
@@ -63,14 +63,15 @@ from pathlib import Path
 
 import numpy as np
 
+from hw.block_pruner import mask_latency
 from hw.config import HDPConfig
 from hw.score_unit import PIPELINE_DEPTH
+from hw.systolic import array_latency, result_fifo_depth
+
+from .cycles_softmax import SoftmaxReplay
 
 __all__ = ["head_cycles", "ideal_cycles", "array_busy", "head_plan", "HeadPlan", "GroupPlan",
            "load_phase", "LoadTimes", "run_phase", "validate_against_rtl", "head_valid_len"]
-
-#: array result latency beyond ``array_cols`` (``SystolicArray.latency = C + 3``)
-_ARRAY_EXTRA = 3
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
         if load:
             q_full, have_row = False, True
         t += 1
-    lat = 5 if mode == "off" else m_cols + 4
+    lat = mask_latency(mode, m_cols)
     blk_lat = PIPELINE_DEPTH + 2      # issue -> block on the ScoreUnit's blk_out
     h_lat = PIPELINE_DEPTH + 1        # last issue -> h_out valid
     return LoadTimes(q_last + L, tuple(e + blk_lat + lat for e in row_end),
@@ -195,10 +196,6 @@ class _State:
         # M, feeder, collector
         "m_state", "m_g", "mi_n", "mi_rows", "f_active", "f_r", "f_p", "s1_valid", "s1_last",
         "s2_valid", "s2_last", "c_r",
-        # softmax unit
-        "a_full", "a_idx", "a_n", "b_run", "b_done", "b_n", "b_issue", "v0", "v1", "v2", "v3",
-        "d_busy", "d_done", "d_n", "d_cnt", "c_out", "c_n", "c_idx", "o1_valid", "o1_last",
-        "out_valid", "out_last",
         # P
         "p_state", "p_g", "pi_n", "pi_rows", "pi_i0", "pv_active", "u", "t", "q1_valid",
         "q1_t", "q2_valid", "q2_last", "p_out", "o_r",
@@ -216,21 +213,17 @@ def run_phase(cfg: HDPConfig, groups: tuple[GroupPlan, ...], L: int, t0: int,
     each block-row's mask leaves the pruner); returns the cycle of the last output beat and
     the number of beats the array accepted."""
     br = cfg.block_rows
-    from hw.systolic import result_fifo_depth
     R, C, D = cfg.array_rows, cfg.array_cols, cfg.head_dim
     nu = -(-D // C)
-    nq = cfg.recip_width
-    lat = C + _ARRAY_EXTRA
+    lat = array_latency(cfg)
     gap_min = 2 * R - 1
     s = _State.__new__(_State)
     for k in _State.FIELDS:
         setattr(s, k, 0)
     for k in ("in_tile", "kl_vld", "kl_full", "keys_done", "running", "it_valid", "f_active",
-              "s1_valid", "s1_last", "s2_valid", "s2_last", "a_full", "b_run", "b_done",
-              "d_busy", "d_done", "c_out", "o1_valid", "o1_last", "out_valid", "out_last",
-              "pv_active", "q1_valid", "q2_valid", "q2_last"):
+              "s1_valid", "s1_last", "s2_valid", "s2_last", "pv_active", "q1_valid", "q2_valid", "q2_last"):
         setattr(s, k, False)
-    s.v0 = s.v1 = s.v2 = s.v3 = (False, False)
+    sm = SoftmaxReplay(cfg)
     s.s_state = s.m_state = s.p_state = "IDLE"
     s.gap = gap_min
     s.credit = result_fifo_depth(cfg)
@@ -317,13 +310,8 @@ def run_phase(cfg: HDPConfig, groups: tuple[GroupPlan, ...], L: int, t0: int,
                 n.s_g, n.s_i0 = s.s_g + 1, s.s_i0 + R
                 n.s_state = "IDLE"
         # ------------------------------------------------------------ M stage + softmax unit
-        sm_ready = not s.a_full
-        b_idle = not s.b_run and not s.b_done
-        a_to_b = s.a_full and b_idle
-        d_idle = not s.d_busy and not s.d_done
-        b_to_d = s.b_done and d_idle
-        d_to_c = s.d_done and not s.c_out
-        p_last = s.out_valid and s.out_last
+        sm_ready = sm.ready
+        p_last = sm.row_out
         if s.m_state == "IDLE":
             if s.m_g < s.s_g and s.m_g <= s.p_g + 1:
                 g = groups[s.m_g]
@@ -345,37 +333,7 @@ def run_phase(cfg: HDPConfig, groups: tuple[GroupPlan, ...], L: int, t0: int,
                     n.f_p = s.f_p + 1
         if p_last and not (s.m_state == "IDLE" and n.m_state == "RUN"):
             n.c_r = s.c_r + 1
-        # stage A
-        if s.s2_valid and sm_ready:
-            n.a_idx = s.a_idx + 1
-            if s.s2_last:
-                n.a_full, n.a_n = True, s.a_idx + 1
-        if a_to_b:
-            n.b_run, n.b_n, n.b_issue, n.a_full, n.a_idx = True, s.a_n, 0, False, 0
-        # stage B
-        issue = s.b_run and s.b_issue < s.b_n
-        if issue:
-            n.b_issue = s.b_issue + 1
-        n.v0, n.v1, n.v2, n.v3 = (issue, s.b_issue == s.b_n - 1), s.v0, s.v1, s.v2
-        if s.v3[0] and s.v3[1]:
-            n.b_run, n.b_done = False, True
-        # stage D
-        if b_to_d:
-            n.b_done, n.d_busy, n.d_n, n.d_cnt = False, True, s.b_n, nq
-        if s.d_busy:
-            n.d_cnt = s.d_cnt - 1
-            if s.d_cnt == 1:
-                n.d_busy, n.d_done = False, True
-        # stage C (p_out always ready)
-        if d_to_c:
-            n.d_done, n.c_out, n.c_n, n.c_idx = False, True, s.d_n, 0
-        o_issue = s.c_out and s.c_idx < s.c_n
-        n.o1_valid, n.o1_last = o_issue, s.c_idx == s.c_n - 1
-        n.out_valid, n.out_last = s.o1_valid, s.o1_last
-        if o_issue:
-            n.c_idx = s.c_idx + 1
-        if p_last:
-            n.c_out = False
+        sm.step(s.s2_valid, s.s2_last)
         # ------------------------------------------------------------ P stage
         last_out = False
         if s.p_state == "IDLE":
