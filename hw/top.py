@@ -103,13 +103,13 @@ class Top(wiring.Component):
        arrives, one block per cycle, and throttles Q to one block-row per ``ceil(L / b_c)``
        cycles once its double buffer is full).  Its blocks go to the
        :class:`~hw.block_pruner.BlockPruner` (keep masks into a memory, one word per
-       block-row) and their ``A`` into the A memory; ``H`` goes to the
-       :class:`~hw.head_detector.HeadDetector`; the array computes ``2^F X (+ C)`` and the
-       score is ``S = (A << 2F) + acc``, ``A`` reused from the integer pass (HDP's design).
+       block-row); ``H`` goes to the :class:`~hw.head_detector.HeadDetector`.  The integer
+       pass's ``A`` is not stored (that would take ``N^2`` words): the array forms the whole
+       score of every kept entry in the same ``head_dim`` steps, ``S = acc``.
        A dense head runs no integer pass: the score unit, pruner and head detector stay
        idle, the ``3L`` rows load at full rate (one per cycle), every valid block is kept
        (golden's block validity: ``c b_c < L``, and ``c b_c <= `` the block-row's last query
-       when causal) and the array forms the whole score, ``S = acc``.
+       when causal).
     2. A pruned head outputs ``L`` zero rows; it costs no array cycle.
     3. Otherwise the ``L`` query rows are cut into *row groups* of ``R = array_rows`` rows,
        and three stages run concurrently on successive groups:
@@ -123,7 +123,7 @@ class Top(wiring.Component):
          pruned block column is never issued, so pruned blocks cost no array cycle.
        * **M** (softmax): each row of the group through the
          :class:`~hw.softmax_unit.SoftmaxUnit`, feeding only the gathered entries with
-         ``S = (A << 2F) + acc`` (dense: ``S = acc``) and keep = the row's own block-row mask
+         ``S = acc`` and keep = the row's own block-row mask
          & causal ``j <= i``
          (entries of the union that the row's own mask prunes cost one softmax cycle and
          give p = 0).  The softmax streams one entry per cycle.
@@ -137,10 +137,9 @@ class Top(wiring.Component):
        finished ``g - 2``, P starts ``g`` when M has finished it.
 
     Operands per PE step (:class:`~hw.systolic.SystolicArray`, ``acc += (a0 b0 << F) + a1 b1``):
-    pruned score tiles ``(q_I, k_F, q_F, k_q)`` (``exact``: ``2^F X + C``) or ``(q_I, k_F, q_F,
-    k_I << F)`` (``drop_ff``: ``2^F X``); dense score tiles ``(q_I, k_q, q_F, k_q)``
-    (``exact``: ``q_q . k_q``) or ``(q_I, k_q, q_F, k_I << F)`` (``drop_ff``: ``(A << 2F) +
-    2^F X``); P x V ``(0, 0, p, v)``.
+    score tiles ``(q_I, k_q, q_F, k_q)`` (``exact``: ``q_q . k_q``) or ``(q_I, k_q, q_F,
+    k_I << F)`` (``drop_ff``: ``(A << 2F) + 2^F X``), dense or pruned alike; P x V
+    ``(0, 0, p, v)``.
 
     Registers hold their value for the next head; the top samples them when a head's first
     beat arrives.  ``cycles`` counts from that beat to the last output beat.
@@ -259,11 +258,7 @@ class Top(wiring.Component):
         # a dense head writes no masks: its keep mask is the block validity
         m.d.comb += [mask_rd_reg.addr.eq(regs.mask_sel),
                      regs.mask_data.eq(Mux(dense, valid_cols(regs.mask_sel), mask_rd_reg.data))]
-        a_blk = data.ArrayLayout(signed(cfg.a_width), br * bc)
-        m.submodules.amem = amem = Memory(shape=a_blk, depth=nbr * nbc, init=[])
-        a_wr, a_rd = amem.write_port(), amem.read_port()
-        key_layout = data.StructLayout({"j": unsigned(iw), "c": unsigned(cw),
-                                        "off": unsigned(unsigned_width(max(bc - 1, 1)))})
+        key_layout = data.StructLayout({"j": unsigned(iw), "c": unsigned(cw)})
         # gathered keys: three banks (the score stage writes group g while the softmax stage
         # reads g - 1 and the P x V stage g - 2)
         m.submodules.keymem = keymem = Memory(shape=key_layout, depth=3 * N, init=[])
@@ -293,16 +288,13 @@ class Top(wiring.Component):
             pr.mode.eq(r_mode), pr.k_b.eq(r_kb), pr.rho_q.eq(r_rho), pr.valid_len.eq(L),
             hd.head_prune.eq(r_hprune), hd.tau_head.eq(r_tau),
         ]
-        # blocks -> A memory and pruner
+        # blocks -> pruner (their A is not kept: the array forms the whole score)
         blk, imp = sc.blk_out.payload, pr.imp_in.payload
         m.d.comb += [
             pr.imp_in.valid.eq(sc.blk_out.valid),
             sc.blk_out.ready.eq(pr.imp_in.ready),
             imp.imp.eq(blk.imp), imp.valid.eq(blk.valid), imp.row.eq(blk.row),
             imp.col.eq(blk.col), imp.last_col.eq(blk.last_col), imp.last.eq(blk.last),
-            a_wr.addr.eq(blk.row * nbc + blk.col),
-            a_wr.data.eq(blk.a),
-            a_wr.en.eq(sc.blk_out.valid & pr.imp_in.ready),
         ]
         wiring.connect(m, sc.h_out, hd.h_in)
         masks_done = Signal()
@@ -358,20 +350,17 @@ class Top(wiring.Component):
         p_vr = Signal(rw)                # ... for group row p_vr
         p_vin = Signal()                 # ... which is < L
         p_vrb = Signal(rbw + 1)
-        p_voff = Signal(range(br))
         qreg = [Signal(row_qk, name=f"qreg_{r}") for r in range(R)]
         kreg = [Signal(row_qk, name=f"kreg_{c}") for c in range(C)]
         kload = [Signal(row_qk, name=f"kload_{c}") for c in range(C)]   # next tile's K rows
 
         def group_info(prefix):
             return {"rowmask": [Signal(nbc, name=f"{prefix}_rowmask_{r}") for r in range(R)],
-                    "rb": [Signal(rbw + 1, name=f"{prefix}_rb_{r}") for r in range(R)],
-                    "off": [Signal(range(br), name=f"{prefix}_off_{r}") for r in range(R)],
                     "nkept": Signal(iw, name=f"{prefix}_nkept"),
                     "i0": Signal(iw + 1, name=f"{prefix}_i0"),
                     "nrows": Signal(rw, name=f"{prefix}_nrows")}
 
-        def copy_info(dst, src, keys=("rowmask", "rb", "off", "nkept", "i0", "nrows")):
+        def copy_info(dst, src, keys=("rowmask", "nkept", "i0", "nrows")):
             stmts = []
             for key in keys:
                 if isinstance(dst[key], list):
@@ -506,9 +495,9 @@ class Top(wiring.Component):
             for c in range(C):
                 kv = kreg[c][0].as_unsigned()
                 k_i = kv[F:].as_signed()
-                k_f = kv[:F] if F else Const(0, 1)
-                # dense: b0 = k_q, so (q_I k_q << F) + q_F b1 is the whole score
-                m.d.comb += [op.b0[c].eq(Mux(dense, kv.as_signed(), k_f)),
+                # b0 = k_q, so (q_I k_q << F) + q_F b1 is the whole score: q_q . k_q, or
+                # (A << 2F) + 2^F X with b1 = k_I << F (drop_ff)
+                m.d.comb += [op.b0[c].eq(kv.as_signed()),
                              op.b1[c].eq(Mux(drop_ff, k_i << F, kv.as_signed()))]
             m.d.comb += [op.last.eq(step + 1 == D),
                          op.tag.eq(Cat(tile.as_unsigned() | Const(0, idxw), s_b2, Const(0, 1)))]
@@ -565,7 +554,6 @@ class Top(wiring.Component):
         m.d.comb += [key_rd_sm.addr.eq(f_p + m_b3 * N), key_rd_sm.en.eq(advance)]
         key1 = key_rd_sm.data
         m.d.comb += [
-            a_rd.addr.eq(Array(mi["rb"])[s1_r] * nbc + key1.c), a_rd.en.eq(advance),
             fine_rd.addr.eq(s1_word + Mux(m_b2, n_words, 0)), fine_rd.en.eq(advance),
         ]
         with m.If(advance):
@@ -585,15 +573,12 @@ class Top(wiring.Component):
                     with m.Else():
                         m.d.sync += f_lane.eq(f_lane + 1)
         s2_i = Signal(iw + 1)
-        a_lane = Signal(range(br * bc))
-        m.d.comb += [s2_i.eq(mi["i0"] + s2_r),
-                     a_lane.eq(Array(mi["off"])[s2_r] * bc + s2_key.off)]
-        a_val = a_rd.data[a_lane]
+        m.d.comb += s2_i.eq(mi["i0"] + s2_r)
         fine_val = fine_rd.data[s2_r * C + s2_lane]
         own = Array(mi["rowmask"])[s2_r]
         m.d.comb += [
             sm.s_in.valid.eq(s2_valid),
-            sm.s_in.payload.s.eq(Mux(dense, fine_val, (a_val << (2 * F)) + fine_val)),
+            sm.s_in.payload.s.eq(fine_val),
             sm.s_in.payload.keep.eq(own.bit_select(s2_key.c, 1)
                                     & (~r_causal | (s2_key.j <= s2_i))),
             sm.s_in.payload.last.eq(s2_p + 1 == mi["nkept"]),
@@ -630,8 +615,7 @@ class Top(wiring.Component):
 
         # ---------------------------------------------------------------- S: loading registers
         m.d.comb += [q_rd.addr.eq(p_i), mask_rd.addr.eq(p_rb), k_rd.addr.eq(it_j)]
-        m.d.comb += [key_wr.data.j.eq(it_j), key_wr.data.c.eq(it_c), key_wr.data.off.eq(it_off),
-                     key_wr.addr.eq(n_kept + s_b3 * N)]
+        m.d.comb += [key_wr.data.j.eq(it_j), key_wr.data.c.eq(it_c), key_wr.addr.eq(n_kept + s_b3 * N)]
         with m.If(kl_vld):
             for c in range(C):
                 with m.If(kl_slot == c):
@@ -643,7 +627,6 @@ class Top(wiring.Component):
                         qreg[r].eq(Mux(p_vin, q_rd.data, 0)),
                         si["rowmask"][r].eq(Mux(p_vin, Mux(dense, valid_cols(p_vrb),
                                                            mask_rd.data), 0)),
-                        si["rb"][r].eq(p_vrb), si["off"][r].eq(p_voff),
                     ]
         m.d.sync += [p_vld.eq(0), kl_vld.eq(0)]
 
@@ -663,7 +646,7 @@ class Top(wiring.Component):
                 # a dense head (no masks: every valid block is kept)
                 with m.If((p_r < R) & ((p_i >= L) | dense | (p_rb < mask_rows))):
                     m.d.sync += [p_vld.eq(1), p_vr.eq(p_r), p_vin.eq(p_i < L),
-                                 p_vrb.eq(p_rb), p_voff.eq(p_off),
+                                 p_vrb.eq(p_rb),
                                  p_r.eq(p_r + 1), p_i.eq(p_i + 1)]
                     with m.If(p_off == br - 1):
                         m.d.sync += [p_off.eq(0), p_rb.eq(p_rb + 1)]
