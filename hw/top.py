@@ -98,10 +98,11 @@ class Top(wiring.Component):
     A head is *dense* (the baseline every speedup is measured against) when ``mode`` is
     ``off`` and ``head_prune`` is 0, in either approximation mode; otherwise it is *pruned*.
 
-    1. *load*: the ``3L`` input rows go into the K, Q, V memories.  In a pruned head K then Q
-       rows also go into the :class:`~hw.score_unit.ScoreUnit` (the integer pass runs while Q
-       arrives, one block per cycle, and throttles Q to one block-row per ``ceil(L / b_c)``
-       cycles once its double buffer is full).  Its blocks go to the
+    1. *load*: the ``3L`` input rows go into the K, Q, V memories at full rate (one row per
+       cycle).  In a pruned head K rows also go into the :class:`~hw.score_unit.ScoreUnit`,
+       which reads the Q rows from the Q memory through a feeder at its own pace (one block
+       per cycle: one block-row per ``ceil(L / b_c)`` cycles), so the integer pass runs
+       during and after the Q and V loads without ever holding the input stream.  Its blocks go to the
        :class:`~hw.block_pruner.BlockPruner` (keep masks into a memory, one word per
        block-row); ``H`` goes to the :class:`~hw.head_detector.HeadDetector`.  The integer
        pass's ``A`` is not stored (that would take ``N^2`` words): the array forms the whole
@@ -147,7 +148,7 @@ class Top(wiring.Component):
     Cycle accounting (input at full rate, output always ready; exact model
     :func:`sim.top_cycles.head_cycles`): a dense head loads in ``3L`` cycles, starts the
     stages 2 cycles after the last V row and ends 2 cycles after its last output row
-    (``FINISH`` does not wait); a pruned head's Q rows are paced by the integer pass, its
+    (``FINISH`` does not wait); a pruned head loads in ``3L`` cycles too, its
     score stage waits for each block-row's mask (with head pruning: for every mask and the
     head decision) and ``FINISH`` waits for the integer pass to be over.
     """
@@ -438,22 +439,41 @@ class Top(wiring.Component):
         for e in range(D):
             m.d.comb += [k_wr.data[e].eq(tin[e]), q_wr.data[e].eq(tin[e]),
                          v_wr.data[e].eq(tin[e]),
-                         sc.k_in.payload[e].eq(tin[e]), sc.q_in.payload[e].eq(tin[e])]
+                         sc.k_in.payload[e].eq(tin[e])]
         m.d.comb += [k_wr.addr.eq(ld_row), q_wr.addr.eq(ld_row), v_wr.addr.eq(ld_row)]
         loading = Signal()
         in_fire = Signal()
         m.d.comb += [
             # a dense head does not feed the score unit: K and Q load at full rate
             sc.k_in.valid.eq(loading & ~dense & (ld_sec == 0) & self.s_axis.tvalid),
-            sc.q_in.valid.eq(loading & ~dense & (ld_sec == 1) & self.s_axis.tvalid),
-            self.s_axis.tready.eq(loading & ((ld_sec == 2) | dense
-                                             | ((ld_sec == 0) & sc.k_in.ready)
-                                             | ((ld_sec == 1) & sc.q_in.ready))),
+            # Q and V rows load at full rate; the integer pass reads Q from the Q memory
+            self.s_axis.tready.eq(loading & ((ld_sec != 0) | dense | sc.k_in.ready)),
             in_fire.eq(self.s_axis.tvalid & self.s_axis.tready),
             k_wr.en.eq(in_fire & (ld_sec == 0)),
             q_wr.en.eq(in_fire & (ld_sec == 1)),
             v_wr.en.eq(in_fire & (ld_sec == 2)),
         ]
+
+        # ---------------------------------------------------------------- Q feeder
+        # the integer pass takes Q rows from the Q memory at its own pace (a second read
+        # port), so the input stream never waits for it: row i is readable once written
+        q_rd_sc = qmem.read_port()
+        qf_i = Signal(iw)                # next Q row to read for the score unit
+        qf_v = Signal()                  # q_rd_sc.data holds row qf_i - 1 for the score unit
+        q_avail = Signal(iw)             # Q rows written so far
+        qf_adv = Signal()
+        m.d.comb += [
+            q_avail.eq(Mux(ld_sec == 1, ld_row, Mux(ld_sec == 0, 0, L))),
+            qf_adv.eq(~qf_v | sc.q_in.ready),
+            q_rd_sc.addr.eq(qf_i), q_rd_sc.en.eq(qf_adv),
+            sc.q_in.valid.eq(qf_v),
+        ]
+        for e in range(D):
+            m.d.comb += sc.q_in.payload[e].eq(q_rd_sc.data[e])
+        with m.If(qf_adv):
+            m.d.sync += qf_v.eq(~dense & (qf_i < q_avail))
+            with m.If(~dense & (qf_i < q_avail)):
+                m.d.sync += qf_i.eq(qf_i + 1)
 
         # ---------------------------------------------------------------- output stream
         tout = data.View(out_row_layout(cfg), self.m_axis.tdata)
@@ -753,7 +773,7 @@ class Top(wiring.Component):
                         r_tau.eq(regs.tau_head), L.eq(regs.valid_len),
                         busy.eq(1), done.eq(0), cyc.eq(0), arr_cyc.eq(0), kept_keys.eq(0),
                         head_kept.eq(1), masks_done.eq(0), keep_done.eq(0), mask_rows.eq(0),
-                        ld_row.eq(0), ld_sec.eq(0),
+                        ld_row.eq(0), ld_sec.eq(0), qf_i.eq(0),
                     ]
                     with m.If((regs.mode == PRUNE_MODES.index("off")) & ~regs.head_prune):
                         m.d.sync += head_imp.eq(0)      # dense: no integer pass, no H

@@ -5,11 +5,11 @@ beat, inclusive) from the configuration, ``valid_len``, the golden keep masks an
 decision, for an input stream at full rate (one row per cycle whenever the top is ready) and
 an output that is always ready.  It is a replay of the top's *control* only, no datapath:
 
-1. **Load** (:func:`load_phase`, cycle by cycle): ``L`` K rows (cycles ``0 .. L-1``), then the
-   Q rows at the pace the :class:`~hw.score_unit.ScoreUnit` accepts them (a double buffer of
-   one block-row: block-row ``r + 1`` loads while ``r`` issues one block per cycle, so Q is
-   throttled to one block-row per ``ceil(L / b_c)`` cycles once the buffer is full), then the
-   ``L`` V rows.  A block is on the pruner's input 9 cycles after its issue (the ScoreUnit's
+1. **Load** (:func:`load_phase`, cycle by cycle): the ``3L`` K, Q and V rows at full rate
+   (cycles ``0 .. 3L-1``).  The :class:`~hw.score_unit.ScoreUnit` takes K from the stream and
+   Q from the top's Q memory through a feeder (row ``i`` is readable the cycle after it is
+   written and reaches ``q_in`` one cycle later) at its own pace: a double buffer of one
+   block-row, block-row ``r + 1`` loads while ``r`` issues one block per cycle.  A block is on the pruner's input 9 cycles after its issue (the ScoreUnit's
    ``PIPELINE_DEPTH + 2``); a block-row's keep
    mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4`` (``topk``, ``threshold``) cycles
    after the row's last block (:class:`~hw.block_pruner.BlockPruner` docstring); the head
@@ -132,7 +132,8 @@ class LoadTimes:
 def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -> LoadTimes:
     """Input rows, integer pass, masks and head decision of one head (cycle 0 = first K row).
 
-    The ScoreUnit's Q double buffer and block issue are replayed cycle by cycle; a block is
+    The rows load at full rate (last V row at cycle ``3L - 1``); the top's Q feeder, the
+    ScoreUnit's Q double buffer and its block issue are replayed cycle by cycle; a block is
     on the pruner's input ``PIPELINE_DEPTH + 2`` = 9 cycles after its issue (ScoreUnit
     docstring); a block-row's mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4``
     (``topk``, ``threshold``) cycles after its last block (BlockPruner docstring); ``h_out``
@@ -147,22 +148,27 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
     n_brows = -(-L // br)
     if dense:
         return LoadTimes(3 * L - 1, (-1,) * n_brows, -1)
-    t = L                        # K rows at cycles 0 .. L-1; Q offered from cycle L
+    t = L                        # K rows at cycles 0 .. L-1, Q rows L .. 2L-1, V 2L .. 3L-1
     q_cnt = q_sub = 0
     q_full = q_done = False
+    qf_v, qf_i = False, 0        # the top's Q feeder (Q memory -> ScoreUnit.q_in)
     have_row = False
     col = 0
-    q_last = -1
     row_end: list[int] = []      # issue cycle of each block-row's last block
     while len(row_end) < n_brows:
-        q_fire = not q_full and not q_done
+        q_avail = min(max(t - L, 0), L)       # Q rows written before cycle t
+        q_ready = not q_full and not q_done
+        q_fire = qf_v and q_ready
+        if not qf_v or q_ready:
+            qf_v = qf_i < q_avail
+            qf_i += qf_v
         issue = have_row
         last_col = issue and col == m_cols - 1
         load = q_full and (not have_row or last_col)
         if q_fire:
             q_cnt += 1
             if q_cnt >= L:
-                q_done, q_last = True, t
+                q_done = True
             if q_sub == br - 1 or q_cnt >= L:
                 q_sub, q_full = 0, True
             else:
@@ -179,7 +185,7 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
     lat = mask_latency(mode, m_cols)
     blk_lat = PIPELINE_DEPTH + 2      # issue -> block on the ScoreUnit's blk_out
     h_lat = PIPELINE_DEPTH + 1        # last issue -> h_out valid
-    return LoadTimes(q_last + L, tuple(e + blk_lat + lat for e in row_end),
+    return LoadTimes(3 * L - 1, tuple(e + blk_lat + lat for e in row_end),
                      row_end[-1] + h_lat + 1)
 
 
