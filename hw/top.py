@@ -407,6 +407,7 @@ class Top(wiring.Component):
         running = Signal()           # a score tile runs from kreg (S requests the array)
         tile = Signal(range(n_words + 1))
         step = Signal(range(D + 1))
+        step_last = Signal()                 # step == D - 1, registered (off the array's ready)
         s_out = Signal(range(n_words + 2))   # score tiles issued, results not all back
         p_out = Signal(range(nu + 2))        # P x V tiles issued, results not all back
 
@@ -519,7 +520,7 @@ class Top(wiring.Component):
                 # (A << 2F) + 2^F X with b1 = k_I << F (drop_ff)
                 m.d.comb += [op.b0[c].eq(kv.as_signed()),
                              op.b1[c].eq(Mux(drop_ff, k_i << F, kv.as_signed()))]
-            m.d.comb += [op.last.eq(step + 1 == D),
+            m.d.comb += [op.last.eq(step_last),
                          op.tag.eq(Cat(tile.as_unsigned() | Const(0, idxw), s_b2, Const(0, 1)))]
         with m.Else():
             for r in range(R):
@@ -700,7 +701,7 @@ class Top(wiring.Component):
                         m.d.sync += [kl_full.eq(1), slot.eq(0)]
                 # runner: one tile of D depth steps on the array
                 tile_end = Signal()
-                m.d.comb += tile_end.eq(s_fire & (step + 1 == D))
+                m.d.comb += tile_end.eq(s_fire & step_last)
                 with m.If(running & s_fire):
                     # rotate Q rows, shift K rows: element 0 is the current depth step
                     for r in range(R):
@@ -708,12 +709,12 @@ class Top(wiring.Component):
                         m.d.sync += qreg[r].eq(Cat(qv[cfg.qk_bits:], qv[:cfg.qk_bits]))
                     for c in range(C):
                         m.d.sync += kreg[c].eq(kreg[c].as_value() >> cfg.qk_bits)
-                    m.d.sync += step.eq(step + 1)
+                    m.d.sync += [step.eq(step + 1), step_last.eq(step + 2 == D)]
                     with m.If(tile_end):
                         m.d.sync += [tile.eq(tile + 1), running.eq(0)]
                 with m.If((~running | tile_end) & kl_full):
                     m.d.sync += [kreg[c].eq(kload[c]) for c in range(C)]
-                    m.d.sync += [kl_full.eq(0), running.eq(1), step.eq(0)]
+                    m.d.sync += [kl_full.eq(0), running.eq(1), step.eq(0), step_last.eq(D == 1)]
                 with m.If(~running & ~kl_full & keys_done):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
