@@ -30,7 +30,10 @@ What it reports (every ratio is against a baseline run in the same process):
    (:func:`hdpgen.accuracy.golden_accuracy`; the sentence-embedding cosine comes from
    ``hdpgen eval``, pass its CSV with ``--eval-csv`` to print it beside).
 4. *Dense utilization at N = 128*: random Q, K, V with ``valid_len = 128`` on the preset
-   (model on ``--n128-heads`` heads; RTL on one unless ``--model-only``).
+   (model on ``--n128-heads`` heads; RTL on one unless ``--model-only``); and on the same heads
+   the pruned settings (top-k keep 1/4, 1/2, 3/4 and the ``--keep`` values; threshold with
+   each ``--rho``): speedup over dense, the ideal speedup (dense MACs / pruned MACs) and the
+   fraction of it achieved.
 5. *SCALE-Sim* (PyPI ``scalesim``, output stationary, same R x C): compute cycles of the two
    GEMMs of a head, ``Q K^T`` (M = N, K = d, N = N) and ``P V`` (M = N, K = N, N = d),
    against our array alone on the same dense tiles (:func:`sim.cycle_model.predict_cycles`).
@@ -507,6 +510,34 @@ def main(argv: list[str] | None = None) -> int:
                 r["ideal"] / r["cycles"], r["busy"] / r["cycles"]] for r in u_rows]))
     say()
 
+    # -------------------------------------------------------------- pruned speedup, N = 128
+    t0 = time.monotonic()
+    d_cyc = sum(r["cycles"] for r in u_rows)
+    d_ideal = sum(r["ideal"] for r in u_rows)
+    p_rows = []
+    keeps128 = sorted(set(keeps) | {0.25, 0.5, 0.75})
+    for label, scfg in settings_for(dcfg.replace(prune_mode=base.prune_mode), n128, keeps128,
+                                    rhos):
+        cyc = ideal = kept = 0.0
+        for h in range(nh):
+            g = attention_head_int(qs[h], ks[h], vs[h], scfg, n128)
+            cyc += head_cycles(scfg, g, False)
+            ideal += ideal_cycles(scfg, g, False)
+            kept += float(np.asarray(g.block_keep).sum()) / max(1, np.asarray(g.block_valid).sum())
+        speedup, ideal_speedup = d_cyc / cyc, d_ideal / ideal
+        p_rows.append({"setting": label, "param": describe(scfg), "kept_blocks": kept / nh,
+                       "cycles": cyc, "speedup": speedup, "ideal_speedup": ideal_speedup,
+                       "of_ideal": speedup / ideal_speedup})
+    times["n128_pruned_s"] = time.monotonic() - t0
+    report["pruned_n128"] = {"array": here, "dense_cycles": d_cyc, "rows": p_rows}
+    say(table(f"[4b] pruned vs dense at N = 128 (same random heads, model, {here} array): "
+              f"ideal speedup = dense MACs / pruned MACs; 'of ideal' = speedup / ideal speedup",
+              ["setting", "param", "kept blocks", "cycles", "speedup", "ideal speedup",
+               "of ideal"],
+              [[r["setting"], r["param"], r["kept_blocks"], r["cycles"], r["speedup"],
+                r["ideal_speedup"], r["of_ideal"]] for r in p_rows]))
+    say()
+
     # -------------------------------------------------------------- SCALE-Sim
     if not args.no_scalesim:
         t0 = time.monotonic()
@@ -590,6 +621,9 @@ def summarize(report: dict, meta: dict) -> dict:
                        "utilization": sum(r["ideal"] for r in n128) / sum(r["cycles"] for r in n128),
                        "cycles_model": [r["cycles"] for r in n128],
                        "cycles_rtl": [r.get("cycles_rtl") for r in n128]},
+        "pruned_n128": [{k: r[k] for k in ("setting", "param", "kept_blocks", "speedup",
+                                           "ideal_speedup", "of_ideal")}
+                        for r in report["pruned_n128"]["rows"]],
         "sweep": [{k: s[k] for k in ("array", "block", "codesign", "setting", "param", "kept_blocks",
                                      "dense", "pruned", "speedup", "util_dense")}
                   for s in report["sweep"]],
