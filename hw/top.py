@@ -2,13 +2,25 @@
 registers.  Golden twin: :func:`golden.model.attention_head_int`.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .axil import AxiLiteRegs, AxiLiteSignature, AxiStreamSignature, Reg
+from .block_pruner import BlockPruner
 from .config import APPROX_MODES, PRUNE_MODES, HDPConfig, unsigned_width
+from .head_detector import HeadDetector
+from .score_unit import ScoreUnit
+from .softmax_unit import SoftmaxUnit
+from .stages.arbiter import ArrayArbiter
+from .stages.common import Dims, fine_layout, group_layout, key_layout, qk_mem_row, v_mem_row
+from .stages.loader import Loader
+from .stages.pv import PVStage
+from .stages.score import ScoreStage
+from .stages.softmax import SoftmaxStage
+from .systolic import SystolicArray
 
 __all__ = ["Top", "REG_ADDR_WIDTH", "in_lane_width", "out_lane_width",
            "in_row_layout", "out_row_layout", "register_map", "register_values",
@@ -175,628 +187,198 @@ class Top(wiring.Component):
 
     # ------------------------------------------------------------------------------------
     def elaborate(self, platform):
-        from .block_pruner import BlockPruner
-        from .head_detector import HeadDetector
-        from .score_unit import ScoreUnit
-        from .softmax_unit import SoftmaxUnit
-        from .systolic import SystolicArray, array_widths
-
-        cfg = self._cfg
         m = Module()
-        N, D = cfg.seq_len, cfg.head_dim
-        R, C = cfg.array_rows, cfg.array_cols
-        br, bc = cfg.block_rows, cfg.block_cols
-        nbr, nbc = cfg.n_block_rows, cfg.n_block_cols
-        F = cfg.qk_frac
-        iw = unsigned_width(N)                     # 0 .. N
-        cw = unsigned_width(max(nbc - 1, 1))
-        rbw = unsigned_width(max(nbr - 1, 1))
-        rw = unsigned_width(R)
-        nu = -(-D // C)                            # P x V tiles (output dims) per row group
-        n_words = -(-N // C)                       # score tiles per row group, at most
-        idxw = max(unsigned_width(n_words), unsigned_width(nu))
-        tagw = idxw + 2                            # tile index, bank, kind (0 score, 1 P x V)
+        self._build_registers(m)
+        self._build_memories(m)
+        self._build_integer_pass(m)
+        self._build_stages(m)
+        self._build_sequencer(m)
+        return m
 
-        # ---------------------------------------------------------------- registers
+    def _build_registers(self, m):
+        """AXI4-Lite registers, the run-time values sampled at a head's start, the status."""
+        cfg = self._cfg
         m.submodules.regs = regs = AxiLiteRegs(self._regs, addr_width=REG_ADDR_WIDTH)
         wiring.connect(m, wiring.flipped(self.s_axil), regs.s_axil)
-
-        # run-time values, sampled at the start of a head
-        r_mode = Signal(2)
-        r_approx = Signal()
-        r_causal = Signal()
-        r_hprune = Signal()
-        r_kb = Signal(cfg.k_b_width)
-        r_rho = Signal(cfg.rho_frac + 1)
-        r_tau = Signal(cfg.h_width)
-        L = Signal(iw)
-        drop_ff = Signal()
-        m.d.comb += drop_ff.eq(r_approx == APPROX_MODES.index("drop_ff"))
+        S = Signal
+        r = self._r = {
+            "mode": S(2), "approx": S(), "causal": S(), "hprune": S(), "kb": S(cfg.k_b_width),
+            "rho": S(cfg.rho_frac + 1), "tau": S(cfg.h_width),
+            "L": S(unsigned_width(cfg.seq_len)), "drop_ff": S(), "dense": S(),
+            "busy": S(), "done": S(), "head_kept": S(), "cyc": S(32), "arr_cyc": S(32),
+            "st_cycles": S(32), "st_arr": S(32), "head_imp": S(cfg.h_width),
+            "kept_keys": S(32), "st_kept": S(32), "heads_done": S(32),
+            "masks_done": S(), "keep_done": S(),
+            "mask_rows": S(unsigned_width(max(cfg.n_block_rows - 1, 1)) + 2),
+        }
         # dense head (the baseline): no pruning, no head pruning.  No integer pass: the array
         # forms the whole score, every valid block is kept.
-        dense = Signal()
-        m.d.comb += dense.eq((r_mode == PRUNE_MODES.index("off")) & ~r_hprune)
-
-        def valid_cols(rb):
-            """Block columns of block-row ``rb`` holding a valid entry (golden's block
-            validity): ``c b_c < L`` and, causal, ``c b_c <= rb b_r + b_r - 1``."""
-            row_hi = rb * br + (br - 1)
-            # column 0: no comparison with 0 (Verilator lints a constant unsigned compare)
-            return Cat(L != 0, *[(c * bc < L) & (~r_causal | (c * bc <= row_hi))
-                                 for c in range(1, nbc)])
-
-        busy = Signal()
-        done = Signal()
-        head_kept = Signal()
-        cyc = Signal(32)
-        arr_cyc = Signal(32)
-        st_cycles = Signal(32)
-        st_arr = Signal(32)
-        head_imp = Signal(cfg.h_width)
-        kept_keys = Signal(32)
-        st_kept = Signal(32)
-        heads_done = Signal(32)
         m.d.comb += [
-            regs.status.eq(Cat(busy, done, head_kept)),
-            regs.cycles.eq(st_cycles),
-            regs.array_cycles.eq(st_arr),
-            regs.head_imp.eq(head_imp),
-            regs.kept_keys.eq(st_kept),
-            regs.heads_done.eq(heads_done),
+            r["drop_ff"].eq(r["approx"] == APPROX_MODES.index("drop_ff")),
+            r["dense"].eq((r["mode"] == PRUNE_MODES.index("off")) & ~r["hprune"]),
+            regs.status.eq(Cat(r["busy"], r["done"], r["head_kept"])),
+            regs.cycles.eq(r["st_cycles"]), regs.array_cycles.eq(r["st_arr"]),
+            regs.head_imp.eq(r["head_imp"]), regs.kept_keys.eq(r["st_kept"]),
+            regs.heads_done.eq(r["heads_done"]),
         ]
+        with m.If(r["busy"]):
+            m.d.sync += r["cyc"].eq(r["cyc"] + 1)
+        self._regs_mod = regs
 
-        # ---------------------------------------------------------------- memories
-        row_qk = data.ArrayLayout(signed(cfg.qk_bits), D)
-        row_v = data.ArrayLayout(signed(cfg.v_bits), D)
-        m.submodules.kmem = kmem = Memory(shape=row_qk, depth=N, init=[])
-        m.submodules.qmem = qmem = Memory(shape=row_qk, depth=N, init=[])
-        m.submodules.vmem = vmem = Memory(shape=row_v, depth=N, init=[])
-        k_wr, q_wr, v_wr = kmem.write_port(), qmem.write_port(), vmem.write_port()
-        k_rd, q_rd, v_rd = kmem.read_port(), qmem.read_port(), vmem.read_port()
-        m.submodules.maskmem = maskmem = Memory(shape=unsigned(nbc), depth=nbr, init=[])
-        mask_wr, mask_rd = maskmem.write_port(), maskmem.read_port()
-        mask_rd_reg = maskmem.read_port()
-        # a dense head writes no masks: its keep mask is the block validity
-        m.d.comb += [mask_rd_reg.addr.eq(regs.mask_sel),
-                     regs.mask_data.eq(Mux(dense, valid_cols(regs.mask_sel), mask_rd_reg.data))]
-        key_layout = data.StructLayout({"j": unsigned(iw), "c": unsigned(cw)})
-        # gathered keys: three banks (the score stage writes group g while the softmax stage
-        # reads g - 1 and the P x V stage g - 2)
-        m.submodules.keymem = keymem = Memory(shape=key_layout, depth=3 * N, init=[])
-        key_wr = keymem.write_port()
-        key_rd_sm = keymem.read_port()
-        key_rd_pv = keymem.read_port()
-        m.submodules.finemem = finemem = Memory(
-            shape=data.ArrayLayout(signed(array_widths(cfg).acc), R * C), depth=2 * n_words,
-            init=[])
-        fine_wr = finemem.write_port(granularity=C)
-        fine_rd = finemem.read_port()
-        prob_wr, prob_rd = [], []
-        for r in range(R):
-            pm = Memory(shape=unsigned(cfg.prob_width), depth=2 * N, init=[])
-            m.submodules[f"probmem_{r}"] = pm
-            prob_wr.append(pm.write_port())
-            prob_rd.append(pm.read_port())
+    def _build_memories(self, m):
+        """The memories between the stages (each stage reaches them through port interfaces):
+        K, Q, V rows; keep masks; gathered keys (three banks: S writes group g while M reads
+        g - 1 and P g - 2); fine scores and probabilities (two banks)."""
+        cfg, d = self._cfg, Dims.of(self._cfg)
+        mem = self._mem = {}
+        for name, shape in (("k", qk_mem_row(cfg)), ("q", qk_mem_row(cfg)),
+                            ("v", v_mem_row(cfg))):
+            m.submodules[f"{name}mem"] = mem[name] = Memory(shape=shape, depth=d.N, init=[])
+        m.submodules.maskmem = mem["mask"] = Memory(shape=unsigned(d.nbc), depth=d.nbr, init=[])
+        m.submodules.keymem = mem["key"] = Memory(shape=key_layout(cfg), depth=3 * d.N, init=[])
+        m.submodules.finemem = mem["fine"] = Memory(shape=fine_layout(cfg),
+                                                    depth=2 * d.n_words, init=[])
+        for r in range(d.R):
+            m.submodules[f"probmem_{r}"] = mem[f"prob{r}"] = Memory(
+                shape=unsigned(cfg.prob_width), depth=2 * d.N, init=[])
 
-        # ---------------------------------------------------------------- units
+    def _build_integer_pass(self, m):
+        """Score unit -> block pruner (keep masks into the mask memory) and head detector."""
+        cfg, r, regs = self._cfg, self._r, self._regs_mod
         m.submodules.score = sc = ScoreUnit(cfg)
         m.submodules.pruner = pr = BlockPruner(cfg)
         m.submodules.headdet = hd = HeadDetector(cfg)
-        m.submodules.softmax = sm = SoftmaxUnit(cfg)
-        m.submodules.array = arr = SystolicArray(cfg, tag_width=tagw)
+        self._sc = sc
         m.d.comb += [
-            sc.valid_len.eq(L), sc.causal.eq(r_causal),
-            pr.mode.eq(r_mode), pr.k_b.eq(r_kb), pr.rho_q.eq(r_rho), pr.valid_len.eq(L),
-            hd.head_prune.eq(r_hprune), hd.tau_head.eq(r_tau),
+            sc.valid_len.eq(r["L"]), sc.causal.eq(r["causal"]),
+            pr.mode.eq(r["mode"]), pr.k_b.eq(r["kb"]), pr.rho_q.eq(r["rho"]),
+            pr.valid_len.eq(r["L"]), hd.head_prune.eq(r["hprune"]), hd.tau_head.eq(r["tau"]),
         ]
         # blocks -> pruner (their A is not kept: the array forms the whole score)
         blk, imp = sc.blk_out.payload, pr.imp_in.payload
         m.d.comb += [
-            pr.imp_in.valid.eq(sc.blk_out.valid),
-            sc.blk_out.ready.eq(pr.imp_in.ready),
+            pr.imp_in.valid.eq(sc.blk_out.valid), sc.blk_out.ready.eq(pr.imp_in.ready),
             imp.imp.eq(blk.imp), imp.valid.eq(blk.valid), imp.row.eq(blk.row),
             imp.col.eq(blk.col), imp.last_col.eq(blk.last_col), imp.last.eq(blk.last),
         ]
         wiring.connect(m, sc.h_out, hd.h_in)
-        masks_done = Signal()
-        keep_done = Signal()
+        mask_wr = self._mem["mask"].write_port()
+        mask_rd_reg = self._mem["mask"].read_port()
         m.d.comb += [
-            pr.mask_out.ready.eq(1),
-            mask_wr.addr.eq(pr.mask_out.payload.row),
-            mask_wr.data.eq(pr.mask_out.payload.mask),
+            pr.mask_out.ready.eq(1), hd.keep_out.ready.eq(1),
+            mask_wr.addr.eq(pr.mask_out.payload.row), mask_wr.data.eq(pr.mask_out.payload.mask),
             mask_wr.en.eq(pr.mask_out.valid),
-            hd.keep_out.ready.eq(1),
+            mask_rd_reg.addr.eq(regs.mask_sel),
         ]
-        mask_rows = Signal(rbw + 2)      # block-row masks received for this head
         with m.If(pr.mask_out.valid):
-            m.d.sync += mask_rows.eq(mask_rows + 1)
+            m.d.sync += r["mask_rows"].eq(r["mask_rows"] + 1)
         with m.If(pr.mask_out.valid & pr.mask_out.payload.last):
-            m.d.sync += masks_done.eq(1)
+            m.d.sync += r["masks_done"].eq(1)
         with m.If(hd.keep_out.valid):
-            m.d.sync += [keep_done.eq(1), head_kept.eq(hd.keep_out.payload)]
+            m.d.sync += [r["keep_done"].eq(1), r["head_kept"].eq(hd.keep_out.payload)]
         with m.If(sc.h_out.valid & sc.h_out.ready):
-            m.d.sync += head_imp.eq(sc.h_out.payload)
+            m.d.sync += r["head_imp"].eq(sc.h_out.payload)
+        self._mask_rd_reg = mask_rd_reg
 
-        # ================================================================ pipeline overview
-        # Row groups flow through three stages that run concurrently on different groups:
-        #   S (score): Q rows and masks of group g, gathered keys, score tiles on the array;
-        #   M (softmax): the group's rows through the SoftmaxUnit, probabilities to a bank;
-        #   P (P x V): P x V tiles on the array, requantize, send the rows.
-        # S and P share the array, tile by tile (P first).  Buffers between the stages are
-        # banked by group: keys 3 banks (S writes g, M reads g-1, P reads g-2), fine scores,
-        # probabilities and the S->M group information 2 banks.  Start rules (group counters
-        # s_g, m_g, p_g = groups each stage has finished):
-        #   S starts s_g when s_g <= m_g + 1 and s_g <= p_g + 2;
-        #   M starts m_g when m_g < s_g and m_g <= p_g + 1;  P starts p_g when p_g < m_g.
-        gw = unsigned_width(-(-N // R) + 3)
-        s_g, m_g, p_g = Signal(gw), Signal(gw), Signal(gw)
-        s_b2, m_b2, p_b2 = Signal(), Signal(), Signal()
-        s_b3, m_b3, p_b3 = Signal(2), Signal(2), Signal(2)
-
-        def bump3(b):
-            return Mux(b == 2, 0, b + 1)
-
-        # ---------------------------------------------------------------- control state
-        ld_row = Signal(iw)
-        ld_sec = Signal(2)
-        run = Signal()                   # the stages may work (head kept, integer pass done)
-
-        # S stage
-        s_i0 = Signal(iw + 1)            # first query row of S's group
-        p_rb = Signal(rbw + 1)           # block-row and offset of row p_i
-        p_off = Signal(range(br))
-        p_i = Signal(range(N + R + 1))   # query row whose Q row and mask are being read
-        p_r = Signal(rw + 1)
-        p_vld = Signal()                 # a read was issued last cycle ...
-        p_vr = Signal(rw)                # ... for group row p_vr
-        p_vin = Signal()                 # ... which is < L
-        p_vrb = Signal(rbw + 1)
-        qreg = [Signal(row_qk, name=f"qreg_{r}") for r in range(R)]
-        kreg = [Signal(row_qk, name=f"kreg_{c}") for c in range(C)]
-        kload = [Signal(row_qk, name=f"kload_{c}") for c in range(C)]   # next tile's K rows
-
-        def group_info(prefix):
-            return {"rowmask": [Signal(nbc, name=f"{prefix}_rowmask_{r}") for r in range(R)],
-                    "nkept": Signal(iw, name=f"{prefix}_nkept"),
-                    "i0": Signal(iw + 1, name=f"{prefix}_i0"),
-                    "nrows": Signal(rw, name=f"{prefix}_nrows")}
-
-        def copy_info(dst, src, keys=("rowmask", "nkept", "i0", "nrows")):
-            stmts = []
-            for key in keys:
-                if isinstance(dst[key], list):
-                    stmts += [a.eq(b) for a, b in zip(dst[key], src[key])]
-                else:
-                    stmts.append(dst[key].eq(src[key]))
-            return stmts
-
-        si = group_info("s")                               # S's group
-        banks = [group_info(f"bank{b}") for b in range(2)]  # S -> M hand-off
-        mi = group_info("m")                               # M's group
-        hi_ = group_info("h")                              # M -> P hand-off (nkept, i0, nrows)
-        pi_ = group_info("p")                              # P's group
-        small = ("nkept", "i0", "nrows")
-
-        # key iterator over the union of the group's masks
-        it_rem = Signal(nbc)
-        it_valid = Signal()
-        it_j = Signal(iw)
-        it_c = Signal(cw)
-        it_off = Signal(range(bc))
-        it_step = Signal()
-        lsb_idx = Signal(cw)
-        for c in reversed(range(nbc)):
-            with m.If(it_rem[c]):
-                m.d.comb += lsb_idx.eq(c)
-        with m.If(it_step):
-            with m.If(it_valid & (it_off + 1 < bc) & (it_j + 1 < L)):
-                m.d.sync += [it_j.eq(it_j + 1), it_off.eq(it_off + 1)]
-            with m.Elif(it_rem != 0):
-                m.d.sync += [it_valid.eq(1), it_c.eq(lsb_idx), it_j.eq(lsb_idx * bc),
-                             it_off.eq(0), it_rem.eq(it_rem & ~(Const(1, nbc) << lsb_idx))]
-            with m.Else():
-                m.d.sync += it_valid.eq(0)
-
-        n_kept = si["nkept"]
-        slot = Signal(range(C + 1))
-        kl_vld = Signal()            # K read issued last cycle into slot kl_slot
-        kl_slot = Signal(range(C))
-        kl_zero = Signal()
-        kl_full = Signal()           # kload holds a complete tile
-        keys_done = Signal()         # every gathered key of the group has been loaded
-        running = Signal()           # a score tile runs from kreg (S requests the array)
-        tile = Signal(range(n_words + 1))
-        step = Signal(range(D + 1))
-        step_last = Signal()                 # step == D - 1, registered (off the array's ready)
-        s_out = Signal(range(n_words + 2))   # score tiles issued, results not all back
-        p_out = Signal(range(nu + 2))        # P x V tiles issued, results not all back
-
-        # M stage: softmax feeder (stage 0 issue, 1 key read, 2 A/fine read) and collector
-        f_active = Signal()
-        f_r = Signal(rw)
-        f_p = Signal(iw)
-        f_word = Signal(range(n_words + 1))
-        f_lane = Signal(range(C))
-        s1_valid, s1_r, s1_p = Signal(), Signal(rw), Signal(iw)
-        s1_word, s1_lane = Signal(range(n_words + 1)), Signal(range(C))
-        s2_valid, s2_r, s2_p, s2_lane = Signal(), Signal(rw), Signal(iw), Signal(range(C))
-        s2_key = Signal(key_layout)
-        c_r = Signal(rw + 1)
-        c_p = Signal(iw)
-
-        # P stage: P x V feeder (stage 0 issue, 1 key read, 2 V/prob read)
-        pv_active = Signal()
-        u = Signal(range(nu + 1))
-        t = Signal(iw)
-        q1_valid, q1_t, q1_u = Signal(), Signal(iw), Signal(range(nu + 1))
-        q2_valid, q2_last, q2_u = Signal(), Signal(), Signal(range(nu + 1))
-        out_buf = [[Signal(signed(cfg.out_bits), name=f"out_{r}_{e}") for e in range(D)]
-                   for r in range(R)]
-        o_r = Signal(rw)
-        z_cnt = Signal(iw)
-
-        # ---------------------------------------------------------------- input stream
-        tin = data.View(in_row_layout(cfg), self.s_axis.tdata)
-        for e in range(D):
-            m.d.comb += [k_wr.data[e].eq(tin[e]), q_wr.data[e].eq(tin[e]),
-                         v_wr.data[e].eq(tin[e]),
-                         sc.k_in.payload[e].eq(tin[e])]
-        m.d.comb += [k_wr.addr.eq(ld_row), q_wr.addr.eq(ld_row), v_wr.addr.eq(ld_row)]
-        loading = Signal()
-        in_fire = Signal()
+    def _build_stages(self, m):
+        """Loader, S, M, P, the array and its arbiter, joined with ``wiring.connect``."""
+        cfg, r, mem = self._cfg, self._r, self._mem
+        d = Dims.of(cfg)
+        m.submodules.loader = ld = Loader(cfg, in_lane_width(cfg) * d.D)
+        m.submodules.s_stage = s = ScoreStage(cfg)
+        m.submodules.m_stage = ms = SoftmaxStage(cfg)
+        m.submodules.p_stage = p = PVStage(cfg, out_lane_width(cfg) * d.D)
+        m.submodules.softmax = sm = SoftmaxUnit(cfg)
+        m.submodules.array = arr = SystolicArray(cfg, tag_width=d.tagw)
+        m.submodules.arbiter = arb = ArrayArbiter(cfg)
+        m.submodules.s_to_m = s2m = SyncFIFO(width=Shape.cast(group_layout(cfg)).width, depth=2)
+        self._ld, self._s, self._p, self._arr = ld, s, p, arr
+        wiring.connect(m, wiring.flipped(self.s_axis), ld.s_axis)
+        for name, port in (("k_wr", mem["k"].write_port()), ("q_wr", mem["q"].write_port()),
+                           ("v_wr", mem["v"].write_port()), ("q_rd", mem["q"].read_port())):
+            wiring.connect(m, getattr(ld, name), port)
+        wiring.connect(m, ld.k_out, self._sc.k_in)
+        wiring.connect(m, ld.q_out, self._sc.q_in)
+        for stage, name, port in (
+                (s, "q_rd", mem["q"].read_port()), (s, "k_rd", mem["k"].read_port()),
+                (s, "mask_rd", mem["mask"].read_port()), (s, "key_wr", mem["key"].write_port()),
+                (s, "fine_wr", mem["fine"].write_port(granularity=d.C)),
+                (ms, "key_rd", mem["key"].read_port()), (ms, "fine_rd", mem["fine"].read_port()),
+                (p, "key_rd", mem["key"].read_port()), (p, "v_rd", mem["v"].read_port())):
+            wiring.connect(m, getattr(stage, name), port)
+        for i in range(d.R):
+            wiring.connect(m, getattr(ms, f"prob_wr_{i}"), mem[f"prob{i}"].write_port())
+            wiring.connect(m, getattr(p, f"prob_rd_{i}"), mem[f"prob{i}"].read_port())
+        wiring.connect(m, s.op, arb.s_op)
+        wiring.connect(m, p.op, arb.p_op)
+        wiring.connect(m, arb.op, arr.op_in)
+        wiring.connect(m, arr.res_out, arb.res)
+        wiring.connect(m, arb.res_s, s.res)
+        wiring.connect(m, arb.res_p, p.res)
+        wiring.connect(m, s.group, s2m.w_stream)
+        wiring.connect(m, s2m.r_stream, ms.group_in)
+        wiring.connect(m, ms.group_out, p.group_in)
+        wiring.connect(m, ms.sm_in, sm.s_in)
+        wiring.connect(m, sm.p_out, ms.sm_out)
         m.d.comb += [
-            # a dense head does not feed the score unit: K and Q load at full rate
-            sc.k_in.valid.eq(loading & ~dense & (ld_sec == 0) & self.s_axis.tvalid),
-            # Q and V rows load at full rate; the integer pass reads Q from the Q memory
-            self.s_axis.tready.eq(loading & ((ld_sec != 0) | dense | sc.k_in.ready)),
-            in_fire.eq(self.s_axis.tvalid & self.s_axis.tready),
-            k_wr.en.eq(in_fire & (ld_sec == 0)),
-            q_wr.en.eq(in_fire & (ld_sec == 1)),
-            v_wr.en.eq(in_fire & (ld_sec == 2)),
+            ld.valid_len.eq(r["L"]), ld.dense.eq(r["dense"]),
+            s.valid_len.eq(r["L"]), s.causal.eq(r["causal"]), s.dense.eq(r["dense"]),
+            s.drop_ff.eq(r["drop_ff"]), s.mask_rows.eq(r["mask_rows"]),
+            s.m_done.eq(ms.done), s.p_done.eq(p.done),
+            ms.causal.eq(r["causal"]), ms.p_done.eq(p.done), p.valid_len.eq(r["L"]),
         ]
+        with m.If(s.done):
+            m.d.sync += r["kept_keys"].eq(r["kept_keys"] + s.nkept)
+        with m.If(r["busy"] & arr.op_in.valid & arr.op_in.ready):
+            m.d.sync += r["arr_cyc"].eq(r["arr_cyc"] + 1)
+        # a dense head writes no masks: its keep mask is the block validity
+        m.d.comb += self._regs_mod.mask_data.eq(
+            Mux(r["dense"], s.valid_cols(self._regs_mod.mask_sel), self._mask_rd_reg.data))
+        self._ms = ms
 
-        # ---------------------------------------------------------------- Q feeder
-        # the integer pass takes Q rows from the Q memory at its own pace (a second read
-        # port), so the input stream never waits for it: row i is readable once written
-        q_rd_sc = qmem.read_port()
-        qf_i = Signal(iw)                # next Q row to read for the score unit
-        qf_v = Signal()                  # q_rd_sc.data holds row qf_i - 1 for the score unit
-        q_avail = Signal(iw)             # Q rows written so far
-        qf_adv = Signal()
-        m.d.comb += [
-            q_avail.eq(Mux(ld_sec == 1, ld_row, Mux(ld_sec == 0, 0, L))),
-            qf_adv.eq(~qf_v | sc.q_in.ready),
-            q_rd_sc.addr.eq(qf_i), q_rd_sc.en.eq(qf_adv),
-            sc.q_in.valid.eq(qf_v),
-        ]
-        for e in range(D):
-            m.d.comb += sc.q_in.payload[e].eq(q_rd_sc.data[e])
-        with m.If(qf_adv):
-            m.d.sync += qf_v.eq(~dense & (qf_i < q_avail))
-            with m.If(~dense & (qf_i < q_avail)):
-                m.d.sync += qf_i.eq(qf_i + 1)
-
-        # ---------------------------------------------------------------- output stream
-        tout = data.View(out_row_layout(cfg), self.m_axis.tdata)
-        sending = Signal()
+    def _build_sequencer(self, m):
+        """The head sequencer: load, wait for the integer pass (head pruning), run or send
+        zero rows, finish."""
+        r, regs, ld, s, ms, p = self._r, self._regs_mod, self._ld, self._s, self._ms, self._p
+        L = r["L"]
+        z_cnt = Signal.like(L)
         zeroing = Signal()
-        # out_buf shifts up one row per sent beat, so the port reads row 0 through a plain
-        # assignment (no multiplexer process that Icarus might never evaluate, see below)
-        for e in range(D):
-            m.d.comb += tout[e].eq(Mux(zeroing, 0, out_buf[0][e]))
-        m.d.comb += [
-            self.m_axis.tvalid.eq(sending | zeroing),
-            self.m_axis.tlast.eq(Mux(zeroing, z_cnt + 1 == L, pi_["i0"] + o_r + 1 == L)),
-        ]
+        tout = data.View(out_row_layout(self._cfg), self.m_axis.tdata)
+        pout = data.View(out_row_layout(self._cfg), p.m_axis.tdata)
+        for e in range(self._cfg.head_dim):
+            m.d.comb += tout[e].eq(Mux(zeroing, 0, pout[e]))
         out_fire = Signal()
-        m.d.comb += out_fire.eq(self.m_axis.tvalid & self.m_axis.tready)
-
-        # ---------------------------------------------------------------- array arbitration
-        op = arr.op_in.payload
-        s_req = Signal()                 # S has a score beat ready (S in TILE_RUN)
-        owner = Signal(2)                # 0 free, 1 S, 2 P: a tile owns the array to its end
-        grant_s, grant_p = Signal(), Signal()
         m.d.comb += [
-            grant_p.eq((owner == 2) | ((owner == 0) & q2_valid)),
-            grant_s.eq((owner == 1) | ((owner == 0) & ~q2_valid & s_req)),
-            # plain assignments, not under an If: see the note at the end of elaborate
-            arr.op_in.valid.eq((grant_s & s_req) | (grant_p & q2_valid)),
+            self.m_axis.tvalid.eq(p.m_axis.tvalid | zeroing),
+            self.m_axis.tlast.eq(Mux(zeroing, z_cnt + 1 == L, p.m_axis.tlast)),
+            p.m_axis.tready.eq(self.m_axis.tready),
+            out_fire.eq(self.m_axis.tvalid & self.m_axis.tready),
         ]
-        op_fire = Signal()
-        s_fire, p_fire = Signal(), Signal()
-        m.d.comb += [op_fire.eq(arr.op_in.valid & arr.op_in.ready),
-                     s_fire.eq(op_fire & grant_s), p_fire.eq(op_fire & grant_p)]
-        with m.If(op_fire):
-            m.d.sync += owner.eq(Mux(op.last, 0, Mux(grant_s, 1, 2)))
-        with m.If(grant_s):
-            for r in range(R):
-                qv = qreg[r][0].as_unsigned()
-                m.d.comb += [op.a0[r].eq(qv[F:].as_signed()),
-                             op.a1[r].eq(qv[:F] if F else 0)]
-            for c in range(C):
-                kv = kreg[c][0].as_unsigned()
-                k_i = kv[F:].as_signed()
-                # b0 = k_q, so (q_I k_q << F) + q_F b1 is the whole score: q_q . k_q, or
-                # (A << 2F) + 2^F X with b1 = k_I << F (drop_ff)
-                m.d.comb += [op.b0[c].eq(kv.as_signed()),
-                             op.b1[c].eq(Mux(drop_ff, k_i << F, kv.as_signed()))]
-            m.d.comb += [op.last.eq(step_last),
-                         op.tag.eq(Cat(tile.as_unsigned() | Const(0, idxw), s_b2, Const(0, 1)))]
-        with m.Else():
-            for r in range(R):
-                m.d.comb += [op.a0[r].eq(0), op.a1[r].eq(prob_rd[r].data)]
-            for c in range(C):
-                vsel = Array(v_rd.data[k * C + c] if k * C + c < D else Const(0, cfg.v_bits)
-                             for k in range(nu))
-                m.d.comb += [op.b0[c].eq(0), op.b1[c].eq(vsel[q2_u])]
-            m.d.comb += [op.last.eq(q2_last),
-                         op.tag.eq(Cat(q2_u.as_unsigned() | Const(0, idxw), Const(0, 1),
-                                       Const(1, 1)))]
-        with m.If(busy & op_fire):
-            m.d.sync += arr_cyc.eq(arr_cyc + 1)
-
-        # ---------------------------------------------------------------- array output
-        res = arr.res_out.payload
-        res_idx = res.tag[:idxw]
-        res_bank = res.tag[idxw]
-        res_kind = res.tag[idxw + 1]
-        m.d.comb += [arr.res_out.ready.eq(1),
-                     fine_wr.addr.eq(res_idx + Mux(res_bank, n_words, 0))]
-        for r in range(R):
-            for c in range(C):
-                m.d.comb += fine_wr.data[r * C + c].eq(res.acc[c])
-            m.d.comb += fine_wr.en[r].eq(arr.res_out.valid & ~res_kind & (res.row == r))
-        sh = cfg.out_shift
-        lo, hi = cfg.out_range
-
-        def requant(x):
-            """golden.pv.requantize: round half up, saturate."""
-            y = (x + (1 << (sh - 1))) >> sh if sh > 0 else x << (-sh)
-            return Mux(y > hi, hi, Mux(y < lo, lo, y))
-
-        with m.If(arr.res_out.valid & res_kind):
-            for k in range(nu):
-                with m.If(res_idx == k):
-                    for r in range(R):
-                        with m.If(res.row == r):
-                            for c in range(C):
-                                if k * C + c < D:
-                                    m.d.sync += out_buf[r][k * C + c].eq(requant(res.acc[c]))
-        res_last = Signal()
-        m.d.comb += res_last.eq(arr.res_out.valid & res.last)
-        m.d.sync += [
-            s_out.eq(s_out + (s_fire & op.last) - (res_last & ~res_kind)),
-            p_out.eq(p_out + (p_fire & op.last) - (res_last & res_kind)),
-        ]
-
-        # ---------------------------------------------------------------- M: softmax feeding
-        advance = Signal()
-        m.d.comb += advance.eq(~s2_valid | sm.s_in.ready)
-        m.d.comb += [key_rd_sm.addr.eq(f_p + m_b3 * N), key_rd_sm.en.eq(advance)]
-        key1 = key_rd_sm.data
-        m.d.comb += [
-            fine_rd.addr.eq(s1_word + Mux(m_b2, n_words, 0)), fine_rd.en.eq(advance),
-        ]
-        with m.If(advance):
-            m.d.sync += [s1_valid.eq(f_active), s1_r.eq(f_r), s1_p.eq(f_p), s1_word.eq(f_word),
-                         s1_lane.eq(f_lane),
-                         s2_valid.eq(s1_valid), s2_r.eq(s1_r), s2_p.eq(s1_p), s2_lane.eq(s1_lane),
-                         s2_key.eq(key1)]
-            with m.If(f_active):
-                with m.If(f_p + 1 == mi["nkept"]):
-                    m.d.sync += [f_p.eq(0), f_word.eq(0), f_lane.eq(0), f_r.eq(f_r + 1)]
-                    with m.If(f_r + 1 == mi["nrows"]):
-                        m.d.sync += f_active.eq(0)
-                with m.Else():
-                    m.d.sync += f_p.eq(f_p + 1)
-                    with m.If(f_lane == C - 1):
-                        m.d.sync += [f_lane.eq(0), f_word.eq(f_word + 1)]
-                    with m.Else():
-                        m.d.sync += f_lane.eq(f_lane + 1)
-        s2_i = Signal(iw + 1)
-        m.d.comb += s2_i.eq(mi["i0"] + s2_r)
-        fine_val = fine_rd.data[s2_r * C + s2_lane]
-        own = Array(mi["rowmask"])[s2_r]
-        m.d.comb += [
-            sm.s_in.valid.eq(s2_valid),
-            sm.s_in.payload.s.eq(fine_val),
-            sm.s_in.payload.keep.eq(own.bit_select(s2_key.c, 1)
-                                    & (~r_causal | (s2_key.j <= s2_i))),
-            sm.s_in.payload.last.eq(s2_p + 1 == mi["nkept"]),
-            sm.p_out.ready.eq(1),
-        ]
-        for r in range(R):
-            m.d.comb += [prob_wr[r].addr.eq(c_p + Mux(m_b2, N, 0)),
-                         prob_wr[r].data.eq(sm.p_out.payload.p),
-                         prob_wr[r].en.eq(sm.p_out.valid & (c_r == r))]
-        with m.If(sm.p_out.valid):
-            with m.If(sm.p_out.payload.last):
-                m.d.sync += [c_p.eq(0), c_r.eq(c_r + 1)]
-            with m.Else():
-                m.d.sync += c_p.eq(c_p + 1)
-
-        # ---------------------------------------------------------------- P: P x V feeding
-        pv_adv = Signal()
-        m.d.comb += pv_adv.eq(~q2_valid | p_fire)
-        m.d.comb += [key_rd_pv.addr.eq(t + p_b3 * N), key_rd_pv.en.eq(pv_adv),
-                     v_rd.addr.eq(key_rd_pv.data.j), v_rd.en.eq(pv_adv)]
-        for r in range(R):
-            m.d.comb += [prob_rd[r].addr.eq(q1_t + Mux(p_b2, N, 0)), prob_rd[r].en.eq(pv_adv)]
-        with m.If(pv_adv):
-            m.d.sync += [q1_valid.eq(pv_active), q1_t.eq(t), q1_u.eq(u),
-                         q2_valid.eq(q1_valid), q2_last.eq(q1_t + 1 == pi_["nkept"]),
-                         q2_u.eq(q1_u)]
-            with m.If(pv_active):
-                with m.If(t + 1 == pi_["nkept"]):
-                    m.d.sync += [t.eq(0), u.eq(u + 1)]
-                    with m.If(u + 1 == nu):
-                        m.d.sync += pv_active.eq(0)
-                with m.Else():
-                    m.d.sync += t.eq(t + 1)
-
-        # ---------------------------------------------------------------- S: loading registers
-        m.d.comb += [q_rd.addr.eq(p_i), mask_rd.addr.eq(p_rb), k_rd.addr.eq(it_j)]
-        m.d.comb += [key_wr.data.j.eq(it_j), key_wr.data.c.eq(it_c), key_wr.addr.eq(n_kept + s_b3 * N)]
-        with m.If(kl_vld):
-            for c in range(C):
-                with m.If(kl_slot == c):
-                    m.d.sync += kload[c].eq(Mux(kl_zero, 0, k_rd.data))
-        with m.If(p_vld):
-            for r in range(R):
-                with m.If(p_vr == r):
-                    m.d.sync += [
-                        qreg[r].eq(Mux(p_vin, q_rd.data, 0)),
-                        si["rowmask"][r].eq(Mux(p_vin, Mux(dense, valid_cols(p_vrb),
-                                                           mask_rd.data), 0)),
-                    ]
-        m.d.sync += [p_vld.eq(0), kl_vld.eq(0)]
-
-        with m.If(busy):
-            m.d.sync += cyc.eq(cyc + 1)
-
-        # ---------------------------------------------------------------- S stage
-        with m.FSM(name="s_fsm"):
-            with m.State("IDLE"):
-                with m.If(run & (s_i0 < L) & (s_g <= m_g + 1) & (s_g <= p_g + 2)):
-                    m.d.sync += [p_r.eq(0), si["i0"].eq(s_i0),
-                                 si["nrows"].eq(Mux(L - s_i0 < R, L - s_i0, R))]
-                    m.next = "PREP"
-            with m.State("PREP"):
-                # read the group's Q rows and their block-rows' masks, one row per cycle; a
-                # row waits for its block-row's mask (S overlaps the integer pass), except in
-                # a dense head (no masks: every valid block is kept)
-                with m.If((p_r < R) & ((p_i >= L) | dense | (p_rb < mask_rows))):
-                    m.d.sync += [p_vld.eq(1), p_vr.eq(p_r), p_vin.eq(p_i < L),
-                                 p_vrb.eq(p_rb),
-                                 p_r.eq(p_r + 1), p_i.eq(p_i + 1)]
-                    with m.If(p_off == br - 1):
-                        m.d.sync += [p_off.eq(0), p_rb.eq(p_rb + 1)]
-                    with m.Else():
-                        m.d.sync += p_off.eq(p_off + 1)
-                with m.Elif(p_r == R):
-                    m.next = "UNION"
-            with m.State("UNION"):
-                u_acc = Const(0, nbc)
-                for r in range(R):
-                    u_acc = u_acc | si["rowmask"][r]
-                m.d.sync += [it_rem.eq(u_acc), it_valid.eq(0), n_kept.eq(0), tile.eq(0)]
-                m.next = "IT_INIT"
-            with m.State("IT_INIT"):
-                m.d.comb += it_step.eq(1)
-                m.d.sync += [slot.eq(0), kl_full.eq(0), keys_done.eq(0), running.eq(0)]
-                m.next = "TILES"
-            with m.State("TILES"):
-                # loader: gathers the next tile's C keys into kload (one per cycle) while the
-                # current tile runs from kreg, so tiles follow each other without a bubble
-                with m.If(~kl_full & ~keys_done):
-                    with m.If((slot == 0) & ~it_valid):
-                        m.d.sync += keys_done.eq(1)
-                    with m.Elif(slot < C):
-                        m.d.comb += [key_wr.en.eq(it_valid), it_step.eq(it_valid)]
-                        m.d.sync += [kl_vld.eq(1), kl_slot.eq(slot), kl_zero.eq(~it_valid),
-                                     slot.eq(slot + 1)]
-                        with m.If(it_valid):
-                            m.d.sync += n_kept.eq(n_kept + 1)
-                    with m.Elif(~kl_vld):
-                        m.d.sync += [kl_full.eq(1), slot.eq(0)]
-                # runner: one tile of D depth steps on the array
-                tile_end = Signal()
-                m.d.comb += tile_end.eq(s_fire & step_last)
-                with m.If(running & s_fire):
-                    # rotate Q rows, shift K rows: element 0 is the current depth step
-                    for r in range(R):
-                        qv = qreg[r].as_value()
-                        m.d.sync += qreg[r].eq(Cat(qv[cfg.qk_bits:], qv[:cfg.qk_bits]))
-                    for c in range(C):
-                        m.d.sync += kreg[c].eq(kreg[c].as_value() >> cfg.qk_bits)
-                    m.d.sync += [step.eq(step + 1), step_last.eq(step + 2 == D)]
-                    with m.If(tile_end):
-                        m.d.sync += [tile.eq(tile + 1), running.eq(0)]
-                with m.If((~running | tile_end) & kl_full):
-                    m.d.sync += [kreg[c].eq(kload[c]) for c in range(C)]
-                    m.d.sync += [kl_full.eq(0), running.eq(1), step.eq(0), step_last.eq(D == 1)]
-                with m.If(~running & ~kl_full & keys_done):
-                    m.next = "DRAIN"
-            with m.State("DRAIN"):
-                # every score of the group is in the fine-score bank: hand the group to M
-                with m.If((s_out == 0) & ~(s_fire & op.last)):
-                    for b in range(2):
-                        with m.If(s_b2 == b):
-                            m.d.sync += copy_info(banks[b], si)
-                    m.d.sync += [s_g.eq(s_g + 1), s_b2.eq(~s_b2), s_b3.eq(bump3(s_b3)),
-                                 s_i0.eq(s_i0 + R), kept_keys.eq(kept_keys + n_kept)]
-                    m.next = "IDLE"
-
-        # ---------------------------------------------------------------- M stage
-        with m.FSM(name="m_fsm"):
-            with m.State("IDLE"):
-                with m.If(run & (m_g < s_g) & (m_g <= p_g + 1)):
-                    for b in range(2):
-                        with m.If(m_b2 == b):
-                            m.d.sync += copy_info(mi, banks[b])
-                    m.d.sync += [f_active.eq(1), f_r.eq(0), f_p.eq(0), f_word.eq(0),
-                                 f_lane.eq(0), c_r.eq(0), c_p.eq(0)]
-                    m.next = "RUN"
-            with m.State("RUN"):
-                with m.If(c_r == mi["nrows"]):
-                    m.d.sync += copy_info(hi_, mi, small)
-                    m.d.sync += [m_g.eq(m_g + 1), m_b2.eq(~m_b2), m_b3.eq(bump3(m_b3))]
-                    m.next = "IDLE"
-
-        # ---------------------------------------------------------------- P stage
-        with m.FSM(name="p_fsm") as p_fsm:
-            with m.State("IDLE"):
-                with m.If(run & (p_g < m_g)):
-                    m.d.sync += copy_info(pi_, hi_, small)
-                    m.d.sync += [u.eq(0), t.eq(0), pv_active.eq(1)]
-                    m.next = "PV"
-            with m.State("PV"):
-                with m.If(~pv_active & ~q1_valid & ~q2_valid & (p_out == 0)
-                          & ~(p_fire & op.last)):
-                    m.d.sync += o_r.eq(0)
-                    m.next = "SEND"
-            with m.State("SEND"):
-                with m.If(out_fire):
-                    m.d.sync += o_r.eq(o_r + 1)
-                    for r in range(R - 1):
-                        m.d.sync += [out_buf[r][e].eq(out_buf[r + 1][e]) for e in range(D)]
-                    with m.If(o_r + 1 == pi_["nrows"]):
-                        m.d.sync += [p_g.eq(p_g + 1), p_b2.eq(~p_b2), p_b3.eq(bump3(p_b3))]
-                        m.next = "IDLE"
-
-        # ---------------------------------------------------------------- head sequencer
         with m.FSM(name="top_fsm") as fsm:
             with m.State("IDLE"):
                 with m.If(self.s_axis.tvalid):
                     m.d.sync += [
-                        r_mode.eq(regs.mode), r_approx.eq(regs.approx), r_causal.eq(regs.causal),
-                        r_hprune.eq(regs.head_prune), r_kb.eq(regs.k_b), r_rho.eq(regs.rho_q),
-                        r_tau.eq(regs.tau_head), L.eq(regs.valid_len),
-                        busy.eq(1), done.eq(0), cyc.eq(0), arr_cyc.eq(0), kept_keys.eq(0),
-                        head_kept.eq(1), masks_done.eq(0), keep_done.eq(0), mask_rows.eq(0),
-                        ld_row.eq(0), ld_sec.eq(0), qf_i.eq(0),
+                        r["mode"].eq(regs.mode), r["approx"].eq(regs.approx),
+                        r["causal"].eq(regs.causal), r["hprune"].eq(regs.head_prune),
+                        r["kb"].eq(regs.k_b), r["rho"].eq(regs.rho_q), r["tau"].eq(regs.tau_head),
+                        L.eq(regs.valid_len),
+                        r["busy"].eq(1), r["done"].eq(0), r["cyc"].eq(0), r["arr_cyc"].eq(0),
+                        r["kept_keys"].eq(0), r["head_kept"].eq(1), r["masks_done"].eq(0),
+                        r["keep_done"].eq(0), r["mask_rows"].eq(0),
                     ]
                     with m.If((regs.mode == PRUNE_MODES.index("off")) & ~regs.head_prune):
-                        m.d.sync += head_imp.eq(0)      # dense: no integer pass, no H
+                        m.d.sync += r["head_imp"].eq(0)      # dense: no integer pass, no H
                     m.next = "LOAD"
             with m.State("LOAD"):
-                with m.If(in_fire):
-                    with m.If(ld_row + 1 == L):
-                        m.d.sync += [ld_row.eq(0), ld_sec.eq(ld_sec + 1)]
-                        with m.If(ld_sec == 2):
-                            m.next = "INT_WAIT"
-                    with m.Else():
-                        m.d.sync += ld_row.eq(ld_row + 1)
+                with m.If(ld.last):
+                    m.next = "INT_WAIT"
             with m.State("INT_WAIT"):
-                m.d.sync += [s_g.eq(0), m_g.eq(0), p_g.eq(0), s_b2.eq(0), m_b2.eq(0),
-                             p_b2.eq(0), s_b3.eq(0), m_b3.eq(0), p_b3.eq(0), s_i0.eq(0),
-                             p_rb.eq(0), p_off.eq(0), p_i.eq(0)]
                 # without head pruning the head is kept: start at once, S follows the masks
                 # as the pruner delivers them (the integer pass overlaps the array work)
-                with m.If(~r_hprune):
+                with m.If(~r["hprune"]):
                     m.next = "RUN"
-                with m.Elif(masks_done & keep_done):
-                    with m.If(head_kept):
+                with m.Elif(r["masks_done"] & r["keep_done"]):
+                    with m.If(r["head_kept"]):
                         m.next = "RUN"
                     with m.Else():
                         m.d.sync += z_cnt.eq(0)
@@ -807,26 +389,26 @@ class Top(wiring.Component):
                     with m.If(z_cnt + 1 == L):
                         m.next = "DONE"
             with m.State("RUN"):
-                with m.If(p_fsm.ongoing("SEND") & out_fire & (o_r + 1 == pi_["nrows"])
-                          & (pi_["i0"] + R >= L)):
+                with m.If(p.done & p.last):
                     m.next = "FINISH"
             with m.State("FINISH"):
                 # the score unit and head detector have finished this head too (a dense head
                 # never used them)
-                with m.If(dense | (masks_done & keep_done)):
+                with m.If(r["dense"] | (r["masks_done"] & r["keep_done"])):
                     m.next = "DONE"
             with m.State("DONE"):
-                m.d.sync += [busy.eq(0), done.eq(1), st_cycles.eq(cyc), st_arr.eq(arr_cyc),
-                             st_kept.eq(kept_keys), heads_done.eq(heads_done + 1)]
+                m.d.sync += [r["busy"].eq(0), r["done"].eq(1), r["st_cycles"].eq(r["cyc"]),
+                             r["st_arr"].eq(r["arr_cyc"]), r["st_kept"].eq(r["kept_keys"]),
+                             r["heads_done"].eq(r["heads_done"] + 1)]
                 m.next = "IDLE"
-        # Plain assignments (continuous `assign`s in Verilog), not statements inside states or
-        # Ifs: Icarus never evaluates a combinational `always @*` whose inputs keep their
-        # time-0 values, and these drive the ports and the array (whose credit counter an X
-        # valid would poison) while the state machines still sit in IDLE after reset.
-        m.d.comb += [loading.eq(fsm.ongoing("LOAD")), zeroing.eq(fsm.ongoing("ZERO")),
-                     run.eq(fsm.ongoing("RUN")), s_req.eq(running),
-                     sending.eq(p_fsm.ongoing("SEND"))]
-        return m
+        # Plain assignments (continuous `assign`s in Verilog), not statements inside states:
+        # Icarus never evaluates a combinational `always @*` whose inputs keep their time-0
+        # values, and these drive the ports and the stages while the sequencer sits in IDLE.
+        run = fsm.ongoing("RUN")
+        m.d.comb += [ld.start.eq(fsm.ongoing("IDLE") & self.s_axis.tvalid),
+                     ld.active.eq(fsm.ongoing("LOAD")), zeroing.eq(fsm.ongoing("ZERO")),
+                     s.clear.eq(fsm.ongoing("INT_WAIT")), ms.clear.eq(fsm.ongoing("INT_WAIT")),
+                     s.run.eq(run), ms.run.eq(run), p.run.eq(run)]
 
 
 def register_values(cfg: HDPConfig, valid_len: int | None = None) -> dict[str, int]:

@@ -9,10 +9,10 @@ an output that is always ready.  It is a replay of the top's *control* only, no 
    (cycles ``0 .. 3L-1``).  The :class:`~hw.score_unit.ScoreUnit` takes K from the stream and
    Q from the top's Q memory through a feeder (row ``i`` is readable the cycle after it is
    written and reaches ``q_in`` one cycle later) at its own pace: a double buffer of one
-   block-row, block-row ``r + 1`` loads while ``r`` issues one block per cycle.  A block is on the pruner's input 9 cycles after its issue (the ScoreUnit's
-   ``PIPELINE_DEPTH + 2``); a block-row's keep
-   mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4`` (``topk``, ``threshold``) cycles
-   after the row's last block (:class:`~hw.block_pruner.BlockPruner` docstring); the head
+   block-row, block-row ``r + 1`` loads while ``r`` issues one block per cycle.  A block is
+   on the pruner's input ``PIPELINE_DEPTH + 2`` cycles after its issue (ScoreUnit); a
+   block-row's keep mask leaves the pruner :func:`hw.block_pruner.mask_latency` cycles after
+   the row's last block; the head
    decision comes ``h_out`` (8 cycles after the last issue, ``PIPELINE_DEPTH + 1``) + 1 cycle
    (:class:`~hw.head_detector.HeadDetector`).
    A *dense* head (pruning ``off`` and head pruning off, the baseline) runs no integer pass:
@@ -252,9 +252,10 @@ def run_phase(cfg: HDPConfig, groups: tuple[GroupPlan, ...], L: int, t0: int,
         s_res = sum(1 for k in kinds if k == 0)
         p_res = len(kinds) - s_res
         # ------------------------------------------------------------ array
+        if op_valid:        # an offered beat locks the grant (ArrayArbiter)
+            n.owner = 0 if op_fire and op_last else (1 if grant_s else 2)
         if op_fire:
             n.beats = s.beats + 1
-            n.owner = 0 if op_last else (1 if grant_s else 2)
             n.in_tile = not op_last
             if not s.in_tile:
                 n.credit -= R

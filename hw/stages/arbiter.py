@@ -1,0 +1,65 @@
+"""Array arbiter: the score stage and the P x V stage share the systolic array tile by tile."""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.config import HDPConfig
+from hw.systolic import op_layout, res_layout
+
+from .common import Dims
+
+__all__ = ["ArrayArbiter"]
+
+
+class ArrayArbiter(wiring.Component):
+    """Grants the array's operand stream to one stage for a whole tile, and routes results.
+
+    ``s_op`` (score stage) and ``p_op`` (P x V stage) offer operand beats; ``op`` goes to
+    :attr:`hw.systolic.SystolicArray.op_in`.  A free array goes to ``p_op`` first (the P x V
+    stage drains groups, which frees buffers for the score stage), else to ``s_op``; the
+    granted stage owns the array from its first offered beat until its tile's ``last`` beat
+    is accepted, so an offered beat stays offered unchanged and the beats of two tiles never
+    interleave (``tests/test_stages.py`` checks this under random traffic).
+    Purely combinational from ``owner``: no cycle is added.
+
+    Results from the array (``res``) carry the kind in the top bit of their tag (0 score,
+    1 P x V) and go out on ``res_s`` or ``res_p``.
+    """
+
+    def __init__(self, cfg: HDPConfig):
+        self._dims = d = Dims.of(cfg)
+        op = stream.Signature(op_layout(cfg, d.tagw))
+        res = stream.Signature(res_layout(cfg, d.tagw))
+        super().__init__({
+            "s_op": In(op), "p_op": In(op), "op": Out(op),
+            "res": In(res), "res_s": Out(res), "res_p": Out(res),
+            "owner": Out(2),        # 0 free, 1 score stage, 2 P x V stage (for tests)
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        owner = self.owner
+        grant_s, grant_p = Signal(), Signal()
+        m.d.comb += [
+            grant_p.eq((owner == 2) | ((owner == 0) & self.p_op.valid)),
+            grant_s.eq((owner == 1) | ((owner == 0) & ~self.p_op.valid & self.s_op.valid)),
+            self.op.valid.eq((grant_s & self.s_op.valid) | (grant_p & self.p_op.valid)),
+            self.op.payload.eq(Mux(grant_s, self.s_op.payload, self.p_op.payload)),
+            self.s_op.ready.eq(grant_s & self.op.ready),
+            self.p_op.ready.eq(grant_p & self.op.ready),
+        ]
+        # an offered beat locks the grant too, so that a beat the array has not taken yet is
+        # offered again unchanged (the stream rule) even if the other stage asks meanwhile
+        with m.If(self.op.valid):
+            m.d.sync += owner.eq(Mux(self.op.ready & self.op.payload.last, 0,
+                                     Mux(grant_s, 1, 2)))
+
+        kind = self.res.payload.tag[-1]
+        m.d.comb += [
+            self.res_s.payload.eq(self.res.payload), self.res_p.payload.eq(self.res.payload),
+            self.res_s.valid.eq(self.res.valid & ~kind),
+            self.res_p.valid.eq(self.res.valid & kind),
+            self.res.ready.eq(Mux(kind, self.res_p.ready, self.res_s.ready)),
+        ]
+        return m

@@ -1,0 +1,96 @@
+"""Loader: a head's input rows into the K, Q and V memories, and the integer pass's inputs."""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import ReadPort, WritePort
+from amaranth.lib.wiring import In, Out
+
+from hw.axil import AxiStreamSignature
+from hw.config import HDPConfig
+from hw.score_unit import qk_row_layout
+
+from .common import Dims, addr_width, qk_mem_row, v_mem_row
+
+__all__ = ["Loader"]
+
+
+class Loader(wiring.Component):
+    """Accepts the ``3L`` rows of a head (``L`` K rows, ``L`` Q rows, ``L`` V rows) on
+    ``s_axis`` at one row per cycle and writes them into the K, Q and V memories.
+
+    In a pruned head (``dense`` low) the K rows also go to the integer pass (``k_out``, the
+    stream only waits if the score unit is not ready, which it always is at the start of a
+    head), and a feeder reads the Q rows back from the Q memory (``q_rd``) into ``q_out`` at
+    the integer pass's own pace: row ``i`` is read the cycle after it is written and is on
+    ``q_out`` one cycle later.  So the input stream never waits for the integer pass.
+
+    ``start`` (one cycle, when the head's first beat is offered) resets the row counters;
+    ``active`` is high while the sequencer loads; ``last`` marks the accept of the head's
+    last V row.  ``s_axis.tlast`` is not used (the count decides).
+    """
+
+    def __init__(self, cfg: HDPConfig, in_width: int):
+        self._cfg = cfg
+        self._dims = d = Dims.of(cfg)
+        aw = addr_width(d.N)
+        super().__init__({
+            "s_axis": In(AxiStreamSignature(in_width)),
+            "start": In(1), "active": In(1), "valid_len": In(d.iw), "dense": In(1),
+            "last": Out(1),
+            "k_wr": In(WritePort.Signature(addr_width=aw, shape=qk_mem_row(cfg))),
+            "q_wr": In(WritePort.Signature(addr_width=aw, shape=qk_mem_row(cfg))),
+            "v_wr": In(WritePort.Signature(addr_width=aw, shape=v_mem_row(cfg))),
+            "q_rd": In(ReadPort.Signature(addr_width=aw, shape=qk_mem_row(cfg))),
+            "k_out": Out(stream.Signature(qk_row_layout(cfg))),
+            "q_out": Out(stream.Signature(qk_row_layout(cfg))),
+        })
+
+    def elaborate(self, platform):
+        d = self._dims
+        m = Module()
+        L, dense = self.valid_len, self.dense
+        row = Signal(d.iw)               # row of the current section
+        sec = Signal(2)                  # 0 K, 1 Q, 2 V, 3 loaded
+        lanes = data.ArrayLayout(self.s_axis.tdata.shape().width // d.D, d.D)
+        tin = data.View(lanes, self.s_axis.tdata)
+        fire = Signal()
+        m.d.comb += [
+            self.k_out.valid.eq(self.active & ~dense & (sec == 0) & self.s_axis.tvalid),
+            self.s_axis.tready.eq(self.active & ((sec != 0) | dense | self.k_out.ready)),
+            fire.eq(self.s_axis.tvalid & self.s_axis.tready),
+            self.last.eq(fire & (sec == 2) & (row + 1 == L)),
+        ]
+        for k, port in enumerate((self.k_wr, self.q_wr, self.v_wr)):
+            m.d.comb += [port.addr.eq(row), port.en.eq(fire & (sec == k))]
+            for e in range(d.D):
+                m.d.comb += port.data[e].eq(tin[e].as_signed())
+        for e in range(d.D):
+            m.d.comb += self.k_out.payload[e].eq(tin[e].as_signed())
+        with m.If(self.start):
+            m.d.sync += [row.eq(0), sec.eq(0)]
+        with m.Elif(fire):
+            with m.If(row + 1 == L):
+                m.d.sync += [row.eq(0), sec.eq(sec + 1)]
+            with m.Else():
+                m.d.sync += row.eq(row + 1)
+
+        # Q feeder: Q memory -> integer pass, at its pace
+        qf_i = Signal(d.iw)              # next Q row to read
+        qf_v = Signal()                  # q_rd.data holds row qf_i - 1 for q_out
+        q_avail = Signal(d.iw)           # Q rows written so far
+        adv = Signal()
+        m.d.comb += [
+            q_avail.eq(Mux(sec == 1, row, Mux(sec == 0, 0, L))),
+            adv.eq(~qf_v | self.q_out.ready),
+            self.q_rd.addr.eq(qf_i), self.q_rd.en.eq(adv),
+            self.q_out.valid.eq(qf_v),
+        ]
+        for e in range(d.D):
+            m.d.comb += self.q_out.payload[e].eq(self.q_rd.data[e])
+        with m.If(self.start):
+            m.d.sync += qf_i.eq(0)
+        with m.Elif(adv):
+            m.d.sync += qf_v.eq(~dense & (qf_i < q_avail))
+            with m.If(~dense & (qf_i < q_avail)):
+                m.d.sync += qf_i.eq(qf_i + 1)
+        return m

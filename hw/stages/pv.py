@@ -1,0 +1,150 @@
+"""P x V stage (P): a row group's probabilities times V on the array, requantized and sent."""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+
+from hw.axil import AxiStreamSignature
+from hw.config import HDPConfig
+from hw.systolic import op_layout, res_layout
+
+from .common import Dims, addr_width, group_layout, key_layout, v_mem_row
+
+__all__ = ["PVStage"]
+
+
+class PVStage(wiring.Component):
+    """P: takes a group descriptor from M (``group_in``) and runs ``ceil(head_dim / C)`` P x V
+    tiles on the array (``op``), each ``R`` rows x ``C`` output dimensions deep by the
+    group's gathered keys: a three-stage feeder reads the key (``key_rd``), then its V row
+    (``v_rd``) and the rows' probabilities (``prob_rd_r``).  Results (``res``) are
+    requantized (:func:`golden.pv.requantize`: round half up, saturate) into an output
+    buffer; then the group's rows leave on ``m_axis`` (``tlast`` on the head's last row) and
+    ``done`` pulses (``last``: it was the head's last group).
+    """
+
+    def __init__(self, cfg: HDPConfig, out_width: int):
+        self._cfg = cfg
+        self._dims = d = Dims.of(cfg)
+        members = {
+            "run": In(1), "valid_len": In(d.iw),
+            "group_in": In(stream.Signature(group_layout(cfg))),
+            "key_rd": In(ReadPort.Signature(addr_width=addr_width(3 * d.N),
+                                            shape=key_layout(cfg))),
+            "v_rd": In(ReadPort.Signature(addr_width=addr_width(d.N), shape=v_mem_row(cfg))),
+            "op": Out(stream.Signature(op_layout(cfg, d.tagw))),
+            "res": In(stream.Signature(res_layout(cfg, d.tagw))),
+            "m_axis": Out(AxiStreamSignature(out_width)),
+            "done": Out(1), "last": Out(1),
+        }
+        for r in range(d.R):
+            members[f"prob_rd_{r}"] = In(ReadPort.Signature(
+                addr_width=addr_width(2 * d.N), shape=unsigned(cfg.prob_width)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        cfg, d = self._cfg, self._dims
+        m = Module()
+        pi = Signal(group_layout(cfg))         # the group being processed
+        out_buf = [[Signal(signed(cfg.out_bits), name=f"out_{r}_{e}") for e in range(d.D)]
+                   for r in range(d.R)]
+        o_r = Signal(d.rw)
+        pv_active = Signal()
+        u, t = Signal(range(d.nu + 1)), Signal(d.iw)
+        q1_valid, q1_t, q1_u = Signal(), Signal(d.iw), Signal(range(d.nu + 1))
+        q2_valid, q2_last, q2_u = Signal(), Signal(), Signal(range(d.nu + 1))
+        out = Signal(range(d.nu + 2))          # P x V tiles issued, results not all back
+        fire = Signal()
+        m.d.comb += fire.eq(self.op.valid & self.op.ready)
+
+        # ---------------------------------------------------------------- feeder
+        adv = Signal()
+        m.d.comb += [adv.eq(~q2_valid | fire),
+                     self.key_rd.addr.eq(t + pi.b3 * d.N), self.key_rd.en.eq(adv),
+                     self.v_rd.addr.eq(self.key_rd.data.j), self.v_rd.en.eq(adv)]
+        for r in range(d.R):
+            port = getattr(self, f"prob_rd_{r}")
+            m.d.comb += [port.addr.eq(q1_t + Mux(pi.b2, d.N, 0)), port.en.eq(adv)]
+        with m.If(adv):
+            m.d.sync += [q1_valid.eq(pv_active), q1_t.eq(t), q1_u.eq(u),
+                         q2_valid.eq(q1_valid), q2_last.eq(q1_t + 1 == pi.nkept),
+                         q2_u.eq(q1_u)]
+            with m.If(pv_active):
+                with m.If(t + 1 == pi.nkept):
+                    m.d.sync += [t.eq(0), u.eq(u + 1)]
+                    with m.If(u + 1 == d.nu):
+                        m.d.sync += pv_active.eq(0)
+                with m.Else():
+                    m.d.sync += t.eq(t + 1)
+
+        # ---------------------------------------------------------------- operands
+        op = self.op.payload
+        for r in range(d.R):
+            m.d.comb += [op.a0[r].eq(0), op.a1[r].eq(getattr(self, f"prob_rd_{r}").data)]
+        for c in range(d.C):
+            vsel = Array(self.v_rd.data[k * d.C + c] if k * d.C + c < d.D
+                         else Const(0, cfg.v_bits) for k in range(d.nu))
+            m.d.comb += [op.b0[c].eq(0), op.b1[c].eq(vsel[q2_u])]
+        m.d.comb += [self.op.valid.eq(q2_valid), op.last.eq(q2_last),
+                     op.tag.eq(Cat(q2_u.as_unsigned() | Const(0, d.idxw), Const(0, 1),
+                                   Const(1, 1)))]
+
+        # ---------------------------------------------------------------- results
+        self._requantize(m, out_buf)
+        res_last = Signal()
+        m.d.comb += [self.res.ready.eq(1), res_last.eq(self.res.valid & self.res.payload.last)]
+        m.d.sync += out.eq(out + (fire & self.op.payload.last) - res_last)
+
+        # ---------------------------------------------------------------- control
+        tout = data.View(data.ArrayLayout(signed(self.m_axis.tdata.shape().width // d.D), d.D),
+                         self.m_axis.tdata)
+        for e in range(d.D):
+            m.d.comb += tout[e].eq(out_buf[0][e])
+        m.d.comb += self.m_axis.tlast.eq(pi.i0 + o_r + 1 == self.valid_len)
+        sent = Signal()
+        m.d.comb += sent.eq(self.m_axis.tvalid & self.m_axis.tready)
+        with m.FSM(name="p_fsm") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.run & self.group_in.valid):
+                    m.d.sync += [pi.eq(self.group_in.payload), u.eq(0), t.eq(0),
+                                 pv_active.eq(1)]
+                    m.next = "PV"
+            with m.State("PV"):
+                with m.If(~pv_active & ~q1_valid & ~q2_valid & (out == 0)
+                          & ~(fire & self.op.payload.last)):
+                    m.d.sync += o_r.eq(0)
+                    m.next = "SEND"
+            with m.State("SEND"):
+                with m.If(sent):
+                    m.d.sync += o_r.eq(o_r + 1)
+                    for r in range(d.R - 1):
+                        m.d.sync += [out_buf[r][e].eq(out_buf[r + 1][e]) for e in range(d.D)]
+                    with m.If(o_r + 1 == pi.nrows):
+                        m.next = "IDLE"
+        # plain, not under a state (Icarus: see ScoreStage)
+        m.d.comb += [self.m_axis.tvalid.eq(fsm.ongoing("SEND")),
+                     self.group_in.ready.eq(fsm.ongoing("IDLE") & self.run & self.group_in.valid),
+                     self.done.eq(fsm.ongoing("SEND") & sent & (o_r + 1 == pi.nrows)),
+                     self.last.eq(pi.i0 + d.R >= self.valid_len)]
+        return m
+
+    def _requantize(self, m, out_buf):
+        """Result rows of a P x V tile into the output buffer (golden.pv.requantize)."""
+        cfg, d = self._cfg, self._dims
+        sh = cfg.out_shift
+        lo, hi = cfg.out_range
+        res = self.res.payload
+
+        def requant(x):
+            y = (x + (1 << (sh - 1))) >> sh if sh > 0 else x << (-sh)
+            return Mux(y > hi, hi, Mux(y < lo, lo, y))
+
+        with m.If(self.res.valid):
+            for k in range(d.nu):
+                with m.If(res.tag[:d.idxw] == k):
+                    for r in range(d.R):
+                        with m.If(res.row == r):
+                            for c in range(d.C):
+                                if k * d.C + c < d.D:
+                                    m.d.sync += out_buf[r][k * d.C + c].eq(requant(res.acc[c]))

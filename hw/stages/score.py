@@ -1,0 +1,269 @@
+"""Score stage (S): a row group's kept keys gathered into score tiles on the array."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import ReadPort, WritePort
+from amaranth.lib.wiring import In, Out
+
+from hw.config import HDPConfig
+from hw.systolic import op_layout, res_layout
+
+from .common import Dims, addr_width, fine_layout, group_layout, key_layout, qk_mem_row
+
+__all__ = ["ScoreStage"]
+
+
+class ScoreStage(wiring.Component):
+    """S: for each row group of ``R`` query rows, in order.
+
+    1. *PREP*: reads the group's Q rows (``q_rd``) into registers and each row's block-row
+       keep mask (``mask_rd``; in a dense head the block validity instead), one row per
+       cycle; a row waits until its block-row's mask has arrived (``mask_rows``), so S
+       overlaps the integer pass.
+    2. *UNION*, *IT_INIT*: the union of the group's masks starts a key iterator over the kept
+       block columns' keys ``j < L``.
+    3. *TILES*: a loader gathers ``C`` keys at a time (``k_rd``, one per cycle) into a
+       double buffer while the previous tile runs on the array (``op``: ``head_dim`` depth
+       steps, Q rows rotated, K rows shifted), and records each gathered key in the key
+       memory (``key_wr``).  Score results (``res``) go into the fine-score memory
+       (``fine_wr``).
+    4. *DRAIN*: once every result is back, the group's descriptor leaves on ``group`` and
+       ``done`` pulses with ``nkept``.
+
+    Banks: the key memory has three (M reads group ``g - 1`` and P ``g - 2`` while S writes
+    ``g``), the fine-score memory two.  S starts a group only with a credit of each: a fine
+    bank comes back when M finishes a group (``m_done``), a key bank when P does
+    (``p_done``).  ``clear`` (high between the load and the run of a head) resets the
+    group counters and credits.
+    """
+
+    def __init__(self, cfg: HDPConfig):
+        self._cfg = cfg
+        self._dims = d = Dims.of(cfg)
+        super().__init__({
+            "clear": In(1), "run": In(1), "valid_len": In(d.iw), "causal": In(1),
+            "dense": In(1), "drop_ff": In(1), "mask_rows": In(d.rbw + 2),
+            "m_done": In(1), "p_done": In(1),
+            "q_rd": In(ReadPort.Signature(addr_width=addr_width(d.N), shape=qk_mem_row(cfg))),
+            "k_rd": In(ReadPort.Signature(addr_width=addr_width(d.N), shape=qk_mem_row(cfg))),
+            "mask_rd": In(ReadPort.Signature(addr_width=addr_width(d.nbr), shape=unsigned(d.nbc))),
+            "key_wr": In(WritePort.Signature(addr_width=addr_width(3 * d.N),
+                                             shape=key_layout(cfg))),
+            "fine_wr": In(WritePort.Signature(addr_width=addr_width(2 * d.n_words),
+                                              shape=fine_layout(cfg), granularity=d.C)),
+            "op": Out(stream.Signature(op_layout(cfg, d.tagw))),
+            "res": In(stream.Signature(res_layout(cfg, d.tagw))),
+            "group": Out(stream.Signature(group_layout(cfg))),
+            "done": Out(1), "nkept": Out(d.iw),
+        })
+
+    def valid_cols(self, rb):
+        """Block columns of block-row ``rb`` holding a valid entry (golden's block validity):
+        ``c b_c < L`` and, causal, ``c b_c <= rb b_r + b_r - 1``."""
+        d, L = self._dims, self.valid_len
+        row_hi = rb * d.br + (d.br - 1)
+        # column 0: no comparison with 0 (Verilator lints a constant unsigned compare)
+        return Cat(L != 0, *[(c * d.bc < L) & (~self.causal | (c * d.bc <= row_hi))
+                             for c in range(1, d.nbc)])
+
+    def elaborate(self, platform):
+        m = Module()
+        self._s = s = self._registers()
+        self._prep(m, s)
+        self._iterator(m, s)
+        self._operands(m, s)
+        self._results(m, s)
+        self._fsm(m, s)
+        return m
+
+    # ------------------------------------------------------------------------ state
+    def _registers(self):
+        cfg, d = self._cfg, self._dims
+        row_qk = qk_mem_row(cfg)
+        S = Signal
+        s = {
+            "i0": S(d.iw + 1), "rb": S(d.rbw + 1), "off": S(range(d.br)),
+            "i": S(range(d.N + d.R + 1)), "r": S(d.rw + 1),
+            "vld": S(), "vr": S(d.rw), "vin": S(), "vrb": S(d.rbw + 1),
+            "qreg": [S(row_qk, name=f"qreg_{r}") for r in range(d.R)],
+            "kreg": [S(row_qk, name=f"kreg_{c}") for c in range(d.C)],
+            "kload": [S(row_qk, name=f"kload_{c}") for c in range(d.C)],
+            "desc": S(group_layout(cfg)), "b2": S(), "b3": S(2),
+            "fine_cr": S(range(3), init=2), "key_cr": S(range(4), init=3),
+            "it_rem": S(d.nbc), "it_valid": S(), "it_j": S(d.iw), "it_c": S(d.cw),
+            "it_off": S(range(d.bc)), "it_step": S(),
+            "slot": S(range(d.C + 1)), "kl_vld": S(), "kl_slot": S(range(d.C)),
+            "kl_zero": S(), "kl_full": S(), "keys_done": S(), "running": S(),
+            "tile": S(range(d.n_words + 1)), "step": S(range(d.D + 1)), "step_last": S(),
+            "out": S(range(d.n_words + 2)),      # score tiles issued, results not all back
+            "fire": S(),
+        }
+        return s
+
+    # ------------------------------------------------------------------------ Q rows, masks
+    def _prep(self, m, s):
+        d = self._dims
+        m.d.comb += [self.q_rd.addr.eq(s["i"]), self.mask_rd.addr.eq(s["rb"])]
+        with m.If(s["vld"]):
+            for r in range(d.R):
+                with m.If(s["vr"] == r):
+                    mask = Mux(self.dense, self.valid_cols(s["vrb"]), self.mask_rd.data)
+                    m.d.sync += [s["qreg"][r].eq(Mux(s["vin"], self.q_rd.data, 0)),
+                                 s["desc"].rowmask[r].eq(Mux(s["vin"], mask, 0))]
+        m.d.sync += [s["vld"].eq(0), s["kl_vld"].eq(0)]
+
+    # ------------------------------------------------------------------------ key iterator
+    def _iterator(self, m, s):
+        d, L = self._dims, self.valid_len
+        lsb_idx = Signal(d.cw)
+        for c in reversed(range(d.nbc)):
+            with m.If(s["it_rem"][c]):
+                m.d.comb += lsb_idx.eq(c)
+        with m.If(s["it_step"]):
+            with m.If(s["it_valid"] & (s["it_off"] + 1 < d.bc) & (s["it_j"] + 1 < L)):
+                m.d.sync += [s["it_j"].eq(s["it_j"] + 1), s["it_off"].eq(s["it_off"] + 1)]
+            with m.Elif(s["it_rem"] != 0):
+                m.d.sync += [s["it_valid"].eq(1), s["it_c"].eq(lsb_idx),
+                             s["it_j"].eq(lsb_idx * d.bc), s["it_off"].eq(0),
+                             s["it_rem"].eq(s["it_rem"] & ~(Const(1, d.nbc) << lsb_idx))]
+            with m.Else():
+                m.d.sync += s["it_valid"].eq(0)
+        m.d.comb += [self.k_rd.addr.eq(s["it_j"]),
+                     self.key_wr.data.j.eq(s["it_j"]), self.key_wr.data.c.eq(s["it_c"]),
+                     self.key_wr.addr.eq(s["desc"].nkept + s["b3"] * d.N)]
+        with m.If(s["kl_vld"]):
+            for c in range(d.C):
+                with m.If(s["kl_slot"] == c):
+                    m.d.sync += s["kload"][c].eq(Mux(s["kl_zero"], 0, self.k_rd.data))
+
+    # ------------------------------------------------------------------------ array operands
+    def _operands(self, m, s):
+        cfg, d = self._cfg, self._dims
+        F = cfg.qk_frac
+        op = self.op.payload
+        m.d.comb += [self.op.valid.eq(s["running"]),
+                     s["fire"].eq(self.op.valid & self.op.ready)]
+        for r in range(d.R):
+            qv = s["qreg"][r][0].as_unsigned()
+            m.d.comb += [op.a0[r].eq(qv[F:].as_signed()), op.a1[r].eq(qv[:F] if F else 0)]
+        for c in range(d.C):
+            kv = s["kreg"][c][0].as_unsigned()
+            # b0 = k_q, so (q_I k_q << F) + q_F b1 is the whole score: q_q . k_q, or
+            # (A << 2F) + 2^F X with b1 = k_I << F (drop_ff)
+            m.d.comb += [op.b0[c].eq(kv.as_signed()),
+                         op.b1[c].eq(Mux(self.drop_ff, kv[F:].as_signed() << F, kv.as_signed()))]
+        m.d.comb += [op.last.eq(s["step_last"]),
+                     op.tag.eq(Cat(s["tile"].as_unsigned() | Const(0, d.idxw), s["b2"],
+                                   Const(0, 1)))]
+
+    # ------------------------------------------------------------------------ results
+    def _results(self, m, s):
+        d = self._dims
+        res = self.res.payload
+        m.d.comb += [self.res.ready.eq(1),
+                     self.fine_wr.addr.eq(res.tag[:d.idxw] + Mux(res.tag[d.idxw], d.n_words, 0))]
+        for r in range(d.R):
+            for c in range(d.C):
+                m.d.comb += self.fine_wr.data[r * d.C + c].eq(res.acc[c])
+            m.d.comb += self.fine_wr.en[r].eq(self.res.valid & (res.row == r))
+        m.d.sync += s["out"].eq(s["out"] + (s["fire"] & s["step_last"])
+                                - (self.res.valid & res.last))
+
+    # ------------------------------------------------------------------------ control
+    def _fsm(self, m, s):
+        d, L = self._dims, self.valid_len
+        desc = s["desc"]
+        with m.If(self.clear):
+            m.d.sync += [s["i0"].eq(0), s["rb"].eq(0), s["off"].eq(0), s["i"].eq(0),
+                         s["b2"].eq(0), s["b3"].eq(0), s["fine_cr"].eq(2), s["key_cr"].eq(3)]
+        with m.Else():
+            ended = Signal()
+            m.d.comb += ended.eq(self.group.valid & self.group.ready)
+            m.d.sync += [s["fine_cr"].eq(s["fine_cr"] + self.m_done - ended),
+                         s["key_cr"].eq(s["key_cr"] + self.p_done - ended)]
+        m.d.comb += [self.group.payload.eq(desc), self.group.payload.b2.eq(s["b2"]),
+                     self.group.payload.b3.eq(s["b3"]),
+                     self.done.eq(self.group.valid & self.group.ready),
+                     self.nkept.eq(desc.nkept)]
+        with m.FSM(name="s_fsm") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.run & (s["i0"] < L) & (s["fine_cr"] != 0) & (s["key_cr"] != 0)):
+                    m.d.sync += [s["r"].eq(0), desc.i0.eq(s["i0"]),
+                                 desc.nrows.eq(Mux(L - s["i0"] < d.R, L - s["i0"], d.R))]
+                    m.next = "PREP"
+            with m.State("PREP"):
+                self._prep_state(m, s)
+            with m.State("UNION"):
+                u_acc = Const(0, d.nbc)
+                for r in range(d.R):
+                    u_acc = u_acc | desc.rowmask[r]
+                m.d.sync += [s["it_rem"].eq(u_acc), s["it_valid"].eq(0), desc.nkept.eq(0),
+                             s["tile"].eq(0)]
+                m.next = "IT_INIT"
+            with m.State("IT_INIT"):
+                m.d.comb += s["it_step"].eq(1)
+                m.d.sync += [s["slot"].eq(0), s["kl_full"].eq(0), s["keys_done"].eq(0),
+                             s["running"].eq(0)]
+                m.next = "TILES"
+            with m.State("TILES"):
+                self._tiles_state(m, s)
+            with m.State("DRAIN"):
+                # every score of the group is in the fine-score bank: hand the group to M
+                with m.If(self.group.ready & self.group.valid):
+                    m.d.sync += [s["b2"].eq(~s["b2"]), s["b3"].eq(Mux(s["b3"] == 2, 0, s["b3"] + 1)),
+                                 s["i0"].eq(s["i0"] + d.R)]
+                    m.next = "IDLE"
+
+        # a plain assignment, not under a state: Icarus never evaluates a combinational block
+        # whose inputs keep their time-0 values, and an X valid would poison the FIFO
+        m.d.comb += self.group.valid.eq(fsm.ongoing("DRAIN") & (s["out"] == 0)
+                                        & ~(s["fire"] & s["step_last"]))
+
+    def _prep_state(self, m, s):
+        d, L = self._dims, self.valid_len
+        # one row per cycle; a row waits for its block-row's mask, except in a dense head
+        with m.If((s["r"] < d.R) & ((s["i"] >= L) | self.dense | (s["rb"] < self.mask_rows))):
+            m.d.sync += [s["vld"].eq(1), s["vr"].eq(s["r"]), s["vin"].eq(s["i"] < L),
+                         s["vrb"].eq(s["rb"]), s["r"].eq(s["r"] + 1), s["i"].eq(s["i"] + 1)]
+            with m.If(s["off"] == d.br - 1):
+                m.d.sync += [s["off"].eq(0), s["rb"].eq(s["rb"] + 1)]
+            with m.Else():
+                m.d.sync += s["off"].eq(s["off"] + 1)
+        with m.Elif(s["r"] == d.R):
+            m.next = "UNION"
+
+    def _tiles_state(self, m, s):
+        cfg, d = self._cfg, self._dims
+        desc = s["desc"]
+        # loader: gathers the next tile's C keys into kload (one per cycle) while the
+        # current tile runs from kreg, so tiles follow each other without a bubble
+        with m.If(~s["kl_full"] & ~s["keys_done"]):
+            with m.If((s["slot"] == 0) & ~s["it_valid"]):
+                m.d.sync += s["keys_done"].eq(1)
+            with m.Elif(s["slot"] < d.C):
+                m.d.comb += [self.key_wr.en.eq(s["it_valid"]), s["it_step"].eq(s["it_valid"])]
+                m.d.sync += [s["kl_vld"].eq(1), s["kl_slot"].eq(s["slot"]),
+                             s["kl_zero"].eq(~s["it_valid"]), s["slot"].eq(s["slot"] + 1)]
+                with m.If(s["it_valid"]):
+                    m.d.sync += desc.nkept.eq(desc.nkept + 1)
+            with m.Elif(~s["kl_vld"]):
+                m.d.sync += [s["kl_full"].eq(1), s["slot"].eq(0)]
+        # runner: one tile of D depth steps on the array
+        tile_end = Signal()
+        m.d.comb += tile_end.eq(s["fire"] & s["step_last"])
+        with m.If(s["running"] & s["fire"]):
+            # rotate Q rows, shift K rows: element 0 is the current depth step
+            for r in range(d.R):
+                qv = s["qreg"][r].as_value()
+                m.d.sync += s["qreg"][r].eq(Cat(qv[cfg.qk_bits:], qv[:cfg.qk_bits]))
+            for c in range(d.C):
+                m.d.sync += s["kreg"][c].eq(s["kreg"][c].as_value() >> cfg.qk_bits)
+            m.d.sync += [s["step"].eq(s["step"] + 1), s["step_last"].eq(s["step"] + 2 == d.D)]
+            with m.If(tile_end):
+                m.d.sync += [s["tile"].eq(s["tile"] + 1), s["running"].eq(0)]
+        with m.If((~s["running"] | tile_end) & s["kl_full"]):
+            m.d.sync += [s["kreg"][c].eq(s["kload"][c]) for c in range(d.C)]
+            m.d.sync += [s["kl_full"].eq(0), s["running"].eq(1), s["step"].eq(0),
+                         s["step_last"].eq(d.D == 1)]
+        with m.If(~s["running"] & ~s["kl_full"] & s["keys_done"]):
+            m.next = "DRAIN"
