@@ -193,9 +193,12 @@ class SystolicArray(wiring.Component):
     ------
     Critical path (ECP5, LFE5U-85F speed 6, nextpnr, default preset): operand register ->
     MULT18X18D -> product register, 127.8 MHz (7.8 ns, 3.9 ns of it inside the DSP).  The
-    accumulate stage (product registers -> 3-input adder -> accumulator and the drain
-    register's load-or-shift multiplexer) is shorter.  Before the product register multiply,
-    add and the drain multiplexer were one path: 76.6 MHz.
+    accumulate stage (control and product registers -> 3-input adder -> accumulator, and the
+    drain register's load-or-shift multiplexer after the adder) takes about 6.1 ns (measured
+    with the multipliers taken out), so a register between the adder and the drain
+    multiplexer would cost a cycle of latency and ``R C`` accumulator-wide registers for no
+    Fmax.  Before the product register multiply, add and drain multiplexer were one path:
+    76.6 MHz.
 
     Throughput: one depth step per cycle; a tile of depth K occupies ``max(K, 2R - 1)`` input
     cycles (:func:`min_tile_cycles`), so dense work with K >= 2R - 1 keeps every PE busy every
