@@ -12,7 +12,8 @@ from amaranth.lib.wiring import In, Out
 
 from .config import HDPConfig, signed_width
 
-__all__ = ["SystolicArray", "ArrayWidths", "array_widths", "array_latency", "op_layout", "res_layout",
+__all__ = ["SystolicArray", "ArrayWidths", "array_widths", "array_latency", "ARRAY_LATENCY_EXTRA",
+           "op_layout", "res_layout",
            "pe_ctrl_layout", "min_tile_cycles", "result_fifo_depth", "tag_fifo_depth",
            "default_array_tag_width", "TileScheduler", "cmd_layout"]
 
@@ -76,12 +77,18 @@ def tag_fifo_depth(cfg: HDPConfig) -> int:
     return (2 * r + c + 4) // (2 * r - 1) + 3
 
 
+#: :func:`array_latency` beyond ``array_cols``: input register (1), product register (1),
+#: deskew to column ``C - 1`` and the FIFO write and read (2)
+ARRAY_LATENCY_EXTRA = 4
+
+
 def array_latency(cfg: HDPConfig) -> int:
     """Cycles from the accept of a tile's last beat to its row 0 being valid at ``res_out``
-    (row ``r`` follows ``2r`` cycles later): input register (1) + row/column skew and drain to
-    the top (``C``) + deskew to column ``C - 1`` and the FIFO write and read (2).  The cycle
-    models read it from here."""
-    return cfg.array_cols + 3
+    (row ``r`` follows ``2r`` cycles later): input register (1) + the PE's product register (1)
+    + row/column skew and drain to the top (``C``) + deskew to column ``C - 1`` and the FIFO
+    write and read (2), i.e. ``C +`` :data:`ARRAY_LATENCY_EXTRA`.  The cycle models read it
+    from here."""
+    return cfg.array_cols + ARRAY_LATENCY_EXTRA
 
 
 def result_fifo_depth(cfg: HDPConfig) -> int:
@@ -142,6 +149,11 @@ class SystolicArray(wiring.Component):
 
         acc <- (first ? 0 : acc) + ((a0 * b0) << F) + a1 * b1
 
+    in two pipeline stages, still one depth step per cycle: the products are registered (the
+    MULT18X18D's output, in fabric flip-flops), then added to the accumulator one cycle later
+    with the step's control (``valid``/``first``/``last``), which the PE registers once and
+    passes on to its right neighbour.
+
     * Fine score pass, score tile = R queries x C keys, depth = head_dim, operands
       ``a0 = q_I``, ``b0 = k_F``, ``a1 = q_F`` and ``b1 = k_q`` (``exact``: gives
       ``2^F X + C``) or ``b1 = k_I << F`` (``drop_ff``: gives ``2^F X``).  Since
@@ -179,6 +191,15 @@ class SystolicArray(wiring.Component):
 
     Timing
     ------
+    Critical path (ECP5, LFE5U-85F speed 6, nextpnr, default preset): operand register ->
+    MULT18X18D -> product register, 127.8 MHz (7.8 ns, 3.9 ns of it inside the DSP).  The
+    accumulate stage (control and product registers -> 3-input adder -> accumulator, and the
+    drain register's load-or-shift multiplexer after the adder) takes about 6.1 ns (measured
+    with the multipliers taken out), so a register between the adder and the drain
+    multiplexer would cost a cycle of latency and ``R C`` accumulator-wide registers for no
+    Fmax.  Before the product register multiply, add and drain multiplexer were one path:
+    76.6 MHz.
+
     Throughput: one depth step per cycle; a tile of depth K occupies ``max(K, 2R - 1)`` input
     cycles (:func:`min_tile_cycles`), so dense work with K >= 2R - 1 keeps every PE busy every
     cycle.  Latency: the tile's row 0 is valid at ``res_out`` :attr:`latency` cycles after its
@@ -295,15 +316,22 @@ class SystolicArray(wiring.Component):
             b0_next, b1_next = [], []
             for c in range(C):
                 b0, b1 = b0_in[c], b1_in[c]
+                # stage 1: the two products, registered (ctrl_q: the step's control, one
+                # cycle later; it is also what the PE passes to its right neighbour)
+                p0 = Signal((a0 * b0).shape(), name=f"p0_{r}_{c}")
+                p1 = Signal((a1 * b1).shape(), name=f"p1_{r}_{c}")
+                ctrl_q = Signal(ctrl_lay, name=f"ctrl_{r}_{c}")
+                m.d.sync += [p0.eq(a0 * b0), p1.eq(a1 * b1), ctrl_q.eq(ctrl)]
+                # stage 2: accumulate
                 acc = Signal(acc_shape, name=f"acc_{r}_{c}")
                 total = Signal(acc_shape, name=f"sum_{r}_{c}")
-                m.d.comb += total.eq(Mux(ctrl.first, 0, acc) + ((a0 * b0) << F) + a1 * b1)
-                with m.If(ctrl.valid):
+                m.d.comb += total.eq(Mux(ctrl_q.first, 0, acc) + (p0 << F) + p1)
+                with m.If(ctrl_q.valid):
                     m.d.sync += acc.eq(total)
                 # upward drain: load on the tile's last step, otherwise take the value below
                 below = drain[r + 1][c] if r + 1 < R else 0
                 below_v = drain_v[r + 1][c] if r + 1 < R else 0
-                with m.If(ctrl.valid & ctrl.last):
+                with m.If(ctrl_q.valid & ctrl_q.last):
                     m.d.sync += [drain[r][c].eq(total), drain_v[r][c].eq(1)]
                 with m.Else():
                     m.d.sync += [drain[r][c].eq(below), drain_v[r][c].eq(below_v)]
@@ -311,9 +339,8 @@ class SystolicArray(wiring.Component):
                 if c + 1 < C:
                     a0_n = Signal.like(a0, name=f"a0_{r}_{c}")
                     a1_n = Signal.like(a1, name=f"a1_{r}_{c}")
-                    ctrl_n = Signal(ctrl_lay, name=f"ctrl_{r}_{c}")
-                    m.d.sync += [a0_n.eq(a0), a1_n.eq(a1), ctrl_n.eq(ctrl)]
-                    a0, a1, ctrl = a0_n, a1_n, ctrl_n
+                    m.d.sync += [a0_n.eq(a0), a1_n.eq(a1)]
+                    a0, a1, ctrl = a0_n, a1_n, ctrl_q
                 if r + 1 < R:
                     b0_n = Signal.like(b0, name=f"b0_{r}_{c}")
                     b1_n = Signal.like(b1, name=f"b1_{r}_{c}")

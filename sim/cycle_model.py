@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.config import HDPConfig
+from hw.systolic import ARRAY_LATENCY_EXTRA, array_latency
 
 __all__ = ["Tile", "tile_plan", "tile_row_cols", "scheduler_commands", "predict_cycles",
            "ideal_cycles", "utilization",
            "ARRAY_LATENCY_EXTRA"]
 
-#: res_out latency beyond ``array_cols`` (see ``SystolicArray.latency``)
-ARRAY_LATENCY_EXTRA = 3
+# ARRAY_LATENCY_EXTRA (res_out latency beyond ``array_cols``) is the array's own figure,
+# re-exported: ``predict_cycles`` reads ``hw.systolic.array_latency``.
 
 
 @dataclass
@@ -107,7 +108,7 @@ def predict_cycles(cfg: HDPConfig, depths: list[int], fifo_depth: int | None = N
         return 0
     R = cfg.array_rows
     gap = min_tile_cycles(cfg)
-    lat = cfg.array_cols + ARRAY_LATENCY_EXTRA
+    lat = array_latency(cfg)
     depth = result_fifo_depth(cfg) if fifo_depth is None else fifo_depth
     credit = depth
     releases: dict[int, int] = {}   # cycle -> rows leaving the FIFO in that cycle
