@@ -33,7 +33,7 @@ an output that is always ready.  It is a replay of the top's *control* only, no 
      init, then the key loader (``C`` slots, one per cycle, plus 2 cycles to settle) double-
      buffered against the tile runner (``head_dim`` depth steps per tile on the array); the
      group's gathered keys are the keys ``j < L`` of the block columns kept by any of its block-
-     rows, ``C`` per tile; then it waits for the last score result (``array_cols + 3 + 2 (R -
+     rows, ``C`` per tile; then it waits for the last score result (``array_latency + 2 (R -
      1)`` cycles after the tile's last beat, :func:`sim.cycle_model.predict_cycles`'s rule).
    * M: the softmax feeder (3-stage) into the :class:`~hw.softmax_unit.SoftmaxUnit`, whose
      stages are replayed register by register by :class:`sim.cycles_softmax.SoftmaxReplay`:
@@ -66,9 +66,11 @@ import numpy as np
 from hw.block_pruner import mask_latency
 from hw.config import HDPConfig
 from hw.score_unit import PIPELINE_DEPTH
-from hw.systolic import array_latency, result_fifo_depth
 
-from .cycles_softmax import SoftmaxReplay
+from .cycles.arbiter import ArrayModel
+from .cycles.pv import PVModel
+from .cycles.score import ScoreModel
+from .cycles.softmax import SoftmaxStageModel
 
 __all__ = ["head_cycles", "ideal_cycles", "array_busy", "head_plan", "HeadPlan", "GroupPlan",
            "load_phase", "LoadTimes", "run_phase", "validate_against_rtl", "head_valid_len"]
@@ -190,193 +192,40 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
 
 
 # ------------------------------------------------------------------------------ run phase
-class _State:
-    """Registers of the replay; ``step`` reads the current values and writes the next ones."""
-    # (plain attributes: a dict copy per cycle is the cheapest snapshot in CPython)
-    FIELDS = (
-        # array
-        "owner", "in_tile", "gap", "credit", "beats",
-        # S
-        "s_state", "s_g", "s_i0", "p_r", "slot", "step", "kl_vld", "kl_full", "keys_done",
-        "running", "it_valid", "it_left", "s_out", "s_n",
-        # M, feeder, collector
-        "m_state", "m_g", "mi_n", "mi_rows", "f_active", "f_r", "f_p", "s1_valid", "s1_last",
-        "s2_valid", "s2_last", "c_r",
-        # P
-        "p_state", "p_g", "pi_n", "pi_rows", "pi_i0", "pv_active", "u", "t", "q1_valid",
-        "q1_t", "q2_valid", "q2_last", "p_out", "o_r",
-    )
-
-    def copy(self) -> "_State":
-        n = _State.__new__(_State)
-        n.__dict__ = self.__dict__.copy()
-        return n
-
-
 def run_phase(cfg: HDPConfig, groups: tuple[GroupPlan, ...], L: int, t0: int,
               mask_valid: tuple[int, ...], trace: list | None = None) -> tuple[int, int]:
-    """Replay the S / M / P stages from the first ``RUN`` cycle ``t0`` (``mask_valid``: cycle
-    each block-row's mask leaves the pruner); returns the cycle of the last output beat and
-    the number of beats the array accepted."""
-    br = cfg.block_rows
-    R, C, D = cfg.array_rows, cfg.array_cols, cfg.head_dim
-    nu = -(-D // C)
-    lat = array_latency(cfg)
-    gap_min = 2 * R - 1
-    s = _State.__new__(_State)
-    for k in _State.FIELDS:
-        setattr(s, k, 0)
-    for k in ("in_tile", "kl_vld", "kl_full", "keys_done", "running", "it_valid", "f_active",
-              "s1_valid", "s1_last", "s2_valid", "s2_last", "pv_active", "q1_valid", "q2_valid", "q2_last"):
-        setattr(s, k, False)
-    sm = SoftmaxReplay(cfg)
-    s.s_state = s.m_state = s.p_state = "IDLE"
-    s.gap = gap_min
-    s.credit = result_fifo_depth(cfg)
-    releases: dict[int, int] = {}
-    res_last: dict[int, list[int]] = {}
+    """Replay the S / M / P stages (:mod:`sim.cycles`) from the first ``RUN`` cycle ``t0``
+    (``mask_valid``: cycle each block-row's mask leaves the pruner); returns the cycle of the
+    last output beat and the number of beats the array accepted.  ``trace`` (a list)
+    receives ``(cycle, stage, new state)`` for every state change."""
+    arr = ArrayModel(cfg)
+    S = ScoreModel(cfg, L, [g.nkept for g in groups], mask_valid)
+    M = SoftmaxStageModel(cfg, [(g.nkept, g.nrows) for g in groups])
+    P = PVModel(cfg, L, [(g.nkept, g.nrows, g.i0) for g in groups])
     t = t0
     while True:
-        n = s.copy()
-        # ------------------------------------------------------------ combinational
-        grant_p = s.owner == 2 or (s.owner == 0 and s.q2_valid)
-        grant_s = s.owner == 1 or (s.owner == 0 and not s.q2_valid and s.running)
-        op_valid = (grant_s and s.running) or (grant_p and s.q2_valid)
-        op_last = (s.step + 1 == D) if grant_s else s.q2_last
-        gap_ok = s.gap >= gap_min
-        arr_ready = (s.in_tile or s.credit >= R) and (gap_ok or not op_last)
-        op_fire = op_valid and arr_ready
-        s_fire = op_fire and grant_s
-        p_fire = op_fire and grant_p
-        kinds = res_last.pop(t, ())
-        s_res = sum(1 for k in kinds if k == 0)
-        p_res = len(kinds) - s_res
-        # ------------------------------------------------------------ array
-        if op_valid:        # an offered beat locks the grant (ArrayArbiter)
-            n.owner = 0 if op_fire and op_last else (1 if grant_s else 2)
-        if op_fire:
-            n.beats = s.beats + 1
-            n.in_tile = not op_last
-            if not s.in_tile:
-                n.credit -= R
-        if op_fire and op_last:
-            n.gap = 1
-            for r in range(R):
-                releases[t + lat + 2 * r] = releases.get(t + lat + 2 * r, 0) + 1
-            res_last.setdefault(t + lat + 2 * (R - 1), []).append(0 if grant_s else 1)
-        elif not gap_ok:
-            n.gap = s.gap + 1
-        n.credit += releases.pop(t, 0)
-        n.s_out = s.s_out + (1 if s_fire and op_last else 0) - s_res
-        n.p_out = s.p_out + (1 if p_fire and op_last else 0) - p_res
-        # ------------------------------------------------------------ S stage
-        st = s.s_state
-        n.kl_vld = False
-        if st == "IDLE":
-            if s.s_i0 < L and s.s_g <= s.m_g + 1 and s.s_g <= s.p_g + 2:
-                n.p_r = 0
-                n.s_n = groups[s.s_g].nkept
-                n.s_state = "PREP"
-        elif st == "PREP":
-            # a row waits until its block-row's mask has arrived
-            i = s.s_i0 + s.p_r
-            if s.p_r < R and (i >= L or mask_valid[i // br] < t):
-                n.p_r = s.p_r + 1
-            elif s.p_r == R:
-                n.s_state = "UNION"
-        elif st == "UNION":
-            n.it_valid = False
-            n.s_state = "IT_INIT"
-        elif st == "IT_INIT":
-            n.it_valid, n.it_left = s.s_n > 0, s.s_n
-            n.slot, n.kl_full, n.keys_done, n.running = 0, False, False, False
-            n.s_state = "TILES"
-        elif st == "TILES":
-            if not s.kl_full and not s.keys_done:
-                if s.slot == 0 and not s.it_valid:
-                    n.keys_done = True
-                elif s.slot < C:
-                    if s.it_valid:
-                        n.it_left = s.it_left - 1
-                        n.it_valid = n.it_left > 0
-                    n.kl_vld = True
-                    n.slot = s.slot + 1
-                elif not s.kl_vld:
-                    n.kl_full, n.slot = True, 0
-            tile_end = s_fire and s.step + 1 == D
-            if s.running and s_fire:
-                n.step = s.step + 1
-                if tile_end:
-                    n.running = False
-            if (not s.running or tile_end) and s.kl_full:
-                n.kl_full, n.running, n.step = False, True, 0
-            if not s.running and not s.kl_full and s.keys_done:
-                n.s_state = "DRAIN"
-        elif st == "DRAIN":
-            if s.s_out == 0 and not (s_fire and op_last):
-                n.s_g, n.s_i0 = s.s_g + 1, s.s_i0 + R
-                n.s_state = "IDLE"
-        # ------------------------------------------------------------ M stage + softmax unit
-        sm_ready = sm.ready
-        p_last = sm.row_out
-        if s.m_state == "IDLE":
-            if s.m_g < s.s_g and s.m_g <= s.p_g + 1:
-                g = groups[s.m_g]
-                n.mi_n, n.mi_rows = g.nkept, g.nrows
-                n.f_active, n.f_r, n.f_p, n.c_r = True, 0, 0, 0
-                n.m_state = "RUN"
-        elif s.c_r == s.mi_rows:
-            n.m_g = s.m_g + 1
-            n.m_state = "IDLE"
-        if not s.s2_valid or sm_ready:          # feeder advances
-            n.s1_valid, n.s1_last = s.f_active, s.f_active and s.f_p + 1 == s.mi_n
-            n.s2_valid, n.s2_last = s.s1_valid, s.s1_last
-            if s.f_active:
-                if s.f_p + 1 == s.mi_n:
-                    n.f_p, n.f_r = 0, s.f_r + 1
-                    if s.f_r + 1 == s.mi_rows:
-                        n.f_active = False
-                else:
-                    n.f_p = s.f_p + 1
-        if p_last and not (s.m_state == "IDLE" and n.m_state == "RUN"):
-            n.c_r = s.c_r + 1
-        sm.step(s.s2_valid, s.s2_last)
-        # ------------------------------------------------------------ P stage
-        last_out = False
-        if s.p_state == "IDLE":
-            if s.p_g < s.m_g:
-                g = groups[s.p_g]
-                n.pi_n, n.pi_rows, n.pi_i0 = g.nkept, g.nrows, g.i0
-                n.u, n.t, n.pv_active = 0, 0, True
-                n.p_state = "PV"
-        elif s.p_state == "PV":
-            if not s.pv_active and not s.q1_valid and not s.q2_valid and s.p_out == 0 \
-                    and not (p_fire and op_last):
-                n.o_r = 0
-                n.p_state = "SEND"
-        else:   # SEND, m_axis always ready
-            n.o_r = s.o_r + 1
-            if s.o_r + 1 == s.pi_rows:
-                n.p_g = s.p_g + 1
-                n.p_state = "IDLE"
-                last_out = s.pi_i0 + R >= L
-        if not s.q2_valid or p_fire:            # P x V feeder advances
-            n.q1_valid, n.q1_t = s.pv_active, s.t
-            n.q2_valid, n.q2_last = s.q1_valid, s.q1_t + 1 == s.pi_n
-            if s.pv_active:
-                if s.t + 1 == s.pi_n:
-                    n.t, n.u = 0, s.u + 1
-                    if s.u + 1 == nu:
-                        n.pv_active = False
-                else:
-                    n.t = s.t + 1
+        # combinational outputs of the current registers
+        s_fire, p_fire, op_valid, op_last, grant_s = arr.arbitrate(
+            S.op_valid, S.op_last, P.op_valid, P.op_last)
+        s_res, p_res = arr.results(t)
+        m_done, p_done = M.done, P.done
+        last_out = p_done and P.last
+        fifo_ready = bool(S.fifo)
+        m_valid, m_group = M.out_valid, M.out_g
+        p_take = P.takes(m_valid)
+        before = (S.state, M.state, P.state)
+        # next registers
+        arr.step(t, op_valid, s_fire or p_fire, op_last, grant_s)
+        S.step(t, s_fire, s_res, m_done, p_done)
+        M.step(S.fifo, fifo_ready, p_done, p_take)
+        P.step(p_fire, p_res, m_valid, m_group)
         if last_out:
-            return t, n.beats
+            return t, arr.beats
         if trace is not None:
-            for name in ("s_state", "m_state", "p_state"):
-                if getattr(n, name) != getattr(s, name):
-                    trace.append((t + 1, name, getattr(n, name)))
-        s = n
+            for name, old, new in zip(("s_state", "m_state", "p_state"), before,
+                                      (S.state, M.state, P.state)):
+                if new != old:
+                    trace.append((t + 1, name, new))
         t += 1
         if t - t0 > 100_000_000:
             raise AssertionError("top cycle model: no end")

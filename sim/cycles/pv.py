@@ -1,0 +1,68 @@
+"""Cycle model of :class:`hw.stages.pv.PVStage` (P)."""
+
+from types import SimpleNamespace
+
+from hw.config import HDPConfig
+
+__all__ = ["PVModel"]
+
+
+class PVModel:
+    """P's state machine and three-stage P x V feeder; the output is always ready."""
+
+    def __init__(self, cfg: HDPConfig, L: int, groups):
+        self.R, self.L, self.groups = cfg.array_rows, L, groups   # (nkept, nrows, i0)
+        self.nu = -(-cfg.head_dim // cfg.array_cols)
+        self.state = "IDLE"
+        self.n = self.rows = self.i0 = self.u = self.t = self.q1_t = self.out = self.o_r = 0
+        self.active = self.q1_valid = self.q2_valid = self.q2_last = False
+
+    @property
+    def op_valid(self) -> bool:
+        return self.q2_valid
+
+    @property
+    def op_last(self) -> bool:
+        return self.q2_last
+
+    @property
+    def done(self) -> bool:
+        """The group's last output row leaves this cycle."""
+        return self.state == "SEND" and self.o_r + 1 == self.rows
+
+    @property
+    def last(self) -> bool:
+        """The group P holds is the head's last."""
+        return self.i0 + self.R >= self.L
+
+    def takes(self, m_valid: bool) -> bool:
+        """P takes M's descriptor this cycle."""
+        return self.state == "IDLE" and m_valid
+
+    def step(self, p_fire: bool, p_res: int, m_valid: bool, m_group: int) -> None:
+        s = SimpleNamespace(**self.__dict__)
+        if s.state == "IDLE":
+            if m_valid:
+                self.n, self.rows, self.i0 = self.groups[m_group]
+                self.u, self.t, self.active = 0, 0, True
+                self.state = "PV"
+        elif s.state == "PV":
+            if not s.active and not s.q1_valid and not s.q2_valid and s.out == 0 \
+                    and not (p_fire and s.q2_last):
+                self.o_r = 0
+                self.state = "SEND"
+        else:   # SEND, m_axis always ready
+            self.o_r = s.o_r + 1
+            if s.o_r + 1 == s.rows:
+                self.state = "IDLE"
+        if not s.q2_valid or p_fire:            # feeder advances
+            self.q1_valid, self.q1_t = s.active, s.t
+            self.q2_valid, self.q2_last = s.q1_valid, s.q1_t + 1 == s.n
+            if s.active:
+                if s.t + 1 == s.n:
+                    self.t, self.u = 0, s.u + 1
+                    if s.u + 1 == self.nu:
+                        self.active = False
+                else:
+                    self.t = s.t + 1
+        self.out = s.out + (1 if p_fire and s.q2_last else 0) - p_res

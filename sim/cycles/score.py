@@ -1,0 +1,91 @@
+"""Cycle model of :class:`hw.stages.score.ScoreStage` (S)."""
+
+from types import SimpleNamespace
+
+from hw.config import HDPConfig
+
+__all__ = ["ScoreModel"]
+
+
+class ScoreModel:
+    """S's state machine, key loader and tile runner, group by group.
+
+    ``nkept``: the gathered keys of each group (from the golden keep masks); ``mask_valid``:
+    the cycle each block-row's mask leaves the pruner (-1: none to wait for)."""
+
+    def __init__(self, cfg: HDPConfig, L: int, nkept: list[int], mask_valid):
+        self.R, self.C, self.D, self.br = (cfg.array_rows, cfg.array_cols, cfg.head_dim,
+                                           cfg.block_rows)
+        self.L, self.nkept, self.mask_valid = L, nkept, mask_valid
+        self.state = "IDLE"
+        self.g = self.i0 = self.r = self.n = 0
+        self.fine_cr, self.key_cr = 2, 3
+        self.slot = self.step_ = self.it_left = self.out = 0
+        self.kl_vld = self.kl_full = self.keys_done = self.running = self.it_valid = False
+        self.fifo: list[int] = []        # the S -> M descriptor FIFO (group numbers)
+
+    @property
+    def op_valid(self) -> bool:
+        return self.running
+
+    @property
+    def op_last(self) -> bool:
+        return self.step_ + 1 == self.D
+
+    def step(self, t: int, s_fire: bool, s_res: int, m_done: bool, p_done: bool) -> None:
+        s = SimpleNamespace(**self.__dict__)
+        R, D, L = self.R, self.D, self.L
+        self.kl_vld = False
+        pushed = False
+        if s.state == "IDLE":
+            if s.i0 < L and s.fine_cr > 0 and s.key_cr > 0:
+                self.r, self.n = 0, self.nkept[s.g]
+                self.state = "PREP"
+        elif s.state == "PREP":
+            # a row waits until its block-row's mask has arrived
+            i = s.i0 + s.r
+            if s.r < R and (i >= L or self.mask_valid[i // self.br] < t):
+                self.r = s.r + 1
+            elif s.r == R:
+                self.state = "UNION"
+        elif s.state == "UNION":
+            self.it_valid = False
+            self.state = "IT_INIT"
+        elif s.state == "IT_INIT":
+            self.it_valid, self.it_left = s.n > 0, s.n
+            self.slot, self.kl_full, self.keys_done, self.running = 0, False, False, False
+            self.state = "TILES"
+        elif s.state == "TILES":
+            self._tiles(s, s_fire)
+        elif s.state == "DRAIN":
+            if s.out == 0 and not (s_fire and s.step_ + 1 == D):
+                self.fifo.append(s.g)
+                pushed = True
+                self.g, self.i0 = s.g + 1, s.i0 + R
+                self.state = "IDLE"
+        self.out = s.out + (1 if s_fire and s.step_ + 1 == D else 0) - s_res
+        self.fine_cr = s.fine_cr + m_done - pushed
+        self.key_cr = s.key_cr + p_done - pushed
+
+    def _tiles(self, s, s_fire: bool) -> None:
+        C, D = self.C, self.D
+        if not s.kl_full and not s.keys_done:
+            if s.slot == 0 and not s.it_valid:
+                self.keys_done = True
+            elif s.slot < C:
+                if s.it_valid:
+                    self.it_left = s.it_left - 1
+                    self.it_valid = self.it_left > 0
+                self.kl_vld = True
+                self.slot = s.slot + 1
+            elif not s.kl_vld:
+                self.kl_full, self.slot = True, 0
+        tile_end = s_fire and s.step_ + 1 == D
+        if s.running and s_fire:
+            self.step_ = s.step_ + 1
+            if tile_end:
+                self.running = False
+        if (not s.running or tile_end) and s.kl_full:
+            self.kl_full, self.running, self.step_ = False, True, 0
+        if not s.running and not s.kl_full and s.keys_done:
+            self.state = "DRAIN"
