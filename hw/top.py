@@ -110,11 +110,11 @@ class Top(wiring.Component):
     A head is *dense* (the baseline every speedup is measured against) when ``mode`` is
     ``off`` and ``head_prune`` is 0, in either approximation mode; otherwise it is *pruned*.
 
-    1. *load*: the ``3L`` input rows go into the K, Q, V memories at full rate (one row per
-       cycle).  In a pruned head K rows also go into the :class:`~hw.score_unit.ScoreUnit`,
-       which reads the Q rows from the Q memory through a feeder at its own pace (one block
-       per cycle: one block-row per ``ceil(L / b_c)`` cycles), so the integer pass runs
-       during and after the Q and V loads without ever holding the input stream.  Its blocks go to the
+    1. *load* (:class:`~hw.stages.loader.Loader`): the ``3L`` input rows go into the K, Q, V
+       memories at full rate (one row per cycle).  In a pruned head K rows also go into the
+       :class:`~hw.score_unit.ScoreUnit`, which takes the Q rows from the Q memory through a
+       feeder at its own pace, so the integer pass runs during and after the Q and V loads
+       without ever holding the input stream.  Its blocks go to the
        :class:`~hw.block_pruner.BlockPruner` (keep masks into a memory, one word per
        block-row); ``H`` goes to the :class:`~hw.head_detector.HeadDetector`.  The integer
        pass's ``A`` is not stored (that would take ``N^2`` words): the array forms the whole
@@ -127,27 +127,32 @@ class Top(wiring.Component):
     3. Otherwise the ``L`` query rows are cut into *row groups* of ``R = array_rows`` rows,
        and three stages run concurrently on successive groups:
 
-       * **S** (score): the group's Q rows (registers) and its block-rows' masks (dense: the
-         block validity, no waiting); the key
+       * **S** (score, :class:`~hw.stages.score.ScoreStage`): the group's Q rows
+         (registers) and its block-rows' masks (dense: the block validity, no waiting); the key
          columns kept by ANY of the group's block-rows (the union of their masks; exactly one
          block-row when ``array_rows == block_rows``, the co-design rule; with more rows per
          tile than per block a tile carries the union, which is correct but skips less) are
          gathered ``C`` at a time into score tiles of ``R x C`` scores, depth ``head_dim``.  A
          pruned block column is never issued, so pruned blocks cost no array cycle.
-       * **M** (softmax): each row of the group through the
+       * **M** (softmax, :class:`~hw.stages.softmax.SoftmaxStage`): each row of the group
+         through the
          :class:`~hw.softmax_unit.SoftmaxUnit`, feeding only the gathered entries with
          ``S = acc`` and keep = the row's own block-row mask
          & causal ``j <= i``
          (entries of the union that the row's own mask prunes cost one softmax cycle and
          give p = 0).  The softmax streams one entry per cycle.
-       * **P** (P x V): tiles of ``R`` rows x ``C`` output dimensions, depth = the gathered
-         keys only; requantized (:func:`golden.pv.requantize`: round half up, saturate) into
-         an output buffer and sent.
+       * **P** (P x V, :class:`~hw.stages.pv.PVStage`): tiles of ``R`` rows x ``C`` output
+         dimensions, depth = the gathered keys only; requantized
+         (:func:`golden.pv.requantize`: round half up, saturate) into an output buffer and
+         sent.
 
-       S and P share the array tile by tile (P first).  Keys are banked three ways, fine
-       scores, probabilities and the S -> M hand-off two ways; S starts group ``g`` when M has
-       finished ``g - 2`` and P ``g - 3``, M starts ``g`` when S has finished it and P has
-       finished ``g - 2``, P starts ``g`` when M has finished it.
+       S and P share the array tile by tile (:class:`~hw.stages.arbiter.ArrayArbiter`, P
+       first).  A group's descriptor (:func:`~hw.stages.common.group_layout`) goes S -> M
+       through a two-entry FIFO and M -> P through a register.  Keys are banked three ways,
+       fine scores and probabilities two ways, and a stage frees a bank with a ``done``
+       strobe that the writer counts as a credit: S starts group ``g`` when M has finished
+       ``g - 2`` and P ``g - 3``, M starts ``g`` when S has finished it and P has finished
+       ``g - 2``, P starts ``g`` when M has finished it.
 
     Operands per PE step (:class:`~hw.systolic.SystolicArray`, ``acc += (a0 b0 << F) + a1 b1``):
     score tiles ``(q_I, k_q, q_F, k_q)`` (``exact``: ``q_q . k_q``) or ``(q_I, k_q, q_F,
