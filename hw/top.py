@@ -15,7 +15,16 @@ from .head_detector import HeadDetector
 from .score_unit import ScoreUnit
 from .softmax_unit import SoftmaxUnit
 from .stages.arbiter import ArrayArbiter
-from .stages.common import Dims, fine_layout, group_layout, key_layout, qk_mem_row, v_mem_row
+from .stages.common import (
+    Dims,
+    fine_layout,
+    group_layout,
+    in_lane_width,
+    key_layout,
+    out_lane_width,
+    qk_mem_row,
+    v_mem_row,
+)
 from .stages.loader import Loader
 from .stages.pv import PVStage
 from .stages.score import ScoreStage
@@ -28,16 +37,6 @@ __all__ = ["Top", "REG_ADDR_WIDTH", "in_lane_width", "out_lane_width",
 
 #: AXI4-Lite address bits of the register map.
 REG_ADDR_WIDTH = 12
-
-
-def in_lane_width(cfg: HDPConfig) -> int:
-    """Bits per element lane of ``s_axis.tdata``: ``max(qk_bits, v_bits)`` rounded up to bytes."""
-    return 8 * -(-max(cfg.qk_bits, cfg.v_bits) // 8)
-
-
-def out_lane_width(cfg: HDPConfig) -> int:
-    """Bits per element lane of ``m_axis.tdata``: ``out_bits`` rounded up to bytes."""
-    return 8 * -(-cfg.out_bits // 8)
 
 
 def in_row_layout(cfg: HDPConfig) -> data.ArrayLayout:
@@ -289,10 +288,10 @@ class Top(wiring.Component):
         """Loader, S, M, P, the array and its arbiter, joined with ``wiring.connect``."""
         cfg, r, mem = self._cfg, self._r, self._mem
         d = Dims.of(cfg)
-        m.submodules.loader = ld = Loader(cfg, in_lane_width(cfg) * d.D)
+        m.submodules.loader = ld = Loader(cfg)
         m.submodules.s_stage = s = ScoreStage(cfg)
         m.submodules.m_stage = ms = SoftmaxStage(cfg)
-        m.submodules.p_stage = p = PVStage(cfg, out_lane_width(cfg) * d.D)
+        m.submodules.p_stage = p = PVStage(cfg)
         m.submodules.softmax = sm = SoftmaxUnit(cfg)
         m.submodules.array = arr = SystolicArray(cfg, tag_width=d.tagw)
         m.submodules.arbiter = arb = ArrayArbiter(cfg)

@@ -17,6 +17,11 @@ UNITS: dict[str, str] = {
     "softmax_unit": "hw.softmax_unit:SoftmaxUnit",
     "systolic_array": "hw.systolic:SystolicArray",
     "tile_scheduler": "hw.systolic:TileScheduler",
+    "loader": "hw.stages.loader:Loader",
+    "score_stage": "hw.stages.score:ScoreStage",
+    "softmax_stage": "hw.stages.softmax:SoftmaxStage",
+    "pv_stage": "hw.stages.pv:PVStage",
+    "array_arbiter": "hw.stages.arbiter:ArrayArbiter",
     "top": "hw.top:Top",
 }
 

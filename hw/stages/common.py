@@ -9,7 +9,18 @@ from hw.config import HDPConfig, unsigned_width
 from hw.systolic import array_widths
 
 __all__ = ["Dims", "group_layout", "key_layout", "fine_layout", "qk_mem_row", "v_mem_row",
-           "addr_width"]
+           "addr_width", "in_lane_width", "out_lane_width"]
+
+
+def in_lane_width(cfg: HDPConfig) -> int:
+    """Bits per element lane of the input stream: ``max(qk_bits, v_bits)`` rounded up to
+    bytes."""
+    return 8 * -(-max(cfg.qk_bits, cfg.v_bits) // 8)
+
+
+def out_lane_width(cfg: HDPConfig) -> int:
+    """Bits per element lane of the output stream: ``out_bits`` rounded up to bytes."""
+    return 8 * -(-cfg.out_bits // 8)
 
 
 def addr_width(depth: int) -> int:

@@ -9,7 +9,7 @@ from hw.axil import AxiStreamSignature
 from hw.config import HDPConfig
 from hw.score_unit import qk_row_layout
 
-from .common import Dims, addr_width, qk_mem_row, v_mem_row
+from .common import Dims, addr_width, in_lane_width, qk_mem_row, v_mem_row
 
 __all__ = ["Loader"]
 
@@ -29,12 +29,12 @@ class Loader(wiring.Component):
     last V row.  ``s_axis.tlast`` is not used (the count decides).
     """
 
-    def __init__(self, cfg: HDPConfig, in_width: int):
+    def __init__(self, cfg: HDPConfig):
         self._cfg = cfg
         self._dims = d = Dims.of(cfg)
         aw = addr_width(d.N)
         super().__init__({
-            "s_axis": In(AxiStreamSignature(in_width)),
+            "s_axis": In(AxiStreamSignature(in_lane_width(cfg) * d.D)),
             "start": In(1), "active": In(1), "valid_len": In(d.iw), "dense": In(1),
             "last": Out(1),
             "k_wr": In(WritePort.Signature(addr_width=aw, shape=qk_mem_row(cfg))),

@@ -9,7 +9,7 @@ from hw.axil import AxiStreamSignature
 from hw.config import HDPConfig
 from hw.systolic import op_layout, res_layout
 
-from .common import Dims, addr_width, group_layout, key_layout, v_mem_row
+from .common import Dims, addr_width, group_layout, key_layout, out_lane_width, v_mem_row
 
 __all__ = ["PVStage"]
 
@@ -24,7 +24,7 @@ class PVStage(wiring.Component):
     ``done`` pulses (``last``: it was the head's last group).
     """
 
-    def __init__(self, cfg: HDPConfig, out_width: int):
+    def __init__(self, cfg: HDPConfig):
         self._cfg = cfg
         self._dims = d = Dims.of(cfg)
         members = {
@@ -35,7 +35,7 @@ class PVStage(wiring.Component):
             "v_rd": In(ReadPort.Signature(addr_width=addr_width(d.N), shape=v_mem_row(cfg))),
             "op": Out(stream.Signature(op_layout(cfg, d.tagw))),
             "res": In(stream.Signature(res_layout(cfg, d.tagw))),
-            "m_axis": Out(AxiStreamSignature(out_width)),
+            "m_axis": Out(AxiStreamSignature(out_lane_width(cfg) * d.D)),
             "done": Out(1), "last": Out(1),
         }
         for r in range(d.R):
