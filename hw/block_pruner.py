@@ -30,7 +30,7 @@ def mask_latency(mode: str, n_cols: int) -> int:
     """Cycles from the handshake of a block-row's last beat to its mask on ``mask_out`` (always
     ready), for a block-row of ``n_cols`` blocks in pruning ``mode``: the cycle models read it
     from here (measured in ``tests/test_block_pruner.py``)."""
-    return 5 if mode == "off" else n_cols + 4
+    return 6 if mode == "off" else n_cols + 5
 
 
 def imp_layout(cfg: HDPConfig) -> data.StructLayout:
@@ -204,29 +204,58 @@ class BlockPruner(wiring.Component):
         br, bc = cfg.block_rows, cfg.block_cols
         olay = mask_layout(cfg)
 
-        beat = self.imp_in.payload
-        accept = Signal()
-        row_end = Signal()
-        m.d.comb += [accept.eq(self.imp_in.valid & self.imp_in.ready),
-                     row_end.eq(beat.last_col | beat.last)]
-
-        # ---------------------------------------------------------------- stage A
+        # ---------------------------------------------------------------- input stage
+        # a two-entry skid buffer: the accepted beat goes into register R (stage A's operand)
+        # or, while R is held, into the skid register K; imp_in.ready = ~K.valid comes straight
+        # from a flip-flop.  The diagonal test and the settings are computed and sampled at the
+        # handshake, so they travel with the beat.
+        src = self.imp_in.payload
+        elay = data.StructLayout({
+            "imp": signed(iw), "valid": unsigned(1), "row": unsigned(len(src.row)),
+            "col": unsigned(cw), "row_end": unsigned(1), "last": unsigned(1),
+            "diag": unsigned(1), "mode": unsigned(MODE_WIDTH), "k_b": unsigned(cfg.k_b_width),
+            "rho": unsigned(p + 1),
+        })
         # diagonal: key range [c*b_c, c*b_c + b_c) meets query range [r*b_r, min(r*b_r+b_r, L))
         row_lo = Signal(range(cfg.n_block_rows * br + 1))
         row_hi = Signal(range(cfg.n_block_rows * br + br + 1))
         col_lo = Signal(range(nbc * bc + 1))
-        is_diag = Signal()
+        inc = Signal(elay)
         m.d.comb += [
-            row_lo.eq(beat.row * br),
+            row_lo.eq(src.row * br),
             row_hi.eq(Mux(row_lo + br < self.valid_len, row_lo + br, self.valid_len)),
-            col_lo.eq(beat.col * bc),
-            is_diag.eq((col_lo < row_hi) & (col_lo + bc > row_lo)),
+            col_lo.eq(src.col * bc),
+            inc.imp.eq(src.imp), inc.valid.eq(src.valid), inc.row.eq(src.row),
+            inc.col.eq(src.col), inc.row_end.eq(src.last_col | src.last), inc.last.eq(src.last),
+            inc.diag.eq((col_lo < row_hi) & (col_lo + bc > row_lo)),
+            inc.mode.eq(self.mode), inc.k_b.eq(self.k_b),
+            inc.rho.eq(Mux(self.rho_q > one, one, self.rho_q)),
         ]
+        r_valid = Signal()
+        beat = Signal(elay)      # register R
+        k_valid = Signal()
+        k_beat = Signal(elay)    # register K
+        in_acc = Signal()
+        accept = Signal()        # stage A takes R this cycle
+        j_free = Signal()
+        m.d.comb += [
+            self.imp_in.ready.eq(~k_valid),
+            in_acc.eq(self.imp_in.valid & ~k_valid),
+            accept.eq(r_valid & (~beat.row_end | j_free)),
+        ]
+        with m.If(accept | ~r_valid):
+            m.d.sync += [r_valid.eq(k_valid | in_acc), beat.eq(Mux(k_valid, k_beat, inc)),
+                         k_valid.eq(0)]
+        with m.Elif(in_acc):
+            m.d.sync += [k_valid.eq(1), k_beat.eq(inc)]
+        row_end = beat.row_end
+
+        # ---------------------------------------------------------------- stage A
         blk_diag = Signal()
         cand = Signal()
         onehot = Signal(nbc)
-        m.d.comb += [blk_diag.eq(beat.valid & is_diag),
-                     cand.eq(beat.valid & ~is_diag),
+        m.d.comb += [blk_diag.eq(beat.valid & beat.diag),
+                     cand.eq(beat.valid & ~beat.diag),
                      onehot.eq(Const(1, nbc) << beat.col)]
 
         # sorted insertion register (top-k candidates, decreasing importance)
@@ -303,14 +332,11 @@ class BlockPruner(wiring.Component):
         j_last = Signal()
 
         j_thr = Signal()
-        j_last_item = Signal()
+        j_last_item = Signal()   # registered: the item J offers now is its row's last
         adv = Signal()
-        j_free = Signal()
         m.d.comb += [
             j_thr.eq(j_mode == MODE_THRESHOLD),
-            j_last_item.eq(((j_mode != MODE_TOPK) & ~j_thr) | (j_ic == j_lastc)),
             j_free.eq(~j_valid | (adv & j_last_item)),
-            self.imp_in.ready.eq(~row_end | j_free),
         ]
 
         with m.If(accept):
@@ -318,8 +344,10 @@ class BlockPruner(wiring.Component):
                 m.d.sync += [
                     s_occ.eq(0), vmask.eq(0), dmask.eq(0), ndiag.eq(0), cnt.eq(0), tot.eq(0),
                     mx.eq(0), wbank.eq(~wbank),
-                    j_valid.eq(1), j_mode.eq(self.mode), j_kb.eq(self.k_b),
-                    j_rho.eq(self.rho_q), j_ndiag.eq(a_ndiag), j_occ.eq(a_occ),
+                    j_valid.eq(1), j_mode.eq(beat.mode), j_kb.eq(beat.k_b),
+                    j_rho.eq(beat.rho), j_ndiag.eq(a_ndiag), j_occ.eq(a_occ),
+                    j_last_item.eq(((beat.mode != MODE_TOPK) & (beat.mode != MODE_THRESHOLD))
+                                   | (beat.col == 0)),
                     j_vmask.eq(a_vmask), j_dmask.eq(a_dmask), j_cnt.eq(a_cnt), j_tot.eq(a_tot),
                     j_mx.eq(a_mx), j_lastc.eq(beat.col), j_ic.eq(0), j_bank.eq(wbank),
                     j_row.eq(beat.row), j_last.eq(beat.last),
@@ -334,7 +362,7 @@ class BlockPruner(wiring.Component):
             with m.If(j_last_item):
                 m.d.sync += j_valid.eq(0)
             with m.Else():
-                m.d.sync += j_ic.eq(j_ic + 1)
+                m.d.sync += [j_ic.eq(j_ic + 1), j_last_item.eq(j_ic + 1 == j_lastc)]
             # the sorter snapshot shifts by one slot per item: slot j_ic is always at index 0
             m.d.sync += j_occ.eq(j_occ >> 1)
             m.d.sync += [j_col[s].eq(j_col[s + 1]) for s in range(slots - 1)]
@@ -354,7 +382,7 @@ class BlockPruner(wiring.Component):
         rho_max = Signal(signed(p + 1 + iw))
         t_sum = Signal(signed(tw))
         m.d.comb += [
-            rho_c.eq(Mux(j_rho > one, one, j_rho)),
+            rho_c.eq(j_rho),  # clamped to 2**P at the input
             rho_max.eq(rho_c * j_mx),
             t_sum.eq((one - rho_c) * j_tot),
         ]
@@ -427,22 +455,30 @@ class BlockPruner(wiring.Component):
         ]
 
         # ---------------------------------------------------------------- output register
+        # O drives mask_out; the skid register S catches a finished mask while O waits, so the
+        # pipeline's advance depends on flip-flops only (never on mask_out.ready)
         macc = Signal(nbc)
         o_valid = Signal()
         o_pay = Signal(olay)
+        s_valid = Signal()
+        s_pay = Signal(olay)
+        done = Signal()
+        new = Signal(olay)
         m.d.comb += [
-            adv.eq(~(p3_valid & p3_last_item & o_valid & ~self.mask_out.ready)),
+            adv.eq(~(p3_valid & p3_last_item & s_valid)),
+            done.eq(adv & p3_valid & p3_last_item),
+            new.mask.eq(macc | p3_base | bitvec), new.row.eq(p3_row), new.last.eq(p3_last),
             self.mask_out.valid.eq(o_valid),
             self.mask_out.payload.eq(o_pay),
         ]
         with m.If(adv & p3_valid):
             with m.If(p3_last_item):
-                m.d.sync += [o_pay.mask.eq(macc | p3_base | bitvec), o_pay.row.eq(p3_row),
-                             o_pay.last.eq(p3_last), macc.eq(0)]
+                m.d.sync += macc.eq(0)
             with m.Else():
                 m.d.sync += macc.eq(macc | bitvec)
-        with m.If(adv & p3_valid & p3_last_item):
-            m.d.sync += o_valid.eq(1)
-        with m.Elif(self.mask_out.ready):
-            m.d.sync += o_valid.eq(0)
+        with m.If(~o_valid | self.mask_out.ready):
+            m.d.sync += [o_valid.eq(s_valid | done), o_pay.eq(Mux(s_valid, s_pay, new)),
+                         s_valid.eq(s_valid & done), s_pay.eq(new)]
+        with m.Elif(done):
+            m.d.sync += [s_valid.eq(1), s_pay.eq(new)]
         return m

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from amaranth.hdl import Fragment, signed
 
-from hw.block_pruner import BlockPruner, imp_layout, mask_layout
+from hw.block_pruner import BlockPruner, imp_layout, mask_latency, mask_layout
+from hw.config import PRUNE_MODES
 from hw.presets import preset
 from sim.amaranth_streams import StreamChecker, run_amaranth, stream_get, stream_put
 from sim.vectors import pruner as vec
@@ -203,7 +204,8 @@ def test_throughput_and_latency(name, mode):
     row_ends = [c for c, b in zip(ins, [b for h in heads for b in h.beats]) if b["last_col"]]
     widths = [len(h.beats) // len(h.masks) for h in heads for _ in h.masks]
     lat = [o - e for o, e in zip(outs, row_ends)]
-    want = [5 if mode == vec.MODE_OFF else m + 4 for m in widths]
+    want = [6 if mode == vec.MODE_OFF else m + 5 for m in widths]
+    assert want == [mask_latency(PRUNE_MODES[mode], m) for m in widths]  # the cycle models' figure
     assert lat == want, f"latency per row {lat}, expected {want}"
     # within the last (full) head: one mask beat every m cycles
     m = widths[-1]
