@@ -186,7 +186,7 @@ def _random_head(cfg, rng, n, causal, **settings):
 def test_throughput_and_latency(name, mode):
     """No stalls: one block accepted every cycle across block-rows and heads (heads in order of
     non-decreasing row length), mask beats of consecutive rows of a head exactly ``m`` cycles
-    apart, latency 5 (off) or m + 4 (topk, threshold) cycles after a row's last beat."""
+    apart, latency 6 (off) or m + 5 (topk, threshold) cycles after a row's last beat."""
     cfg = preset(name)
     rng = np.random.default_rng(5)
     heads = [_random_head(cfg, rng, n, causal, mode=mode, k_b=2, rho_q=100)
