@@ -28,9 +28,11 @@ def index_width(n: int) -> int:
 
 def mask_latency(mode: str, n_cols: int) -> int:
     """Cycles from the handshake of a block-row's last beat to its mask on ``mask_out`` (always
-    ready), for a block-row of ``n_cols`` blocks in pruning ``mode``: the cycle models read it
-    from here (measured in ``tests/test_block_pruner.py``)."""
-    return 5 if mode == "off" else n_cols + 4
+    ready), for a block-row of ``n_cols`` blocks in pruning ``mode``: 6 in ``off``,
+    ``n_cols + 5`` in ``topk`` and ``threshold`` (input registers R, stage A, J for ``n_cols``
+    items, P1, P2, P3, output register O).  The cycle models read it from here (measured in
+    ``tests/test_block_pruner.py``)."""
+    return 6 if mode == "off" else n_cols + 5
 
 
 def imp_layout(cfg: HDPConfig) -> data.StructLayout:
@@ -123,15 +125,18 @@ class BlockPruner(wiring.Component):
 
     Architecture, latency and throughput
     ------------------------------------
-    Stage A takes one beat per cycle: it inserts the block into the sorter, writes
+    The input stage is a two-entry skid buffer: an accepted beat goes into register R (stage
+    A's operand) or, while R is held, into the skid register K; the diagonal test and the
+    settings (``rho_q`` clamped, and ``2**P - rho_q``) are computed at the handshake and travel
+    with the beat.  Stage A takes R's beat: it inserts the block into the sorter, writes
     ``(imp, valid)`` into one bank of a two-bank row buffer (``lib.memory.Memory``, depth
     ``2 * 2**index_width(n_block_cols)``) and accumulates ``n``, ``sum``, ``max``, the valid
     and diagonal masks.  The last beat of a block-row hands everything (the sorter's columns
     and occupancy included) to the job register J and clears stage A, which takes the next
     row's first beat in the very next cycle (double buffering).  J issues one item per cycle
     into a three-stage pipeline (P1: row-buffer read, ``rho_q * max`` and
-    ``(2**P - rho_q) * sum``; P2: ``rho_q * max * n + ...``; P3: ``I * n``, then the
-    comparison), which ORs the item's keep bit into the row's mask:
+    ``(2**P - rho_q) * sum``; P2: ``rho_q * max * n``; P3: ``I * n`` and the sum of the right
+    side, then the comparison), which ORs the item's keep bit into the row's mask:
 
     * ``off``: one item carrying the valid mask;
     * ``topk``: one item per block column ``j``: sorter slot ``j`` (the snapshot shifts by one
@@ -140,7 +145,8 @@ class BlockPruner(wiring.Component):
       one comparator.
 
     So a block-row of ``m = ceil(valid_len / b_c) <= n_block_cols`` blocks occupies J for
-    exactly ``m`` cycles (1 in ``off``).  The mask leaves through an output register.
+    exactly ``m`` cycles (1 in ``off``).  The mask leaves through the output register O, with a
+    skid register S behind it that catches a finished mask while O waits.
 
     * Throughput: **one block per cycle, continuously across the block-rows of a head, in
       every mode** (a block-row of ``m`` blocks every ``m`` cycles) while ``mask_out`` is
@@ -148,15 +154,18 @@ class BlockPruner(wiring.Component):
       then (``topk``, ``threshold``) the new head's first row end waits ``m_prev - m_new``
       cycles once.  Measured in ``tests/test_block_pruner.py`` and the cocotb bench.
     * Latency from the handshake of a block-row's last beat (cycle ``t``) to ``mask_out.valid``:
-      5 cycles in ``off`` (valid in cycle ``t + 5``), ``m + 4`` cycles in ``topk`` and
-      ``threshold``.
-    * Backpressure: a ``mask_out`` stall holds J, P1, P2 and P3 only when a finished
-      mask is waiting; ``imp_in.ready`` drops only for a row's last beat while J is still busy.
-      ``imp_in.ready`` depends combinationally on ``imp_in.payload.last_col``/``last`` and on
-      ``mask_out.ready``.
+      6 cycles in ``off`` (valid in cycle ``t + 6``), ``m + 5`` cycles in ``topk`` and
+      ``threshold`` (:func:`mask_latency`; one more than without the input registers).
+    * Backpressure: a ``mask_out`` stall fills O, then S; J, P1, P2 and P3 hold only while S
+      is full and P3 holds a finished row.  ``imp_in.ready`` is low while K is full (R holds
+      a row's last beat waiting for J and one more beat came in) or while S is full.
+    * Timing: ``imp_in.ready``, ``mask_out.valid`` and ``mask_out.payload`` come from
+      flip-flops (``ready = ~K.valid & ~S.valid``) and no clock enable depends on a port
+      combinationally (``mask_out.ready`` only steers O and S).  At most one multiplier
+      between two registers, none after the row buffer's output.
     * Cost: ``n_block_cols`` sorter slots (importance, column, one ``>=`` comparator each),
       a ``2 x n_block_cols`` word row buffer, four multipliers (``rho*max*n`` (two),
-      ``(2**P - rho)*sum``, ``I*n``).
+      ``(2**P - rho)*sum``, ``I*n``), the R, K and S registers.
     """
 
     def __init__(self, cfg: HDPConfig):
@@ -204,29 +213,62 @@ class BlockPruner(wiring.Component):
         br, bc = cfg.block_rows, cfg.block_cols
         olay = mask_layout(cfg)
 
-        beat = self.imp_in.payload
-        accept = Signal()
-        row_end = Signal()
-        m.d.comb += [accept.eq(self.imp_in.valid & self.imp_in.ready),
-                     row_end.eq(beat.last_col | beat.last)]
-
-        # ---------------------------------------------------------------- stage A
+        # ---------------------------------------------------------------- input stage
+        # a two-entry skid buffer: the accepted beat goes into register R (stage A's operand)
+        # or, while R is held, into the skid register K; imp_in.ready = ~K.valid comes straight
+        # from a flip-flop.  The diagonal test and the settings are computed and sampled at the
+        # handshake, so they travel with the beat.
+        src = self.imp_in.payload
+        elay = data.StructLayout({
+            "imp": signed(iw), "valid": unsigned(1), "row": unsigned(len(src.row)),
+            "col": unsigned(cw), "row_end": unsigned(1), "last": unsigned(1),
+            "diag": unsigned(1), "mode": unsigned(MODE_WIDTH), "k_b": unsigned(cfg.k_b_width),
+            "rho": unsigned(p + 1), "rho_inv": unsigned(p + 1),
+        })
         # diagonal: key range [c*b_c, c*b_c + b_c) meets query range [r*b_r, min(r*b_r+b_r, L))
         row_lo = Signal(range(cfg.n_block_rows * br + 1))
         row_hi = Signal(range(cfg.n_block_rows * br + br + 1))
         col_lo = Signal(range(nbc * bc + 1))
-        is_diag = Signal()
+        inc = Signal(elay)
         m.d.comb += [
-            row_lo.eq(beat.row * br),
+            row_lo.eq(src.row * br),
             row_hi.eq(Mux(row_lo + br < self.valid_len, row_lo + br, self.valid_len)),
-            col_lo.eq(beat.col * bc),
-            is_diag.eq((col_lo < row_hi) & (col_lo + bc > row_lo)),
+            col_lo.eq(src.col * bc),
+            inc.imp.eq(src.imp), inc.valid.eq(src.valid), inc.row.eq(src.row),
+            inc.col.eq(src.col), inc.row_end.eq(src.last_col | src.last), inc.last.eq(src.last),
+            inc.diag.eq((col_lo < row_hi) & (col_lo + bc > row_lo)),
+            inc.mode.eq(self.mode), inc.k_b.eq(self.k_b),
+            inc.rho.eq(Mux(self.rho_q > one, one, self.rho_q)),
+            inc.rho_inv.eq(Mux(self.rho_q > one, 0, one - self.rho_q)),
         ]
+        r_valid = Signal()
+        beat = Signal(elay)      # register R
+        k_valid = Signal()
+        k_beat = Signal(elay)    # register K
+        in_acc = Signal()
+        accept = Signal()        # stage A takes R this cycle
+        j_free = Signal()
+        s_valid = Signal()       # output skid register full (see the output register)
+        in_ready = Signal()
+        m.d.comb += [
+            in_ready.eq(~k_valid & ~s_valid),
+            self.imp_in.ready.eq(in_ready),
+            in_acc.eq(self.imp_in.valid & in_ready),
+            accept.eq(r_valid & (~beat.row_end | j_free)),
+        ]
+        with m.If(accept | ~r_valid):
+            m.d.sync += [r_valid.eq(k_valid | in_acc), beat.eq(Mux(k_valid, k_beat, inc)),
+                         k_valid.eq(0)]
+        with m.Elif(in_acc):
+            m.d.sync += [k_valid.eq(1), k_beat.eq(inc)]
+        row_end = beat.row_end
+
+        # ---------------------------------------------------------------- stage A
         blk_diag = Signal()
         cand = Signal()
         onehot = Signal(nbc)
-        m.d.comb += [blk_diag.eq(beat.valid & is_diag),
-                     cand.eq(beat.valid & ~is_diag),
+        m.d.comb += [blk_diag.eq(beat.valid & beat.diag),
+                     cand.eq(beat.valid & ~beat.diag),
                      onehot.eq(Const(1, nbc) << beat.col)]
 
         # sorted insertion register (top-k candidates, decreasing importance)
@@ -288,6 +330,7 @@ class BlockPruner(wiring.Component):
         j_mode = Signal(MODE_WIDTH)
         j_kb = Signal(cfg.k_b_width)
         j_rho = Signal(p + 1)
+        j_rho_inv = Signal(p + 1)
         j_ndiag = Signal(nw)
         j_occ = Signal(slots)
         j_col = [Signal(cw, name=f"job_col_{s}") for s in range(slots)]
@@ -303,14 +346,11 @@ class BlockPruner(wiring.Component):
         j_last = Signal()
 
         j_thr = Signal()
-        j_last_item = Signal()
+        j_last_item = Signal()   # registered: the item J offers now is its row's last
         adv = Signal()
-        j_free = Signal()
         m.d.comb += [
             j_thr.eq(j_mode == MODE_THRESHOLD),
-            j_last_item.eq(((j_mode != MODE_TOPK) & ~j_thr) | (j_ic == j_lastc)),
             j_free.eq(~j_valid | (adv & j_last_item)),
-            self.imp_in.ready.eq(~row_end | j_free),
         ]
 
         with m.If(accept):
@@ -318,8 +358,10 @@ class BlockPruner(wiring.Component):
                 m.d.sync += [
                     s_occ.eq(0), vmask.eq(0), dmask.eq(0), ndiag.eq(0), cnt.eq(0), tot.eq(0),
                     mx.eq(0), wbank.eq(~wbank),
-                    j_valid.eq(1), j_mode.eq(self.mode), j_kb.eq(self.k_b),
-                    j_rho.eq(self.rho_q), j_ndiag.eq(a_ndiag), j_occ.eq(a_occ),
+                    j_valid.eq(1), j_mode.eq(beat.mode), j_kb.eq(beat.k_b),
+                    j_rho.eq(beat.rho), j_rho_inv.eq(beat.rho_inv), j_ndiag.eq(a_ndiag), j_occ.eq(a_occ),
+                    j_last_item.eq(((beat.mode != MODE_TOPK) & (beat.mode != MODE_THRESHOLD))
+                                   | (beat.col == 0)),
                     j_vmask.eq(a_vmask), j_dmask.eq(a_dmask), j_cnt.eq(a_cnt), j_tot.eq(a_tot),
                     j_mx.eq(a_mx), j_lastc.eq(beat.col), j_ic.eq(0), j_bank.eq(wbank),
                     j_row.eq(beat.row), j_last.eq(beat.last),
@@ -334,7 +376,7 @@ class BlockPruner(wiring.Component):
             with m.If(j_last_item):
                 m.d.sync += j_valid.eq(0)
             with m.Else():
-                m.d.sync += j_ic.eq(j_ic + 1)
+                m.d.sync += [j_ic.eq(j_ic + 1), j_last_item.eq(j_ic + 1 == j_lastc)]
             # the sorter snapshot shifts by one slot per item: slot j_ic is always at index 0
             m.d.sync += j_occ.eq(j_occ >> 1)
             m.d.sync += [j_col[s].eq(j_col[s + 1]) for s in range(slots - 1)]
@@ -350,14 +392,10 @@ class BlockPruner(wiring.Component):
 
         # right side of the threshold rule, in threshold_width bits (see the class docstring),
         # one multiplier per stage: P1 holds rho_q * max and (2**P - rho_q) * sum, P2 the sum
-        rho_c = Signal(p + 1)
+        # (rho_q clamped to 2**P and 2**P - rho_q are computed at the input)
         rho_max = Signal(signed(p + 1 + iw))
         t_sum = Signal(signed(tw))
-        m.d.comb += [
-            rho_c.eq(Mux(j_rho > one, one, j_rho)),
-            rho_max.eq(rho_c * j_mx),
-            t_sum.eq((one - rho_c) * j_tot),
-        ]
+        m.d.comb += [rho_max.eq(j_rho * j_mx), t_sum.eq(j_rho_inv * j_tot)]
 
         # ---------------------------------------------------------------- P1: row-buffer read
         # (at most one multiplier between two registers, none after the row buffer's output:
@@ -390,21 +428,21 @@ class BlockPruner(wiring.Component):
         p2_thr_valid = Signal()  # threshold item of a valid block
         p2_imp = Signal(signed(iw))
         p2_cnt = Signal(nw)
-        p2_rhs = Signal(signed(tw))
+        p2_t_max = Signal(signed(tw))
+        p2_t_sum = Signal(signed(tw))
         p2_base = Signal(nbc)
         p2_row = Signal(len(beat.row))
         p2_last = Signal()
-        t_max = Signal(signed(tw))
-        m.d.comb += t_max.eq(p1_rho_max * p1_cnt)
         with m.If(adv):
             m.d.sync += [p2_valid.eq(p1_valid), p2_col.eq(p1_col), p2_last_item.eq(p1_last_item),
                          p2_topk_keep.eq(p1_topk_keep), p2_thr_valid.eq(p1_thr & rp.data.valid),
-                         p2_imp.eq(rp.data.imp), p2_cnt.eq(p1_cnt), p2_rhs.eq(t_max + p1_t_sum),
+                         p2_imp.eq(rp.data.imp), p2_cnt.eq(p1_cnt),
+                         p2_t_max.eq(p1_rho_max * p1_cnt), p2_t_sum.eq(p1_t_sum),
                          p2_base.eq(p1_base), p2_row.eq(p1_row), p2_last.eq(p1_last)]
 
         # ---------------------------------------------------------------- P3: compare, OR
         p3_valid = Signal()
-        p3_col = Signal(cw)
+        p3_onehot = Signal(nbc)
         p3_last_item = Signal()
         p3_topk_keep = Signal()
         p3_thr_valid = Signal()
@@ -414,35 +452,50 @@ class BlockPruner(wiring.Component):
         p3_row = Signal(len(beat.row))
         p3_last = Signal()
         with m.If(adv):
-            m.d.sync += [p3_valid.eq(p2_valid), p3_col.eq(p2_col), p3_last_item.eq(p2_last_item),
+            m.d.sync += [p3_valid.eq(p2_valid), p3_onehot.eq(Const(1, nbc) << p2_col),
+                         p3_last_item.eq(p2_last_item),
                          p3_topk_keep.eq(p2_topk_keep), p3_thr_valid.eq(p2_thr_valid),
-                         p3_lhs.eq((p2_imp * p2_cnt) << p), p3_rhs.eq(p2_rhs),
+                         p3_lhs.eq((p2_imp * p2_cnt) << p), p3_rhs.eq(p2_t_max + p2_t_sum),
                          p3_base.eq(p2_base), p3_row.eq(p2_row), p3_last.eq(p2_last)]
 
         keep_bit = Signal()
         bitvec = Signal(nbc)
         m.d.comb += [
             keep_bit.eq(p3_topk_keep | (p3_thr_valid & self._threshold_keeps(p3_lhs, p3_rhs))),
-            bitvec.eq(Mux(keep_bit, Const(1, nbc) << p3_col, 0)),
+            bitvec.eq(Mux(keep_bit, p3_onehot, 0)),
         ]
 
         # ---------------------------------------------------------------- output register
+        # O drives mask_out; the skid register S catches a finished mask while O waits, so the
+        # pipeline's advance depends on flip-flops only (never on mask_out.ready)
         macc = Signal(nbc)
         o_valid = Signal()
         o_pay = Signal(olay)
+        s_pay = Signal(olay)
+        done = Signal()
+        # O's next mask, written so that the comparison is one LUT away from O: the part known
+        # from registers (S, or the row's bits so far) OR this item's bit when O takes it
+        o_hold = Signal(nbc)
+        o_hit = Signal(nbc)
         m.d.comb += [
-            adv.eq(~(p3_valid & p3_last_item & o_valid & ~self.mask_out.ready)),
+            adv.eq(~(p3_valid & p3_last_item & s_valid)),
+            done.eq(adv & p3_valid & p3_last_item),
+            o_hold.eq(Mux(s_valid, s_pay.mask, macc | p3_base)),
+            o_hit.eq(Mux(keep_bit & ~s_valid, p3_onehot, 0)),
             self.mask_out.valid.eq(o_valid),
             self.mask_out.payload.eq(o_pay),
         ]
         with m.If(adv & p3_valid):
             with m.If(p3_last_item):
-                m.d.sync += [o_pay.mask.eq(macc | p3_base | bitvec), o_pay.row.eq(p3_row),
-                             o_pay.last.eq(p3_last), macc.eq(0)]
+                m.d.sync += macc.eq(0)
             with m.Else():
                 m.d.sync += macc.eq(macc | bitvec)
-        with m.If(adv & p3_valid & p3_last_item):
-            m.d.sync += o_valid.eq(1)
-        with m.Elif(self.mask_out.ready):
-            m.d.sync += o_valid.eq(0)
+        with m.If(~o_valid | self.mask_out.ready):
+            # (done implies ~s_valid: the pipeline holds while S is full)
+            m.d.sync += [o_valid.eq(s_valid | done), o_pay.mask.eq(o_hold | o_hit),
+                         o_pay.row.eq(Mux(s_valid, s_pay.row, p3_row)),
+                         o_pay.last.eq(Mux(s_valid, s_pay.last, p3_last)), s_valid.eq(0)]
+        with m.Elif(done):
+            m.d.sync += [s_valid.eq(1), s_pay.mask.eq(macc | p3_base | bitvec),
+                         s_pay.row.eq(p3_row), s_pay.last.eq(p3_last)]
         return m

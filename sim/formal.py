@@ -662,9 +662,9 @@ def _props_for(unit: str, cfg, rules: str):
     if unit == "head_detector":
         return head_detector_props(cfg)
     if unit == "block_pruner":
-        # a row ending now leaves within m + 4 cycles (its m items in J, then P1..P3 and the
-        # output register); rows ended earlier are already past J
-        return pruner_props(cfg, latency=cfg.n_block_cols + 6, bound=6,
+        # rows owed: the input registers K and R, J, P1..P3, the output skid S and register O;
+        # drained by its m items in J (behind the rest of J's row), then P1..P3 and O
+        return pruner_props(cfg, latency=cfg.n_block_cols + 8, bound=8,
                             topk_only=rules == "topk")
     if unit == "approx_unit":
         return approx_props(cfg)

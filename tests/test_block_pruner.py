@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from amaranth.hdl import Fragment, signed
 
-from hw.block_pruner import BlockPruner, imp_layout, mask_layout
+from hw.block_pruner import BlockPruner, imp_layout, mask_latency, mask_layout
+from hw.config import PRUNE_MODES
 from hw.presets import preset
 from sim.amaranth_streams import StreamChecker, run_amaranth, stream_get, stream_put
 from sim.vectors import pruner as vec
@@ -185,7 +186,7 @@ def _random_head(cfg, rng, n, causal, **settings):
 def test_throughput_and_latency(name, mode):
     """No stalls: one block accepted every cycle across block-rows and heads (heads in order of
     non-decreasing row length), mask beats of consecutive rows of a head exactly ``m`` cycles
-    apart, latency 5 (off) or m + 4 (topk, threshold) cycles after a row's last beat."""
+    apart, latency 6 (off) or m + 5 (topk, threshold) cycles after a row's last beat."""
     cfg = preset(name)
     rng = np.random.default_rng(5)
     heads = [_random_head(cfg, rng, n, causal, mode=mode, k_b=2, rho_q=100)
@@ -203,7 +204,8 @@ def test_throughput_and_latency(name, mode):
     row_ends = [c for c, b in zip(ins, [b for h in heads for b in h.beats]) if b["last_col"]]
     widths = [len(h.beats) // len(h.masks) for h in heads for _ in h.masks]
     lat = [o - e for o, e in zip(outs, row_ends)]
-    want = [5 if mode == vec.MODE_OFF else m + 4 for m in widths]
+    want = [6 if mode == vec.MODE_OFF else m + 5 for m in widths]
+    assert want == [mask_latency(PRUNE_MODES[mode], m) for m in widths]  # the cycle models' figure
     assert lat == want, f"latency per row {lat}, expected {want}"
     # within the last (full) head: one mask beat every m cycles
     m = widths[-1]
