@@ -115,17 +115,23 @@ class ScoreStage(wiring.Component):
     # ------------------------------------------------------------------------ key iterator
     def _iterator(self, m, s):
         d, L = self._dims, self.valid_len
+        # the lowest kept block column left: its one-hot (rem & -rem) and its index (an OR
+        # tree per index bit), cleared with rem & (rem - 1) -- carry chains and log-depth
+        # ORs, not a 64-deep priority chain
+        rem = s["it_rem"]
+        low = Signal(d.nbc)
         lsb_idx = Signal(d.cw)
-        for c in reversed(range(d.nbc)):
-            with m.If(s["it_rem"][c]):
-                m.d.comb += lsb_idx.eq(c)
+        m.d.comb += low.eq(rem & (~rem + 1))
+        for b in range(d.cw):
+            bits = [low[c] for c in range(d.nbc) if (c >> b) & 1]
+            m.d.comb += lsb_idx[b].eq(Cat(*bits).any() if bits else 0)
         with m.If(s["it_step"]):
             with m.If(s["it_valid"] & (s["it_off"] + 1 < d.bc) & (s["it_j"] + 1 < L)):
                 m.d.sync += [s["it_j"].eq(s["it_j"] + 1), s["it_off"].eq(s["it_off"] + 1)]
             with m.Elif(s["it_rem"] != 0):
                 m.d.sync += [s["it_valid"].eq(1), s["it_c"].eq(lsb_idx),
                              s["it_j"].eq(lsb_idx * d.bc), s["it_off"].eq(0),
-                             s["it_rem"].eq(s["it_rem"] & ~(Const(1, d.nbc) << lsb_idx))]
+                             s["it_rem"].eq(rem & (rem - 1))]
             with m.Else():
                 m.d.sync += s["it_valid"].eq(0)
         m.d.comb += [self.k_rd.addr.eq(s["it_j"]),
