@@ -1,6 +1,6 @@
 """Bit-exact base-2 softmax over the kept scores of a row (twin of :mod:`golden.softmax`)."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from golden.tables import softmax_constants
 from hw.config import HDPConfig, unsigned_width
 
-__all__ = ["SoftmaxUnit", "s_in_layout", "p_out_layout"]
+__all__ = ["EXP_PIPE", "SoftmaxUnit", "divider_steps", "s_in_layout", "p_out_layout"]
 
 
 def s_in_layout(cfg: HDPConfig) -> data.StructLayout:
@@ -21,8 +21,16 @@ def p_out_layout(cfg: HDPConfig) -> data.StructLayout:
     return data.StructLayout({"p": unsigned(cfg.prob_width), "last": 1})
 
 
-# Depth of the exponent pipeline (stage B): read of the score buffer, delta, t, table read.
-_EXP_PIPE = 4
+# Registers of the exponent pipeline (stage B) from the score-buffer read to the e write:
+# buffer data, delta, product, shift amount (table read), table data, e.
+EXP_PIPE = 7
+# Banks of the exponent buffer: rows in stage B (two), in the divider, in stage C.
+_E_BANKS = 4
+
+
+def divider_steps(cfg: HDPConfig) -> int:
+    """Cycles of the radix-4 divider per row: ``ceil(recip_width / 2)``."""
+    return (cfg.recip_width + 1) // 2
 
 
 class SoftmaxUnit(wiring.Component):
@@ -50,41 +58,52 @@ class SoftmaxUnit(wiring.Component):
     -----------------------------
     ``m`` = max of the kept scores; ``delta = min(m - s, delta_max)``; ``t = (delta * scale) >> 16``
     (floor); ``e = exp_lut[t mod 2**E] >> min(t >> E, W + 1)`` and ``e = 0`` for ``keep = 0``;
-    ``sum = sum e`` (``exp_sum_width`` bits, exact); ``R = floor(2**(W+P+G) / sum)`` by a restoring
-    divider, one quotient bit per cycle (``recip_width`` cycles); ``p = (e * R + 2**(W+G-1)) >>
-    (W+G)``: round half up.  Ties for the maximum need no rule (equal scores give equal ``e``).
-    Entries with ``keep = 0`` give ``p = 0``; a row with no kept entry gives all zeros (its
-    ``sum`` is 0; the divider's result is then unused because every ``e`` is 0).
+    ``sum = sum e`` (``exp_sum_width`` bits, exact); ``R = floor(2**(W+P+G) / sum)`` by a radix-4
+    restoring divider, two quotient bits per cycle (``nd = ceil(recip_width / 2)`` cycles, see
+    :func:`divider_steps`); ``p = (e * R + 2**(W+G-1)) >> (W+G)``: round half up, computed as
+    ``(e * R >> (W+G)) + bit W+G-1 of e * R``.  Ties for the maximum need no rule (equal scores
+    give equal ``e``).  Entries with ``keep = 0`` give ``p = 0``; a row with no kept entry gives
+    all zeros (its ``sum`` is 0; the divider's result is then unused because every ``e`` is 0).
 
     Architecture
     ------------
-    Four stages, each holding at most one row, joined by multi-bank buffers:
+    Four stages joined by multi-bank buffers; every block-RAM read lands in a register, the
+    multipliers have registered inputs and outputs, and no carry chain follows another in one
+    cycle (ECP5, nextpnr: 125.7 MHz for the default preset, 58.0 MHz before the pipelining):
 
     A. *ingest*: accepts ``s_in`` at one entry per cycle, writes ``(s, keep)`` into one bank of a
        two-bank score buffer (``2 * seq_len`` entries) and tracks the running maximum.
-    B. *exponent*: reads the row back (pipelined, 4 stages: buffer read, delta, ``t``, table
-       read), writes ``e`` into one bank of a three-bank exponent buffer (``3 * seq_len``
-       entries) and accumulates ``sum``.
-    D. *divider*: restoring division, one quotient bit per cycle (``recip_width`` cycles).
-    C. *normalise*: reads ``e`` back and outputs ``p = round(e * R)`` through a 2-register
-       pipeline that stalls as a whole on ``p_out.ready`` (no entry is lost or repeated).
+    B. *exponent*: an issue side reads a row back, one entry per cycle, into a 7-register
+       pipeline (:data:`EXP_PIPE`: buffer data, ``delta``, ``delta * scale``, shift amount and
+       table read, table data, ``e``) that writes ``e`` into one bank of a four-bank exponent
+       buffer (``4 * seq_len`` entries) and accumulates ``sum``.  Each entry carries its row's
+       parity, address, end mark and maximum, so the issue side takes the next row as soon as it
+       has issued the last entry of the current one.  Two *row slots* (by row parity) hold a
+       row's length, bank, running sum and done flag from its entry into B until the divider
+       takes it: at most two rows are in B at once.
+    D. *divider*: radix-4 restoring division (``nd`` cycles), free again as soon as C takes its
+       quotient.
+    C. *normalise*: reads ``e`` back (one row at a time, the next row issued right after the
+       current one) and outputs ``p = round(e * R)`` through a 4-register pipeline (buffer data;
+       ``e`` and ``R``; ``e * R``; ``p_out``) that stalls as a whole on ``p_out.ready`` (no entry
+       is lost or repeated).
 
-    Three exponent banks let B fill row ``i + 1`` while D divides row ``i`` and C empties row
-    ``i - 1``.  A row moves on only when the next stage is empty, so no bank is reused early.
+    Four exponent banks hold the rows in B (two), in D and in C; a row enters B only when its
+    parity's slot is free, so no bank is reused early.
 
-    Latency and throughput (no stalls, row of ``n`` entries, measured by
-    ``tests/test_softmax_unit.py``)
+    Latency and throughput (no stalls, row of ``n`` entries, ``nd = ceil(recip_width / 2)``,
+    measured by ``tests/test_softmax_unit.py``)
     ---------------------------------------------------------------------------------------
-    First ``p_out`` beat ``2n + recip_width + 9`` cycles after the row's first ``s_in`` beat is
-    accepted (``n + recip_width + 10`` after its last one: stage B re-reads the row before the
-    divider starts); the row's last beat ``n - 1`` cycles after its first.  Successive rows
-    overlap: one row per ``max(n + 6, recip_width + 2)`` cycles (stage B, or the divider for
-    short rows), i.e. ``n / max(n + 6, recip_width + 2)`` entries per cycle: 0.955 for full
-    rows of the default preset (128 entries in 134 cycles), 0.5 for tiny's 8-entry rows (16
-    cycles, divider-bound with ``recip_width`` = 14).
-    ``s_in.ready`` drops while stage A holds a finished row that stage B cannot yet take (at
-    least one cycle after each row's last entry).  ``p_out`` beats of one row come out back
-    to back when the sink is ready.
+    First ``p_out`` beat ``2n + nd + 14`` cycles after the row's first ``s_in`` beat is accepted
+    (``n + nd + 15`` after its last one: stage B re-reads the row before the divider starts);
+    the row's last beat ``n - 1`` cycles after its first.  Successive rows overlap: one row per
+    ``max(n + 1, nd + 1)`` cycles (ingest and issue, or the divider for short rows), i.e.
+    ``n / max(n + 1, nd + 1)`` entries per cycle: 0.992 for full rows of the default preset
+    (128 entries in 129 cycles; 134 before), 0.89 for tiny's 8-entry rows (9 cycles; 16 before
+    with a radix-2 divider and stages that held a row until their pipeline drained).
+    ``s_in.ready`` drops for one cycle after each row's last entry (while stage A hands the row
+    to B), longer when B cannot yet take it.  ``p_out`` beats of one row come out back to back
+    when the sink is ready.
     """
 
     def __init__(self, cfg: HDPConfig) -> None:
@@ -120,9 +139,9 @@ class SoftmaxUnit(wiring.Component):
         ew = cfg.exp_value_width
         es = self._sum_width
         nq = cfg.recip_width
-        iw = unsigned_width(n_max)          # holds 0..seq_len (lengths and indices)
+        nd = divider_steps(cfg)             # radix-4 steps: two quotient bits each
+        iw = unsigned_width(n_max)          # holds 0..seq_len (lengths and counts)
         dw = k.delta_width
-        tw = k.t_width
         shw = unsigned_width(W + 1)         # clamped shift amount t >> E
         entry = data.StructLayout({"s": signed(sw), "keep": 1})
 
@@ -130,17 +149,19 @@ class SoftmaxUnit(wiring.Component):
         m.submodules.s_buf = s_buf = Memory(shape=entry, depth=2 * n_max, init=[])
         s_wr = s_buf.write_port()
         s_rd = s_buf.read_port()
-        m.submodules.e_buf = e_buf = Memory(shape=unsigned(ew), depth=3 * n_max, init=[])
+        m.submodules.e_buf = e_buf = Memory(shape=unsigned(ew), depth=_E_BANKS * n_max, init=[])
         e_wr = e_buf.write_port()
         e_rd = e_buf.read_port()
         m.submodules.exp_lut = exp_lut = Memory(shape=unsigned(ew), depth=1 << E, init=k.exp_lut)
         lut_rd = exp_lut.read_port()
+        saw = len(s_rd.addr)
+        eaw = len(e_rd.addr)
 
-        def bank_addr(bank, idx):
-            return idx + Mux(bank, n_max, 0)
+        def s_base(bank):  # first address of score bank 0..1
+            return Mux(bank, n_max, 0)
 
-        def ebank_addr(bank, idx):  # bank in 0..2
-            return idx + Mux(bank[1], 2 * n_max, Mux(bank[0], n_max, 0))
+        def e_base(bank):  # first address of exponent bank 0..3
+            return Mux(bank[1], Mux(bank[0], 3 * n_max, 2 * n_max), Mux(bank[0], n_max, 0))
 
         # ---------------------------------------------------------------- stage A: ingest
         a_idx = Signal(iw)
@@ -150,16 +171,12 @@ class SoftmaxUnit(wiring.Component):
         a_n = Signal(iw)
         a_bank = Signal()
 
-        b_idle = Signal()
         a_to_b = Signal()
-        m.d.comb += [
-            self.s_in.ready.eq(~a_full),
-            a_to_b.eq(a_full & b_idle),
-        ]
+        m.d.comb += self.s_in.ready.eq(~a_full)
         s_beat = self.s_in.payload
         with m.If(self.s_in.valid & self.s_in.ready):
             m.d.comb += [
-                s_wr.addr.eq(bank_addr(a_bank, a_idx)),
+                s_wr.addr.eq(s_base(a_bank) + a_idx),
                 s_wr.data.s.eq(s_beat.s),
                 s_wr.data.keep.eq(s_beat.keep),
                 s_wr.en.eq(1),
@@ -171,161 +188,202 @@ class SoftmaxUnit(wiring.Component):
                 m.d.sync += [a_full.eq(1), a_n.eq(a_idx + 1)]
 
         # ---------------------------------------------------------------- stage B: exponents
+        # Two row slots (by row parity) hold what a row leaves behind in stage B: its length,
+        # exponent bank, running sum and "all exponents written" flag.  A row takes the slot of
+        # its parity on entering B and frees it when the divider takes its sum.
+        b_par = Signal()                    # parity of the next row to enter B
+        e_next = Signal(2)                  # exponent bank of the next row to enter B
+        sl_busy = [Signal(name=f"slot{p}_busy") for p in range(2)]
+        sl_done = [Signal(name=f"slot{p}_done") for p in range(2)]
+        sl_n = [Signal(iw, name=f"slot{p}_n") for p in range(2)]
+        sl_ebase = [Signal(eaw, name=f"slot{p}_ebase") for p in range(2)]
+        sl_sum = [Signal(es, name=f"slot{p}_sum") for p in range(2)]
+
+        # issue side: one row at a time, one buffer read per cycle
         b_run = Signal()
-        b_done = Signal()
-        b_n = Signal(iw)
-        b_max = Signal(signed(sw))
-        b_bank = Signal()
-        b_ebank = Signal(2)
-        b_issue = Signal(iw)
-        b_sum = Signal(es)
-        d_idle = Signal()
-        b_to_d = Signal()
-        m.d.comb += [
-            b_idle.eq(~b_run & ~b_done),
-            b_to_d.eq(b_done & d_idle),
-        ]
+        b_left = Signal(iw)
+        b_saddr = Signal(saw)
+        b_eaddr = Signal(eaw)
+        b_rpar = Signal()
+        b_m = Signal(signed(sw))
+        b_lim = Signal(signed(sw + 1))      # m - delta_max: s below it clamps delta
+        m.d.comb += a_to_b.eq(a_full & ~b_run & ~Mux(b_par, sl_busy[1], sl_busy[0]))
 
         with m.If(a_to_b):
             m.d.sync += [
-                b_run.eq(1), b_n.eq(a_n), b_max.eq(a_max), b_bank.eq(a_bank),
-                b_issue.eq(0), b_sum.eq(0), b_ebank.eq(Mux(b_ebank == 2, 0, b_ebank + 1)),
+                b_run.eq(1), b_left.eq(a_n), b_saddr.eq(s_base(a_bank)), b_eaddr.eq(e_base(e_next)),
+                b_rpar.eq(b_par), b_m.eq(a_max), b_lim.eq(a_max - k.delta_max),
+                b_par.eq(~b_par), e_next.eq(e_next + 1),
                 a_full.eq(0), a_bank.eq(~a_bank), a_idx.eq(0), a_any.eq(0),
             ]
+            for p in range(2):
+                with m.If(b_par == p):
+                    m.d.sync += [sl_busy[p].eq(1), sl_n[p].eq(a_n), sl_ebase[p].eq(e_base(e_next)),
+                                 sl_sum[p].eq(0)]
 
-        # pipeline registers: 1 = buffer data, 2 = delta, 3 = t, 4 = table data
-        v = [Signal(name=f"b_v{i}") for i in range(1, _EXP_PIPE + 1)]
-        adr = [Signal(iw, name=f"b_idx{i}") for i in range(1, _EXP_PIPE + 1)]
-        keep = [Signal(name=f"b_keep{i}") for i in range(2, _EXP_PIPE + 1)]
-        delta2 = Signal(dw)
-        t3 = Signal(tw)
-        sh4 = Signal(shw)
+        m.d.comb += s_rd.addr.eq(b_saddr)
+        with m.If(b_run):
+            m.d.sync += [b_saddr.eq(b_saddr + 1), b_eaddr.eq(b_eaddr + 1), b_left.eq(b_left - 1)]
+            with m.If(b_left == 1):
+                m.d.sync += b_run.eq(0)
 
-        issue = Signal()
-        m.d.comb += [
-            issue.eq(b_run & (b_issue < b_n)),
-            s_rd.addr.eq(bank_addr(b_bank, b_issue)),
-        ]
-        with m.If(issue):
-            m.d.sync += b_issue.eq(b_issue + 1)
-        m.d.sync += [v[0].eq(issue), adr[0].eq(b_issue)]
-        for i in range(1, _EXP_PIPE):
-            m.d.sync += [v[i].eq(v[i - 1]), adr[i].eq(adr[i - 1])]
+        # the exponent pipeline: every entry carries its row's parity, its exponent address,
+        # the end-of-row mark and (until used) the row maximum
+        def stage(i, **extra):
+            fields = {"v": 1, "last": 1, "par": 1, "ea": eaw, **extra}
+            return Signal(data.StructLayout(fields), name=f"b_p{i}")
 
-        # stage 1 -> 2: delta = min(m - s, delta_max); only kept entries matter (keep masks e)
+        p1 = stage(1, m=signed(sw), lim=signed(sw + 1))
+        p2 = stage(2, m=signed(sw), lim=signed(sw + 1), s=signed(sw), keep=1)
+        p3 = stage(3, keep=1, delta=dw)
+        p4 = stage(4, keep=1, prod=dw + k.scale_width)
+        p5 = stage(5, sh=shw)
+        p6 = stage(6, sh=shw, lut=ew)
+        p7 = stage(7, e=ew)
+
+        def carry(dst, src):
+            return [dst.v.eq(src.v), dst.last.eq(src.last), dst.par.eq(src.par), dst.ea.eq(src.ea)]
+
+        # 0 -> 1: issue (the score buffer reads at this edge)
+        m.d.sync += [p1.v.eq(b_run), p1.last.eq(b_left == 1), p1.par.eq(b_rpar),
+                     p1.ea.eq(b_eaddr), p1.m.eq(b_m), p1.lim.eq(b_lim)]
+        # 1 -> 2: the score buffer's data registered
+        m.d.sync += carry(p2, p1) + [p2.m.eq(p1.m), p2.lim.eq(p1.lim),
+                                     p2.s.eq(s_rd.data.s), p2.keep.eq(s_rd.data.keep)]
+        # 2 -> 3: delta = min(m - s, delta_max) (s < m - delta_max <=> m - s > delta_max);
+        # only kept entries matter (keep masks e)
         diff = Signal(signed(sw + 1))
-        m.d.comb += diff.eq(b_max - s_rd.data.s)
-        m.d.sync += [
-            delta2.eq(Mux(diff > k.delta_max, k.delta_max, diff[:dw])),
-            keep[0].eq(s_rd.data.keep),
-        ]
-        # stage 2 -> 3: t = (delta * scale) >> SCALE_SHIFT
-        prod = Signal(dw + k.scale_width)
-        m.d.comb += prod.eq(delta2 * k.scale)
-        m.d.sync += [t3.eq(prod >> k.scale_shift), keep[1].eq(keep[0])]
-        # stage 3 -> 4: table read of t mod 2**E; shift amount t >> E clamped to W + 1
-        ti3 = Signal(max(1, tw - E))
-        m.d.comb += [
-            ti3.eq(t3 >> E),
-            lut_rd.addr.eq(t3[:E]),
-        ]
-        m.d.sync += [sh4.eq(Mux(ti3 > W + 1, W + 1, ti3)), keep[2].eq(keep[1])]
-        # stage 4: e, write it back and accumulate
-        e4 = Signal(ew)
-        m.d.comb += [
-            e4.eq(Mux(keep[2], lut_rd.data >> sh4, 0)),
-            e_wr.addr.eq(ebank_addr(b_ebank, adr[3])),
-            e_wr.data.eq(e4),
-            e_wr.en.eq(v[3]),
-        ]
-        with m.If(v[3]):
-            m.d.sync += b_sum.eq(b_sum + e4)
-            with m.If(adr[3] == b_n - 1):
-                m.d.sync += [b_run.eq(0), b_done.eq(1)]
+        m.d.comb += diff.eq(p2.m - p2.s)
+        m.d.sync += carry(p3, p2) + [p3.keep.eq(p2.keep),
+                                     p3.delta.eq(Mux(p2.s < p2.lim, k.delta_max, diff[:dw]))]
+        # 3 -> 4: the product delta * scale, registered on both sides
+        m.d.sync += carry(p4, p3) + [p4.keep.eq(p3.keep), p4.prod.eq(p3.delta * k.scale)]
+        # 4 -> 5: t = product >> SCALE_SHIFT; table read of t mod 2**E (at this edge); shift
+        # amount t >> E clamped to W + 1, and W + 1 for keep = 0 (table entries are below
+        # 2**(W+1), so that shift gives e = 0)
+        t4 = Signal(k.t_width)
+        ti4 = Signal(max(1, k.t_width - E))
+        m.d.comb += [t4.eq(p4.prod >> k.scale_shift), ti4.eq(t4 >> E), lut_rd.addr.eq(t4[:E])]
+        m.d.sync += carry(p5, p4) + [p5.sh.eq(Mux(~p4.keep | (ti4 > W + 1), W + 1, ti4))]
+        # 5 -> 6: the table's data registered
+        m.d.sync += carry(p6, p5) + [p6.sh.eq(p5.sh), p6.lut.eq(lut_rd.data)]
+        # 6 -> 7: e
+        m.d.sync += carry(p7, p6) + [p7.e.eq(p6.lut >> p6.sh)]
+        # 7: write e back, add it to its row's sum; the row's last entry marks the slot done
+        m.d.comb += [e_wr.addr.eq(p7.ea), e_wr.data.eq(p7.e), e_wr.en.eq(p7.v)]
+        for p in range(2):
+            with m.If(p7.v & (p7.par == p)):
+                m.d.sync += sl_sum[p].eq(sl_sum[p] + p7.e)
+                with m.If(p7.last):
+                    m.d.sync += sl_done[p].eq(1)
 
         # ---------------------------------------------------------------- stage D: divider
+        # radix 4: each cycle the remainder gains two numerator bits (all zero) and the
+        # largest of 3d, 2d, d, 0 not above it is subtracted; the quotient gains two bits
+        d_par = Signal()                    # parity of the next row the divider takes
         d_busy = Signal()
         d_done = Signal()
         d_n = Signal(iw)
-        d_ebank = Signal(2)
+        d_ebase = Signal(eaw)
         d_d = Signal(es)
-        d_r = Signal(es + 1)
-        d_q = Signal(nq)
-        d_cnt = Signal(range(nq + 1))
-        c_idle = Signal()
+        d_d3 = Signal(es + 2)
+        d_r = Signal(es)
+        d_q = Signal(2 * nd)
+        d_cnt = Signal(range(nd + 1))
+        c_run = Signal()
+        d_free = Signal()
+        b_to_d = Signal()
         d_to_c = Signal()
         m.d.comb += [
-            d_idle.eq(~d_busy & ~d_done),
-            d_to_c.eq(d_done & c_idle),
+            d_to_c.eq(d_done & ~c_run),
+            d_free.eq(~d_busy & (~d_done | d_to_c)),
+            b_to_d.eq(Mux(d_par, sl_done[1], sl_done[0]) & d_free),
         ]
 
+        sum_sel = Signal(es)
+        m.d.comb += sum_sel.eq(Mux(d_par, sl_sum[1], sl_sum[0]))
         with m.If(b_to_d):
             m.d.sync += [
-                b_done.eq(0),
-                d_busy.eq(1), d_n.eq(b_n), d_ebank.eq(b_ebank), d_d.eq(b_sum),
-                # 2**(W+P+G) = 2**(W-1) * 2**nq and 2**(W-1) < sum: the quotient fits nq bits
-                d_r.eq(1 << (W - 1)), d_q.eq(0), d_cnt.eq(nq),
+                d_busy.eq(1), d_par.eq(~d_par),
+                d_n.eq(Mux(d_par, sl_n[1], sl_n[0])), d_ebase.eq(Mux(d_par, sl_ebase[1], sl_ebase[0])),
+                d_d.eq(sum_sel), d_d3.eq(sum_sel + (sum_sel << 1)),
+                # 2**(W+P+G) = 2**(W-1) * 2**nq = r0 * 2**(2 nd) with r0 < 2**W <= sum: the
+                # quotient fits 2 nd bits (its top one is 0 when nq is odd)
+                d_r.eq((1 << (W - 1)) >> (2 * nd - nq)), d_q.eq(0), d_cnt.eq(nd),
             ]
+            for p in range(2):
+                with m.If(d_par == p):
+                    m.d.sync += [sl_busy[p].eq(0), sl_done[p].eq(0)]
 
-        r2 = Signal(es + 2)
-        m.d.comb += r2.eq(d_r << 1)
+        r4 = Signal(es + 2)
+        x1 = Signal(signed(es + 3))
+        x2 = Signal(signed(es + 3))
+        x3 = Signal(signed(es + 3))
+        m.d.comb += [r4.eq(d_r << 2), x1.eq(r4 - d_d), x2.eq(r4 - (d_d << 1)), x3.eq(r4 - d_d3)]
         with m.If(d_busy):
-            with m.If(r2 >= d_d):
-                m.d.sync += [d_r.eq(r2 - d_d), d_q.eq(Cat(1, d_q[:-1]))]
+            with m.If(~x3[-1]):
+                m.d.sync += [d_r.eq(x3), d_q.eq(Cat(Const(3, 2), d_q[:-2]))]
+            with m.Elif(~x2[-1]):
+                m.d.sync += [d_r.eq(x2), d_q.eq(Cat(Const(2, 2), d_q[:-2]))]
+            with m.Elif(~x1[-1]):
+                m.d.sync += [d_r.eq(x1), d_q.eq(Cat(Const(1, 2), d_q[:-2]))]
             with m.Else():
-                m.d.sync += [d_r.eq(r2), d_q.eq(Cat(0, d_q[:-1]))]
+                m.d.sync += [d_r.eq(r4), d_q.eq(Cat(Const(0, 2), d_q[:-2]))]
             m.d.sync += d_cnt.eq(d_cnt - 1)
             with m.If(d_cnt == 1):
                 m.d.sync += [d_busy.eq(0), d_done.eq(1)]
+        with m.If(d_to_c):
+            m.d.sync += d_done.eq(0)
 
         # ---------------------------------------------------------------- stage C: normalise
-        c_out = Signal()
-        c_n = Signal(iw)
-        c_ebank = Signal(2)
+        c_left = Signal(iw)
+        c_addr = Signal(eaw)
         c_q = Signal(nq)
-        c_idx = Signal(iw)
-        m.d.comb += c_idle.eq(~c_out)
-
         with m.If(d_to_c):
-            m.d.sync += [
-                d_done.eq(0),
-                c_out.eq(1), c_n.eq(d_n), c_ebank.eq(d_ebank), c_q.eq(d_q), c_idx.eq(0),
-            ]
+            m.d.sync += [c_run.eq(1), c_left.eq(d_n), c_addr.eq(d_ebase), c_q.eq(d_q[:nq])]
 
-        # output pipeline: o1 = data at the e-buffer read port, then the p_out register;
-        # both advance together when the p_out register is empty or being taken
-        o1_valid = Signal()
-        o1_last = Signal()
+        # output pipeline, one entry per register, all advancing together when the p_out
+        # register is empty or being taken: o1 = the e-buffer's read data, o2 = e and R
+        # registered (multiplier inputs), o3 = e * R, then the p_out register
+        o1 = Signal(data.StructLayout({"v": 1, "last": 1, "q": nq}))
+        o2 = Signal(data.StructLayout({"v": 1, "last": 1, "q": nq, "e": ew}))
+        o3 = Signal(data.StructLayout({"v": 1, "last": 1, "prod": ew + nq}))
         out_valid = Signal()
         out_p = Signal(cfg.prob_width)
         out_last = Signal()
         advance = Signal()
-        o_issue = Signal()
         m.d.comb += [
             advance.eq(~out_valid | self.p_out.ready),
-            o_issue.eq(c_out & (c_idx < c_n)),
-            e_rd.addr.eq(ebank_addr(c_ebank, c_idx)),
+            e_rd.addr.eq(c_addr),
             e_rd.en.eq(advance),
         ]
-        rounded = Signal(ew + nq + 1)
-        m.d.comb += rounded.eq(e_rd.data * c_q + self._round_bias)
+        # (prod + bias) >> (W + G): with the half-up bias 2**(W+G-1) that is
+        # (prod >> (W+G)) + bit W+G-1 of prod, a narrow increment instead of a wide add
+        sh = W + G
+        if self._round_bias == 1 << (sh - 1):
+            rnd = o3.prod[sh - 1]
+        elif self._round_bias == 0:
+            rnd = 0
+        else:
+            rnd = (o3.prod[:sh] + self._round_bias) >> sh
         with m.If(advance):
             m.d.sync += [
-                o1_valid.eq(o_issue),
-                o1_last.eq(c_idx == c_n - 1),
-                out_valid.eq(o1_valid),
-                out_p.eq(rounded >> (W + G)),
-                out_last.eq(o1_last),
+                o1.v.eq(c_run), o1.last.eq(c_left == 1), o1.q.eq(c_q),
+                o2.v.eq(o1.v), o2.last.eq(o1.last), o2.q.eq(o1.q), o2.e.eq(e_rd.data),
+                o3.v.eq(o2.v), o3.last.eq(o2.last), o3.prod.eq(o2.e * o2.q),
+                out_valid.eq(o3.v), out_last.eq(o3.last),
+                out_p.eq(o3.prod[sh:sh + cfg.prob_width] + rnd),
             ]
-            with m.If(o_issue):
-                m.d.sync += c_idx.eq(c_idx + 1)
-        with m.If(out_valid & self.p_out.ready & out_last):
-            m.d.sync += c_out.eq(0)
+            with m.If(c_run):
+                m.d.sync += [c_addr.eq(c_addr + 1), c_left.eq(c_left - 1)]
+                with m.If(c_left == 1):
+                    m.d.sync += c_run.eq(0)
 
         m.d.comb += [
             self.p_out.valid.eq(out_valid),
             self.p_out.payload.p.eq(out_p),
             self.p_out.payload.last.eq(out_last),
-            self.busy.eq(a_full | (a_idx != 0) | ~b_idle | ~d_idle | ~c_idle | out_valid),
+            self.busy.eq(a_full | (a_idx != 0) | b_run | sl_busy[0] | sl_busy[1] | d_busy
+                         | d_done | c_run | o1.v | o2.v | o3.v | out_valid),
         ]
         return m

@@ -669,9 +669,11 @@ def _props_for(unit: str, cfg, rules: str):
     if unit == "approx_unit":
         return approx_props(cfg)
     if unit == "softmax_unit":
-        # a full-length row drains ``2n + recip_width + 9`` cycles after its first entry
+        # a full-length row drains ``2n + ceil(recip_width / 2) + 14`` cycles after its first
+        # entry; up to six rows inside: ingest, two in the exponent stage, the divider, and two
+        # in the normalise stage (one issuing, the previous one's tail in the output pipeline)
         return softmax_props(cfg, max_row=cfg.seq_len,
-                             latency=4 * (cfg.seq_len + 6 + cfg.recip_width) + 10)
+                             latency=4 * (cfg.seq_len + 6 + cfg.recip_width) + 10, bound_rows=6)
     if unit == "systolic_array":
         return systolic_props(cfg)
     if unit == "tile_scheduler":
