@@ -37,8 +37,9 @@ an output that is always ready.  It is a replay of the top's *control* only, no 
      1)`` cycles after the tile's last beat, :func:`sim.cycle_model.predict_cycles`'s rule).
    * M: the softmax feeder (3-stage) into the :class:`~hw.softmax_unit.SoftmaxUnit`, whose
      stages are replayed register by register by :class:`sim.cycles_softmax.SoftmaxReplay`:
-     a row of ``n`` entries every ``max(n + 6, recip_width + 2)`` cycles, first probability
-     ``2n + recip_width + 9`` cycles after the row's first score; M waits until the group's
+     a row of ``n`` entries every ``max(n + 1, ceil(recip_width / 2) + 1)`` cycles, first
+     probability ``2n + ceil(recip_width / 2) + 14`` cycles after the row's first score; M
+     waits until the group's
      last probability has left the unit.
    * P: ``ceil(head_dim / C)`` P x V tiles of depth = the group's gathered keys (3-stage feeder),
      then the results, then ``nrows`` output beats.
