@@ -140,6 +140,9 @@ class PVStage(wiring.Component):
             y = (x + (1 << (sh - 1))) >> sh if sh > 0 else x << (-sh)
             return Mux(y > hi, hi, Mux(y < lo, lo, y))
 
+        # one requantizer per array column, shared by every output dimension it writes
+        rq = [Signal(signed(cfg.out_bits), name=f"rq_{c}") for c in range(d.C)]
+        m.d.comb += [rq[c].eq(requant(res.acc[c])) for c in range(d.C)]
         with m.If(self.res.valid):
             for k in range(d.nu):
                 with m.If(res.tag[:d.idxw] == k):
@@ -147,4 +150,4 @@ class PVStage(wiring.Component):
                         with m.If(res.row == r):
                             for c in range(d.C):
                                 if k * d.C + c < d.D:
-                                    m.d.sync += out_buf[r][k * d.C + c].eq(requant(res.acc[c]))
+                                    m.d.sync += out_buf[r][k * d.C + c].eq(rq[c])
