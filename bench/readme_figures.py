@@ -96,6 +96,13 @@ def render(results: dict) -> str:
                      "same [b]"))
     rows.append((f"dense array utilization at N = 128 ({arr}, random data)",
                  f"{n128['utilization']:.1%}".replace("%", " %"), "same [b]"))
+    p128 = {r["setting"]: r for r in cy.get("pruned_n128", [])}
+    keeps = [f"topk keep={k}" for k in ("0.25", "0.5", "0.75")]
+    if all(k in p128 for k in keeps):
+        rows.append((f"pruned vs dense at N = 128 ({arr}, random data), top-k keep 1/4 / 1/2 / "
+                     f"3/4: speedup (fraction of the ideal MAC ratio)",
+                     " / ".join(f"{p128[k]['speedup']:.2f}x ({p128[k]['of_ideal']:.0%})"
+                                for k in keeps).replace("%", " %"), "same [b]"))
     if (arr, 128, "qkt") in ss and (arr, 128, "pv") in ss:
         ratio = f"{ss[(arr, 128, 'qkt')]:.2f} (Q K^T), {ss[(arr, 128, 'pv')]:.2f} (P V) on {arr}"
     else:
