@@ -13,7 +13,6 @@ UNITS: dict[str, str] = {
     "score_unit": "hw.score_unit:ScoreUnit",
     "head_detector": "hw.head_detector:HeadDetector",
     "block_pruner": "hw.block_pruner:BlockPruner",
-    "approx_unit": "hw.approx_unit:ApproxUnit",
     "softmax_unit": "hw.softmax_unit:SoftmaxUnit",
     "systolic_array": "hw.systolic:SystolicArray",
     "tile_scheduler": "hw.systolic:TileScheduler",

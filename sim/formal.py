@@ -509,18 +509,6 @@ def head_detector_props(cfg, *, depth_hint: int = 0):
     return props
 
 
-def approx_props(cfg):
-    """Approximation unit: one-to-one, at most ``latency`` beats in flight, drained
-    ``latency`` cycles after the input stops (``latency`` = the unit's own figure)."""
-    def props(h: Harness, m: Module) -> None:
-        d = h.dut
-        latency = d.latency
-        h.stable(d.exact)
-        h.balance(_xfer(d.in_), _xfer(d.out), bound=latency, latency=latency,
-                  quiet=_quiet(d.in_, outputs=[d.out]))
-    return props
-
-
 def softmax_props(cfg, *, max_row: int, latency: int, bound_rows: int = 4):
     """Softmax unit: rows of 1..``max_row`` entries (``max_row <= seq_len``, assumed); one
     ``p_out`` beat per ``s_in`` beat and one ``p_out.last`` per row (in and out balances);
@@ -666,8 +654,6 @@ def _props_for(unit: str, cfg, rules: str):
         # output register); rows ended earlier are already past J
         return pruner_props(cfg, latency=cfg.n_block_cols + 6, bound=6,
                             topk_only=rules == "topk")
-    if unit == "approx_unit":
-        return approx_props(cfg)
     if unit == "softmax_unit":
         # a full-length row drains ``2n + recip_width + 9`` cycles after its first entry
         return softmax_props(cfg, max_row=cfg.seq_len,
@@ -691,7 +677,6 @@ UNIT_STREAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "score_unit": (("k_in", "q_in"), ("blk_out", "h_out")),
     "head_detector": (("h_in",), ("keep_out",)),
     "block_pruner": (("imp_in",), ("mask_out",)),
-    "approx_unit": (("in_",), ("out",)),
     "softmax_unit": (("s_in",), ("p_out",)),
     "systolic_array": (("op_in",), ("res_out",)),
     "tile_scheduler": (("mask_in",), ("cmd_out",)),
@@ -706,7 +691,6 @@ def unit_settings(unit: str, cfg) -> dict[str, tuple[int, int]]:
         "head_detector": {"head_prune": (0, 1), "tau_head": (0, cfg.h_max)},
         "block_pruner": {"valid_len": (1, cfg.seq_len), "k_b": (0, cfg.n_block_cols),
                          "rho_q": (0, 1 << cfg.rho_frac), "mode": (0, (1 << MODE_WIDTH) - 1)},
-        "approx_unit": {"exact": (0, 1)},
         "softmax_unit": {},
         "systolic_array": {},
         "tile_scheduler": {"valid_len": (1, cfg.seq_len), "head_keep": (0, 1)},

@@ -11,8 +11,8 @@ from typing import Any
 __all__ = ["PRUNING_UNITS", "COLUMNS", "unit_row", "summary", "format_table"]
 
 #: the units the top instantiates only for pruning (HDP's integer pass, head and block
-#: decisions).  ``approx_unit`` is a verified stand-alone unit, but the top forms the cross
-#: terms on the MAC array instead, so it is not part of the top's pruning logic.
+#: decisions).  The approximation (exact or drop_ff scores) is the operand choice of the score
+#: stage, whose fine scores the array computes for every kept block: not pruning logic.
 PRUNING_UNITS = ("score_unit", "head_detector", "block_pruner")
 
 

@@ -24,8 +24,8 @@ from synth import driver
 from synth.report import PRUNING_UNITS, format_table, summary
 
 # smallest first: the test needs only one real unit, the quicker the better
-_PREFERRED = ("head_detector", "approx_unit", "block_pruner", "score_unit", "softmax_unit",
-              "systolic_array", "top")
+_PREFERRED = ("head_detector", "block_pruner", "score_unit", "softmax_unit", "systolic_array",
+              "top")
 
 
 def _small_unit() -> str:
@@ -276,7 +276,7 @@ def test_whole_design_prefers_top():
     w = driver.whole_design(units)
     assert w["of"] == "sum of units" and w["ecp5"]["lut4"] == 148 and w["ice40"]["bram"] == 2
     assert w["fmax_mhz"] == 150.0  # a unit without a clock does not bound Fmax
-    units["approx_unit"] = {"ecp5": {"error": "boom"}, "fmax": {"error": "ECP5 synthesis failed"}}
+    units["systolic_array"] = {"ecp5": {"error": "boom"}, "fmax": {"error": "ECP5 synthesis failed"}}
     w = driver.whole_design(units)
     assert w["ecp5"]["lut4"] is None and w["fmax_mhz"] is None and w["generic"]["cells"] is None
     units["top"] = _fake(399, 100, 20000, 80.0)
@@ -286,7 +286,7 @@ def test_whole_design_prefers_top():
 
 def test_format_table_text_and_markdown():
     data = {"units": {"score_unit": _fake(99, 10, 1000, 150.25),
-                      "approx_unit": {"generic": {"error": "yosys exited with status 1\nboom"}}},
+                      "systolic_array": {"generic": {"error": "yosys exited with status 1\nboom"}}},
             "device": {"part": "LFE5U-85F", "speed": 6}, "fmax_target_mhz": 100.0}
     text = format_table(data)
     lines = text.splitlines()
@@ -294,10 +294,10 @@ def test_format_table_text_and_markdown():
     assert "Fmax MHz" in head and "ECP5 LUT4" in head and "iCE40 LUT4" in head
     row = next(ln for ln in lines if ln.startswith("score_unit"))
     assert row.split()[:4] == ["score_unit", "297", "1000", "99"] and "150.2" in row
-    assert next(ln for ln in lines if ln.startswith("approx_unit")).split()[1] == "-"
-    assert "error: approx_unit generic: yosys exited with status 1" in text
-    # approx_unit is not part of the top's pruning logic (the array forms the cross terms)
-    assert "Pruning logic (score_unit" in text and "+ approx_unit" not in text and "nodsp" not in text
+    assert next(ln for ln in lines if ln.startswith("systolic_array")).split()[1] == "-"
+    assert "error: systolic_array generic: yosys exited with status 1" in text
+    # the array is shared by every pass, not part of the top's pruning logic
+    assert "Pruning logic (score_unit" in text and "+ systolic_array" not in text and "nodsp" not in text
     data["units"]["score_unit"]["fmax"]["dsp_in_luts"] = True
     assert "150.2*" in format_table(data) and "synth_ecp5 -nodsp" in format_table(data)
     assert "ECP5 DSP" not in text and "Top on the" not in text
