@@ -15,7 +15,6 @@ UNITS: dict[str, str] = {
     "block_pruner": "hw.block_pruner:BlockPruner",
     "softmax_unit": "hw.softmax_unit:SoftmaxUnit",
     "systolic_array": "hw.systolic:SystolicArray",
-    "tile_scheduler": "hw.systolic:TileScheduler",
     "loader": "hw.stages.loader:Loader",
     "score_stage": "hw.stages.score:ScoreStage",
     "softmax_stage": "hw.stages.softmax:SoftmaxStage",

@@ -561,52 +561,6 @@ def systolic_props(cfg):
     return props
 
 
-def scheduler_props(cfg, *, latency: int, bound: int):
-    """Tile scheduler: a well-formed mask stream (block-rows ``0 .. ceil(L/b_r)-1``, ``last`` on
-    the last, no keep bit beyond the valid block columns, the diagonal blocks kept as the pruner
-    guarantees: a tile-row with no kept block gets no command at all); per kept head exactly
-    ``ceil(L / array_rows)`` tile-rows (``row_last`` commands) and one ``last`` command; no
-    command at all for a pruned head."""
-    nbr, nbc = cfg.n_block_rows, cfg.n_block_cols
-    R = cfg.array_rows
-
-    def props(h: Harness, m: Module) -> None:
-        d = h.dut
-        _setting(h, m, d.valid_len, 1, cfg.seq_len)
-        h.stable(d.head_keep)
-        L = d.valid_len
-        rows = _per_length(cfg, L, lambda n: _ceil_div(n, cfg.block_rows), nbr.bit_length())
-        cols = _per_length(cfg, L, lambda n: _ceil_div(n, cfg.block_cols), nbc.bit_length())
-        n_ti = _ceil_div(cfg.seq_len, R)
-        r, last = _frame_position(h, m, d.mask_in, rows, "mask")
-        p = d.mask_in.payload
-        # what the pruner guarantees (proven above): the diagonal blocks are kept
-        diag = _diagonal(m, cfg, L, r)
-        m.d.comb += Assume(~d.mask_in.valid | ((p.row == r) & (p.last == last)
-                                               & ((p.mask >> cols) == 0)
-                                               & ((p.mask & diag) == diag)))
-        head_end = _xfer(d.mask_in) & last & d.head_keep
-        quiet = _quiet(d.mask_in, outputs=[d.cmd_out])
-        c = d.cmd_out
-        # tile-rows completed by block-row r: those whose queries all lie in block-rows <= r
-        inc = []
-        for n in range(cfg.seq_len + 1):
-            n_rows, n_tiles, prev = _ceil_div(n, cfg.block_rows), _ceil_div(n, R), 0
-            for rr in range(nbr):
-                done = 0 if rr >= n_rows else n_tiles if rr == n_rows - 1 else \
-                    min(n_tiles, (rr + 1) * cfg.block_rows // R)
-                inc.append(done - prev)
-                prev = max(prev, done)
-        owed = const_table(inc, n_ti.bit_length())[L * nbr + r]
-        h.balance(Mux(_xfer(d.mask_in) & d.head_keep, owed, 0), _xfer(c) & c.payload.row_last,
-                  bound=bound,
-                  latency=latency, quiet=quiet, name="tile_rows")
-        h.balance(head_end, _xfer(c) & c.payload.last, bound=bound, latency=latency,
-                  quiet=quiet, name="heads")
-        m.d.comb += Assert(~c.valid | d.head_keep, "pruned_head_no_command")
-    return props
-
-
 def score_props(cfg, *, latency: int, bound: int):
     """Score unit: K rows and Q rows in heads of ``valid_len`` rows each (settings stable);
     ``ceil(L/b_r) * ceil(L/b_c)`` ``blk_out`` beats per head, the ``ceil(L/b_c)`` of block-row
@@ -660,10 +614,6 @@ def _props_for(unit: str, cfg, rules: str):
                              latency=4 * (cfg.seq_len + 6 + cfg.recip_width) + 10)
     if unit == "systolic_array":
         return systolic_props(cfg)
-    if unit == "tile_scheduler":
-        n_cmd = _ceil_div(cfg.seq_len, cfg.array_cols) + _ceil_div(cfg.head_dim, cfg.array_cols)
-        return scheduler_props(cfg, latency=n_cmd * _ceil_div(cfg.seq_len, cfg.array_rows) + 4,
-                               bound=_ceil_div(cfg.seq_len, cfg.array_rows) + 2)
     if unit == "score_unit":
         nblk = cfg.n_block_rows * cfg.n_block_cols
         # the drain time grows with the ScoreUnit's pipeline (12 at PIPELINE_DEPTH = 3)
@@ -679,7 +629,6 @@ UNIT_STREAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "block_pruner": (("imp_in",), ("mask_out",)),
     "softmax_unit": (("s_in",), ("p_out",)),
     "systolic_array": (("op_in",), ("res_out",)),
-    "tile_scheduler": (("mask_in",), ("cmd_out",)),
 }
 
 
@@ -693,7 +642,6 @@ def unit_settings(unit: str, cfg) -> dict[str, tuple[int, int]]:
                          "rho_q": (0, 1 << cfg.rho_frac), "mode": (0, (1 << MODE_WIDTH) - 1)},
         "softmax_unit": {},
         "systolic_array": {},
-        "tile_scheduler": {"valid_len": (1, cfg.seq_len), "head_keep": (0, 1)},
     }[unit]
 
 

@@ -36,8 +36,6 @@ DEFAULT = {
     ("softmax_unit", "count", "tiny"): ("bmc", 12),
     ("systolic_array", "stream", "tiny"): ("prove", 2),
     ("systolic_array", "count", "tiny"): ("bmc", 12),
-    ("tile_scheduler", "stream", "tiny"): ("prove", 2),
-    ("tile_scheduler", "count", "tiny"): ("bmc", 12),
     ("score_unit", "stream", "tiny"): ("bmc", 10),
     ("score_unit", "count", "tiny"): ("bmc", 10),
     # the k-induction proofs are cheap on ``odd`` too (about a second of solver time each)
@@ -45,19 +43,17 @@ DEFAULT = {
     ("block_pruner", "stream", "odd"): ("prove", 2),
     ("softmax_unit", "stream", "odd"): ("prove", 2),
     ("systolic_array", "stream", "odd"): ("prove", 2),
-    ("tile_scheduler", "stream", "odd"): ("prove", 2),
 }
 
 # deeper runs: (unit, property set, preset) -> (mode, depth); times measured on a loaded
 # 2-core machine: pruner count 14: 150 s, softmax 40: 110 s, score stream 20: 90 s, score count
-# 16: 80 s, scheduler 20: 70 s, systolic 16: 20 s, pruner on odd: 7 s and 18 s
+# 16: 80 s, systolic 16: 20 s, pruner on odd: 7 s and 18 s
 SLOW = {
     ("block_pruner", "count", "tiny"): ("bmc", 14),
     ("block_pruner", "topk", "tiny"): ("bmc", 16),
     ("block_pruner", "count", "odd"): ("bmc", 10),
     ("softmax_unit", "count", "tiny"): ("bmc", 40),
     ("systolic_array", "count", "tiny"): ("bmc", 16),
-    ("tile_scheduler", "count", "tiny"): ("bmc", 20),
     ("score_unit", "stream", "tiny"): ("bmc", 20),
     ("score_unit", "count", "tiny"): ("bmc", 16),
     # the stream rules by k-induction at the default preset's full size (2 s or less each)
@@ -66,7 +62,6 @@ SLOW = {
     ("block_pruner", "stream", "default"): ("prove", 2),
     ("softmax_unit", "stream", "default"): ("prove", 2),
     ("systolic_array", "stream", "default"): ("prove", 2),
-    ("tile_scheduler", "stream", "default"): ("prove", 2),
 }
 
 # deep bmc runs whose depth reaches every cover statement of the harness (an output beat on
