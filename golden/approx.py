@@ -1,4 +1,4 @@
-"""Golden twin of ``hw/approx_unit.py``: the final score of a kept entry.
+"""The final score of a kept entry (twin of the score stage's operands, ``hw/stages/score.py``).
 
 ``S = 2**(2F) * A + 2**F * X`` (``drop_ff``) or ``S = 2**(2F) * A + 2**F * X + C`` (``exact``);
 ``S`` has ``2F`` fraction bits.  ``exact`` equals ``q_q . k_q`` bit for bit.

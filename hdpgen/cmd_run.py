@@ -258,6 +258,7 @@ def synthesize_design(cfg, out: Path, targets=("ecp5",), fmax: bool = True, tick
         top = synth_all(cfg, out, units=["top"], jobs=jobs, targets=targets, fmax=False, tick=tick,
                         cache_dir=cache_dir)
         res["units"]["top"] = top["units"]["top"]
+        res.setdefault("roles", {})["top"] = top.get("roles", {}).get("top", "")
     total = whole_design(res["units"])
     units_only = whole_design({u: r for u, r in res["units"].items() if u != "top"})
     total["fmax_mhz"] = units_only["fmax_mhz"]

@@ -125,16 +125,23 @@ def plot_per_head(kept: list[float], rel_rms_pruned: list[float], rel_rms_unprun
 
 
 def plot_area_by_unit(units: list[str], luts: list[int], ffs: list[int], path: Path,
-                      title: str = "Area by unit (ECP5)") -> Path:
+                      title: str = "Area by unit (ECP5)", roles: list[str] | None = None) -> Path:
     """Horizontal bars on a log scale with the count on every bar; the top (the whole design)
-    is drawn first and set apart from the units it contains."""
+    is drawn first and set apart from the units it contains.  Each unit is labelled with its
+    name and, below it, its role (``roles``; default :func:`hw.units.unit_role`)."""
+    import textwrap
+
+    from hw.units import unit_role
     plt = _plt()
+    roles = [unit_role(u) for u in units] if roles is None else list(roles)
     order = sorted(range(len(units)), key=lambda i: (units[i] != "top", -luts[i]))
     units = [units[i] for i in order]
+    roles = [roles[i] for i in order]
     luts = [luts[i] for i in order]
     ffs = [ffs[i] for i in order]
-    labels = ["top (whole design)" if u == "top" else u for u in units]
-    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(units) + 1.6))
+    labels = ["top (whole design)" if u == "top" else
+              f"{u}\n{textwrap.fill(r, 34)}" if r else u for u, r in zip(units, roles)]
+    fig, ax = plt.subplots(figsize=(7.5, 0.75 * len(units) + 1.6))
     y = np.arange(len(units), dtype=float)
     if "top" in units and len(units) > 1:
         y[1:] += 0.6  # a gap between the whole design and its units
@@ -146,7 +153,7 @@ def plot_area_by_unit(units: list[str], luts: list[int], ffs: list[int], path: P
                     va="center", fontsize=7)
     ax.set_xscale("log")
     ax.set_xlim(0.8, max([1, *luts, *ffs]) * 6)
-    ax.set_yticks(y, labels)
+    ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     if "top" in units and len(units) > 1:
         ax.axhline(0.8, color="black", lw=0.6)

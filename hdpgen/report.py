@@ -61,9 +61,18 @@ def _table(headers: list[str], rows: list[list]) -> list[str]:
 
 
 def _synth_text(syn: dict) -> list[str]:
-    """The synthesis table (owned by :mod:`synth.report`) without empty columns."""
+    """The synthesis table (owned by :mod:`synth.report`, a role beside every unit) without
+    empty columns, then which synthesized unit is each unit of the design card."""
+    from hw.units import DESIGN_CARD
     from synth.report import format_table
-    return drop_empty_columns(format_table(syn, "markdown").splitlines())
+    lines = drop_empty_columns(format_table(syn, "markdown").splitlines())
+    units = syn.get("units", {})
+    card = [f"{role} = `{unit}`" for role, unit in DESIGN_CARD.items() if unit in units]
+    if card:
+        why = (" (the approximation, exact or drop_ff scores, is the score stage's choice of "
+               "operands)" if "score_stage" in units else "")
+        lines += ["", "Design-card units: " + ", ".join(card) + why + "."]
+    return lines
 
 
 def _skipped(rep: dict, key: str) -> list[str]:

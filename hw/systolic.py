@@ -1,8 +1,9 @@
 """Output-stationary systolic array for the fine score pass and P x V, with block skipping.
 
 Golden twins: per tile, :func:`golden.score.cross_terms` / :func:`golden.score.ff_terms`
-(fine score pass) and :func:`golden.pv.pv` (P x V).  The tile scheduler's cycle model is
-``sim/cycle_model.py``.
+(fine score pass) and :func:`golden.pv.pv` (P x V).  The array's cycle model (tiles fed back
+to back) is ``sim/cycle_model.py``; in the top the score and P x V stages issue the tiles and
+``hw/stages/arbiter.py`` shares the array between them.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
@@ -15,7 +16,7 @@ from .config import HDPConfig, signed_width
 __all__ = ["SystolicArray", "ArrayWidths", "array_widths", "array_latency", "ARRAY_LATENCY_EXTRA",
            "op_layout", "res_layout",
            "pe_ctrl_layout", "min_tile_cycles", "result_fifo_depth", "tag_fifo_depth",
-           "default_array_tag_width", "TileScheduler", "cmd_layout"]
+           "default_array_tag_width"]
 
 
 class ArrayWidths:
@@ -362,159 +363,4 @@ class SystolicArray(wiring.Component):
                      tag_fifo.r_stream.ready.eq(top_v & (row_idx == R - 1))]
         with m.If(top_v):
             m.d.sync += row_idx.eq(Mux(row_idx == R - 1, 0, row_idx + 1))
-        return m
-
-
-def cmd_layout(cfg: HDPConfig) -> data.StructLayout:
-    """A tile command of :class:`TileScheduler`: ``kind`` 0 = score tile (tile-row ``ti`` x key
-    tile ``tj``), 1 = P x V tile (tile-row ``ti`` x output-column tile ``tj``); ``cols`` = block
-    columns kept by the tile-row (the P x V depth: keys ``j < valid_len`` of those blocks);
-    ``row_last`` on the tile-row's last command, ``last`` on the head's last command."""
-    n_ti = -(-cfg.seq_len // cfg.array_rows)
-    n_tj = max(-(-cfg.seq_len // cfg.array_cols), -(-cfg.head_dim // cfg.array_cols))
-    return data.StructLayout({
-        "kind": 1, "ti": unsigned(max(1, (n_ti - 1).bit_length())),
-        "tj": unsigned(max(1, (n_tj - 1).bit_length())),
-        "cols": unsigned(cfg.n_block_cols), "row_last": 1, "last": 1})
-
-
-class TileScheduler(wiring.Component):
-    """Block skipping: turns the pruner's block-row keep masks into commands for kept tiles only.
-
-    Twin: :func:`sim.cycle_model.tile_plan` (same tiles, same order, tested command for command).
-
-    For every tile-row ``ti`` (queries ``[ti R, ti R + R)`` below ``valid_len``) the kept block
-    columns are the OR of the masks of the block-rows overlapping it (block-rows may straddle
-    tile-rows, or span several: any ``b_r``, ``R``).  The scheduler then issues the tile-row's
-    score tiles whose key range holds a kept block column, by increasing key tile (one command
-    per cycle, pruned tiles cost no cycle: a priority encoder jumps to the next kept one), then
-    its ``ceil(head_dim / C)`` P x V tiles.  With ``b_r = R`` and ``b_c = C`` a pruned block is
-    exactly a score tile never issued, and its keys are absent from the P x V depth.
-
-    Ports
-    -----
-    mask_in : In(stream.Signature(hw.block_pruner.mask_layout(cfg)))
-        One beat per block-row ``0 .. ceil(valid_len / b_r) - 1`` in order, ``last`` on the last.
-    cmd_out : Out(stream.Signature(cmd_layout(cfg)))
-    valid_len : In(cfg.valid_len_width)
-        Run-time sequence length (stable during a head).
-    head_keep : In(1)
-        0: the head is pruned; its masks are consumed and no command is issued.
-
-    Timing: one command per cycle while ``cmd_out`` is ready; a tile-row's commands start the
-    cycle after the mask beat that completes it.  The array needs ``>= 2R - 1`` cycles per tile,
-    so a small command FIFO hides the scheduler completely.
-    """
-
-    def __init__(self, cfg: HDPConfig):
-        from .block_pruner import mask_layout
-        if not isinstance(cfg, HDPConfig):
-            raise TypeError(f"cfg must be an HDPConfig, not {cfg!r}")
-        self._cfg = cfg
-        super().__init__({
-            "mask_in": In(stream.Signature(mask_layout(cfg))),
-            "cmd_out": Out(stream.Signature(cmd_layout(cfg))),
-            "valid_len": In(cfg.valid_len_width),
-            "head_keep": In(1),
-        })
-
-    def elaborate(self, platform):
-        cfg = self._cfg
-        R, C, br, bc = cfg.array_rows, cfg.array_cols, cfg.block_rows, cfg.block_cols
-        nbc = cfg.n_block_cols
-        n_tj = -(-cfg.seq_len // C)
-        n_td = -(-cfg.head_dim // C)
-        m = Module()
-        lw = unsigned((cfg.seq_len + max(R, br)).bit_length() + 1)
-
-        acc = Signal(nbc, name="acc")            # OR of the current tile-row's masks
-        row_end = Signal(lw, init=R - 1)         # last query of the current tile-row
-        ti = Signal.like(self.cmd_out.payload.ti, name="ti")
-        pend_mask = Signal(nbc)                  # mask of the block-row that completed rows
-        pend_end = Signal(lw)                    # its last valid query
-        pend_last = Signal()
-        cols = Signal(nbc, name="emit_cols")     # the tile-row being emitted
-        remaining = Signal(n_tj, name="remaining")
-        td = Signal(range(max(2, n_td)), name="td")
-        phase_pv = Signal()
-
-        # block-row geometry of the incoming beat
-        beat = self.mask_in.payload
-        mask = Signal(nbc)
-        m.d.comb += mask.eq(Mux(self.head_keep, beat.mask, 0))
-        blk_end = Signal(lw)
-        full_end = Signal(lw)
-        m.d.comb += [full_end.eq(beat.row * br + br - 1),
-                     blk_end.eq(Mux(full_end < self.valid_len, full_end, self.valid_len - 1))]
-
-        # kept tile columns of `cols`
-        tmask = Signal(n_tj, name="tile_cols")
-        for tj in range(n_tj):
-            lo, hi = tj * C, min(cfg.seq_len, tj * C + C)
-            m.d.comb += tmask[tj].eq(cols[lo // bc:(hi - 1) // bc + 1].any())
-        low = Signal(range(max(2, n_tj)), name="lowest")
-        for k in reversed(range(n_tj)):
-            with m.If(remaining[k]):
-                m.d.comb += low.eq(k)
-
-        cmd = self.cmd_out.payload
-        next_start = Signal(lw)
-        m.d.comb += next_start.eq(row_end + 1)
-        final_row = Signal()
-        m.d.comb += final_row.eq(pend_last & (next_start > pend_end))
-
-        def finish_row():
-            """After the tile-row's last command (or when it has none): move to the next."""
-            m.d.sync += [row_end.eq(row_end + R), ti.eq(ti + 1)]
-            with m.If(next_start > pend_end):
-                m.d.sync += acc.eq(0)
-                with m.If(pend_last):       # head done: back to tile-row 0
-                    m.d.sync += [row_end.eq(R - 1), ti.eq(0)]
-                m.next = "ACCEPT"
-            with m.Elif((pend_end >= row_end + R) | pend_last):
-                # the block-row also completes the next tile-row
-                m.d.sync += [acc.eq(0), cols.eq(pend_mask), phase_pv.eq(0), td.eq(0)]
-                m.next = "START"
-            with m.Else():
-                m.d.sync += acc.eq(pend_mask)
-                m.next = "ACCEPT"
-
-        # handshakes and payload outside the FSM, as plain assignments: a comb process that
-        # reads only never-changing registers is never evaluated by Icarus (ready stayed X)
-        last_cmd = Signal()
-        m.d.comb += [last_cmd.eq(phase_pv & (td == n_td - 1)),
-                     cmd.ti.eq(ti), cmd.cols.eq(cols), cmd.kind.eq(phase_pv),
-                     cmd.tj.eq(Mux(phase_pv, td, low)),
-                     cmd.row_last.eq(last_cmd), cmd.last.eq(last_cmd & final_row)]
-
-        with m.FSM() as fsm:
-            with m.State("ACCEPT"):
-                with m.If(self.mask_in.valid):
-                    m.d.sync += [pend_mask.eq(mask), pend_end.eq(blk_end),
-                                 pend_last.eq(beat.last)]
-                    with m.If((blk_end >= row_end) | beat.last):
-                        m.d.sync += [cols.eq(acc | mask), phase_pv.eq(0), td.eq(0)]
-                        m.next = "START"
-                    with m.Else():
-                        m.d.sync += acc.eq(acc | mask)
-            with m.State("START"):
-                m.d.sync += remaining.eq(tmask)
-                with m.If(cols == 0):
-                    finish_row()
-                with m.Else():
-                    m.next = "EMIT"
-            with m.State("EMIT"):
-                with m.If(self.cmd_out.ready):
-                    with m.If(~phase_pv):
-                        rest = Signal(n_tj, name="rest")
-                        m.d.comb += rest.eq(remaining & ~(1 << low)[:n_tj])
-                        m.d.sync += remaining.eq(rest)
-                        with m.If(rest == 0):
-                            m.d.sync += phase_pv.eq(1)
-                    with m.Elif(td == n_td - 1):
-                        finish_row()
-                    with m.Else():
-                        m.d.sync += td.eq(td + 1)
-        m.d.comb += [self.mask_in.ready.eq(fsm.ongoing("ACCEPT")),
-                     self.cmd_out.valid.eq(fsm.ongoing("EMIT"))]
         return m

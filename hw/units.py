@@ -6,23 +6,48 @@ one place.  Imports are lazy: listing units does not elaborate anything.
 
 import importlib
 
-__all__ = ["UNITS", "unit_names", "unit_class", "build_unit"]
+__all__ = ["UNITS", "ROLES", "DESIGN_CARD", "unit_names", "unit_class", "build_unit", "unit_role"]
 
 # name -> "module:Class"; every class takes the HDPConfig as its first argument
 UNITS: dict[str, str] = {
     "score_unit": "hw.score_unit:ScoreUnit",
     "head_detector": "hw.head_detector:HeadDetector",
     "block_pruner": "hw.block_pruner:BlockPruner",
-    "approx_unit": "hw.approx_unit:ApproxUnit",
     "softmax_unit": "hw.softmax_unit:SoftmaxUnit",
     "systolic_array": "hw.systolic:SystolicArray",
-    "tile_scheduler": "hw.systolic:TileScheduler",
     "loader": "hw.stages.loader:Loader",
     "score_stage": "hw.stages.score:ScoreStage",
     "softmax_stage": "hw.stages.softmax:SoftmaxStage",
     "pv_stage": "hw.stages.pv:PVStage",
     "array_arbiter": "hw.stages.arbiter:ArrayArbiter",
     "top": "hw.top:Top",
+}
+
+#: the five hardware units the design card names -> the unit that plays each part.  The
+#: approximation (exact or drop_ff scores) is the operand choice of the score stage, which has
+#: the whole score formed on the array, so the score stage is the approximation unit.
+DESIGN_CARD: dict[str, str] = {
+    "integer score unit": "score_unit",
+    "top-k / threshold pruner": "block_pruner",
+    "head-pruning detector": "head_detector",
+    "approximation unit": "score_stage",
+    "systolic array": "systolic_array",
+}
+
+#: unit name -> its role in the design, shown beside the name in the synthesis table, its
+#: JSON summary and the report of ``hdpgen run``.  Every unit of :data:`UNITS` has one.
+ROLES: dict[str, str] = {
+    "score_unit": "integer score unit",
+    "head_detector": "head-pruning detector",
+    "block_pruner": "top-k / threshold pruner",
+    "softmax_unit": "softmax (probabilities of a score row)",
+    "systolic_array": "systolic array",
+    "loader": "loader (Q, K, V streams into memory)",
+    "score_stage": "approximation unit (score stage: exact or drop_ff operands)",
+    "softmax_stage": "softmax stage (fine scores through the softmax unit)",
+    "pv_stage": "P x V stage (probabilities times V, output stream)",
+    "array_arbiter": "array arbiter (score and P x V stages share the array)",
+    "top": "co-processor top (whole design)",
 }
 
 
@@ -41,3 +66,8 @@ def unit_class(name: str):
 
 def build_unit(name: str, cfg):
     return unit_class(name)(cfg)
+
+
+def unit_role(name: str) -> str:
+    """The role of unit ``name`` in the design (``""`` for a name outside :data:`ROLES`)."""
+    return ROLES.get(name, "")

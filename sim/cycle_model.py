@@ -1,7 +1,9 @@
-"""Cycle model of the systolic array's tile scheduler (``hw/systolic.py``).
+"""Cycle model of the systolic array (``hw/systolic.py``) fed tiles back to back.
 
-:func:`tile_plan` is the scheduler: from a head's block keep mask it lists the tiles the array
-is given, and only those (a pruned head gives none).  :func:`predict_cycles` replays the array's
+:func:`tile_plan` lists, from a head's block keep mask, the tiles a head needs, and only those
+(a pruned head gives none): the stimulus of the array's own tests and benches and the tiles of
+``bench/cycles.py``'s array-alone comparison.  (The top issues its tiles from the score and P x V
+stages, modelled by ``sim/top_cycles.py``.)  :func:`predict_cycles` replays the array's
 issue rules (one depth step per cycle, last beats at least ``2R - 1`` cycles apart, a tile
 starts only with credit for its R result rows) with an ideal operand feeder and an always-ready
 result sink, and returns the cycles from the first accepted beat to the last result row
@@ -26,7 +28,7 @@ import numpy as np
 from hw.config import HDPConfig
 from hw.systolic import ARRAY_LATENCY_EXTRA, array_latency
 
-__all__ = ["Tile", "tile_plan", "tile_row_cols", "scheduler_commands", "predict_cycles",
+__all__ = ["Tile", "tile_plan", "tile_row_cols", "predict_cycles",
            "ideal_cycles", "utilization",
            "ARRAY_LATENCY_EXTRA"]
 
@@ -63,8 +65,7 @@ def tile_plan(cfg: HDPConfig, block_keep: np.ndarray, n: int, valid_len: int | N
               passes: tuple[str, ...] = ("score", "pv")) -> list[Tile]:
     """Tiles issued for one head with keep mask ``block_keep`` ((nbr, nbc) bool over an n x n
     score matrix), tile-row by tile-row (rows with a query below ``valid_len``): the row's
-    score tiles by increasing key tile, then its P x V tiles by increasing output-column tile.
-    This is the order of ``hw.systolic.TileScheduler``'s commands."""
+    score tiles by increasing key tile, then its P x V tiles by increasing output-column tile."""
     valid_len = n if valid_len is None else valid_len
     R, C, bc = cfg.array_rows, cfg.array_cols, cfg.block_cols
     n_ti, n_tj, n_td = -(-min(n, valid_len) // R), -(-n // C), -(-cfg.head_dim // C)
@@ -81,23 +82,6 @@ def tile_plan(cfg: HDPConfig, block_keep: np.ndarray, n: int, valid_len: int | N
             for td in range(n_td):
                 tiles.append(Tile("pv", ti, td, keys))
     return tiles
-
-
-def scheduler_commands(cfg: HDPConfig, block_keep: np.ndarray, valid_len: int
-                       ) -> list[tuple[int, int, int, int, int, int]]:
-    """What ``hw.systolic.TileScheduler`` must emit for a (nbr, nbc) keep mask at the
-    hardware's block grid: ``(kind, ti, tj, cols, row_last, last)`` per command, with ``kind``
-    0 = score / 1 = P x V and ``cols`` the tile-row's kept block columns as an integer."""
-    n = cfg.seq_len
-    tiles = tile_plan(cfg, block_keep, n, valid_len)
-    out = []
-    for i, t in enumerate(tiles):
-        cols = tile_row_cols(cfg, block_keep, n, t.ti)
-        row_last = int(i + 1 == len(tiles) or tiles[i + 1].ti != t.ti)
-        out.append((int(t.kind == "pv"), t.ti, t.tj,
-                    sum(1 << c for c in range(len(cols)) if cols[c]), row_last,
-                    int(i + 1 == len(tiles))))
-    return out
 
 
 def predict_cycles(cfg: HDPConfig, depths: list[int], fifo_depth: int | None = None) -> int:

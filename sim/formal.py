@@ -509,18 +509,6 @@ def head_detector_props(cfg, *, depth_hint: int = 0):
     return props
 
 
-def approx_props(cfg):
-    """Approximation unit: one-to-one, at most ``latency`` beats in flight, drained
-    ``latency`` cycles after the input stops (``latency`` = the unit's own figure)."""
-    def props(h: Harness, m: Module) -> None:
-        d = h.dut
-        latency = d.latency
-        h.stable(d.exact)
-        h.balance(_xfer(d.in_), _xfer(d.out), bound=latency, latency=latency,
-                  quiet=_quiet(d.in_, outputs=[d.out]))
-    return props
-
-
 def softmax_props(cfg, *, max_row: int, latency: int, bound_rows: int = 4):
     """Softmax unit: rows of 1..``max_row`` entries (``max_row <= seq_len``, assumed); one
     ``p_out`` beat per ``s_in`` beat and one ``p_out.last`` per row (in and out balances);
@@ -573,52 +561,6 @@ def systolic_props(cfg):
     return props
 
 
-def scheduler_props(cfg, *, latency: int, bound: int):
-    """Tile scheduler: a well-formed mask stream (block-rows ``0 .. ceil(L/b_r)-1``, ``last`` on
-    the last, no keep bit beyond the valid block columns, the diagonal blocks kept as the pruner
-    guarantees: a tile-row with no kept block gets no command at all); per kept head exactly
-    ``ceil(L / array_rows)`` tile-rows (``row_last`` commands) and one ``last`` command; no
-    command at all for a pruned head."""
-    nbr, nbc = cfg.n_block_rows, cfg.n_block_cols
-    R = cfg.array_rows
-
-    def props(h: Harness, m: Module) -> None:
-        d = h.dut
-        _setting(h, m, d.valid_len, 1, cfg.seq_len)
-        h.stable(d.head_keep)
-        L = d.valid_len
-        rows = _per_length(cfg, L, lambda n: _ceil_div(n, cfg.block_rows), nbr.bit_length())
-        cols = _per_length(cfg, L, lambda n: _ceil_div(n, cfg.block_cols), nbc.bit_length())
-        n_ti = _ceil_div(cfg.seq_len, R)
-        r, last = _frame_position(h, m, d.mask_in, rows, "mask")
-        p = d.mask_in.payload
-        # what the pruner guarantees (proven above): the diagonal blocks are kept
-        diag = _diagonal(m, cfg, L, r)
-        m.d.comb += Assume(~d.mask_in.valid | ((p.row == r) & (p.last == last)
-                                               & ((p.mask >> cols) == 0)
-                                               & ((p.mask & diag) == diag)))
-        head_end = _xfer(d.mask_in) & last & d.head_keep
-        quiet = _quiet(d.mask_in, outputs=[d.cmd_out])
-        c = d.cmd_out
-        # tile-rows completed by block-row r: those whose queries all lie in block-rows <= r
-        inc = []
-        for n in range(cfg.seq_len + 1):
-            n_rows, n_tiles, prev = _ceil_div(n, cfg.block_rows), _ceil_div(n, R), 0
-            for rr in range(nbr):
-                done = 0 if rr >= n_rows else n_tiles if rr == n_rows - 1 else \
-                    min(n_tiles, (rr + 1) * cfg.block_rows // R)
-                inc.append(done - prev)
-                prev = max(prev, done)
-        owed = const_table(inc, n_ti.bit_length())[L * nbr + r]
-        h.balance(Mux(_xfer(d.mask_in) & d.head_keep, owed, 0), _xfer(c) & c.payload.row_last,
-                  bound=bound,
-                  latency=latency, quiet=quiet, name="tile_rows")
-        h.balance(head_end, _xfer(c) & c.payload.last, bound=bound, latency=latency,
-                  quiet=quiet, name="heads")
-        m.d.comb += Assert(~c.valid | d.head_keep, "pruned_head_no_command")
-    return props
-
-
 def score_props(cfg, *, latency: int, bound: int):
     """Score unit: K rows and Q rows in heads of ``valid_len`` rows each (settings stable);
     ``ceil(L/b_r) * ceil(L/b_c)`` ``blk_out`` beats per head, the ``ceil(L/b_c)`` of block-row
@@ -666,8 +608,6 @@ def _props_for(unit: str, cfg, rules: str):
         # drained by its m items in J (behind the rest of J's row), then P1..P3 and O
         return pruner_props(cfg, latency=cfg.n_block_cols + 8, bound=8,
                             topk_only=rules == "topk")
-    if unit == "approx_unit":
-        return approx_props(cfg)
     if unit == "softmax_unit":
         # a full-length row drains ``2n + ceil(recip_width / 2) + 14`` cycles after its first
         # entry; up to six rows inside: ingest, two in the exponent stage, the divider, and two
@@ -676,10 +616,6 @@ def _props_for(unit: str, cfg, rules: str):
                              latency=4 * (cfg.seq_len + 6 + cfg.recip_width) + 10, bound_rows=6)
     if unit == "systolic_array":
         return systolic_props(cfg)
-    if unit == "tile_scheduler":
-        n_cmd = _ceil_div(cfg.seq_len, cfg.array_cols) + _ceil_div(cfg.head_dim, cfg.array_cols)
-        return scheduler_props(cfg, latency=n_cmd * _ceil_div(cfg.seq_len, cfg.array_rows) + 4,
-                               bound=_ceil_div(cfg.seq_len, cfg.array_rows) + 2)
     if unit == "score_unit":
         nblk = cfg.n_block_rows * cfg.n_block_cols
         # the drain time grows with the ScoreUnit's pipeline (12 at PIPELINE_DEPTH = 3)
@@ -693,10 +629,8 @@ UNIT_STREAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "score_unit": (("k_in", "q_in"), ("blk_out", "h_out")),
     "head_detector": (("h_in",), ("keep_out",)),
     "block_pruner": (("imp_in",), ("mask_out",)),
-    "approx_unit": (("in_",), ("out",)),
     "softmax_unit": (("s_in",), ("p_out",)),
     "systolic_array": (("op_in",), ("res_out",)),
-    "tile_scheduler": (("mask_in",), ("cmd_out",)),
 }
 
 
@@ -708,10 +642,8 @@ def unit_settings(unit: str, cfg) -> dict[str, tuple[int, int]]:
         "head_detector": {"head_prune": (0, 1), "tau_head": (0, cfg.h_max)},
         "block_pruner": {"valid_len": (1, cfg.seq_len), "k_b": (0, cfg.n_block_cols),
                          "rho_q": (0, 1 << cfg.rho_frac), "mode": (0, (1 << MODE_WIDTH) - 1)},
-        "approx_unit": {"exact": (0, 1)},
         "softmax_unit": {},
         "systolic_array": {},
-        "tile_scheduler": {"valid_len": (1, cfg.seq_len), "head_keep": (0, 1)},
     }[unit]
 
 

@@ -529,11 +529,12 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
     ``tick(done, total, note)`` (the shape of ``hdpgen.progress.Stages.tick``) hears a count of
     finished (unit, stage) jobs.
 
-    Returns ``{"units": {name: result}, "total", "config", "tools", "targets", "fmax",
-    "fmax_target_mhz", "ecp5_dsp_min_width", "device", "seconds"}``; ``total`` is the whole
+    Returns ``{"units": {name: result}, "roles": {name: role}, "total", "config", "tools",
+    "targets", "fmax", "fmax_target_mhz", "ecp5_dsp_min_width", "device", "seconds"}``;
+    ``roles`` is each unit's part in the design (:data:`hw.units.ROLES`), ``total`` the whole
     design (see :func:`whole_design`).
     """
-    from hw.units import UNITS, unit_names
+    from hw.units import UNITS, unit_names, unit_role
     out_dir = Path(out_dir)
     targets = _check_targets(targets)
     _check_dsp_min(ecp5_dsp_min_width)
@@ -610,7 +611,8 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
                 fut.cancel()
             raise
     ordered = {u: results[u] for u in names if u in results}
-    return {"units": ordered, "total": whole_design(ordered), "config": cfg.to_dict(),
+    return {"units": ordered, "roles": {u: unit_role(u) for u in ordered},
+            "total": whole_design(ordered), "config": cfg.to_dict(),
             "tools": tool_versions(), "targets": list(targets), "fmax": fmax,
             "fmax_target_mhz": fmax_target_mhz,
             "ecp5_dsp_min_width": script_dsp_min_width(_script_for("ecp5", ecp5_dsp_min_width)),

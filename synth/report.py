@@ -2,17 +2,20 @@
 
 :func:`format_table` gives plain text (for the terminal) or Markdown (for ``report.md``);
 :func:`summary` gives the totals and the pruning logic's share as numbers, for the main
-job's ``report.json`` and plots.
+job's ``report.json`` and plots.  Every row names the unit and its role in the design
+(:data:`hw.units.ROLES`: e.g. ``score_stage`` is the approximation unit).
 """
 
 from collections.abc import Callable
 from typing import Any
 
+from hw.units import unit_role
+
 __all__ = ["PRUNING_UNITS", "COLUMNS", "unit_row", "summary", "format_table"]
 
 #: the units the top instantiates only for pruning (HDP's integer pass, head and block
-#: decisions).  ``approx_unit`` is a verified stand-alone unit, but the top forms the cross
-#: terms on the MAC array instead, so it is not part of the top's pruning logic.
+#: decisions).  The approximation (exact or drop_ff scores) is the operand choice of the score
+#: stage, whose fine scores the array computes for every kept block: not pruning logic.
 PRUNING_UNITS = ("score_unit", "head_detector", "block_pruner")
 
 
@@ -33,6 +36,7 @@ def _seconds(res: dict[str, Any]) -> float | None:
 #: (header, key in unit_row, how the total is formed: "sum", "min" or None)
 COLUMNS: list[tuple[str, str, str | None]] = [
     ("unit", "unit", None),
+    ("role", "role", None),
     ("cells", "cells", "sum"),
     ("transistors", "transistors", "sum"),
     ("ECP5 LUT4", "ecp5_lut4", "sum"),
@@ -51,9 +55,10 @@ COLUMNS: list[tuple[str, str, str | None]] = [
 
 
 def unit_row(name: str, res: dict[str, Any]) -> dict[str, Any]:
-    """One unit's numbers, flat (``None`` where a stage did not run or failed)."""
+    """One unit's role and numbers, flat (``None`` where a stage did not run or failed)."""
     return {
         "unit": name,
+        "role": unit_role(name),
         "cells": _get(res, "generic", "cells"),
         "transistors": _get(res, "generic", "transistors"),
         "ecp5_lut4": _get(res, "ecp5", "lut4"),
@@ -99,8 +104,9 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
     units = data.get("units", {})
     rows = [unit_row(n, r) for n, r in units.items()]
     parts = [r for r in rows if r["unit"] != "top"]
-    total = {"unit": "total (units)" if any(r["unit"] == "top" for r in rows) else "total"}
-    for _, key, how in COLUMNS[1:]:
+    total = {"unit": "total (units)" if any(r["unit"] == "top" for r in rows) else "total",
+             "role": ""}
+    for _, key, how in COLUMNS[2:]:
         total[key] = _combine([r[key] for r in parts], how)
     top = next((r for r in rows if r["unit"] == "top"), None)
     whole = top if top is not None else total
@@ -161,15 +167,15 @@ def format_table(data: dict[str, Any], fmt: str = "text") -> str:
     lines: list[str] = []
     if fmt == "markdown":
         lines.append("| " + " | ".join(heads) + " |")
-        lines.append("|" + "|".join([":---"] + ["---:"] * (len(heads) - 1)) + "|")
+        lines.append("|" + "|".join([":---", ":---"] + ["---:"] * (len(heads) - 2)) + "|")
         lines += ["| " + " | ".join(row) + " |" for row in body]
     else:
-        group = ("", "generic", "", "ECP5", "", "", "", "", "iCE40", "", "", "", "", "ECP5", "")
+        group = ("", "", "generic", "", "ECP5", "", "", "", "", "iCE40", "", "", "", "", "ECP5", "")
         widths = [max(len(h), len(g), *(len(row[i]) for row in body))
                   for i, (h, g) in enumerate(zip(heads, group))]
 
         def line(cells: list[str]) -> str:
-            return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+            return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                              for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
         lines.append(line(list(group)))
         lines.append(line(heads))

@@ -58,8 +58,23 @@ def test_defect14_report_has_no_empty_columns_or_dash_clauses():
     for line in md.splitlines():
         if line.startswith("|") and not line.startswith("|---") and not line.startswith("|:"):
             assert "| - |" not in line.replace("|  |", "|"), line
-    assert "| unit | ECP5 LUT4 | CCU2C | FF | DSP | EBR | time s |" in md
+    assert "| unit | role | ECP5 LUT4 | CCU2C | FF | DSP | EBR | time s |" in md
     assert "50.0% of ECP5 flip-flops." in md
+
+
+def test_synth_section_names_each_unit_role_and_the_design_card():
+    """The report's synthesis table shows each unit's role beside its name, and says which
+    synthesized unit is each hardware unit of the design card (the score stage is the
+    approximation unit)."""
+    ecp5 = {"lut": 10, "lut4": 10, "ff": 5, "carry": 1, "dsp": 0, "bram": 0, "seconds": 1.0}
+    names = ("top", "score_unit", "block_pruner", "head_detector", "score_stage", "systolic_array")
+    md = render_markdown(dict(FULL, synth={"units": {u: {"ecp5": ecp5} for u in names},
+                                           "targets": ["ecp5"], "fmax": False}))
+    assert "| score_stage | approximation unit (score stage: exact or drop_ff operands) | 10 |" in md
+    assert "| block_pruner | top-k / threshold pruner | 10 |" in md
+    assert ("Design-card units: integer score unit = `score_unit`, top-k / threshold pruner = "
+            "`block_pruner`, head-pruning detector = `head_detector`, approximation unit = "
+            "`score_stage`, systolic array = `systolic_array`") in md
 
 
 def test_defect14_drop_empty_columns():
@@ -176,7 +191,9 @@ def test_defect14_area_plot_log_scale_top_apart_numbers_on_bars(tmp_path, figure
                             tmp_path / "a.png")
     ax = figures[0].axes[0]
     assert ax.get_xscale() == "log"
-    assert [t.get_text() for t in ax.get_yticklabels()][0] == "top (whole design)"
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0] == "top (whole design)"
+    assert labels[1:] == ["score_unit\ninteger score unit", "head_detector\nhead-pruning detector"]
     texts = {t.get_text() for t in ax.texts}
     assert {"9,000", "500", "3", "2"} <= texts
 

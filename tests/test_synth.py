@@ -10,6 +10,7 @@ compiles for about 30 s).  Tool runs go under ``build/`` in the checkout, not py
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -19,13 +20,13 @@ import pytest
 
 from hdpgen.cli import main as cli_main
 from hw.presets import preset
-from hw.units import unit_names
+from hw.units import unit_names, unit_role
 from synth import driver
 from synth.report import PRUNING_UNITS, format_table, summary
 
 # smallest first: the test needs only one real unit, the quicker the better
-_PREFERRED = ("head_detector", "approx_unit", "block_pruner", "score_unit", "softmax_unit",
-              "systolic_array", "top")
+_PREFERRED = ("head_detector", "block_pruner", "score_unit", "softmax_unit", "systolic_array",
+              "top")
 
 
 def _small_unit() -> str:
@@ -119,7 +120,7 @@ def test_synth_all_counts_progress_and_totals(first_run):
     ticks, events = [], []
     data = driver.synth_all(preset("tiny"), out, [unit], jobs=2, tick=lambda *t: ticks.append(t),
                             progress=lambda *e: events.append(e))
-    assert list(data["units"]) == [unit]
+    assert list(data["units"]) == [unit] and data["roles"] == {unit: unit_role(unit)} != {unit: ""}
     assert ticks[-1][0] == ticks[-1][1] == 1 + len(driver.STAGES), ticks
     assert [t[0] for t in ticks] == list(range(1, len(ticks) + 1))
     assert all(st == "cached" for (_, s, st, _) in events if s != "export" and st != "start"), events
@@ -137,7 +138,7 @@ def test_cli_prints_table_and_writes_json(first_run, capsys):
     assert rc == 0, cap.err
     assert unit in cap.out and "Fmax MHz" in cap.out and "ECP5 LUT4" in cap.out
     data = json.loads((out / "synth.json").read_text())
-    assert list(data["units"]) == [unit]
+    assert list(data["units"]) == [unit] and data["roles"][unit] == unit_role(unit)
     assert data["units"][unit]["ecp5"]["lut4"] == first_run["res"]["ecp5"]["lut4"]
     assert data["units"][unit]["ecp5"]["cached"] is True
     assert (out / "synth.md").read_text().startswith("| unit |")
@@ -271,12 +272,24 @@ def test_summary_totals_and_pruning_share():
     assert s["total"]["ecp5_lut4"] == 157 and s["total"]["unit"] == "total (units)"
 
 
+def test_summary_rows_name_the_role():
+    """Every row of the JSON summary carries the unit's role in the design; the total has none."""
+    data = {"units": {"score_stage": _fake(99, 10, 1000, 150.0), "block_pruner": _fake(9, 1, 10, 200.0),
+                      "top": _fake(399, 100, 20000, 80.0)}}
+    s = summary(data)
+    roles = {r["unit"]: r["role"] for r in s["rows"]}
+    assert roles["block_pruner"] == "top-k / threshold pruner"
+    assert roles["score_stage"].startswith("approximation unit")
+    assert roles["top"] and s["total"]["role"] == ""
+    json.dumps(s)
+
+
 def test_whole_design_prefers_top():
     units = {"score_unit": _fake(99, 10, 1000, 150.0), "softmax_unit": _fake(49, 30, 3000, None)}
     w = driver.whole_design(units)
     assert w["of"] == "sum of units" and w["ecp5"]["lut4"] == 148 and w["ice40"]["bram"] == 2
     assert w["fmax_mhz"] == 150.0  # a unit without a clock does not bound Fmax
-    units["approx_unit"] = {"ecp5": {"error": "boom"}, "fmax": {"error": "ECP5 synthesis failed"}}
+    units["systolic_array"] = {"ecp5": {"error": "boom"}, "fmax": {"error": "ECP5 synthesis failed"}}
     w = driver.whole_design(units)
     assert w["ecp5"]["lut4"] is None and w["fmax_mhz"] is None and w["generic"]["cells"] is None
     units["top"] = _fake(399, 100, 20000, 80.0)
@@ -286,18 +299,22 @@ def test_whole_design_prefers_top():
 
 def test_format_table_text_and_markdown():
     data = {"units": {"score_unit": _fake(99, 10, 1000, 150.25),
-                      "approx_unit": {"generic": {"error": "yosys exited with status 1\nboom"}}},
+                      "systolic_array": {"generic": {"error": "yosys exited with status 1\nboom"}}},
             "device": {"part": "LFE5U-85F", "speed": 6}, "fmax_target_mhz": 100.0}
     text = format_table(data)
     lines = text.splitlines()
     head = next(ln for ln in lines if ln.startswith("unit"))
     assert "Fmax MHz" in head and "ECP5 LUT4" in head and "iCE40 LUT4" in head
+    assert head.split()[:3] == ["unit", "role", "cells"]
     row = next(ln for ln in lines if ln.startswith("score_unit"))
-    assert row.split()[:4] == ["score_unit", "297", "1000", "99"] and "150.2" in row
-    assert next(ln for ln in lines if ln.startswith("approx_unit")).split()[1] == "-"
-    assert "error: approx_unit generic: yosys exited with status 1" in text
-    # approx_unit is not part of the top's pruning logic (the array forms the cross terms)
-    assert "Pruning logic (score_unit" in text and "+ approx_unit" not in text and "nodsp" not in text
+    # columns are two or more spaces apart; the role is beside the unit name
+    assert re.split(r"\s{2,}", row)[:5] == ["score_unit", "integer score unit", "297", "1000", "99"]
+    assert "150.2" in row
+    arr = re.split(r"\s{2,}", next(ln for ln in lines if ln.startswith("systolic_array")))
+    assert arr[:3] == ["systolic_array", "systolic array", "-"]
+    assert "error: systolic_array generic: yosys exited with status 1" in text
+    # the array is shared by every pass, not part of the top's pruning logic
+    assert "Pruning logic (score_unit" in text and "+ systolic_array" not in text and "nodsp" not in text
     data["units"]["score_unit"]["fmax"]["dsp_in_luts"] = True
     assert "150.2*" in format_table(data) and "synth_ecp5 -nodsp" in format_table(data)
     assert "ECP5 DSP" not in text and "Top on the" not in text
@@ -309,7 +326,8 @@ def test_format_table_text_and_markdown():
     assert "64,000/83,640 (77%) LUT4 sites" in text and "39/156 (25%) MULT18X18D" in text
     assert "DP16KD: fits." in text
     md = format_table(data, "markdown")
-    assert md.startswith("| unit | cells |") and "| score_unit | 297 | 1000 | 99 |" in md
+    assert md.startswith("| unit | role | cells |")
+    assert "| score_unit | integer score unit | 297 | 1000 | 99 |" in md
     with pytest.raises(ValueError, match="fmt must be one of text, markdown, not 'html'"):
         format_table(data, "html")
 

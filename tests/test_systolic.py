@@ -1,5 +1,5 @@
 """SystolicArray in Amaranth's simulator: score and P x V tiles bit-exact against golden, random
-stalls at both stream ends, and measured cycles equal to the scheduler's cycle model."""
+stalls at both stream ends, and measured cycles equal to the array's cycle model."""
 
 import random
 
@@ -204,105 +204,6 @@ def test_broken_variant_fails(dense):
     res = run_array(bad, beats, len(w.tiles) * cfg.array_rows)
     with pytest.raises(AssertionError, match="first difference"):
         check(cfg, w, res, "narrow acc")
-
-
-# ------------------------------------------------------------------ tile scheduler (RTL)
-
-def run_scheduler(cfg, block_keep, valid_len, head_keep=1, stall=0.0, seed=0):
-    """Feed the block-row masks (rows below valid_len) and collect commands until ``last``
-    (or until idle for a while when nothing is expected)."""
-    from hw.block_pruner import mask_layout
-    from hw.systolic import TileScheduler, cmd_layout
-    dut = TileScheduler(cfg)
-    mlay, clay = mask_layout(cfg), cmd_layout(cfg)
-    nbr = -(-valid_len // cfg.block_rows)
-    beats = []
-    for r in range(nbr):
-        bits = sum(1 << c for c in range(block_keep.shape[1]) if block_keep[r, c])
-        beats.append(mlay.const({"mask": bits, "row": r, "last": int(r == nbr - 1)}).as_bits())
-    rng_in, rng_out = random.Random(seed), random.Random(seed + 1)
-    got, idle_limit = [], 40
-
-    async def source(ctx):
-        ctx.set(dut.valid_len, valid_len)
-        ctx.set(dut.head_keep, head_keep)
-        for b in beats:
-            while rng_in.random() < stall:
-                ctx.set(dut.mask_in.valid, 0)
-                await ctx.tick()
-            ctx.set(dut.mask_in.valid, 1)
-            ctx.set(dut.mask_in.payload.as_value(), b)
-            await ctx.tick().until(dut.mask_in.ready)
-        ctx.set(dut.mask_in.valid, 0)
-
-    async def sink(ctx):
-        idle = 0
-        while idle < idle_limit:
-            ready = rng_out.random() >= stall
-            ctx.set(dut.cmd_out.ready, ready)
-            _, _, valid, p = await ctx.tick().sample(dut.cmd_out.valid, dut.cmd_out.payload.as_value())
-            if valid and ready:
-                c = clay.from_bits(p)
-                got.append((int(c.kind), int(c.ti), int(c.tj), int(c.cols), int(c.row_last),
-                            int(c.last)))
-                idle = 0
-                if c.last:
-                    break
-            else:
-                idle += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source, background=True)
-    sim.add_testbench(sink)
-    sim.run()
-    return got
-
-
-def expected_commands(cfg, block_keep, n, valid_len):
-    assert n == cfg.seq_len
-    return cycle_model.scheduler_commands(cfg, block_keep, valid_len)
-
-
-SCHED_CASES = [
-    ("tiny", {}, None), ("tiny", {"prune_mode": "off"}, 5),
-    ("odd", {}, None), ("odd", {"prune_mode": "off", "causal": False}, 7),
-    ("tiny", {"array_rows": 3, "array_cols": 3, "seq_len": 13, "k_b": 3}, 11),   # straddling
-    ("tiny", {"block_rows": 4, "block_cols": 3, "seq_len": 12, "k_b": 1}, None),  # b_r > R
-    ("default", {"seq_len": 32, "k_b": 4, "prune_mode": "topk"}, 29),
-    ("default", {"seq_len": 32, "block_rows": 8, "block_cols": 8, "k_b": 2}, None),  # block = tile
-]
-
-
-@pytest.mark.parametrize("name,changes,valid_len", SCHED_CASES,
-                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(SCHED_CASES)])
-@pytest.mark.parametrize("stall", [0.0, 0.3], ids=["nostall", "stall"])
-def test_scheduler_matches_model(name, changes, valid_len, stall):
-    """The RTL scheduler issues exactly cycle_model.tile_plan's tiles, in order, for the keep
-    mask the golden model chose; pruned tiles are never issued."""
-    cfg = preset(name).replace(**changes)
-    vl = cfg.seq_len if valid_len is None else valid_len
-    q, k, v = vec.random_head(cfg, 31)
-    res = attention_head_int(q, k, v, cfg, vl)
-    bk = np.zeros((cfg.n_block_rows, cfg.n_block_cols), bool)
-    bk[:res.block_keep.shape[0], :res.block_keep.shape[1]] = res.block_keep
-    got = run_scheduler(cfg, bk, vl, stall=stall, seed=4)
-    exp = expected_commands(cfg, bk, cfg.seq_len, vl)
-    first = next((i for i, (g, e) in enumerate(zip(got, exp)) if g != e), min(len(got), len(exp)))
-    assert got == exp, (f"{name}{changes} valid_len={vl}: first difference at command {first} of "
-                        f"{len(exp)} (got {len(got)}): got {got[first:first + 3]}, "
-                        f"expected {exp[first:first + 3]}")
-    n_score = sum(1 for e in exp if e[0] == 0)
-    dense = cycle_model.tile_plan(cfg, res.block_valid, cfg.seq_len, vl, ("score",))
-    assert 0 < n_score <= len(dense)
-
-
-def test_scheduler_pruned_head_issues_nothing():
-    cfg = preset("tiny")
-    bk = np.ones((cfg.n_block_rows, cfg.n_block_cols), bool)
-    assert run_scheduler(cfg, bk, cfg.seq_len, head_keep=0) == []
-    assert run_scheduler(cfg, bk, cfg.seq_len, head_keep=1) == expected_commands(
-        cfg, bk, cfg.seq_len, cfg.seq_len)
 
 
 def test_model_dense_utilization_and_skipping_n128():

@@ -18,12 +18,3 @@ def test_array_bench(name, simulator, build_dir):
                      simulator=simulator, build_dir=build_dir)
     assert res.tests >= 3
 
-
-@pytest.mark.parametrize("name", ["tiny", "odd", "default"])
-def test_scheduler_bench(name, simulator, build_dir):
-    from hw.systolic import TileScheduler
-    cfg = preset(name)
-    res = run_cocotb(unit=TileScheduler(cfg), name="tile_scheduler", cfg=cfg,
-                     test_module="sim.benches.bench_array", simulator=simulator,
-                     build_dir=build_dir, extra_env={"ARRAY_BENCH_DUT": "scheduler"})
-    assert res.tests >= 2

@@ -2,24 +2,17 @@
 
 Run through :func:`sim.runner.run_cocotb` (``tests/test_systolic_cocotb.py``).  The configuration
 comes from the exported JSON; heads, tiles, operand beats and expected results come from
-:mod:`sim.vectors.array` (golden model + the scheduler of :mod:`sim.cycle_model`), the same
+:mod:`sim.vectors.array` (golden model + the tile list of :mod:`sim.cycle_model`), the same
 generator the Amaranth-simulator tests use.  Every test streams the op beats of whole heads and
 compares every result row (accumulators, row index, last, tag) with golden; stream monitors fail
 a test on any handshake-rule violation.  Without stalls the measured cycles are compared with
 :func:`sim.cycle_model.predict_cycles`.
 
-The same module also drives :class:`hw.systolic.TileScheduler` when run with
-``ARRAY_BENCH_DUT=scheduler``: block-row masks of golden heads in, tile commands out, compared
-command for command with :func:`sim.cycle_model.scheduler_commands`.
-
-Environment (optional): ``HDPGEN_SEED`` (base seed, default 1), ``ARRAY_BENCH_DUT``
-(``array``, the default, or ``scheduler``).
+Environment (optional): ``HDPGEN_SEED`` (base seed, default 1).
 """
 
-import os
-
 import cocotb
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, ReadOnly
 
 from sim import cocotb_env, cycle_model
 from sim.cocotb_env import load_config
@@ -27,7 +20,6 @@ from sim.streams import StreamSink, StreamSource, reset, start_clock
 from sim.vectors import array as vec
 
 STALL_ON = 0.4
-_SCHED = os.environ.get("ARRAY_BENCH_DUT", "array") == "scheduler"
 
 
 def _rows(cfg) -> int:
@@ -92,7 +84,6 @@ def _workloads(cfg, seed: int) -> list[vec.ArrayWorkload]:
     return out
 
 
-@cocotb.skipif(_SCHED, reason="array tests")
 @cocotb.test()
 @cocotb.parametrize(stall=[0.0, STALL_ON])
 async def head_tiles(dut, stall: float):
@@ -103,7 +94,6 @@ async def head_tiles(dut, stall: float):
         await tb.run(w, seed)
 
 
-@cocotb.skipif(_SCHED, reason="array tests")
 @cocotb.test()
 async def cycles_match_model(dut):
     """Without stalls the measured cycles equal sim/cycle_model.predict_cycles, for dense and
@@ -123,56 +113,3 @@ async def cycles_match_model(dut):
         results[label] = measured
     assert results["topk1"] < results["dense"], results
 
-
-@cocotb.skipif(not _SCHED, reason="scheduler tests (ARRAY_BENCH_DUT=scheduler)")
-@cocotb.test()
-@cocotb.parametrize(stall=[0.0, STALL_ON])
-async def scheduler_commands(dut, stall: float):
-    """Keep masks of golden heads (as configured, dense, k_b = 1, a pruned head, a short
-    valid_len) -> exactly the model's kept tiles, in order; pruned tiles never appear."""
-    import numpy as np
-
-    from golden.model import attention_head_int
-    from hw.block_pruner import mask_layout
-    from hw.systolic import cmd_layout
-    seed = cocotb_env.seed()
-    cfg = load_config()
-    clock = start_clock(dut)
-    src = StreamSource(dut, "mask_in", clock, stall=stall, seed=seed)
-    sink = StreamSink(dut, "cmd_out", clock, stall=stall, seed=seed + 1)
-    dut.valid_len.value = cfg.seq_len
-    dut.head_keep.value = 1
-    await reset(dut, clock)
-    mlay, clay = mask_layout(cfg), cmd_layout(cfg)
-    cases = [({}, cfg.seq_len, 1), ({"prune_mode": "off"}, cfg.seq_len, 1),
-             ({"prune_mode": "topk", "k_b": 1}, cfg.seq_len, 1),
-             ({}, max(1, cfg.seq_len - 3), 1), ({}, cfg.seq_len, 0)]
-    for i, (changes, vl, keep) in enumerate(cases):
-        c = cfg.replace(**changes)
-        q, k, v = vec.random_head(c, seed + i)
-        res = attention_head_int(q, k, v, c, vl)
-        bk = np.zeros((cfg.n_block_rows, cfg.n_block_cols), bool)
-        if keep:
-            bk[:res.block_keep.shape[0], :res.block_keep.shape[1]] = res.block_keep
-        exp = cycle_model.scheduler_commands(cfg, bk, vl)
-        dut.valid_len.value = vl
-        dut.head_keep.value = keep
-        nbr = -(-vl // cfg.block_rows)
-        beats = [mlay.const({"mask": sum(1 << col for col in range(bk.shape[1]) if bk[r, col]),
-                             "row": r, "last": int(r == nbr - 1)}).as_bits() for r in range(nbr)]
-        await src.send_many(beats)
-        raw = await sink.recv_many(len(exp))
-        got = [(int(x.kind), int(x.ti), int(x.tj), int(x.cols), int(x.row_last), int(x.last))
-               for x in (clay.from_bits(b) for b in raw)]
-        first = next((j for j, (g, e) in enumerate(zip(got, exp)) if g != e), None)
-        assert first is None, (f"config={cfg.to_dict()} seed={seed} case={changes} "
-                               f"valid_len={vl} head_keep={keep}: first difference at command "
-                               f"{first}: expected {exp[first]}, got {got[first]}")
-        for _ in range(3 * cfg.n_block_cols + 10):
-            await RisingEdge(clock.signal)
-        extra = [clay.from_bits(sink.recv_nowait()) for _ in range(len(sink))]
-        assert not extra, (f"case {i} {changes} valid_len={vl} head_keep={keep}: commands "
-                           f"beyond the {len(exp)} expected: "
-                           f"{[(int(x.kind), int(x.ti), int(x.tj)) for x in extra]}")
-        dut._log.info(f"scheduler case {i} {changes} valid_len={vl} head_keep={keep}: "
-                      f"{len(exp)} commands checked (stall={stall})")

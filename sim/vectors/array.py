@@ -1,7 +1,7 @@
 """Stimulus and expected tile results for :class:`hw.systolic.SystolicArray`, from ``golden/``.
 
-A head goes through the golden model (``golden.model.attention_head_int``); the scheduler of
-``sim/cycle_model.py`` lists the tiles its keep mask issues; each tile becomes operand beats
+A head goes through the golden model (``golden.model.attention_head_int``);
+``sim/cycle_model.tile_plan`` lists the tiles its keep mask needs; each tile becomes operand beats
 (one per depth step) and an expected R x C result:
 
 * score tile: ``(X << F) + (C if exact else 0)`` with X, C from the golden model
