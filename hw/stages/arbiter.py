@@ -21,7 +21,8 @@ class ArrayArbiter(wiring.Component):
     granted stage owns the array from its first offered beat until its tile's ``last`` beat
     is accepted, so an offered beat stays offered unchanged and the beats of two tiles never
     interleave (``tests/test_stages.py`` checks this under random traffic).
-    Purely combinational from ``owner``: no cycle is added.
+    The granted beat goes to the array through a two-entry register slice, so the stages
+    never wait on the array's combinational ready (one cycle of latency, full rate).
 
     Results from the array (``res``) carry the kind in the top bit of their tag (0 score,
     1 P x V) and go out on ``res_s`` or ``res_p``.
@@ -41,20 +42,49 @@ class ArrayArbiter(wiring.Component):
         m = Module()
         owner = self.owner
         grant_s, grant_p = Signal(), Signal()
+        in_valid, in_ready = Signal(), Signal()
+        in_data = Signal.like(self.op.payload)
         m.d.comb += [
             grant_p.eq((owner == 2) | ((owner == 0) & self.p_op.valid)),
             grant_s.eq((owner == 1) | ((owner == 0) & ~self.p_op.valid & self.s_op.valid)),
-            self.op.valid.eq((grant_s & self.s_op.valid) | (grant_p & self.p_op.valid)),
-            self.op.payload.eq(Mux(grant_s, self.s_op.payload, self.p_op.payload)),
-            self.s_op.ready.eq(grant_s & self.op.ready),
-            self.p_op.ready.eq(grant_p & self.op.ready),
+            in_valid.eq((grant_s & self.s_op.valid) | (grant_p & self.p_op.valid)),
+            in_data.eq(Mux(grant_s, self.s_op.payload, self.p_op.payload)),
+            self.s_op.ready.eq(grant_s & in_ready),
+            self.p_op.ready.eq(grant_p & in_ready),
         ]
-        # an offered beat locks the grant too, so that a beat the array has not taken yet is
-        # offered again unchanged (the stream rule) even if the other stage asks meanwhile
-        with m.If(self.op.valid):
-            m.d.sync += owner.eq(Mux(self.op.ready & self.op.payload.last, 0,
-                                     Mux(grant_s, 1, 2)))
+        # an offered beat locks the grant too, so that a beat not taken yet is offered again
+        # unchanged (the stream rule) even if the other stage asks meanwhile
+        with m.If(in_valid):
+            m.d.sync += owner.eq(Mux(in_ready & in_data.last, 0, Mux(grant_s, 1, 2)))
+        self._slice(m, in_valid, in_ready, in_data)
 
+        self._route(m)
+        return m
+
+    def _slice(self, m, in_valid, in_ready, in_data):
+        """A two-entry register slice towards the array: ``in_ready`` is a register
+        (``~full``), so the stages' operand registers, whose clock enables fan out to
+        thousands of flip-flops, never wait on the array's combinational ready; one beat per
+        cycle at full rate, one cycle of latency."""
+        v0, v1 = Signal(), Signal()
+        d0, d1 = Signal.like(in_data), Signal.like(in_data)
+        push, pop = Signal(), Signal()
+        m.d.comb += [in_ready.eq(~v1), self.op.valid.eq(v0), self.op.payload.eq(d0),
+                     push.eq(in_valid & in_ready), pop.eq(v0 & self.op.ready)]
+        with m.If(push & pop):
+            m.d.sync += d0.eq(in_data)
+        with m.Elif(push):
+            with m.If(v0):
+                m.d.sync += [d1.eq(in_data), v1.eq(1)]
+            with m.Else():
+                m.d.sync += [d0.eq(in_data), v0.eq(1)]
+        with m.Elif(pop):
+            with m.If(v1):
+                m.d.sync += [d0.eq(d1), v1.eq(0)]
+            with m.Else():
+                m.d.sync += v0.eq(0)
+
+    def _route(self, m):
         kind = self.res.payload.tag[-1]
         m.d.comb += [
             self.res_s.payload.eq(self.res.payload), self.res_p.payload.eq(self.res.payload),
@@ -62,4 +92,3 @@ class ArrayArbiter(wiring.Component):
             self.res_p.valid.eq(self.res.valid & kind),
             self.res.ready.eq(Mux(kind, self.res_p.ready, self.res_s.ready)),
         ]
-        return m
