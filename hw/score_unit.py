@@ -15,17 +15,17 @@ from amaranth.lib.wiring import In, Out
 from .config import HDPConfig, unsigned_width
 
 __all__ = ["ScoreUnit", "qk_row_layout", "qk_int_row_layout", "block_layout", "h_shape",
-           "block_row_shape", "block_col_shape", "block_cycles", "PIPELINE_DEPTH", "TREE_STAGES"]
+           "block_row_shape", "block_col_shape", "block_cycles", "pipeline_depth", "PIPELINE_DEPTH",
+           "TREE_STAGES"]
 
 #: Adder-tree levels of the ``head_dim``-long dot products are split over this many register
 #: stages (the first ones take the extra level when the levels do not divide evenly).
 TREE_STAGES = 2
 
-#: Register stages from a block's last pass (its issue when ``block_cycles(cfg) == 1``) to its
-#: entry into the output queue: memory read (and the pass's Q elements), K read data (the
-#: block RAM's output is registered in logic; with several passes through the pass's
-#: selection), products, ``TREE_STAGES`` adder-tree stages (the last one accumulates A),
-#: masking + importance (2 stages).
+#: Register stages from a block's issue to its entry into the output queue with one pass per
+#: block (``int_lanes >= head_dim``): memory read, K read data (the block RAM's output is
+#: registered in logic), products, ``TREE_STAGES`` adder-tree stages (the last one is A),
+#: masking + importance (2 stages).  With several passes: :func:`pipeline_depth`.
 PIPELINE_DEPTH = 5 + TREE_STAGES
 
 
@@ -33,6 +33,14 @@ def block_cycles(cfg: HDPConfig) -> int:
     """Cycles the ScoreUnit spends on one block (its passes): ``ceil(head_dim / int_lanes)``,
     1 when ``int_lanes >= head_dim``.  The cycle model (``sim/top_cycles.py``) reads it."""
     return cfg.int_passes
+
+
+def pipeline_depth(cfg: HDPConfig) -> int:
+    """Register stages from a block's *last* pass to its entry into the output queue:
+    ``PIPELINE_DEPTH`` with one pass per block, one more (the pass's K selection) with
+    several.  A block is on ``blk_out`` ``pipeline_depth(cfg) + 2`` cycles after its last
+    pass; ``h_out`` is valid ``pipeline_depth(cfg) + 1`` cycles after the last block's."""
+    return PIPELINE_DEPTH + (block_cycles(cfg) > 1)
 
 
 def block_row_shape(cfg: HDPConfig) -> unsigned:
@@ -153,34 +161,39 @@ class ScoreUnit(wiring.Component):
         - 1`` of the Q and K rows (``lanes = ceil(d / P)``, so ``int_lanes = 12`` at ``d = 32``
         builds 11; the last pass's elements past ``d`` multiply 0) and the last adder-tree
         stage accumulates the passes.  ``int_lanes >= d``: one whole block per cycle.
-        Pipeline (``PIPELINE_DEPTH`` = 7 register stages from a block's last pass): issue
-        (K memory read; the pass's Q elements) -> K read data registered (the pass's
-        elements selected when ``P > 1``) -> products registered -> adder tree split over
-        ``TREE_STAGES`` = 2 register stages (the last one holds A, accumulated over the
-        passes) -> masking and the first half of the importance reductions -> their second
-        half -> output queue (``SyncFIFOBuffered``).  The memory access, the multipliers,
-        each half of the adder tree and each half of the importance reductions are in
-        separate cycles (the timing-critical path of the 3-stage version had the first three
-        in one).  Issue is credit based: a block is issued (its first pass) only when the
-        queue is sure to have room for it, so backpressure on ``blk_out`` stalls issue
-        without loss and never reaches the datapath registers; its other passes follow
-        unconditionally.
+        Pipeline (``pipeline_depth(cfg)`` register stages from a block's last pass:
+        ``PIPELINE_DEPTH`` = 7 with one pass, 8 with several): issue (K memory read; the
+        pass's Q elements) -> K read data registered as it is (Yosys does not use the DP16KD
+        output register, so no logic may follow the block RAM's access time) -> with several
+        passes, the pass's K elements selected and registered (a stage of its own: in front
+        of the multipliers the synthesizer copies the selection into every product) ->
+        products registered -> adder tree split over ``TREE_STAGES`` = 2 register stages
+        (the last one holds A, accumulated over the passes) -> masking and the first half of
+        the importance reductions -> their second half -> output queue
+        (``SyncFIFOBuffered``).  The memory access, the multipliers, each half of the adder
+        tree and each half of the importance reductions are in separate cycles (the
+        timing-critical path of the 3-stage version had the first three in one).  Issue is
+        credit based: a block is issued (its first pass) only when the queue is sure to have
+        room for it, so backpressure on ``blk_out`` stalls issue without loss and never
+        reaches the datapath registers; its other passes follow unconditionally.
 
     Latency and throughput (measured in ``tests/test_score_unit.py::test_throughput_and_latency``)
         * Throughput: one block every ``P`` cycles with ``blk_out`` always ready.  A head with
           ``valid_len = L`` occupies the unit for exactly ``L + P * ceil(L/b_r) * ceil(L/b_c)
-          + 8`` cycles, first ``k_in`` beat to ``h_out`` handshake inclusive, when Q rows
-          stream at one per cycle alongside K (its first ``b_r`` rows in by the last K row)
-          and ``P * ceil(L/b_c) > b_r`` (measured with ``P = 1``: tiny L = 8: 32 cycles for the
-          ideal 16 blocks + 8 K rows; odd L = 13: 56 for 35 + 13; default L = 128,
-          ``int_lanes = 32``: 4232 for 4096 + 128; default ``int_lanes = 16``, L = 64:
-          2120 for 2 * 1024 + 64).  When a block-row takes at most ``b_r`` cycles, Q loading
-          (one row per cycle) bounds the rate instead.  If Q starts only after the last K row,
-          add ``b_r + 1`` cycles per head (by design, not measured).
+          + pipeline_depth(cfg) + 1`` cycles (``+ 8`` with one pass, ``+ 9`` with several),
+          first ``k_in`` beat to ``h_out`` handshake inclusive, when Q rows stream at one per
+          cycle alongside K (its first ``b_r`` rows in by the last K row) and ``P *
+          ceil(L/b_c) > b_r`` (measured: tiny L = 8: 32 cycles for the ideal 16 blocks + 8 K
+          rows; odd L = 13: 56 for 35 + 13; default ``int_lanes = 32``, L = 64: 1096 for
+          1024 + 64; default ``int_lanes = 16`` (P = 2), L = 64: 2121 for 2 * 1024 + 64, L =
+          128: 8329 for 2 * 4096 + 128).  When a block-row takes at most ``b_r`` cycles, Q
+          loading (one row per cycle) bounds the rate instead.  If Q starts only after the
+          last K row, add ``b_r + 1`` cycles per head (by design, not measured).
         * Latency: the first block of a head is issued 1 cycle after the last K row is accepted
           (its Q rows load meanwhile); its last pass is ``P - 1`` cycles after its issue; every
-          block is on ``blk_out`` 9 cycles after its last pass (``PIPELINE_DEPTH + 2``);
-          ``h_out`` is valid 8 cycles after the last block's last pass (``PIPELINE_DEPTH + 1``).
+          block is on ``blk_out`` ``pipeline_depth(cfg) + 2`` cycles after its last pass (9
+          with one pass, 10 with several); ``h_out`` is valid ``pipeline_depth(cfg) + 1``
+          cycles after the last block's last pass.
         * Between heads: the next ``k_in`` beat is accepted the cycle after the ``h_out``
           handshake.
 
@@ -264,9 +277,10 @@ class ScoreUnit(wiring.Component):
         m.d.sync += r.eq(expr)
         return r
 
-    @staticmethod
-    def _beat_layout():
-        """Per pass of a block: ``valid``, its first and its last pass."""
+    def _beat_layout(self):
+        """Per pass of a block: ``valid``, and with several passes its first and last pass."""
+        if self._cfg.int_passes == 1:
+            return data.StructLayout({"valid": 1})
         return data.StructLayout({"valid": 1, "first": 1, "last": 1})
 
     # ------------------------------------------------------------------------ K memory
@@ -369,7 +383,6 @@ class ScoreUnit(wiring.Component):
         credit = outstanding < depth
         if n_pass == 1:
             m.d.comb += [beat.eq(k.done & have_row & credit), issue.eq(beat), blk_end.eq(beat)]
-            first = last = Value.cast(1)
             pss = None
         else:
             pss = Signal(range(n_pass))
@@ -402,7 +415,9 @@ class ScoreUnit(wiring.Component):
                              q=Signal(data.ArrayLayout(data.ArrayLayout(
                                  signed(cfg.qk_int_bits), lanes), br), name="s1_q"),
                              pss=None)
-        m.d.sync += [s1.beat.valid.eq(beat), s1.beat.first.eq(first), s1.beat.last.eq(last)]
+        m.d.sync += s1.beat.valid.eq(beat)
+        if n_pass > 1:
+            m.d.sync += [s1.beat.first.eq(first), s1.beat.last.eq(last)]
         with m.If(issue):
             m.d.sync += [
                 s1.meta.row.eq(row),
@@ -455,32 +470,37 @@ class ScoreUnit(wiring.Component):
 
     # ------------------------------------------------------------------------ K operands
     def _operands(self, m, k, s1) -> SimpleNamespace:
-        """Stage 2: the pass's K elements registered from the memory's read data (the block
-        RAM's output goes straight into registers when there is one pass: Yosys does not use
-        the DP16KD output register, so the memory access time is not added to the
-        multipliers; with several passes a ``int_passes``-way selection comes first)."""
+        """Stage 2: the memory's read data registered as it is (Yosys does not use the DP16KD
+        output register, so logic after the block RAM's access time would be the critical
+        path).  With several passes, one more stage selects the pass's K elements from it
+        (the word does not change during a block's passes): a separate register stage, not
+        in front of the multipliers, where the synthesizer duplicates the selection into
+        every product (``int_lanes`` 8: +400 LUT4 measured)."""
         cfg = self._cfg
         bc, d = cfg.block_cols, cfg.head_dim
         n_pass, lanes = cfg.int_passes, cfg.int_lanes_used
         sk = SimpleNamespace(beat=self._reg(m, s1.beat, "sk_beat"),
-                             meta=Signal(s1.meta.shape(), name="sk_meta"),
-                             q=Signal(s1.q.shape(), name="sk_q"),
-                             k=Signal(data.ArrayLayout(data.ArrayLayout(
-                                 signed(cfg.qk_int_bits), lanes), bc), name="sk_k"))
-        m.d.sync += [sk.meta.eq(s1.meta), sk.q.eq(s1.q)]
+                             meta=self._reg(m, s1.meta, "sk_meta"),
+                             q=self._reg(m, s1.q, "sk_q"),
+                             k=self._reg(m, k.rd.data, "sk_k"))
         if n_pass == 1:
-            m.d.sync += sk.k.eq(k.rd.data)
             return sk
+        pss = self._reg(m, s1.pss, "sk_pass")
+        sel = SimpleNamespace(beat=self._reg(m, sk.beat, "sel_beat"),
+                              meta=self._reg(m, sk.meta, "sel_meta"),
+                              q=self._reg(m, sk.q, "sel_q"),
+                              k=Signal(data.ArrayLayout(data.ArrayLayout(
+                                  signed(cfg.qk_int_bits), lanes), bc), name="sel_k"))
         for jj in range(bc):   # pass 0's elements (a don't care where a pass has none)
             for lane in range(lanes):
-                m.d.sync += sk.k[jj][lane].eq(k.rd.data[jj][lane])
-        with m.Switch(s1.pss):
+                m.d.sync += sel.k[jj][lane].eq(sk.k[jj][lane])
+        with m.Switch(pss):
             for p in range(1, n_pass):
                 with m.Case(p):
                     for jj in range(bc):
                         for lane in range(min(lanes, d - p * lanes)):
-                            m.d.sync += sk.k[jj][lane].eq(k.rd.data[jj][p * lanes + lane])
-        return sk
+                            m.d.sync += sel.k[jj][lane].eq(sk.k[jj][p * lanes + lane])
+        return sel
 
     # ------------------------------------------------------------------------ products and A
     def _dot_products(self, m, sk) -> SimpleNamespace:
@@ -511,7 +531,7 @@ class ScoreUnit(wiring.Component):
                              meta=self._reg(m, st_meta, "s2_meta"),
                              a=Signal(data.ArrayLayout(signed(self.acc_width), cfg.block_size),
                                       name="s2_a"))
-        m.d.sync += s2.valid.eq(st_beat.valid & st_beat.last)
+        m.d.sync += s2.valid.eq(st_beat.valid if n_pass == 1 else st_beat.valid & st_beat.last)
         for (ii, jj), vals in parts.items():
             a = s2.a[ii * bc + jj]
             if n_pass == 1:

@@ -136,16 +136,17 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
     ScoreUnit's Q double buffer and its block issue are replayed cycle by cycle: a block
     takes :func:`hw.score_unit.block_cycles` consecutive cycles (passes, ``ceil(head_dim /
     int_lanes)``), the next block, block column or block-row follows its last pass; a block is
-    on the pruner's input ``PIPELINE_DEPTH + 2`` = 9 cycles after its last pass (ScoreUnit
-    docstring); a block-row's mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4``
+    on the pruner's input ``pipeline_depth + 2`` cycles after its last pass
+    (:func:`hw.score_unit.pipeline_depth`: ``PIPELINE_DEPTH`` = 7 with one pass per block, 8
+    with several); a block-row's mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4``
     (``topk``, ``threshold``) cycles after its last block (BlockPruner docstring); ``h_out``
-    is valid ``PIPELINE_DEPTH + 1`` = 8 cycles after the last block's last pass and the head
+    is valid ``pipeline_depth + 1`` cycles after the last block's last pass and the head
     detector answers 1 cycle later.
 
     ``dense`` (pruning and head pruning off): no integer pass; the ``3L`` rows load at full
     rate (last V row at cycle ``3L - 1``) and there are no masks and no head decision (every
     ``mask_valid`` is -1, ``keep_valid`` -1: nothing to wait for)."""
-    from hw.score_unit import block_cycles
+    from hw.score_unit import block_cycles, pipeline_depth
     L, br, bc = valid_len, cfg.block_rows, cfg.block_cols
     n_pass = block_cycles(cfg)   # cycles per block (the ScoreUnit's passes)
     m_cols = -(-L // bc)
@@ -190,8 +191,9 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
             q_full, have_row = False, True
         t += 1
     lat = mask_latency(mode, m_cols)
-    blk_lat = PIPELINE_DEPTH + 2      # last pass -> block on the ScoreUnit's blk_out
-    h_lat = PIPELINE_DEPTH + 1        # last block's last pass -> h_out valid
+    sel = pipeline_depth(cfg) - PIPELINE_DEPTH   # the K selection stage of several passes
+    blk_lat = PIPELINE_DEPTH + sel + 2    # last pass -> block on the ScoreUnit's blk_out
+    h_lat = PIPELINE_DEPTH + sel + 1      # last block's last pass -> h_out valid
     return LoadTimes(3 * L - 1, tuple(e + blk_lat + lat for e in row_end),
                      row_end[-1] + h_lat + 1)
 

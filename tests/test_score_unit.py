@@ -12,7 +12,7 @@ from amaranth.hdl import Fragment, Value
 from amaranth.sim import Simulator
 
 from hw.presets import preset
-from hw.score_unit import PIPELINE_DEPTH, ScoreUnit, block_cycles
+from hw.score_unit import PIPELINE_DEPTH, ScoreUnit, block_cycles, pipeline_depth
 from sim.amaranth_streams import StreamChecker
 from sim.vectors import score as vec
 
@@ -187,9 +187,9 @@ def test_extremes_full_length_default():
     case = [c for c in vec.directed_cases(cfg, 0) if c.name == "extreme_min_words"][0]
     assert case.heads[0].h == cfg.h_max
     res = _run_and_check(cfg, [case], 0, "default/extreme full")
-    # and the full-length rate: L + passes * blocks + 8 cycles (128 + 2 * 4096 + 8)
-    assert block_cycles(cfg) == 2
-    assert res["t_h"][0] - res["t_k"][0] + 1 == 128 + 2 * 64 * 64 + 8
+    # and the full-length rate: L + passes * blocks + 9 cycles (128 + 2 * 4096 + 9)
+    assert block_cycles(cfg) == 2 and pipeline_depth(cfg) == PIPELINE_DEPTH + 1
+    assert res["t_h"][0] - res["t_k"][0] + 1 == 128 + 2 * 64 * 64 + 9
 
 
 # (preset, int_lanes): head_dim itself (one block per cycle, as before the knob), divisors of
@@ -244,9 +244,11 @@ THROUGHPUT = [("tiny", 16, 8), ("odd", 16, 13), ("default", 32, 64), ("default",
 def test_throughput_and_latency(name, lanes, n):
     """No stalls: one block every P = block_cycles(cfg) cycles; cycles per head against the
     ideal P * ceil(L/b_r) * ceil(L/b_c) + L K rows, and the fixed latencies (first issue 1
-    cycle after the last K row, blk_out PIPELINE_DEPTH + 2 after a block's last pass)."""
+    cycle after the last K row, blk_out pipeline_depth(cfg) + 2 after a block's last pass:
+    PIPELINE_DEPTH + 2 = 9 with one pass, 10 with several)."""
     cfg = preset(name).replace(int_lanes=lanes)
-    p = block_cycles(cfg)
+    p, depth = block_cycles(cfg), pipeline_depth(cfg)
+    assert depth == PIPELINE_DEPTH + (p > 1)
     case = vec.random_case(cfg, 5, n_heads=2, valid_len=n, causal=False)
     dut = ScoreUnit(cfg)
     res = run_unit(dut, [case], seed=5)
@@ -256,14 +258,16 @@ def test_throughput_and_latency(name, lanes, n):
     t0 = res["t_k"][0]
     head_cycles = res["t_h"][0] - t0 + 1
     ideal = n + p * nb
-    assert head_cycles == ideal + 8, f"{name}: {head_cycles} cycles per head, ideal {ideal}"
+    assert head_cycles == ideal + depth + 1, \
+        f"{name}: {head_cycles} cycles per head, ideal {ideal}"
     # steady state: the blocks of a head leave every P cycles
     t_blk = res["t_blk"][:nb]
     assert t_blk == list(range(t_blk[0], t_blk[0] + p * nb, p)), \
         f"{name}: blk_out not 1 per {p} cycles"
-    # first block: issued 1 cycle after the last K row, on blk_out 9 cycles after its last pass
+    # first block: issued 1 cycle after the last K row, on blk_out depth + 2 cycles after its
+    # last pass
     first_lat = t_blk[0] - res["t_k"][n - 1]
-    assert first_lat == 1 + (p - 1) + PIPELINE_DEPTH + 2, \
+    assert first_lat == 1 + (p - 1) + depth + 2, \
         f"{name}: last k_in -> first blk_out {first_lat} cycles"
     assert res["t_k"][n] == res["t_h"][0] + 1, "next head's K not accepted right after h_out"
     print(f"{name} int_lanes={lanes} (P={p}): L={n} blocks={nb} cycles/head={head_cycles} "
