@@ -10,7 +10,7 @@ Run-time values (pruning mode, ``k_b``, ``rho``, ``tau_head``, approximation
 mode, causal masking, ``valid_len``) are registers in the hardware; the fields
 here give their defaults and the golden model reads them from here.  Limits that
 shape the hardware (``seq_len``, ``head_dim``, widths, block shape, criterion,
-array size) are elaboration constants.
+array size, the integer pass's ``int_lanes``) are elaboration constants.
 """
 
 import dataclasses
@@ -161,6 +161,11 @@ class HDPConfig:
     approx: str = _knob("drop_ff", "drop_ff (drop the fraction x fraction term) or exact",
                         choices=APPROX_MODES)
     causal: bool = _knob(False, "decoder masking (key j > query i is masked)")
+    # integer pass
+    int_lanes: int = _knob(16, "products of each integer dot product q_I . k_I the score unit "
+                               "computes per cycle: a b_r x b_c block takes ceil(head_dim / "
+                               "int_lanes) cycles", 1, 1024,
+                           note="a value >= head_dim means head_dim: one block per cycle")
     # array
     array_rows: int = _knob(2, "systolic array rows R", 1, 64)
     array_cols: int = _knob(8, "systolic array columns C", 1, 64)
@@ -274,6 +279,19 @@ class HDPConfig:
     def rho_q(self) -> int:
         """``rho`` as an unsigned integer with ``rho_frac`` fraction bits."""
         return int(round(self.rho * (1 << self.rho_frac)))
+
+    # ------------------------------------------------------------------ integer pass
+    @property
+    def int_passes(self) -> int:
+        """Cycles (passes) of the score unit per block: ``ceil(head_dim / int_lanes)``."""
+        return -(-self.head_dim // min(self.int_lanes, self.head_dim))
+
+    @property
+    def int_lanes_used(self) -> int:
+        """Multipliers per dot product the score unit builds: ``ceil(head_dim / int_passes)``
+        (at most ``int_lanes``; fewer when that takes as many passes, e.g. 11 for d = 32 and
+        ``int_lanes`` = 12: 3 passes either way)."""
+        return -(-self.head_dim // self.int_passes)
 
     # ------------------------------------------------------------------ operand ranges
     @property

@@ -4,6 +4,8 @@ Golden twins: :func:`golden.score.integer_scores`, :func:`golden.pruner.block_im
 :func:`golden.pruner.head_importance` (entry masking: :func:`golden.pruner.entry_mask`).
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -13,16 +15,32 @@ from amaranth.lib.wiring import In, Out
 from .config import HDPConfig, unsigned_width
 
 __all__ = ["ScoreUnit", "qk_row_layout", "qk_int_row_layout", "block_layout", "h_shape",
-           "block_row_shape", "block_col_shape", "PIPELINE_DEPTH", "TREE_STAGES"]
+           "block_row_shape", "block_col_shape", "block_cycles", "pipeline_depth", "PIPELINE_DEPTH",
+           "TREE_STAGES"]
 
 #: Adder-tree levels of the ``head_dim``-long dot products are split over this many register
 #: stages (the first ones take the extra level when the levels do not divide evenly).
 TREE_STAGES = 2
 
-#: Register stages from a block's issue (K memory read) to its entry into the output queue:
-#: memory read, K read data (the block RAM's output is registered in logic), products,
-#: ``TREE_STAGES`` adder-tree stages (the last one is A), masking + importance (2 stages).
+#: Register stages from a block's issue to its entry into the output queue with one pass per
+#: block (``int_lanes >= head_dim``): memory read, K read data (the block RAM's output is
+#: registered in logic), products, ``TREE_STAGES`` adder-tree stages (the last one is A),
+#: masking + importance (2 stages).  With several passes: :func:`pipeline_depth`.
 PIPELINE_DEPTH = 5 + TREE_STAGES
+
+
+def block_cycles(cfg: HDPConfig) -> int:
+    """Cycles the ScoreUnit spends on one block (its passes): ``ceil(head_dim / int_lanes)``,
+    1 when ``int_lanes >= head_dim``.  The cycle model (``sim/top_cycles.py``) reads it."""
+    return cfg.int_passes
+
+
+def pipeline_depth(cfg: HDPConfig) -> int:
+    """Register stages from a block's *last* pass to its entry into the output queue:
+    ``PIPELINE_DEPTH`` with one pass per block, one more (the pass's K selection) with
+    several.  A block is on ``blk_out`` ``pipeline_depth(cfg) + 2`` cycles after its last
+    pass; ``h_out`` is valid ``pipeline_depth(cfg) + 1`` cycles after the last block's."""
+    return PIPELINE_DEPTH + (block_cycles(cfg) > 1)
 
 
 def block_row_shape(cfg: HDPConfig) -> unsigned:
@@ -136,34 +154,50 @@ class ScoreUnit(wiring.Component):
     of a head to its ``h_out`` handshake.
 
     Datapath
-        ``b_r * b_c`` dot products of length ``d`` in parallel, each with ``d`` signed
-        ``(qk_bits - qk_frac)``-bit multipliers and a balanced adder tree: one whole block per
-        cycle.  Pipeline (``PIPELINE_DEPTH`` = 7 register stages): issue (K memory read) ->
-        K read data registered -> products registered -> adder tree split over
-        ``TREE_STAGES`` = 2 register stages (the last one holds A) -> masking and the first
-        half of the importance reductions -> their second half -> output queue
+        ``b_r * b_c`` dot products of length ``d`` in parallel, each with
+        ``cfg.int_lanes_used`` signed ``(qk_bits - qk_frac)``-bit multipliers and a balanced
+        adder tree.  A block takes ``P = block_cycles(cfg) = ceil(d / int_lanes)`` consecutive
+        cycles (passes): pass ``p`` multiplies the elements ``p * lanes .. p * lanes + lanes
+        - 1`` of the Q and K rows (``lanes = ceil(d / P)``, so ``int_lanes = 12`` at ``d = 32``
+        builds 11; the last pass's elements past ``d`` multiply 0) and the last adder-tree
+        stage accumulates the passes.  ``int_lanes >= d``: one whole block per cycle.
+        Measured alone (``hdpgen synth --unit score_unit``, ECP5, default preset, LUT4 /
+        CCU2C / FF / EBR / Fmax): ``int_lanes`` 32: 6114 / 802 / 3325 / 8 / 114.7 MHz; 16
+        (the default, 2 passes): 3554 / 503 / 2759 / 8 / 111.7 MHz; 8 (4 passes): 1946 /
+        367 / 2244 / 8 / 117.4 MHz.
+        Pipeline (``pipeline_depth(cfg)`` register stages from a block's last pass:
+        ``PIPELINE_DEPTH`` = 7 with one pass, 8 with several): issue (K memory read; the
+        pass's Q elements) -> K read data registered as it is (Yosys does not use the DP16KD
+        output register, so no logic may follow the block RAM's access time) -> with several
+        passes, the pass's K elements selected and registered (a stage of its own: in front
+        of the multipliers the synthesizer copies the selection into every product) ->
+        products registered -> adder tree split over ``TREE_STAGES`` = 2 register stages
+        (the last one holds A, accumulated over the passes) -> masking and the first half of
+        the importance reductions -> their second half -> output queue
         (``SyncFIFOBuffered``).  The memory access, the multipliers, each half of the adder
         tree and each half of the importance reductions are in separate cycles (the
         timing-critical path of the 3-stage version had the first three in one).  Issue is
-        credit based: a block is issued only when the queue is sure to have room for it, so
-        backpressure on ``blk_out`` stalls issue without loss and never reaches the datapath
-        registers.
+        credit based: a block is issued (its first pass) only when the queue is sure to have
+        room for it, so backpressure on ``blk_out`` stalls issue without loss and never
+        reaches the datapath registers; its other passes follow unconditionally.
 
     Latency and throughput (measured in ``tests/test_score_unit.py::test_throughput_and_latency``)
-        * Throughput: one block per cycle with ``blk_out`` always ready.  A head with
-          ``valid_len = L`` occupies the unit for exactly ``L + ceil(L/b_r) * ceil(L/b_c) + 8``
-          cycles, first ``k_in`` beat to ``h_out`` handshake inclusive, when Q rows stream at
-          one per cycle alongside K (its first ``b_r`` rows in by the last K row) and
-          ``ceil(L/b_c) > b_r`` (measured: tiny L = 8: 32 cycles for the
-          ideal 16 blocks + 8 K rows; odd L = 13: 56 for 35 + 13; default L = 64: 1096 for
-          1024 + 64, 99.3 %; default L = 128: 4232 for 4096 + 128).  When a block-row has at
-          most ``b_r`` block columns, Q loading (one row per cycle) bounds the rate instead.
-          If Q starts only after the last K row, add ``b_r + 1`` cycles per head (by design,
-          not measured).
+        * Throughput: one block every ``P`` cycles with ``blk_out`` always ready.  A head with
+          ``valid_len = L`` occupies the unit for exactly ``L + P * ceil(L/b_r) * ceil(L/b_c)
+          + pipeline_depth(cfg) + 1`` cycles (``+ 8`` with one pass, ``+ 9`` with several),
+          first ``k_in`` beat to ``h_out`` handshake inclusive, when Q rows stream at one per
+          cycle alongside K (its first ``b_r`` rows in by the last K row) and ``P *
+          ceil(L/b_c) > b_r`` (measured: tiny L = 8: 32 cycles for the ideal 16 blocks + 8 K
+          rows; odd L = 13: 56 for 35 + 13; default ``int_lanes = 32``, L = 64: 1096 for
+          1024 + 64; default ``int_lanes = 16`` (P = 2), L = 64: 2121 for 2 * 1024 + 64, L =
+          128: 8329 for 2 * 4096 + 128).  When a block-row takes at most ``b_r`` cycles, Q
+          loading (one row per cycle) bounds the rate instead.  If Q starts only after the
+          last K row, add ``b_r + 1`` cycles per head (by design, not measured).
         * Latency: the first block of a head is issued 1 cycle after the last K row is accepted
-          (its Q rows load meanwhile); every block is on ``blk_out`` 9 cycles after its issue
-          (``PIPELINE_DEPTH + 2``); ``h_out`` is valid 8 cycles after the last block's issue
-          (``PIPELINE_DEPTH + 1``).
+          (its Q rows load meanwhile); its last pass is ``P - 1`` cycles after its issue; every
+          block is on ``blk_out`` ``pipeline_depth(cfg) + 2`` cycles after its last pass (9
+          with one pass, 10 with several); ``h_out`` is valid ``pipeline_depth(cfg) + 1``
+          cycles after the last block's last pass.
         * Between heads: the next ``k_in`` beat is accepted the cycle after the ``h_out``
           handshake.
 
@@ -171,7 +205,7 @@ class ScoreUnit(wiring.Component):
     ----------
     cfg : HDPConfig
         The whole configuration; uses ``seq_len``, ``head_dim``, ``qk_bits``, ``qk_frac``,
-        ``block_rows``, ``block_cols``, ``criterion`` and the derived widths.
+        ``block_rows``, ``block_cols``, ``criterion``, ``int_lanes`` and the derived widths.
 
     Attributes
     ----------
@@ -210,28 +244,61 @@ class ScoreUnit(wiring.Component):
         return PIPELINE_DEPTH + 5
 
     def elaborate(self, platform):
-        cfg = self._cfg
         m = Module()
-        br, bc, d = cfg.block_rows, cfg.block_cols, cfg.head_dim
-        nb = br * bc
-        frac = cfg.qk_frac
-        length = self.valid_len
-        int_row = qk_int_row_layout(cfg)
-        blk = block_layout(cfg)
-        depth = self.queue_depth
+        resets: list = []   # (signal, value) cleared at the end of a head (h_out handshake)
+        k = self._k_store(m, resets)
+        q = self._q_buffer(m, resets)
+        s1 = self._issue(m, k, q, resets)
+        sk = self._operands(m, k, s1)
+        s2 = self._dot_products(m, sk)
+        s3 = self._importance(m, s2)
+        self._output(m, s3, resets)
+        return m
 
-        def int_part(x):
-            return x[frac:].as_signed()
+    # ------------------------------------------------------------------------ helpers
+    def _int_part(self, x):
+        return x[self._cfg.qk_frac:].as_signed()
 
-        # ---------------------------------------------------------------- K memory
-        k_word = data.ArrayLayout(int_row, bc)
+    def _meta_layout(self) -> data.StructLayout:
+        """What travels with a block down the pipeline (set at its issue)."""
+        cfg = self._cfg
+        nb = cfg.block_size
+        return data.StructLayout({
+            "row": block_row_shape(cfg),
+            "col": block_col_shape(cfg),
+            "last_col": unsigned(1),
+            "last": unsigned(1),
+            "pos": unsigned(nb),  # entry inside the valid_len x valid_len square
+            "ent": unsigned(nb),  # valid entry (pos and causal rule)
+        })
+
+    @staticmethod
+    def _reg(m, expr, name):
+        """A register holding ``expr`` one cycle later (a view keeps its layout)."""
+        if not isinstance(expr, data.View):
+            expr = Value.cast(expr)
+        r = Signal(expr.shape(), name=name)
+        m.d.sync += r.eq(expr)
+        return r
+
+    def _beat_layout(self):
+        """Per pass of a block: ``valid``, and with several passes its first and last pass."""
+        if self._cfg.int_passes == 1:
+            return data.StructLayout({"valid": 1})
+        return data.StructLayout({"valid": 1, "first": 1, "last": 1})
+
+    # ------------------------------------------------------------------------ K memory
+    def _k_store(self, m, resets) -> SimpleNamespace:
+        """K integer parts, one memory word per block column (``b_c`` rows)."""
+        cfg = self._cfg
+        bc, d = cfg.block_cols, cfg.head_dim
+        k_word = data.ArrayLayout(qk_int_row_layout(cfg), bc)
         m.submodules.k_mem = k_mem = Memory(shape=k_word, depth=cfg.n_block_cols, init=[])
         k_wr = k_mem.write_port(granularity=1)
         k_rd = k_mem.read_port()
 
-        pos_w = unsigned_width(cfg.seq_len + max(br, bc))
         k_done = Signal()
-        k_cnt = Signal(pos_w)
+        k_cnt = Signal(self._pos_shape())
         k_addr = Signal(block_col_shape(cfg))
         k_lane = Signal(range(bc))
         k_fire = Signal()
@@ -242,7 +309,7 @@ class ScoreUnit(wiring.Component):
         ]
         for lane in range(bc):
             for e in range(d):
-                m.d.comb += k_wr.data[lane][e].eq(int_part(self.k_in.payload[e]))
+                m.d.comb += k_wr.data[lane][e].eq(self._int_part(self.k_in.payload[e]))
             m.d.comb += k_wr.en[lane].eq(k_fire & (k_lane == lane))
         with m.If(k_fire):
             m.d.sync += k_cnt.eq(k_cnt + 1)
@@ -250,16 +317,25 @@ class ScoreUnit(wiring.Component):
                 m.d.sync += [k_lane.eq(0), k_addr.eq(k_addr + 1)]
             with m.Else():
                 m.d.sync += k_lane.eq(k_lane + 1)
-            with m.If(k_cnt + 1 >= length):
+            with m.If(k_cnt + 1 >= self.valid_len):
                 m.d.sync += k_done.eq(1)
+        resets += [(k_done, 0), (k_cnt, 0), (k_addr, 0), (k_lane, 0)]
+        return SimpleNamespace(rd=k_rd, done=k_done, word=k_word)
 
-        # ---------------------------------------------------------------- Q double buffer
-        q_rows = data.ArrayLayout(int_row, br)
+    def _pos_shape(self) -> unsigned:
+        cfg = self._cfg
+        return unsigned(unsigned_width(cfg.seq_len + max(cfg.block_rows, cfg.block_cols)))
+
+    # ------------------------------------------------------------------------ Q double buffer
+    def _q_buffer(self, m, resets) -> SimpleNamespace:
+        """``b_r`` Q rows loading (``q_load``) while the previous block-row is computed."""
+        cfg = self._cfg
+        br, d = cfg.block_rows, cfg.head_dim
+        q_rows = data.ArrayLayout(qk_int_row_layout(cfg), br)
         q_load = Signal(q_rows)
-        q_cur = Signal(q_rows)
         q_full = Signal()
         q_done = Signal()
-        q_cnt = Signal(pos_w)
+        q_cnt = Signal(self._pos_shape())
         q_sub = Signal(range(br))
         q_fire = Signal()
         m.d.comb += [
@@ -270,162 +346,222 @@ class ScoreUnit(wiring.Component):
             for ii in range(br):
                 with m.If(q_sub == ii):
                     for e in range(d):
-                        m.d.sync += q_load[ii][e].eq(int_part(self.q_in.payload[e]))
+                        m.d.sync += q_load[ii][e].eq(self._int_part(self.q_in.payload[e]))
             m.d.sync += q_cnt.eq(q_cnt + 1)
-            with m.If(q_cnt + 1 >= length):
+            with m.If(q_cnt + 1 >= self.valid_len):
                 m.d.sync += q_done.eq(1)
-            with m.If((q_sub == br - 1) | (q_cnt + 1 >= length)):
+            with m.If((q_sub == br - 1) | (q_cnt + 1 >= self.valid_len)):
                 m.d.sync += [q_sub.eq(0), q_full.eq(1)]
             with m.Else():
                 m.d.sync += q_sub.eq(q_sub + 1)
+        resets += [(q_done, 0), (q_cnt, 0), (q_sub, 0), (q_full, 0)]
+        return SimpleNamespace(rows=q_rows, load=q_load, full=q_full)
 
-        # ---------------------------------------------------------------- issue
+    # ------------------------------------------------------------------------ issue
+    def _issue(self, m, k, q, resets) -> SimpleNamespace:
+        """Block issue (credit based), one pass per cycle; returns stage 1: the beat, the
+        block's metadata (set at its first pass) and the pass's ``int_lanes`` Q elements."""
+        cfg = self._cfg
+        br, bc, d = cfg.block_rows, cfg.block_cols, cfg.head_dim
+        n_pass, lanes = cfg.int_passes, cfg.int_lanes_used
+        length, depth = self.valid_len, self.queue_depth
+        pos_shape = self._pos_shape()
+
+        q_cur = Signal(q.rows)
         have_row = Signal()
         row = Signal(block_row_shape(cfg))
-        row_base = Signal(pos_w)
+        row_base = Signal(pos_shape)
         next_row = Signal(block_row_shape(cfg))
-        next_row_base = Signal(pos_w)
+        next_row_base = Signal(pos_shape)
         col = Signal(block_col_shape(cfg))
-        col_base = Signal(pos_w)
+        col_base = Signal(pos_shape)
         outstanding = Signal(range(depth + 1))
-        issue = Signal()
+        beat = Signal()      # a pass of a block this cycle
+        issue = Signal()     # ... its first pass (takes a queue credit)
+        blk_end = Signal()   # ... its last pass (the block-row / column advance)
         load = Signal()
         last_col = Signal()
         last_col_r = Signal()
         last_row = Signal()
         blk_pop = Signal()
+        credit = outstanding < depth
+        if n_pass == 1:
+            m.d.comb += [beat.eq(k.done & have_row & credit), issue.eq(beat), blk_end.eq(beat)]
+            pss = None
+        else:
+            pss = Signal(range(n_pass))
+            first, last = pss == 0, pss == n_pass - 1
+            m.d.comb += [
+                beat.eq(k.done & have_row & (~first | credit)),
+                issue.eq(beat & first),
+                blk_end.eq(beat & last),
+            ]
+            with m.If(beat):
+                m.d.sync += pss.eq(Mux(last, 0, pss + 1))
         m.d.comb += [
-            issue.eq(k_done & have_row & (outstanding < depth)),
             last_col.eq(last_col_r),
             last_row.eq(row_base + br >= length),
-            load.eq(q_full & (~have_row | (issue & last_col))),
-            k_rd.addr.eq(col),
+            load.eq(q.full & (~have_row | (blk_end & last_col))),
+            k.rd.addr.eq(col),
             blk_pop.eq(self.blk_out.valid & self.blk_out.ready),
         ]
         m.d.sync += outstanding.eq(outstanding + issue - blk_pop)
         # ``col_base + bc >= length`` one cycle ahead, off the issue -> load -> Q-buffer path:
-        # from the next col_base when a block issues, else from the current one (so a new
+        # from the next col_base when a block ends, else from the current one (so a new
         # head's valid_len, stable from its first k_in beat, is seen before its first issue)
-        with m.If(issue):
+        with m.If(blk_end):
             m.d.sync += last_col_r.eq(Mux(last_col, bc >= length, col_base + 2 * bc >= length))
         with m.Else():
             m.d.sync += last_col_r.eq(col_base + bc >= length)
 
-        meta = data.StructLayout({
-            "row": block_row_shape(cfg),
-            "col": block_col_shape(cfg),
-            "last_col": unsigned(1),
-            "last": unsigned(1),
-            "pos": unsigned(nb),  # entry inside the valid_len x valid_len square
-            "ent": unsigned(nb),  # valid entry (pos and causal rule)
-        })
-        s1_valid = Signal()
-        s1_meta = Signal(meta)
-        s1_q = Signal(q_rows)
-        m.d.sync += s1_valid.eq(issue)
+        s1 = SimpleNamespace(beat=Signal(self._beat_layout(), name="s1_beat"),
+                             meta=Signal(self._meta_layout(), name="s1_meta"),
+                             q=Signal(data.ArrayLayout(data.ArrayLayout(
+                                 signed(cfg.qk_int_bits), lanes), br), name="s1_q"),
+                             pss=None)
+        m.d.sync += s1.beat.valid.eq(beat)
+        if n_pass > 1:
+            m.d.sync += [s1.beat.first.eq(first), s1.beat.last.eq(last)]
         with m.If(issue):
             m.d.sync += [
-                s1_q.eq(q_cur),
-                s1_meta.row.eq(row),
-                s1_meta.col.eq(col),
-                s1_meta.last_col.eq(last_col),
-                s1_meta.last.eq(last_col & last_row),
+                s1.meta.row.eq(row),
+                s1.meta.col.eq(col),
+                s1.meta.last_col.eq(last_col),
+                s1.meta.last.eq(last_col & last_row),
             ]
             for ii in range(br):
                 i = row_base + ii
                 for jj in range(bc):
                     j = col_base + jj
-                    k = ii * bc + jj
+                    kk = ii * bc + jj
                     pos = (i < length) & (j < length)
                     m.d.sync += [
-                        s1_meta.pos[k].eq(pos),
-                        s1_meta.ent[k].eq(pos & (~self.causal | (j <= i))),
+                        s1.meta.pos[kk].eq(pos),
+                        s1.meta.ent[kk].eq(pos & (~self.causal | (j <= i))),
                     ]
+        if n_pass == 1:
+            with m.If(issue):
+                m.d.sync += s1.q.eq(q_cur)
+        else:
+            # the pass's Q elements d = p * lanes + l (0 past head_dim), from the stable q_cur
+            s1.pss = Signal(range(n_pass), name="s1_pass")
+            m.d.sync += s1.pss.eq(pss)
+            with m.If(beat):
+                with m.Switch(pss):
+                    for p in range(n_pass):
+                        with m.Case(p):
+                            for ii in range(br):
+                                for lane in range(lanes):
+                                    e = p * lanes + lane
+                                    m.d.sync += s1.q[ii][lane].eq(q_cur[ii][e] if e < d else 0)
+        with m.If(blk_end):
             with m.If(last_col):
                 m.d.sync += [col.eq(0), col_base.eq(0), have_row.eq(0)]
             with m.Else():
                 m.d.sync += [col.eq(col + 1), col_base.eq(col_base + bc)]
         with m.If(load):
             m.d.sync += [
-                q_cur.eq(q_load),
-                q_full.eq(0),
+                q_cur.eq(q.load),
+                q.full.eq(0),
                 have_row.eq(1),
                 row.eq(next_row),
                 row_base.eq(next_row_base),
                 next_row.eq(next_row + 1),
                 next_row_base.eq(next_row_base + br),
             ]
+        resets += [(have_row, 0), (next_row, 0), (next_row_base, 0), (col, 0), (col_base, 0)]
+        return s1
 
-        # ---------------------------------------------------------------- stage 1: K register
-        # the block RAM's read data goes straight into registers (Yosys does not use the
-        # DP16KD output register), so the memory access time is not added to the multipliers
-        sk_valid = Signal()
-        sk_meta = Signal(meta)
-        sk_q = Signal(q_rows)
-        sk_k = Signal(k_word)
-        m.d.sync += [sk_valid.eq(s1_valid), sk_meta.eq(s1_meta), sk_q.eq(s1_q),
-                     sk_k.eq(k_rd.data)]
+    # ------------------------------------------------------------------------ K operands
+    def _operands(self, m, k, s1) -> SimpleNamespace:
+        """Stage 2: the memory's read data registered as it is (Yosys does not use the DP16KD
+        output register, so logic after the block RAM's access time would be the critical
+        path).  With several passes, one more stage selects the pass's K elements from it
+        (the word does not change during a block's passes): a separate register stage, not
+        in front of the multipliers, where the synthesizer duplicates the selection into
+        every product (``int_lanes`` 8: +400 LUT4 measured)."""
+        cfg = self._cfg
+        bc, d = cfg.block_cols, cfg.head_dim
+        n_pass, lanes = cfg.int_passes, cfg.int_lanes_used
+        sk = SimpleNamespace(beat=self._reg(m, s1.beat, "sk_beat"),
+                             meta=self._reg(m, s1.meta, "sk_meta"),
+                             q=self._reg(m, s1.q, "sk_q"),
+                             k=self._reg(m, k.rd.data, "sk_k"))
+        if n_pass == 1:
+            return sk
+        pss = self._reg(m, s1.pss, "sk_pass")
+        sel = SimpleNamespace(beat=self._reg(m, sk.beat, "sel_beat"),
+                              meta=self._reg(m, sk.meta, "sel_meta"),
+                              q=self._reg(m, sk.q, "sel_q"),
+                              k=Signal(data.ArrayLayout(data.ArrayLayout(
+                                  signed(cfg.qk_int_bits), lanes), bc), name="sel_k"))
+        for jj in range(bc):   # pass 0's elements (a don't care where a pass has none)
+            for lane in range(lanes):
+                m.d.sync += sel.k[jj][lane].eq(sk.k[jj][lane])
+        with m.Switch(pss):
+            for p in range(1, n_pass):
+                with m.Case(p):
+                    for jj in range(bc):
+                        for lane in range(min(lanes, d - p * lanes)):
+                            m.d.sync += sel.k[jj][lane].eq(sk.k[jj][p * lanes + lane])
+        return sel
 
-        # ---------------------------------------------------------------- stage 2: products
-        sp_valid = Signal()
-        sp_meta = Signal(meta)
-        m.d.sync += [sp_valid.eq(sk_valid), sp_meta.eq(sk_meta)]
+    # ------------------------------------------------------------------------ products and A
+    def _dot_products(self, m, sk) -> SimpleNamespace:
+        """Stage 3: ``b_r * b_c * int_lanes`` products registered; then the adder trees over
+        ``TREE_STAGES`` register stages, the last one accumulating the passes into A."""
+        cfg = self._cfg
+        br, bc = cfg.block_rows, cfg.block_cols
+        n_pass, lanes = cfg.int_passes, cfg.int_lanes_used
+        sp_beat = self._reg(m, sk.beat, "sp_beat")
+        sp_meta = self._reg(m, sk.meta, "sp_meta")
         parts = {}
         for ii in range(br):
             for jj in range(bc):
-                prods = []
-                for e in range(d):
-                    expr = sk_q[ii][e] * sk_k[jj][e]
-                    p = Signal(expr.shape(), name=f"prod_{ii}_{jj}_{e}")
-                    m.d.sync += p.eq(expr)
-                    prods.append(p)
-                parts[ii, jj] = prods
-
-        # ---------------------------------------------------------------- adder-tree stages (A)
-        acc = signed(self.acc_width)
-        levels = _n_levels(d)
-        split = [levels // TREE_STAGES + (s < levels % TREE_STAGES) for s in range(TREE_STAGES)]
-        st_valid, st_meta = sp_valid, sp_meta
-        for stage, n_lv in enumerate(split[:-1]):
-            nv, nm = Signal(name=f"st{stage}_valid"), Signal(meta, name=f"st{stage}_meta")
-            m.d.sync += [nv.eq(st_valid), nm.eq(st_meta)]
-            for key, vals in parts.items():
-                nxt = []
-                for k, expr in enumerate(_tree_levels(vals, lambda x, y: x + y, n_lv)):
-                    expr = Value.cast(expr)
-                    r = Signal(expr.shape(), name=f"sum{stage}_{key[0]}_{key[1]}_{k}")
-                    m.d.sync += r.eq(expr)
-                    nxt.append(r)
-                parts[key] = nxt
-            st_valid, st_meta = nv, nm
-        s2_valid = Signal()
-        s2_meta = Signal(meta)
-        s2_a = Signal(data.ArrayLayout(acc, nb))
-        m.d.sync += [s2_valid.eq(st_valid), s2_meta.eq(st_meta)]
-        for (ii, jj), vals in parts.items():
-            m.d.sync += s2_a[ii * bc + jj].eq(_tree(vals, lambda x, y: x + y))
-
-        # ---------------------------------------------------------------- importance, 2 stages
-        # the reductions over the block's entries (|A| sum, signed sum or maximum) are split:
-        # the first half of their levels here, the rest in the last stage
-        def reg(expr, name):
-            expr = Value.cast(expr)
-            r = Signal(expr.shape(), name=name)
-            m.d.sync += r.eq(expr)
-            return r
+                parts[ii, jj] = [self._reg(m, sk.q[ii][e] * sk.k[jj][e], f"prod_{ii}_{jj}_{e}")
+                                 for e in range(lanes)]
 
         add = lambda x, y: x + y  # noqa: E731
+        levels = _n_levels(lanes + (n_pass > 1))   # the running sum is one more term
+        split = [levels // TREE_STAGES + (s < levels % TREE_STAGES) for s in range(TREE_STAGES)]
+        st_beat, st_meta = sp_beat, sp_meta
+        for stage, n_lv in enumerate(split[:-1]):
+            st_beat = self._reg(m, st_beat, f"st{stage}_beat")
+            st_meta = self._reg(m, st_meta, f"st{stage}_meta")
+            for (ii, jj), vals in parts.items():
+                parts[ii, jj] = [self._reg(m, v, f"sum{stage}_{ii}_{jj}_{n}")
+                                 for n, v in enumerate(_tree_levels(vals, add, n_lv))]
+        s2 = SimpleNamespace(valid=Signal(name="s2_valid"),
+                             meta=self._reg(m, st_meta, "s2_meta"),
+                             a=Signal(data.ArrayLayout(signed(self.acc_width), cfg.block_size),
+                                      name="s2_a"))
+        m.d.sync += s2.valid.eq(st_beat.valid if n_pass == 1 else st_beat.valid & st_beat.last)
+        for (ii, jj), vals in parts.items():
+            a = s2.a[ii * bc + jj]
+            if n_pass == 1:
+                m.d.sync += a.eq(_tree(vals, add))
+            else:
+                with m.If(st_beat.valid):
+                    m.d.sync += a.eq(_tree(vals + [Mux(st_beat.first, 0, a)], add))
+        return s2
+
+    # ------------------------------------------------------------------------ importance
+    def _importance(self, m, s2) -> SimpleNamespace:
+        """Masking and the block's reductions over 2 stages (|A| sum, signed sum or maximum:
+        the first half of their levels, then the rest); returns the block and its |A| sum."""
+        cfg = self._cfg
+        nb = cfg.block_size
+        reg = lambda expr, name: self._reg(m, expr, name)  # noqa: E731
+        add = lambda x, y: x + y  # noqa: E731
         first = -(-_n_levels(nb) // 2)
-        a_vals = [s2_a[k] for k in range(nb)]
-        ent = [s2_meta.ent[k] for k in range(nb)]
-        si_valid = Signal()
-        si_meta = Signal(meta)
-        si_a = Signal(data.ArrayLayout(acc, nb))   # A masked to the valid_len square
-        si_blk_valid = Signal()
-        m.d.sync += [si_valid.eq(s2_valid), si_meta.eq(s2_meta),
-                     si_blk_valid.eq(s2_meta.ent.any())]
+        a_vals = [s2.a[k] for k in range(nb)]
+        ent = [s2.meta.ent[k] for k in range(nb)]
+        si_valid = reg(s2.valid, "si_valid")
+        si_meta = reg(s2.meta, "si_meta")
+        si_a = Signal(s2.a.shape())   # A masked to the valid_len square
+        si_blk_valid = reg(s2.meta.ent.any(), "si_blk_valid")
         for k in range(nb):
-            m.d.sync += si_a[k].eq(Mux(s2_meta.pos[k], a_vals[k], 0))
+            m.d.sync += si_a[k].eq(Mux(s2.meta.pos[k], a_vals[k], 0))
         abs_vals = [Mux(ent[k], abs(a_vals[k]), 0) for k in range(nb)]
         h_half = [reg(v, f"h_half_{k}") for k, v in enumerate(_tree_levels(abs_vals, add, first))]
         if cfg.criterion == "sum":
@@ -437,56 +573,53 @@ class ScoreUnit(wiring.Component):
                         for k, (v, x) in enumerate(pairs)]
 
         h_part = _tree(h_half, add)
-        blk_valid = si_blk_valid
         if cfg.criterion == "abs_sum":
             imp = h_part
         elif cfg.criterion == "sum":
             imp = _tree(imp_half, add)
         else:
             _, mx = _tree(imp_half, _max_op)
-            imp = Mux(blk_valid, mx, 0)
+            imp = Mux(si_blk_valid, mx, 0)
 
-        s3_valid = Signal()
-        s3 = Signal(blk)
-        s3_h = Signal(unsigned_width(nb * cfg.a_abs_max))
+        s3 = SimpleNamespace(valid=Signal(name="s3_valid"), blk=Signal(block_layout(cfg)),
+                             h=Signal(unsigned_width(nb * cfg.a_abs_max)))
         m.d.sync += [
-            s3_valid.eq(si_valid),
-            s3.imp.eq(imp),
-            s3.valid.eq(blk_valid),
-            s3.row.eq(si_meta.row),
-            s3.col.eq(si_meta.col),
-            s3.last_col.eq(si_meta.last_col),
-            s3.last.eq(si_meta.last),
-            s3_h.eq(h_part),
+            s3.valid.eq(si_valid),
+            s3.blk.imp.eq(imp),
+            s3.blk.valid.eq(si_blk_valid),
+            s3.blk.row.eq(si_meta.row),
+            s3.blk.col.eq(si_meta.col),
+            s3.blk.last_col.eq(si_meta.last_col),
+            s3.blk.last.eq(si_meta.last),
+            s3.h.eq(h_part),
         ]
         for k in range(nb):  # element by element: a test subclass narrows the accumulators
-            m.d.sync += s3.a[k].eq(si_a[k])
+            m.d.sync += s3.blk.a[k].eq(si_a[k])
+        return s3
 
-        # ---------------------------------------------------------------- output queue
-        m.submodules.out_queue = queue = SyncFIFOBuffered(width=blk.size, depth=depth)
+    # ------------------------------------------------------------------------ outputs
+    def _output(self, m, s3, resets) -> None:
+        """The output queue (``blk_out``), the head importance ``H`` (``h_out``) and the end
+        of a head."""
+        cfg = self._cfg
+        blk = block_layout(cfg)
+        m.submodules.out_queue = queue = SyncFIFOBuffered(width=blk.size, depth=self.queue_depth)
         m.d.comb += [
-            queue.w_data.eq(s3.as_value()),
-            queue.w_en.eq(s3_valid),
+            queue.w_data.eq(s3.blk.as_value()),
+            queue.w_en.eq(s3.valid),
             self.blk_out.payload.eq(queue.r_data),
             self.blk_out.valid.eq(queue.r_rdy),
             queue.r_en.eq(self.blk_out.ready),
         ]
 
-        # ---------------------------------------------------------------- head importance
         h_acc = Signal(cfg.h_width)
         h_valid = Signal()
         m.d.comb += [self.h_out.valid.eq(h_valid), self.h_out.payload.eq(h_acc)]
-        with m.If(s3_valid):
-            m.d.sync += h_acc.eq(h_acc + s3_h)
-            with m.If(s3.last):
+        with m.If(s3.valid):
+            m.d.sync += h_acc.eq(h_acc + s3.h)
+            with m.If(s3.blk.last):
                 m.d.sync += h_valid.eq(1)
         with m.If(self.h_out.valid & self.h_out.ready):
             # end of head: the pipeline is empty (the last block has passed stage 3)
-            m.d.sync += [
-                h_valid.eq(0), h_acc.eq(0),
-                k_done.eq(0), k_cnt.eq(0), k_addr.eq(0), k_lane.eq(0),
-                q_done.eq(0), q_cnt.eq(0), q_sub.eq(0), q_full.eq(0),
-                have_row.eq(0), next_row.eq(0), next_row_base.eq(0),
-                col.eq(0), col_base.eq(0),
-            ]
-        return m
+            m.d.sync += [h_valid.eq(0), h_acc.eq(0)]
+            m.d.sync += [sig.eq(value) for sig, value in resets]

@@ -136,17 +136,22 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
     """Input rows, integer pass, masks and head decision of one head (cycle 0 = first K row).
 
     The rows load at full rate (last V row at cycle ``3L - 1``); the top's Q feeder, the
-    ScoreUnit's Q double buffer and its block issue are replayed cycle by cycle; a block is
-    on the pruner's input ``PIPELINE_DEPTH + 2`` = 9 cycles after its issue (ScoreUnit
-    docstring); a block-row's mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4``
+    ScoreUnit's Q double buffer and its block issue are replayed cycle by cycle: a block
+    takes :func:`hw.score_unit.block_cycles` consecutive cycles (passes, ``ceil(head_dim /
+    int_lanes)``), the next block, block column or block-row follows its last pass; a block is
+    on the pruner's input ``pipeline_depth + 2`` cycles after its last pass
+    (:func:`hw.score_unit.pipeline_depth`: ``PIPELINE_DEPTH`` = 7 with one pass per block, 8
+    with several); a block-row's mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4``
     (``topk``, ``threshold``) cycles after its last block (BlockPruner docstring); ``h_out``
-    is valid ``PIPELINE_DEPTH + 1`` = 8 cycles after the last issue and the head detector
-    answers 1 cycle later.
+    is valid ``pipeline_depth + 1`` cycles after the last block's last pass and the head
+    detector answers 1 cycle later.
 
     ``dense`` (pruning and head pruning off): no integer pass; the ``3L`` rows load at full
     rate (last V row at cycle ``3L - 1``) and there are no masks and no head decision (every
     ``mask_valid`` is -1, ``keep_valid`` -1: nothing to wait for)."""
+    from hw.score_unit import block_cycles, pipeline_depth
     L, br, bc = valid_len, cfg.block_rows, cfg.block_cols
+    n_pass = block_cycles(cfg)   # cycles per block (the ScoreUnit's passes)
     m_cols = -(-L // bc)
     n_brows = -(-L // br)
     if dense:
@@ -156,8 +161,8 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
     q_full = q_done = False
     qf_v, qf_i = False, 0        # the top's Q feeder (Q memory -> ScoreUnit.q_in)
     have_row = False
-    col = 0
-    row_end: list[int] = []      # issue cycle of each block-row's last block
+    col = pss = 0                # block column, pass of the block
+    row_end: list[int] = []      # cycle of the last pass of each block-row's last block
     while len(row_end) < n_brows:
         q_avail = min(max(t - L, 0), L)       # Q rows written before cycle t
         q_ready = not q_full and not q_done
@@ -165,8 +170,8 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
         if not qf_v or q_ready:
             qf_v = qf_i < q_avail
             qf_i += qf_v
-        issue = have_row
-        last_col = issue and col == m_cols - 1
+        blk_end = have_row and pss == n_pass - 1   # a block's last pass
+        last_col = blk_end and col == m_cols - 1
         load = q_full and (not have_row or last_col)
         if q_fire:
             q_cnt += 1
@@ -176,7 +181,10 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
                 q_sub, q_full = 0, True
             else:
                 q_sub += 1
-        if issue:
+        if have_row and not blk_end:
+            pss += 1
+        if blk_end:
+            pss = 0
             if last_col:
                 row_end.append(t)
                 col, have_row = 0, False
@@ -186,8 +194,9 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
             q_full, have_row = False, True
         t += 1
     lat = mask_latency(mode, m_cols)
-    blk_lat = PIPELINE_DEPTH + 2      # issue -> block on the ScoreUnit's blk_out
-    h_lat = PIPELINE_DEPTH + 1        # last issue -> h_out valid
+    sel = pipeline_depth(cfg) - PIPELINE_DEPTH   # the K selection stage of several passes
+    blk_lat = PIPELINE_DEPTH + sel + 2    # last pass -> block on the ScoreUnit's blk_out
+    h_lat = PIPELINE_DEPTH + sel + 1      # last block's last pass -> h_out valid
     return LoadTimes(3 * L - 1, tuple(e + blk_lat + lat for e in row_end),
                      row_end[-1] + h_lat + 1)
 

@@ -55,6 +55,10 @@ BAD = [
      f"tau_head must be in [0, largest head importance] = [0, {D.h_max}], not {D.h_max + 1}"),
     ("approx", "fast", "approx must be one of drop_ff, exact, not 'fast'"),
     ("causal", "no", "causal must be true or false, not 'no'"),
+    ("int_lanes", 0, "int_lanes must be in [1, 1024], not 0"),
+    ("int_lanes", -16, "int_lanes must be in [1, 1024], not -16"),
+    ("int_lanes", 1025, "int_lanes must be in [1, 1024], not 1025"),
+    ("int_lanes", 16.0, "int_lanes must be an integer, not 16.0"),
     ("array_rows", 0, "array_rows must be in [1, 64], not 0"),
     ("array_cols", 65, "array_cols must be in [1, 64], not 65"),
 ]
@@ -331,3 +335,24 @@ def test_defect12_describe_lists_every_field_with_its_rule():
     assert by["causal"]["rule"] == "true or false" and by["causal"]["type"] == "bool"
     assert "2**-rho_frac" in by["rho"]["rule"] and by["rho"]["type"] == "float"
     assert all(r["doc"] for r in rows)
+
+
+# ---------------------------------------------------------------------------- int_lanes
+def test_int_lanes_rule_passes_and_presets():
+    """int_lanes: products per cycle of each integer dot product; ceil(head_dim / int_lanes)
+    passes per block; a value >= head_dim is one pass, so the default (16, two passes at
+    d = 32) stays valid for the smaller presets (d = 4, 5: one block per cycle as before) and
+    for any head_dim."""
+    by = {r["name"]: r for r in HDPConfig.describe()}
+    assert by["int_lanes"]["rule"] == ("integer in [1, 1024]; a value >= head_dim means "
+                                       "head_dim: one block per cycle")
+    assert "ceil(head_dim / int_lanes)" in by["int_lanes"]["doc"]
+    assert D.int_lanes == 16 and (D.int_passes, D.int_lanes_used) == (2, 16)
+    assert [(preset(n).int_passes, preset(n).int_lanes_used) for n in ("tiny", "odd")] == \
+        [(1, 4), (1, 5)]
+    assert D.with_setting("int_lanes", "8").int_passes == 4
+    assert D.replace(head_dim=1, exp_frac=8).int_passes == 1
+    with pytest.raises(ValueError, match=r"^int_lanes must be an integer, not 'x'$"):
+        D.with_setting("int_lanes", "x")
+    with pytest.raises(ValueError, match=r"^int_lanes must be in \[1, 1024\], not 0$"):
+        D.merged({"int_lanes": 0})

@@ -36,8 +36,18 @@ def _run(unit, label, simulator, module, tmp_path, cfg=None, min_transactions=1)
 @pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("name", ("tiny", "odd", "default"))
 def test_score_unit_bench(name, simulator, tmp_path):
-    """Directed, random and (default preset) MiniLM heads, stalls on and off, whole output."""
+    """Directed, random and (default preset) MiniLM heads, stalls on and off, whole output
+    (tiny and odd: one block per cycle; default: int_lanes 16, two passes per block)."""
     _run("score_unit", name, simulator, "sim.benches.bench_score", tmp_path,
+         min_transactions=500)
+
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_score_unit_bench_int_lanes(simulator, tmp_path):
+    """Several passes per block with a partly used last pass: the odd preset (d = 5) with
+    int_lanes = 2 (passes of 2, 2 and 1 products); the default preset covers 2 full passes."""
+    cfg = preset("odd").replace(int_lanes=2)
+    _run("score_unit", "odd_lanes2", simulator, "sim.benches.bench_score", tmp_path, cfg,
          min_transactions=500)
 
 

@@ -1,4 +1,7 @@
-"""ScoreUnit in Amaranth's simulator, whole output against golden (sim/vectors/score.py)."""
+"""ScoreUnit in Amaranth's simulator, whole output against golden (sim/vectors/score.py).
+
+``int_lanes`` (products per cycle of each dot product) is covered at ``head_dim`` (one block
+per cycle), at a divisor of ``head_dim`` and at non-divisors (the last pass part empty)."""
 
 import gc
 import random
@@ -9,7 +12,7 @@ from amaranth.hdl import Fragment, Value
 from amaranth.sim import Simulator
 
 from hw.presets import preset
-from hw.score_unit import ScoreUnit
+from hw.score_unit import PIPELINE_DEPTH, ScoreUnit, block_cycles, pipeline_depth
 from sim.amaranth_streams import StreamChecker
 from sim.vectors import score as vec
 
@@ -184,8 +187,42 @@ def test_extremes_full_length_default():
     case = [c for c in vec.directed_cases(cfg, 0) if c.name == "extreme_min_words"][0]
     assert case.heads[0].h == cfg.h_max
     res = _run_and_check(cfg, [case], 0, "default/extreme full")
-    # and the full-length rate: L + blocks + 8 cycles (128 + 4096 + 8)
-    assert res["t_h"][0] - res["t_k"][0] + 1 == 128 + 64 * 64 + 8
+    # and the full-length rate: L + passes * blocks + 9 cycles (128 + 2 * 4096 + 9)
+    assert block_cycles(cfg) == 2 and pipeline_depth(cfg) == PIPELINE_DEPTH + 1
+    assert res["t_h"][0] - res["t_k"][0] + 1 == 128 + 2 * 64 * 64 + 9
+
+
+# (preset, int_lanes): head_dim itself (one block per cycle, as before the knob), divisors of
+# head_dim and non-divisors (the last pass only partly used: odd d = 5 in passes of 2, 2, 1;
+# default d = 32 in 7 passes of 5 multipliers, the last one of 2)
+LANES = [("tiny", 4), ("tiny", 2), ("tiny", 1), ("odd", 2), ("odd", 3), ("default", 32),
+         ("default", 16), ("default", 8), ("default", 5)]
+
+
+@pytest.mark.parametrize("name,lanes", LANES, ids=[f"{n}-lanes{w}" for n, w in LANES])
+def test_int_lanes_stalls(name, lanes):
+    """Whole outputs bit-exact against golden for each lane count, random stalls on the
+    inputs and outputs; directed extremes (the widest A), ragged and causal lengths."""
+    cfg = preset(name).replace(int_lanes=lanes)
+    seed = 70 + lanes
+    cases = vec.directed_cases(cfg, seed, small=True)
+    keep = ("extreme_min_words", "extreme_mixed_signs", "valid_len_1", "valid_len_ragged_causal",
+            "all_equal")
+    cases = [c for c in cases if c.name in keep]
+    max_len = 12 if name == "default" else None
+    cases.append(vec.random_case(cfg, seed, n_heads=2, max_len=max_len))
+    _run_and_check(cfg, cases, seed, f"{name}/int_lanes={lanes}", stall_in=0.3, stall_out=0.3)
+
+
+def test_int_lanes_used_and_passes():
+    """Passes and multipliers per dot product: ceil(d / int_lanes) passes, then as few lanes
+    as give that many passes; int_lanes >= head_dim is one pass."""
+    d32 = preset("default")
+    got = {w: (block_cycles(d32.replace(int_lanes=w)), d32.replace(int_lanes=w).int_lanes_used)
+           for w in (1, 5, 8, 12, 16, 31, 32, 33, 1024)}
+    assert got == {1: (32, 1), 5: (7, 5), 8: (4, 8), 12: (3, 11), 16: (2, 16), 31: (2, 16),
+                   32: (1, 32), 33: (1, 32), 1024: (1, 32)}
+    assert block_cycles(preset("tiny")) == block_cycles(preset("odd")) == 1
 
 
 def test_minilm_fixture():
@@ -198,31 +235,43 @@ def test_minilm_fixture():
     _run_and_check(cfg, cases, 0, "default/minilm", stall_in=0.1, stall_out=0.1)
 
 
-@pytest.mark.parametrize("name", PRESETS)
-def test_throughput_and_latency(name):
-    """No stalls: one block per cycle; cycles per head against the ideal
-    ceil(L/b_r) * ceil(L/b_c) blocks + L K rows, and the fixed issue -> output latency."""
-    cfg = preset(name)
-    n = cfg.seq_len if name != "default" else 64
+THROUGHPUT = [("tiny", 16, 8), ("odd", 16, 13), ("default", 32, 64), ("default", 16, 64),
+              ("odd", 2, 13), ("default", 5, 24)]
+
+
+@pytest.mark.parametrize("name,lanes,n", THROUGHPUT,
+                         ids=[f"{a}-lanes{w}-L{n}" for a, w, n in THROUGHPUT])
+def test_throughput_and_latency(name, lanes, n):
+    """No stalls: one block every P = block_cycles(cfg) cycles; cycles per head against the
+    ideal P * ceil(L/b_r) * ceil(L/b_c) + L K rows, and the fixed latencies (first issue 1
+    cycle after the last K row, blk_out pipeline_depth(cfg) + 2 after a block's last pass:
+    PIPELINE_DEPTH + 2 = 9 with one pass, 10 with several)."""
+    cfg = preset(name).replace(int_lanes=lanes)
+    p, depth = block_cycles(cfg), pipeline_depth(cfg)
+    assert depth == PIPELINE_DEPTH + (p > 1)
     case = vec.random_case(cfg, 5, n_heads=2, valid_len=n, causal=False)
     dut = ScoreUnit(cfg)
     res = run_unit(dut, [case], seed=5)
-    check_whole(cfg, [case], res, 5, f"{name}/throughput")
+    check_whole(cfg, [case], res, 5, f"{name}/int_lanes={lanes}/throughput")
     nb = case.heads[0].n_blocks
     # head 0: first k_in accept to its h_out; head 1 starts the cycle after head 0's h_out
     t0 = res["t_k"][0]
     head_cycles = res["t_h"][0] - t0 + 1
-    ideal = n + nb
-    assert head_cycles == ideal + 8, f"{name}: {head_cycles} cycles per head, ideal {ideal}"
-    # steady state: the blocks of a head leave on consecutive cycles
+    ideal = n + p * nb
+    assert head_cycles == ideal + depth + 1, \
+        f"{name}: {head_cycles} cycles per head, ideal {ideal}"
+    # steady state: the blocks of a head leave every P cycles
     t_blk = res["t_blk"][:nb]
-    assert t_blk == list(range(t_blk[0], t_blk[0] + nb)), f"{name}: blk_out not 1 per cycle"
-    # first block: issued 1 cycle after the last K row, on blk_out 9 cycles after issue
+    assert t_blk == list(range(t_blk[0], t_blk[0] + p * nb, p)), \
+        f"{name}: blk_out not 1 per {p} cycles"
+    # first block: issued 1 cycle after the last K row, on blk_out depth + 2 cycles after its
+    # last pass
     first_lat = t_blk[0] - res["t_k"][n - 1]
-    assert first_lat == 10, f"{name}: last k_in -> first blk_out {first_lat} cycles"
+    assert first_lat == 1 + (p - 1) + depth + 2, \
+        f"{name}: last k_in -> first blk_out {first_lat} cycles"
     assert res["t_k"][n] == res["t_h"][0] + 1, "next head's K not accepted right after h_out"
-    print(f"{name}: L={n} blocks={nb} cycles/head={head_cycles} ideal={ideal} "
-          f"(efficiency {ideal / head_cycles:.3f})")
+    print(f"{name} int_lanes={lanes} (P={p}): L={n} blocks={nb} cycles/head={head_cycles} "
+          f"ideal={ideal} (efficiency {ideal / head_cycles:.3f})")
 
 
 class NarrowAccScoreUnit(ScoreUnit):
@@ -233,10 +282,12 @@ class NarrowAccScoreUnit(ScoreUnit):
         return self.cfg.a_width - 1
 
 
-def test_broken_variant_fails():
-    """One bit too narrow wraps the extreme A: the golden comparison must fail, and report it,
-    while the correct unit passes the same vectors."""
-    cfg = preset("odd")
+@pytest.mark.parametrize("lanes", [5, 2], ids=["lanes5", "lanes2"])
+def test_broken_variant_fails(lanes):
+    """One bit too narrow wraps the extreme A (in one pass, or accumulated over three): the
+    golden comparison must fail, and report it, while the correct unit passes the same
+    vectors."""
+    cfg = preset("odd").replace(int_lanes=lanes)
     case = [c for c in vec.directed_cases(cfg, 0) if c.name == "extreme_min_words"][0]
     _run_and_check(cfg, [case], 0, "good unit")
     res = run_unit(NarrowAccScoreUnit(cfg), [case], seed=0)
@@ -260,12 +311,15 @@ def test_runtime_budget():
     assert time.monotonic() - t < 20
 
 
+@pytest.mark.parametrize("lanes", [5, 2], ids=["lanes5", "lanes2"])
 @pytest.mark.parametrize("shape", [(1, 1), (1, 3), (4, 1), (3, 5), (7, 7)],
                          ids=lambda s: f"b{s[0]}x{s[1]}")
-def test_block_shapes(shape):
+def test_block_shapes(shape, lanes):
     """Block shapes from 1 x 1 to one block covering the whole matrix (7 x 7 on seq_len 7),
-    including shapes where Q loading, not the block rate, bounds the throughput."""
-    cfg = preset("odd").replace(seq_len=7, block_rows=shape[0], block_cols=shape[1], k_b=1)
+    including shapes where Q loading, not the block rate, bounds the throughput; one pass
+    and three passes per block."""
+    cfg = preset("odd").replace(seq_len=7, block_rows=shape[0], block_cols=shape[1], k_b=1,
+                                int_lanes=lanes)
     seed = 50 + shape[0] * 10 + shape[1]
     cases = [c for c in vec.directed_cases(cfg, seed) if c.name.startswith(("extreme", "valid"))]
     cases.append(vec.random_case(cfg, seed, n_heads=3))
