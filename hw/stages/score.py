@@ -74,6 +74,7 @@ class ScoreStage(wiring.Component):
         self._operands(m, s)
         self._results(m, s)
         self._fsm(m, s)
+        self._runner(m, s)
         return m
 
     # ------------------------------------------------------------------------ state
@@ -238,23 +239,12 @@ class ScoreStage(wiring.Component):
         with m.Elif(s["r"] == d.R):
             m.next = "UNION"
 
-    def _tiles_state(self, m, s):
+    def _runner(self, m, s):
+        """One tile of ``D`` depth steps on the array from ``kreg`` while the loader fills
+        ``kload``.  Outside any state: ``running`` and ``kl_full`` are only ever set in
+        TILES, so the operand registers' clock enables (thousands of flip-flops) do not wait
+        for the state decode."""
         cfg, d = self._cfg, self._dims
-        desc = s["desc"]
-        # loader: gathers the next tile's C keys into kload (one per cycle) while the
-        # current tile runs from kreg, so tiles follow each other without a bubble
-        with m.If(~s["kl_full"] & ~s["keys_done"]):
-            with m.If((s["slot"] == 0) & ~s["it_valid"]):
-                m.d.sync += s["keys_done"].eq(1)
-            with m.Elif(s["slot"] < d.C):
-                m.d.comb += [self.key_wr.en.eq(s["it_valid"]), s["it_step"].eq(s["it_valid"])]
-                m.d.sync += [s["kl_vld"].eq(1), s["kl_slot"].eq(s["slot"]),
-                             s["kl_zero"].eq(~s["it_valid"]), s["slot"].eq(s["slot"] + 1)]
-                with m.If(s["it_valid"]):
-                    m.d.sync += desc.nkept.eq(desc.nkept + 1)
-            with m.Elif(~s["kl_vld"]):
-                m.d.sync += [s["kl_full"].eq(1), s["slot"].eq(0)]
-        # runner: one tile of D depth steps on the array
         tile_end = Signal()
         m.d.comb += tile_end.eq(s["fire"] & s["step_last"])
         with m.If(s["running"] & s["fire"]):
@@ -271,5 +261,22 @@ class ScoreStage(wiring.Component):
             m.d.sync += [s["kreg"][c].eq(s["kload"][c]) for c in range(d.C)]
             m.d.sync += [s["kl_full"].eq(0), s["running"].eq(1), s["step"].eq(0),
                          s["step_last"].eq(d.D == 1)]
+
+    def _tiles_state(self, m, s):
+        d = self._dims
+        desc = s["desc"]
+        # loader: gathers the next tile's C keys into kload (one per cycle) while the
+        # current tile runs from kreg, so tiles follow each other without a bubble
+        with m.If(~s["kl_full"] & ~s["keys_done"]):
+            with m.If((s["slot"] == 0) & ~s["it_valid"]):
+                m.d.sync += s["keys_done"].eq(1)
+            with m.Elif(s["slot"] < d.C):
+                m.d.comb += [self.key_wr.en.eq(s["it_valid"]), s["it_step"].eq(s["it_valid"])]
+                m.d.sync += [s["kl_vld"].eq(1), s["kl_slot"].eq(s["slot"]),
+                             s["kl_zero"].eq(~s["it_valid"]), s["slot"].eq(s["slot"] + 1)]
+                with m.If(s["it_valid"]):
+                    m.d.sync += desc.nkept.eq(desc.nkept + 1)
+            with m.Elif(~s["kl_vld"]):
+                m.d.sync += [s["kl_full"].eq(1), s["slot"].eq(0)]
         with m.If(~s["running"] & ~s["kl_full"] & s["keys_done"]):
             m.next = "DRAIN"
