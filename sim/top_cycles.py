@@ -9,11 +9,12 @@ an output that is always ready.  It is a replay of the top's *control* only, no 
    (cycles ``0 .. 3L-1``).  The :class:`~hw.score_unit.ScoreUnit` takes K from the stream and
    Q from the top's Q memory through a feeder (row ``i`` is readable the cycle after it is
    written and reaches ``q_in`` one cycle later) at its own pace: a double buffer of one
-   block-row, block-row ``r + 1`` loads while ``r`` issues one block per cycle.  A block is
-   on the pruner's input ``PIPELINE_DEPTH + 2`` cycles after its issue (ScoreUnit); a
-   block-row's keep mask leaves the pruner :func:`hw.block_pruner.mask_latency` cycles after
-   the row's last block; the head
-   decision comes ``h_out`` (8 cycles after the last issue, ``PIPELINE_DEPTH + 1``) + 1 cycle
+   block-row, block-row ``r + 1`` loads while ``r`` issues one block every
+   :func:`hw.score_unit.block_cycles` cycles (``int_lanes`` products per cycle).  A block is
+   on the pruner's input ``pipeline_depth + 2`` cycles after its last pass
+   (:func:`hw.score_unit.pipeline_depth`); a block-row's keep mask leaves the pruner
+   :func:`hw.block_pruner.mask_latency` cycles after the row's last block; the head decision
+   comes ``h_out`` (``pipeline_depth + 1`` cycles after the last pass) + 1 cycle
    (:class:`~hw.head_detector.HeadDetector`).
    A *dense* head (pruning ``off`` and head pruning off, the baseline) runs no integer pass:
    the ``3L`` rows load at full rate, there are no masks to wait for (every valid block is
@@ -66,7 +67,6 @@ import numpy as np
 
 from hw.block_pruner import mask_latency
 from hw.config import HDPConfig
-from hw.score_unit import PIPELINE_DEPTH
 
 from .cycles.arbiter import ArrayModel
 from .cycles.pv import PVModel
@@ -149,7 +149,7 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
     ``dense`` (pruning and head pruning off): no integer pass; the ``3L`` rows load at full
     rate (last V row at cycle ``3L - 1``) and there are no masks and no head decision (every
     ``mask_valid`` is -1, ``keep_valid`` -1: nothing to wait for)."""
-    from hw.score_unit import block_cycles, pipeline_depth
+    from hw.score_unit import PIPELINE_DEPTH, block_cycles, pipeline_depth
     L, br, bc = valid_len, cfg.block_rows, cfg.block_cols
     n_pass = block_cycles(cfg)   # cycles per block (the ScoreUnit's passes)
     m_cols = -(-L // bc)

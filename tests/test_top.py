@@ -239,6 +239,14 @@ def test_array_wider_than_blocks():
     run_heads(cfg, _heads(cfg, SETTINGS, [11, 9, 11, 4, 10, 11, 7], 7))
 
 
+def test_several_integer_passes():
+    """The integer pass in 3 passes per block (int_lanes 3 of head_dim 8, the last pass
+    partly used), with stalls on both streams: the same outputs and masks as golden."""
+    cfg = HDPConfig(seq_len=12, head_dim=8, n_heads=1, block_rows=2, block_cols=2, k_b=2,
+                    array_rows=2, array_cols=4, int_lanes=3)
+    run_heads(cfg, _heads(cfg, SETTINGS, [12, 9, 12, 5, 11], 10), stall=0.2, seed=10)
+
+
 def test_reset_mid_head_then_clean_run():
     cfg = preset("tiny")
     run_heads(cfg, _heads(cfg, SETTINGS[2:5], [8, 8, 5], 8), reset_mid=True)

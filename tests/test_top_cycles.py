@@ -127,3 +127,14 @@ def test_wider_configs_exact(shape):
                     array_rows=r, array_cols=c)
     check_model(cfg, _random_heads(cfg, [SETTINGS[0], SETTINGS[1], SETTINGS[2],
                                          {"prune_mode": "topk", "k_b": 6}], [24, 17, 24, 24], 3))
+
+
+@pytest.mark.parametrize("int_lanes", [3, 4])
+def test_several_integer_passes_exact(int_lanes):
+    """The integer pass at fewer products per cycle than head_dim (3 and 2 passes per block,
+    the last one partly used): its blocks, masks and head decision come later, the model
+    follows."""
+    cfg = HDPConfig(seq_len=24, head_dim=8, n_heads=1, block_rows=2, block_cols=2, k_b=3,
+                    array_rows=2, array_cols=4, int_lanes=int_lanes)
+    check_model(cfg, _random_heads(cfg, SETTINGS + [{"prune_mode": "topk", "k_b": 6}],
+                                   [24, 17, 24, 24, 11], 4))
