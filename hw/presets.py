@@ -15,6 +15,10 @@
     A 2 x 8 array: a tile's rows must share one block-row's kept key columns, so the array is
     as tall as a block (``array_rows == block_rows``, the co-design rule) and narrow, so that a
     tile of 8 gathered keys is fine enough to skip pruned blocks of short sentences.
+``large``
+    The scale point: N = 512, d = 64 (the head size of BERT-base and most 12-head encoders),
+    otherwise the default's choices, top-k keeping 3/4 of the 256 block columns.  On-chip
+    memory grows with ``N * d``, not ``N^2`` (the top stores no score matrix).
 """
 
 from .config import HDPConfig
@@ -30,6 +34,8 @@ PRESETS: dict[str, HDPConfig] = {
                      block_rows=3, block_cols=2, k_b=1, prune_mode="threshold", rho=0.375,
                      criterion="abs_sum", causal=True, array_rows=3, array_cols=5),
     "default": HDPConfig(),
+    # the scale point: N = 512, d = 64 (BERT-base-like heads), top-k keeping 3/4 of the blocks
+    "large": HDPConfig(seq_len=512, head_dim=64, k_b=192),
 }
 
 

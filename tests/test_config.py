@@ -116,12 +116,14 @@ def test_from_dict_rejects_unknown_missing_and_non_objects():
 
 
 def test_presets_are_what_their_docstrings_say():
-    tiny, odd, default = preset("tiny"), preset("odd"), preset("default")
+    tiny, odd, default, large = (preset(n) for n in ("tiny", "odd", "default", "large"))
     assert (tiny.seq_len, tiny.head_dim, tiny.block_rows, tiny.block_cols) == (8, 4, 2, 2)
     assert odd.seq_len % odd.block_rows and odd.seq_len % odd.block_cols and odd.k_b == 1
     assert odd.array_rows != odd.array_cols
     assert (default.seq_len, default.head_dim) == (128, 32)
-    with pytest.raises(ValueError, match="preset must be one of tiny, odd, default, not 'huge'"):
+    assert (large.seq_len, large.head_dim, large.k_b / large.n_block_cols) == (512, 64, 0.75)
+    with pytest.raises(ValueError,
+                       match="preset must be one of tiny, odd, default, large, not 'huge'"):
         preset("huge")
 
 
