@@ -18,8 +18,9 @@ class SoftmaxStage(wiring.Component):
     of its rows to the softmax unit (``sm_in``, one per cycle) and writes the probabilities
     coming back (``sm_out``) into the probability memory of the row (``prob_wr_r``).
 
-    The feeder is three stages: issue (row, entry), key memory read (``key_rd``: the key's
-    row ``j`` and block column ``c``) and fine-score read (``fine_rd``); an entry is kept when
+    The feeder is four stages: issue (row, entry), key memory read (``key_rd``: the key's
+    row ``j`` and block column ``c``), fine-score read (``fine_rd``) and the entry register
+    in front of the unit; an entry is kept when
     its row's own block-row mask keeps column ``c`` and, causal, ``j <= i``.  A group starts
     when a probability bank is free (credits returned by ``p_done``, one per group P
     finishes); when the group's last probability is written, ``done`` pulses and the
@@ -63,7 +64,9 @@ class SoftmaxStage(wiring.Component):
 
         # ---------------------------------------------------------------- feeder
         advance = Signal()
-        m.d.comb += [advance.eq(~s2_valid | self.sm_in.ready),
+        s3_valid = Signal()
+        s3 = Signal.like(self.sm_in.payload)
+        m.d.comb += [advance.eq(~s3_valid | self.sm_in.ready),
                      self.key_rd.addr.eq(f_p + mi.b3 * N), self.key_rd.en.eq(advance),
                      self.fine_rd.addr.eq(s1_word + Mux(mi.b2, d.n_words, 0)),
                      self.fine_rd.en.eq(advance)]
@@ -86,14 +89,17 @@ class SoftmaxStage(wiring.Component):
         s2_i = Signal(d.iw + 1)
         m.d.comb += s2_i.eq(mi.i0 + s2_r)
         own = Array(mi.rowmask[r] for r in range(R))[s2_r]
-        m.d.comb += [
-            self.sm_in.valid.eq(s2_valid),
-            self.sm_in.payload.s.eq(self.fine_rd.data[s2_r * C + s2_lane]),
-            self.sm_in.payload.keep.eq(own.bit_select(s2_key.c, 1)
-                                       & (~self.causal | (s2_key.j <= s2_i))),
-            self.sm_in.payload.last.eq(s2_p + 1 == mi.nkept),
-            self.sm_out.ready.eq(1),
-        ]
+        # stage 3: the entry (score, keep, last) registered, so the softmax unit's own first
+        # stage does not follow the fine-score multiplexer in the same cycle
+        with m.If(advance):
+            m.d.sync += [
+                s3_valid.eq(s2_valid),
+                s3.s.eq(self.fine_rd.data[s2_r * C + s2_lane]),
+                s3.keep.eq(own.bit_select(s2_key.c, 1) & (~self.causal | (s2_key.j <= s2_i))),
+                s3.last.eq(s2_p + 1 == mi.nkept),
+            ]
+        m.d.comb += [self.sm_in.valid.eq(s3_valid), self.sm_in.payload.eq(s3),
+                     self.sm_out.ready.eq(1)]
 
         # ---------------------------------------------------------------- collector
         for r in range(R):
