@@ -17,8 +17,9 @@ __all__ = ["PVStage"]
 class PVStage(wiring.Component):
     """P: takes a group descriptor from M (``group_in``) and runs ``ceil(head_dim / C)`` P x V
     tiles on the array (``op``), each ``R`` rows x ``C`` output dimensions deep by the
-    group's gathered keys: a three-stage feeder reads the key (``key_rd``), then its V row
-    (``v_rd``) and the rows' probabilities (``prob_rd_r``).  Results (``res``) are
+    group's gathered keys: a five-stage feeder reads the key (``key_rd``), registers its row,
+    reads the V row (``v_rd``) and the rows' probabilities (``prob_rd_r``) and registers the
+    operands.  Results (``res``) are
     requantized (:func:`golden.pv.requantize`: round half up, saturate) into an output
     buffer; then the group's rows leave on ``m_axis`` (``tlast`` on the head's last row) and
     ``done`` pulses (``last``: it was the head's last group).
@@ -52,24 +53,40 @@ class PVStage(wiring.Component):
         o_r = Signal(d.rw)
         pv_active = Signal()
         u, t = Signal(range(d.nu + 1)), Signal(d.iw)
-        q1_valid, q1_t, q1_u = Signal(), Signal(d.iw), Signal(range(d.nu + 1))
-        q2_valid, q2_last, q2_u = Signal(), Signal(), Signal(range(d.nu + 1))
         out = Signal(range(d.nu + 2))          # P x V tiles issued, results not all back
         fire = Signal()
         m.d.comb += fire.eq(self.op.valid & self.op.ready)
 
         # ---------------------------------------------------------------- feeder
+        # issue (t, u) -> p1: key at the key memory's output -> p2: its row j registered, V
+        # and probability reads -> p3: at the memories' outputs -> p4: the operands
+        # registered.  A block RAM's output (about 5.8 ns on ECP5) only ever feeds a register.
         adv = Signal()
-        m.d.comb += [adv.eq(~q2_valid | fire),
+        p_valid = [Signal(name=f"p{k}_valid") for k in range(1, 5)]
+        p_t = [Signal(d.iw, name=f"p{k}_t") for k in range(1, 4)]
+        p_u = [Signal(range(d.nu + 1), name=f"p{k}_u") for k in range(1, 5)]
+        p2_j = Signal(d.iw)
+        p4_last = Signal()
+        m.d.comb += [adv.eq(~p_valid[3] | fire),
                      self.key_rd.addr.eq(t + pi.b3 * d.N), self.key_rd.en.eq(adv),
-                     self.v_rd.addr.eq(self.key_rd.data.j), self.v_rd.en.eq(adv)]
+                     self.v_rd.addr.eq(p2_j), self.v_rd.en.eq(adv)]
         for r in range(d.R):
             port = getattr(self, f"prob_rd_{r}")
-            m.d.comb += [port.addr.eq(q1_t + Mux(pi.b2, d.N, 0)), port.en.eq(adv)]
+            m.d.comb += [port.addr.eq(p_t[1] + Mux(pi.b2, d.N, 0)), port.en.eq(adv)]
+        op = self.op.payload
+        ops = Signal.like(op)
         with m.If(adv):
-            m.d.sync += [q1_valid.eq(pv_active), q1_t.eq(t), q1_u.eq(u),
-                         q2_valid.eq(q1_valid), q2_last.eq(q1_t + 1 == pi.nkept),
-                         q2_u.eq(q1_u)]
+            m.d.sync += [p_valid[0].eq(pv_active), p_t[0].eq(t), p_u[0].eq(u),
+                         p2_j.eq(self.key_rd.data.j), p4_last.eq(p_t[2] + 1 == pi.nkept)]
+            m.d.sync += [p_valid[k].eq(p_valid[k - 1]) for k in range(1, 4)]
+            m.d.sync += [p_t[k].eq(p_t[k - 1]) for k in range(1, 3)]
+            m.d.sync += [p_u[k].eq(p_u[k - 1]) for k in range(1, 4)]
+            for r in range(d.R):
+                m.d.sync += ops.a1[r].eq(getattr(self, f"prob_rd_{r}").data)
+            for c in range(d.C):
+                vsel = Array(self.v_rd.data[k * d.C + c] if k * d.C + c < d.D
+                             else Const(0, cfg.v_bits) for k in range(d.nu))
+                m.d.sync += ops.b1[c].eq(vsel[p_u[2]])
             with m.If(pv_active):
                 with m.If(t + 1 == pi.nkept):
                     m.d.sync += [t.eq(0), u.eq(u + 1)]
@@ -79,16 +96,10 @@ class PVStage(wiring.Component):
                     m.d.sync += t.eq(t + 1)
 
         # ---------------------------------------------------------------- operands
-        op = self.op.payload
-        for r in range(d.R):
-            m.d.comb += [op.a0[r].eq(0), op.a1[r].eq(getattr(self, f"prob_rd_{r}").data)]
-        for c in range(d.C):
-            vsel = Array(self.v_rd.data[k * d.C + c] if k * d.C + c < d.D
-                         else Const(0, cfg.v_bits) for k in range(d.nu))
-            m.d.comb += [op.b0[c].eq(0), op.b1[c].eq(vsel[q2_u])]
-        m.d.comb += [self.op.valid.eq(q2_valid), op.last.eq(q2_last),
-                     op.tag.eq(Cat(q2_u.as_unsigned() | Const(0, d.idxw), Const(0, 1),
-                                   Const(1, 1)))]
+        m.d.comb += [op.eq(ops), op.last.eq(p4_last),
+                     op.tag.eq(Cat(p_u[3].as_unsigned() | Const(0, d.idxw), Const(0, 1),
+                                   Const(1, 1))),
+                     self.op.valid.eq(p_valid[3])]
 
         # ---------------------------------------------------------------- results
         self._requantize(m, out_buf)
@@ -111,7 +122,7 @@ class PVStage(wiring.Component):
                                  pv_active.eq(1)]
                     m.next = "PV"
             with m.State("PV"):
-                with m.If(~pv_active & ~q1_valid & ~q2_valid & (out == 0)
+                with m.If(~pv_active & ~Cat(*p_valid).any() & (out == 0)
                           & ~(fire & self.op.payload.last)):
                     m.d.sync += o_r.eq(0)
                     m.next = "SEND"

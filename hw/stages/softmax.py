@@ -18,9 +18,9 @@ class SoftmaxStage(wiring.Component):
     of its rows to the softmax unit (``sm_in``, one per cycle) and writes the probabilities
     coming back (``sm_out``) into the probability memory of the row (``prob_wr_r``).
 
-    The feeder is four stages: issue (row, entry), key memory read (``key_rd``: the key's
-    row ``j`` and block column ``c``), fine-score read (``fine_rd``) and the entry register
-    in front of the unit; an entry is kept when
+    The feeder is five stages: issue (row, entry), key memory read (``key_rd``: the key's
+    row ``j`` and block column ``c``), fine-score read (``fine_rd``), the fine-score word
+    registered, and the entry register in front of the unit; an entry is kept when
     its row's own block-row mask keeps column ``c`` and, causal, ``j <= i``.  A group starts
     when a probability bank is free (credits returned by ``p_done``, one per group P
     finishes); when the group's last probability is written, ``done`` pulses and the
@@ -64,9 +64,9 @@ class SoftmaxStage(wiring.Component):
 
         # ---------------------------------------------------------------- feeder
         advance = Signal()
-        s3_valid = Signal()
-        s3 = Signal.like(self.sm_in.payload)
-        m.d.comb += [advance.eq(~s3_valid | self.sm_in.ready),
+        s4_valid = Signal()
+        s4 = Signal.like(self.sm_in.payload)
+        m.d.comb += [advance.eq(~s4_valid | self.sm_in.ready),
                      self.key_rd.addr.eq(f_p + mi.b3 * N), self.key_rd.en.eq(advance),
                      self.fine_rd.addr.eq(s1_word + Mux(mi.b2, d.n_words, 0)),
                      self.fine_rd.en.eq(advance)]
@@ -86,19 +86,25 @@ class SoftmaxStage(wiring.Component):
                         m.d.sync += [f_lane.eq(0), f_word.eq(f_word + 1)]
                     with m.Else():
                         m.d.sync += f_lane.eq(f_lane + 1)
+        # stage 3: the fine-score word registered straight from the block RAM's output (about
+        # 5.8 ns on ECP5), with the keep bit; stage 4: the entry (score, keep, last)
+        # registered, so the softmax unit's first stage follows a register
         s2_i = Signal(d.iw + 1)
         m.d.comb += s2_i.eq(mi.i0 + s2_r)
         own = Array(mi.rowmask[r] for r in range(R))[s2_r]
-        # stage 3: the entry (score, keep, last) registered, so the softmax unit's own first
-        # stage does not follow the fine-score multiplexer in the same cycle
+        s3_valid, s3_r, s3_lane = Signal(), Signal(d.rw), Signal(range(C))
+        s3_keep, s3_last = Signal(), Signal()
+        s3_word = Signal.like(self.fine_rd.data)
         with m.If(advance):
             m.d.sync += [
-                s3_valid.eq(s2_valid),
-                s3.s.eq(self.fine_rd.data[s2_r * C + s2_lane]),
-                s3.keep.eq(own.bit_select(s2_key.c, 1) & (~self.causal | (s2_key.j <= s2_i))),
-                s3.last.eq(s2_p + 1 == mi.nkept),
+                s3_valid.eq(s2_valid), s3_r.eq(s2_r), s3_lane.eq(s2_lane),
+                s3_word.eq(self.fine_rd.data),
+                s3_keep.eq(own.bit_select(s2_key.c, 1) & (~self.causal | (s2_key.j <= s2_i))),
+                s3_last.eq(s2_p + 1 == mi.nkept),
+                s4_valid.eq(s3_valid), s4.s.eq(s3_word[s3_r * C + s3_lane]),
+                s4.keep.eq(s3_keep), s4.last.eq(s3_last),
             ]
-        m.d.comb += [self.sm_in.valid.eq(s3_valid), self.sm_in.payload.eq(s3),
+        m.d.comb += [self.sm_in.valid.eq(s4_valid), self.sm_in.payload.eq(s4),
                      self.sm_out.ready.eq(1)]
 
         # ---------------------------------------------------------------- collector

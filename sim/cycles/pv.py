@@ -8,22 +8,24 @@ __all__ = ["PVModel"]
 
 
 class PVModel:
-    """P's state machine and three-stage P x V feeder; the output is always ready."""
+    """P's state machine and five-stage P x V feeder; the output is always ready."""
 
     def __init__(self, cfg: HDPConfig, L: int, groups):
         self.R, self.L, self.groups = cfg.array_rows, L, groups   # (nkept, nrows, i0)
         self.nu = -(-cfg.head_dim // cfg.array_cols)
         self.state = "IDLE"
-        self.n = self.rows = self.i0 = self.u = self.t = self.q1_t = self.out = self.o_r = 0
-        self.active = self.q1_valid = self.q2_valid = self.q2_last = False
+        self.n = self.rows = self.i0 = self.u = self.t = self.out = self.o_r = 0
+        self.active = self.p4_last = False
+        self.p_valid = (False,) * 4      # feeder stages p1 .. p4 (p4 offers the operands)
+        self.p_t = (0,) * 3
 
     @property
     def op_valid(self) -> bool:
-        return self.q2_valid
+        return self.p_valid[3]
 
     @property
     def op_last(self) -> bool:
-        return self.q2_last
+        return self.p4_last
 
     @property
     def done(self) -> bool:
@@ -47,17 +49,18 @@ class PVModel:
                 self.u, self.t, self.active = 0, 0, True
                 self.state = "PV"
         elif s.state == "PV":
-            if not s.active and not s.q1_valid and not s.q2_valid and s.out == 0 \
-                    and not (p_fire and s.q2_last):
+            if not s.active and not any(s.p_valid) and s.out == 0 \
+                    and not (p_fire and s.p4_last):
                 self.o_r = 0
                 self.state = "SEND"
         else:   # SEND, m_axis always ready
             self.o_r = s.o_r + 1
             if s.o_r + 1 == s.rows:
                 self.state = "IDLE"
-        if not s.q2_valid or p_fire:            # feeder advances
-            self.q1_valid, self.q1_t = s.active, s.t
-            self.q2_valid, self.q2_last = s.q1_valid, s.q1_t + 1 == s.n
+        if not s.p_valid[3] or p_fire:          # feeder advances
+            self.p_valid = (s.active,) + s.p_valid[:3]
+            self.p_t = (s.t,) + s.p_t[:2]
+            self.p4_last = s.p_t[2] + 1 == s.n
             if s.active:
                 if s.t + 1 == s.n:
                     self.t, self.u = 0, s.u + 1
@@ -65,4 +68,4 @@ class PVModel:
                         self.active = False
                 else:
                     self.t = s.t + 1
-        self.out = s.out + (1 if p_fire and s.q2_last else 0) - p_res
+        self.out = s.out + (1 if p_fire and s.p4_last else 0) - p_res

@@ -9,7 +9,7 @@ __all__ = ["SoftmaxStageModel"]
 
 
 class SoftmaxStageModel:
-    """M's state machine, its four-stage feeder and collector, the softmax unit
+    """M's state machine, its five-stage feeder and collector, the softmax unit
     (:class:`sim.cycles_softmax.SoftmaxReplay`) and the one-entry descriptor register that
     hands a finished group to P."""
 
@@ -21,7 +21,7 @@ class SoftmaxStageModel:
         self.g = -1                      # the group M holds
         self.n = self.rows = self.f_r = self.f_p = self.c_r = 0
         self.f_active = self.s1_valid = self.s1_last = self.s2_valid = self.s2_last = False
-        self.s3_valid = self.s3_last = False
+        self.s3_valid = self.s3_last = self.s4_valid = self.s4_last = False
         self.out_valid = False           # descriptor register to P
         self.out_g = -1
 
@@ -45,10 +45,11 @@ class SoftmaxStageModel:
                 started = True
         elif done:
             self.state = "IDLE"
-        if not s.s3_valid or sm_ready:          # feeder advances
+        if not s.s4_valid or sm_ready:          # feeder advances
             self.s1_valid, self.s1_last = s.f_active, s.f_active and s.f_p + 1 == s.n
             self.s2_valid, self.s2_last = s.s1_valid, s.s1_last
             self.s3_valid, self.s3_last = s.s2_valid, s.s2_last
+            self.s4_valid, self.s4_last = s.s3_valid, s.s3_last
             if s.f_active:
                 if s.f_p + 1 == s.n:
                     self.f_p, self.f_r = 0, s.f_r + 1
@@ -60,7 +61,7 @@ class SoftmaxStageModel:
                 self.f_active, self.f_r, self.f_p = True, 0, 0
         if row_out and not started:
             self.c_r = s.c_r + 1
-        self.unit.step(s.s3_valid, s.s3_last)
+        self.unit.step(s.s4_valid, s.s4_last)
         self.prob_cr = s.prob_cr + p_done - done
         if p_take:
             self.out_valid = False
