@@ -200,20 +200,40 @@ class BlockPruner(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        s = self._widths()
+        self._input(m, s)
+        self._stage_a(m, s)
+        self._accumulators(m, s)
+        self._job(m, s)
+        self._pipeline(m, s)
+        self._output(m, s)
+        return m
+
+    # The stages share their signals through the dict ``s`` (filled in stage order; the
+    # signals are created as named locals so that they keep their names in the netlist).
+
+    # ------------------------------------------------------------------------ widths
+    def _widths(self):
         cfg = self._cfg
         nbc = cfg.n_block_cols
-        slots = nbc
-        iw = cfg.importance_width
-        cw = index_width(nbc)
-        nw = unsigned_width(nbc)
-        sw = signed_width(*cfg.importance_row_sum_range)
-        tw = self.threshold_width
         p = cfg.rho_frac
-        one = 1 << p
-        br, bc = cfg.block_rows, cfg.block_cols
-        olay = mask_layout(cfg)
+        return {
+            "nbc": nbc,
+            "slots": nbc,
+            "iw": cfg.importance_width,
+            "cw": index_width(nbc),
+            "nw": unsigned_width(nbc),
+            "sw": signed_width(*cfg.importance_row_sum_range),
+            "tw": self.threshold_width,
+            "p": p,
+            "one": 1 << p,
+        }
 
-        # ---------------------------------------------------------------- input stage
+    # ------------------------------------------------------------------------ input stage
+    def _input(self, m, s):
+        cfg = self._cfg
+        nbc, iw, cw, p, one = s["nbc"], s["iw"], s["cw"], s["p"], s["one"]
+        br, bc = cfg.block_rows, cfg.block_cols
         # a two-entry skid buffer: the accepted beat goes into register R (stage A's operand)
         # or, while R is held, into the skid register K; imp_in.ready = ~K.valid comes straight
         # from a flip-flop.  The diagonal test and the settings are computed and sampled at the
@@ -247,7 +267,7 @@ class BlockPruner(wiring.Component):
         k_beat = Signal(elay)    # register K
         in_acc = Signal()
         accept = Signal()        # stage A takes R this cycle
-        j_free = Signal()
+        j_free = Signal()        # driven by the job register J (see _job)
         s_valid = Signal()       # output skid register full (see the output register)
         in_ready = Signal()
         m.d.comb += [
@@ -261,9 +281,12 @@ class BlockPruner(wiring.Component):
                          k_valid.eq(0)]
         with m.Elif(in_acc):
             m.d.sync += [k_valid.eq(1), k_beat.eq(inc)]
-        row_end = beat.row_end
+        s.update(beat=beat, accept=accept, j_free=j_free, s_valid=s_valid)
 
-        # ---------------------------------------------------------------- stage A
+    # ------------------------------------------------------------------------ stage A: sorter
+    def _stage_a(self, m, s):
+        nbc, slots, iw, cw = s["nbc"], s["slots"], s["iw"], s["cw"]
+        beat = s["beat"]
         blk_diag = Signal()
         cand = Signal()
         onehot = Signal(nbc)
@@ -273,27 +296,33 @@ class BlockPruner(wiring.Component):
 
         # sorted insertion register (top-k candidates, decreasing importance)
         s_occ = Signal(slots)
-        s_imp = [Signal(signed(iw), name=f"sort_imp_{s}") for s in range(slots)]
-        s_col = [Signal(cw, name=f"sort_col_{s}") for s in range(slots)]
+        s_imp = [Signal(signed(iw), name=f"sort_imp_{i}") for i in range(slots)]
+        s_col = [Signal(cw, name=f"sort_col_{i}") for i in range(slots)]
         a_occ = Signal(slots)  # after inserting this beat (when it is a candidate)
-        a_imp = [Signal(signed(iw), name=f"sort_ins_imp_{s}") for s in range(slots)]
-        a_col = [Signal(cw, name=f"sort_ins_col_{s}") for s in range(slots)]
+        a_imp = [Signal(signed(iw), name=f"sort_ins_imp_{i}") for i in range(slots)]
+        a_col = [Signal(cw, name=f"sort_ins_col_{i}") for i in range(slots)]
         ge = Signal(slots)
-        for s in range(slots):
-            m.d.comb += ge[s].eq(s_occ[s] & self._sorts_before(s_imp[s], beat.imp))
-        for s in range(slots):
-            with m.If(~cand | ge[s]):
-                m.d.comb += [a_occ[s].eq(s_occ[s]), a_imp[s].eq(s_imp[s]), a_col[s].eq(s_col[s])]
-            if s == 0:
+        for i in range(slots):
+            m.d.comb += ge[i].eq(s_occ[i] & self._sorts_before(s_imp[i], beat.imp))
+        for i in range(slots):
+            with m.If(~cand | ge[i]):
+                m.d.comb += [a_occ[i].eq(s_occ[i]), a_imp[i].eq(s_imp[i]), a_col[i].eq(s_col[i])]
+            if i == 0:
                 with m.Else():
-                    m.d.comb += [a_occ[s].eq(1), a_imp[s].eq(beat.imp), a_col[s].eq(beat.col)]
+                    m.d.comb += [a_occ[i].eq(1), a_imp[i].eq(beat.imp), a_col[i].eq(beat.col)]
             else:
-                with m.Elif(ge[s - 1]):
-                    m.d.comb += [a_occ[s].eq(1), a_imp[s].eq(beat.imp), a_col[s].eq(beat.col)]
+                with m.Elif(ge[i - 1]):
+                    m.d.comb += [a_occ[i].eq(1), a_imp[i].eq(beat.imp), a_col[i].eq(beat.col)]
                 with m.Else():
-                    m.d.comb += [a_occ[s].eq(s_occ[s - 1]), a_imp[s].eq(s_imp[s - 1]),
-                                 a_col[s].eq(s_col[s - 1])]
+                    m.d.comb += [a_occ[i].eq(s_occ[i - 1]), a_imp[i].eq(s_imp[i - 1]),
+                                 a_col[i].eq(s_col[i - 1])]
+        s.update(blk_diag=blk_diag, onehot=onehot, s_occ=s_occ, s_imp=s_imp, s_col=s_col,
+                 a_occ=a_occ, a_imp=a_imp, a_col=a_col)
 
+    # ------------------------------------------------------------------------ stage A: row
+    def _accumulators(self, m, s):
+        nbc, iw, cw, nw, sw = s["nbc"], s["iw"], s["cw"], s["nw"], s["sw"]
+        beat, accept, blk_diag, onehot = s["beat"], s["accept"], s["blk_diag"], s["onehot"]
         # row accumulators
         vmask = Signal(nbc)
         dmask = Signal(nbc)
@@ -324,8 +353,25 @@ class BlockPruner(wiring.Component):
         wbank = Signal()
         m.d.comb += [wp.addr.eq(Cat(beat.col, wbank)), wp.data.imp.eq(beat.imp),
                      wp.data.valid.eq(beat.valid), wp.en.eq(accept)]
+        s.update(vmask=vmask, dmask=dmask, ndiag=ndiag, cnt=cnt, tot=tot, mx=mx,
+                 a_vmask=a_vmask, a_dmask=a_dmask, a_ndiag=a_ndiag, a_cnt=a_cnt, a_tot=a_tot,
+                 a_mx=a_mx, rp=rp, wbank=wbank)
 
-        # ---------------------------------------------------------------- job register J
+    # ------------------------------------------------------------------------ job register J
+    def _job(self, m, s):
+        cfg = self._cfg
+        nbc, slots, iw, cw, nw, sw = s["nbc"], s["slots"], s["iw"], s["cw"], s["nw"], s["sw"]
+        tw, p = s["tw"], s["p"]
+        beat, accept, j_free = s["beat"], s["accept"], s["j_free"]
+        row_end = beat.row_end
+        s_occ, s_imp, s_col = s["s_occ"], s["s_imp"], s["s_col"]
+        a_occ, a_imp, a_col = s["a_occ"], s["a_imp"], s["a_col"]
+        vmask, dmask, ndiag, cnt, tot, mx = (s[k] for k in ("vmask", "dmask", "ndiag", "cnt",
+                                                             "tot", "mx"))
+        a_vmask, a_dmask, a_ndiag, a_cnt, a_tot, a_mx = (
+            s[k] for k in ("a_vmask", "a_dmask", "a_ndiag", "a_cnt", "a_tot", "a_mx"))
+        wbank = s["wbank"]
+
         j_valid = Signal()
         j_mode = Signal(MODE_WIDTH)
         j_kb = Signal(cfg.k_b_width)
@@ -333,7 +379,7 @@ class BlockPruner(wiring.Component):
         j_rho_inv = Signal(p + 1)
         j_ndiag = Signal(nw)
         j_occ = Signal(slots)
-        j_col = [Signal(cw, name=f"job_col_{s}") for s in range(slots)]
+        j_col = [Signal(cw, name=f"job_col_{i}") for i in range(slots)]
         j_vmask = Signal(nbc)
         j_dmask = Signal(nbc)
         j_cnt = Signal(nw)
@@ -347,7 +393,7 @@ class BlockPruner(wiring.Component):
 
         j_thr = Signal()
         j_last_item = Signal()   # registered: the item J offers now is its row's last
-        adv = Signal()
+        adv = Signal()           # driven by the output register (see _output)
         m.d.comb += [
             j_thr.eq(j_mode == MODE_THRESHOLD),
             j_free.eq(~j_valid | (adv & j_last_item)),
@@ -366,12 +412,12 @@ class BlockPruner(wiring.Component):
                     j_mx.eq(a_mx), j_lastc.eq(beat.col), j_ic.eq(0), j_bank.eq(wbank),
                     j_row.eq(beat.row), j_last.eq(beat.last),
                 ]
-                m.d.sync += [j_col[s].eq(a_col[s]) for s in range(slots)]
+                m.d.sync += [j_col[i].eq(a_col[i]) for i in range(slots)]
             with m.Else():
                 m.d.sync += [s_occ.eq(a_occ), vmask.eq(a_vmask), dmask.eq(a_dmask),
                              ndiag.eq(a_ndiag), cnt.eq(a_cnt), tot.eq(a_tot), mx.eq(a_mx)]
-            m.d.sync += [s_imp[s].eq(a_imp[s]) for s in range(slots)]
-            m.d.sync += [s_col[s].eq(a_col[s]) for s in range(slots)]
+            m.d.sync += [s_imp[i].eq(a_imp[i]) for i in range(slots)]
+            m.d.sync += [s_col[i].eq(a_col[i]) for i in range(slots)]
         with m.If(~(accept & row_end) & adv & j_valid):
             with m.If(j_last_item):
                 m.d.sync += j_valid.eq(0)
@@ -379,7 +425,7 @@ class BlockPruner(wiring.Component):
                 m.d.sync += [j_ic.eq(j_ic + 1), j_last_item.eq(j_ic + 1 == j_lastc)]
             # the sorter snapshot shifts by one slot per item: slot j_ic is always at index 0
             m.d.sync += j_occ.eq(j_occ >> 1)
-            m.d.sync += [j_col[s].eq(j_col[s + 1]) for s in range(slots - 1)]
+            m.d.sync += [j_col[i].eq(j_col[i + 1]) for i in range(slots - 1)]
 
         # top-k item: sorter slot j_ic is kept when j_ic + n_diag < k_b
         j_topk = Signal()
@@ -396,6 +442,20 @@ class BlockPruner(wiring.Component):
         rho_max = Signal(signed(p + 1 + iw))
         t_sum = Signal(signed(tw))
         m.d.comb += [rho_max.eq(j_rho * j_mx), t_sum.eq(j_rho_inv * j_tot)]
+        s.update(j_valid=j_valid, j_col=j_col, j_cnt=j_cnt, j_ic=j_ic, j_bank=j_bank,
+                 j_row=j_row, j_last=j_last, j_thr=j_thr, j_last_item=j_last_item, adv=adv,
+                 j_topk=j_topk, j_topk_keep=j_topk_keep, base=base, rho_max=rho_max,
+                 t_sum=t_sum)
+
+    # ------------------------------------------------------------------------ P1, P2, P3
+    def _pipeline(self, m, s):
+        nbc, iw, cw, nw, tw, p = s["nbc"], s["iw"], s["cw"], s["nw"], s["tw"], s["p"]
+        beat, rp, adv = s["beat"], s["rp"], s["adv"]
+        j_valid, j_col, j_cnt, j_ic, j_bank, j_row, j_last = (
+            s[k] for k in ("j_valid", "j_col", "j_cnt", "j_ic", "j_bank", "j_row", "j_last"))
+        j_thr, j_last_item, j_topk, j_topk_keep = (
+            s[k] for k in ("j_thr", "j_last_item", "j_topk", "j_topk_keep"))
+        base, rho_max, t_sum = s["base"], s["rho_max"], s["t_sum"]
 
         # ---------------------------------------------------------------- P1: row-buffer read
         # (at most one multiplier between two registers, none after the row buffer's output:
@@ -464,8 +524,18 @@ class BlockPruner(wiring.Component):
             keep_bit.eq(p3_topk_keep | (p3_thr_valid & self._threshold_keeps(p3_lhs, p3_rhs))),
             bitvec.eq(Mux(keep_bit, p3_onehot, 0)),
         ]
+        s.update(p3_valid=p3_valid, p3_onehot=p3_onehot, p3_last_item=p3_last_item,
+                 p3_base=p3_base, p3_row=p3_row, p3_last=p3_last, keep_bit=keep_bit,
+                 bitvec=bitvec)
 
-        # ---------------------------------------------------------------- output register
+    # ------------------------------------------------------------------------ output register
+    def _output(self, m, s):
+        nbc = s["nbc"]
+        olay = mask_layout(self._cfg)
+        s_valid, adv, keep_bit, bitvec = s["s_valid"], s["adv"], s["keep_bit"], s["bitvec"]
+        p3_valid, p3_onehot, p3_last_item, p3_base, p3_row, p3_last = (
+            s[k] for k in ("p3_valid", "p3_onehot", "p3_last_item", "p3_base", "p3_row",
+                           "p3_last"))
         # O drives mask_out; the skid register S catches a finished mask while O waits, so the
         # pipeline's advance depends on flip-flops only (never on mask_out.ready)
         macc = Signal(nbc)
@@ -498,4 +568,3 @@ class BlockPruner(wiring.Component):
         with m.Elif(done):
             m.d.sync += [s_valid.eq(1), s_pay.mask.eq(macc | p3_base | bitvec),
                          s_pay.row.eq(p3_row), s_pay.last.eq(p3_last)]
-        return m
