@@ -131,21 +131,39 @@ class SoftmaxUnit(wiring.Component):
         return self._consts
 
     def elaborate(self, platform) -> Module:
-        cfg, k = self._cfg, self._consts
+        """The four stages in order A, B, D, C (the order matters where two stages assign the
+        same register: the later assignment wins), sharing their signals through one dict."""
         m = Module()
+        s = self._buffers(m)
+        self._ingest(m, s)
+        self._exponent_issue(m, s)
+        self._exponent_pipe(m, s)
+        self._divider(m, s)
+        self._normalise(m, s)
+        self._outputs(m, s)
+        return m
+
+    def _s_base(self, bank):
+        """First address of score bank 0..1."""
+        n_max = self._cfg.seq_len
+        return Mux(bank, n_max, 0)
+
+    def _e_base(self, bank):
+        """First address of exponent bank 0..3."""
+        n_max = self._cfg.seq_len
+        return Mux(bank[1], Mux(bank[0], 3 * n_max, 2 * n_max), Mux(bank[0], n_max, 0))
+
+    # ---------------------------------------------------------------- buffers
+    def _buffers(self, m):
+        """The score, exponent and table memories; returns the dict of shared widths and
+        signals the stages fill in."""
+        cfg, k = self._cfg, self._consts
         n_max = cfg.seq_len
         sw = cfg.score_width
-        W, E, G = cfg.exp_bits, cfg.exp_frac, cfg.recip_guard
+        E = cfg.exp_frac
         ew = cfg.exp_value_width
-        es = self._sum_width
-        nq = cfg.recip_width
-        nd = divider_steps(cfg)             # radix-4 steps: two quotient bits each
-        iw = unsigned_width(n_max)          # holds 0..seq_len (lengths and counts)
-        dw = k.delta_width
-        shw = unsigned_width(W + 1)         # clamped shift amount t >> E
         entry = data.StructLayout({"s": signed(sw), "keep": 1})
 
-        # ---------------------------------------------------------------- buffers
         m.submodules.s_buf = s_buf = Memory(shape=entry, depth=2 * n_max, init=[])
         s_wr = s_buf.write_port()
         s_rd = s_buf.read_port()
@@ -154,16 +172,17 @@ class SoftmaxUnit(wiring.Component):
         e_rd = e_buf.read_port()
         m.submodules.exp_lut = exp_lut = Memory(shape=unsigned(ew), depth=1 << E, init=k.exp_lut)
         lut_rd = exp_lut.read_port()
-        saw = len(s_rd.addr)
-        eaw = len(e_rd.addr)
+        return {
+            "iw": unsigned_width(n_max),    # holds 0..seq_len (lengths and counts)
+            "nd": divider_steps(cfg),       # radix-4 steps: two quotient bits each
+            "saw": len(s_rd.addr), "eaw": len(e_rd.addr),
+            "s_wr": s_wr, "s_rd": s_rd, "e_wr": e_wr, "e_rd": e_rd, "lut_rd": lut_rd,
+        }
 
-        def s_base(bank):  # first address of score bank 0..1
-            return Mux(bank, n_max, 0)
-
-        def e_base(bank):  # first address of exponent bank 0..3
-            return Mux(bank[1], Mux(bank[0], 3 * n_max, 2 * n_max), Mux(bank[0], n_max, 0))
-
-        # ---------------------------------------------------------------- stage A: ingest
+    # ---------------------------------------------------------------- stage A: ingest
+    def _ingest(self, m, s):
+        sw, iw = self._cfg.score_width, s["iw"]
+        s_wr = s["s_wr"]
         a_idx = Signal(iw)
         a_max = Signal(signed(sw))
         a_any = Signal()
@@ -176,7 +195,7 @@ class SoftmaxUnit(wiring.Component):
         s_beat = self.s_in.payload
         with m.If(self.s_in.valid & self.s_in.ready):
             m.d.comb += [
-                s_wr.addr.eq(s_base(a_bank) + a_idx),
+                s_wr.addr.eq(self._s_base(a_bank) + a_idx),
                 s_wr.data.s.eq(s_beat.s),
                 s_wr.data.keep.eq(s_beat.keep),
                 s_wr.en.eq(1),
@@ -186,8 +205,16 @@ class SoftmaxUnit(wiring.Component):
                 m.d.sync += [a_max.eq(s_beat.s), a_any.eq(1)]
             with m.If(s_beat.last):
                 m.d.sync += [a_full.eq(1), a_n.eq(a_idx + 1)]
+        s.update(a_idx=a_idx, a_max=a_max, a_any=a_any, a_full=a_full, a_n=a_n, a_bank=a_bank,
+                 a_to_b=a_to_b)
 
-        # ---------------------------------------------------------------- stage B: exponents
+    # ---------------------------------------------------------------- stage B: exponents
+    def _exponent_issue(self, m, s):
+        """Stage B's row slots and issue side (takes a row from A, reads it back)."""
+        k = self._consts
+        sw, iw, saw, eaw, es = self._cfg.score_width, s["iw"], s["saw"], s["eaw"], self._sum_width
+        a_idx, a_max, a_any, a_full, a_n, a_bank, a_to_b = (
+            s[n] for n in ("a_idx", "a_max", "a_any", "a_full", "a_n", "a_bank", "a_to_b"))
         # Two row slots (by row parity) hold what a row leaves behind in stage B: its length,
         # exponent bank, running sum and "all exponents written" flag.  A row takes the slot of
         # its parity on entering B and frees it when the divider takes its sum.
@@ -211,21 +238,37 @@ class SoftmaxUnit(wiring.Component):
 
         with m.If(a_to_b):
             m.d.sync += [
-                b_run.eq(1), b_left.eq(a_n), b_saddr.eq(s_base(a_bank)), b_eaddr.eq(e_base(e_next)),
+                b_run.eq(1), b_left.eq(a_n), b_saddr.eq(self._s_base(a_bank)),
+                b_eaddr.eq(self._e_base(e_next)),
                 b_rpar.eq(b_par), b_m.eq(a_max), b_lim.eq(a_max - k.delta_max),
                 b_par.eq(~b_par), e_next.eq(e_next + 1),
                 a_full.eq(0), a_bank.eq(~a_bank), a_idx.eq(0), a_any.eq(0),
             ]
             for p in range(2):
                 with m.If(b_par == p):
-                    m.d.sync += [sl_busy[p].eq(1), sl_n[p].eq(a_n), sl_ebase[p].eq(e_base(e_next)),
-                                 sl_sum[p].eq(0)]
+                    m.d.sync += [sl_busy[p].eq(1), sl_n[p].eq(a_n),
+                                 sl_ebase[p].eq(self._e_base(e_next)), sl_sum[p].eq(0)]
 
-        m.d.comb += s_rd.addr.eq(b_saddr)
+        m.d.comb += s["s_rd"].addr.eq(b_saddr)
         with m.If(b_run):
             m.d.sync += [b_saddr.eq(b_saddr + 1), b_eaddr.eq(b_eaddr + 1), b_left.eq(b_left - 1)]
             with m.If(b_left == 1):
                 m.d.sync += b_run.eq(0)
+        s.update(sl_busy=sl_busy, sl_done=sl_done, sl_n=sl_n, sl_ebase=sl_ebase, sl_sum=sl_sum,
+                 b_run=b_run, b_left=b_left, b_eaddr=b_eaddr, b_rpar=b_rpar, b_m=b_m, b_lim=b_lim)
+
+    def _exponent_pipe(self, m, s):
+        """Stage B's exponent pipeline (:data:`EXP_PIPE` registers), e write and row sums."""
+        cfg, k = self._cfg, self._consts
+        sw, eaw = cfg.score_width, s["eaw"]
+        W, E = cfg.exp_bits, cfg.exp_frac
+        ew = cfg.exp_value_width
+        dw = k.delta_width
+        shw = unsigned_width(W + 1)         # clamped shift amount t >> E
+        s_rd, e_wr, lut_rd = s["s_rd"], s["e_wr"], s["lut_rd"]
+        b_run, b_left, b_rpar, b_eaddr, b_m, b_lim = (
+            s[n] for n in ("b_run", "b_left", "b_rpar", "b_eaddr", "b_m", "b_lim"))
+        sl_sum, sl_done = s["sl_sum"], s["sl_done"]
 
         # the exponent pipeline: every entry carries its row's parity, its exponent address,
         # the end-of-row mark and (until used) the row maximum
@@ -277,7 +320,15 @@ class SoftmaxUnit(wiring.Component):
                 with m.If(p7.last):
                     m.d.sync += sl_done[p].eq(1)
 
-        # ---------------------------------------------------------------- stage D: divider
+    # ---------------------------------------------------------------- stage D: divider
+    def _divider(self, m, s):
+        cfg = self._cfg
+        W = cfg.exp_bits
+        es = self._sum_width
+        nq = cfg.recip_width
+        iw, eaw, nd = s["iw"], s["eaw"], s["nd"]
+        sl_busy, sl_done, sl_n, sl_ebase, sl_sum = (
+            s[n] for n in ("sl_busy", "sl_done", "sl_n", "sl_ebase", "sl_sum"))
         # radix 4: each cycle the remainder gains two numerator bits (all zero) and the
         # largest of 3d, 2d, d, 0 not above it is subtracted; the quotient gains two bits
         d_par = Signal()                    # parity of the next row the divider takes
@@ -334,8 +385,17 @@ class SoftmaxUnit(wiring.Component):
                 m.d.sync += [d_busy.eq(0), d_done.eq(1)]
         with m.If(d_to_c):
             m.d.sync += d_done.eq(0)
+        s.update(d_busy=d_busy, d_done=d_done, d_n=d_n, d_ebase=d_ebase, d_q=d_q, c_run=c_run,
+                 d_to_c=d_to_c)
 
-        # ---------------------------------------------------------------- stage C: normalise
+    # ---------------------------------------------------------------- stage C: normalise
+    def _normalise(self, m, s):
+        cfg = self._cfg
+        W, G = cfg.exp_bits, cfg.recip_guard
+        ew = cfg.exp_value_width
+        nq = cfg.recip_width
+        iw, eaw, e_rd = s["iw"], s["eaw"], s["e_rd"]
+        d_n, d_ebase, d_q, c_run, d_to_c = (s[n] for n in ("d_n", "d_ebase", "d_q", "c_run", "d_to_c"))
         c_left = Signal(iw)
         c_addr = Signal(eaw)
         c_q = Signal(nq)
@@ -378,12 +438,17 @@ class SoftmaxUnit(wiring.Component):
                 m.d.sync += [c_addr.eq(c_addr + 1), c_left.eq(c_left - 1)]
                 with m.If(c_left == 1):
                     m.d.sync += c_run.eq(0)
+        s.update(o1=o1, o2=o2, o3=o3, out_valid=out_valid, out_p=out_p, out_last=out_last)
 
+    # ---------------------------------------------------------------- ports
+    def _outputs(self, m, s):
+        """``p_out`` from the output register; ``busy`` while any stage holds a row."""
+        sl_busy = s["sl_busy"]
         m.d.comb += [
-            self.p_out.valid.eq(out_valid),
-            self.p_out.payload.p.eq(out_p),
-            self.p_out.payload.last.eq(out_last),
-            self.busy.eq(a_full | (a_idx != 0) | b_run | sl_busy[0] | sl_busy[1] | d_busy
-                         | d_done | c_run | o1.v | o2.v | o3.v | out_valid),
+            self.p_out.valid.eq(s["out_valid"]),
+            self.p_out.payload.p.eq(s["out_p"]),
+            self.p_out.payload.last.eq(s["out_last"]),
+            self.busy.eq(s["a_full"] | (s["a_idx"] != 0) | s["b_run"] | sl_busy[0] | sl_busy[1]
+                         | s["d_busy"] | s["d_done"] | s["c_run"] | s["o1"].v | s["o2"].v
+                         | s["o3"].v | s["out_valid"]),
         ]
-        return m
