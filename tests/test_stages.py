@@ -13,7 +13,7 @@ from hw.presets import preset
 from hw.stages.arbiter import ArrayArbiter
 from hw.stages.common import Dims
 from hw.systolic import op_layout, res_layout
-from sim.amaranth_streams import StreamChecker, run_amaranth
+from sim.amaranth_streams import StreamChecker, run_amaranth, stream_put
 
 
 def _tiles(rng, src, n):
@@ -45,15 +45,7 @@ def test_arbiter_whole_tiles_one_owner(seed):
             r = random.Random(stall_seed)
             for tile in tiles:
                 for b in tile:
-                    while r.random() < 0.3:
-                        await ctx.tick()
-                    ctx.set(port.payload, lay.from_bits(beat(*b)))
-                    ctx.set(port.valid, 1)
-                    while True:
-                        _c, _r, ready = await ctx.tick().sample(port.ready)
-                        if ready:
-                            break
-                    ctx.set(port.valid, 0)
+                    await stream_put(ctx, port, beat(*b), stall_rng=r, stall=0.3)
         return bench
 
     total = sum(len(t) for s in srcs for t in s)

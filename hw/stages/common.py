@@ -9,7 +9,7 @@ from hw.config import HDPConfig, unsigned_width
 from hw.systolic import array_widths
 
 __all__ = ["Dims", "group_layout", "key_layout", "fine_layout", "qk_mem_row", "v_mem_row",
-           "addr_width", "in_lane_width", "out_lane_width"]
+           "addr_width", "in_lane_width", "out_lane_width", "prob_ports"]
 
 
 def in_lane_width(cfg: HDPConfig) -> int:
@@ -97,3 +97,14 @@ def group_layout(cfg: HDPConfig) -> data.StructLayout:
         "b2": unsigned(1),
         "b3": unsigned(2),
     })
+
+
+def prob_ports(cfg: HDPConfig, direction, port_signature) -> dict:
+    """The members ``prob_<kind>_<r>`` of a stage that writes (``port_signature`` =
+    ``WritePort.Signature``, kind ``wr``) or reads (``ReadPort.Signature``, ``rd``) the ``R``
+    probability memories (two banks of ``N`` probabilities each)."""
+    d = Dims.of(cfg)
+    kind = "wr" if port_signature.__qualname__.startswith("WritePort") else "rd"
+    return {f"prob_{kind}_{r}": direction(port_signature(addr_width=addr_width(2 * d.N),
+                                                         shape=unsigned(cfg.prob_width)))
+            for r in range(d.R)}

@@ -1,6 +1,6 @@
 """P x V stage (P): a row group's probabilities times V on the array, requantized and sent."""
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
@@ -9,7 +9,7 @@ from hw.axil import AxiStreamSignature
 from hw.config import HDPConfig
 from hw.systolic import op_layout, res_layout
 
-from .common import Dims, addr_width, group_layout, key_layout, out_lane_width, v_mem_row
+from .common import Dims, addr_width, group_layout, key_layout, out_lane_width, prob_ports, v_mem_row
 
 __all__ = ["PVStage"]
 
@@ -39,9 +39,7 @@ class PVStage(wiring.Component):
             "m_axis": Out(AxiStreamSignature(out_lane_width(cfg) * d.D)),
             "done": Out(1), "last": Out(1),
         }
-        for r in range(d.R):
-            members[f"prob_rd_{r}"] = In(ReadPort.Signature(
-                addr_width=addr_width(2 * d.N), shape=unsigned(cfg.prob_width)))
+        members.update(prob_ports(cfg, In, ReadPort.Signature))
         super().__init__(members)
 
     def elaborate(self, platform):

@@ -1,6 +1,6 @@
 """Softmax stage (M): a row group's gathered scores through the softmax unit."""
 
-from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from hw.config import HDPConfig
 from hw.softmax_unit import p_out_layout, s_in_layout
 
-from .common import Dims, addr_width, fine_layout, group_layout, key_layout
+from .common import Dims, addr_width, fine_layout, group_layout, key_layout, prob_ports
 
 __all__ = ["SoftmaxStage"]
 
@@ -42,9 +42,7 @@ class SoftmaxStage(wiring.Component):
             "sm_in": Out(stream.Signature(s_in_layout(cfg))),
             "sm_out": In(stream.Signature(p_out_layout(cfg))),
         }
-        for r in range(d.R):
-            members[f"prob_wr_{r}"] = In(WritePort.Signature(
-                addr_width=addr_width(2 * d.N), shape=unsigned(cfg.prob_width)))
+        members.update(prob_ports(cfg, In, WritePort.Signature))
         super().__init__(members)
 
     def elaborate(self, platform):
