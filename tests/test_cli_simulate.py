@@ -178,10 +178,14 @@ def test_defect2_interrupt_ends_the_simulator(simulator, sig, tmp_path):
     exits 130."""
     write_qkv(tmp_path / "in.npz", h=400 if simulator == "icarus" else 4000)
     build = tmp_path / "b"
+    # as from a terminal: SIGINT at its default disposition in the child, whatever the test
+    # runner inherited (a shell's background job starts with SIGINT ignored, and Python then
+    # keeps ignoring it, so the test would measure how it was launched, not hdpgen)
     proc = subprocess.Popen(_hdpgen("simulate", "--qkv", "in.npz", "--preset", "tiny", "--sim",
                                     simulator, "--out", "out.npz", "--build-dir", str(build)),
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     watchdog = threading.Timer(600, proc.kill)
     watchdog.start()
     try:
