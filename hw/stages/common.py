@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
+from amaranth.lib.memory import ReadPort, WritePort
+from amaranth.lib.wiring import In
 
 from hw.config import HDPConfig, unsigned_width
 from hw.systolic import array_widths
@@ -99,12 +101,12 @@ def group_layout(cfg: HDPConfig) -> data.StructLayout:
     })
 
 
-def prob_ports(cfg: HDPConfig, direction, port_signature) -> dict:
-    """The members ``prob_<kind>_<r>`` of a stage that writes (``port_signature`` =
-    ``WritePort.Signature``, kind ``wr``) or reads (``ReadPort.Signature``, ``rd``) the ``R``
-    probability memories (two banks of ``N`` probabilities each)."""
+def prob_ports(cfg: HDPConfig, kind: str) -> dict:
+    """The members ``prob_<kind>_<r>`` of a stage that writes (``kind`` ``"wr"``) or reads
+    (``"rd"``) the ``R`` probability memories (two banks of ``N`` probabilities each); the
+    stage drives the ports, so they are ``In`` (flipped) port interfaces."""
     d = Dims.of(cfg)
-    kind = "wr" if port_signature.__qualname__.startswith("WritePort") else "rd"
-    return {f"prob_{kind}_{r}": direction(port_signature(addr_width=addr_width(2 * d.N),
-                                                         shape=unsigned(cfg.prob_width)))
+    sig = {"wr": WritePort.Signature, "rd": ReadPort.Signature}[kind]
+    return {f"prob_{kind}_{r}": In(sig(addr_width=addr_width(2 * d.N),
+                                       shape=unsigned(cfg.prob_width)))
             for r in range(d.R)}

@@ -51,7 +51,7 @@ class Loader(wiring.Component):
         L, dense = self.valid_len, self.dense
         row = Signal(d.iw)               # row of the current section
         sec = Signal(2)                  # 0 K, 1 Q, 2 V, 3 loaded
-        lanes = data.ArrayLayout(self.s_axis.tdata.shape().width // d.D, d.D)
+        lanes = data.ArrayLayout(in_lane_width(self._cfg), d.D)
         tin = data.View(lanes, self.s_axis.tdata)
         fire = Signal()
         m.d.comb += [

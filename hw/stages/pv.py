@@ -39,7 +39,7 @@ class PVStage(wiring.Component):
             "m_axis": Out(AxiStreamSignature(out_lane_width(cfg) * d.D)),
             "done": Out(1), "last": Out(1),
         }
-        members.update(prob_ports(cfg, In, ReadPort.Signature))
+        members.update(prob_ports(cfg, "rd"))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -106,7 +106,7 @@ class PVStage(wiring.Component):
         m.d.sync += out.eq(out + (fire & self.op.payload.last) - res_last)
 
         # ---------------------------------------------------------------- control
-        tout = data.View(data.ArrayLayout(signed(self.m_axis.tdata.shape().width // d.D), d.D),
+        tout = data.View(data.ArrayLayout(signed(out_lane_width(cfg)), d.D),
                          self.m_axis.tdata)
         for e in range(d.D):
             m.d.comb += tout[e].eq(out_buf[0][e])

@@ -2,7 +2,7 @@
 
 from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import ReadPort, WritePort
+from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
 from hw.config import HDPConfig
@@ -42,7 +42,7 @@ class SoftmaxStage(wiring.Component):
             "sm_in": Out(stream.Signature(s_in_layout(cfg))),
             "sm_out": In(stream.Signature(p_out_layout(cfg))),
         }
-        members.update(prob_ports(cfg, In, WritePort.Signature))
+        members.update(prob_ports(cfg, "wr"))
         super().__init__(members)
 
     def elaborate(self, platform):
