@@ -2,9 +2,12 @@
 the exactness properties against an independent oracle, a pure-Python bit-by-bit reference,
 the unpruned HDP exact path, real MiniLM heads, and broken variants the checks must catch."""
 
+import importlib
 import math
+import re
 from decimal import Decimal, getcontext
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -451,3 +454,44 @@ def test_real_data_saves_bits_at_the_median():
     assert [int(r.th[0]) for r in res2["heads"]] == per_head
     with pytest.raises(ValueError, match="one per head"):
         lp.leopard_attention(fx["q"], fx["k"], fx["v"], cfg, [0, 1], fx["valid_len"])
+
+
+# ------------------------------------------------------------------------------ docs
+DOC = Path(__file__).resolve().parent.parent / "docs" / "leopard.md"
+
+
+def test_doc_references_resolve_and_example_runs():
+    text = DOC.read_text()
+    refs = set(re.findall(r"`((?:golden|hw|sim)(?:\.\w+)+)`", text))
+    assert "golden.leopard.front_end" in refs
+    missing = []
+    for ref in refs:
+        parts = ref.split(".")
+        obj = importlib.import_module(".".join(parts[:2]))
+        try:
+            for name in parts[2:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            missing.append(ref)
+    assert not missing, missing
+    for p in re.findall(r"`((?:golden|tests|docs)/[\w./-]*\w)`", text):
+        assert (DOC.parent.parent / p).exists(), p
+    code = re.search(r"```python\n(.*?)```", text, re.DOTALL)[1]
+    exec(compile(code, "leopard.md", "exec"), {"print": lambda *a: None})
+
+
+def test_doc_figures_match_the_model():
+    """The long-capture figures quoted in docs/leopard.md are what the model computes."""
+    from sim.fixtures import load_fixture
+    text = " ".join(DOC.read_text().split())
+    fx = load_fixture("long")
+    cfg = preset("default")
+    for value in (0.0, 1.0, 2.0):
+        s = lp.leopard_attention(fx["q"], fx["k"], fx["v"], cfg, lp.threshold_int(value, cfg),
+                                 fx["valid_len"])["stats"]
+        row = (f"| long{' (N = 30)' if value == 0 else ''} | logit >= {value:g} | "
+               f"{100 * s['kept_fraction']:.1f} % | {s['bits_per_valid_entry']:.2f} | "
+               f"{100 * s['bits_saved_fraction']:.1f} % | {100 * s['early_fraction']:.1f} % |")
+        assert row in text, row
+        if value == 0:
+            assert ", ".join(map(str, s["survival"])) in text
