@@ -44,9 +44,9 @@ __all__ = ["TH_LIMIT", "k_prefix", "partial_sums", "row_positive_sum", "row_nega
            "leopard_attention", "summarize", "threshold_int", "threshold_value",
            "threshold_sweep"]
 
-#: Thresholds are clamped to ``[-TH_LIMIT, TH_LIMIT]``: every ``P_b``, ``U_b`` and ``S`` lies
-#: strictly inside (``|U_b| < 2**(2B + 7)`` for ``B <= 16``, ``d <= 1024``), so the clamp
-#: changes no decision and keeps the comparisons in int64.
+#: Thresholds are clamped to ``[-TH_LIMIT, TH_LIMIT]``: every ``P_b``, ``U_b``, ``L_b`` and
+#: ``S`` is at most ``d * 2**(2B-1) <= 2**41`` in magnitude (``B <= 16``, ``d <= 1024``), so
+#: the clamp changes no decision and keeps the comparisons in int64.
 TH_LIMIT = 1 << 60
 
 
@@ -158,13 +158,30 @@ def _decide(p, u, th, bits: int, mask, diag) -> FrontEnd:
                     np.where(keep, exact, 0))
 
 
+def _check_operands(q_q, k_q, bits: int, valid_len: int) -> None:
+    if not 2 <= bits <= 16:
+        raise ValueError(f"bits must be in [2, 16], not {bits}")
+    if q_q.ndim != 2 or k_q.shape != q_q.shape or q_q.shape[0] < 1:
+        raise ValueError(f"q and k must share one shape (N, d), N >= 1; got {q_q.shape}, "
+                         f"{k_q.shape}")
+    if not 1 <= valid_len <= q_q.shape[0]:
+        raise ValueError(f"valid_len must be in [1, N] = [1, {q_q.shape[0]}], not {valid_len}")
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    for name, x in (("q", q_q), ("k", k_q)):
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise ValueError(f"quantized {name} must be in [{lo}, {hi}] ({bits} bits), "
+                             f"found [{x.min()}, {x.max()}]")
+
+
 def front_end(q_q, k_q, th, bits: int, valid_len: int | None = None,
               causal: bool = False) -> FrontEnd:
-    """Run the bit-serial front end on quantized ``q_q``, ``k_q`` (N, d), ``B = bits``, with
-    threshold ``th`` (int or (N,) ints), ``valid_len`` (default N) and causal masking."""
+    """Run the bit-serial front end on quantized ``q_q``, ``k_q`` (N, d), ``B = bits`` in
+    ``[2, 16]``, with threshold ``th`` (int or (N,) ints), ``valid_len`` (default N) and causal
+    masking.  Operands outside ``B`` signed bits are a ``ValueError``."""
     q_q, k_q = np.asarray(q_q, np.int64), np.asarray(k_q, np.int64)
-    n = q_q.shape[0]
+    n = q_q.shape[0] if q_q.ndim else 0
     valid_len = n if valid_len is None else int(valid_len)
+    _check_operands(q_q, k_q, bits, valid_len)
     p = partial_sums(q_q, k_q, bits)
     return _decide(p, upper_bounds(q_q, k_q, bits, p), th, bits,
                    entry_mask(n, valid_len, causal), _diagonal(n, valid_len))
@@ -352,6 +369,7 @@ def threshold_sweep(q_q, k_q, cfg, ths, valid_len: int | None = None) -> list[di
     mask, diag = entry_mask(n, vl, cfg.causal), _diagonal(n, vl)
     per_th = [[] for _ in ths]
     for h in range(q_q.shape[0]):
+        _check_operands(q_q[h], k_q[h], nb, vl)
         p = partial_sums(q_q[h], k_q[h], nb)
         u = upper_bounds(q_q[h], k_q[h], nb, p)
         for t, th in enumerate(ths):

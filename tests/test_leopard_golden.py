@@ -385,6 +385,20 @@ def test_threshold_arguments_are_checked():
         lp.leopard_head_int(q.astype(float), k, k, cfg, 0)
 
 
+def test_operands_are_checked():
+    q = np.zeros((3, 2), np.int64)
+    for args, match in (((q, q + 8, 0, 4), r"k must be in \[-8, 7\]"),
+                        ((q - 9, q, 0, 4), r"q must be in \[-8, 7\]"),
+                        ((q, q[:2], 0, 4), "share one shape"),
+                        ((q, q, 0, 1), "bits must be"), ((q, q, 0, 17), "bits must be")):
+        with pytest.raises(ValueError, match=match):
+            lp.front_end(*args)
+    for vl in (0, 4):
+        with pytest.raises(ValueError, match="valid_len"):
+            lp.front_end(q, q, 0, 4, vl)
+    lp.front_end(q - 8, q + 7, 0, 4, 3)                      # the extremes themselves are fine
+
+
 def test_threshold_sweep_matches_single_runs_and_is_monotone():
     cfg = preset("odd")
     rng = np.random.default_rng(9)
@@ -437,6 +451,14 @@ def test_real_minilm_heads(fixture):
                 rows = r.probs[:vl].sum(axis=1)
                 assert (abs(rows - (1 << c.prob_frac)) <= r.entry_keep[:vl].sum(axis=1)).all()
     assert early > 0, "no entry terminated early at the median threshold"
+    # th = -inf on real data: the unpruned exact HDP path, bit for bit
+    c = cfg.replace(approx="exact", prune_mode="off")
+    for h in REAL_HEADS[:3]:
+        q, k, v = model.quantize_qkv(fx["q"][h], fx["k"][h], fx["v"][h], c)
+        r = lp.leopard_head_int(q, k, v, c, lp.threshold_int(-math.inf, c), vl)
+        hdp = model.attention_head_int(q, k, v, c, vl)
+        for f in ("entry_keep", "scores", "probs", "acc", "out_int"):
+            assert np.array_equal(getattr(r, f), getattr(hdp, f)), f
 
 
 def test_real_data_saves_bits_at_the_median():
