@@ -285,25 +285,30 @@ def exp_lower(y: np.ndarray, sf: int, d: int, cfg: TokenPickerConfig) -> np.ndar
     return np.asarray(exp_tables(E, W)[0], np.int64)[tf] >> s
 
 
-def denominator(lower: np.ndarray, upper: np.ndarray, alive: np.ndarray, m: int, sf: int, d: int,
+def denominator(lower: np.ndarray, upper: np.ndarray, counted: np.ndarray, m: int, sf: int, d: int,
                 cfg: TokenPickerConfig) -> int:
-    """``sigma = sum over alive j of exp_lower(L_j - m)``: a certain lower bound of the softmax
-    denominator (times ``2**W * 2**(-m ...)``), since every alive token is a valid token and
-    ``L_j <= S_j``.  ``upper`` is unused (it is here so that a variant can be tested)."""
-    return int(exp_lower(np.where(alive, lower - m, 0), sf, d, cfg)[alive].sum())
+    """``sigma = sum over counted j of exp_lower(L_j - m)`` with ``L_j`` the latest lower bound
+    the head holds for token ``j``: a certain lower bound of the softmax denominator (in units
+    of ``2**-W * 2**(m ...)``), since every counted token is a valid token and ``L_j <= S_j``.
+    ``upper`` is unused (it is here so that a broken variant can be tested)."""
+    return int(exp_lower(np.where(counted, lower - m, 0), sf, d, cfg)[counted].sum())
 
 
-def prune_test(lower, upper, alive, sf: int, d: int, n_cache: int, eps_q: int,
+def prune_test(lower, upper, alive, counted, sf: int, d: int, n_cache: int, eps_q: int,
                cfg: TokenPickerConfig) -> np.ndarray:
     """The tokens (bool mask) that one head drops after a chunk: alive, ``L_i < m`` and
-    ``exp_upper(U_i - m) * 2**eps_frac < eps_q * sigma``."""
+    ``exp_upper(U_i - m) * 2**eps_frac < eps_q * sigma``, where ``m`` is the largest lower bound
+    of the alive tokens and ``sigma`` sums over the ``counted`` tokens (every valid token: the
+    alive ones with the bound of this chunk, the dropped ones with the bound they were dropped
+    with)."""
     alive = np.asarray(alive, bool)
     if eps_q == 0 or not alive.any():
         return np.zeros_like(alive)
-    m = int(np.asarray(lower)[alive].max())
-    sigma = denominator(lower, upper, alive, m, sf, d, cfg)
-    e_up = exp_upper(np.where(alive, np.asarray(upper) - m, 0), sf, d, n_cache, cfg)
-    return alive & (np.asarray(lower) < m) & ((e_up << cfg.eps_frac) < eps_q * sigma)
+    lower, upper = np.asarray(lower, np.int64), np.asarray(upper, np.int64)
+    m = int(lower[alive].max())
+    sigma = denominator(lower, upper, np.asarray(counted, bool), m, sf, d, cfg)
+    e_up = exp_upper(np.where(alive, upper - m, 0), sf, d, n_cache, cfg)
+    return alive & (lower < m) & ((e_up << cfg.eps_frac) < eps_q * sigma)
 
 
 # ---------------------------------------------------------------------------------- softmax
@@ -451,6 +456,9 @@ def decode_step(q: Quantized, k: Quantized, v: Quantized, n: int, eps: float,
     lower = np.zeros((nc, n_q, n_cache), np.int64)
     upper = np.zeros((nc, n_q, n_cache), np.int64)
     read = np.zeros((nc + 1, n_kv, n_cache), bool)
+    valid = np.arange(n_cache) < n
+    last_lo = np.zeros((n_q, n_cache), np.int64)   # latest bounds each head holds per token
+    last_up = np.zeros((n_q, n_cache), np.int64)
     alive_q = np.zeros((n_q, nc + 1), np.int64)
 
     for c, (w, r) in enumerate(zip(cfg.chunk_widths, cfg.rest_bits)):
@@ -464,7 +472,8 @@ def decode_step(q: Quantized, k: Quantized, v: Quantized, n: int, eps: float,
             lo, up = _bounds(high[g] @ qx[h], int(qneg[h]), int(qpos[h]), r)
             lower[c, h] = np.where(a, lo, 0)
             upper[c, h] = np.where(a, up, 0)
-            drop = prune_test(lower[c, h], upper[c, h], a, int(sf[h]), d, n_cache, eps_q, cfg)
+            last_lo[h, a], last_up[h, a] = lo[a], up[a]
+            drop = prune_test(last_lo[h], last_up[h], a, valid, int(sf[h]), d, n_cache, eps_q, cfg)
             alive[h] &= ~drop
             drop_chunk[h, drop] = c + 1
 
