@@ -16,9 +16,11 @@ and the safety argument; the summary:
   ``chunk_bits`` does not divide ``k_bits``); ``r_c`` bits stay unknown after it and
   ``khigh_c = k >> r_c`` (arithmetic).  ``L_c = 2**r_c * (q . khigh_c) + (2**r_c - 1) * sum(q<0)``,
   ``U_c`` the same with ``sum(q>0)``; ``L = U = S`` after the last chunk.
-* Pruning test of head ``h`` after chunk ``c`` over its alive tokens ``D`` (those whose chunk ``c``
-  it examined): ``m = max_D L``, ``sigma = sum_D exp_lower(L_j - m)``; drop ``i`` when
-  ``L_i < m`` and ``exp_upper(U_i - m) * 2**eps_frac < eps_q * sigma`` with
+* Pruning test of head ``h`` after chunk ``c``: ``m`` = the largest ``L`` of its alive tokens
+  (those whose chunk ``c`` it examined), ``sigma = sum_j exp_lower(L_j - m)`` over every valid
+  token with the latest ``L_j`` the head holds (a dropped token keeps the bound it was dropped
+  with); drop alive ``i`` when ``L_i < m`` and
+  ``exp_upper(U_i - m) * 2**eps_frac < eps_q * sigma`` with
   ``eps_q = floor(eps * 2**eps_frac)``.  ``exp_upper`` / ``exp_lower`` bound
   ``2**W * 2**(x * log2(e) / (sqrt(d) * 2**sf))`` from above / below with base-2 fixed-point
   tables, every rounding taken in the safe direction.
@@ -398,6 +400,8 @@ class StepStats:
     v_words_dense: int           # per KV head
     mass_lost: np.ndarray        # (n_q,) float: exact-softmax mass of the dropped tokens
     max_dropped_prob: np.ndarray  # (n_q,) float: largest exact probability of a dropped token
+    needed_q: np.ndarray         # (n_q,) tokens whose exact probability is >= eps: what an
+    #                              oracle keeps, a lower bound of kept_q for any safe test
 
     @property
     def kept_q(self) -> np.ndarray:
@@ -506,7 +510,8 @@ def decode_step(q: Quantized, k: Quantized, v: Quantized, n: int, eps: float,
         k_words_read=(k_chunks * np.asarray(kw)).sum(axis=1), k_words_dense=n * sum(kw),
         v_rows_read=read[nc].sum(axis=1), v_rows_dense=n,
         v_words_read=read[nc].sum(axis=1) * vw, v_words_dense=n * vw,
-        mass_lost=mass.sum(axis=1), max_dropped_prob=mass.max(axis=1, initial=0.0))
+        mass_lost=mass.sum(axis=1), max_dropped_prob=mass.max(axis=1, initial=0.0),
+        needed_q=(pf >= eps).sum(axis=1))
     return StepResult(out=out, acc=acc, prob=prob, keep=alive, drop_chunk=drop_chunk,
                       scores=scores, lower=lower, upper=upper, read=read, stats=stats)
 
@@ -564,6 +569,7 @@ class DecodeSummary:
     v_rows_read: int = 0
     v_rows_dense: int = 0
     kept_q: int = 0          # sum over steps and query heads of the tokens kept
+    needed_q: int = 0        # the same for the oracle (exact probability >= eps)
     valid_q: int = 0         # sum over steps and query heads of the valid tokens
     kept_kv: int = 0         # sum over steps and KV heads of the union kept
     valid_kv: int = 0
@@ -602,6 +608,7 @@ def decode_steps(queries: Sequence[Quantized], k: Quantized, v: Quantized,
         s.v_rows_read += int(st.v_rows_read.sum())
         s.v_rows_dense += st.v_rows_dense * n_kv
         s.kept_q += int(st.kept_q.sum())
+        s.needed_q += int(st.needed_q.sum())
         s.valid_q += n * st.kept_q.shape[0]
         s.kept_kv += int(st.kept_kv.sum())
         s.valid_kv += n * n_kv

@@ -241,6 +241,7 @@ def test_safety_property(seed, ci, shape):
     bad, r, _ = violations(q, k, v, n, eps, cfg)
     assert bad == []
     assert (r.stats.max_dropped_prob < eps * (1 + 1e-9)).all()
+    assert (r.stats.kept_q >= r.stats.needed_q).all()
     assert r.keep[:, :n].any(axis=1).all(), "every head keeps at least its best token"
 
 
@@ -428,6 +429,29 @@ def test_best_token_is_always_kept():
     assert r.prob[0, 5] == 1 << CFG.prob_frac
 
 
+def test_widest_formats_do_not_overflow():
+    """16-bit q and k at the largest fractions, d = 4096, the finest tables: the step runs in
+    int64 without overflow (scores checked in Python integers), stays safe, and eps 0 is dense."""
+    cfg = tp.TokenPickerConfig(q_bits=16, k_bits=16, chunk_bits=3, v_bits=16, exp_frac=10,
+                               exp_bits=24, eps_frac=20, prob_frac=16, sm_frac=16)
+    d, n_cache = tp.MAX_D, 6
+    rng = np.random.default_rng(21)
+    qx = rng.choice([-(1 << 15), (1 << 15) - 1], size=(2, d))
+    kx = rng.choice([-(1 << 15), (1 << 15) - 1], size=(1, n_cache, d))
+    kx[0, 0] = qx[0]                           # the extreme score  d * 2**30
+    vx = rng.integers(-(1 << 15), 1 << 15, size=(1, n_cache, d))
+    q = tp.Quantized(qx, np.array([15, 15]))
+    k, v = tp.Quantized(kx, np.array([15])), tp.Quantized(vx, np.array([15]))
+    r = tp.decode_step(q, k, v, n_cache, 1e-3, cfg)
+    want = [[sum(int(a) * int(b) for a, b in zip(qx[h], kx[0, j])) for j in range(n_cache)]
+            for h in range(2)]
+    assert r.scores.tolist() == want
+    assert violations(q, k, v, n_cache, 1e-3, cfg)[0] == []
+    out, _, prob = tp.dense_decode_step(q, k, v, n_cache, cfg)
+    r0 = tp.decode_step(q, k, v, n_cache, 0, cfg)
+    assert np.array_equal(r0.out, out) and np.array_equal(r0.prob, prob)
+
+
 def test_decode_steps_sums_the_steps():
     rng = np.random.default_rng(13)
     _, k, v = random_case(rng, CFG, 4, 2, 30, 8)
@@ -528,16 +552,18 @@ def figures(cfg, eps):
     s = tp.decode_steps(qq, kq, vq, lengths, eps, cfg)
     err = max(np.abs(r.out / 2 ** cfg.out_frac - tp.float_decode_step(q, k, v, n)).max()
               for r, q, n in zip(s.steps, qs, lengths))
-    return {"kept_q": 100 * s.kept_q / s.valid_q, "kept_kv": 100 * s.kept_kv / s.valid_kv,
+    return {"kept_q": 100 * s.kept_q / s.valid_q, "needed_q": 100 * s.needed_q / s.valid_q,
+            "kept_kv": 100 * s.kept_kv / s.valid_kv,
             "k": 100 * s.k_fraction, "v": 100 * s.v_fraction, "mass": s.max_mass_lost,
             "err": err}
 
 
 def doc_rows():
-    """The figures table of docs/token_picker.md: ``| chunk_bits | eps | ... |`` rows."""
+    """The figures table of docs/token_picker.md: ``| chunk_bits | eps | 5 percentages | mass |
+    error |`` rows."""
     rows = {}
     for line in (ROOT / "docs" / "token_picker.md").read_text().splitlines():
-        m = re.match(r"\|\s*(\d+)\s*\|\s*([\d.e-]+)\s*\|" + r"\s*([\d.]+)\s*%?\s*\|" * 4
+        m = re.match(r"\|\s*(\d+)\s*\|\s*([\d.e-]+)\s*\|" + r"\s*([\d.]+)\s*%?\s*\|" * 5
                      + r"\s*([\d.]+)\s*\|\s*([\d.]+)\s*\|", line)
         if m:
             rows[(int(m[1]), float(m[2]))] = [float(x) for x in m.groups()[2:]]
@@ -549,5 +575,13 @@ def test_doc_figures_are_reproduced():
     assert len(rows) >= 6, "docs/token_picker.md: figures table not found"
     for (cw, eps), want in rows.items():
         got = figures(tp.TokenPickerConfig(chunk_bits=cw), eps)
-        vals = [got[x] for x in ("kept_q", "kept_kv", "k", "v", "mass", "err")]
-        assert vals == pytest.approx(want, abs=0.051), (cw, eps, vals)
+        vals = [got[x] for x in ("kept_q", "needed_q", "kept_kv", "k", "v", "mass", "err")]
+        assert vals[:5] == pytest.approx(want[:5], abs=0.051), (cw, eps, vals)
+        assert vals[5:] == pytest.approx(want[5:], abs=0.00051), (cw, eps, vals)
+
+
+def test_doc_usage_example_runs(capsys):
+    text = (ROOT / "docs" / "token_picker.md").read_text()
+    code = re.search(r"## Usage\n.*?```python\n(.*?)```", text, re.DOTALL)[1]
+    exec(compile(code, "token_picker.md", "exec"), {})
+    assert "[" in capsys.readouterr().out
