@@ -173,6 +173,26 @@ def test_exp_upper_and_lower_bracket_the_real_value(e, w, d, sf):
     assert tp.exp_upper(np.array([0]), sf, d, n_cache, cfg)[0] == 1 << w
 
 
+def test_hand_computed_pruning_decision():
+    """d = 1, sf = 0, E = 0, W = 4, eps_frac = 4.  c_lo = floor(log2(e) 2**16) = 94548.
+    Alive tokens with L = [0, -3], U = [0, -1]: m = 0; sigma = e_lo(0) + e_lo(-3) = 16 + 0
+    (t = floor(-3 * 94549 / 2**16) = -5, 16 >> 5 = 0); e_up(-1): t = ceil(-94548 / 2**16) = -1,
+    ceil(16 / 2) = 8 (real 16 / e = 5.9).  Drop token 1 iff 8 * 16 < eps_q * 16: eps_q >= 9."""
+    cfg = tp.TokenPickerConfig(exp_frac=0, exp_bits=4, eps_frac=4)
+    assert tp.exp_scale(1, 0) == (94548, 94549)
+    c64 = math.floor(math.log2(math.e) / 8 * 2 ** 21)       # 378194.2..., far from an integer
+    assert tp.exp_scale(64, 5) == (c64, c64 + 1)
+    lo, up = np.array([0, -3]), np.array([0, -1])
+    alive = np.array([True, True])
+    assert tp.exp_lower(np.array([0, -3]), 0, 1, cfg).tolist() == [16, 0]
+    assert tp.exp_upper(np.array([-1]), 0, 1, 2, cfg).tolist() == [8]
+    assert tp.prune_test(lo, up, alive, alive, 0, 1, 2, 8, cfg).tolist() == [False, False]
+    assert tp.prune_test(lo, up, alive, alive, 0, 1, 2, 9, cfg).tolist() == [False, True]
+    # the token holding m is kept whatever eps says
+    assert tp.prune_test(np.array([0, 0]), np.array([0, 0]), alive, alive, 0, 1, 2, 15,
+                         cfg).tolist() == [False, False]
+
+
 # ------------------------------------------------------------------------------ safety
 SAFETY_CFGS = [
     tp.TokenPickerConfig(),
