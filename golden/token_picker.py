@@ -290,8 +290,8 @@ def exp_lower(y: np.ndarray, sf: int, d: int, cfg: TokenPickerConfig) -> np.ndar
 def denominator(lower: np.ndarray, upper: np.ndarray, counted: np.ndarray, m: int, sf: int, d: int,
                 cfg: TokenPickerConfig) -> int:
     """``sigma = sum over counted j of exp_lower(L_j - m)`` with ``L_j`` the latest lower bound
-    the head holds for token ``j``: a certain lower bound of the softmax denominator (in units
-    of ``2**-W * 2**(m ...)``), since every counted token is a valid token and ``L_j <= S_j``.
+    the head holds for token ``j``: a certain lower bound of the softmax denominator
+    ``sum_valid e(S_j - m)`` (every counted token is a valid token and ``L_j <= S_j``).
     ``upper`` is unused (it is here so that a broken variant can be tested)."""
     return int(exp_lower(np.where(counted, lower - m, 0), sf, d, cfg)[counted].sum())
 
