@@ -91,7 +91,8 @@ def attention_head_int(q_q, k_q, v_q, cfg, valid_len: int | None = None) -> Head
     else:
         bkeep = np.zeros_like(bvalid)
     ekeep = pruner.expand_blocks(bkeep, n, cfg) & mask
-    s = np.where(ekeep, approx.approx_scores(a, x, c, cfg), 0)
+    s = np.where(ekeep, approx.approx_scores(a, x, c, cfg, approx.key_compensation(kf, cfg)),
+                 0)
     p = softmax.softmax_rows(s, ekeep, cfg)
     acc = pv.pv(p, v_q)
     out = pv.requantize(acc, cfg)

@@ -24,7 +24,7 @@ __all__ = ["HDPConfig", "signed_width", "unsigned_width", "PRUNE_MODES",
 
 PRUNE_MODES = ("off", "topk", "threshold")
 CRITERIA = ("abs_sum", "sum", "max")
-APPROX_MODES = ("drop_ff", "exact")
+APPROX_MODES = ("drop_ff", "exact", "comp")
 
 
 def signed_width(lo: int, hi: int) -> int:
@@ -158,7 +158,8 @@ class HDPConfig:
     head_prune: bool = _knob(False, "prune a head when its importance H (sum of |A|) < tau_head")
     tau_head: int = _knob(0, "head-pruning threshold on H", 0,
                           ("largest head importance", lambda c: c.h_max))
-    approx: str = _knob("drop_ff", "drop_ff (drop the fraction x fraction term) or exact",
+    approx: str = _knob("drop_ff", "drop_ff (drop the fraction x fraction term), exact, or comp "
+                                  "(drop_ff plus a per-key estimate of the dropped term)",
                         choices=APPROX_MODES)
     causal: bool = _knob(False, "decoder masking (key j > query i is masked)")
     # integer pass
@@ -348,12 +349,23 @@ class HDPConfig:
         return unsigned_width(self.c_range[1])
 
     @property
+    def comp_max(self) -> int:
+        """Largest per-key compensation ``c_j = ((2^F - 1) sum_d k_F) >> 1`` (``comp``)."""
+        return (self.qk_frac_max * self.head_dim * self.qk_frac_max) >> 1
+
+    @property
+    def comp_width(self) -> int:
+        return unsigned_width(self.comp_max)
+
+    @property
     def score_range(self) -> tuple[int, int]:
-        """Range of a final score ``S`` (``2F`` fraction bits) in either approximation mode."""
+        """Range of a final score ``S`` (``2F`` fraction bits) in any approximation mode
+        (``drop_ff`` lies ``C`` below the exact score, ``comp`` at most ``comp_max`` above
+        ``drop_ff``)."""
         lo = -(1 << (self.qk_bits - 1))
         hi = (1 << (self.qk_bits - 1)) - 1
         exact_lo, exact_hi = self.head_dim * lo * hi, self.head_dim * lo * lo
-        return (exact_lo - self.c_range[1], exact_hi)
+        return (exact_lo - self.c_range[1], exact_hi + self.comp_max)
 
     @property
     def score_width(self) -> int:

@@ -55,7 +55,8 @@ def register_map(cfg: HDPConfig) -> list[Reg]:
     """The AXI4-Lite register map (byte addresses; reset values from the configuration)."""
     return [
         Reg("mode", 0x00, 2, True, PRUNE_MODES.index(cfg.prune_mode)),
-        Reg("approx", 0x04, 1, True, APPROX_MODES.index(cfg.approx)),
+        Reg("approx", 0x04, unsigned_width(len(APPROX_MODES) - 1), True,
+            APPROX_MODES.index(cfg.approx)),
         Reg("causal", 0x08, 1, True, int(cfg.causal)),
         Reg("head_prune", 0x0C, 1, True, int(cfg.head_prune)),
         Reg("k_b", 0x10, cfg.k_b_width, True, cfg.k_b),
@@ -206,9 +207,10 @@ class Top(wiring.Component):
         wiring.connect(m, wiring.flipped(self.s_axil), regs.s_axil)
         S = Signal
         r = self._r = {
-            "mode": S(2), "approx": S(), "causal": S(), "hprune": S(), "kb": S(cfg.k_b_width),
+            "mode": S(2), "approx": S(unsigned_width(len(APPROX_MODES) - 1)), "causal": S(),
+            "hprune": S(), "kb": S(cfg.k_b_width),
             "rho": S(cfg.rho_frac + 1), "tau": S(cfg.h_width),
-            "L": S(unsigned_width(cfg.seq_len)), "drop_ff": S(), "dense": S(),
+            "L": S(unsigned_width(cfg.seq_len)), "drop_ff": S(), "comp": S(), "dense": S(),
             "busy": S(), "done": S(), "head_kept": S(), "cyc": S(32), "arr_cyc": S(32),
             "st_cycles": S(32), "st_arr": S(32), "head_imp": S(cfg.h_width),
             "kept_keys": S(32), "st_kept": S(32), "heads_done": S(32),
@@ -218,7 +220,9 @@ class Top(wiring.Component):
         # dense head (the baseline): no pruning, no head pruning.  No integer pass: the array
         # forms the whole score, every valid block is kept.
         m.d.comb += [
-            r["drop_ff"].eq(r["approx"] == APPROX_MODES.index("drop_ff")),
+            # comp: the drop_ff operands, plus each key's compensation in the softmax stage
+            r["drop_ff"].eq(r["approx"] != APPROX_MODES.index("exact")),
+            r["comp"].eq(r["approx"] == APPROX_MODES.index("comp")),
             r["dense"].eq((r["mode"] == PRUNE_MODES.index("off")) & ~r["hprune"]),
             regs.status.eq(Cat(r["busy"], r["done"], r["head_kept"])),
             regs.cycles.eq(r["st_cycles"]), regs.array_cycles.eq(r["st_arr"]),
@@ -238,6 +242,9 @@ class Top(wiring.Component):
         for name, shape in (("k", qk_mem_row(cfg)), ("q", qk_mem_row(cfg)),
                             ("v", v_mem_row(cfg))):
             m.submodules[f"{name}mem"] = mem[name] = Memory(shape=shape, depth=d.N, init=[])
+        # per-key compensation (approx = comp): small, read asynchronously (LUT RAM)
+        m.submodules.compmem = mem["comp"] = Memory(shape=unsigned(cfg.comp_width), depth=d.N,
+                                                    init=[])
         m.submodules.maskmem = mem["mask"] = Memory(shape=unsigned(d.nbc), depth=d.nbr, init=[])
         m.submodules.keymem = mem["key"] = Memory(shape=key_layout(cfg), depth=3 * d.N, init=[])
         m.submodules.finemem = mem["fine"] = Memory(shape=fine_layout(cfg),
@@ -299,7 +306,8 @@ class Top(wiring.Component):
         self._ld, self._s, self._p, self._arr = ld, s, p, arr
         wiring.connect(m, wiring.flipped(self.s_axis), ld.s_axis)
         for name, port in (("k_wr", mem["k"].write_port()), ("q_wr", mem["q"].write_port()),
-                           ("v_wr", mem["v"].write_port()), ("q_rd", mem["q"].read_port())):
+                           ("v_wr", mem["v"].write_port()), ("q_rd", mem["q"].read_port()),
+                           ("c_wr", mem["comp"].write_port())):
             wiring.connect(m, getattr(ld, name), port)
         wiring.connect(m, ld.k_out, self._sc.k_in)
         wiring.connect(m, ld.q_out, self._sc.q_in)
@@ -330,7 +338,10 @@ class Top(wiring.Component):
             s.drop_ff.eq(r["drop_ff"]), s.mask_rows.eq(r["mask_rows"]),
             s.m_done.eq(ms.done), s.p_done.eq(p.done),
             ms.causal.eq(r["causal"]), ms.p_done.eq(p.done), p.valid_len.eq(r["L"]),
+            ms.comp.eq(r["comp"]),
         ]
+        comp_rd = mem["comp"].read_port(domain="comb")
+        m.d.comb += [comp_rd.addr.eq(ms.comp_addr), ms.comp_data.eq(comp_rd.data)]
         with m.If(s.done):
             m.d.sync += r["kept_keys"].eq(r["kept_keys"] + s.nkept)
         with m.If(r["busy"] & arr.op_in.valid & arr.op_in.ready):

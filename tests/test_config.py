@@ -53,7 +53,7 @@ BAD = [
     ("tau_head", -1, f"tau_head must be in [0, largest head importance] = [0, {D.h_max}], not -1"),
     ("tau_head", D.h_max + 1,
      f"tau_head must be in [0, largest head importance] = [0, {D.h_max}], not {D.h_max + 1}"),
-    ("approx", "fast", "approx must be one of drop_ff, exact, not 'fast'"),
+    ("approx", "fast", "approx must be one of drop_ff, exact, comp, not 'fast'"),
     ("causal", "no", "causal must be true or false, not 'no'"),
     ("int_lanes", 0, "int_lanes must be in [1, 1024], not 0"),
     ("int_lanes", -16, "int_lanes must be in [1, 1024], not -16"),
@@ -178,8 +178,10 @@ def test_derived_values_by_hand():
     # X in [2 * 32 * -8 * 15, 2 * 32 * 7 * 15] = [-7680, 6720]
     assert c.x_range == (-7680, 6720) and c.x_width == 14
     assert c.c_range == (0, 32 * 225) and c.c_width == 13
-    # exact scores: 32 * [-128 * 127, 128 * 128]; drop_ff can go C_max lower
-    assert c.score_range == (-520192 - 7200, 524288) and c.score_width == 21
+    # exact scores: 32 * [-128 * 127, 128 * 128]; drop_ff can go C_max lower, comp can add
+    # at most (15 * 32 * 15) >> 1 = 3600 to drop_ff
+    assert c.comp_max == 3600 and c.comp_width == 12
+    assert c.score_range == (-520192 - 7200, 524288 + 3600) and c.score_width == 21
     assert c.importance_range == (-1792, 2048)  # max criterion
     assert c.replace(criterion="abs_sum").importance_range == (0, 4 * 2048)
     assert c.replace(criterion="sum").importance_range == (4 * -1792, 4 * 2048)

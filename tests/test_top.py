@@ -157,6 +157,8 @@ SETTINGS = [
     {"prune_mode": "threshold", "rho": 0.5},
     {"prune_mode": "threshold", "rho": 0.25, "causal": True},
     {"prune_mode": "topk", "k_b": 1, "causal": True, "approx": "exact"},
+    {"prune_mode": "topk", "k_b": 2, "approx": "comp"},
+    {"prune_mode": "off", "approx": "comp", "causal": True},
 ]
 
 
@@ -171,7 +173,7 @@ def _heads(cfg, settings, lens, seed):
 
 def test_tiny_every_mode():
     cfg = preset("tiny")
-    stats = run_heads(cfg, _heads(cfg, SETTINGS, [8, 7, 5, 8, 3, 6, 1], 1))
+    stats = run_heads(cfg, _heads(cfg, SETTINGS, [8, 7, 5, 8, 3, 6, 1, 8, 7], 1))
     # pruning skips key columns: top-k with k_b = 1 issues fewer keys than dense
     assert stats[2]["kept_keys"] < stats[0]["kept_keys"]
 
@@ -211,7 +213,7 @@ def test_odd_random_settings(seed):
     for _ in range(5):
         settings.append({
             "prune_mode": rng.choice(["off", "topk", "threshold"]),
-            "approx": rng.choice(["drop_ff", "exact"]),
+            "approx": rng.choice(["drop_ff", "exact", "comp"]),
             "causal": rng.random() < 0.5,
             "k_b": rng.randint(1, cfg.n_block_cols),
             "rho": rng.randint(0, 1 << cfg.rho_frac) / (1 << cfg.rho_frac),
@@ -236,7 +238,7 @@ def test_array_wider_than_blocks():
     """array_rows > block_rows: a tile's keys are the union of its block-rows' kept keys."""
     cfg = preset("tiny").replace(seq_len=11, array_rows=4, array_cols=3, block_rows=1,
                                  block_cols=2, k_b=2)
-    run_heads(cfg, _heads(cfg, SETTINGS, [11, 9, 11, 4, 10, 11, 7], 7))
+    run_heads(cfg, _heads(cfg, SETTINGS, [11, 9, 11, 4, 10, 11, 7, 11, 8], 7))
 
 
 def test_several_integer_passes():

@@ -92,7 +92,7 @@ def test_top_random_configs_and_reset(name, simulator, build_dir):
     settings = []
     for i in range(heads):
         s = {"prune_mode": rng.choice(["off", "topk", "threshold"]),
-             "approx": rng.choice(["drop_ff", "exact"]), "causal": rng.random() < 0.3,
+             "approx": rng.choice(["drop_ff", "exact", "comp"]), "causal": rng.random() < 0.3,
              "k_b": rng.randint(1, cfg.n_block_cols),
              "rho": rng.randint(0, 1 << cfg.rho_frac) / (1 << cfg.rho_frac)}
         if i % 3 == 2:

@@ -1,6 +1,6 @@
 """Loader: a head's input rows into the K, Q and V memories, and the integer pass's inputs."""
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -24,6 +24,12 @@ class Loader(wiring.Component):
     the integer pass's own pace: row ``i`` is read the cycle after it is written and is on
     ``q_out`` one cycle later.  So the input stream never waits for the integer pass.
 
+    Each K row's compensation ``c_j = ((2^F - 1) * sum_d k_F) >> 1`` (the ``comp``
+    approximation, :func:`golden.approx.key_compensation`) is written into the compensation
+    memory (``c_wr``) two cycles after the row: a registered sum of the fraction parts by
+    groups of eight lanes, then the total and the scaling.  It is read only by the softmax
+    stage, long after the head's load.
+
     ``start`` (one cycle, when the head's first beat is offered) resets the row counters;
     ``active`` is high while the sequencer loads; ``last`` marks the accept of the head's
     last V row.  ``s_axis.tlast`` is not used (the count decides).
@@ -40,6 +46,7 @@ class Loader(wiring.Component):
             "k_wr": In(WritePort.Signature(addr_width=aw, shape=qk_mem_row(cfg))),
             "q_wr": In(WritePort.Signature(addr_width=aw, shape=qk_mem_row(cfg))),
             "v_wr": In(WritePort.Signature(addr_width=aw, shape=v_mem_row(cfg))),
+            "c_wr": In(WritePort.Signature(addr_width=aw, shape=unsigned(cfg.comp_width))),
             "q_rd": In(ReadPort.Signature(addr_width=aw, shape=qk_mem_row(cfg))),
             "k_out": Out(stream.Signature(qk_row_layout(cfg))),
             "q_out": Out(stream.Signature(qk_row_layout(cfg))),
@@ -74,6 +81,8 @@ class Loader(wiring.Component):
             with m.Else():
                 m.d.sync += row.eq(row + 1)
 
+        self._compensation(m, tin, fire & (sec == 0), row)
+
         # Q feeder: Q memory -> integer pass, at its pace
         qf_i = Signal(d.iw)              # next Q row to read
         qf_v = Signal()                  # q_rd.data holds row qf_i - 1 for q_out
@@ -94,3 +103,20 @@ class Loader(wiring.Component):
             with m.If(~dense & (qf_i < q_avail)):
                 m.d.sync += qf_i.eq(qf_i + 1)
         return m
+
+    def _compensation(self, m, tin, k_fire, row):
+        """``c_wr``: the K row's ``((2^F - 1) * sum_d k_F) >> 1``, two registered steps."""
+        cfg, d = self._cfg, self._dims
+        F = cfg.qk_frac
+        groups = [list(range(g, min(g + 8, d.D))) for g in range(0, d.D, 8)]
+        part = [Signal(range(len(g) * ((1 << F) - 1) + 1), name=f"cpart_{n}")
+                for n, g in enumerate(groups)]
+        v1, a1 = Signal(), Signal.like(row)
+        for p_sig, g in zip(part, groups):
+            m.d.sync += p_sig.eq(sum(tin[e][:F] for e in g) if F else 0)
+        m.d.sync += [v1.eq(k_fire), a1.eq(row)]
+        total = Signal(range(d.D * ((1 << F) - 1) + 1))
+        m.d.comb += total.eq(sum(part))
+        # (2^F - 1) * total as a shift and a subtraction: a constant product stays in LUTs
+        m.d.sync += [self.c_wr.en.eq(v1), self.c_wr.addr.eq(a1),
+                     self.c_wr.data.eq(((total << F) - total) >> 1)]

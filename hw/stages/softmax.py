@@ -20,7 +20,9 @@ class SoftmaxStage(wiring.Component):
 
     The feeder is five stages: issue (row, entry), key memory read (``key_rd``: the key's
     row ``j`` and block column ``c``), fine-score read (``fine_rd``), the fine-score word
-    registered, and the entry register in front of the unit; an entry is kept when
+    registered (with the key's compensation ``c_j`` from the compensation memory's
+    asynchronous read, ``comp_addr``/``comp_data``, when ``comp`` is high), and the entry
+    register in front of the unit (the chosen score plus ``c_j``); an entry is kept when
     its row's own block-row mask keeps column ``c`` and, causal, ``j <= i``.  A group starts
     when a probability bank is free (credits returned by ``p_done``, one per group P
     finishes); when the group's last probability is written, ``done`` pulses and the
@@ -31,7 +33,8 @@ class SoftmaxStage(wiring.Component):
         self._cfg = cfg
         self._dims = d = Dims.of(cfg)
         members = {
-            "clear": In(1), "run": In(1), "causal": In(1), "p_done": In(1),
+            "clear": In(1), "run": In(1), "causal": In(1), "p_done": In(1), "comp": In(1),
+            "comp_addr": Out(addr_width(d.N)), "comp_data": In(cfg.comp_width),
             "group_in": In(stream.Signature(group_layout(cfg))),
             "group_out": Out(stream.Signature(group_layout(cfg))),
             "done": Out(1),
@@ -93,13 +96,16 @@ class SoftmaxStage(wiring.Component):
         s3_valid, s3_r, s3_lane = Signal(), Signal(d.rw), Signal(range(C))
         s3_keep, s3_last = Signal(), Signal()
         s3_word = Signal.like(self.fine_rd.data)
+        s3_comp = Signal(cfg.comp_width)
+        m.d.comb += self.comp_addr.eq(s2_key.j)
         with m.If(advance):
             m.d.sync += [
                 s3_valid.eq(s2_valid), s3_r.eq(s2_r), s3_lane.eq(s2_lane),
                 s3_word.eq(self.fine_rd.data),
+                s3_comp.eq(Mux(self.comp, self.comp_data, 0)),
                 s3_keep.eq(own.bit_select(s2_key.c, 1) & (~self.causal | (s2_key.j <= s2_i))),
                 s3_last.eq(s2_p + 1 == mi.nkept),
-                s4_valid.eq(s3_valid), s4.s.eq(s3_word[s3_r * C + s3_lane]),
+                s4_valid.eq(s3_valid), s4.s.eq(s3_word[s3_r * C + s3_lane] + s3_comp),
                 s4.keep.eq(s3_keep), s4.last.eq(s3_last),
             ]
         m.d.comb += [self.sm_in.valid.eq(s4_valid), self.sm_in.payload.eq(s4),

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from golden import model, pv
+from golden.approx import key_compensation
 from golden.intmath import split_int_frac
-from hw.config import APPROX_MODES, HDPConfig
+from hw.config import HDPConfig
 from hw.systolic import op_layout, res_layout
 from sim.cycle_model import Tile, tile_plan
 
@@ -56,7 +57,7 @@ def head_workload(cfg: HDPConfig, name: str, q_q, k_q, v_q, valid_len: int | Non
     n, d = res.q_q.shape
     vl = n if valid_len is None else valid_len
     R, C, F = cfg.array_rows, cfg.array_cols, cfg.qk_frac
-    exact = APPROX_MODES.index(cfg.approx)
+    exact = cfg.approx == "exact"
     qi, qf = split_int_frac(res.q_q, F)
     ki, kf = split_int_frac(res.k_q, F)
     if dense is None:
@@ -64,13 +65,15 @@ def head_workload(cfg: HDPConfig, name: str, q_q, k_q, v_q, valid_len: int | Non
     kb0 = res.k_q if dense else kf
     kb1 = res.k_q if exact else (ki << F)
     fine = (res.x << F) + (res.c if exact else 0)
+    # comp: the softmax stage adds each key's compensation to the array's drop_ff score
+    comp = key_compensation(kf, cfg)[None, :] if cfg.approx == "comp" else 0
     if dense:
         fine = fine + (res.a << (2 * F))
-        # the array's result is the golden final score on every kept entry
-        assert np.array_equal(fine[res.entry_keep], res.scores[res.entry_keep])
+        # the array's result (plus comp) is the golden final score on every kept entry
+        assert np.array_equal((fine + comp)[res.entry_keep], res.scores[res.entry_keep])
     else:
-        # the array's result plus the reused A is the golden final score on every kept entry
-        assert np.array_equal(((res.a << (2 * F)) + fine)[res.entry_keep],
+        # the array's result plus the reused A (plus comp) is the golden final score
+        assert np.array_equal(((res.a << (2 * F)) + fine + comp)[res.entry_keep],
                               res.scores[res.entry_keep])
     tiles = tile_plan(cfg, res.block_keep, n, vl, passes)
     beats, expected = [], []
