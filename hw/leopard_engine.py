@@ -47,9 +47,9 @@ Ports
     ``valid_len (valid_len + 1) / 2`` when causal.
     ``valid_len`` (``1 .. seq_len``), ``causal`` and ``no_et`` must be stable from the first
     ``k_in`` beat of a head to its last record.  ``cycles`` (32 bits, saturating): cycles from
-    the first ``q_in`` handshake of the head to the end of its last row (all results taken),
-    held until the next head's first ``q_in`` handshake; ``done`` is high from then until the
-    next head's first ``k_in`` beat.
+    the first ``q_in`` handshake of the head to the end of its last row (every result handed
+    to the output register), held until the next head's first ``q_in`` handshake; ``done`` is
+    high from then until the next head's first ``k_in`` beat.
 
 Widths (derived from the configuration; ``M = 2**(B-1)``): scores and every ``R_b`` lie in
 :func:`score_range` ``= [-d M (M-1), d M**2]``, ``Qpos <= d (M-1)``, and ``E_b`` in
