@@ -26,11 +26,15 @@ Design
     with ``E_0 = Qpos - (T >> B) - 1``.  At ``b = B`` the test is ``S < th`` exactly, so a
     lane that runs all ``B`` bits keeps its entry iff ``E_B >= 0`` (or it is the diagonal).
 
-    One query row at a time: the next ``q_in`` row is taken once every key of the current row
-    has been issued and every lane is free (its result taken), so each row ends with a drain of
-    at most ``B`` cycles.  Masked keys (``j >= valid_len``, or ``j > i`` when ``causal``) are
-    never issued (0 bits, no cycle, no record).  ``no_et`` (run-time) disables early
-    termination: every entry takes ``B`` bits, decisions unchanged (the cycle baseline).
+    A lane that reads its last bit (early exit or bit ``B``) puts its result into its own
+    result slot and takes the next key in the same cycle, so an entry costs exactly its
+    ``bits`` cycles while the output keeps up (one record per cycle; a lane whose slot is
+    still full when it finishes holds).  One query row at a time: the next ``q_in`` row is
+    taken once every key of the current row has been issued and every lane and slot is empty,
+    so each row ends with a drain of up to ``B`` cycles.  Masked keys (``j >= valid_len``,
+    or ``j > i`` when ``causal``) are never issued (0 bits, no cycle, no record).  ``no_et``
+    (run-time) disables early termination: every entry takes ``B`` bits, decisions unchanged
+    (the cycle baseline).
 
 Ports
     ``k_in`` (stream, :func:`hw.score_unit.qk_row_layout`): K rows ``j = 0 .. valid_len-1``
@@ -143,16 +147,20 @@ class _Lane:
     def __init__(self, cfg: HDPConfig, n: int, r_width: int, e_width: int):
         b = cfg.qk_bits
         self.busy = Signal(name=f"l{n}_busy")
-        self.done = Signal(name=f"l{n}_done")
         self.step = Signal(range(b), name=f"l{n}_step")      # bits already read
         self.k = Signal(data.ArrayLayout(unsigned(b), cfg.head_dim), name=f"l{n}_k")
         self.r = Signal(signed(r_width), name=f"l{n}_r")
         self.e = Signal(signed(e_width), name=f"l{n}_e")
         self.j = Signal(_index_shape(cfg), name=f"l{n}_j")
         self.diag = Signal(name=f"l{n}_diag")
+        self.free = Signal(name=f"l{n}_free")   # may take a key this cycle
+        # the result slot: the last finished entry, until the output register takes it
+        self.done = Signal(name=f"l{n}_done")
+        self.res_j = Signal(_index_shape(cfg), name=f"l{n}_res_j")
         self.keep = Signal(name=f"l{n}_keep")
+        self.score = Signal(signed(r_width), name=f"l{n}_score")
         self.bits = Signal(unsigned_width(b), name=f"l{n}_bits")
-        self.pop = Signal(name=f"l{n}_pop")     # its result moves to the output this cycle
+        self.pop = Signal(name=f"l{n}_pop")     # the slot moves to the output this cycle
         self.index = n
 
 
@@ -279,7 +287,7 @@ class LeopardEngine(wiring.Component):
         pend_j = Signal(_index_shape(cfg))
         limit = Mux(self.causal, row["i"] + 1, self.valid_len)
         more = row["q_loaded"] & (j_next < limit)
-        free = [~ln.busy & (~ln.done | ln.pop) for ln in lanes]
+        free = [ln.free for ln in lanes]
         any_free = Signal()
         m.d.comb += any_free.eq(_any(free))
         take = pend & any_free
@@ -308,8 +316,30 @@ class LeopardEngine(wiring.Component):
         """One lane: load a key, then one bit per cycle until early exit or ``B`` bits."""
         cfg = self._cfg
         b, d = cfg.qk_bits, cfg.head_dim
-        load = feed["loads"][lane.index]
-        with m.If(load):
+        gated = _tree([Mux(lane.k[e][b - 1], row["q"][e], 0) for e in range(d)])
+        g = self.bit_increment(gated, lane.step)
+        # bit B-1-step of T: bit `step` of T's low B bits reversed
+        t_bit = Cat(*(row["t"][b - 1 - x] for x in range(b))).bit_select(lane.step, 1)
+        r_new = (lane.r << 1) + g
+        e_new = (lane.e << 1) + g - row["qpos"] + 1 - t_bit
+        below = Signal(name=f"l{lane.index}_below")
+        m.d.comb += below.eq(e_new < 0)
+        stop = (lane.step == b - 1) | (below & ~lane.diag & ~self.no_et)
+        slot_ok = ~lane.done | lane.pop
+        # a lane that finishes while its slot is still full holds (no step) until it empties
+        m.d.comb += lane.free.eq(~lane.busy | (stop & slot_ok))
+        with m.If(lane.pop):
+            m.d.sync += lane.done.eq(0)
+        with m.If(lane.busy & (~stop | slot_ok)):
+            m.d.sync += [lane.r.eq(r_new), lane.e.eq(e_new), lane.step.eq(lane.step + 1)]
+            for e in range(d):
+                m.d.sync += lane.k[e].eq(lane.k[e] << 1)
+            with m.If(stop):
+                keep = lane.diag | ~below
+                m.d.sync += [lane.busy.eq(0), lane.done.eq(1), lane.res_j.eq(lane.j),
+                             lane.keep.eq(keep), lane.score.eq(Mux(keep, r_new, 0)),
+                             lane.bits.eq(lane.step + 1)]
+        with m.If(feed["loads"][lane.index]):   # after the step: a key loads as one finishes
             m.d.sync += [
                 lane.busy.eq(1),
                 lane.step.eq(0),
@@ -319,23 +349,6 @@ class LeopardEngine(wiring.Component):
                 lane.j.eq(feed["j"]),
                 lane.diag.eq(feed["j"] == row["i"]),
             ]
-        gated = _tree([Mux(lane.k[e][b - 1], row["q"][e], 0) for e in range(d)])
-        g = self.bit_increment(gated, lane.step)
-        # bit B-1-step of T: bit `step` of T's low B bits reversed
-        t_bit = Cat(*(row["t"][b - 1 - x] for x in range(b))).bit_select(lane.step, 1)
-        r_new = (lane.r << 1) + g
-        e_new = (lane.e << 1) + g - row["qpos"] + 1 - t_bit
-        below = Signal(name=f"l{lane.index}_below")
-        m.d.comb += below.eq(e_new < 0)
-        last = lane.step == b - 1
-        stop = last | (below & ~lane.diag & ~self.no_et)
-        with m.If(lane.busy):
-            m.d.sync += [lane.r.eq(r_new), lane.e.eq(e_new), lane.step.eq(lane.step + 1)]
-            for e in range(d):
-                m.d.sync += lane.k[e].eq(lane.k[e] << 1)
-            with m.If(stop):
-                m.d.sync += [lane.busy.eq(0), lane.done.eq(1), lane.keep.eq(lane.diag | ~below),
-                             lane.bits.eq(lane.step + 1)]
 
     def _output(self, m, row, lanes):
         """The result register: the lowest lane holding a result moves into it when it is
@@ -354,11 +367,10 @@ class LeopardEngine(wiring.Component):
                 m.d.sync += [
                     out_valid.eq(1),
                     out.i.eq(row["i"]),
-                    out.j.eq(lane.j),
+                    out.j.eq(lane.res_j),
                     out.keep.eq(lane.keep),
-                    out.score.eq(Mux(lane.keep, lane.r, 0)),
+                    out.score.eq(lane.score),
                     out.bits.eq(lane.bits),
-                    lane.done.eq(0),
                 ]
 
 
