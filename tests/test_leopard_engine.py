@@ -181,3 +181,22 @@ def test_one_bit_narrower_is_caught(variant):
     cases = [c for c in vec.directed_cases(cfg, seed=1) if c.name.startswith("extreme_m")]
     with pytest.raises(AssertionError, match=r"expected \("):
         check(variant(cfg, lanes=4), cases)
+
+
+@pytest.mark.slow
+def test_doc_cycle_table():
+    """The cycle table of docs/leopard.md is what bench/leopard_cycles.py's default run
+    measures (4 lanes, long capture, heads 0, 17, 40, 65)."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parent.parent / "docs" / "leopard.md").read_text()
+    cfg = preset("default")
+    for logit in (0.0, 1.0):
+        c_et = c_full = 0
+        for h in (0, 17, 40, 65):
+            cases = [vec.fixture_case(cfg, "long", h, logit),
+                     vec.fixture_case(cfg, "long", h, logit, no_et=True)]
+            if cases[0] is None:
+                pytest.skip("MiniLM fixture missing")
+            et, full = check(LeopardEngine(cfg, lanes=4), cases)
+            c_et, c_full = c_et + et, c_full + full
+        assert f"| logit >= {logit:g} | {c_et} | {c_full} | {c_et / c_full:.3f} |" in text
