@@ -74,6 +74,18 @@ def test_elaborates_every_preset():
         Fragment.get(LeopardEngine(preset(name), lanes=3), None)
 
 
+@pytest.mark.parametrize("name", ["tiny", "odd"])
+def test_verilog_export_is_deterministic_and_lints_clean(name, tmp_path):
+    from hw.export import export_verilog, find_verilator, lint_verilog
+    cfg = preset(name)
+    v1, j1 = export_verilog(LeopardEngine(cfg, lanes=3), cfg, tmp_path / "a", name="leopard_engine")
+    v2, j2 = export_verilog(LeopardEngine(cfg, lanes=3), cfg, tmp_path / "b", name="leopard_engine")
+    assert v1.read_bytes() == v2.read_bytes() and j1.read_bytes() == j2.read_bytes()
+    if find_verilator() is None:
+        pytest.skip("verilator not installed")
+    lint_verilog(v1)
+
+
 # ---------------------------------------------------------------------------- golden equality
 @pytest.mark.parametrize("name", ["tiny", "odd", "default"])
 def test_directed(name):
