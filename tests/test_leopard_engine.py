@@ -108,6 +108,18 @@ def test_directed_with_stalls():
     check(LeopardEngine(cfg, lanes=4), cases, seed=3, stall_in=0.5, stall_out=0.5)
 
 
+def test_slow_output_makes_finished_lanes_hold():
+    """A diagonal-only threshold (every other entry stops after 1 bit), many lanes and an
+    output that is rarely ready: lanes finish while their result slot is still full and must
+    hold (an engine that does not hold loses or overwrites records)."""
+    cfg = preset("odd")
+    rng = np.random.default_rng(4)
+    q, k = (rng.integers(-64, 64, size=(13, cfg.head_dim)) for _ in range(2))
+    cases = [vec.LeopardCase("diag_only", q, k, np.full(13, lp.TH_LIMIT), 13),
+             vec.LeopardCase("diag_only_causal", q, k, np.full(13, lp.TH_LIMIT), 13, causal=True)]
+    check(LeopardEngine(cfg, lanes=13), cases, seed=9, stall_out=0.8)
+
+
 def test_minilm_head():
     """A real MiniLM head (long capture, N = 30, d = 32) at logit >= 0 and at logit >= 1 with
     output stalls; and the same head with no_et."""
