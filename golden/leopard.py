@@ -1,8 +1,9 @@
 """Golden model of a LeOPArd-style bit-serial score front end with exact early termination.
 
-An alternative front end to the HDP block pruner (the RTL twin is not built yet).  Each score
-``S[i, j] = q_q[i] . k_q[j]`` is computed bit-serially over the bits of ``k_q[j]``, most
-significant bit first, and the entry is dropped as soon as even the largest value the
+An alternative front end to the HDP block pruner (RTL twin:
+:class:`hw.leopard_engine.LeopardEngine`).  Each score ``S[i, j] = q_q[i] . k_q[j]`` is
+computed bit-serially over the bits of ``k_q[j]``, most significant bit first, and the entry
+is dropped as soon as even the largest value the
 unprocessed bits could still add cannot lift it to the threshold ``th``.  Integer semantics
 (``B = cfg.qk_bits``; ``docs/leopard.md`` says the same in prose):
 
