@@ -2,7 +2,7 @@
 
 1. generates the Verilog of every unit and the top,
 2. runs the golden model on the data (by default the bundled all-MiniLM-L6-v2 attention of a
-   long sentence) and measures accuracy against float attention and the kept fractions,
+   128-token paragraph, all 72 heads) and measures accuracy against float attention and the kept fractions,
 3. simulates the RTL top on the same data against the golden model, pruned and dense, and
    counts cycles (Verilator when present, else Icarus),
 4. synthesizes every unit (Yosys, nextpnr) for area and Fmax,
@@ -10,9 +10,10 @@
    and prints the report.
 
 Data: ``--qkv IN.npz`` (checked by :func:`hdpgen.npz_io.load_qkv`), ``--data NAME`` (a bundled
-MiniLM fixture, d = 32), or neither: the bundled long sentence when it fits the configuration
-(``head_dim`` = 32 and ``seq_len`` >= its 30 tokens; else the medium or short one if it
-fits), else seeded synthetic data (``--seed``),
+MiniLM fixture, d = 32), or neither: the bundled 128-token paragraph ``para128`` when it fits
+the configuration (``head_dim`` = 32 and ``seq_len`` >= 128; else the long (30 tokens), medium or short one if
+it fits), else seeded synthetic data (``--seed``); ``hdpgen dse`` starts its search at the long
+sentence,
 which the report and the printed report say.  Every option, the data and the destination are
 checked before any work; a problem is one line and exit status 2.
 
@@ -52,10 +53,11 @@ __all__ = ["configure", "main", "run_main_job", "synthesize_design", "scaled_k_b
 
 #: heads of the synthetic data a configuration gets when the bundled data does not fit it
 SYNTHETIC_HEADS = 8
-#: the bundled fixture ``run`` and ``dse`` use when it fits
-DEFAULT_FIXTURE = "long"
+#: the bundled fixture ``run`` uses when it fits (``dse``: the first of FALLBACK_FIXTURES)
+DEFAULT_FIXTURE = "para128"
 #: without ``--data``: the first of these that fits the configuration, else synthetic data
 FALLBACK_FIXTURES = ("long", "medium", "short")
+RUN_FIXTURES = (DEFAULT_FIXTURE, *FALLBACK_FIXTURES)
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -67,7 +69,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, metavar="NAME",
                    help=f"bundled all-MiniLM-L6-v2 fixture ({', '.join(FIXTURES)}; d = 32, "
                         f"so only for head_dim = 32). Default: the longest of "
-                        f"{', '.join(FALLBACK_FIXTURES)} that fits the configuration, else "
+                        f"{', '.join(RUN_FIXTURES)} that fits the configuration (dse: of "
+                        f"{', '.join(FALLBACK_FIXTURES)}), else "
                         f"seeded synthetic data")
     p.add_argument("--seed", type=int, default=0,
                    help=f"seed of the synthetic data ({SYNTHETIC_HEADS} heads of N = seq_len "
@@ -91,7 +94,8 @@ def synthetic_qkv(cfg, seed: int = 0, heads: int = SYNTHETIC_HEADS) -> dict:
             "meta": {"n_heads": heads, "n_layers": 1}}
 
 
-def resolve_data(cfg, qkv: Path | None = None, name: str | None = None, seed: int = 0) -> dict:
+def resolve_data(cfg, qkv: Path | None = None, name: str | None = None, seed: int = 0,
+                 fallback: tuple[str, ...] = FALLBACK_FIXTURES) -> dict:
     """The attention inputs of ``run`` and ``dse``, checked before any work.
 
     Returns ``{"q", "k", "v", "valid_len", "meta", "source", "description", "tag"}``: source
@@ -115,7 +119,7 @@ def resolve_data(cfg, qkv: Path | None = None, name: str | None = None, seed: in
             raise CliError(f"--data must be one of {', '.join(fixture_names()) or '(none bundled)'}"
                            f", not {name!r} (an input file goes with --qkv IN.npz)")
         fits_msg, fx, use = None, None, None
-        for cand in [name] if name is not None else [f for f in FALLBACK_FIXTURES
+        for cand in [name] if name is not None else [f for f in fallback
                                                      if f in fixture_names()]:
             c = load_fixture(cand)
             n, dd = c["q"].shape[1], c["q"].shape[2]
@@ -551,7 +555,7 @@ def main(args: argparse.Namespace) -> int:
     for dest in (args.out / name, args.out / f"{name}.failed"):
         if dest.exists() and not dest.is_dir():
             raise CliError(f"cannot write the report to {dest}: it exists and is not a folder")
-    data = resolve_data(cfg, args.qkv, args.data, args.seed)
+    data = resolve_data(cfg, args.qkv, args.data, args.seed, RUN_FIXTURES)
     check_heads(args.heads, int(data["q"].shape[0]))
     dest = args.out / name
     print(f"hdpgen run: configuration {'= preset ' + name if name == args.preset else name}; "
