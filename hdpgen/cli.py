@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "capture per-layer Q, K, V of all-MiniLM-L6-v2 (needs: make setup-eval)"),
     "eval": ("hdpgen.cmd_eval",
              "accuracy of the pruned model inside all-MiniLM-L6-v2 (needs: make setup-eval)"),
+    "calibrate": ("hdpgen.cmd_calibrate",
+                  "per-layer pruning values for a target embedding cosine (needs: make setup-eval)"),
 }
 
 DESCRIPTION = """\
