@@ -296,12 +296,12 @@ def main_one_setting(args: argparse.Namespace, base: HDPConfig) -> int:
     ev = TextEvaluator(lm, texts, base, counts)
     res = ev.evaluate(mode, values)
     s = summarize(res, counts, [line for line, _ in texts])
-    out = {"settings": {"mode": mode, "values": res["values"], "source": source,
+    out = {**s, "settings": {"mode": mode, "values": res["values"], "source": source,
                         "approx": base.approx, "heads_per_layer": N_HEADS,
                         "config": base.to_dict()},
            "texts": {"file": str(args.sentences), "sha256": cal_mod.file_sha256(args.sentences),
                      "count": len(texts), "tokens_min": min(counts), "tokens_max": max(counts)},
-           **s, "seconds": round(time.time() - t0, 1)}
+           "seconds": round(time.time() - t0, 1)}
     say(f"hdpgen eval: {len(texts)} texts ({min(counts)}-{max(counts)} tokens) in "
         f"{out['seconds']:.0f} s")
     print(f"{mode} {res['values']} ({source}), approx {base.approx}: kept blocks "
