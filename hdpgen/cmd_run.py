@@ -19,7 +19,8 @@ checked before any work; a problem is one line and exit status 2.
 
 Report folder: ``OUT/<preset>`` when the configuration equals the preset, else
 ``OUT/<preset>-<hash>`` (the first 8 hex digits of the SHA-256 of the configuration JSON), so
-``--set`` variants never overwrite each other; ``report.json`` holds the full configuration.
+``--set`` variants never overwrite each other (``--calibration FILE`` adds ``-cal<the first 8
+hex digits of the file's SHA-256>``); ``report.json`` holds the full configuration.
 The run writes into a fresh temporary folder beside the destination and renames it into
 place only when it is complete: an interrupted or crashed run leaves the previous report
 untouched, and a run with a failed stage goes to ``OUT/<name>.failed`` instead.  Simulator
@@ -365,6 +366,7 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
         rules = head_rules(hw_cfg, calibration, q.shape[0], length)
         cfg = hw_cfg.replace(prune_mode=calibration.mode)
         rep["registers"]["calibration"] = calibration_report(calibration, rules)
+        rep["registers"]["prune_mode"] = calibration.mode
     ga = golden_accuracy(q, k, v, cfg, vl, rules)
     meta = data.get("meta") or {}
     n_heads_per_layer = int(meta.get("n_heads", q.shape[0]))
@@ -573,6 +575,8 @@ def main(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "output root (-o)")
     preset_name = args.preset if not args.config else None
     name = report_folder_name(cfg, args.preset, args.config)
+    if args.calibration and Path(args.calibration).is_file():  # its own folder: -cal<sha256[:8]>
+        name += "-cal" + hashlib.sha256(Path(args.calibration).read_bytes()).hexdigest()[:8]
     for dest in (args.out / name, args.out / f"{name}.failed"):
         if dest.exists() and not dest.is_dir():
             raise CliError(f"cannot write the report to {dest}: it exists and is not a folder")

@@ -198,7 +198,7 @@ def test_simulate_and_run_refuse_mass_before_any_work(capsys, tmp_path):
     assert code == 2 and "mode 'mass' has no RTL yet" in err and not (tmp_path / "r").exists()
 
 
-def test_run_rejects_wrong_layer_count_before_any_work(capsys, tmp_path):
+def test_run_rejects_wrong_layer_count_before_any_work(capsys, tmp_path, stub_verilog):
     p = _write(tmp_path, _doc("topk", [0.5] * 4))
     code = main(["run", "--data", "long", "--calibration", str(p), "-o", str(tmp_path / "r"),
                  "--no-sim", "--no-synth"])
@@ -340,3 +340,27 @@ def test_eval_one_setting_bad_input_before_any_work(capsys, tmp_path):
         err = capsys.readouterr().err
         assert code == 2 and needle in err, (argv, err)
         assert not (tmp_path / "e.json").exists()
+
+
+@pytest.fixture
+def stub_verilog(monkeypatch):
+    """Replace Verilog generation (tens of seconds) by a one-line file per unit."""
+    import hw.export
+
+    def fake(name, cfg, out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{name}.v").write_text(f"// {name}\n")
+    monkeypatch.setattr(hw.export, "export_verilog", fake)
+
+
+def test_run_with_calibration_gets_its_own_report_folder(capsys, tmp_path, stub_verilog):
+    p = _write(tmp_path, _doc("threshold", (0.0, 0.25, 0.5, 0.5, 0.25, 0.0)))
+    code = main(["run", "--data", "long", "--calibration", str(p), "-o", str(tmp_path / "r"),
+                 "--no-sim", "--no-synth"])
+    assert code == 0, capsys.readouterr().err
+    (folder,) = [d for d in (tmp_path / "r").iterdir() if not d.name.startswith(".")]
+    assert folder.name.startswith("default-cal")
+    rep = json.loads((folder / "report.json").read_text())
+    regs = rep["registers"]["calibration"]["registers_per_head"]
+    assert [regs[h]["rho"] for h in (0, 12, 24, 36, 48, 60)] == [0.0, 0.25, 0.5, 0.5, 0.25, 0.0]
+    assert rep["registers"]["prune_mode"] == "threshold"
