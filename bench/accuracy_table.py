@@ -22,6 +22,7 @@ each mode, so a partial run keeps what it measured, and prints a Markdown table.
 
     python bench/accuracy_table.py                      # everything (about an hour on 2 cores)
     python bench/accuracy_table.py --modes topk --approx drop_ff
+    python bench/accuracy_table.py --show               # print the stored table
 """
 
 import argparse
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from hdpgen import minilm  # noqa: E402
 from hdpgen.calibration import MODES, file_sha256, read_texts  # noqa: E402
-from hdpgen.cmd_calibrate import calibrate, calibration_doc  # noqa: E402
+from hdpgen.cmd_calibrate import calibrate, calibration_doc, grid  # noqa: E402
 from hdpgen.common import CliError, write_json  # noqa: E402
 from hdpgen.textset import BUCKETS, TextEvaluator, check_lengths, summarize, token_counts  # noqa: E402
 from hw.presets import preset  # noqa: E402
@@ -87,7 +88,12 @@ def main(argv=None) -> int:
     p.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--reuse", action="store_true",
                    help="reuse calibration files in OUT_DIR made from the same texts and target")
+    p.add_argument("--show", action="store_true",
+                   help="only print the table of OUT_DIR/accuracy_table.json (no measuring)")
     args = p.parse_args(argv)
+    if args.show:
+        print(markdown(json.loads((args.out_dir / "accuracy_table.json").read_text())["rows"]))
+        return 0
     modes = [m for m in args.modes.split(",") if m]
     approxes = [a for a in args.approx.split(",") if a]
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -135,8 +141,10 @@ def main(argv=None) -> int:
                                     floors=floors["eval"])
             except CliError as exc:  # even the least pruning value misses the target
                 say(f"   {exc}")
-                rows.append({"label": "no value meets the target", "mode": mode, "values": None,
-                             "approx": approx, "note": str(exc)})
+                values = [grid(mode)[0]] * ev.n_layers
+                s = summarize(ev.evaluate(mode, values), ev_counts)
+                rows.append({**_row("least pruning value (no value meets the target)", mode,
+                                    values, s), "approx": approx, "note": str(exc)})
                 continue
             u_cal, u_ev = doc["uniform"]["value"], on_eval["uniform"]["value"]
             layers = ev.n_layers
