@@ -39,10 +39,15 @@ def _dense(cfg):
     return cfg.replace(prune_mode="off", approx="exact", head_prune=False)
 
 
-def golden_accuracy(q, k, v, cfg, valid_len: int | None = None) -> dict:
-    """Golden model (as configured, and unpruned with exact scores) against float attention."""
+def golden_accuracy(q, k, v, cfg, valid_len: int | None = None, rules=None) -> dict:
+    """Golden model (as configured, or with ``rules``, one :class:`hdpgen.calibration.HeadRule`
+    per head; and unpruned with exact scores) against float attention."""
     ref = float_attention(q, k, v, valid_len, cfg.causal)
-    pruned = attention(q, k, v, cfg, valid_len)
+    if rules is not None:
+        from .calibration import attention as rule_attention
+        pruned = rule_attention(q, k, v, cfg, valid_len, rules)
+    else:
+        pruned = attention(q, k, v, cfg, valid_len)
     dense = attention(q, k, v, _dense(cfg), valid_len)
     return {
         "result": pruned,

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "capture per-layer Q, K, V of all-MiniLM-L6-v2 (needs: make setup-eval)"),
     "eval": ("hdpgen.cmd_eval",
              "accuracy of the pruned model inside all-MiniLM-L6-v2 (needs: make setup-eval)"),
+    "calibrate": ("hdpgen.cmd_calibrate",
+                  "per-layer pruning values for a target embedding cosine (needs: make setup-eval)"),
 }
 
 DESCRIPTION = """\
@@ -46,9 +48,17 @@ examples:
   hdpgen generate --unit top --preset tiny -o verilog/"""
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Command names up to 12 characters keep their help on the same line."""
+
+    def _format_action(self, action):
+        self._action_max_length = max(self._action_max_length, 14)
+        return super()._format_action(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hdpgen", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"hdpgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 title="commands")

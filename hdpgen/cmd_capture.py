@@ -5,7 +5,10 @@ Writes the IN.npz format of :mod:`hdpgen.npz_io` (float32 ``q``, ``k``, ``v`` of
 ``n_layers``, ``n_heads``, ``model``).  With one sentence ``--out`` is the file; with several,
 sentence ``i`` goes to ``<out stem>_<i:02d>.npz`` beside it.  ``--pad-to N`` pads each
 sentence with ``[PAD]`` to N tokens and runs the model with the padding mask (as a batched run
-would), so the file exercises ``valid_len``.
+would), so the file exercises ``valid_len``.  ``--float16`` stores ``q``, ``k``, ``v`` as float16
+(half the size, for files that are committed: the 128-token fixtures in ``tests/data``); every
+reader upcasts them to float32 exactly (:func:`hdpgen.npz_io.check_qkv`), so the float16 values
+are the data.
 """
 
 import argparse
@@ -29,6 +32,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="output file (several sentences: OUT_00.npz, OUT_01.npz, ...)")
     p.add_argument("--pad-to", type=int, metavar="N",
                    help="pad every sentence to N tokens with [PAD] (sets valid_len)")
+    p.add_argument("--float16", action="store_true",
+                   help="store q, k, v as float16 (half the size; readers upcast to float32)")
 
 
 def out_paths(out: Path, count: int) -> list[Path]:
@@ -38,13 +43,16 @@ def out_paths(out: Path, count: int) -> list[Path]:
     return [out.with_name(f"{stem}_{i:02d}.npz") for i in range(count)]
 
 
-def capture_files(sentences: list[str], out: Path, pad_to: int | None = None) -> list[Path]:
+def capture_files(sentences: list[str], out: Path, pad_to: int | None = None,
+                  float16: bool = False) -> list[Path]:
     from . import minilm
 
     model = minilm.load()
     paths = out_paths(out, len(sentences))
     for s, path in zip(sentences, paths):
         c = model.capture_qkv(s, pad_to=pad_to)
+        if float16:
+            c.update({key: c[key].astype(np.float16) for key in ("q", "k", "v")})
         arrays = {"q": c["q"], "k": c["k"], "v": c["v"], "valid_len": c["valid_len"],
                   "sentence": np.array(s), "tokens": c["tokens"], "n_layers": c["n_layers"],
                   "n_heads": c["n_heads"], "model": np.array(minilm.MODEL_ID)}
@@ -72,5 +80,5 @@ def main(args: argparse.Namespace) -> int:
         check_output_file(path, "output")
     from .minilm import require_extra
     require_extra()
-    capture_files(sentences, args.out, args.pad_to)
+    capture_files(sentences, args.out, args.pad_to, args.float16)
     return 0

@@ -24,6 +24,16 @@ Per-sentence settings (N varies from sentence to sentence):
 
 ``seq_len`` is raised to the longest sentence if the preset's is shorter; everything else comes
 from ``--preset``/``--config``/``--set`` and the grid row.
+
+One setting instead of the grid (``--json OUT``, ``--calibration CAL.json`` or ``--setting
+MODE=VALUE``): the configured pruning (topk's ``k_b`` taken as the share ``k_b / n_block_cols``
+of each text's block columns; threshold's ``rho``), or one value for every layer
+(``--setting topk=0.5``, ``threshold=0.25``, ``mass=0.0625``), or a calibration file's value per
+layer (:mod:`hdpgen.calibration`), applied through :func:`hdpgen.calibration.apply_setting`.
+A text longer than ``seq_len`` is refused before any work (line, token count, limit).  The JSON
+has the kept fraction of the valid score blocks, the mean and minimum embedding cosine, the kept
+fraction per layer, the same per length bucket (<=16, 17-32, 33-64, 65-128 tokens), per text,
+and the settings used.
 """
 
 import argparse
@@ -41,7 +51,14 @@ from golden.intmath import split_int_frac
 from golden.reference import float_attention_head
 from hw.config import HDPConfig
 
-from .common import CliError, add_config_args, atomic_write, check_output_file, config_from_args
+from .common import (
+    CliError,
+    add_config_args,
+    atomic_write,
+    check_output_file,
+    config_from_args,
+    write_json,
+)
 
 __all__ = ["configure", "main", "GridPoint", "GRIDS", "evaluate", "DEFAULT_SENTENCES"]
 
@@ -126,6 +143,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
     p.add_argument("--csv", type=Path, metavar="OUT.csv", help="write the table as CSV")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    one = p.add_argument_group("one setting instead of the grid")
+    one.add_argument("--json", type=Path, metavar="OUT.json",
+                     help="evaluate one setting (the configured one, --setting or --calibration) "
+                          "and write its figures here")
+    one.add_argument("--calibration", type=Path, metavar="CAL.json",
+                     help="per-layer values from 'hdpgen calibrate'")
+    one.add_argument("--setting", metavar="MODE=VALUE",
+                     help="one value for every layer: topk=K_FRAC, threshold=RHO or mass=EPS")
 
 
 # ---------------------------------------------------------------------------- calibration
@@ -237,8 +262,65 @@ def conclusions(rows: list[dict]) -> str:
     return msg
 
 
+def main_one_setting(args: argparse.Namespace, base: HDPConfig) -> int:
+    """``--json`` / ``--calibration`` / ``--setting``: one setting, figures as JSON."""
+    from . import calibration as cal_mod
+    from .textset import TextEvaluator, check_lengths, summarize, token_counts
+    if args.calibration and args.setting:
+        raise CliError("give --calibration CAL.json or --setting MODE=VALUE, not both")
+    texts = cal_mod.read_texts(args.sentences)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise CliError(f"--limit must be >= 1, not {args.limit}")
+        texts = texts[:args.limit]
+    if args.json:
+        check_output_file(args.json, "--json")
+    from .minilm import N_HEADS, N_LAYERS, require_extra
+    if args.calibration:
+        c = cal_mod.load_calibration(args.calibration, base, heads=N_LAYERS * N_HEADS)
+        mode, values, source = c.mode, list(c.values), f"calibration {args.calibration}"
+    elif args.setting:
+        mode, v = cal_mod.parse_setting(args.setting, base)
+        values, source = [v] * N_LAYERS, f"--setting {args.setting}"
+    else:
+        s = cal_mod.configured_setting(base)
+        mode, values = ("off", [None] * N_LAYERS) if s is None else (s[0], [s[1]] * N_LAYERS)
+        source = "configuration"
+    require_extra()
+    from . import minilm
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t0 = time.time()
+    lm = minilm.load()
+    counts = token_counts(lm, texts)
+    check_lengths(counts, texts, base.seq_len, args.sentences)
+    ev = TextEvaluator(lm, texts, base, counts)
+    res = ev.evaluate(mode, values)
+    s = summarize(res, counts, [line for line, _ in texts])
+    out = {**s, "settings": {"mode": mode, "values": res["values"], "source": source,
+                        "approx": base.approx, "heads_per_layer": N_HEADS,
+                        "config": base.to_dict()},
+           "texts": {"file": str(args.sentences), "sha256": cal_mod.file_sha256(args.sentences),
+                     "count": len(texts), "tokens_min": min(counts), "tokens_max": max(counts)},
+           "seconds": round(time.time() - t0, 1)}
+    say(f"hdpgen eval: {len(texts)} texts ({min(counts)}-{max(counts)} tokens) in "
+        f"{out['seconds']:.0f} s")
+    print(f"{mode} {res['values']} ({source}), approx {base.approx}: kept blocks "
+          f"{s['kept_block_fraction']:.3f}, cosine mean {s['cos_mean']:.4f} min {s['cos_min']:.4f}")
+    print("  per layer kept: " + " ".join(f"{x:.3f}" for x in s["kept_per_layer"]))
+    for name, b in s["buckets"].items():
+        if b["texts"]:
+            print(f"  {name:>6} tokens: {b['texts']:2d} texts, kept {b['kept_block_fraction']:.3f}, "
+                  f"cosine mean {b['cos_mean']:.4f} min {b['cos_min']:.4f}")
+    if args.json:
+        write_json(args.json, out)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     base = config_from_args(args)
+    if args.json or args.calibration or args.setting:
+        return main_one_setting(args, base)
     from . import minilm
 
     try:

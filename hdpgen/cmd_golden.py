@@ -12,6 +12,10 @@ rows: ``max_abs`` and ``rel_rms`` = ``rms(out - ref) / rms(ref)``.
 tokens' Q and K (one F shared by both) or V do not clip (:func:`golden.intmath.best_frac_bits`);
 the chosen value is in OUT.json under ``config`` and ``auto``.
 
+``--calibration CAL.json`` (from ``hdpgen calibrate``) runs head ``h`` with the value of its
+layer ``h // heads_per_layer`` (topk ``k_frac``, threshold ``rho`` or mass ``eps``; see
+:mod:`hdpgen.calibration`); OUT.json gets the file's values and every head's register.
+
 Every input problem is found before any work and exits with status 2 and one line; nothing is
 written then, and an existing OUT.npz / OUT.json is left as it was.  OUT.npz and OUT.json are
 written together or not at all; neither may be the input file.  When quantization clamps more
@@ -54,7 +58,34 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
     p.add_argument("--out", type=Path, required=True, metavar="OUT.npz",
                    help="output arrays; OUT.json beside it gets configuration and statistics")
+    add_calibration_arg(p)
 
+
+def add_calibration_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration", type=Path, metavar="CAL.json",
+                   help="per-layer pruning values from 'hdpgen calibrate': head h runs with the "
+                        "value of layer h // heads_per_layer (checked before any work)")
+
+
+def head_rules_from_args(args, cfg, data, rtl: bool = False):
+    """The per-head rules of ``--calibration`` for this data (None without it); a file that
+    does not fit the data or the configuration is a one-line CliError, before any work.  With
+    ``rtl`` the mass rule is refused (it has no RTL yet)."""
+    if not getattr(args, "calibration", None):
+        return None, None
+    from .calibration import head_rules, load_calibration
+    h, n = data["q"].shape[:2]
+    cal = load_calibration(args.calibration, cfg, heads=h)
+    meta_heads = (data.get("meta") or {}).get("n_heads")
+    if meta_heads is not None and int(meta_heads) != cal.heads_per_layer:
+        raise CliError(f"--calibration {args.calibration}: {cal.heads_per_layer} heads per "
+                       f"layer, but the data has {int(meta_heads)} (its n_heads)")
+    if rtl and cal.mode == "mass":
+        raise CliError(f"--calibration {args.calibration}: mode 'mass' has no RTL yet (the "
+                       f"probability-mass rule exists in the golden model only); use it with "
+                       f"hdpgen golden or hdpgen eval")
+    vl = n if data.get("valid_len") is None else int(data["valid_len"])
+    return cal, head_rules(cfg, cal, h, vl)
 
 def split_auto(settings: list[str]) -> tuple[list[str], set[str]]:
     """Separate ``qk_frac=auto`` / ``v_frac=auto`` from the other ``--set`` items."""
@@ -126,9 +157,15 @@ def error_stats(out: np.ndarray, ref: np.ndarray, valid_len: int | None) -> dict
             "rel_rms": rms / ref_rms if ref_rms > 0 else 0.0}
 
 
-def run_golden(cfg: HDPConfig, q, k, v, valid_len: int | None) -> tuple[dict, dict]:
-    """The golden model on every head; returns (arrays for OUT.npz, statistics for OUT.json)."""
-    res = model.attention(q, k, v, cfg, valid_len)
+def run_golden(cfg: HDPConfig, q, k, v, valid_len: int | None,
+               rules=None) -> tuple[dict, dict]:
+    """The golden model on every head (with ``rules``: one :class:`hdpgen.calibration.HeadRule`
+    per head); returns (arrays for OUT.npz, statistics for OUT.json)."""
+    if rules is not None:
+        from .calibration import attention
+        res = attention(q, k, v, cfg, valid_len, rules)
+    else:
+        res = model.attention(q, k, v, cfg, valid_len)
     ref = float_attention(q, k, v, valid_len, cfg.causal)
     arrays = {"out": res["out"].astype(np.float32), "out_int": res["out_int"].astype(np.int32),
               "block_keep": res["block_keep"].astype(bool),
@@ -184,10 +221,21 @@ def prepare_inputs(args: argparse.Namespace) -> tuple:
     return cfg, data, auto
 
 
+def calibration_report(cal, rules) -> dict | None:
+    if cal is None:
+        return None
+    return {"path": cal.path.removeprefix("--calibration "), "mode": cal.mode,
+            "values": list(cal.values), "heads_per_layer": cal.heads_per_layer,
+            "registers_per_head": [{"k_b": r.cfg.k_b} if cal.mode == "topk" else
+                                   {"rho": r.cfg.rho} if cal.mode == "threshold" else
+                                   {"eps_q": r.mass_eps_q} for r in rules]}
+
+
 def main(args: argparse.Namespace) -> int:
     cfg, data, auto = prepare_inputs(args)
+    cal, rules = head_rules_from_args(args, cfg, data)
     q, k, v, valid_len = data["q"], data["k"], data["v"], data["valid_len"]
-    arrays, stats = run_golden(cfg, q, k, v, valid_len)
+    arrays, stats = run_golden(cfg, q, k, v, valid_len, rules)
     h, n, d = q.shape
     report = {
         "config": cfg.to_dict(),
@@ -197,6 +245,8 @@ def main(args: argparse.Namespace) -> int:
                   **{key: np.asarray(val).tolist() for key, val in data["meta"].items()}},
         "stats": stats,
     }
+    if cal is not None:
+        report["calibration"] = calibration_report(cal, rules)
     try:
         js = _write_both(args.out, arrays, report)
     except OSError as exc:

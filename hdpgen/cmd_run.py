@@ -2,7 +2,7 @@
 
 1. generates the Verilog of every unit and the top,
 2. runs the golden model on the data (by default the bundled all-MiniLM-L6-v2 attention of a
-   long sentence) and measures accuracy against float attention and the kept fractions,
+   128-token paragraph, all 72 heads) and measures accuracy against float attention and the kept fractions,
 3. simulates the RTL top on the same data against the golden model, pruned and dense, and
    counts cycles (Verilator when present, else Icarus),
 4. synthesizes every unit (Yosys, nextpnr) for area and Fmax,
@@ -10,15 +10,17 @@
    and prints the report.
 
 Data: ``--qkv IN.npz`` (checked by :func:`hdpgen.npz_io.load_qkv`), ``--data NAME`` (a bundled
-MiniLM fixture, d = 32), or neither: the bundled long sentence when it fits the configuration
-(``head_dim`` = 32 and ``seq_len`` >= its 30 tokens; else the medium or short one if it
-fits), else seeded synthetic data (``--seed``),
+MiniLM fixture, d = 32), or neither: the bundled 128-token paragraph ``para128`` when it fits
+the configuration (``head_dim`` = 32 and ``seq_len`` >= 128; else the long (30 tokens), medium or short one if
+it fits), else seeded synthetic data (``--seed``); ``hdpgen dse`` starts its search at the long
+sentence,
 which the report and the printed report say.  Every option, the data and the destination are
 checked before any work; a problem is one line and exit status 2.
 
 Report folder: ``OUT/<preset>`` when the configuration equals the preset, else
 ``OUT/<preset>-<hash>`` (the first 8 hex digits of the SHA-256 of the configuration JSON), so
-``--set`` variants never overwrite each other; ``report.json`` holds the full configuration.
+``--set`` variants never overwrite each other (``--calibration FILE`` adds ``-cal<the first 8
+hex digits of the file's SHA-256>``); ``report.json`` holds the full configuration.
 The run writes into a fresh temporary folder beside the destination and renames it into
 place only when it is complete: an interrupted or crashed run leaves the previous report
 untouched, and a run with a failed stage goes to ``OUT/<name>.failed`` instead.  Simulator
@@ -52,10 +54,11 @@ __all__ = ["configure", "main", "run_main_job", "synthesize_design", "scaled_k_b
 
 #: heads of the synthetic data a configuration gets when the bundled data does not fit it
 SYNTHETIC_HEADS = 8
-#: the bundled fixture ``run`` and ``dse`` use when it fits
-DEFAULT_FIXTURE = "long"
+#: the bundled fixture ``run`` uses when it fits (``dse``: the first of FALLBACK_FIXTURES)
+DEFAULT_FIXTURE = "para128"
 #: without ``--data``: the first of these that fits the configuration, else synthetic data
 FALLBACK_FIXTURES = ("long", "medium", "short")
+RUN_FIXTURES = (DEFAULT_FIXTURE, *FALLBACK_FIXTURES)
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -67,7 +70,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, metavar="NAME",
                    help=f"bundled all-MiniLM-L6-v2 fixture ({', '.join(FIXTURES)}; d = 32, "
                         f"so only for head_dim = 32). Default: the longest of "
-                        f"{', '.join(FALLBACK_FIXTURES)} that fits the configuration, else "
+                        f"{', '.join(RUN_FIXTURES)} that fits the configuration (dse: of "
+                        f"{', '.join(FALLBACK_FIXTURES)}), else "
                         f"seeded synthetic data")
     p.add_argument("--seed", type=int, default=0,
                    help=f"seed of the synthetic data ({SYNTHETIC_HEADS} heads of N = seq_len "
@@ -91,7 +95,8 @@ def synthetic_qkv(cfg, seed: int = 0, heads: int = SYNTHETIC_HEADS) -> dict:
             "meta": {"n_heads": heads, "n_layers": 1}}
 
 
-def resolve_data(cfg, qkv: Path | None = None, name: str | None = None, seed: int = 0) -> dict:
+def resolve_data(cfg, qkv: Path | None = None, name: str | None = None, seed: int = 0,
+                 fallback: tuple[str, ...] = FALLBACK_FIXTURES) -> dict:
     """The attention inputs of ``run`` and ``dse``, checked before any work.
 
     Returns ``{"q", "k", "v", "valid_len", "meta", "source", "description", "tag"}``: source
@@ -115,7 +120,7 @@ def resolve_data(cfg, qkv: Path | None = None, name: str | None = None, seed: in
             raise CliError(f"--data must be one of {', '.join(fixture_names()) or '(none bundled)'}"
                            f", not {name!r} (an input file goes with --qkv IN.npz)")
         fits_msg, fx, use = None, None, None
-        for cand in [name] if name is not None else [f for f in FALLBACK_FIXTURES
+        for cand in [name] if name is not None else [f for f in fallback
                                                      if f in fixture_names()]:
             c = load_fixture(cand)
             n, dd = c["q"].shape[1], c["q"].shape[2]
@@ -211,6 +216,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="top-k register for the data: 'scaled' programs k_b as the configured "
                         "share of block columns (k_b / n_block_cols) of the data's length, as a "
                         "driver would; 'fixed' writes the configured k_b as it is (default: scaled)")
+    p.add_argument("--calibration", type=Path, metavar="CAL.json",
+                   help="per-layer pruning values from 'hdpgen calibrate' (topk or threshold; "
+                        "mass has no RTL yet): head h gets layer h // heads_per_layer's value in "
+                        "the golden model and in its RTL registers")
 
 
 def _pick_simulator(choice: str) -> str:
@@ -296,7 +305,7 @@ def _move_into_place(tmp: Path, dest: Path) -> None:
 def run_main_job(cfg, name: str, out_root: Path, data: dict, sim_choice="auto",
                  heads=None, do_sim=True, do_synth=True, do_fmax=True,
                  k_b_mode: str = "scaled", synth_targets=("ecp5",),
-                 preset_name: str | None = None) -> tuple[dict, int, Path]:
+                 preset_name: str | None = None, calibration=None) -> tuple[dict, int, Path]:
     """Every stage into a fresh temporary folder beside ``out_root/name``, renamed into place
     when complete (``out_root/name.failed`` when a stage failed).  ``data`` comes from
     :func:`resolve_data`.  Returns the report, the exit status and the folder written."""
@@ -305,7 +314,8 @@ def run_main_job(cfg, name: str, out_root: Path, data: dict, sim_choice="auto",
     tmp = Path(tempfile.mkdtemp(dir=out_root, prefix=f".{name}.partial-"))
     try:
         rep, status = _stages(cfg, name, tmp, out_root / ".cache", data, sim_choice, heads,
-                              do_sim, do_synth, do_fmax, k_b_mode, synth_targets, preset_name)
+                              do_sim, do_synth, do_fmax, k_b_mode, synth_targets, preset_name,
+                              calibration)
         dest = out_root / (name if status == 0 else f"{name}.failed")
         _move_into_place(tmp, dest)
     except BaseException:
@@ -318,7 +328,7 @@ def run_main_job(cfg, name: str, out_root: Path, data: dict, sim_choice="auto",
 
 
 def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do_sim, do_synth,
-            do_fmax, k_b_mode, synth_targets, preset_name) -> tuple[dict, int]:
+            do_fmax, k_b_mode, synth_targets, preset_name, calibration=None) -> tuple[dict, int]:
     stages = Stages(5)
     rep: dict = {"preset": preset_name or name, "folder": name, "config_hash": config_hash(cfg),
                  "config": cfg.to_dict(), "versions": _versions(), "skipped": {}}
@@ -349,7 +359,15 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
                         "approx": cfg.approx, "causal": cfg.causal, "valid_len": length,
                         "k_b_mode": k_b_mode, "k_b_configured": hw_cfg.k_b,
                         "block_cols_of_data": -(-length // cfg.block_cols)}
-    ga = golden_accuracy(q, k, v, cfg, vl)
+    rules = None
+    if calibration is not None:  # per-layer registers (head h: layer h // heads_per_layer)
+        from .calibration import head_rules
+        from .cmd_golden import calibration_report
+        rules = head_rules(hw_cfg, calibration, q.shape[0], length)
+        cfg = hw_cfg.replace(prune_mode=calibration.mode)
+        rep["registers"]["calibration"] = calibration_report(calibration, rules)
+        rep["registers"]["prune_mode"] = calibration.mode
+    ga = golden_accuracy(q, k, v, cfg, vl, rules)
     meta = data.get("meta") or {}
     n_heads_per_layer = int(meta.get("n_heads", q.shape[0]))
     desc = (f"{data['description']}: {q.shape[0]} heads, N = {q.shape[1]}, d = {q.shape[2]}"
@@ -382,7 +400,8 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
             sim = _pick_simulator(sim_choice)
             rtl = simulate_and_compare(q, k, v, cfg, vl, simulator=sim, heads=heads,
                                        build_dir=cache / "sim" / name, progress=stages.tick,
-                                       with_dense=True)
+                                       with_dense=True,
+                                       head_cfgs=None if rules is None else [r.cfg for r in rules])
             per_layer = []
             dense_h, pruned_h = rtl["cycles_dense_per_head"], rtl["cycles_per_head"]
             for layer in range((len(pruned_h) + n_heads_per_layer - 1) // n_heads_per_layer):
@@ -457,12 +476,15 @@ def _relative_paths(obj, root: Path):
 
 
 def simulate_and_compare(q, k, v, cfg, valid_len, *, simulator: str, build_dir: Path,
-                         heads: int | None = None, progress=None, with_dense: bool = True) -> dict:
+                         heads: int | None = None, progress=None, with_dense: bool = True,
+                         head_cfgs: list | None = None) -> dict:
     """Run the RTL top on every head (or the first ``heads``) as configured and, with
     ``with_dense``, again in dense mode (pruning off, exact scores: the baseline), on one
     cached build; compare every output, head decision and keep mask with the golden model.
 
-    Returns per-head cycle counts and the number of heads that differ in any bit."""
+    ``head_cfgs`` gives every head its own run-time registers in the pruned run (a per-layer
+    calibration).  Returns per-head cycle counts and the number of heads that differ in any
+    bit."""
     from golden.model import attention_head_int, quantize_qkv
     from sim.top_run import simulate
     if heads is not None and not 1 <= heads <= q.shape[0]:
@@ -480,9 +502,14 @@ def simulate_and_compare(q, k, v, cfg, valid_len, *, simulator: str, build_dir: 
         def tick(done, total, label=label):
             if progress:
                 progress(done, total, f"heads ({label})")
-        res, _ = simulate(run_cfg, q_q, k_q, v_q, vl, simulator, Path(build_dir), progress=tick)
+        per_head = None
+        if head_cfgs is not None and label == "pruned":
+            per_head = list(head_cfgs[:q_q.shape[0]])
+        res, _ = simulate(run_cfg, q_q, k_q, v_q, vl, simulator, Path(build_dir), progress=tick,
+                          head_cfgs=per_head)
         for h in range(q_q.shape[0]):
-            g = attention_head_int(q_q[h], k_q[h], v_q[h], run_cfg, vl)
+            g = attention_head_int(q_q[h], k_q[h], v_q[h], run_cfg if per_head is None
+                                   else per_head[h], vl)
             same = (np.array_equal(res["out_int"][h, :vl], g.out_int[:vl])
                     and bool(res["head_keep"][h]) == g.head_keep
                     and np.array_equal(res["block_keep"][h], g.block_keep))
@@ -548,11 +575,15 @@ def main(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "output root (-o)")
     preset_name = args.preset if not args.config else None
     name = report_folder_name(cfg, args.preset, args.config)
+    if args.calibration and Path(args.calibration).is_file():  # its own folder: -cal<sha256[:8]>
+        name += "-cal" + hashlib.sha256(Path(args.calibration).read_bytes()).hexdigest()[:8]
     for dest in (args.out / name, args.out / f"{name}.failed"):
         if dest.exists() and not dest.is_dir():
             raise CliError(f"cannot write the report to {dest}: it exists and is not a folder")
-    data = resolve_data(cfg, args.qkv, args.data, args.seed)
+    data = resolve_data(cfg, args.qkv, args.data, args.seed, RUN_FIXTURES)
     check_heads(args.heads, int(data["q"].shape[0]))
+    from .cmd_golden import head_rules_from_args
+    calibration, _ = head_rules_from_args(args, cfg, data, rtl=True)
     dest = args.out / name
     print(f"hdpgen run: configuration {'= preset ' + name if name == args.preset else name}; "
           f"report folder {dest}", file=sys.stderr)
@@ -561,7 +592,7 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     _, status, written = run_main_job(
         cfg, name, args.out, data, args.sim, args.heads, not args.no_sim, not args.no_synth,
-        not args.no_fmax, args.k_b_mode, targets, preset_name)
+        not args.no_fmax, args.k_b_mode, targets, preset_name, calibration)
     if data["source"] == "synthetic":
         print(f"Note: this report is on {data['description']}.")
     if status == 0:

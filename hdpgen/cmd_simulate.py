@@ -12,6 +12,10 @@ the configuration, the input's shape, the simulator, ``cycles`` (sum over heads 
 ``head_cycles``, ``array_cycles`` (cycles the MAC array accepted a beat), ``kept_keys`` and
 the array's busy fraction.
 
+``--calibration CAL.json`` (from ``hdpgen calibrate``, topk or threshold) writes each head's
+own register values (head ``h``: its layer's value, :mod:`hdpgen.calibration`) before the head
+runs, on the same build; the mass rule has no RTL yet and is refused before any work.
+
 ``--compare`` also runs the golden model and exits with status 1 on any bit difference,
 printing the first differing head, row, column, expected and actual (outputs are still
 written).  ``--waves`` writes the simulator's waveform (Icarus FST, Verilator VCD) beside
@@ -34,7 +38,14 @@ import numpy as np
 from golden.intmath import quantize
 from sim.top_run import SimulationError, simulate
 
-from .cmd_golden import _write_both, prepare_inputs, run_golden
+from .cmd_golden import (
+    _write_both,
+    add_calibration_arg,
+    calibration_report,
+    head_rules_from_args,
+    prepare_inputs,
+    run_golden,
+)
 from .common import CliError, add_config_args, check_output_dir, check_output_file
 
 __all__ = ["configure", "main", "first_difference"]
@@ -55,6 +66,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "Verilator)")
     p.add_argument("--build-dir", type=Path, default=Path("build") / "simulate", metavar="DIR",
                    help="where the simulator build is made and cached (default build/simulate)")
+    add_calibration_arg(p)
 
 
 def first_difference(expected: np.ndarray, actual: np.ndarray) -> tuple[int, ...] | None:
@@ -86,6 +98,7 @@ def _one_line(exc: SimulationError) -> str:
 
 def main(args: argparse.Namespace) -> int:
     cfg, data, auto = prepare_inputs(args)
+    cal, rules = head_rules_from_args(args, cfg, data, rtl=True)
     check_destinations(args)
     q, k, v, valid_len = data["q"], data["k"], data["v"], data["valid_len"]
     from sim.runner import simulator_missing
@@ -111,7 +124,8 @@ def main(args: argparse.Namespace) -> int:
           f"valid_len={vl}) ...", flush=True)
     try:
         res, _ = simulate(cfg, q_q, k_q, v_q, vl, args.sim, args.build_dir, waves=args.waves,
-                          progress=progress, waves_to=args.out if args.waves else None)
+                          progress=progress, waves_to=args.out if args.waves else None,
+                          head_cfgs=None if rules is None else [r.cfg for r in rules])
     except SimulationError as exc:
         raise CliError(_one_line(exc)) from None
     seconds = time.monotonic() - t0
@@ -135,9 +149,11 @@ def main(args: argparse.Namespace) -> int:
         "heads_kept": int(arrays["head_keep"].sum()),
         "wall_seconds": round(seconds, 2),
     }
+    if cal is not None:
+        report["calibration"] = calibration_report(cal, rules)
     mismatch = None
     if args.compare:
-        gold, stats = run_golden(cfg, q, k, v, valid_len)
+        gold, stats = run_golden(cfg, q, k, v, valid_len, rules)
         report["golden_stats"] = stats
         for name in ("out_int", "head_keep", "block_keep"):
             idx = first_difference(gold[name], arrays[name])

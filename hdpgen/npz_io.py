@@ -7,7 +7,9 @@ IN.npz (``hdpgen golden --qkv``, written by ``hdpgen capture``)
     Metadata (optional, ignored by the golden model): ``sentence``, ``tokens`` (strings),
     ``n_layers``, ``n_heads`` (integer scalars), ``model`` (string); a metadata key of another
     type is refused (the message names the key, the type found and the type expected).
-    float32 of either byte order is accepted (``>f4`` is converted to native float32).
+    float32 of either byte order is accepted (``>f4`` is converted to native float32), and so is
+    float16 (``hdpgen capture --float16``, the committed 128-token fixtures), upcast exactly to
+    float32: every reader sees float32.
 
 Every problem is a :class:`hdpgen.common.CliError` with a one-line message, raised before any
 work is done.
@@ -97,12 +99,12 @@ def check_qkv(data: dict[str, np.ndarray], where: str = "input", head_dim: int |
                        f"{', '.join(REQUIRED_KEYS + OPTIONAL_KEYS + METADATA_KEYS)})")
     for name in REQUIRED_KEYS:
         a = data[name]
-        if a.dtype.kind != "f" or a.dtype.itemsize != 4:
-            raise CliError(f"{where}: {name} must be float32, not {a.dtype}")
+        if a.dtype.kind != "f" or a.dtype.itemsize not in (2, 4):
+            raise CliError(f"{where}: {name} must be float32 (or float16), not {a.dtype}")
         if a.ndim != 3:
             raise CliError(f"{where}: {name} must have 3 dimensions (H, N, d), not shape "
                            f"{tuple(a.shape)}")
-    # float32 of either byte order is accepted; the model sees native float32
+    # float32 of either byte order, or float16 (exact upcast); the model sees native float32
     data = {**data, **{n: np.asarray(data[n], np.float32) for n in REQUIRED_KEYS}}
     shape = data["q"].shape
     for name in ("k", "v"):

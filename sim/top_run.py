@@ -57,7 +57,8 @@ def split_runtime(cfg) -> tuple:
 
 
 def simulate(cfg, q_q, k_q, v_q, valid_len: int, simulator: str, build_dir: Path, *,
-             waves: bool = False, progress=None, waves_to: Path | None = None) -> tuple[dict, Path]:
+             waves: bool = False, progress=None, waves_to: Path | None = None,
+             head_cfgs: list | None = None) -> tuple[dict, Path]:
     """Run every head of quantized (H, N, d) inputs through the RTL top.
 
     Returns the bench's result arrays (:func:`sim.benches.bench_top.read_result`) and the
@@ -65,6 +66,9 @@ def simulate(cfg, q_q, k_q, v_q, valid_len: int, simulator: str, build_dir: Path
     simulation runs.  With ``waves`` the waveform is moved out of the private run folder to
     ``waves_to`` with the simulator's suffix (``.fst`` Icarus, ``.vcd`` Verilator; default
     ``<build_dir>/top``) and its path is returned in the dict under ``"waves"``.
+
+    ``head_cfgs`` (one configuration per head, differing from ``cfg`` only in run-time fields)
+    gives each head its own register values, e.g. a per-layer calibration.
 
     Raises :class:`SimulationError` when the build or the bench fails."""
     from sim.benches.bench_top import read_result, write_job
@@ -77,7 +81,17 @@ def simulate(cfg, q_q, k_q, v_q, valid_len: int, simulator: str, build_dir: Path
     try:
         heads = q_q.shape[0]
         hw_cfg, settings = split_runtime(cfg)
-        write_job(run_dir / "job.npz", k_q, q_q, v_q, valid_len, [settings] * heads, check=False)
+        per_head = [settings] * heads
+        if head_cfgs is not None:
+            if len(head_cfgs) != heads:
+                raise ValueError(f"head_cfgs must have one entry per head ({heads}), not "
+                                 f"{len(head_cfgs)}")
+            split = [split_runtime(c) for c in head_cfgs]
+            if any(hw != hw_cfg for hw, _ in split):
+                raise ValueError("head_cfgs may differ from cfg only in run-time fields "
+                                 f"({', '.join(RUNTIME_FIELDS)})")
+            per_head = [s for _, s in split]
+        write_job(run_dir / "job.npz", k_q, q_q, v_q, valid_len, per_head, check=False)
         (run_dir / "spec.json").write_text(json.dumps({
             "cfg": hw_cfg.to_json(), "simulator": simulator, "build_dir": str(build_dir),
             "waves": bool(waves)}))

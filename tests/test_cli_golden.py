@@ -49,9 +49,10 @@ def _assert_rejected(capsys, tmp_path, inp, message, *extra):
 BAD_ARRAYS = [
     ("missing_v", lambda a: {"q": a["q"], "k": a["k"]}, "missing array 'v'"),
     ("extra_key", lambda a: {**a, "w": a["q"]}, "unexpected array 'w'"),
-    ("q_float64", lambda a: {**a, "q": a["q"].astype(np.float64)}, "q must be float32, not float64"),
-    ("k_int", lambda a: {**a, "k": a["k"].astype(np.int32)}, "k must be float32, not int32"),
-    ("v_float16", lambda a: {**a, "v": a["v"].astype(np.float16)}, "v must be float32, not float16"),
+    ("q_float64", lambda a: {**a, "q": a["q"].astype(np.float64)},
+     "q must be float32 (or float16), not float64"),
+    ("k_int", lambda a: {**a, "k": a["k"].astype(np.int32)}, "k must be float32 (or float16), not int32"),
+    ("v_float64_be", lambda a: {**a, "v": a["v"].astype(">f8")}, "v must be float32 (or float16), not >f8"),
     ("ndim2", lambda a: {n: x[0] for n, x in a.items()}, "q must have 3 dimensions (H, N, d)"),
     ("ndim4", lambda a: {n: x[None] for n, x in a.items()}, "q must have 3 dimensions (H, N, d)"),
     ("shape_k", lambda a: {**a, "k": a["k"][:, :5]}, "k has shape (2, 5, 4), q has (2, 6, 4)"),
@@ -83,7 +84,8 @@ BAD_ARRAYS = [
      "metadata 'n_heads' must be an integer scalar, not float64 scalar"),
     ("defect9_n_layers_text", lambda a: {**a, "n_layers": np.array("6")},
      "metadata 'n_layers' must be an integer scalar, not <U1 scalar"),
-    ("big_endian_float64", lambda a: {**a, "q": a["q"].astype(">f8")}, "q must be float32, not >f8"),
+    ("big_endian_float64", lambda a: {**a, "q": a["q"].astype(">f8")},
+     "q must be float32 (or float16), not >f8"),
 ]
 
 
@@ -170,6 +172,16 @@ def test_defect9_big_endian_float32_is_accepted(capsys, tmp_path):
     assert _run(capsys, "--qkv", native, "--preset", "tiny", "--out", o2)[0] == 0
     with np.load(o1) as z1, np.load(o2) as z2:
         assert np.array_equal(z1["out_int"], z2["out_int"]) and z1["out"].dtype == np.float32
+
+
+def test_float16_input_is_upcast_exactly():
+    """float16 q, k, v (hdpgen capture --float16) read as the float32 of the same values."""
+    from hdpgen.npz_io import check_qkv
+    a = {n: x.astype(np.float16) for n, x in _qkv(seed=4).items()}
+    d = check_qkv(a, "in")
+    for n in "qkv":
+        assert d[n].dtype == np.float32 and np.array_equal(d[n], a[n].astype(np.float32))
+    assert not np.array_equal(d["q"], _qkv(seed=4)["q"])  # the data really went through float16
 
 
 def test_defect9_capture_and_eval_without_the_extra_say_make_setup_eval(capsys, tmp_path,
@@ -508,9 +520,12 @@ def test_fixture_within_error_bound(capsys, tmp_path, name, approx):
 
 def test_fixtures_are_valid_inputs():
     from hdpgen.npz_io import load_qkv
-    assert fixture_names() == ["short", "medium", "padded", "long"]
+    assert fixture_names() == ["short", "medium", "padded", "long", "para128", "para119", "para116"]
     total = sum(fixture_path(n).stat().st_size for n in fixture_names())
-    assert total < 2 * 1024 * 1024
+    assert total < 7 * 1024 * 1024
+    assert max(fixture_path(n).stat().st_size for n in fixture_names()) < 1.7 * 1024 * 1024
+    assert load_fixture("para128")["q"].shape == (72, 128, 32)
+    assert load_fixture("para128")["q"].dtype == np.float32
     for name in fixture_names():
         d = load_qkv(fixture_path(name), head_dim=32, seq_len=128)
         fx = load_fixture(name)

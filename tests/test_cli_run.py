@@ -190,3 +190,14 @@ def test_defect8_folder_name_for_a_config_file(tmp_path):
     assert cmd_run.report_folder_name(cfg, "default", tmp_path / "my cfg.json") == \
         f"my_cfg-{cmd_run.config_hash(cfg)}"
     assert cmd_run.report_folder_name(cfg, "odd") == f"odd-{cmd_run.config_hash(cfg)}"
+
+
+def test_run_default_data_is_the_128_token_paragraph_and_dse_keeps_the_long_sentence():
+    cfg = preset("default")
+    d = cmd_run.resolve_data(cfg, fallback=cmd_run.RUN_FIXTURES)
+    assert d["source"] == "fixture" and "'para128'" in d["description"]
+    assert d["q"].shape == (72, 128, 32) and d["q"].dtype == np.float32 and d["valid_len"] == 128
+    # a configuration too short for it falls back to the long sentence (N = 30)
+    d = cmd_run.resolve_data(cfg.replace(seq_len=64, k_b=1), fallback=cmd_run.RUN_FIXTURES)
+    assert "'long'" in d["description"] and d["q"].shape[1] == 30
+    assert "'long'" in cmd_run.resolve_data(cfg)["description"]  # dse's default search

@@ -208,10 +208,12 @@ def test_run_golden_only_writes_report_and_plot(tmp_path, capsys):
     assert status == 0
     out = tmp_path / "default"
     rep = json.loads((out / "report.json").read_text())
-    assert rep["registers"]["k_b"] == 12 and rep["pruning"]["kept_block_fraction"] < 1
+    # the default data is the 128-token paragraph: k_b 48 of 64 block columns, as configured
+    assert rep["registers"]["k_b"] == 48 and rep["pruning"]["kept_block_fraction"] < 1
     assert (out / "keep_mask.png").is_file() and (out / "verilog" / "top.v").is_file()
     assert (out / "per_head.png").is_file() and not (out / "cycles_per_layer.png").exists()
-    assert rep["data"]["source"] == "fixture" and "'long'" in rep["data"]["description"]
+    assert rep["data"]["source"] == "fixture" and "'para128'" in rep["data"]["description"]
+    assert rep["data"]["heads"] == 72 and rep["data"]["seq_len"] == 128
     assert "## Pruning" in capsys.readouterr().out
 
 
