@@ -32,7 +32,9 @@ an output that is always ready.  It is a replay of the top's *control* only, no 
 
    * S: ``R + 1`` cycles reading Q rows and masks (a row waits for its mask), 1 union, 1 iterator
      init, then the key loader (``C`` slots, one per cycle, plus 2 cycles to settle) double-
-     buffered against the tile runner (``head_dim`` depth steps per tile on the array); the
+     buffered against the tile runner (``head_dim`` depth steps per tile on the array, each
+     a beat into a two-entry operand skid that the arbiter takes from: the runner waits only
+     while the skid holds two); the
      group's gathered keys are the keys ``j < L`` of the block columns kept by any of its block-
      rows, ``C`` per tile; then it waits for the last score result (``array_latency + 2 (R -
      1)`` cycles after the tile's last beat, :func:`sim.cycle_model.predict_cycles`'s rule).

@@ -24,9 +24,10 @@ class ScoreStage(wiring.Component):
        block columns' keys ``j < L``.
     3. *TILES*: a loader gathers ``C`` keys at a time (``k_rd``, one per cycle) into a
        double buffer while the previous tile runs on the array (``op``: ``head_dim`` depth
-       steps, Q rows rotated, K rows shifted), and records each gathered key in the key
-       memory (``key_wr``).  Score results (``res``) go into the fine-score memory
-       (``fine_wr``).
+       steps, Q rows rotated, K rows shifted, through a two-entry operand skid so that the
+       registers advance on this stage's own state, not on the arbiter's grant), and records
+       each gathered key in the key memory (``key_wr``).  Score results (``res``) go into
+       the fine-score memory (``fine_wr``).
     4. *DRAIN*: once every result is back, the group's descriptor leaves on ``group`` and
        ``done`` pulses with ``nkept``.
 
@@ -97,7 +98,7 @@ class ScoreStage(wiring.Component):
             "kl_zero": S(), "kl_full": S(), "keys_done": S(), "running": S(),
             "tile": S(range(d.n_words + 1)), "step": S(range(d.D + 1)), "step_last": S(),
             "out": S(range(d.n_words + 2)),      # score tiles issued, results not all back
-            "fire": S(),
+            "fire": S(), "sk_v0": S(), "sk_v1": S(),
         }
         return s
 
@@ -145,11 +146,16 @@ class ScoreStage(wiring.Component):
 
     # ------------------------------------------------------------------------ array operands
     def _operands(self, m, s):
+        """Operand beats from the registers' element 0 into a two-entry skid (``sk_v0``,
+        ``sk_v1``) whose head is ``op``.  The tile runner advances (``fire``) on ``running &
+        ~sk_v1``, registers of this stage only, so the operand registers' clock enables
+        (thousands of flip-flops) never wait on the arbiter's grant; one cycle of latency,
+        full rate."""
         cfg, d = self._cfg, self._dims
         F = cfg.qk_frac
-        op = self.op.payload
-        m.d.comb += [self.op.valid.eq(s["running"]),
-                     s["fire"].eq(self.op.valid & self.op.ready)]
+        op = Signal.like(self.op.payload)
+        m.d.comb += s["fire"].eq(s["running"] & ~s["sk_v1"])
+        self._skid(m, s, op)
         for r in range(d.R):
             qv = s["qreg"][r][0].as_unsigned()
             m.d.comb += [op.a0[r].eq(qv[F:].as_signed()), op.a1[r].eq(qv[:F] if F else 0)]
@@ -162,6 +168,27 @@ class ScoreStage(wiring.Component):
         m.d.comb += [op.last.eq(s["step_last"]),
                      op.tag.eq(Cat(s["tile"].as_unsigned() | Const(0, d.idxw), s["b2"],
                                    Const(0, 1)))]
+
+    def _skid(self, m, s, beat):
+        """``beat`` is pushed on ``fire`` (never while the skid holds two); ``op`` offers the
+        head, popped when taken."""
+        v0, v1 = s["sk_v0"], s["sk_v1"]
+        d0, d1 = Signal.like(beat), Signal.like(beat)
+        push, pop = s["fire"], Signal()
+        m.d.comb += [self.op.valid.eq(v0), self.op.payload.eq(d0),
+                     pop.eq(v0 & self.op.ready)]
+        with m.If(push & pop):
+            m.d.sync += d0.eq(beat)
+        with m.Elif(push):
+            with m.If(v0):
+                m.d.sync += [d1.eq(beat), v1.eq(1)]
+            with m.Else():
+                m.d.sync += [d0.eq(beat), v0.eq(1)]
+        with m.Elif(pop):
+            with m.If(v1):
+                m.d.sync += [d0.eq(d1), v1.eq(0)]
+            with m.Else():
+                m.d.sync += v0.eq(0)
 
     # ------------------------------------------------------------------------ results
     def _results(self, m, s):
