@@ -22,6 +22,7 @@ class ScoreModel:
         self.fine_cr, self.key_cr = 2, 3
         self.slot = self.step_ = self.it_left = self.out = 0
         self.kl_vld = self.kl_full = self.keys_done = self.running = self.it_valid = False
+        self.vld = self.kd_vld = False   # a Q row / a key at its memory's output
         self.fifo: list[int] = []        # the S -> M descriptor FIFO (group numbers)
         self.skid: list[bool] = []       # the operand skid towards the arbiter (last flags)
 
@@ -43,7 +44,8 @@ class ScoreModel:
         self.skid = s.skid[1:] if s_fire else list(s.skid)
         if adv:
             self.skid.append(s.step_ + 1 == D)
-        self.kl_vld = False
+        self.kl_vld = self.vld = False
+        self.kd_vld = s.kl_vld           # the key registered, written into its slot next
         pushed = False
         if s.state == "IDLE":
             if s.i0 < L and s.fine_cr > 0 and s.key_cr > 0:
@@ -53,8 +55,8 @@ class ScoreModel:
             # a row waits until its block-row's mask has arrived
             i = s.i0 + s.r
             if s.r < R and (i >= L or self.mask_valid[i // self.br] < t):
-                self.r = s.r + 1
-            elif s.r == R:
+                self.r, self.vld = s.r + 1, True
+            elif s.r == R and not s.vld:     # the last row's registers are written
                 self.state = "UNION"
         elif s.state == "UNION":
             self.it_valid = False
@@ -86,7 +88,7 @@ class ScoreModel:
                     self.it_valid = self.it_left > 0
                 self.kl_vld = True
                 self.slot = s.slot + 1
-            elif not s.kl_vld:
+            elif not s.kl_vld and not s.kd_vld:
                 self.kl_full, self.slot = True, 0
         if adv:
             self.step_ = s.step_ + 1
