@@ -90,9 +90,12 @@ class AxiLiteRegs(wiring.Component):
 
     Timing: a write is accepted when both ``awvalid`` and ``wvalid`` are high (``awready``
     and ``wready`` rise together) and the register changes on that clock edge; ``bvalid``
-    follows one cycle later and holds until ``bready``.  A read is accepted when ``rvalid``
-    is low; ``rdata`` is registered, ``rvalid`` one cycle after ``arvalid & arready``.
-    One outstanding transaction per direction, full throughput every other cycle.
+    follows one cycle later and holds until ``bready``.  A read is accepted when no read is
+    under way; its address is registered, then ``rdata`` (a register) with ``rvalid`` two
+    cycles after ``arvalid & arready``: the word is the register's value the cycle after
+    the accept, so a read-only input may itself be registered (one cycle behind its source)
+    and still read as its source did at the accept.  One outstanding transaction per
+    direction: a write every other cycle, a read every third.
     """
 
     def __init__(self, regs: list[Reg], *, addr_width: int = 8):
@@ -162,14 +165,16 @@ class AxiLiteRegs(wiring.Component):
                         with m.If(bus.wstrb[byte]):
                             m.d.sync += port[lo:hi].eq(bus.wdata[8 * byte:8 * byte + hi - lo])
 
-        # ---- read channel
-        rvalid = Signal()
+        # ---- read channel: the address registered, then the register's word
+        rvalid, rpend = Signal(), Signal()
         rdata = Signal(32)
+        raddr = Signal(len(bus.araddr) - 2)
         m.d.comb += [bus.rvalid.eq(rvalid), bus.rdata.eq(rdata), bus.rresp.eq(0),
-                     bus.arready.eq(~rvalid)]
-        raddr = bus.araddr[2:]
-        with m.If(bus.arvalid & ~rvalid):
-            m.d.sync += rvalid.eq(1)
+                     bus.arready.eq(~rvalid & ~rpend)]
+        with m.If(bus.arvalid & ~rvalid & ~rpend):
+            m.d.sync += [rpend.eq(1), raddr.eq(bus.araddr[2:])]
+        with m.If(rpend):
+            m.d.sync += [rpend.eq(0), rvalid.eq(1)]
             with m.Switch(raddr):
                 for r in self._regs:
                     port = getattr(self, r.name)
@@ -178,6 +183,6 @@ class AxiLiteRegs(wiring.Component):
                             m.d.sync += rdata.eq(port[32 * w:min(32 * w + 32, r.width)])
                 with m.Default():
                     m.d.sync += rdata.eq(Const(0, unsigned(32)))
-        with m.Elif(bus.rready):
+        with m.Elif(rvalid & bus.rready):
             m.d.sync += rvalid.eq(0)
         return m

@@ -346,8 +346,11 @@ class Top(wiring.Component):
             m.d.sync += r["kept_keys"].eq(r["kept_keys"] + s.nkept)
         with m.If(r["busy"] & arr.op_in.valid & arr.op_in.ready):
             m.d.sync += r["arr_cyc"].eq(r["arr_cyc"] + 1)
-        # a dense head writes no masks: its keep mask is the block validity
-        m.d.comb += self._regs_mod.mask_data.eq(
+        # a dense head writes no masks: its keep mask is the block validity.  Registered (a
+        # block RAM's output only feeds a register); the register interface reads a word
+        # the cycle after the read's accept, so mask_data still reads, as before, the block-row
+        # mask_sel named two cycles before the accept
+        m.d.sync += self._regs_mod.mask_data.eq(
             Mux(r["dense"], s.valid_cols(self._regs_mod.mask_sel), self._mask_rd_reg.data))
         self._ms = ms
 

@@ -30,9 +30,12 @@ an output that is always ready.  It is a replay of the top's *control* only, no 
    finished ``g - 2`` and P ``g - 3``; M starts ``g`` when S has finished it and P ``g - 2``;
    P starts ``g`` when M has finished it):
 
-   * S: ``R + 1`` cycles reading Q rows and masks (a row waits for its mask), 1 union, 1 iterator
-     init, then the key loader (``C`` slots, one per cycle, plus 2 cycles to settle) double-
-     buffered against the tile runner (``head_dim`` depth steps per tile on the array); the
+   * S: ``R + 2`` cycles reading Q rows and masks (a row waits for its mask; the memories'
+     outputs are registered), 1 union, 1 iterator init, then the key loader (``C`` slots, one
+     per cycle, plus 3 cycles to settle: the K memory's output is registered too) double-
+     buffered against the tile runner (``head_dim`` depth steps per tile on the array, each
+     a beat into a two-entry operand skid that the arbiter takes from: the runner waits only
+     while the skid holds two); the
      group's gathered keys are the keys ``j < L`` of the block columns kept by any of its block-
      rows, ``C`` per tile; then it waits for the last score result (``array_latency + 2 (R -
      1)`` cycles after the tile's last beat, :func:`sim.cycle_model.predict_cycles`'s rule).

@@ -20,9 +20,10 @@ class PVStage(wiring.Component):
     group's gathered keys: a five-stage feeder reads the key (``key_rd``), registers its row,
     reads the V row (``v_rd``) and the rows' probabilities (``prob_rd_r``) and registers the
     operands.  Results (``res``) are
-    requantized (:func:`golden.pv.requantize`: round half up, saturate) into an output
-    buffer; then the group's rows leave on ``m_axis`` (``tlast`` on the head's last row) and
-    ``done`` pulses (``last``: it was the head's last group).
+    requantized (:func:`golden.pv.requantize`: round half up, saturate) into registers and
+    the next cycle into an output buffer; then the group's rows leave on ``m_axis``
+    (``tlast`` on the head's last row) and ``done`` pulses (``last``: it was the head's last
+    group).
     """
 
     def __init__(self, cfg: HDPConfig):
@@ -100,9 +101,9 @@ class PVStage(wiring.Component):
                      self.op.valid.eq(p_valid[3])]
 
         # ---------------------------------------------------------------- results
-        self._requantize(m, out_buf)
         res_last = Signal()
-        m.d.comb += [self.res.ready.eq(1), res_last.eq(self.res.valid & self.res.payload.last)]
+        self._requantize(m, out_buf, res_last)
+        m.d.comb += self.res.ready.eq(1)
         m.d.sync += out.eq(out + (fire & self.op.payload.last) - res_last)
 
         # ---------------------------------------------------------------- control
@@ -138,8 +139,12 @@ class PVStage(wiring.Component):
                      self.last.eq(pi.i0 + d.R >= self.valid_len)]
         return m
 
-    def _requantize(self, m, out_buf):
-        """Result rows of a P x V tile into the output buffer (golden.pv.requantize)."""
+    def _requantize(self, m, out_buf, res_last):
+        """Result rows of a P x V tile into the output buffer (golden.pv.requantize): each row
+        requantized into registers (``rq_*``, beside the array's result port), written into
+        the buffer the next cycle (the buffer is far from the array; the rounding adder, the
+        saturation and that distance in one cycle were the whole top's critical path).
+        ``res_last`` pulses when a tile's last row is in the buffer."""
         cfg, d = self._cfg, self._dims
         sh = cfg.out_shift
         lo, hi = cfg.out_range
@@ -151,12 +156,17 @@ class PVStage(wiring.Component):
 
         # one requantizer per array column, shared by every output dimension it writes
         rq = [Signal(signed(cfg.out_bits), name=f"rq_{c}") for c in range(d.C)]
-        m.d.comb += [rq[c].eq(requant(res.acc[c])) for c in range(d.C)]
-        with m.If(self.res.valid):
+        rq_valid, rq_last = Signal(), Signal()
+        rq_u, rq_row = Signal(d.idxw), Signal.like(res.row)
+        m.d.sync += [rq_valid.eq(self.res.valid), rq_last.eq(self.res.valid & res.last),
+                     rq_u.eq(res.tag[:d.idxw]), rq_row.eq(res.row)]
+        m.d.sync += [rq[c].eq(requant(res.acc[c])) for c in range(d.C)]
+        m.d.comb += res_last.eq(rq_last)
+        with m.If(rq_valid):
             for k in range(d.nu):
-                with m.If(res.tag[:d.idxw] == k):
+                with m.If(rq_u == k):
                     for r in range(d.R):
-                        with m.If(res.row == r):
+                        with m.If(rq_row == r):
                             for c in range(d.C):
                                 if k * d.C + c < d.D:
                                     m.d.sync += out_buf[r][k * d.C + c].eq(rq[c])

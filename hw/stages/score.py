@@ -18,15 +18,17 @@ class ScoreStage(wiring.Component):
 
     1. *PREP*: reads the group's Q rows (``q_rd``) into registers and each row's block-row
        keep mask (``mask_rd``; in a dense head the block validity instead), one row per
-       cycle; a row waits until its block-row's mask has arrived (``mask_rows``), so S
-       overlaps the integer pass.
+       cycle, through a register after each memory; a row waits until its block-row's mask
+       has arrived (``mask_rows``), so S overlaps the integer pass.
     2. *UNION*, *IT_INIT*: the union of the group's masks starts a key iterator over the kept
        block columns' keys ``j < L``.
-    3. *TILES*: a loader gathers ``C`` keys at a time (``k_rd``, one per cycle) into a
-       double buffer while the previous tile runs on the array (``op``: ``head_dim`` depth
-       steps, Q rows rotated, K rows shifted), and records each gathered key in the key
-       memory (``key_wr``).  Score results (``res``) go into the fine-score memory
-       (``fine_wr``).
+    3. *TILES*: a loader gathers ``C`` keys at a time (``k_rd``, one per cycle, registered
+       after the memory) into a double buffer while the previous tile runs on the array
+       (``op``: ``head_dim`` depth steps, Q rows rotated, K rows shifted, through a
+       two-entry operand skid so that the registers advance on this stage's own state, not
+       on the arbiter's grant), and records each gathered key in the key memory
+       (``key_wr``).  Score results (``res``) go into
+       the fine-score memory (``fine_wr``).
     4. *DRAIN*: once every result is back, the group's descriptor leaves on ``group`` and
        ``done`` pulses with ``nkept``.
 
@@ -86,6 +88,7 @@ class ScoreStage(wiring.Component):
             "i0": S(d.iw + 1), "rb": S(d.rbw + 1), "off": S(range(d.br)),
             "i": S(range(d.N + d.R + 1)), "r": S(d.rw + 1),
             "vld": S(), "vr": S(d.rw), "vin": S(), "vrb": S(d.rbw + 1),
+            "vld2": S(), "vr2": S(d.rw), "vin2": S(), "qd": S(row_qk), "md": S(d.nbc),
             "qreg": [S(row_qk, name=f"qreg_{r}") for r in range(d.R)],
             "kreg": [S(row_qk, name=f"kreg_{c}") for c in range(d.C)],
             "kload": [S(row_qk, name=f"kload_{c}") for c in range(d.C)],
@@ -94,23 +97,29 @@ class ScoreStage(wiring.Component):
             "it_rem": S(d.nbc), "it_valid": S(), "it_j": S(d.iw), "it_c": S(d.cw),
             "it_off": S(range(d.bc)), "it_step": S(),
             "slot": S(range(d.C + 1)), "kl_vld": S(), "kl_slot": S(range(d.C)),
-            "kl_zero": S(), "kl_full": S(), "keys_done": S(), "running": S(),
+            "kl_zero": S(), "kd_vld": S(), "kd_slot": S(range(d.C)), "kd_zero": S(),
+            "kd": S(row_qk), "kl_full": S(), "keys_done": S(), "running": S(),
             "tile": S(range(d.n_words + 1)), "step": S(range(d.D + 1)), "step_last": S(),
             "out": S(range(d.n_words + 2)),      # score tiles issued, results not all back
-            "fire": S(),
+            "fire": S(), "sk_v0": S(), "sk_v1": S(),
         }
         return s
 
     # ------------------------------------------------------------------------ Q rows, masks
     def _prep(self, m, s):
+        """A row's Q and mask are at the memories' outputs the cycle after its read (``vld``),
+        registered (``qd``, ``md``: a block RAM's output only feeds a register), and written
+        into the row's registers the cycle after (``vld2``)."""
         d = self._dims
         m.d.comb += [self.q_rd.addr.eq(s["i"]), self.mask_rd.addr.eq(s["rb"])]
-        with m.If(s["vld"]):
+        m.d.sync += [s["vld2"].eq(s["vld"]), s["vr2"].eq(s["vr"]), s["vin2"].eq(s["vin"]),
+                     s["qd"].eq(self.q_rd.data),
+                     s["md"].eq(Mux(self.dense, self.valid_cols(s["vrb"]), self.mask_rd.data))]
+        with m.If(s["vld2"]):
             for r in range(d.R):
-                with m.If(s["vr"] == r):
-                    mask = Mux(self.dense, self.valid_cols(s["vrb"]), self.mask_rd.data)
-                    m.d.sync += [s["qreg"][r].eq(Mux(s["vin"], self.q_rd.data, 0)),
-                                 s["desc"].rowmask[r].eq(Mux(s["vin"], mask, 0))]
+                with m.If(s["vr2"] == r):
+                    m.d.sync += [s["qreg"][r].eq(Mux(s["vin2"], s["qd"], 0)),
+                                 s["desc"].rowmask[r].eq(Mux(s["vin2"], s["md"], 0))]
         m.d.sync += [s["vld"].eq(0), s["kl_vld"].eq(0)]
 
     # ------------------------------------------------------------------------ key iterator
@@ -138,18 +147,27 @@ class ScoreStage(wiring.Component):
         m.d.comb += [self.k_rd.addr.eq(s["it_j"]),
                      self.key_wr.data.j.eq(s["it_j"]), self.key_wr.data.c.eq(s["it_c"]),
                      self.key_wr.addr.eq(s["desc"].nkept + s["b3"] * d.N)]
-        with m.If(s["kl_vld"]):
+        # the key is at the K memory's output the cycle after its read (kl_vld), registered
+        # (kd), and written into its slot the cycle after (kd_vld)
+        m.d.sync += [s["kd_vld"].eq(s["kl_vld"]), s["kd_slot"].eq(s["kl_slot"]),
+                     s["kd_zero"].eq(s["kl_zero"]), s["kd"].eq(self.k_rd.data)]
+        with m.If(s["kd_vld"]):
             for c in range(d.C):
-                with m.If(s["kl_slot"] == c):
-                    m.d.sync += s["kload"][c].eq(Mux(s["kl_zero"], 0, self.k_rd.data))
+                with m.If(s["kd_slot"] == c):
+                    m.d.sync += s["kload"][c].eq(Mux(s["kd_zero"], 0, s["kd"]))
 
     # ------------------------------------------------------------------------ array operands
     def _operands(self, m, s):
+        """Operand beats from the registers' element 0 into a two-entry skid (``sk_v0``,
+        ``sk_v1``) whose head is ``op``.  The tile runner advances (``fire``) on ``running &
+        ~sk_v1``, registers of this stage only, so the operand registers' clock enables
+        (thousands of flip-flops) never wait on the arbiter's grant; one cycle of latency,
+        full rate."""
         cfg, d = self._cfg, self._dims
         F = cfg.qk_frac
-        op = self.op.payload
-        m.d.comb += [self.op.valid.eq(s["running"]),
-                     s["fire"].eq(self.op.valid & self.op.ready)]
+        op = Signal.like(self.op.payload)
+        m.d.comb += s["fire"].eq(s["running"] & ~s["sk_v1"])
+        self._skid(m, s, op)
         for r in range(d.R):
             qv = s["qreg"][r][0].as_unsigned()
             m.d.comb += [op.a0[r].eq(qv[F:].as_signed()), op.a1[r].eq(qv[:F] if F else 0)]
@@ -162,6 +180,27 @@ class ScoreStage(wiring.Component):
         m.d.comb += [op.last.eq(s["step_last"]),
                      op.tag.eq(Cat(s["tile"].as_unsigned() | Const(0, d.idxw), s["b2"],
                                    Const(0, 1)))]
+
+    def _skid(self, m, s, beat):
+        """``beat`` is pushed on ``fire`` (never while the skid holds two); ``op`` offers the
+        head, popped when taken."""
+        v0, v1 = s["sk_v0"], s["sk_v1"]
+        d0, d1 = Signal.like(beat), Signal.like(beat)
+        push, pop = s["fire"], Signal()
+        m.d.comb += [self.op.valid.eq(v0), self.op.payload.eq(d0),
+                     pop.eq(v0 & self.op.ready)]
+        with m.If(push & pop):
+            m.d.sync += d0.eq(beat)
+        with m.Elif(push):
+            with m.If(v0):
+                m.d.sync += [d1.eq(beat), v1.eq(1)]
+            with m.Else():
+                m.d.sync += [d0.eq(beat), v0.eq(1)]
+        with m.Elif(pop):
+            with m.If(v1):
+                m.d.sync += [d0.eq(d1), v1.eq(0)]
+            with m.Else():
+                m.d.sync += v0.eq(0)
 
     # ------------------------------------------------------------------------ results
     def _results(self, m, s):
@@ -236,8 +275,8 @@ class ScoreStage(wiring.Component):
                 m.d.sync += [s["off"].eq(0), s["rb"].eq(s["rb"] + 1)]
             with m.Else():
                 m.d.sync += s["off"].eq(s["off"] + 1)
-        with m.Elif(s["r"] == d.R):
-            m.next = "UNION"
+        with m.Elif((s["r"] == d.R) & ~s["vld"]):
+            m.next = "UNION"       # the last row's registers are written this cycle
 
     def _runner(self, m, s):
         """One tile of ``D`` depth steps on the array from ``kreg`` while the loader fills
@@ -276,7 +315,7 @@ class ScoreStage(wiring.Component):
                              s["kl_zero"].eq(~s["it_valid"]), s["slot"].eq(s["slot"] + 1)]
                 with m.If(s["it_valid"]):
                     m.d.sync += desc.nkept.eq(desc.nkept + 1)
-            with m.Elif(~s["kl_vld"]):
+            with m.Elif(~s["kl_vld"] & ~s["kd_vld"]):
                 m.d.sync += [s["kl_full"].eq(1), s["slot"].eq(0)]
         with m.If(~s["running"] & ~s["kl_full"] & s["keys_done"]):
             m.next = "DRAIN"

@@ -8,7 +8,8 @@ __all__ = ["PVModel"]
 
 
 class PVModel:
-    """P's state machine and five-stage P x V feeder; the output is always ready."""
+    """P's state machine, five-stage P x V feeder and registered requantizer; the output is
+    always ready."""
 
     def __init__(self, cfg: HDPConfig, L: int, groups):
         self.R, self.L, self.groups = cfg.array_rows, L, groups   # (nkept, nrows, i0)
@@ -18,6 +19,7 @@ class PVModel:
         self.active = self.p4_last = False
         self.p_valid = (False,) * 4      # feeder stages p1 .. p4 (p4 offers the operands)
         self.p_t = (0,) * 3
+        self.rq_last = 0                 # tiles whose last result row is in the rq registers
 
     @property
     def op_valid(self) -> bool:
@@ -68,4 +70,6 @@ class PVModel:
                         self.active = False
                 else:
                     self.t = s.t + 1
-        self.out = s.out + (1 if p_fire and s.p4_last else 0) - p_res
+        # a result row reaches the output buffer a cycle after the array offers it
+        self.rq_last = p_res
+        self.out = s.out + (1 if p_fire and s.p4_last else 0) - s.rq_last

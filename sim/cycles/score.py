@@ -8,7 +8,7 @@ __all__ = ["ScoreModel"]
 
 
 class ScoreModel:
-    """S's state machine, key loader and tile runner, group by group.
+    """S's state machine, key loader, tile runner and operand skid, group by group.
 
     ``nkept``: the gathered keys of each group (from the golden keep masks); ``mask_valid``:
     the cycle each block-row's mask leaves the pruner (-1: none to wait for)."""
@@ -22,20 +22,30 @@ class ScoreModel:
         self.fine_cr, self.key_cr = 2, 3
         self.slot = self.step_ = self.it_left = self.out = 0
         self.kl_vld = self.kl_full = self.keys_done = self.running = self.it_valid = False
+        self.vld = self.kd_vld = False   # a Q row / a key at its memory's output
         self.fifo: list[int] = []        # the S -> M descriptor FIFO (group numbers)
+        self.skid: list[bool] = []       # the operand skid towards the arbiter (last flags)
 
     @property
     def op_valid(self) -> bool:
-        return self.running
+        return bool(self.skid)
 
     @property
     def op_last(self) -> bool:
-        return self.step_ + 1 == self.D
+        return bool(self.skid) and self.skid[0]
 
     def step(self, t: int, s_fire: bool, s_res: int, m_done: bool, p_done: bool) -> None:
+        """``s_fire``: the arbiter takes the skid's head this cycle."""
         s = SimpleNamespace(**self.__dict__)
         R, D, L = self.R, self.D, self.L
-        self.kl_vld = False
+        # the tile runner advances (a beat into the skid) unless the skid holds two
+        adv = s.running and len(s.skid) < 2
+        tile_end = adv and s.step_ + 1 == D
+        self.skid = s.skid[1:] if s_fire else list(s.skid)
+        if adv:
+            self.skid.append(s.step_ + 1 == D)
+        self.kl_vld = self.vld = False
+        self.kd_vld = s.kl_vld           # the key registered, written into its slot next
         pushed = False
         if s.state == "IDLE":
             if s.i0 < L and s.fine_cr > 0 and s.key_cr > 0:
@@ -45,8 +55,8 @@ class ScoreModel:
             # a row waits until its block-row's mask has arrived
             i = s.i0 + s.r
             if s.r < R and (i >= L or self.mask_valid[i // self.br] < t):
-                self.r = s.r + 1
-            elif s.r == R:
+                self.r, self.vld = s.r + 1, True
+            elif s.r == R and not s.vld:     # the last row's registers are written
                 self.state = "UNION"
         elif s.state == "UNION":
             self.it_valid = False
@@ -56,19 +66,19 @@ class ScoreModel:
             self.slot, self.kl_full, self.keys_done, self.running = 0, False, False, False
             self.state = "TILES"
         elif s.state == "TILES":
-            self._tiles(s, s_fire)
+            self._tiles(s, adv, tile_end)
         elif s.state == "DRAIN":
-            if s.out == 0 and not (s_fire and s.step_ + 1 == D):
+            if s.out == 0 and not tile_end:
                 self.fifo.append(s.g)
                 pushed = True
                 self.g, self.i0 = s.g + 1, s.i0 + R
                 self.state = "IDLE"
-        self.out = s.out + (1 if s_fire and s.step_ + 1 == D else 0) - s_res
+        self.out = s.out + (1 if tile_end else 0) - s_res
         self.fine_cr = s.fine_cr + m_done - pushed
         self.key_cr = s.key_cr + p_done - pushed
 
-    def _tiles(self, s, s_fire: bool) -> None:
-        C, D = self.C, self.D
+    def _tiles(self, s, adv: bool, tile_end: bool) -> None:
+        C = self.C
         if not s.kl_full and not s.keys_done:
             if s.slot == 0 and not s.it_valid:
                 self.keys_done = True
@@ -78,10 +88,9 @@ class ScoreModel:
                     self.it_valid = self.it_left > 0
                 self.kl_vld = True
                 self.slot = s.slot + 1
-            elif not s.kl_vld:
+            elif not s.kl_vld and not s.kd_vld:
                 self.kl_full, self.slot = True, 0
-        tile_end = s_fire and s.step_ + 1 == D
-        if s.running and s_fire:
+        if adv:
             self.step_ = s.step_ + 1
             if tile_end:
                 self.running = False
