@@ -17,6 +17,8 @@ from sim.runner import run_cocotb
 pytestmark = pytest.mark.cocotb
 
 CFG = tp.TokenPickerConfig()
+# Cycles of the synthetic figures step with AxiRamRead unpaused (docs/token_picker.md).
+CYCLES_NO_STALL = 852
 
 
 def run_step(simulator, build_dir, tmp_path, *, case="synthetic", group=3, d=16, n_cache=48,
@@ -56,3 +58,16 @@ def test_broken_variant_is_caught(simulator, build_dir, tmp_path):
     """Reading every valid token's V row (pruned ones included) fails the AR check."""
     with pytest.raises(AssertionError, match="V row of token"):
         run_step(simulator, build_dir, tmp_path, broken="_v_union")
+
+
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_decode_figures(simulator, build_dir, tmp_path):
+    """The figures of docs/token_picker.md ("RTL"): synthetic GQA step, eps = 1e-3, no stalls,
+    from the RTL's counters (equal to golden's by the bench's own check)."""
+    f = run_step(simulator, build_dir, tmp_path, stall=0.0)
+    assert (f["k_words"], f["k_words_dense"], f["v_words"], f["v_words_dense"]) == \
+        (216, 264, 84, 176)
+    assert f["kept_q"] == [4, 12, 16] and f["kept_kv"] == 21
+    print(f"\ncycles {f['cycles']}")
+    assert f["cycles"] == CYCLES_NO_STALL
+
