@@ -84,7 +84,12 @@ class DecodeGroup(wiring.Component):
             "k_base": In(addr_width), "v_base": In(addr_width),
             "k_words": Out(32), "v_words": Out(32), "cycles": Out(32),
             "busy": Out(1),
+            **self._extra_ports(),
         })
+
+    def _extra_ports(self) -> dict:
+        """More ports a subclass adds."""
+        return {}
 
     def elaborate(self, platform):
         p = self.p
@@ -132,12 +137,8 @@ class DecodeGroup(wiring.Component):
                          c.k_in.payload.digits.as_value().eq(Array(digits)[self._chunk])]
         with m.If(kb_valid & all_ready):
             m.d.sync += kb_valid.eq(0)
-        out = Signal(out_beat_layout(p))
-        m.d.comb += [out.payload.eq(rd.payload.data), out.tok.eq(tag.tok), out.idx.eq(wi),
-                     out.kind.eq(1)]
         with m.If(tag.kind):
-            m.d.comb += [self.m_axis.tvalid.eq(rd.valid), self.m_axis.tdata.eq(out),
-                         rd.ready.eq(self.m_axis.tready)]
+            self._v_word(m, rd, tag, wi)
         with m.Else():
             m.d.comb += rd.ready.eq(~kb_valid)
         with m.If(rd.valid & rd.ready):
@@ -152,6 +153,13 @@ class DecodeGroup(wiring.Component):
                 m.d.sync += wi.eq(0)
                 with m.If(~tag.kind):
                     m.d.sync += [kb_valid.eq(1), kb_tok.eq(tag.tok), kb_last.eq(tag.last)]
+
+    def _v_word(self, m: Module, rd, tag, wi) -> None:
+        """Where a V word goes (here: ``m_axis``); drives ``rd.ready``."""
+        out = Signal(out_beat_layout(self.p))
+        m.d.comb += [out.payload.eq(rd.payload.data), out.tok.eq(tag.tok), out.idx.eq(wi),
+                     out.kind.eq(1), self.m_axis.tvalid.eq(rd.valid), self.m_axis.tdata.eq(out),
+                     rd.ready.eq(self.m_axis.tready)]
 
     def _issue(self, m: Module, j, kind: int) -> None:
         """One scan step: a burst request for token ``j`` if the group reads it, else skip."""
@@ -228,10 +236,14 @@ class DecodeGroup(wiring.Component):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += self.busy.eq(1)
-                self._drain(m, h)
+                with m.If(self._drain(m, h)):
+                    m.d.sync += h.eq(0)
+                    m.next = "LOADQ"
 
-    def _drain(self, m: Module, h) -> None:
-        """Each head's kept tokens and exact scores, head 0 first."""
+    def _drain(self, m: Module, h):
+        """Each head's kept tokens and exact scores, head 0 first; returns the strobe of the
+        step's last output beat."""
+        done = Signal()
         p = self.p
         out = Signal(out_beat_layout(p))
         with m.Switch(h):
@@ -246,8 +258,8 @@ class DecodeGroup(wiring.Component):
                     with m.If(so.valid & self.m_axis.tready & so.payload.last):
                         m.d.sync += h.eq(h + 1)
                         if i == p.group - 1:
-                            m.d.sync += h.eq(0)
-                            m.next = "LOADQ"
+                            m.d.comb += done.eq(1)
+        return done
 
 
 def _or(values):

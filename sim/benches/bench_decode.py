@@ -1,6 +1,7 @@
-"""cocotb bench of ``hw.decode.group.DecodeGroup``: one Token-Picker decode step of one KV group,
-K and V served by cocotbext-axi's ``AxiRamRead`` with random AR/R pauses, the query on
-``s_axis`` and the result on ``m_axis`` with random backpressure.
+"""cocotb bench of ``hw.decode.group.DecodeGroup`` and ``hw.decode.engine.DecodeEngine``: one
+Token-Picker decode step of one KV group, K and V served by cocotbext-axi's ``AxiRamRead``
+with random AR/R pauses, the query on ``s_axis`` and the result on ``m_axis`` with random
+backpressure.
 
 Checked bit for bit against :func:`golden.token_picker.decode_step` (one KV head):
 
@@ -8,8 +9,9 @@ Checked bit for bit against :func:`golden.token_picker.decode_step` (one KV head
   of the tokens some head keeps alive before it, ascending, then the V rows of the tokens some
   head keeps; in particular no address falls in a later chunk or the V row of a token the whole
   group dropped (checked separately, with its own message);
-* the V words on ``m_axis`` equal memory, and each head's kept tokens and exact scores equal
-  the golden's;
+* ``DecodeGroup``: the V words on ``m_axis`` equal memory, and each head's kept tokens and
+  exact scores equal the golden's; ``DecodeEngine`` (``"engine": true``): each head's ``d``
+  requantized outputs equal the golden's ``out``;
 * the ``k_words`` / ``v_words`` counters equal the golden's ``k_words_read`` / ``v_words_read``.
 
 Parameters come as JSON in ``HDPGEN_DECODE`` (see ``tests/test_decode_cocotb.py``); the figures
@@ -140,6 +142,8 @@ async def test_decode_step(dut):
     dut.n.value = n
     dut.k_base.value = K_BASE
     dut.v_base.value = V_BASE
+    if spec.get("engine"):
+        dut.v_frac.value = int(vq.frac[0])
     await reset(dut, clock)
     ar_log = []
     cocotb.start_soon(watch_ar(dut, ar_log))
@@ -165,12 +169,17 @@ async def test_decode_step(dut):
     beats = [lay.from_bits(int.from_bytes(data[i:i + ob], "little")) for i in range(0, len(data), ob)]
     beats = [(int(b.kind), int(b.tok), int(b.idx), int(b.payload)) for b in beats]
     want = []
-    for j in np.flatnonzero(r.read[cfg.n_chunks, 0]):
-        row = image[V_BASE + int(j) * vw * wb]
-        want += [(1, int(j), w, int.from_bytes(row[w * wb:(w + 1) * wb], "little"))
-                 for w in range(vw)]
-    for h in range(g):
-        want += [(0, int(j), h, int(r.scores[h, j]) & 0xFFFFFFFF) for j in np.flatnonzero(r.keep[h])]
+    if spec.get("engine"):      # DecodeEngine: the requantized outputs of every head
+        for h in range(g):
+            want += [(2, h, i, int(r.out[h, i]) & 0xFFFFFFFF) for i in range(p.d)]
+    else:                       # DecodeGroup: the V words read, then kept tokens and scores
+        for j in np.flatnonzero(r.read[cfg.n_chunks, 0]):
+            row = image[V_BASE + int(j) * vw * wb]
+            want += [(1, int(j), w, int.from_bytes(row[w * wb:(w + 1) * wb], "little"))
+                     for w in range(vw)]
+        for h in range(g):
+            want += [(0, int(j), h, int(r.scores[h, j]) & 0xFFFFFFFF)
+                     for j in np.flatnonzero(r.keep[h])]
     if beats != want:
         bad = next(i for i, (a, b) in enumerate(zip(beats + [None] * len(want), want)) if a != b)
         raise AssertionError(f"m_axis output differs at beat {bad}: {beats[bad:bad + 2]} vs "
