@@ -20,6 +20,7 @@ pytestmark = pytest.mark.cocotb
 CFG = tp.TokenPickerConfig()
 # Cycles of the synthetic figures step with AxiRamRead unpaused (docs/token_picker.md).
 CYCLES_NO_STALL = 852
+ENGINE_CYCLES_NO_STALL = 1065
 
 
 def run_step(simulator, build_dir, tmp_path, *, case="synthetic", group=3, d=16, n_cache=48,
@@ -70,8 +71,10 @@ def test_decode_figures(simulator, build_dir, tmp_path):
     assert (f["k_words"], f["k_words_dense"], f["v_words"], f["v_words_dense"]) == \
         (216, 264, 84, 176)
     assert f["kept_q"] == [4, 12, 16] and f["kept_kv"] == 21
-    print(f"\ncycles {f['cycles']}")
     assert f["cycles"] == CYCLES_NO_STALL
+    e = run_step(simulator, build_dir / "engine", tmp_path, stall=0.0, engine=True)
+    print(f"\ncycles {f['cycles']} (scores), {e['cycles']} (outputs)")
+    assert (e["k_words"], e["v_words"], e["cycles"]) == (216, 84, ENGINE_CYCLES_NO_STALL)
 
 
 

@@ -195,3 +195,29 @@ def test_core_broken_variants_are_caught(broken):
     check_head(p, qq, kq, vq, n, eps, h)                      # the real core passes
     with pytest.raises(AssertionError):
         check_head(p, qq, kq, vq, n, eps, h, broken=broken)
+
+
+def test_units_reject_bad_values():
+    """Invalid build parameters raise ValueError naming the field, value and rule."""
+    from hw.decode.axi import AxiReadMaster, AxiReadSignature
+    from hw.decode.engine import DecodeEngine, softmax_hdp_config
+    from hw.decode.group import DecodeGroup
+    with pytest.raises(ValueError, match=r"k chunk words must be a power of two .* not 3"):
+        DecodeGroup(DecodeParams(tp.TokenPickerConfig(chunk_bits=6), d=16, n_cache=16))
+    with pytest.raises(ValueError, match="p must be a DecodeParams"):
+        PruneCore("p")
+    with pytest.raises(ValueError, match="data_width must be a power of two"):
+        AxiReadSignature(32, 24)
+    with pytest.raises(ValueError, match="depth must be an integer in"):
+        AxiReadMaster(32, 32, 4, depth=0)
+    wide = tp.TokenPickerConfig(q_bits=16, k_bits=16, sm_frac=16)
+    with pytest.raises(ValueError, match="scores at sm_frac = 16 fraction bits need"):
+        softmax_hdp_config(DecodeParams(wide, d=64, n_cache=16))
+    # the engine's softmax constants are golden's softmax_config's
+    from golden.tables import softmax_constants
+    p = DecodeParams(CFG, d=16, n_cache=48, group=3)
+    h = softmax_hdp_config(p)
+    sc = tp.softmax_config(16, 48, CFG)
+    assert softmax_constants(h) == softmax_constants(sc)
+    assert (h.recip_guard, h.recip_shift) == (sc.recip_guard, sc.recip_shift)
+    DecodeEngine(p)
