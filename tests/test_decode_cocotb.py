@@ -99,3 +99,14 @@ def test_engine_broken_rounding_is_caught(simulator, build_dir, tmp_path):
     """An engine whose output requantization truncates instead of rounding half up fails."""
     with pytest.raises(AssertionError, match="m_axis output differs"):
         run_step(simulator, build_dir, tmp_path, engine=True, broken="_round_out")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_decode_figures_large(simulator, build_dir, tmp_path):
+    """The larger figures row of docs/token_picker.md: N = 256, d = 64, n = 252, the whole
+    engine (outputs checked bit for bit by the bench), no stalls (about 3 minutes)."""
+    e = run_step(simulator, build_dir, tmp_path, d=64, n_cache=256, n=252, stall=0.0, engine=True)
+    assert (e["k_words"], e["k_words_dense"], e["v_words"], e["v_words_dense"], e["cycles"]) == \
+        (5976, 6048, 3504, 4032, 14647)
+    assert e["kept_q"] == [70, 214, 184] and e["kept_kv"] == 219
