@@ -96,7 +96,7 @@ def run_core(p: DecodeParams, q_row, sf: int, eps_q: int, n: int, beats, *, seed
         for _ in range(p.n_chunks):
             v = await stream_get(ctx, dut.mask_out, rng, stall)
             masks.append({"chunk": v.chunk, "alive": v.alive, "m": v.m, "sigma": v.sigma})
-        while True:
+        while masks[-1]["alive"]:     # (golden keeps one at least; a broken core may not)
             v = await stream_get(ctx, dut.s_out, rng, stall)
             scores.append((v.tok, v.s))
             if v.last:
@@ -197,6 +197,7 @@ def test_core_broken_variants_are_caught(broken):
         check_head(p, qq, kq, vq, n, eps, h, broken=broken)
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_units_reject_bad_values():
     """Invalid build parameters raise ValueError naming the field, value and rule."""
     from hw.decode.axi import AxiReadMaster, AxiReadSignature
@@ -220,4 +221,4 @@ def test_units_reject_bad_values():
     sc = tp.softmax_config(16, 48, CFG)
     assert softmax_constants(h) == softmax_constants(sc)
     assert (h.recip_guard, h.recip_shift) == (sc.recip_guard, sc.recip_shift)
-    DecodeEngine(p)
+    DecodeEngine(p)._MustUse__silence = True    # builds (never elaborated on purpose)
