@@ -175,12 +175,19 @@ def test_params_reject_bad_values():
         DecodeParams("x", d=4, n_cache=8)
 
 
-@pytest.mark.parametrize("broken", ["_union_guard", "_keep_max"])
+@pytest.mark.parametrize("broken", ["_union_guard", "_keep_max", "_safe_round"])
 def test_core_broken_variants_are_caught(broken):
     """The checks can fail: a core that updates the bounds of tokens it dropped when the group
-    still reads them (``_union_guard`` off), or that drops the token holding ``m`` (the
-    ``L < m`` clause off), disagrees with golden."""
-    if broken == "_union_guard":
+    still reads them (``_union_guard`` off), that drops the token holding ``m`` (the
+    ``L < m`` clause off), or whose ``exp_upper`` rounds down (non-conservative:
+    ``_safe_round`` off; caught on this attention-like case, not on every one), disagrees
+    with golden."""
+    if broken == "_safe_round":
+        p = DecodeParams(CFG, d=16, n_cache=48, group=3)
+        q, k, v = synthetic_step(2, 3, 1, 48, 16, 44)
+        qq, kq, vq = tp.quantize_step(q, k, v, CFG)
+        h, n, eps = 1, 44, 1e-3
+    elif broken == "_union_guard":
         p = DecodeParams(CFG, d=16, n_cache=48, group=3)
         q, k, v = synthetic_step(7, 3, 1, 48, 16, 44)
         qq, kq, vq = tp.quantize_step(q, k, v, CFG)
@@ -222,3 +229,16 @@ def test_units_reject_bad_values():
     assert softmax_constants(h) == softmax_constants(sc)
     assert (h.recip_guard, h.recip_shift) == (sc.recip_guard, sc.recip_shift)
     DecodeEngine(p)._MustUse__silence = True    # builds (never elaborated on purpose)
+
+
+@pytest.mark.parametrize("chunk_bits", [1, 3, 7, 12])
+@pytest.mark.parametrize("seed", [10, 11, 12])
+def test_core_chunk_sweep(chunk_bits, seed):
+    """Chunk sizes from 1 bit (12 chunks) to the whole key (one chunk), uneven last chunks
+    (3 -> 3+3+3+3, 7 -> 7+5), attention-like data with GQA union feeding, eps 3e-3."""
+    cfg = tp.TokenPickerConfig(chunk_bits=chunk_bits)
+    p = DecodeParams(cfg, d=8, n_cache=20, group=3)
+    q, k, v = synthetic_step(seed, 3, 1, 20, 8, 18)
+    qq, kq, vq = tp.quantize_step(q, k, v, cfg)
+    for h in range(3):
+        check_head(p, qq, kq, vq, 18, 3e-3, h, seed=seed + h, stall=0.2)

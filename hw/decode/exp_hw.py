@@ -25,8 +25,11 @@ def _by_sf(values, sf, name: str, m: Module) -> Signal:
     return out
 
 
-def exp_upper_hw(m: Module, x, sf, p: DecodeParams, name: str = "eup") -> Signal:
-    """``exp_upper(x)`` for a signed ``x`` (any width) and score fraction ``sf``."""
+def exp_upper_hw(m: Module, x, sf, p: DecodeParams, name: str = "eup", *,
+                 safe: bool = True) -> Signal:
+    """``exp_upper(x)`` for a signed ``x`` (any width) and score fraction ``sf``.  ``safe=False``
+    builds a deliberately non-conservative variant for tests (``t`` and the table rounded
+    down, as for a lower bound)."""
     E, W = p.cfg.exp_frac, p.cfg.exp_bits
     c_lo, c_hi = p.scale
     lims = [p.up_limits(s) for s in range(p.sf_max + 1)]
@@ -40,10 +43,13 @@ def exp_upper_hw(m: Module, x, sf, p: DecodeParams, name: str = "eup") -> Signal
     neg = Signal(signed(len(prod) + 1), name=f"{name}_n")
     m.d.comb += neg.eq(-prod)
     t = Signal(signed(len(prod) + 1), name=f"{name}_t")          # ceil(prod / 2**(16 + sf))
-    m.d.comb += t.eq(-((neg >> SCALE_SHIFT) >> sf))
+    if safe:
+        m.d.comb += t.eq(-((neg >> SCALE_SHIFT) >> sf))
+    else:
+        m.d.comb += t.eq((prod >> SCALE_SHIFT) >> sf)
     ti = Signal(signed(len(t)), name=f"{name}_ti")
     m.d.comb += ti.eq(t >> E)
-    lut = _lut(m, p.tables[1], t[:E], W + 1, f"{name}_lut")
+    lut = _lut(m, p.tables[1 if safe else 0], t[:E], W + 1, f"{name}_lut")
     tic = Signal(range(p.cap + 1), name=f"{name}_tic")
     m.d.comb += tic.eq(Mux(ti > p.cap, p.cap, ti[:len(tic)]))
     s = Signal(range(W + 3), name=f"{name}_s")

@@ -70,6 +70,7 @@ class PruneCore(wiring.Component):
         # real build): ignore beats of tokens this head dropped; keep the token holding m.
         self._union_guard = True
         self._keep_max = True
+        self._safe_round = True            # exp_upper rounds up (off: down, non-conservative)
         super().__init__({
             "q": In(data.ArrayLayout(signed(p.cfg.q_bits), p.d)),
             "sf": In(range(p.sf_max + 1)),
@@ -212,7 +213,7 @@ class PruneCore(wiring.Component):
         x = Signal(signed(p.score_width + 2))
         delta = Array(((1 << r) - 1) * (self._qpos - self._qneg) for r in cfg.rest_bits)
         m.d.comb += x.eq(lo + delta[self._chunk] - self._mx)
-        e_up = exp_upper_hw(m, x, self.sf, p, "eup")
+        e_up = exp_upper_hw(m, x, self.sf, p, "eup", safe=self._safe_round)
         drop = Signal()
         below = (lo < self._mx) if self._keep_max else 1
         m.d.comb += drop.eq(self._pv & self.alive.bit_select(self._pj, 1) & below &
