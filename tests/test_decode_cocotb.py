@@ -1,0 +1,112 @@
+"""DecodeGroup (hw/decode/group.py) on Icarus and Verilator through cocotb: one decode step with
+K and V in cocotbext-axi's AxiRamRead (random AR/R pauses), bit-exact against the golden model,
+its AR requests exactly the golden read set (sim/benches/bench_decode.py says what is checked),
+and a broken variant (reading the V rows of pruned tokens) caught."""
+
+import dataclasses
+import json
+
+import pytest
+
+from golden import token_picker as tp
+from hw.config import HDPConfig
+from hw.decode.engine import DecodeEngine
+from hw.decode.group import DecodeGroup
+from hw.decode.params import DecodeParams
+from sim.runner import run_cocotb
+
+pytestmark = pytest.mark.cocotb
+
+CFG = tp.TokenPickerConfig()
+# Cycles of the synthetic figures step with AxiRamRead unpaused (docs/token_picker.md).
+CYCLES_NO_STALL = 852
+ENGINE_CYCLES_NO_STALL = 1065
+
+
+def run_step(simulator, build_dir, tmp_path, *, case="synthetic", group=3, d=16, n_cache=48,
+             n=44, eps=1e-3, seed=7, stall=0.3, cfg=CFG, broken=None, engine=False):
+    p = DecodeParams(cfg, d=d, n_cache=n_cache, group=group)
+    dut = (DecodeEngine if engine else DecodeGroup)(p)
+    if broken:
+        setattr(dut, broken, False)
+    spec = {"cfg": dataclasses.asdict(cfg), "d": d, "n_cache": n_cache, "group": group, "n": n,
+            "eps": eps, "case": case, "seed": seed, "stall": stall, "engine": engine}
+    out = tmp_path / "figures.json"
+    run_cocotb(unit=dut, cfg=HDPConfig(), name="decode_engine" if engine else "decode_group",
+               simulator=simulator,
+               test_module="sim.benches.bench_decode", build_dir=build_dir,
+               extra_env={"HDPGEN_DECODE": json.dumps(spec), "HDPGEN_DECODE_OUT": out})
+    return json.loads(out.read_text())
+
+
+def test_decode_step_synthetic(simulator, build_dir, tmp_path):
+    """Attention-like GQA step (3 heads: peaked, medium, diffuse) at eps = 1e-3 with stalls."""
+    f = run_step(simulator, build_dir, tmp_path)
+    assert f["k_words"] < f["k_words_dense"] and f["v_words"] < f["v_words_dense"]
+    print(f"\n{simulator}: {f}")
+
+
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_decode_step_random_and_extreme(simulator, build_dir, tmp_path):
+    """Full-range random integers (chunk 4) and extreme values with chunks 5 + 5 + 2."""
+    run_step(simulator, build_dir, tmp_path, case="random", group=2, d=8, n_cache=32, n=29,
+             eps=1e-2, seed=3, stall=0.5)
+    cfg5 = tp.TokenPickerConfig(chunk_bits=5)
+    run_step(simulator, build_dir / "x", tmp_path, case="extreme", group=1, d=8, n_cache=16,
+             n=16, eps=0.05, seed=4, stall=0.2, cfg=cfg5)
+
+
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_broken_variant_is_caught(simulator, build_dir, tmp_path):
+    """Reading every valid token's V row (pruned ones included) fails the AR check."""
+    with pytest.raises(AssertionError, match="V row of token"):
+        run_step(simulator, build_dir, tmp_path, broken="_v_union")
+
+
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_decode_figures(simulator, build_dir, tmp_path):
+    """The figures of docs/token_picker.md ("RTL"): synthetic GQA step, eps = 1e-3, no stalls,
+    from the RTL's counters (equal to golden's by the bench's own check)."""
+    f = run_step(simulator, build_dir, tmp_path, stall=0.0)
+    assert (f["k_words"], f["k_words_dense"], f["v_words"], f["v_words_dense"]) == \
+        (216, 264, 84, 176)
+    assert f["kept_q"] == [4, 12, 16] and f["kept_kv"] == 21
+    assert f["cycles"] == CYCLES_NO_STALL
+    e = run_step(simulator, build_dir / "engine", tmp_path, stall=0.0, engine=True)
+    print(f"\ncycles {f['cycles']} (scores), {e['cycles']} (outputs)")
+    assert (e["k_words"], e["v_words"], e["cycles"]) == (216, 84, ENGINE_CYCLES_NO_STALL)
+
+
+
+def test_engine_synthetic(simulator, build_dir, tmp_path):
+    """The whole step (softmax and P x V included): every head's outputs equal golden's out,
+    the same reads and counters, with AR/R pauses and backpressure."""
+    f = run_step(simulator, build_dir, tmp_path, engine=True)
+    print(f"\n{simulator}: {f}")
+
+
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_engine_random_and_extreme(simulator, build_dir, tmp_path):
+    run_step(simulator, build_dir, tmp_path, case="random", group=2, d=8, n_cache=32, n=29,
+             eps=1e-2, seed=3, stall=0.5, engine=True)
+    cfg5 = tp.TokenPickerConfig(chunk_bits=5)
+    run_step(simulator, build_dir / "x", tmp_path, case="extreme", group=1, d=8, n_cache=16,
+             n=16, eps=0.05, seed=4, stall=0.2, cfg=cfg5, engine=True)
+
+
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_engine_broken_rounding_is_caught(simulator, build_dir, tmp_path):
+    """An engine whose output requantization truncates instead of rounding half up fails."""
+    with pytest.raises(AssertionError, match="m_axis output differs"):
+        run_step(simulator, build_dir, tmp_path, engine=True, broken="_round_out")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_decode_figures_large(simulator, build_dir, tmp_path):
+    """The larger figures row of docs/token_picker.md: N = 256, d = 64, n = 252, the whole
+    engine (outputs checked bit for bit by the bench), no stalls (about 3 minutes)."""
+    e = run_step(simulator, build_dir, tmp_path, d=64, n_cache=256, n=252, stall=0.0, engine=True)
+    assert (e["k_words"], e["k_words_dense"], e["v_words"], e["v_words_dense"], e["cycles"]) == \
+        (5976, 6048, 3504, 4032, 14647)
+    assert e["kept_q"] == [70, 214, 184] and e["kept_kv"] == 219
