@@ -1,4 +1,4 @@
-"""Golden model of a Token-Picker decode step, specified to the bit (no RTL twin yet).
+"""Golden model of a Token-Picker decode step, specified to the bit (RTL twin: ``hw/decode``).
 
 One call is one generated token: the queries of every query head for one position attend to
 the ``n`` valid positions of a KV cache.  K is read from memory in chunks of ``chunk_bits`` bits,
