@@ -9,7 +9,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .config import PRUNE_MODES, HDPConfig, signed_width, unsigned_width
+from .config import K_FRAC_BITS, PRUNE_MODES, HDPConfig, signed_width, unsigned_width
 
 __all__ = ["BlockPruner", "imp_layout", "mask_layout", "index_width", "mask_latency", "MODE_WIDTH",
            "MODE_OFF", "MODE_TOPK", "MODE_THRESHOLD"]
@@ -86,17 +86,19 @@ class BlockPruner(wiring.Component):
     mode : In(MODE_WIDTH)
         Index in :data:`hw.config.PRUNE_MODES`: 0 ``off`` (every valid block), 1 ``topk``,
         2 ``threshold``; code 3 behaves as ``off``.
-    k_b : In(cfg.k_b_width)
-        Blocks kept per block-row in ``topk`` mode, diagonal blocks included (0 keeps only the
-        diagonal blocks; values above the row's valid blocks keep them all).
+    k_frac_q : In(cfg.k_frac_width)
+        ``topk`` budget: the fraction ``k_frac_q / 2**8`` of each block-row's valid blocks is
+        kept, diagonal blocks included (``k_row = ceil(k_frac_q * n_valid / 2**8)``, golden
+        :func:`~golden.pruner.row_budget`); 0 keeps only the diagonal blocks, codes above
+        ``2**8`` keep every valid block.
     rho_q : In(cfg.rho_frac + 1)
         ``rho`` with ``P = rho_frac`` fraction bits, in ``[0, 2**P]``; larger codes (``rho > 1``,
         outside :class:`~hw.config.HDPConfig`'s range) are treated as ``2**P``.
     valid_len : In(cfg.valid_len_width)
         Run-time sequence length ``L`` in ``[1, seq_len]``; decides the diagonal blocks.
 
-    ``valid_len`` is sampled with every accepted beat; ``mode``, ``k_b`` and ``rho_q`` with the
-    last beat of every block-row.  Keep them stable from a head's first beat to its last beat
+    ``valid_len`` and ``k_frac_q`` are sampled with every accepted beat; ``mode`` and ``rho_q``
+    with the last beat of every block-row.  Keep them stable from a head's first beat to its last beat
     (they may change as soon as the last beat of a head is accepted).
 
     Rules
@@ -106,13 +108,16 @@ class BlockPruner(wiring.Component):
       valid query ``i``; with ``b_r != b_c`` a block-row can have several).  Computed inside
       from ``row``, ``col`` and ``valid_len`` with constant multiplications only.  Kept in every
       mode when valid; invalid blocks are never kept.
-    * ``topk``: the diagonal blocks plus the ``k_b - n_diag`` other valid blocks of largest
-      importance.  **Ties keep the lower column index**: a sorted insertion register of
+    * ``topk``: the diagonal blocks plus the ``k_row - n_diag`` other valid blocks of largest
+      importance, ``k_row = ceil(k_frac_q * n_valid / 2**8)`` for the row's ``n_valid`` valid
+      blocks.  **Ties keep the lower column index**: a sorted insertion register of
       ``n_block_cols`` slots (importance, column) holds the non-diagonal valid blocks in
       decreasing importance; a new block goes behind every slot whose importance is ``>=``
       its own, and columns arrive in increasing order, so equal importances stay in column
       order (the stable sort of the golden model).  Slot ``s`` is kept when
-      ``s + n_diag < k_b`` (``n_diag`` counted as the row streams in).
+      ``s + n_diag < k_row``, i.e. ``(s + n_diag) * 2**8 < sum of k_frac_q`` over the row's
+      valid blocks (``n_diag`` and the sum accumulated as the row streams in; no multiplier,
+      no division).
     * ``threshold``: block ``c`` is kept when
       ``I * n * 2**P >= rho_q * max * n + (2**P - rho_q) * sum`` over the ``n`` valid blocks of
       the row, in exact integers (no division, no rounding), or when it is diagonal.  Both sides
@@ -140,7 +145,7 @@ class BlockPruner(wiring.Component):
 
     * ``off``: one item carrying the valid mask;
     * ``topk``: one item per block column ``j``: sorter slot ``j`` (the snapshot shifts by one
-      slot per item, so no wide decoder or multiplexer) is kept when ``j + n_diag < k_b``;
+      slot per item, so no wide decoder or multiplexer) is kept when ``j + n_diag < k_row``;
     * ``threshold``: one item per block column: row-buffer read, one ``I * n`` multiplier,
       one comparator.
 
@@ -176,7 +181,7 @@ class BlockPruner(wiring.Component):
             "imp_in": In(stream.Signature(imp_layout(cfg))),
             "mask_out": Out(stream.Signature(mask_layout(cfg))),
             "mode": In(MODE_WIDTH),
-            "k_b": In(cfg.k_b_width),
+            "k_frac_q": In(cfg.k_frac_width),
             "rho_q": In(cfg.rho_frac + 1),
             "valid_len": In(cfg.valid_len_width),
         })
@@ -197,6 +202,10 @@ class BlockPruner(wiring.Component):
 
     def _threshold_keeps(self, lhs, rhs):
         return lhs >= rhs
+
+    def _within_budget(self, rank, kacc):
+        """``rank < ceil(kacc / 2**8)`` (``kacc = k_frac_q * n_valid``), division free."""
+        return Cat(Const(0, K_FRAC_BITS), rank) < kacc
 
     def elaborate(self, platform):
         m = Module()
@@ -223,6 +232,7 @@ class BlockPruner(wiring.Component):
             "iw": cfg.importance_width,
             "cw": index_width(nbc),
             "nw": unsigned_width(nbc),
+            "kw": unsigned_width(((1 << cfg.k_frac_width) - 1) * nbc),
             "sw": signed_width(*cfg.importance_row_sum_range),
             "tw": self.threshold_width,
             "p": p,
@@ -242,7 +252,7 @@ class BlockPruner(wiring.Component):
         elay = data.StructLayout({
             "imp": signed(iw), "valid": unsigned(1), "row": unsigned(len(src.row)),
             "col": unsigned(cw), "row_end": unsigned(1), "last": unsigned(1),
-            "diag": unsigned(1), "mode": unsigned(MODE_WIDTH), "k_b": unsigned(cfg.k_b_width),
+            "diag": unsigned(1), "mode": unsigned(MODE_WIDTH), "kq": unsigned(cfg.k_frac_width),
             "rho": unsigned(p + 1), "rho_inv": unsigned(p + 1),
         })
         # diagonal: key range [c*b_c, c*b_c + b_c) meets query range [r*b_r, min(r*b_r+b_r, L))
@@ -257,7 +267,7 @@ class BlockPruner(wiring.Component):
             inc.imp.eq(src.imp), inc.valid.eq(src.valid), inc.row.eq(src.row),
             inc.col.eq(src.col), inc.row_end.eq(src.last_col | src.last), inc.last.eq(src.last),
             inc.diag.eq((col_lo < row_hi) & (col_lo + bc > row_lo)),
-            inc.mode.eq(self.mode), inc.k_b.eq(self.k_b),
+            inc.mode.eq(self.mode), inc.kq.eq(self.k_frac_q),
             inc.rho.eq(Mux(self.rho_q > one, one, self.rho_q)),
             inc.rho_inv.eq(Mux(self.rho_q > one, 0, one - self.rho_q)),
         ]
@@ -321,9 +331,11 @@ class BlockPruner(wiring.Component):
 
     # ------------------------------------------------------------------------ stage A: row
     def _accumulators(self, m, s):
-        nbc, iw, cw, nw, sw = s["nbc"], s["iw"], s["cw"], s["nw"], s["sw"]
+        nbc, iw, cw, nw, sw, kw = s["nbc"], s["iw"], s["cw"], s["nw"], s["sw"], s["kw"]
         beat, accept, blk_diag, onehot = s["beat"], s["accept"], s["blk_diag"], s["onehot"]
-        # row accumulators
+        # row accumulators (kacc: k_frac_q summed over the valid blocks = k_frac_q * n_valid)
+        kacc = Signal(kw)
+        a_kacc = Signal(kw)
         vmask = Signal(nbc)
         dmask = Signal(nbc)
         ndiag = Signal(nw)
@@ -341,6 +353,7 @@ class BlockPruner(wiring.Component):
             a_dmask.eq(dmask | Mux(blk_diag, onehot, 0)),
             a_ndiag.eq(ndiag + blk_diag),
             a_cnt.eq(cnt + beat.valid),
+            a_kacc.eq(kacc + Mux(beat.valid, beat.kq, 0)),
             a_tot.eq(tot + Mux(beat.valid, beat.imp, 0)),
             a_mx.eq(Mux(beat.valid & ((cnt == 0) | (beat.imp > mx)), beat.imp, mx)),
         ]
@@ -353,13 +366,12 @@ class BlockPruner(wiring.Component):
         wbank = Signal()
         m.d.comb += [wp.addr.eq(Cat(beat.col, wbank)), wp.data.imp.eq(beat.imp),
                      wp.data.valid.eq(beat.valid), wp.en.eq(accept)]
-        s.update(vmask=vmask, dmask=dmask, ndiag=ndiag, cnt=cnt, tot=tot, mx=mx,
-                 a_vmask=a_vmask, a_dmask=a_dmask, a_ndiag=a_ndiag, a_cnt=a_cnt, a_tot=a_tot,
+        s.update(vmask=vmask, dmask=dmask, ndiag=ndiag, cnt=cnt, tot=tot, mx=mx, kacc=kacc,
+                 a_kacc=a_kacc, a_vmask=a_vmask, a_dmask=a_dmask, a_ndiag=a_ndiag, a_cnt=a_cnt, a_tot=a_tot,
                  a_mx=a_mx, rp=rp, wbank=wbank)
 
     # ------------------------------------------------------------------------ job register J
     def _job(self, m, s):
-        cfg = self._cfg
         nbc, slots, iw, cw, nw, sw = s["nbc"], s["slots"], s["iw"], s["cw"], s["nw"], s["sw"]
         tw, p = s["tw"], s["p"]
         beat, accept, j_free = s["beat"], s["accept"], s["j_free"]
@@ -374,7 +386,7 @@ class BlockPruner(wiring.Component):
 
         j_valid = Signal()
         j_mode = Signal(MODE_WIDTH)
-        j_kb = Signal(cfg.k_b_width)
+        j_kacc = Signal(s["kw"])   # k_frac_q * n_valid: the budget is ceil(j_kacc / 2**8)
         j_rho = Signal(p + 1)
         j_rho_inv = Signal(p + 1)
         j_ndiag = Signal(nw)
@@ -403,8 +415,8 @@ class BlockPruner(wiring.Component):
             with m.If(row_end):
                 m.d.sync += [
                     s_occ.eq(0), vmask.eq(0), dmask.eq(0), ndiag.eq(0), cnt.eq(0), tot.eq(0),
-                    mx.eq(0), wbank.eq(~wbank),
-                    j_valid.eq(1), j_mode.eq(beat.mode), j_kb.eq(beat.k_b),
+                    mx.eq(0), s["kacc"].eq(0), wbank.eq(~wbank),
+                    j_valid.eq(1), j_mode.eq(beat.mode), j_kacc.eq(s["a_kacc"]),
                     j_rho.eq(beat.rho), j_rho_inv.eq(beat.rho_inv), j_ndiag.eq(a_ndiag), j_occ.eq(a_occ),
                     j_last_item.eq(((beat.mode != MODE_TOPK) & (beat.mode != MODE_THRESHOLD))
                                    | (beat.col == 0)),
@@ -415,7 +427,8 @@ class BlockPruner(wiring.Component):
                 m.d.sync += [j_col[i].eq(a_col[i]) for i in range(slots)]
             with m.Else():
                 m.d.sync += [s_occ.eq(a_occ), vmask.eq(a_vmask), dmask.eq(a_dmask),
-                             ndiag.eq(a_ndiag), cnt.eq(a_cnt), tot.eq(a_tot), mx.eq(a_mx)]
+                             ndiag.eq(a_ndiag), cnt.eq(a_cnt), tot.eq(a_tot), mx.eq(a_mx),
+                             s["kacc"].eq(s["a_kacc"])]
             m.d.sync += [s_imp[i].eq(a_imp[i]) for i in range(slots)]
             m.d.sync += [s_col[i].eq(a_col[i]) for i in range(slots)]
         with m.If(~(accept & row_end) & adv & j_valid):
@@ -427,11 +440,13 @@ class BlockPruner(wiring.Component):
             m.d.sync += j_occ.eq(j_occ >> 1)
             m.d.sync += [j_col[i].eq(j_col[i + 1]) for i in range(slots - 1)]
 
-        # top-k item: sorter slot j_ic is kept when j_ic + n_diag < k_b
+        # top-k item: sorter slot j_ic is kept when j_ic + n_diag < k_row = ceil(kacc / 2**8),
+        # i.e. when (j_ic + n_diag) * 2**8 < kacc
         j_topk = Signal()
         j_topk_keep = Signal()
-        m.d.comb += [j_topk.eq(j_mode == MODE_TOPK),
-                     j_topk_keep.eq(j_topk & j_occ[0] & (j_ic + j_ndiag < j_kb))]
+        j_rank = Signal(nw + 1)
+        m.d.comb += [j_topk.eq(j_mode == MODE_TOPK), j_rank.eq(j_ic + j_ndiag),
+                     j_topk_keep.eq(j_topk & j_occ[0] & self._within_budget(j_rank, j_kacc))]
 
         base = Signal(nbc)  # diagonal blocks (topk, threshold) or every valid block (off)
         m.d.comb += base.eq(Mux(j_topk | j_thr, j_dmask, j_vmask))

@@ -135,15 +135,15 @@ def test_defect6_simulate_and_compare_rejects_bad_heads(tmp_path):
 def test_defect8_set_variants_get_their_own_folders(tmp_path, stub_verilog, capsys):
     assert cli_main(["run", "--preset", "tiny", *FAST, "-o", str(tmp_path)]) == 0
     assert f"report in {tmp_path / 'tiny'}" in capsys.readouterr().out
-    assert cli_main(["run", "--preset", "tiny", *FAST, "--set", "k_b=1", "-o", str(tmp_path)]) == 0
-    cfg = preset("tiny").replace(k_b=1)
+    assert cli_main(["run", "--preset", "tiny", *FAST, "--set", "k_frac=0.25", "-o", str(tmp_path)]) == 0
+    cfg = preset("tiny").replace(k_frac=0.25)
     variant = tmp_path / f"tiny-{cmd_run.config_hash(cfg)}"
     assert f"report in {variant}" in capsys.readouterr().out
-    assert json.loads((tmp_path / "tiny" / "report.json").read_text())["config"]["k_b"] == 2
+    assert json.loads((tmp_path / "tiny" / "report.json").read_text())["config"]["k_frac"] == 0.5
     rep = json.loads((variant / "report.json").read_text())
     assert rep["config"] == cfg.to_dict() and rep["folder"] == variant.name
     # a --set that restates the preset is the preset
-    assert cmd_run.report_folder_name(preset("tiny").replace(k_b=2), "tiny") == "tiny"
+    assert cmd_run.report_folder_name(preset("tiny").replace(k_frac=0.5), "tiny") == "tiny"
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == \
         sorted(["tiny", variant.name])
 
