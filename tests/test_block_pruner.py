@@ -105,7 +105,7 @@ def _cases(name):
 
 @pytest.mark.parametrize("name", [
     "tiny", "odd",
-    # slow in Amaranth's simulator (64-slot sorter); the cocotb bench covers it on both simulators
+    # slow in Amaranth's simulator (64 block columns); the cocotb bench covers it on both simulators
     pytest.param("default", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("stall", [0.0, 0.3], ids=["nostall", "stall"])
 def test_directed(name, stall):
@@ -249,13 +249,12 @@ def test_throughput_default_full_row():
 
 # ---------------------------------------------------------------------------- broken variants
 class _TiesToHigherIndex(BlockPruner):
-    def _sorts_before(self, slot_imp, new_imp):
-        return slot_imp > new_imp
+    def _ranks_ahead(self, u_other, u_item, lower):
+        return Cat(~lower, u_other) > Cat(Const(0, 1), u_item)
 
 
 class _BudgetRoundedDown(BlockPruner):
-    def _within_budget(self, rank, kacc):
-        return Cat(Const(0, 8), rank) + 255 < kacc
+    BUDGET_BIAS = 0
 
 
 class _ThresholdStrict(BlockPruner):
