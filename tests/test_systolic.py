@@ -216,7 +216,7 @@ def test_model_dense_utilization_and_skipping_n128():
     tiles = cycle_model.tile_plan(cfg, dense, n)
     cycles = cycle_model.predict_cycles(cfg, [t.depth(cfg) for t in tiles])
     assert cycle_model.utilization(cfg, tiles, cycles, n) >= 0.99
-    tcfg = cfg.replace(block_rows=8, block_cols=8, k_frac=1.0)
+    tcfg = cfg.replace(block_rows=8, block_cols=8, k_frac=0.5)
     q, k, v = vec.random_head(tcfg, 1)
     res = attention_head_int(q, k, v, tcfg)
     kept = cycle_model.tile_plan(tcfg, res.block_keep, n)
