@@ -62,7 +62,7 @@ require("bench/cycles", ["numpy", "amaranth"])
 
 import numpy as np  # noqa: E402
 
-from hw.config import HDPConfig  # noqa: E402
+from hw.config import K_FRAC_BITS, HDPConfig  # noqa: E402
 
 #: array sizes of the sweep; ``RxC/BRxBC`` also sets the block shape (4x8/4x4: the co-design
 #: point of a 4-row array)
@@ -70,23 +70,23 @@ SWEEP = ["4x4", "8x8", "16x16", "2x8", "2x16", "4x8", "4x8/4x4"]
 
 
 # ------------------------------------------------------------------------------ settings
-def settings_for(base: HDPConfig, n: int, keeps: list[float], rhos: list[float]
+def settings_for(base: HDPConfig, keeps: list[float], rhos: list[float]
                  ) -> list[tuple[str, HDPConfig]]:
-    """Pruning settings (name, configuration): top-k keeping ``keep`` of the block columns
-    (``k_b = ceil(keep * ceil(n / b_c))``) and threshold with ``rho``."""
+    """Pruning settings (name, configuration): top-k keeping ``keep`` of every block-row's
+    valid blocks (``k_frac = keep``, rounded up to a multiple of 2**-8) and threshold with
+    ``rho``."""
     out = []
-    per_row = -(-n // base.block_cols)
+    one = 1 << K_FRAC_BITS
     for kf in keeps:
-        kb = max(1, math.ceil(kf * per_row))
         out.append((f"topk keep={kf:g}", base.replace(prune_mode="topk",
-                                                       k_b=min(kb, base.n_block_cols))))
+                                                       k_frac=math.ceil(kf * one) / one)))
     for rho in rhos:
         out.append((f"threshold rho={rho:g}", base.replace(prune_mode="threshold", rho=rho)))
     return out
 
 
 def describe(cfg: HDPConfig) -> str:
-    return f"k_b={cfg.k_b}" if cfg.prune_mode == "topk" else f"rho={cfg.rho:g}"
+    return f"k_frac={cfg.k_frac:g}" if cfg.prune_mode == "topk" else f"rho={cfg.rho:g}"
 
 
 def dense_of(cfg: HDPConfig) -> HDPConfig:
@@ -100,7 +100,6 @@ def with_array(cfg: HDPConfig, shape: str) -> HDPConfig:
     changes = {"array_rows": r, "array_cols": c}
     if blk:
         changes["block_rows"], changes["block_cols"] = (int(x) for x in blk.split("x"))
-        changes["k_b"] = min(cfg.k_b, -(-cfg.seq_len // changes["block_cols"]))
     return cfg.replace(**changes)
 
 
@@ -302,15 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     n_layers, n_heads = int(d.get("n_layers", 6)), int(d.get("n_heads", 12))
     keeps = args.keep or [0.75]
     rhos = args.rho if args.rho is not None else [0.0]
-    settings = settings_for(base, vl, keeps, rhos)
+    settings = settings_for(base, keeps, rhos)
     here = f"{base.array_rows}x{base.array_cols}"
     arrays = list(dict.fromkeys([here] + [a.strip() for a in args.arrays.split(",") if a]))
     report: dict = {"data": {"name": args.data, "heads": H, "tokens": N, "valid_len": vl,
                              "sentence": str(d.get("sentence", ""))},
                     "preset": args.preset, "config": base.to_dict(),
-                    "settings": [{"label": lab, "prune_mode": c.prune_mode, "k_b": c.k_b,
+                    "settings": [{"label": lab, "prune_mode": c.prune_mode, "k_frac": c.k_frac,
                                   "rho": c.rho} for lab, c in settings]}
-    settings_of = {a: dict(settings_for(with_array(base, a), vl, keeps, rhos)) for a in arrays}
+    settings_of = {a: dict(settings_for(with_array(base, a), keeps, rhos)) for a in arrays}
     print(f"bench/cycles: {args.data} ({H} heads, N = {N}, valid_len = {vl}), preset "
           f"{args.preset}: {base.array_rows}x{base.array_cols} array, "
           f"{base.block_rows}x{base.block_cols} blocks, criterion {base.criterion}", flush=True)
@@ -433,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     blocks = list(dict.fromkeys(f"{with_array(base, a).block_rows}x"
                                 f"{with_array(base, a).block_cols}" for a in arrays))
     for blk in blocks:
-        for lab, c in settings_for(with_array(base, f"1x1/{blk}"), vl, keeps, rhos):
+        for lab, c in settings_for(with_array(base, f"1x1/{blk}"), keeps, rhos):
             ga = golden_accuracy(d["q"], d["k"], d["v"], c, vl)
             st = ga["result"]["stats"]
             acc[f"{blk} {lab}"] = {
@@ -516,8 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     d_ideal = sum(r["ideal"] for r in u_rows)
     p_rows = []
     keeps128 = sorted(set(keeps) | {0.25, 0.5, 0.75})
-    for label, scfg in settings_for(dcfg.replace(prune_mode=base.prune_mode), n128, keeps128,
-                                    rhos):
+    for label, scfg in settings_for(dcfg.replace(prune_mode=base.prune_mode), keeps128, rhos):
         cyc = ideal = kept = 0.0
         for h in range(nh):
             g = attention_head_int(qs[h], ks[h], vs[h], scfg, n128)
@@ -606,7 +604,7 @@ def summarize(report: dict, meta: dict) -> dict:
         settings[lab] = {"cycles_per_head": pr / len(rows), "speedup": dn / pr,
                          "heads": len(rows)}
     for s in report["settings"]:
-        settings[s["label"]].update({k: s[k] for k in ("prune_mode", "k_b", "rho")})
+        settings[s["label"]].update({k: s[k] for k in ("prune_mode", "k_frac", "rho")})
     n128 = report["dense_n128"]["rows"]
     return {
         "meta": meta,

@@ -12,8 +12,11 @@ Head importance ``H`` = sum of |A| over all valid entries, whatever the criterio
 Block pruning per block-row ``r`` (only valid blocks are candidates):
 
 * diagonal blocks ``{i // b_c : i in rows of r, i < valid_len}`` are always kept;
-* ``topk``: the diagonal blocks plus the ``k_b - n_diag`` other valid blocks of largest
-  ``I``, ties to the lower column index; so exactly ``max(n_diag, min(k_b, n_valid))`` kept;
+* ``topk``: the row's budget is a fraction of its ``n_valid`` valid blocks,
+  ``k_row = ceil(k_frac_q * n_valid / 2**8)`` (:func:`row_budget`, ``k_frac_q = k_frac * 2**8``;
+  a causal row counts its blocks up to the diagonal, as they are its valid ones); kept are the
+  diagonal blocks plus the ``k_row - n_diag`` other valid blocks of largest ``I``, ties to the
+  lower column index; so exactly ``max(n_diag, min(k_row, n_valid))`` kept;
 * ``threshold``: block ``c`` is kept when
   ``I * n * 2**P >= rho_q * max * n + (2**P - rho_q) * sum`` over the ``n`` valid blocks
   of the row (exact integers), or when it is diagonal;
@@ -22,8 +25,10 @@ Block pruning per block-row ``r`` (only valid blocks are candidates):
 
 import numpy as np
 
+from hw.config import K_FRAC_BITS
+
 __all__ = ["entry_mask", "block_grid", "block_importance", "head_importance", "head_keep",
-           "diagonal_blocks", "topk_keep", "threshold_keep", "block_keep", "expand_blocks"]
+           "diagonal_blocks", "row_budget", "topk_keep", "threshold_keep", "block_keep", "expand_blocks"]
 
 
 def entry_mask(n: int, valid_len: int, causal: bool) -> np.ndarray:
@@ -97,11 +102,20 @@ def diagonal_blocks(n: int, valid_len: int, cfg) -> np.ndarray:
     return d
 
 
-def topk_keep(imp: np.ndarray, valid: np.ndarray, diag: np.ndarray, k_b: int) -> np.ndarray:
-    """Top-k per block-row (see the module docstring); ties keep the lower column."""
+def row_budget(k_frac_q: int, n_valid: int) -> int:
+    """Top-k budget of a block-row with ``n_valid`` valid blocks, the diagonal included:
+    ``ceil(k_frac_q * n_valid / 2**K_FRAC_BITS)`` (``k_frac_q = k_frac * 2**K_FRAC_BITS``;
+    0 gives 0, which keeps only the diagonal; codes above ``2**K_FRAC_BITS`` keep every valid
+    block)."""
+    return -(-int(k_frac_q) * int(n_valid) // (1 << K_FRAC_BITS))
+
+
+def topk_keep(imp: np.ndarray, valid: np.ndarray, diag: np.ndarray, k_frac_q: int) -> np.ndarray:
+    """Top-k per block-row with the budget :func:`row_budget` (see the module docstring); ties
+    keep the lower column."""
     keep = diag & valid
     for r in range(imp.shape[0]):
-        budget = k_b - int(keep[r].sum())
+        budget = row_budget(k_frac_q, int(valid[r].sum())) - int(keep[r].sum())
         if budget <= 0:
             continue
         cand = [c for c in range(imp.shape[1]) if valid[r, c] and not keep[r, c]]
@@ -135,5 +149,5 @@ def block_keep(imp, valid, diag, cfg) -> np.ndarray:
     if cfg.prune_mode == "off":
         return valid.copy()
     if cfg.prune_mode == "topk":
-        return topk_keep(imp, valid, diag, cfg.k_b)
+        return topk_keep(imp, valid, diag, cfg.k_frac_q)
     return threshold_keep(imp, valid, diag, cfg.rho_q, cfg.rho_frac)

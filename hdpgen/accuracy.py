@@ -80,7 +80,7 @@ def accuracy_steps(q, k, v, cfg, valid_len: int | None = None, ga: dict | None =
             continue
         cur = cur.replace(**{field: want})
         if field == "prune_mode":
-            what = (f"block pruning `{want}` (k_b = {cfg.k_b})" if want == "topk"
+            what = (f"block pruning `{want}` (k_frac = {cfg.k_frac:g})" if want == "topk"
                     else f"block pruning `{want}` (rho = {cfg.rho})")
         elif field == "approx":
             what = f"scores `{want}`"

@@ -3,17 +3,14 @@
 A *setting* is ``(mode, value)``:
 
 * ``topk``: ``value`` is ``k_frac`` in (0, 1], a multiple of 2^-8: each block-row keeps
-  ``ceil(k_frac_q * n_valid / 256)`` of its valid blocks (``k_frac_q = k_frac * 256``).
+  ``ceil(k_frac_q * n_valid / 256)`` of its valid blocks (``k_frac_q = k_frac * 256``, the
+  ``k_frac_q`` register).
 * ``threshold``: ``value`` is ``rho`` in [0, 1] (a multiple of 2^-rho_frac).
 * ``mass``: ``value`` is ``eps`` in [0, 1), a multiple of 2^-8 (:mod:`golden.mass_pruner`);
   golden model only: there is no RTL for it yet, so ``simulate`` and ``run`` refuse it.
 
-:func:`apply_setting` is the ONE place where a setting becomes what a head runs with.  Today
-the top-k register is the absolute ``k_b``, so it maps ``k_frac`` to
-``k_b = ceil(k_frac_q * ceil(valid_len / b_c) / 256)`` (at least 1) for the head's length:
-the same budget for every block-row of a non-causal head (causal rows with fewer valid blocks
-get ``min(k_b, n_valid)``).  When the configuration gets its ``k_frac`` register this function
-becomes ``cfg.replace(prune_mode="topk", k_frac=value)``.
+:func:`apply_setting` is the ONE place where a setting becomes what a head runs with: for
+top-k it is the ``k_frac`` register itself, the same for heads of any length.
 
 A *calibration file* (written by ``hdpgen calibrate``, read by ``golden``, ``simulate``,
 ``run`` and ``eval --calibration``) is a JSON object::
@@ -40,7 +37,7 @@ from golden.mass_pruner import EPS_FRAC, eps_q_of
 from .common import CliError
 
 __all__ = ["MODES", "FORMAT", "VERSION", "FRAC_BITS", "STRUCTURE_KEYS", "HeadRule", "Calibration",
-           "check_value", "apply_setting", "configured_setting", "topk_k_b", "load_calibration",
+           "check_value", "apply_setting", "configured_setting", "load_calibration",
            "calibration_from_dict", "head_rules", "attention", "read_texts", "file_sha256",
            "parse_setting"]
 
@@ -83,22 +80,12 @@ def check_value(mode: str, value, cfg=None) -> float:
     return v
 
 
-def topk_k_b(cfg, k_frac: float, valid_len: int) -> int:
-    """Today's absolute register for ``k_frac``: ``ceil(k_frac_q * cols / 256)``, at least 1,
-    with ``cols = ceil(valid_len / block_cols)`` the valid block columns of the head."""
-    cols = -(-int(valid_len) // cfg.block_cols)
-    k_q = round(k_frac * 256)
-    return min(cfg.n_block_cols, max(1, -(-k_q * cols // 256)))
-
-
 def apply_setting(cfg, mode: str, value: float, valid_len: int) -> HeadRule:
-    """The one function that turns a setting into what a head of ``valid_len`` runs with.
-
-    After the ``k_frac`` register lands, the topk branch becomes
-    ``cfg.replace(prune_mode="topk", k_frac=value)`` and ``valid_len`` is no longer needed."""
+    """The one function that turns a setting into what a head of ``valid_len`` runs with
+    (``valid_len`` is kept for rules that would depend on the length; none does today)."""
     value = check_value(mode, value, cfg)
     if mode == "topk":
-        return HeadRule(cfg.replace(prune_mode="topk", k_b=topk_k_b(cfg, value, valid_len)))
+        return HeadRule(cfg.replace(prune_mode="topk", k_frac=value))
     if mode == "threshold":
         return HeadRule(cfg.replace(prune_mode="threshold", rho=value))
     return HeadRule(cfg, eps_q_of(value))
@@ -106,10 +93,9 @@ def apply_setting(cfg, mode: str, value: float, valid_len: int) -> HeadRule:
 
 def configured_setting(cfg) -> tuple[str, float] | None:
     """The configuration's own pruning as a setting (None for ``prune_mode = off``): topk's
-    ``k_b`` as the share ``k_b / n_block_cols`` rounded up to 1/256 (after the merge:
-    ``cfg.k_frac``), threshold's ``rho``."""
+    ``k_frac``, threshold's ``rho``."""
     if cfg.prune_mode == "topk":
-        return "topk", -(-cfg.k_b * 256 // cfg.n_block_cols) / 256
+        return "topk", float(cfg.k_frac)
     if cfg.prune_mode == "threshold":
         return "threshold", float(cfg.rho)
     return None

@@ -23,8 +23,8 @@ seeded synthetic data (``--seed``; said on stderr and in ``dse.json``'s rows).  
 data and the output folder are checked before any work.
 
 Axes: any configuration field (``--grid prune_mode=topk,threshold``), plus ``array=RxC``,
-``block=RxC`` and ``keep=F`` (top-k keeping a fraction F of a row's block columns of the data:
-``k_b = max(1, ceil(F * blocks per row))``). A TOML file takes the same axes as lists::
+``block=RxC`` and ``keep=F`` (top-k keeping a fraction F of every block-row's valid blocks:
+``k_frac = F``, rounded up to a multiple of 2**-8). A TOML file takes the same axes as lists::
 
     preset = "default"
     [grid]
@@ -127,9 +127,9 @@ def parse_grid(items: list[str], toml_path: Path | None) -> tuple[dict, str | No
     return grid, preset
 
 
-def expand_grid(base, grid: dict, data_n: int) -> list[tuple[str, object]]:
+def expand_grid(base, grid: dict) -> list[tuple[str, object]]:
     """All points as ``(label, config)``; an invalid combination is a ``CliError`` naming it."""
-    from hw.config import HDPConfig
+    from hw.config import K_FRAC_BITS, HDPConfig
     axes = list(grid)
     points = []
     for values in itertools.product(*(grid[a] for a in axes)):
@@ -152,10 +152,8 @@ def expand_grid(base, grid: dict, data_n: int) -> list[tuple[str, object]]:
         label = ",".join(f"{a}={v}" for a, v in zip(axes, values))
         try:
             if keep is not None:
-                bc = changes.get("block_cols", base.block_cols)
-                per_row = -(-data_n // bc)
                 changes.setdefault("prune_mode", "topk")
-                changes["k_b"] = max(1, math.ceil(keep * per_row))
+                changes["k_frac"] = math.ceil(keep * (1 << K_FRAC_BITS)) / (1 << K_FRAC_BITS)
             cfg = base.replace(**changes)
         except ValueError as exc:
             raise CliError(f"grid point {label}: {exc}") from None
@@ -184,7 +182,7 @@ def evaluate_point(label: str, cfg_dict: dict, data: dict, out: str, synth: bool
     pruned = sum(head_cycles(cfg, h, dense=False) for h in ga["result"]["heads"])
     row = {"label": label, "array": f"{cfg.array_rows}x{cfg.array_cols}",
            "block": f"{cfg.block_rows}x{cfg.block_cols}", "prune_mode": cfg.prune_mode,
-           "k_b": cfg.k_b, "rho": cfg.rho, "criterion": cfg.criterion,
+           "k_frac": cfg.k_frac, "rho": cfg.rho, "criterion": cfg.criterion,
            # accuracy of the attention output against float attention (the MiniLM sentence-
            # embedding cosine needs torch: hdpgen eval)
            "attn_cosine": ga["pruned_vs_float"]["mean_cosine"],
@@ -298,7 +296,7 @@ def _sweep(args) -> int:
     data = resolve_data(base, args.qkv, args.data, args.seed)
     if data["source"] == "synthetic":
         print(f"hdpgen dse: using {data['description']}", file=sys.stderr)
-    points = expand_grid(base, grid, int(data.get("valid_len") or data["q"].shape[1]))
+    points = expand_grid(base, grid)
     work_data = {"q": data["q"], "k": data["k"], "v": data["v"], "valid_len": data["valid_len"],
                  "name": _data_name(data)}
     out = args.out

@@ -14,8 +14,9 @@ It also gives the fraction of Q, K, V values that the quantization clamps.
 
 Per-sentence settings (N varies from sentence to sentence):
 
-* ``k_frac``: top-k keeps ``k_b = ceil(k_frac * ceil(N / b_c))`` blocks per block-row
-  (at least 1), i.e. that fraction of the sentence's block columns.
+* ``k_frac``: top-k keeps ``ceil(k_frac * valid blocks)`` blocks per block-row (the
+  configuration knob ``k_frac`` itself, rounded up to a multiple of 2**-8), i.e. that fraction
+  of the sentence's block columns.
 * ``tau_rel``: head pruning with ``tau_head = ceil(tau_rel * N**2 * m_layer)``, where
   ``m_layer`` is the median, over the layer's 12 heads and all evaluated sentences, of the mean
   ``|A|`` per valid entry (``H / N**2``), calibrated from the unmodified model's Q and K
@@ -26,8 +27,8 @@ Per-sentence settings (N varies from sentence to sentence):
 from ``--preset``/``--config``/``--set`` and the grid row.
 
 One setting instead of the grid (``--json OUT``, ``--calibration CAL.json`` or ``--setting
-MODE=VALUE``): the configured pruning (topk's ``k_b`` taken as the share ``k_b / n_block_cols``
-of each text's block columns; threshold's ``rho``), or one value for every layer
+MODE=VALUE``): the configured pruning (topk's ``k_frac`` of each block-row's valid blocks;
+threshold's ``rho``), or one value for every layer
 (``--setting topk=0.5``, ``threshold=0.25``, ``mass=0.0625``), or a calibration file's value per
 layer (:mod:`hdpgen.calibration`), applied through :func:`hdpgen.calibration.apply_setting`.
 A text longer than ``seq_len`` is refused before any work (line, token count, limit).  The JSON
@@ -49,7 +50,7 @@ import numpy as np
 from golden import model
 from golden.intmath import split_int_frac
 from golden.reference import float_attention_head
-from hw.config import HDPConfig
+from hw.config import K_FRAC_BITS, HDPConfig
 
 from .common import (
     CliError,
@@ -173,13 +174,9 @@ def head_activity(captures: list[dict], cfg: HDPConfig) -> np.ndarray:
 def sentence_config(base: HDPConfig, point: GridPoint, n: int, layer: int,
                     activity: np.ndarray | None) -> HDPConfig:
     changes = dict(point.changes)
-    cfg = base.replace(**{k: v for k, v in changes.items() if k not in ("k_b", "tau_head")},
-                       k_b=1)
+    cfg = base.replace(**{k: v for k, v in changes.items() if k != "tau_head"})
     if point.k_frac is not None:
-        cols = -(-n // cfg.block_cols)
-        cfg = cfg.replace(k_b=min(cfg.n_block_cols, max(1, math.ceil(point.k_frac * cols))))
-    else:
-        cfg = cfg.replace(k_b=min(base.k_b, cfg.n_block_cols))
+        cfg = cfg.replace(k_frac=math.ceil(point.k_frac * (1 << K_FRAC_BITS)) / (1 << K_FRAC_BITS))
     if cfg.head_prune and activity is not None:
         cfg = cfg.replace(tau_head=min(cfg.h_max, math.ceil(point.tau_rel * n * n * activity[layer])))
     return cfg
@@ -352,7 +349,7 @@ def main(args: argparse.Namespace) -> int:
     rows = []
     for i, point in enumerate(grid):
         t1 = time.time()
-        cfg0 = base.replace(**{k: v for k, v in point.changes.items() if k != "k_b"}, k_b=1)
+        cfg0 = base.replace(**point.changes)
         activity = head_activity(captures, cfg0) if point.tau_rel > 0 else None
         row = evaluate(lm, sentences, base, point, ref, activity)
         row["seconds"] = time.time() - t1

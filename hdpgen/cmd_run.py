@@ -47,7 +47,7 @@ import numpy as np
 from .common import CliError, add_config_args, check_output_dir, config_from_args
 from .progress import Stages
 
-__all__ = ["configure", "main", "run_main_job", "synthesize_design", "scaled_k_b",
+__all__ = ["configure", "main", "run_main_job", "synthesize_design",
            "simulate_and_compare", "add_data_args", "resolve_data", "synthetic_qkv",
            "report_folder_name", "config_hash", "check_heads", "parse_synth_targets",
            "SYNTHETIC_HEADS", "DEFAULT_FIXTURE"]
@@ -212,10 +212,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synth-targets", default="ecp5", metavar="LIST",
                    help="comma-separated synthesis targets: generic, ecp5, ice40 (default: ecp5; "
                         "generic and ice40 add tens of minutes on the default preset)")
-    p.add_argument("--k-b", dest="k_b_mode", choices=("scaled", "fixed"), default="scaled",
-                   help="top-k register for the data: 'scaled' programs k_b as the configured "
-                        "share of block columns (k_b / n_block_cols) of the data's length, as a "
-                        "driver would; 'fixed' writes the configured k_b as it is (default: scaled)")
     p.add_argument("--calibration", type=Path, metavar="CAL.json",
                    help="per-layer pruning values from 'hdpgen calibrate' (topk or threshold; "
                         "mass has no RTL yet): head h gets layer h // heads_per_layer's value in "
@@ -279,13 +275,6 @@ def synthesize_design(cfg, out: Path, targets=("ecp5",), fmax: bool = True, tick
     return res
 
 
-def scaled_k_b(cfg, valid_len: int) -> int:
-    """The top-k register for a sequence of ``valid_len``: the configured share
-    ``k_b / n_block_cols`` of its block columns, rounded up (at least 1)."""
-    cols = -(-valid_len // cfg.block_cols)
-    return max(1, -(-cfg.k_b * cols // cfg.n_block_cols))
-
-
 def _move_into_place(tmp: Path, dest: Path) -> None:
     """Rename the finished folder ``tmp`` to ``dest``, replacing an older ``dest`` whole."""
     old = None
@@ -304,7 +293,7 @@ def _move_into_place(tmp: Path, dest: Path) -> None:
 
 def run_main_job(cfg, name: str, out_root: Path, data: dict, sim_choice="auto",
                  heads=None, do_sim=True, do_synth=True, do_fmax=True,
-                 k_b_mode: str = "scaled", synth_targets=("ecp5",),
+                 synth_targets=("ecp5",),
                  preset_name: str | None = None, calibration=None) -> tuple[dict, int, Path]:
     """Every stage into a fresh temporary folder beside ``out_root/name``, renamed into place
     when complete (``out_root/name.failed`` when a stage failed).  ``data`` comes from
@@ -314,8 +303,7 @@ def run_main_job(cfg, name: str, out_root: Path, data: dict, sim_choice="auto",
     tmp = Path(tempfile.mkdtemp(dir=out_root, prefix=f".{name}.partial-"))
     try:
         rep, status = _stages(cfg, name, tmp, out_root / ".cache", data, sim_choice, heads,
-                              do_sim, do_synth, do_fmax, k_b_mode, synth_targets, preset_name,
-                              calibration)
+                              do_sim, do_synth, do_fmax, synth_targets, preset_name, calibration)
         dest = out_root / (name if status == 0 else f"{name}.failed")
         _move_into_place(tmp, dest)
     except BaseException:
@@ -328,7 +316,7 @@ def run_main_job(cfg, name: str, out_root: Path, data: dict, sim_choice="auto",
 
 
 def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do_sim, do_synth,
-            do_fmax, k_b_mode, synth_targets, preset_name, calibration=None) -> tuple[dict, int]:
+            do_fmax, synth_targets, preset_name, calibration=None) -> tuple[dict, int]:
     stages = Stages(5)
     rep: dict = {"preset": preset_name or name, "folder": name, "config_hash": config_hash(cfg),
                  "config": cfg.to_dict(), "versions": _versions(), "skipped": {}}
@@ -350,21 +338,17 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
     stages.start("golden", "golden model on the attention data")
     from .accuracy import accuracy_steps, golden_accuracy, per_head_rel_rms
     q, k, v, vl = data["q"], data["k"], data["v"], data.get("valid_len")
-    hw_cfg = cfg
     length = int(vl) if vl is not None else int(q.shape[1])
-    if cfg.prune_mode == "topk" and k_b_mode == "scaled":
-        cfg = cfg.replace(k_b=scaled_k_b(cfg, length))
-    rep["registers"] = {"prune_mode": cfg.prune_mode, "k_b": cfg.k_b, "rho": cfg.rho,
+    rep["registers"] = {"prune_mode": cfg.prune_mode, "k_frac": cfg.k_frac, "rho": cfg.rho,
                         "head_prune": cfg.head_prune, "tau_head": cfg.tau_head,
                         "approx": cfg.approx, "causal": cfg.causal, "valid_len": length,
-                        "k_b_mode": k_b_mode, "k_b_configured": hw_cfg.k_b,
                         "block_cols_of_data": -(-length // cfg.block_cols)}
     rules = None
     if calibration is not None:  # per-layer registers (head h: layer h // heads_per_layer)
         from .calibration import head_rules
         from .cmd_golden import calibration_report
-        rules = head_rules(hw_cfg, calibration, q.shape[0], length)
-        cfg = hw_cfg.replace(prune_mode=calibration.mode)
+        rules = head_rules(cfg, calibration, q.shape[0], length)
+        cfg = cfg.replace(prune_mode=calibration.mode)
         rep["registers"]["calibration"] = calibration_report(calibration, rules)
         rep["registers"]["prune_mode"] = calibration.mode
     ga = golden_accuracy(q, k, v, cfg, vl, rules)
@@ -436,7 +420,7 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
                               f"Fmax (nextpnr ECP5) per unit and of the whole top (cached)"
                               + ("" if do_fmax else " skipped"))
         try:
-            rep["synth"] = synthesize_design(hw_cfg, out / "synth", synth_targets, do_fmax,
+            rep["synth"] = synthesize_design(cfg, out / "synth", synth_targets, do_fmax,
                                              stages.tick, cache_dir=cache / "synth")
             rep["synth"] = _relative_paths(rep["synth"], out)
             tot = rep["synth"]["total"]
@@ -592,7 +576,7 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     _, status, written = run_main_job(
         cfg, name, args.out, data, args.sim, args.heads, not args.no_sim, not args.no_synth,
-        not args.no_fmax, args.k_b_mode, targets, preset_name, calibration)
+        not args.no_fmax, targets, preset_name, calibration)
     if data["source"] == "synthetic":
         print(f"Note: this report is on {data['description']}.")
     if status == 0:

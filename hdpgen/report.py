@@ -90,20 +90,20 @@ def _config_changes(rep: dict) -> str:
     return ("with " + ", ".join(diff)) if diff else ""
 
 
-def _k_b_sentence(regs: dict, cfg: dict) -> str:
+def _budget_sentence(regs: dict, cfg: dict) -> str:
     if regs.get("prune_mode") != "topk":
-        return f"rho = {regs['rho']} (threshold pruning; k_b is not used)" \
+        return f"rho = {regs['rho']} (threshold pruning; k_frac is not used)" \
             if regs.get("prune_mode") == "threshold" else "no block pruning"
-    kb = regs["k_b"]
-    if regs.get("k_b_mode") == "scaled" and cfg.get("seq_len") and cfg.get("block_cols"):
-        ncols = -(-cfg["seq_len"] // cfg["block_cols"])
-        data_cols = regs.get("block_cols_of_data") or -(-regs["valid_len"] // cfg["block_cols"])
-        if data_cols == ncols:
-            return f"top-k keeps k_b = {kb} of the {ncols} block columns of every block row"
-        return (f"top-k keeps k_b = {kb} of the {data_cols} block columns of every block row "
-                f"(the data has {regs['valid_len']} valid tokens; the configured k_b = "
-                f"{regs['k_b_configured']} of {ncols} columns is the same share, rounded up)")
-    return f"top-k keeps k_b = {kb} block columns of every block row (as configured)"
+    kf = regs["k_frac"]
+    sentence = (f"top-k keeps k_frac = {kf:g} of the valid blocks of every block row (rounded "
+                f"up, the diagonal block included)")
+    cols = regs.get("block_cols_of_data")
+    if cols and not regs.get("causal"):
+        from golden.pruner import row_budget
+        from hw.config import K_FRAC_BITS
+        k_row = row_budget(round(kf * (1 << K_FRAC_BITS)), cols)
+        sentence += f": {k_row} of the {cols} block columns of the data's {regs['valid_len']} tokens"
+    return sentence
 
 
 def render_markdown(rep: dict) -> str:
@@ -129,7 +129,7 @@ def render_markdown(rep: dict) -> str:
             lines += [f"Data: {data.get('description', '')}", ""]
     regs = rep.get("registers")
     if regs:
-        lines += [f"Run-time registers: pruning `{regs['prune_mode']}`: {_k_b_sentence(regs, cfg)}; "
+        lines += [f"Run-time registers: pruning `{regs['prune_mode']}`: {_budget_sentence(regs, cfg)}; "
                   f"head pruning {'on' if regs['head_prune'] else 'off'} (tau_head = "
                   f"{regs['tau_head']}); scores `{regs['approx']}`; causal "
                   f"{'on' if regs['causal'] else 'off'}.", ""]

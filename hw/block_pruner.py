@@ -9,7 +9,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .config import PRUNE_MODES, HDPConfig, signed_width, unsigned_width
+from .config import K_FRAC_BITS, PRUNE_MODES, HDPConfig, signed_width, unsigned_width
 
 __all__ = ["BlockPruner", "imp_layout", "mask_layout", "index_width", "mask_latency", "MODE_WIDTH",
            "MODE_OFF", "MODE_TOPK", "MODE_THRESHOLD"]
@@ -86,17 +86,19 @@ class BlockPruner(wiring.Component):
     mode : In(MODE_WIDTH)
         Index in :data:`hw.config.PRUNE_MODES`: 0 ``off`` (every valid block), 1 ``topk``,
         2 ``threshold``; code 3 behaves as ``off``.
-    k_b : In(cfg.k_b_width)
-        Blocks kept per block-row in ``topk`` mode, diagonal blocks included (0 keeps only the
-        diagonal blocks; values above the row's valid blocks keep them all).
+    k_frac_q : In(cfg.k_frac_width)
+        ``topk`` budget: the fraction ``k_frac_q / 2**8`` of each block-row's valid blocks is
+        kept, diagonal blocks included (``k_row = ceil(k_frac_q * n_valid / 2**8)``, golden
+        :func:`~golden.pruner.row_budget`); 0 keeps only the diagonal blocks, codes above
+        ``2**8`` keep every valid block.
     rho_q : In(cfg.rho_frac + 1)
         ``rho`` with ``P = rho_frac`` fraction bits, in ``[0, 2**P]``; larger codes (``rho > 1``,
         outside :class:`~hw.config.HDPConfig`'s range) are treated as ``2**P``.
     valid_len : In(cfg.valid_len_width)
         Run-time sequence length ``L`` in ``[1, seq_len]``; decides the diagonal blocks.
 
-    ``valid_len`` is sampled with every accepted beat; ``mode``, ``k_b`` and ``rho_q`` with the
-    last beat of every block-row.  Keep them stable from a head's first beat to its last beat
+    ``valid_len`` and ``k_frac_q`` are sampled with every accepted beat; ``mode`` and ``rho_q``
+    with the last beat of every block-row.  Keep them stable from a head's first beat to its last beat
     (they may change as soon as the last beat of a head is accepted).
 
     Rules
@@ -106,13 +108,16 @@ class BlockPruner(wiring.Component):
       valid query ``i``; with ``b_r != b_c`` a block-row can have several).  Computed inside
       from ``row``, ``col`` and ``valid_len`` with constant multiplications only.  Kept in every
       mode when valid; invalid blocks are never kept.
-    * ``topk``: the diagonal blocks plus the ``k_b - n_diag`` other valid blocks of largest
-      importance.  **Ties keep the lower column index**: a sorted insertion register of
-      ``n_block_cols`` slots (importance, column) holds the non-diagonal valid blocks in
-      decreasing importance; a new block goes behind every slot whose importance is ``>=``
-      its own, and columns arrive in increasing order, so equal importances stay in column
-      order (the stable sort of the golden model).  Slot ``s`` is kept when
-      ``s + n_diag < k_b`` (``n_diag`` counted as the row streams in).
+    * ``topk``: the diagonal blocks plus the ``k_row - n_diag`` other valid blocks of largest
+      importance, ``k_row = ceil(k_frac_q * n_valid / 2**8)`` for the row's ``n_valid`` valid
+      blocks.  **Ties keep the lower column index.**  No sorting: a candidate (valid,
+      non-diagonal) block ``j`` is kept exactly when its *rank* (the number of candidates
+      ``c`` ranked ahead of it: ``I_c > I_j``, or ``I_c == I_j`` and ``c < j``) is below
+      ``need = k_row - n_diag``.  The ranks are distinct (0, 1, ... in the golden model's
+      stable order), so this keeps the ``need`` first candidates of that order: the golden
+      rule, bit for bit.  ``need`` is accumulated as the row streams in:
+      ``(2**8 - 1 + sum of k_frac_q over the valid blocks - 2**8 * n_diag) >> 8`` (no
+      multiplier, no division).
     * ``threshold``: block ``c`` is kept when
       ``I * n * 2**P >= rho_q * max * n + (2**P - rho_q) * sum`` over the ``n`` valid blocks of
       the row, in exact integers (no division, no rounding), or when it is diagonal.  Both sides
@@ -128,21 +133,31 @@ class BlockPruner(wiring.Component):
     The input stage is a two-entry skid buffer: an accepted beat goes into register R (stage
     A's operand) or, while R is held, into the skid register K; the diagonal test and the
     settings (``rho_q`` clamped, and ``2**P - rho_q``) are computed at the handshake and travel
-    with the beat.  Stage A takes R's beat: it inserts the block into the sorter, writes
-    ``(imp, valid)`` into one bank of a two-bank row buffer (``lib.memory.Memory``, depth
-    ``2 * 2**index_width(n_block_cols)``) and accumulates ``n``, ``sum``, ``max``, the valid
-    and diagonal masks.  The last beat of a block-row hands everything (the sorter's columns
-    and occupancy included) to the job register J and clears stage A, which takes the next
-    row's first beat in the very next cycle (double buffering).  J issues one item per cycle
-    into a three-stage pipeline (P1: row-buffer read, ``rho_q * max`` and
-    ``(2**P - rho_q) * sum``; P2: ``rho_q * max * n``; P3: ``I * n`` and the sum of the right
+    with the beat.  As a beat enters R it is written into bank A (one register per block
+    column: the importance as an unsigned key, sign bit flipped) and into its row's bank of a
+    two-bank row buffer (``lib.memory.Memory`` of ``(imp, valid, diag)``, depth
+    ``2 * 2**index_width(n_block_cols)``).  Stage A takes R's beat and accumulates ``n``,
+    ``sum``, ``max``, ``need``, the valid and diagonal masks.  The last beat of a block-row
+    hands everything (bank A copied into bank J) to the job register J and clears stage A,
+    which takes the next row's first beat in the very next cycle (double buffering).  J
+    issues one item per cycle, block column ``j = 0, 1, ...``: the item's ``(imp, valid,
+    diag)`` is a register loaded from the row buffer, which is read one item ahead (its
+    output is always J's next item: J's next column, or column 0 of stage A's row, read again
+    every cycle while that row is still arriving; the read port is transparent for the write
+    port, so a column written in the same cycle is seen).  The item goes through a
+    three-stage pipeline (P1: the item's ranks registered, ``rho_q * max`` and
+    ``(2**P - rho_q) * sum``, the top-k rank count started; P2: ``rho_q * max * n``, the
+    rank count finished and compared with ``need``; P3: ``I * n`` and the sum of the right
     side, then the comparison), which ORs the item's keep bit into the row's mask:
 
     * ``off``: one item carrying the valid mask;
-    * ``topk``: one item per block column ``j``: sorter slot ``j`` (the snapshot shifts by one
-      slot per item, so no wide decoder or multiplexer) is kept when ``j + n_diag < k_b``;
-    * ``threshold``: one item per block column: row-buffer read, one ``I * n`` multiplier,
-      one comparator.
+    * ``topk``: one item per block column ``j``: ``n_block_cols`` comparators in J compare the
+      item's key with every block of bank J (``Cat(c < j, key_c) > Cat(0, key_j)``, the
+      carry of one adder each: the tie-break is the comparison's low bit; the ``c < j`` bits
+      are a thermometer register that shifts with the items), the candidates ahead of it are
+      counted in P1 and P2 (a popcount: 4-bit groups in logic, then an adder tree) and
+      ``rank < need`` keeps it;
+    * ``threshold``: one item per block column: one ``I * n`` multiplier, one comparator.
 
     So a block-row of ``m = ceil(valid_len / b_c) <= n_block_cols`` blocks occupies J for
     exactly ``m`` cycles (1 in ``off``).  The mask leaves through the output register O, with a
@@ -162,10 +177,12 @@ class BlockPruner(wiring.Component):
     * Timing: ``imp_in.ready``, ``mask_out.valid`` and ``mask_out.payload`` come from
       flip-flops (``ready = ~K.valid & ~S.valid``) and no clock enable depends on a port
       combinationally (``mask_out.ready`` only steers O and S).  At most one multiplier
-      between two registers, none after the row buffer's output.
-    * Cost: ``n_block_cols`` sorter slots (importance, column, one ``>=`` comparator each),
-      a ``2 x n_block_cols`` word row buffer, four multipliers (``rho*max*n`` (two),
-      ``(2**P - rho)*sum``, ``I*n``), the R, K and S registers.
+      between two registers; the row buffer's output goes straight into J's item register.
+    * Cost: two banks of ``n_block_cols`` importance registers (A and J; written with clock
+      enables only, no multiplexers), ``n_block_cols`` comparators of ``importance_width + 1``
+      bits, one ``n_block_cols``-bit popcount, a ``2 x n_block_cols`` word row buffer, four
+      multipliers (``rho*max*n`` (two), ``(2**P - rho)*sum``, ``I*n``), the R, K and S
+      registers.
     """
 
     def __init__(self, cfg: HDPConfig):
@@ -176,7 +193,7 @@ class BlockPruner(wiring.Component):
             "imp_in": In(stream.Signature(imp_layout(cfg))),
             "mask_out": Out(stream.Signature(mask_layout(cfg))),
             "mode": In(MODE_WIDTH),
-            "k_b": In(cfg.k_b_width),
+            "k_frac_q": In(cfg.k_frac_width),
             "rho_q": In(cfg.rho_frac + 1),
             "valid_len": In(cfg.valid_len_width),
         })
@@ -191,12 +208,23 @@ class BlockPruner(wiring.Component):
         return self._cfg.threshold_width
 
     # Hooks named so that tests can build deliberately broken variants by overriding them.
-    def _sorts_before(self, slot_imp, new_imp):
-        """True when a stored block stays ahead of a newly arriving (higher-column) one."""
-        return slot_imp >= new_imp
+    def _ranks_ahead(self, u_other, u_item, lower):
+        """True when a block (unsigned key ``u_other``) ranks ahead of the item (``u_item``):
+        a larger importance, or an equal one in a lower column (``lower``), i.e.
+        ``Cat(lower, u_other) > Cat(0, u_item)``, written as the carry of
+        ``Cat(lower, u_other) + ~Cat(0, u_item)`` so that the inverted operand is the item's,
+        shared by every comparator (a ``>`` maps to a subtraction that inverts each block's
+        key in its own LUTs on ECP5)."""
+        w = len(u_other) + 1
+        return (Cat(lower, u_other) + ~Cat(Const(0, 1), u_item))[w]
 
     def _threshold_keeps(self, lhs, rhs):
         return lhs >= rhs
+
+    #: ``need`` starts each row at this value: ``2**8 - 1`` rounds the budget up (ceil).
+    BUDGET_BIAS = (1 << K_FRAC_BITS) - 1
+    #: Adder levels of the rank count in P1 (the rest, and the budget comparison, in P2).
+    RANK_LEVELS_P1 = 2
 
     def elaborate(self, platform):
         m = Module()
@@ -205,6 +233,7 @@ class BlockPruner(wiring.Component):
         self._stage_a(m, s)
         self._accumulators(m, s)
         self._job(m, s)
+        self._ranks(m, s)
         self._pipeline(m, s)
         self._output(m, s)
         return m
@@ -217,12 +246,15 @@ class BlockPruner(wiring.Component):
         cfg = self._cfg
         nbc = cfg.n_block_cols
         p = cfg.rho_frac
+        kmax = ((1 << cfg.k_frac_width) - 1) * nbc + self.BUDGET_BIAS
         return {
             "nbc": nbc,
-            "slots": nbc,
             "iw": cfg.importance_width,
             "cw": index_width(nbc),
             "nw": unsigned_width(nbc),
+            # need = bias + k_frac_q * n_valid - 2**8 * n_diag, and need >> 8 = k_row - n_diag
+            "kw": signed_width(-(nbc << K_FRAC_BITS), kmax),
+            "qw": signed_width(-nbc, kmax >> K_FRAC_BITS),
             "sw": signed_width(*cfg.importance_row_sum_range),
             "tw": self.threshold_width,
             "p": p,
@@ -242,7 +274,7 @@ class BlockPruner(wiring.Component):
         elay = data.StructLayout({
             "imp": signed(iw), "valid": unsigned(1), "row": unsigned(len(src.row)),
             "col": unsigned(cw), "row_end": unsigned(1), "last": unsigned(1),
-            "diag": unsigned(1), "mode": unsigned(MODE_WIDTH), "k_b": unsigned(cfg.k_b_width),
+            "diag": unsigned(1), "mode": unsigned(MODE_WIDTH), "kq": unsigned(cfg.k_frac_width),
             "rho": unsigned(p + 1), "rho_inv": unsigned(p + 1),
         })
         # diagonal: key range [c*b_c, c*b_c + b_c) meets query range [r*b_r, min(r*b_r+b_r, L))
@@ -257,7 +289,7 @@ class BlockPruner(wiring.Component):
             inc.imp.eq(src.imp), inc.valid.eq(src.valid), inc.row.eq(src.row),
             inc.col.eq(src.col), inc.row_end.eq(src.last_col | src.last), inc.last.eq(src.last),
             inc.diag.eq((col_lo < row_hi) & (col_lo + bc > row_lo)),
-            inc.mode.eq(self.mode), inc.k_b.eq(self.k_b),
+            inc.mode.eq(self.mode), inc.kq.eq(self.k_frac_q),
             inc.rho.eq(Mux(self.rho_q > one, one, self.rho_q)),
             inc.rho_inv.eq(Mux(self.rho_q > one, 0, one - self.rho_q)),
         ]
@@ -270,116 +302,108 @@ class BlockPruner(wiring.Component):
         j_free = Signal()        # driven by the job register J (see _job)
         s_valid = Signal()       # output skid register full (see the output register)
         in_ready = Signal()
+        enter = Signal()         # a beat enters R this cycle ...
+        ent = Signal(elay)       # ... this one
         m.d.comb += [
             in_ready.eq(~k_valid & ~s_valid),
             self.imp_in.ready.eq(in_ready),
             in_acc.eq(self.imp_in.valid & in_ready),
             accept.eq(r_valid & (~beat.row_end | j_free)),
+            enter.eq((accept | ~r_valid) & (k_valid | in_acc)),
+            ent.eq(Mux(k_valid, k_beat, inc)),
         ]
         with m.If(accept | ~r_valid):
-            m.d.sync += [r_valid.eq(k_valid | in_acc), beat.eq(Mux(k_valid, k_beat, inc)),
-                         k_valid.eq(0)]
+            m.d.sync += [r_valid.eq(k_valid | in_acc), beat.eq(ent), k_valid.eq(0)]
         with m.Elif(in_acc):
             m.d.sync += [k_valid.eq(1), k_beat.eq(inc)]
-        s.update(beat=beat, accept=accept, j_free=j_free, s_valid=s_valid)
+        s.update(beat=beat, accept=accept, j_free=j_free, s_valid=s_valid, enter=enter, ent=ent)
 
-    # ------------------------------------------------------------------------ stage A: sorter
+    # ------------------------------------------------------------------------ stage A: banks
     def _stage_a(self, m, s):
-        nbc, slots, iw, cw = s["nbc"], s["slots"], s["iw"], s["cw"]
-        beat = s["beat"]
+        nbc, iw = s["nbc"], s["iw"]
+        beat, enter, ent = s["beat"], s["enter"], s["ent"]
         blk_diag = Signal()
-        cand = Signal()
         onehot = Signal(nbc)
         m.d.comb += [blk_diag.eq(beat.valid & beat.diag),
-                     cand.eq(beat.valid & ~beat.diag),
                      onehot.eq(Const(1, nbc) << beat.col)]
-
-        # sorted insertion register (top-k candidates, decreasing importance)
-        s_occ = Signal(slots)
-        s_imp = [Signal(signed(iw), name=f"sort_imp_{i}") for i in range(slots)]
-        s_col = [Signal(cw, name=f"sort_col_{i}") for i in range(slots)]
-        a_occ = Signal(slots)  # after inserting this beat (when it is a candidate)
-        a_imp = [Signal(signed(iw), name=f"sort_ins_imp_{i}") for i in range(slots)]
-        a_col = [Signal(cw, name=f"sort_ins_col_{i}") for i in range(slots)]
-        ge = Signal(slots)
-        for i in range(slots):
-            m.d.comb += ge[i].eq(s_occ[i] & self._sorts_before(s_imp[i], beat.imp))
-        for i in range(slots):
-            with m.If(~cand | ge[i]):
-                m.d.comb += [a_occ[i].eq(s_occ[i]), a_imp[i].eq(s_imp[i]), a_col[i].eq(s_col[i])]
-            if i == 0:
-                with m.Else():
-                    m.d.comb += [a_occ[i].eq(1), a_imp[i].eq(beat.imp), a_col[i].eq(beat.col)]
-            else:
-                with m.Elif(ge[i - 1]):
-                    m.d.comb += [a_occ[i].eq(1), a_imp[i].eq(beat.imp), a_col[i].eq(beat.col)]
-                with m.Else():
-                    m.d.comb += [a_occ[i].eq(s_occ[i - 1]), a_imp[i].eq(s_imp[i - 1]),
-                                 a_col[i].eq(s_col[i - 1])]
-        s.update(blk_diag=blk_diag, onehot=onehot, s_occ=s_occ, s_imp=s_imp, s_col=s_col,
-                 a_occ=a_occ, a_imp=a_imp, a_col=a_col)
+        # bank A: every block's importance as an unsigned key (sign bit flipped, so that the
+        # unsigned order is the signed one), written as the beat enters R, so that the row's
+        # last beat is in bank A by the time stage A hands the row to J
+        ent_hot = Signal(nbc)
+        m.d.comb += ent_hot.eq(Mux(enter, Const(1, nbc) << ent.col, 0))
+        a_key = [Signal(iw, name=f"bank_a_{c}") for c in range(nbc)]
+        ent_key = Signal(iw)
+        m.d.comb += ent_key.eq(ent.imp.as_unsigned() ^ (1 << (iw - 1)))
+        for c in range(nbc):
+            with m.If(ent_hot[c]):
+                m.d.sync += a_key[c].eq(ent_key)
+        s.update(blk_diag=blk_diag, onehot=onehot, a_key=a_key)
 
     # ------------------------------------------------------------------------ stage A: row
     def _accumulators(self, m, s):
-        nbc, iw, cw, nw, sw = s["nbc"], s["iw"], s["cw"], s["nw"], s["sw"]
+        nbc, iw, cw, nw, sw, kw = s["nbc"], s["iw"], s["cw"], s["nw"], s["sw"], s["kw"]
         beat, accept, blk_diag, onehot = s["beat"], s["accept"], s["blk_diag"], s["onehot"]
-        # row accumulators
+        enter, ent = s["enter"], s["ent"]
+        # row accumulators; need = BUDGET_BIAS + k_frac_q * n_valid - 2**8 * n_diag, so that
+        # need >> 8 = ceil(k_frac_q * n_valid / 2**8) - n_diag: the non-diagonal blocks to keep
+        need = Signal(signed(kw), init=self.BUDGET_BIAS)
+        a_need = Signal(signed(kw))
         vmask = Signal(nbc)
         dmask = Signal(nbc)
-        ndiag = Signal(nw)
         cnt = Signal(nw)
         tot = Signal(signed(sw))
         mx = Signal(signed(iw))
         a_vmask = Signal(nbc)
         a_dmask = Signal(nbc)
-        a_ndiag = Signal(nw)
         a_cnt = Signal(nw)
         a_tot = Signal(signed(sw))
         a_mx = Signal(signed(iw))
+        step = Signal(signed(len(beat.kq) + 1))
         m.d.comb += [
             a_vmask.eq(vmask | Mux(beat.valid, onehot, 0)),
             a_dmask.eq(dmask | Mux(blk_diag, onehot, 0)),
-            a_ndiag.eq(ndiag + blk_diag),
             a_cnt.eq(cnt + beat.valid),
+            step.eq(Mux(beat.valid, beat.kq - Mux(beat.diag, 1 << K_FRAC_BITS, 0), 0)),
+            a_need.eq(need + step),
             a_tot.eq(tot + Mux(beat.valid, beat.imp, 0)),
             a_mx.eq(Mux(beat.valid & ((cnt == 0) | (beat.imp > mx)), beat.imp, mx)),
         ]
 
-        # two-bank row buffer for the threshold pass
-        blay = data.StructLayout({"imp": signed(iw), "valid": unsigned(1)})
+        # two-bank row buffer: J's items read it in column order, one item ahead (a beat is
+        # written as it enters R, into the bank of its row)
+        blay = data.StructLayout({"imp": signed(iw), "valid": unsigned(1), "diag": unsigned(1)})
         m.submodules.row_buf = buf = Memory(shape=blay, depth=2 << cw, init=[])
         wp = buf.write_port()
-        rp = buf.read_port(domain="sync")
+        rp = buf.read_port(domain="sync", transparent_for=[wp])
         wbank = Signal()
-        m.d.comb += [wp.addr.eq(Cat(beat.col, wbank)), wp.data.imp.eq(beat.imp),
-                     wp.data.valid.eq(beat.valid), wp.en.eq(accept)]
-        s.update(vmask=vmask, dmask=dmask, ndiag=ndiag, cnt=cnt, tot=tot, mx=mx,
-                 a_vmask=a_vmask, a_dmask=a_dmask, a_ndiag=a_ndiag, a_cnt=a_cnt, a_tot=a_tot,
-                 a_mx=a_mx, rp=rp, wbank=wbank)
+        ebank = Signal()
+        m.d.comb += [ebank.eq(wbank ^ (accept & beat.row_end)),
+                     wp.addr.eq(Cat(ent.col, ebank)), wp.data.imp.eq(ent.imp),
+                     wp.data.valid.eq(ent.valid), wp.data.diag.eq(ent.diag), wp.en.eq(enter)]
+        s.update(vmask=vmask, dmask=dmask, cnt=cnt, tot=tot, mx=mx, need=need, a_need=a_need,
+                 a_vmask=a_vmask, a_dmask=a_dmask, a_cnt=a_cnt, a_tot=a_tot, a_mx=a_mx, rp=rp,
+                 wbank=wbank, blay=blay)
 
     # ------------------------------------------------------------------------ job register J
     def _job(self, m, s):
-        cfg = self._cfg
-        nbc, slots, iw, cw, nw, sw = s["nbc"], s["slots"], s["iw"], s["cw"], s["nw"], s["sw"]
-        tw, p = s["tw"], s["p"]
-        beat, accept, j_free = s["beat"], s["accept"], s["j_free"]
+        nbc, iw, cw, nw, sw = s["nbc"], s["iw"], s["cw"], s["nw"], s["sw"]
+        p, qw = s["p"], s["qw"]
+        beat, accept, j_free, rp = s["beat"], s["accept"], s["j_free"], s["rp"]
         row_end = beat.row_end
-        s_occ, s_imp, s_col = s["s_occ"], s["s_imp"], s["s_col"]
-        a_occ, a_imp, a_col = s["a_occ"], s["a_imp"], s["a_col"]
-        vmask, dmask, ndiag, cnt, tot, mx = (s[k] for k in ("vmask", "dmask", "ndiag", "cnt",
-                                                             "tot", "mx"))
-        a_vmask, a_dmask, a_ndiag, a_cnt, a_tot, a_mx = (
-            s[k] for k in ("a_vmask", "a_dmask", "a_ndiag", "a_cnt", "a_tot", "a_mx"))
-        wbank = s["wbank"]
+        vmask, dmask, cnt, tot, mx, need = (s[k] for k in ("vmask", "dmask", "cnt", "tot", "mx",
+                                                           "need"))
+        a_vmask, a_dmask, a_cnt, a_tot, a_mx, a_need = (
+            s[k] for k in ("a_vmask", "a_dmask", "a_cnt", "a_tot", "a_mx", "a_need"))
+        wbank, a_key = s["wbank"], s["a_key"]
 
         j_valid = Signal()
         j_mode = Signal(MODE_WIDTH)
-        j_kb = Signal(cfg.k_b_width)
+        j_need = Signal(signed(qw))   # non-diagonal blocks to keep: k_row - n_diag
         j_rho = Signal(p + 1)
         j_rho_inv = Signal(p + 1)
-        j_ndiag = Signal(nw)
-        j_occ = Signal(slots)
-        j_col = [Signal(cw, name=f"job_col_{i}") for i in range(slots)]
+        j_key = [Signal(iw, name=f"bank_j_{c}") for c in range(nbc)]
+        j_cand = Signal(nbc)          # valid non-diagonal blocks: the top-k candidates
+        j_lt = Signal(nbc)            # bit c: column c < the item's column (the tie-break)
         j_vmask = Signal(nbc)
         j_dmask = Signal(nbc)
         j_cnt = Signal(nw)
@@ -394,70 +418,101 @@ class BlockPruner(wiring.Component):
         j_thr = Signal()
         j_last_item = Signal()   # registered: the item J offers now is its row's last
         adv = Signal()           # driven by the output register (see _output)
+        load = Signal()
+        step = Signal()          # J moves to the next item of its row
         m.d.comb += [
             j_thr.eq(j_mode == MODE_THRESHOLD),
             j_free.eq(~j_valid | (adv & j_last_item)),
+            load.eq(accept & row_end),
+            step.eq(~load & adv & j_valid & ~j_last_item),
         ]
 
         with m.If(accept):
             with m.If(row_end):
                 m.d.sync += [
-                    s_occ.eq(0), vmask.eq(0), dmask.eq(0), ndiag.eq(0), cnt.eq(0), tot.eq(0),
-                    mx.eq(0), wbank.eq(~wbank),
-                    j_valid.eq(1), j_mode.eq(beat.mode), j_kb.eq(beat.k_b),
-                    j_rho.eq(beat.rho), j_rho_inv.eq(beat.rho_inv), j_ndiag.eq(a_ndiag), j_occ.eq(a_occ),
+                    vmask.eq(0), dmask.eq(0), cnt.eq(0), tot.eq(0), mx.eq(0),
+                    need.eq(self.BUDGET_BIAS), wbank.eq(~wbank),
+                    j_valid.eq(1), j_mode.eq(beat.mode), j_need.eq(a_need >> K_FRAC_BITS),
+                    j_rho.eq(beat.rho), j_rho_inv.eq(beat.rho_inv),
                     j_last_item.eq(((beat.mode != MODE_TOPK) & (beat.mode != MODE_THRESHOLD))
                                    | (beat.col == 0)),
+                    j_cand.eq(a_vmask & ~a_dmask), j_lt.eq(0),
                     j_vmask.eq(a_vmask), j_dmask.eq(a_dmask), j_cnt.eq(a_cnt), j_tot.eq(a_tot),
                     j_mx.eq(a_mx), j_lastc.eq(beat.col), j_ic.eq(0), j_bank.eq(wbank),
                     j_row.eq(beat.row), j_last.eq(beat.last),
                 ]
-                m.d.sync += [j_col[i].eq(a_col[i]) for i in range(slots)]
+                m.d.sync += [j_key[c].eq(a_key[c]) for c in range(nbc)]
             with m.Else():
-                m.d.sync += [s_occ.eq(a_occ), vmask.eq(a_vmask), dmask.eq(a_dmask),
-                             ndiag.eq(a_ndiag), cnt.eq(a_cnt), tot.eq(a_tot), mx.eq(a_mx)]
-            m.d.sync += [s_imp[i].eq(a_imp[i]) for i in range(slots)]
-            m.d.sync += [s_col[i].eq(a_col[i]) for i in range(slots)]
-        with m.If(~(accept & row_end) & adv & j_valid):
+                m.d.sync += [vmask.eq(a_vmask), dmask.eq(a_dmask), cnt.eq(a_cnt),
+                             tot.eq(a_tot), mx.eq(a_mx), need.eq(a_need)]
+        with m.If(~load & adv & j_valid):
             with m.If(j_last_item):
                 m.d.sync += j_valid.eq(0)
             with m.Else():
-                m.d.sync += [j_ic.eq(j_ic + 1), j_last_item.eq(j_ic + 1 == j_lastc)]
-            # the sorter snapshot shifts by one slot per item: slot j_ic is always at index 0
-            m.d.sync += j_occ.eq(j_occ >> 1)
-            m.d.sync += [j_col[i].eq(j_col[i + 1]) for i in range(slots - 1)]
+                m.d.sync += [j_ic.eq(j_ic + 1), j_last_item.eq(j_ic + 1 == j_lastc),
+                             j_lt.eq(Cat(Const(1, 1), j_lt[:-1]))]
 
-        # top-k item: sorter slot j_ic is kept when j_ic + n_diag < k_b
-        j_topk = Signal()
-        j_topk_keep = Signal()
-        m.d.comb += [j_topk.eq(j_mode == MODE_TOPK),
-                     j_topk_keep.eq(j_topk & j_occ[0] & (j_ic + j_ndiag < j_kb))]
+        # J's item (imp, valid, diag) is a register loaded from the row buffer's output at every
+        # item change, so the row buffer is read one item ahead of J: its output is always J's
+        # next item.  That is column 0 of stage A's row while J is idle or on its row's last
+        # item (read again every cycle: that column may still be arriving; the read port is
+        # transparent for the write port), else J's next column (held while J holds).
+        j_item = Signal(s["blay"])
+        nxt_col = Signal(cw)
+        nxt_bank = Signal()
+        rd_en = Signal()
+        with m.If(load):
+            m.d.comb += [nxt_col.eq(Mux(beat.col == 0, 0, 1)),
+                         nxt_bank.eq(Mux(beat.col == 0, ~wbank, wbank)), rd_en.eq(1)]
+        with m.Elif(step):
+            m.d.comb += [nxt_col.eq(Mux(j_ic + 1 == j_lastc, 0, (j_ic + 2)[:cw])),
+                         nxt_bank.eq(Mux(j_ic + 1 == j_lastc, wbank, j_bank)), rd_en.eq(1)]
+        with m.Elif(~j_valid | j_last_item):
+            m.d.comb += [nxt_col.eq(0), nxt_bank.eq(wbank), rd_en.eq(1)]
+        m.d.comb += [rp.addr.eq(Cat(nxt_col, nxt_bank)), rp.en.eq(rd_en)]
+        with m.If(load | step):
+            m.d.sync += j_item.eq(rp.data)
 
         base = Signal(nbc)  # diagonal blocks (topk, threshold) or every valid block (off)
-        m.d.comb += base.eq(Mux(j_topk | j_thr, j_dmask, j_vmask))
+        j_topk = Signal()
+        m.d.comb += [j_topk.eq(j_mode == MODE_TOPK),
+                     base.eq(Mux(j_topk | j_thr, j_dmask, j_vmask))]
 
         # right side of the threshold rule, in threshold_width bits (see the class docstring),
         # one multiplier per stage: P1 holds rho_q * max and (2**P - rho_q) * sum, P2 the sum
         # (rho_q clamped to 2**P and 2**P - rho_q are computed at the input)
         rho_max = Signal(signed(p + 1 + iw))
-        t_sum = Signal(signed(tw))
+        t_sum = Signal(signed(s["tw"]))
         m.d.comb += [rho_max.eq(j_rho * j_mx), t_sum.eq(j_rho_inv * j_tot)]
-        s.update(j_valid=j_valid, j_col=j_col, j_cnt=j_cnt, j_ic=j_ic, j_bank=j_bank,
-                 j_row=j_row, j_last=j_last, j_thr=j_thr, j_last_item=j_last_item, adv=adv,
-                 j_topk=j_topk, j_topk_keep=j_topk_keep, base=base, rho_max=rho_max,
-                 t_sum=t_sum)
+        s.update(j_valid=j_valid, j_cnt=j_cnt, j_ic=j_ic, j_row=j_row, j_last=j_last,
+                 j_thr=j_thr, j_last_item=j_last_item, adv=adv, j_topk=j_topk, base=base,
+                 rho_max=rho_max, t_sum=t_sum, j_key=j_key, j_cand=j_cand, j_lt=j_lt,
+                 j_need=j_need, j_item=j_item)
+
+    # ------------------------------------------------------------------------ J: ranks
+    def _ranks(self, m, s):
+        """Top-k without sorting: J's item against every block of its row at once; the blocks
+        ranked ahead of it are counted in P1 and P2 (see _pipeline)."""
+        nbc, iw, j_item = s["nbc"], s["iw"], s["j_item"]
+        j_key, j_cand, j_lt = s["j_key"], s["j_cand"], s["j_lt"]
+        item_key = Signal(iw)
+        ahead = Signal(nbc)
+        m.d.comb += item_key.eq(j_item.imp.as_unsigned() ^ (1 << (iw - 1)))
+        for c in range(nbc):
+            m.d.comb += ahead[c].eq(j_cand[c] & self._ranks_ahead(j_key[c], item_key, j_lt[c]))
+        s.update(ahead=ahead)
 
     # ------------------------------------------------------------------------ P1, P2, P3
     def _pipeline(self, m, s):
-        nbc, iw, cw, nw, tw, p = s["nbc"], s["iw"], s["cw"], s["nw"], s["tw"], s["p"]
-        beat, rp, adv = s["beat"], s["rp"], s["adv"]
-        j_valid, j_col, j_cnt, j_ic, j_bank, j_row, j_last = (
-            s[k] for k in ("j_valid", "j_col", "j_cnt", "j_ic", "j_bank", "j_row", "j_last"))
-        j_thr, j_last_item, j_topk, j_topk_keep = (
-            s[k] for k in ("j_thr", "j_last_item", "j_topk", "j_topk_keep"))
+        nbc, iw, cw, nw, tw, p, qw = (s[k] for k in ("nbc", "iw", "cw", "nw", "tw", "p", "qw"))
+        j_item, adv = s["j_item"], s["adv"]
+        j_valid, j_cnt, j_ic, j_row, j_last, j_need = (
+            s[k] for k in ("j_valid", "j_cnt", "j_ic", "j_row", "j_last", "j_need"))
+        j_thr, j_last_item, j_topk, ahead = (s[k] for k in ("j_thr", "j_last_item", "j_topk",
+                                                            "ahead"))
         base, rho_max, t_sum = s["base"], s["rho_max"], s["t_sum"]
 
-        # ---------------------------------------------------------------- P1: row-buffer read
+        # ---------------------------------------------------------------- P1: J's item
         # (at most one multiplier between two registers, none after the row buffer's output:
         # the read plus a multiplier plus a wide comparator in one cycle, or two chained
         # multipliers, limited Fmax to 49-71 MHz on ECP5)
@@ -465,42 +520,54 @@ class BlockPruner(wiring.Component):
         p1_col = Signal(cw)
         p1_last_item = Signal()
         p1_thr = Signal()
-        p1_topk_keep = Signal()
+        p1_topk = Signal()        # a top-k item that is a candidate (valid, not diagonal)
+        p1_ahead = Signal(nbc)    # the candidates ranked ahead of it
+        p1_need = Signal(signed(qw))
+        p1_imp = Signal(signed(iw))
+        p1_vbit = Signal()
         p1_cnt = Signal(nw)
         p1_rho_max = Signal(signed(p + 1 + iw))
         p1_t_sum = Signal(signed(tw))
         p1_base = Signal(nbc)
-        p1_row = Signal(len(beat.row))
+        p1_row = Signal(len(j_row))
         p1_last = Signal()
-        m.d.comb += [rp.addr.eq(Cat(j_ic, j_bank)), rp.en.eq(adv)]
         with m.If(adv):
-            m.d.sync += [p1_valid.eq(j_valid), p1_col.eq(Mux(j_topk, j_col[0], j_ic)),
-                         p1_last_item.eq(j_last_item), p1_thr.eq(j_thr),
-                         p1_topk_keep.eq(j_topk_keep), p1_cnt.eq(j_cnt),
+            m.d.sync += [p1_valid.eq(j_valid), p1_col.eq(j_ic), p1_last_item.eq(j_last_item),
+                         p1_thr.eq(j_thr), p1_topk.eq(j_topk & j_item.valid & ~j_item.diag),
+                         p1_ahead.eq(ahead), p1_need.eq(j_need), p1_imp.eq(j_item.imp),
+                         p1_vbit.eq(j_item.valid), p1_cnt.eq(j_cnt),
                          p1_rho_max.eq(rho_max), p1_t_sum.eq(t_sum),
                          p1_base.eq(base), p1_row.eq(j_row), p1_last.eq(j_last)]
 
-        # ---------------------------------------------------------------- P2: register the read
+        # ---------------------------------------------------------------- P2: partial counts
+        # popcount of p1_ahead: 4-bit groups in LUTs, then adder levels split between P1 and P2
+        parts = _tree_sum(m, [_popcount4(p1_ahead[i:i + 4]) for i in range(0, nbc, 4)],
+                          self.RANK_LEVELS_P1, "rank_p1")
+        p2_parts = [Signal(len(v), name=f"p2_rank_part_{i}") for i, v in enumerate(parts)]
         p2_valid = Signal()
         p2_col = Signal(cw)
         p2_last_item = Signal()
-        p2_topk_keep = Signal()
+        p2_topk = Signal()
+        p2_need = Signal(signed(qw))
         p2_thr_valid = Signal()  # threshold item of a valid block
         p2_imp = Signal(signed(iw))
         p2_cnt = Signal(nw)
         p2_t_max = Signal(signed(tw))
         p2_t_sum = Signal(signed(tw))
         p2_base = Signal(nbc)
-        p2_row = Signal(len(beat.row))
+        p2_row = Signal(len(j_row))
         p2_last = Signal()
         with m.If(adv):
             m.d.sync += [p2_valid.eq(p1_valid), p2_col.eq(p1_col), p2_last_item.eq(p1_last_item),
-                         p2_topk_keep.eq(p1_topk_keep), p2_thr_valid.eq(p1_thr & rp.data.valid),
-                         p2_imp.eq(rp.data.imp), p2_cnt.eq(p1_cnt),
+                         p2_topk.eq(p1_topk), p2_need.eq(p1_need),
+                         p2_thr_valid.eq(p1_thr & p1_vbit),
+                         p2_imp.eq(p1_imp), p2_cnt.eq(p1_cnt),
                          p2_t_max.eq(p1_rho_max * p1_cnt), p2_t_sum.eq(p1_t_sum),
                          p2_base.eq(p1_base), p2_row.eq(p1_row), p2_last.eq(p1_last)]
+            m.d.sync += [d.eq(v) for d, v in zip(p2_parts, parts)]
 
         # ---------------------------------------------------------------- P3: compare, OR
+        rank = _tree_sum(m, p2_parts, None, "rank_p2")[0]
         p3_valid = Signal()
         p3_onehot = Signal(nbc)
         p3_last_item = Signal()
@@ -509,12 +576,13 @@ class BlockPruner(wiring.Component):
         p3_lhs = Signal(signed(tw))
         p3_rhs = Signal(signed(tw))
         p3_base = Signal(nbc)
-        p3_row = Signal(len(beat.row))
+        p3_row = Signal(len(j_row))
         p3_last = Signal()
         with m.If(adv):
             m.d.sync += [p3_valid.eq(p2_valid), p3_onehot.eq(Const(1, nbc) << p2_col),
                          p3_last_item.eq(p2_last_item),
-                         p3_topk_keep.eq(p2_topk_keep), p3_thr_valid.eq(p2_thr_valid),
+                         p3_topk_keep.eq(p2_topk & (rank < p2_need)),
+                         p3_thr_valid.eq(p2_thr_valid),
                          p3_lhs.eq((p2_imp * p2_cnt) << p), p3_rhs.eq(p2_t_max + p2_t_sum),
                          p3_base.eq(p2_base), p3_row.eq(p2_row), p3_last.eq(p2_last)]
 
@@ -568,3 +636,32 @@ class BlockPruner(wiring.Component):
         with m.Elif(done):
             m.d.sync += [s_valid.eq(1), s_pay.mask.eq(macc | p3_base | bitvec),
                          s_pay.row.eq(p3_row), s_pay.last.eq(p3_last)]
+
+
+def _popcount4(bits):
+    """Number of ones of up to 4 bits as plain logic (one LUT4 per output bit, no adder)."""
+    b = [bits[i] for i in range(len(bits))] + [Const(0, 1)] * (4 - len(bits))
+    pairs = [b[0] & b[1], b[0] & b[2], b[0] & b[3], b[1] & b[2], b[1] & b[3], b[2] & b[3]]
+    four = b[0] & b[1] & b[2] & b[3]
+    two_or_three = (pairs[0] | pairs[1] | pairs[2] | pairs[3] | pairs[4] | pairs[5]) & ~four
+    return Cat(b[0] ^ b[1] ^ b[2] ^ b[3], two_or_three, four)
+
+
+def _tree_sum(m, values, levels, name):
+    """Pairwise adder tree over ``values`` (unsigned); ``levels`` adder levels (all when None).
+    Returns the partial sums left after those levels, as named signals."""
+    level = 0
+    values = list(values)
+    while len(values) > 1 and (levels is None or level < levels):
+        nxt = []
+        for i in range(0, len(values), 2):
+            if i + 1 == len(values):
+                nxt.append(values[i])
+                continue
+            a, b = values[i], values[i + 1]
+            sig = Signal(max(len(a), len(b)) + 1, name=f"{name}_l{level}_{i // 2}")
+            m.d.comb += sig.eq(a + b)
+            nxt.append(sig)
+        values = nxt
+        level += 1
+    return values

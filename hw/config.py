@@ -6,7 +6,7 @@ the integer range of the quantity it holds, so no width can be narrower than the
 values it must carry for any legal input (``tests/test_config.py`` proves the
 bounds with extreme inputs against the golden model).
 
-Run-time values (pruning mode, ``k_b``, ``rho``, ``tau_head``, approximation
+Run-time values (pruning mode, ``k_frac``, ``rho``, ``tau_head``, approximation
 mode, causal masking, ``valid_len``) are registers in the hardware; the fields
 here give their defaults and the golden model reads them from here.  Limits that
 shape the hardware (``seq_len``, ``head_dim``, widths, block shape, criterion,
@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["HDPConfig", "signed_width", "unsigned_width", "PRUNE_MODES",
-           "CRITERIA", "APPROX_MODES"]
+           "CRITERIA", "APPROX_MODES", "K_FRAC_BITS"]
 
 PRUNE_MODES = ("off", "topk", "threshold")
 CRITERIA = ("abs_sum", "sum", "max")
 APPROX_MODES = ("drop_ff", "exact", "comp")
+#: Fraction bits of ``k_frac`` in the hardware: the register holds ``k_frac_q = k_frac * 2**8``.
+K_FRAC_BITS = 8
 
 
 def signed_width(lo: int, hi: int) -> int:
@@ -62,10 +64,11 @@ def _bound(b):
     return b if isinstance(b, tuple) else (str(b), lambda cfg, b=b: b)
 
 
-def _knob(default, doc, lo=None, hi=None, choices=None, note=None):
+def _knob(default, doc, lo=None, hi=None, choices=None, note=None, open_lo=False):
     """A configuration field with its rule in the metadata: validation, ``--list-settings`` and
-    the error messages all read the rule from here, so they cannot disagree."""
-    meta = {"doc": doc, "note": note}
+    the error messages all read the rule from here, so they cannot disagree.  ``open_lo``: a
+    float field whose range is ``(0, 1]`` instead of ``[0, 1]``."""
+    meta = {"doc": doc, "note": note, "open_lo": open_lo}
     if lo is not None:
         meta["lo"], meta["hi"] = _bound(lo), _bound(hi)
     if choices is not None:
@@ -88,8 +91,13 @@ def _check_field(cfg, f) -> None:
             raise ValueError(f"{f.name} must be true or false, not {value!r}")
     elif f.type is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"{f.name} must be a number in [0, 1], not {value!r}")
+                or not math.isfinite(value) or not 0.0 <= value <= 1.0 \
+                or (m.get("open_lo") and value == 0):
+            raise ValueError(f"{f.name} must be a number in {_float_range(f)}, not {value!r}")
+
+
+def _float_range(f) -> str:
+    return "(0, 1]" if f.metadata.get("open_lo") else "[0, 1]"
 
 
 def _field_rule(f) -> str:
@@ -102,7 +110,7 @@ def _field_rule(f) -> str:
     elif f.type is bool:
         rule = "true or false"
     else:
-        rule = "number in [0, 1]"
+        rule = f"number in {_float_range(f)}"
     return rule + (f"; {m['note']}" if m.get("note") else "")
 
 
@@ -116,7 +124,7 @@ class HDPConfig:
     Each field's meaning and rule are in its metadata (``doc``, bounds, choices), which the
     validation reads; :meth:`describe` lists them (``hdpgen <command> --list-settings``).
 
-    Run-time values (pruning mode, ``k_b``, ``rho``, ``tau_head``, approximation mode, causal
+    Run-time values (pruning mode, ``k_frac``, ``rho``, ``tau_head``, approximation mode, causal
     masking) are registers in the hardware; the fields give their defaults.  The others shape
     the hardware and are elaboration constants.
     """
@@ -150,8 +158,9 @@ class HDPConfig:
                                   "max (signed max)", choices=CRITERIA)
     prune_mode: str = _knob("topk", "block pruning (run-time register default)",
                             choices=PRUNE_MODES)
-    k_b: int = _knob(48, "blocks kept per block-row in topk mode, the diagonal included", 1,
-                     ("number of block columns", lambda c: c.n_block_cols))
+    k_frac: float = _knob(0.75, "topk mode: fraction of each block-row's valid blocks kept "
+                                "(ceil(k_frac * valid blocks), the diagonal included)",
+                          note="a multiple of 2**-8", open_lo=True)
     rho: float = _knob(0.5, "threshold mode: mix between the block-row's max (1) and mean (0)",
                        note="a multiple of 2**-rho_frac")
     rho_frac: int = _knob(8, "fraction bits of rho in the hardware (unsigned fixed point)", 1, 16)
@@ -178,6 +187,9 @@ class HDPConfig:
             if f.name == "rho_frac" and self.rho * (1 << self.rho_frac) != self.rho_q:
                 raise ValueError(f"rho must be a multiple of 2**-rho_frac = "
                                  f"{2.0 ** -self.rho_frac}, not {self.rho!r}")
+            if f.name == "k_frac" and self.k_frac * (1 << K_FRAC_BITS) != self.k_frac_q:
+                raise ValueError(f"k_frac must be a multiple of 2**-{K_FRAC_BITS} = "
+                                 f"{2.0 ** -K_FRAC_BITS}, not {self.k_frac!r}")
         scale = math.log2(math.e) / math.sqrt(self.head_dim)
         if round(scale * 2.0 ** (16 + self.exp_frac - 2 * self.qk_frac)) < 1:
             need = next(e for e in range(64) if round(scale * 2.0 ** (16 + e - 2 * self.qk_frac)) >= 1)
@@ -277,6 +289,11 @@ class HDPConfig:
         return self.block_rows * self.block_cols
 
     @property
+    def k_frac_q(self) -> int:
+        """``k_frac`` as an unsigned integer with ``K_FRAC_BITS`` fraction bits (1 ... 256)."""
+        return int(round(self.k_frac * (1 << K_FRAC_BITS)))
+
+    @property
     def rho_q(self) -> int:
         """``rho`` as an unsigned integer with ``rho_frac`` fraction bits."""
         return int(round(self.rho * (1 << self.rho_frac)))
@@ -314,8 +331,10 @@ class HDPConfig:
         return unsigned_width(self.seq_len)
 
     @property
-    def k_b_width(self) -> int:
-        return unsigned_width(self.n_block_cols)
+    def k_frac_width(self) -> int:
+        """Unsigned width of the ``k_frac_q`` register: codes 0 ... ``2**(K_FRAC_BITS + 1) - 1``
+        (``2**K_FRAC_BITS`` = 1.0 needs the extra bit)."""
+        return K_FRAC_BITS + 1
 
     # ------------------------------------------------------------------ score ranges
     @property

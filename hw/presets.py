@@ -4,20 +4,21 @@
     The smallest useful accelerator, for fast tests: N = 8, d = 4, 2 x 2 blocks, 2 x 2 array.
 ``odd``
     Non-power-of-two everything: N = 13, d = 5, 3 x 2 blocks (N is a multiple of neither),
-    k_b = 1, a 3 x 5 array (R != C), threshold pruning and causal masking.
+    top-k budget k_frac = 1/4, a 3 x 5 array (R != C), threshold pruning and causal masking.
 ``default``
     N = 128, d = 32.  d is the head size of all-MiniLM-L6-v2 (384 hidden / 12 heads), the real
     model whose attention is bundled in ``tests/data``; a default that matches it lets the
     bundled data run through the hardware without reshaping.  2 x 2 blocks as in HDP, ranked by
     the signed ``max`` criterion (the most accurate of the three on MiniLM).  Top-k with
-    k_b = 48 of 64 block columns: keeping three quarters is the lightest pruning that keeps the
-    MiniLM sentence-embedding cosine >= 0.99 (``hdpgen eval``: 0.993; keeping half gives 0.954).
+    k_frac = 0.75 (three quarters of every block-row's valid blocks): keeping three quarters
+    is the lightest pruning that keeps the MiniLM sentence-embedding cosine >= 0.99
+    (``hdpgen eval``: 0.993; keeping half gives 0.954).
     A 2 x 8 array: a tile's rows must share one block-row's kept key columns, so the array is
     as tall as a block (``array_rows == block_rows``, the co-design rule) and narrow, so that a
     tile of 8 gathered keys is fine enough to skip pruned blocks of short sentences.
 ``large``
     The scale point: N = 512, d = 64 (the head size of BERT-base and most 12-head encoders),
-    otherwise the default's choices, top-k keeping 3/4 of the 256 block columns.  On-chip
+    otherwise the default's choices, top-k keeping 3/4 of each block-row's valid blocks.  On-chip
     memory grows with ``N * d``, not ``N^2`` (the top stores no score matrix).
 """
 
@@ -27,15 +28,15 @@ __all__ = ["PRESETS", "preset", "preset_names"]
 
 PRESETS: dict[str, HDPConfig] = {
     "tiny": HDPConfig(seq_len=8, head_dim=4, n_heads=2, block_rows=2, block_cols=2,
-                      k_b=2, array_rows=2, array_cols=2, exp_bits=12, prob_frac=8,
+                      k_frac=0.5, array_rows=2, array_cols=2, exp_bits=12, prob_frac=8,
                       out_bits=12, out_frac=6),
     "odd": HDPConfig(seq_len=13, head_dim=5, n_heads=3, qk_bits=7, qk_frac=3, v_bits=6, v_frac=3,
                      prob_frac=7, out_bits=11, out_frac=5, exp_frac=3, exp_bits=11,
-                     block_rows=3, block_cols=2, k_b=1, prune_mode="threshold", rho=0.375,
+                     block_rows=3, block_cols=2, k_frac=0.25, prune_mode="threshold", rho=0.375,
                      criterion="abs_sum", causal=True, array_rows=3, array_cols=5),
     "default": HDPConfig(),
     # the scale point: N = 512, d = 64 (BERT-base-like heads), top-k keeping 3/4 of the blocks
-    "large": HDPConfig(seq_len=512, head_dim=64, k_b=192),
+    "large": HDPConfig(seq_len=512, head_dim=64, k_frac=0.75),
 }
 
 

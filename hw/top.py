@@ -59,7 +59,7 @@ def register_map(cfg: HDPConfig) -> list[Reg]:
             APPROX_MODES.index(cfg.approx)),
         Reg("causal", 0x08, 1, True, int(cfg.causal)),
         Reg("head_prune", 0x0C, 1, True, int(cfg.head_prune)),
-        Reg("k_b", 0x10, cfg.k_b_width, True, cfg.k_b),
+        Reg("k_frac_q", 0x10, cfg.k_frac_width, True, cfg.k_frac_q),
         Reg("rho_q", 0x14, cfg.rho_frac + 1, True, cfg.rho_q),
         Reg("tau_head", 0x18, cfg.h_width, True, cfg.tau_head),      # 0x18 and 0x1C if > 32 bits
         Reg("valid_len", 0x20, cfg.valid_len_width, True, cfg.seq_len),
@@ -91,7 +91,7 @@ class Top(wiring.Component):
         output are all zero and are not sent.
     s_axil : ``s_axil__awaddr`` ..., AXI4-Lite slave (:mod:`hw.axil`), 12 address bits,
         :func:`register_map`: writable ``mode`` (index in ``PRUNE_MODES``), ``approx``
-        (index in ``APPROX_MODES``), ``causal``, ``head_prune``, ``k_b``, ``rho_q``,
+        (index in ``APPROX_MODES``), ``causal``, ``head_prune``, ``k_frac_q``, ``rho_q``,
         ``tau_head``, ``valid_len``, ``mask_sel``; read-only ``status`` (bit 0 busy, 1 done,
         2 head kept), ``cycles`` (last head, first input beat to last output beat),
         ``array_cycles`` (beats the array accepted), ``head_imp`` (H; 0 after a dense head,
@@ -208,7 +208,7 @@ class Top(wiring.Component):
         S = Signal
         r = self._r = {
             "mode": S(2), "approx": S(unsigned_width(len(APPROX_MODES) - 1)), "causal": S(),
-            "hprune": S(), "kb": S(cfg.k_b_width),
+            "hprune": S(), "kq": S(cfg.k_frac_width),
             "rho": S(cfg.rho_frac + 1), "tau": S(cfg.h_width),
             "L": S(unsigned_width(cfg.seq_len)), "drop_ff": S(), "comp": S(), "dense": S(),
             "busy": S(), "done": S(), "head_kept": S(), "cyc": S(32), "arr_cyc": S(32),
@@ -262,7 +262,7 @@ class Top(wiring.Component):
         self._sc = sc
         m.d.comb += [
             sc.valid_len.eq(r["L"]), sc.causal.eq(r["causal"]),
-            pr.mode.eq(r["mode"]), pr.k_b.eq(r["kb"]), pr.rho_q.eq(r["rho"]),
+            pr.mode.eq(r["mode"]), pr.k_frac_q.eq(r["kq"]), pr.rho_q.eq(r["rho"]),
             pr.valid_len.eq(r["L"]), hd.head_prune.eq(r["hprune"]), hd.tau_head.eq(r["tau"]),
         ]
         # blocks -> pruner (their A is not kept: the array forms the whole score)
@@ -378,7 +378,7 @@ class Top(wiring.Component):
                     m.d.sync += [
                         r["mode"].eq(regs.mode), r["approx"].eq(regs.approx),
                         r["causal"].eq(regs.causal), r["hprune"].eq(regs.head_prune),
-                        r["kb"].eq(regs.k_b), r["rho"].eq(regs.rho_q), r["tau"].eq(regs.tau_head),
+                        r["kq"].eq(regs.k_frac_q), r["rho"].eq(regs.rho_q), r["tau"].eq(regs.tau_head),
                         L.eq(regs.valid_len),
                         r["busy"].eq(1), r["done"].eq(0), r["cyc"].eq(0), r["arr_cyc"].eq(0),
                         r["kept_keys"].eq(0), r["head_kept"].eq(1), r["masks_done"].eq(0),
@@ -437,7 +437,7 @@ def register_values(cfg: HDPConfig, valid_len: int | None = None) -> dict[str, i
         "approx": APPROX_MODES.index(cfg.approx),
         "causal": int(cfg.causal),
         "head_prune": int(cfg.head_prune),
-        "k_b": cfg.k_b,
+        "k_frac_q": cfg.k_frac_q,
         "rho_q": cfg.rho_q,
         "tau_head": cfg.tau_head,
         "valid_len": cfg.seq_len if valid_len is None else int(valid_len),

@@ -405,16 +405,18 @@ def pruner_props(cfg, *, latency: int, bound: int, topk_only: bool = False):
     """Block pruner: a well-formed block stream (row-major, ``last_col``/``last`` where the
     run-time ``valid_len`` puts them, diagonal blocks valid), settings stable and legal.
     Asserts one mask per block-row (balance), the diagonal blocks kept and no invalid block
-    kept in every mode, and in ``topk`` exactly ``max(n_diag, min(k_b, n_valid))`` keep bits
-    (``min(k_b, n_valid)`` whenever a row has one diagonal block, e.g. ``b_r = b_c``)."""
+    kept in every mode, and in ``topk`` exactly ``max(n_diag, min(k_row, n_valid))`` keep bits
+    with ``k_row = ceil(k_frac_q * n_valid / 2**8)`` (``min(k_row, n_valid)`` whenever a row has
+    one diagonal block, e.g. ``b_r = b_c``)."""
     from hw.block_pruner import MODE_TOPK
+    from hw.config import K_FRAC_BITS
     nbr, nbc = cfg.n_block_rows, cfg.n_block_cols
 
     def props(h: Harness, m: Module) -> None:
         d = h.dut
         beat, mo = d.imp_in.payload, d.mask_out
         _setting(h, m, d.valid_len, 1, cfg.seq_len)
-        _setting(h, m, d.k_b, 1, nbc)
+        _setting(h, m, d.k_frac_q, 1, 1 << K_FRAC_BITS)
         _setting(h, m, d.rho_q, 0, 1 << cfg.rho_frac)
         _setting(h, m, d.mode, 0, 3)
         if topk_only:
@@ -459,7 +461,8 @@ def pruner_props(cfg, *, latency: int, bound: int, topk_only: bool = False):
         n_valid = popcount(exp_valid)
         n_diag = popcount(exp_diag)
         n_keep = popcount(mask)
-        kb = d.k_b
+        kb = Signal(range(nbc + 2), name="k_row")
+        m.d.comb += kb.eq((d.k_frac_q * n_valid + (1 << K_FRAC_BITS) - 1) >> K_FRAC_BITS)
         want = Mux(n_diag > Mux(kb < n_valid, kb, n_valid), n_diag, Mux(kb < n_valid, kb, n_valid))
         m.d.comb += [
             Assert(~mo.valid | ((mask & exp_diag) == exp_diag), "diagonal_kept"),
@@ -637,10 +640,11 @@ UNIT_STREAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 def unit_settings(unit: str, cfg) -> dict[str, tuple[int, int]]:
     """Legal ranges of each unit's run-time settings (held stable in every proof)."""
     from hw.block_pruner import MODE_WIDTH
+    from hw.config import K_FRAC_BITS
     return {
         "score_unit": {"valid_len": (1, cfg.seq_len), "causal": (0, 1)},
         "head_detector": {"head_prune": (0, 1), "tau_head": (0, cfg.h_max)},
-        "block_pruner": {"valid_len": (1, cfg.seq_len), "k_b": (0, cfg.n_block_cols),
+        "block_pruner": {"valid_len": (1, cfg.seq_len), "k_frac_q": (0, 1 << K_FRAC_BITS),
                          "rho_q": (0, 1 << cfg.rho_frac), "mode": (0, (1 << MODE_WIDTH) - 1)},
         "softmax_unit": {},
         "systolic_array": {},

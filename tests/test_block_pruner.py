@@ -10,7 +10,7 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment, signed
+from amaranth.hdl import Cat, Const, Fragment, signed
 
 from hw.block_pruner import BlockPruner, imp_layout, mask_latency, mask_layout
 from hw.config import PRUNE_MODES
@@ -37,14 +37,14 @@ def run_heads(cfg, heads, *, stall_in=0.0, stall_out=0.0, stall_seed=0, dut=None
     async def producer(ctx):
         for h in heads:
             ctx.set(dut.mode, h.mode)
-            ctx.set(dut.k_b, h.k_b)
+            ctx.set(dut.k_frac_q, h.k_frac_q)
             ctx.set(dut.rho_q, h.rho_q)
             ctx.set(dut.valid_len, h.valid_len)
             for beat in h.beats:
                 await stream_put(ctx, dut.imp_in, ilay.const(beat), in_rng, stall_in)
             # garbage on the settings between heads must not matter once the last beat is in
             ctx.set(dut.mode, 3 - h.mode)
-            ctx.set(dut.k_b, 0)
+            ctx.set(dut.k_frac_q, 0)
             ctx.set(dut.rho_q, 1)
 
     async def consumer(ctx):
@@ -88,7 +88,7 @@ def test_ports_and_layouts():
     cfg = preset("odd")
     dut = BlockPruner(cfg)
     assert len(dut.mode) == 2
-    assert len(dut.k_b) == cfg.k_b_width
+    assert len(dut.k_frac_q) == cfg.k_frac_width == 9
     assert len(dut.rho_q) == cfg.rho_frac + 1
     assert len(dut.valid_len) == cfg.valid_len_width
     lay = imp_layout(cfg)
@@ -105,7 +105,7 @@ def _cases(name):
 
 @pytest.mark.parametrize("name", [
     "tiny", "odd",
-    # slow in Amaranth's simulator (64-slot sorter); the cocotb bench covers it on both simulators
+    # slow in Amaranth's simulator (64 block columns); the cocotb bench covers it on both simulators
     pytest.param("default", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("stall", [0.0, 0.3], ids=["nostall", "stall"])
 def test_directed(name, stall):
@@ -153,7 +153,7 @@ def test_block_shapes_and_criteria(shape, criterion):
     by rows (b_r < b_c), one block covering the whole sequence, and the criteria the presets
     do not use (importance widths differ): seeded random heads and the tie/extreme cases."""
     br, bc = shape
-    cfg = preset("tiny").replace(seq_len=9, block_rows=br, block_cols=bc, k_b=1,
+    cfg = preset("tiny").replace(seq_len=9, block_rows=br, block_cols=bc, k_frac=1 / 256,
                                  criterion=criterion)
     seed = 100 + 10 * br + bc
     heads = vec.random_case(cfg, seed, n_heads=6).heads
@@ -189,7 +189,7 @@ def test_throughput_and_latency(name, mode):
     apart, latency 6 (off) or m + 5 (topk, threshold) cycles after a row's last beat."""
     cfg = preset(name)
     rng = np.random.default_rng(5)
-    heads = [_random_head(cfg, rng, n, causal, mode=mode, k_b=2, rho_q=100)
+    heads = [_random_head(cfg, rng, n, causal, mode=mode, k_frac_q=128, rho_q=100)
              for n, causal in ((1, False), (3, False), (cfg.seq_len - 1, True),
                                (cfg.seq_len, False), (cfg.seq_len, True))]
     trace = {}
@@ -236,7 +236,7 @@ def test_throughput_default_full_row():
     cfg = preset("default")
     rng = np.random.default_rng(1)
     for mode in (vec.MODE_TOPK, vec.MODE_THRESHOLD):
-        full = _random_head(cfg, rng, cfg.seq_len, False, mode=mode, k_b=32)
+        full = _random_head(cfg, rng, cfg.seq_len, False, mode=mode, k_frac_q=128)
         nb = 3 * cfg.n_block_cols
         head = dataclasses.replace(full, beats=full.beats[:nb], masks=full.masks[:3])
         trace = {}
@@ -249,8 +249,12 @@ def test_throughput_default_full_row():
 
 # ---------------------------------------------------------------------------- broken variants
 class _TiesToHigherIndex(BlockPruner):
-    def _sorts_before(self, slot_imp, new_imp):
-        return slot_imp > new_imp
+    def _ranks_ahead(self, u_other, u_item, lower):
+        return Cat(~lower, u_other) > Cat(Const(0, 1), u_item)
+
+
+class _BudgetRoundedDown(BlockPruner):
+    BUDGET_BIAS = 0
 
 
 class _ThresholdStrict(BlockPruner):
@@ -266,6 +270,7 @@ class _ThresholdNarrow(BlockPruner):
 
 @pytest.mark.parametrize("broken,case_name", [
     (_TiesToHigherIndex, "ties_at_kth_place"),
+    (_BudgetRoundedDown, "k_frac_odd_codes"),
     (_ThresholdStrict, "all_equal"),
     (_ThresholdNarrow, "extreme_importance_width"),
 ])

@@ -9,6 +9,7 @@ and ``build_dir`` fixtures come from ``tests/conftest.py``.
 import json
 
 import pytest
+from amaranth.hdl import Cat, Const
 
 from hw.block_pruner import BlockPruner
 from hw.presets import preset
@@ -33,8 +34,8 @@ def test_pruner_bench(name, simulator, build_dir):
 class _TiesToHigherIndex(BlockPruner):
     """Deliberately broken: among equal importances the higher column wins."""
 
-    def _sorts_before(self, slot_imp, new_imp):
-        return slot_imp > new_imp
+    def _ranks_ahead(self, u_other, u_item, lower):
+        return Cat(~lower, u_other) > Cat(Const(0, 1), u_item)
 
 
 @pytest.mark.parametrize("simulator", ["verilator"], indirect=True)

@@ -42,7 +42,7 @@ def test_text_over_seq_len_is_refused_naming_line_count_and_limit(shared, tmp_pa
     # a smaller seq_len lowers the limit
     texts.write_text("A sentence of some ten or so word pieces here.\n")
     code = main(["eval", "--sentences", str(texts), "--json", str(out), "--set", "seq_len=8",
-                 "--set", "k_b=1"])
+                 "--set", "k_frac=0.00390625"])
     err = capsys.readouterr().err
     assert code == 2 and "line 1 has" in err and "seq_len = 8" in err, err
 

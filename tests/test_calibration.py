@@ -5,7 +5,6 @@ threshold, mass), the refusal of mass by simulate/run, the per-head registers of
 input checks of calibrate and eval --json."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -59,15 +58,15 @@ def test_bad_values_name_the_rule(mode, value, needle):
 
 def test_apply_setting_maps_fractions_to_todays_registers():
     # topk: ceil(k_frac_q * ceil(N / b_c) / 256), at least 1
-    assert cal.apply_setting(DEFAULT, "topk", 0.5, 128).cfg.k_b == 32
-    assert cal.apply_setting(DEFAULT, "topk", 0.5, 30).cfg.k_b == 8     # 15 columns -> 7.5 -> 8
-    assert cal.apply_setting(DEFAULT, "topk", 1 / 256, 4).cfg.k_b == 1
-    assert cal.apply_setting(DEFAULT, "topk", 1.0, 127).cfg.k_b == 64
+    assert cal.apply_setting(DEFAULT, "topk", 0.5, 128).cfg.k_frac_q == 128
+    assert cal.apply_setting(DEFAULT, "topk", 0.5, 30).cfg.k_frac_q == 128  # the same register
+    assert cal.apply_setting(DEFAULT, "topk", 1 / 256, 4).cfg.k_frac_q == 1
+    assert cal.apply_setting(DEFAULT, "topk", 1.0, 127).cfg.k_frac_q == 256
     r = cal.apply_setting(DEFAULT, "threshold", 0.25, 50)
     assert r.cfg.prune_mode == "threshold" and r.cfg.rho == 0.25 and r.mass_eps_q is None
     r = cal.apply_setting(DEFAULT, "mass", 0.0625, 50)
     assert r.mass_eps_q == 16 and r.cfg == DEFAULT
-    assert cal.configured_setting(DEFAULT) == ("topk", 0.75)          # k_b 48 of 64 columns
+    assert cal.configured_setting(DEFAULT) == ("topk", DEFAULT.k_frac)
     assert cal.configured_setting(DEFAULT.replace(prune_mode="threshold", rho=0.5)) == \
         ("threshold", 0.5)
     assert cal.configured_setting(DEFAULT.replace(prune_mode="off")) is None
@@ -90,9 +89,8 @@ def test_round_trip_and_head_to_layer_mapping(tmp_path):
     assert c.mode == "topk" and c.values == values and c.n_layers == 6
     rules = cal.head_rules(DEFAULT, c, 72, 128)
     for h in range(72):
-        expect = max(1, math.ceil(values[h // 12] * 64))
-        assert rules[h].cfg.k_b == expect, h
-    assert [rules[h].cfg.k_b for h in (0, 11, 12, 23, 60, 71)] == [64, 64, 32, 32, 1, 1]
+        assert rules[h].cfg.k_frac == values[h // 12], h
+    assert [rules[h].cfg.k_frac_q for h in (0, 11, 12, 23, 60, 71)] == [256, 256, 128, 128, 1, 1]
 
 
 @pytest.mark.parametrize("doc, needle", [

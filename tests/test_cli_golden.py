@@ -132,9 +132,10 @@ def test_defect9_text_file_as_qkv_is_not_pickled_data(capsys, tmp_path):
 
 @pytest.mark.parametrize("extra,message", [
     (["--set", "bogus=1"], "unknown configuration field 'bogus'"),
-    (["--set", "k_b=lots"], "k_b must be an integer, not 'lots'"),
-    (["--set", "k_b"], "--set takes KEY=VALUE, not 'k_b'"),
-    (["--set", "k_b=99"], "k_b must be in [1, number of block columns] = [1, 4], not 99"),
+    (["--set", "k_frac=lots"], "k_frac must be a number, not 'lots'"),
+    (["--set", "k_frac"], "--set takes KEY=VALUE, not 'k_frac'"),
+    (["--set", "k_frac=48"], "k_frac must be a number in (0, 1], not 48.0"),
+    (["--set", "k_frac=0.3"], "k_frac must be a multiple of 2**-8 = 0.00390625, not 0.3"),
     (["--set", "qk_frac=auto", "--set", "qk_bits=99"], "qk_bits must be in [2, 16], not 99"),
 ])
 def test_bad_settings(capsys, tmp_path, extra, message):
@@ -209,25 +210,25 @@ def test_defect9_capture_and_eval_without_the_extra_say_make_setup_eval(capsys, 
 def test_defect10_set_order_does_not_matter(capsys, tmp_path):
     inp = _save(tmp_path / "in.npz", _qkv())
     outs = []
-    for i, order in enumerate((["k_b=8", "seq_len=16"], ["seq_len=16", "k_b=8"])):
+    for i, order in enumerate((["qk_bits=4", "qk_frac=2"], ["qk_frac=2", "qk_bits=4"])):
         out = tmp_path / f"o{i}.npz"
         sets = [x for s in order for x in ("--set", s)]
         code, _, err = _run(capsys, "--qkv", inp, "--preset", "tiny", *sets, "--out", out)
         assert code == 0, err
         outs.append(json.loads(out.with_suffix(".json").read_text())["config"])
-    assert outs[0] == outs[1] == TINY.replace(seq_len=16, k_b=8).to_dict()
+    assert outs[0] == outs[1] == TINY.replace(qk_bits=4, qk_frac=2).to_dict()
 
 
 def test_defect10_partial_config_json_over_the_preset(capsys, tmp_path):
     inp = _save(tmp_path / "in.npz", _qkv())
     part = tmp_path / "part.json"
-    part.write_text(json.dumps({"criterion": "sum", "k_b": 3}))
+    part.write_text(json.dumps({"criterion": "sum", "k_frac": 0.25}))
     out = tmp_path / "o.npz"
     code, _, err = _run(capsys, "--qkv", inp, "--preset", "tiny", "--config", part,
                         "--set", "approx=exact", "--out", out)
     assert code == 0, err
     got = json.loads(out.with_suffix(".json").read_text())["config"]
-    assert got == TINY.replace(criterion="sum", k_b=3, approx="exact").to_dict()
+    assert got == TINY.replace(criterion="sum", k_frac=0.25, approx="exact").to_dict()
 
 
 @pytest.mark.parametrize("extra", [["--set", "kb=3"], ["--config", "CFG"]])
@@ -300,7 +301,7 @@ def test_defect5_failing_run_keeps_existing_output(capsys, tmp_path):
     good = out.read_bytes()
     out.with_suffix(".json").unlink()
     out.with_suffix(".json").mkdir()
-    code, _, err = _run(capsys, "--qkv", inp, "--preset", "tiny", "--set", "k_b=1", "--out", out)
+    code, _, err = _run(capsys, "--qkv", inp, "--preset", "tiny", "--set", "k_frac=0.25", "--out", out)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"cannot write output report {out.with_suffix('.json')}: it is a directory" in err
     assert out.read_bytes() == good
@@ -396,7 +397,7 @@ def test_defect11_outputs_get_the_usual_permissions(capsys, tmp_path):
         assert out.with_suffix(".json").stat().st_mode & 0o777 == 0o640
         os.umask(0o022)
         out.chmod(0o664)
-        assert _run(capsys, "--qkv", inp, "--preset", "tiny", "--set", "k_b=1", "--out", out)[0] == 0
+        assert _run(capsys, "--qkv", inp, "--preset", "tiny", "--set", "k_frac=0.25", "--out", out)[0] == 0
         assert out.stat().st_mode & 0o777 == 0o664  # a replaced file keeps its mode
         assert out.with_suffix(".json").stat().st_mode & 0o777 == 0o640
     finally:
@@ -421,11 +422,11 @@ def test_good_path_is_the_golden_model(capsys, tmp_path):
     a = _qkv(h=3, n=7, seed=5)
     inp = _save(tmp_path / "in.npz", {**a, "valid_len": np.int64(6), "sentence": np.array("x y")})
     out = tmp_path / "res" / "o.npz"
-    code, stdout, err = _run(capsys, "--qkv", inp, "--preset", "tiny", "--set", "k_b=1",
+    code, stdout, err = _run(capsys, "--qkv", inp, "--preset", "tiny", "--set", "k_frac=0.25",
                              "--set", "approx=exact", "--out", out)
     assert code == 0, err
     assert "kept blocks" in stdout and "relative RMS" in stdout
-    cfg = TINY.replace(k_b=1, approx="exact")
+    cfg = TINY.replace(k_frac=0.25, approx="exact")
     want = model.attention(a["q"], a["k"], a["v"], cfg, 6)
     with np.load(out) as z:
         assert sorted(z.files) == ["block_keep", "head_keep", "out", "out_int"]

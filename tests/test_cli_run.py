@@ -135,15 +135,15 @@ def test_defect6_simulate_and_compare_rejects_bad_heads(tmp_path):
 def test_defect8_set_variants_get_their_own_folders(tmp_path, stub_verilog, capsys):
     assert cli_main(["run", "--preset", "tiny", *FAST, "-o", str(tmp_path)]) == 0
     assert f"report in {tmp_path / 'tiny'}" in capsys.readouterr().out
-    assert cli_main(["run", "--preset", "tiny", *FAST, "--set", "k_b=1", "-o", str(tmp_path)]) == 0
-    cfg = preset("tiny").replace(k_b=1)
+    assert cli_main(["run", "--preset", "tiny", *FAST, "--set", "k_frac=0.25", "-o", str(tmp_path)]) == 0
+    cfg = preset("tiny").replace(k_frac=0.25)
     variant = tmp_path / f"tiny-{cmd_run.config_hash(cfg)}"
     assert f"report in {variant}" in capsys.readouterr().out
-    assert json.loads((tmp_path / "tiny" / "report.json").read_text())["config"]["k_b"] == 2
+    assert json.loads((tmp_path / "tiny" / "report.json").read_text())["config"]["k_frac"] == 0.5
     rep = json.loads((variant / "report.json").read_text())
     assert rep["config"] == cfg.to_dict() and rep["folder"] == variant.name
     # a --set that restates the preset is the preset
-    assert cmd_run.report_folder_name(preset("tiny").replace(k_b=2), "tiny") == "tiny"
+    assert cmd_run.report_folder_name(preset("tiny").replace(k_frac=0.5), "tiny") == "tiny"
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == \
         sorted(["tiny", variant.name])
 
@@ -198,6 +198,6 @@ def test_run_default_data_is_the_128_token_paragraph_and_dse_keeps_the_long_sent
     assert d["source"] == "fixture" and "'para128'" in d["description"]
     assert d["q"].shape == (72, 128, 32) and d["q"].dtype == np.float32 and d["valid_len"] == 128
     # a configuration too short for it falls back to the long sentence (N = 30)
-    d = cmd_run.resolve_data(cfg.replace(seq_len=64, k_b=1), fallback=cmd_run.RUN_FIXTURES)
+    d = cmd_run.resolve_data(cfg.replace(seq_len=64), fallback=cmd_run.RUN_FIXTURES)
     assert "'long'" in d["description"] and d["q"].shape[1] == 30
     assert "'long'" in cmd_run.resolve_data(cfg)["description"]  # dse's default search

@@ -62,13 +62,13 @@ def test_tiny_run_is_bit_exact_with_cycles_and_waves(simulator, tmp_path, capsys
     arrays = write_qkv(tmp_path / "in.npz", h=3, valid_len=7)
     out = tmp_path / "o" / "out.npz"
     rc = main(["simulate", "--qkv", str(tmp_path / "in.npz"), "--preset", "tiny",
-               "--set", "prune_mode=topk", "--set", "k_b=2", "--sim", simulator, "--out", str(out),
+               "--set", "prune_mode=topk", "--set", "k_frac=0.25", "--sim", simulator, "--out", str(out),
                "--compare", "--waves", "--build-dir", str(tmp_path / "b")])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "bit-exact against the golden model" in text
     assert "head 3/3" in text
-    cfg = preset("tiny").replace(prune_mode="topk", k_b=2)
+    cfg = preset("tiny").replace(prune_mode="topk", k_frac=0.25)
     gold = attention(arrays["q"], arrays["k"], arrays["v"], cfg, 7)
     with np.load(out) as z:
         assert np.array_equal(z["out_int"], gold["out_int"])
@@ -79,7 +79,7 @@ def test_tiny_run_is_bit_exact_with_cycles_and_waves(simulator, tmp_path, capsys
     assert report["compare"] == "bit-exact"
     assert len(report["head_cycles"]) == 3 and report["cycles"] == sum(report["head_cycles"])
     assert all(c > 0 for c in report["head_cycles"])
-    assert report["config"]["k_b"] == 2
+    assert report["config"]["k_frac"] == 0.25
     assert report["waves"] and (tmp_path / "o" / report["waves"].split("/")[-1]).is_file()
 
 

@@ -40,9 +40,13 @@ BAD = [
     ("block_cols", 0, "block_cols must be in [1, seq_len] = [1, 128], not 0"),
     ("criterion", "mean", "criterion must be one of abs_sum, sum, max, not 'mean'"),
     ("prune_mode", "random", "prune_mode must be one of off, topk, threshold, not 'random'"),
-    ("k_b", 0, "k_b must be in [1, number of block columns] = [1, 64], not 0"),
-    ("k_b", 65, "k_b must be in [1, number of block columns] = [1, 64], not 65"),
-    ("k_b", 2.0, "k_b must be an integer, not 2.0"),
+    ("k_frac", 0, "k_frac must be a number in (0, 1], not 0"),
+    ("k_frac", 0.0, "k_frac must be a number in (0, 1], not 0.0"),
+    ("k_frac", 1.5, "k_frac must be a number in (0, 1], not 1.5"),
+    ("k_frac", -0.25, "k_frac must be a number in (0, 1], not -0.25"),
+    ("k_frac", 48, "k_frac must be a number in (0, 1], not 48"),
+    ("k_frac", "0.5", "k_frac must be a number in (0, 1], not '0.5'"),
+    ("k_frac", 0.3, "k_frac must be a multiple of 2**-8 = 0.00390625, not 0.3"),
     ("rho", 1.5, "rho must be a number in [0, 1], not 1.5"),
     ("rho", -0.25, "rho must be a number in [0, 1], not -0.25"),
     ("rho", float("nan"), "rho must be a number in [0, 1], not nan"),
@@ -85,10 +89,12 @@ def test_keyword_only_and_frozen():
 
 
 def test_replace_validates_and_rejects_unknown():
-    assert D.replace(k_b=3).k_b == 3
+    assert D.replace(k_frac=0.5).k_frac == 0.5 and D.replace(k_frac=0.5).k_frac_q == 128
+    assert D.replace(k_frac=1 / 256).k_frac_q == 1 and D.replace(k_frac=1).k_frac_q == 256
+    assert D.k_frac == 0.75 and D.k_frac_q == 192
     with pytest.raises(ValueError,
-                       match=r"^k_b must be in \[1, number of block columns\] = \[1, 4\], not 5$"):
-        D.replace(seq_len=8, k_b=5)
+                       match=r"^qk_frac must be in \[0, qk_bits - 1\] = \[0, 3\], not 4$"):
+        D.replace(seq_len=8, qk_bits=4)
     with pytest.raises(ValueError, match="unknown configuration field 'kb'"):
         D.replace(kb=3)
 
@@ -118,10 +124,11 @@ def test_from_dict_rejects_unknown_missing_and_non_objects():
 def test_presets_are_what_their_docstrings_say():
     tiny, odd, default, large = (preset(n) for n in ("tiny", "odd", "default", "large"))
     assert (tiny.seq_len, tiny.head_dim, tiny.block_rows, tiny.block_cols) == (8, 4, 2, 2)
-    assert odd.seq_len % odd.block_rows and odd.seq_len % odd.block_cols and odd.k_b == 1
+    assert odd.seq_len % odd.block_rows and odd.seq_len % odd.block_cols and odd.k_frac == 0.25
     assert odd.array_rows != odd.array_cols
     assert (default.seq_len, default.head_dim) == (128, 32)
-    assert (large.seq_len, large.head_dim, large.k_b / large.n_block_cols) == (512, 64, 0.75)
+    assert (large.seq_len, large.head_dim, large.k_frac, large.k_frac_q) == (512, 64, 0.75, 192)
+    assert (default.k_frac, tiny.k_frac) == (0.75, 0.5)
     with pytest.raises(ValueError,
                        match="preset must be one of tiny, odd, default, large, not 'huge'"):
         preset("huge")
@@ -129,8 +136,9 @@ def test_presets_are_what_their_docstrings_say():
 
 # ---------------------------------------------------------------------------- with_setting
 def test_with_setting_parses_by_field_type():
-    assert D.with_setting("k_b", "0x10").k_b == 16
-    assert D.with_setting("k_b", "7").k_b == 7
+    assert D.with_setting("k_frac", "0.5").k_frac == 0.5
+    assert D.with_setting("k_frac", "1").k_frac == 1.0
+    assert D.with_setting("seq_len", "0x10").seq_len == 16
     assert D.with_setting("rho", "0.25").rho == 0.25
     assert D.with_setting("criterion", "sum").criterion == "sum"
     for text, value in [("1", True), ("true", True), ("ON", True), ("yes", True),
@@ -140,11 +148,13 @@ def test_with_setting_parses_by_field_type():
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("k_b", "abc", "k_b must be an integer, not 'abc'"),
-    ("k_b", "1.5", "k_b must be an integer, not '1.5'"),
+    ("seq_len", "abc", "seq_len must be an integer, not 'abc'"),
+    ("seq_len", "1.5", "seq_len must be an integer, not '1.5'"),
+    ("k_frac", "half", "k_frac must be a number, not 'half'"),
     ("rho", "half", "rho must be a number, not 'half'"),
     ("causal", "maybe", "causal must be true or false, not 'maybe'"),
-    ("k_b", "0", "k_b must be in [1, number of block columns] = [1, 64], not 0"),
+    ("k_frac", "0", "k_frac must be a number in (0, 1], not 0.0"),
+    ("k_frac", "0.1", "k_frac must be a multiple of 2**-8 = 0.00390625, not 0.1"),
     ("criterion", "avg", "criterion must be one of abs_sum, sum, max, not 'avg'"),
 ])
 def test_with_setting_errors(key, value, message):
@@ -300,15 +310,15 @@ def test_presets_validate_their_own_widths(name):
 
 def test_softmax_scale_that_rounds_to_zero_is_rejected_naming_exp_frac():
     with pytest.raises(ValueError, match=r"exp_frac must be >= \d+ for qk_frac = 15 and head_dim = 1024"):
-        HDPConfig(qk_bits=16, qk_frac=15, head_dim=1024, exp_frac=0, seq_len=8, k_b=1)
+        HDPConfig(qk_bits=16, qk_frac=15, head_dim=1024, exp_frac=0, seq_len=8)
 
 
 # ---------------------------------------------------------------------------- defect 10 and 12
 def test_defect10_replace_validates_all_changes_together():
     """Changes that are only valid together are accepted in any order (validated once)."""
-    small = D.merged({"k_b": 8, "seq_len": 16})
-    assert (small.seq_len, small.k_b) == (16, 8)
-    assert D.merged({"seq_len": 16, "k_b": 8}) == small
+    small = D.merged({"qk_bits": 4, "qk_frac": 2})
+    assert (small.qk_bits, small.qk_frac) == (4, 2)
+    assert D.merged({"qk_frac": 2, "qk_bits": 4}) == small
     assert D.merged({}) == D
 
 
@@ -323,7 +333,8 @@ def test_defect10_merged_partial_and_unknown_keys():
 
 
 def test_defect10_parse_setting_does_not_validate_the_range():
-    assert HDPConfig.parse_setting("k_b", "999") == 999  # checked later, with all other changes
+    assert HDPConfig.parse_setting("seq_len", "99999") == 99999  # checked later, with all other changes
+    assert HDPConfig.parse_setting("k_frac", "7") == 7.0
     with pytest.raises(ValueError, match="^unknown configuration field 'kb'; fields are seq_len, "):
         HDPConfig.parse_setting("kb", "3")
 
@@ -332,8 +343,8 @@ def test_defect12_describe_lists_every_field_with_its_rule():
     rows = HDPConfig.describe()
     assert [r["name"] for r in rows] == HDPConfig.field_names()
     by = {r["name"]: r for r in rows}
-    assert by["k_b"] == {"name": "k_b", "type": "int", "doc": by["k_b"]["doc"],
-                         "rule": "integer in [1, number of block columns]"}
+    assert by["k_frac"] == {"name": "k_frac", "type": "float", "doc": by["k_frac"]["doc"],
+                            "rule": "number in (0, 1]; a multiple of 2**-8"}
     assert by["seq_len"]["rule"] == "integer in [1, 4096]"
     assert by["criterion"]["rule"] == "one of " + ", ".join(CRITERIA)
     assert by["causal"]["rule"] == "true or false" and by["causal"]["type"] == "bool"

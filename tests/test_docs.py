@@ -206,7 +206,7 @@ def spec_head(q, k, v, cfg, L):
             for c in cols:
                 keep[r][c] = diag[r][c]
             if cfg.prune_mode == "topk":
-                budget = cfg.k_b - sum(keep[r])
+                budget = math.ceil(cfg.k_frac * len(cols)) - sum(keep[r])
                 others = sorted((c for c in cols if not keep[r][c]), key=lambda c: (-imp[r][c], c))
                 for c in others[:max(0, budget)]:
                     keep[r][c] = True
@@ -265,13 +265,13 @@ def test_spec_reimplementation_matches_golden():
             n = 24 if name == "default" else int(rng.integers(1, cfg.seq_len + 1))
             valid_len = int(rng.integers(1, n + 1))
             one = 1 << cfg.rho_frac
-            k_b = int(rng.integers(1, cfg.n_block_cols + 1))
+            k_frac = int(rng.integers(1, 257)) / 256
             coarse = trial % 2 == 0
             if coarse:   # all tokens valid and a budget between diagonal and all: ties matter
                 n = valid_len = 24 if name == "default" else cfg.seq_len
-                k_b = -(-n // cfg.block_cols) // 2 + 1
+                k_frac = 0.5 + 1 / 256
             rho = [0.0, 1.0][trial // 2 % 2] if coarse else int(rng.integers(0, one + 1)) / one
-            cfg = cfg.replace(k_b=k_b, rho=rho)
+            cfg = cfg.replace(k_frac=k_frac, rho=rho)
             scale = float(rng.choice([0.5, 2.0, 8.0]))
             q, k, v = (rng.normal(scale=scale, size=(n, cfg.head_dim)) for _ in range(3))
             if coarse:   # few distinct values: equal block importances

@@ -24,19 +24,21 @@ def test_grid_from_flags_and_toml(tmp_path):
     (["colour=red"], "unknown grid axis 'colour'"),
     (["array=8by8"], "array values must look like RxC"),
     (["keep=1.5"], r"keep must be a fraction in \(0, 1\]"),
-    (["k_b=999"], "grid point k_b=999: k_b must be in"),
+    (["k_frac=0.3"], r"grid point k_frac=0.3: k_frac must be a multiple of 2\*\*-8"),
 ])
 def test_bad_grids_name_the_problem(items, message):
     with pytest.raises(CliError, match=message):
         grid, _ = parse_grid(items, None)
-        expand_grid(preset("default"), grid, 30)
+        expand_grid(preset("default"), grid)
 
 
-def test_keep_axis_programs_k_b_for_the_data_length():
-    grid, _ = parse_grid(["keep=0.5,0.75", "block=2x2,4x4"], None)
-    pts = dict(expand_grid(preset("default"), grid, 30))
-    assert pts["keep=0.5,block=2x2"].k_b == 8 and pts["keep=0.75,block=2x2"].k_b == 12
-    assert pts["keep=0.75,block=4x4"].k_b == 6 and pts["keep=0.75,block=4x4"].block_rows == 4
+def test_keep_axis_programs_k_frac():
+    grid, _ = parse_grid(["keep=0.5,0.75,0.3", "block=2x2,4x4"], None)
+    pts = dict(expand_grid(preset("default"), grid))
+    assert pts["keep=0.5,block=2x2"].k_frac == 0.5 and pts["keep=0.75,block=2x2"].k_frac == 0.75
+    assert pts["keep=0.75,block=4x4"].k_frac == 0.75 and pts["keep=0.75,block=4x4"].block_rows == 4
+    # rounded up to the register's 2**-8 grid: ceil(0.3 * 256) = 77
+    assert pts["keep=0.3,block=2x2"].k_frac_q == 77 and pts["keep=0.3,block=2x2"].prune_mode == "topk"
 
 
 def test_small_sweep_writes_csv_and_resumes_from_cache(tmp_path, capsys):

@@ -184,13 +184,14 @@ class _NoDiagonalPruner(_WrappedPruner):
                      self.mask_out.payload.mask.eq(mo.mask & ~diag)]
 
 
-class _TopkPlusOnePruner(_WrappedPruner):
-    """Deliberately broken: keeps one block too many in ``topk`` mode (``k_b + 1``)."""
+class _TopkAboveBudgetPruner(_WrappedPruner):
+    """Deliberately broken: a quarter more budget in ``topk`` mode (``k_frac_q + 2**6``), so
+    a row keeps more blocks than ``ceil(k_frac_q * n_valid / 2**8)``."""
 
-    HELD = (("k_b",),)
+    HELD = (("k_frac_q",),)
 
     def tamper(self, m, inner):
-        m.d.comb += inner.k_b.eq(self.k_b + 1)
+        m.d.comb += inner.k_frac_q.eq(self.k_frac_q + (1 << 6))
 
 
 # fault -> (unit, property set, variant, mode, depth, text of the assertion(s) that may fail)
@@ -200,7 +201,7 @@ BROKEN = {
     "drops_beat": ("head_detector", "count", _OverrunDetector, "bmc", 8,
                    ("_bounded", "_drains", "_no_output_unless_owed", "valid_iff_owed")),
     "drops_diagonal": ("block_pruner", "count", _NoDiagonalPruner, "bmc", 8, ("diagonal_kept",)),
-    "keeps_k_plus_1": ("block_pruner", "topk", _TopkPlusOnePruner, "bmc", 12, ("topk_count",)),
+    "keeps_above_budget": ("block_pruner", "topk", _TopkAboveBudgetPruner, "bmc", 12, ("topk_count",)),
 }
 
 

@@ -131,7 +131,7 @@ def test_comp_recovers_most_of_drop_ff_on_real_heads():
     from sim.fixtures import load_fixture
     fx = load_fixture("long")
     n = fx["q"].shape[1]
-    base = preset("default").replace(seq_len=n, prune_mode="off", k_b=1)
+    base = preset("default").replace(seq_len=n, prune_mode="off")
     err = {"drop_ff": [], "comp": []}
     for h in range(0, fx["q"].shape[0], 7):
         q, k, v = fx["q"][h], fx["k"][h], fx["v"][h]
@@ -204,22 +204,45 @@ def test_diagonal_blocks_by_hand():
     assert pruner.diagonal_blocks(4, 4, TINY).astype(int).tolist() == [[1, 0], [0, 1]]
 
 
+def test_row_budget_is_the_rounded_up_fraction_of_valid_blocks():
+    assert pruner.row_budget(192, 64) == 48       # 0.75 of 64
+    assert pruner.row_budget(192, 15) == 12       # ceil(11.25)
+    assert pruner.row_budget(192, 1) == 1
+    assert pruner.row_budget(1, 256) == 1 and pruner.row_budget(1, 257) == 2
+    assert pruner.row_budget(256, 7) == 7 and pruner.row_budget(511, 7) == 14
+    assert pruner.row_budget(0, 7) == 0 and pruner.row_budget(192, 0) == 0
+    for q in range(0, 300, 7):
+        for n in range(0, 70):
+            assert pruner.row_budget(q, n) == math.ceil(q * n / 256)
+
+
 def test_topk_by_hand_ties_and_diagonal():
     imp = np.array([[5, 9, 9, 1, 9]])
     valid = np.ones((1, 5), bool)
     diag = np.array([[True, False, False, False, False]])
-    # k_b = 3: diagonal + the two largest others; three 9s tie -> lower columns 1, 2
-    assert pruner.topk_keep(imp, valid, diag, 3).astype(int).tolist() == [[1, 1, 1, 0, 0]]
+    # 5 valid blocks; k_frac_q = 128: ceil(2.5) = 3: diagonal + the two largest others; three
+    # 9s tie -> lower columns 1, 2
+    assert pruner.topk_keep(imp, valid, diag, 128).astype(int).tolist() == [[1, 1, 1, 0, 0]]
+    assert pruner.topk_keep(imp, valid, diag, 103).astype(int).tolist() == [[1, 1, 1, 0, 0]]
+    assert pruner.topk_keep(imp, valid, diag, 102).astype(int).tolist() == [[1, 1, 0, 0, 0]]
     assert pruner.topk_keep(imp, valid, diag, 1).astype(int).tolist() == [[1, 0, 0, 0, 0]]
-    assert pruner.topk_keep(imp, valid, diag, 5).astype(int).tolist() == [[1, 1, 1, 1, 1]]
-    # invalid blocks are never kept, even when k_b asks for more
+    assert pruner.topk_keep(imp, valid, diag, 256).astype(int).tolist() == [[1, 1, 1, 1, 1]]
+    # invalid blocks are never kept and do not count: 3 valid, ceil(3 * 0.75) = 3 keeps them all
     valid2 = np.array([[True, True, False, True, False]])
-    assert pruner.topk_keep(imp, valid2, diag, 5).astype(int).tolist() == [[1, 1, 0, 1, 0]]
-    # two diagonal blocks with k_b = 1: both kept
+    assert pruner.topk_keep(imp, valid2, diag, 192).astype(int).tolist() == [[1, 1, 0, 1, 0]]
+    # ... and ceil(3 * 0.5) = 2: the diagonal and the 9
+    assert pruner.topk_keep(imp, valid2, diag, 128).astype(int).tolist() == [[1, 1, 0, 0, 0]]
+    # two diagonal blocks with a budget of 1: both kept
     diag2 = np.array([[True, False, False, True, False]])
     assert pruner.topk_keep(imp, valid, diag2, 1).astype(int).tolist() == [[1, 0, 0, 1, 0]]
-    # diagonal counts against the budget: k_b = 2 adds only the first 9
-    assert pruner.topk_keep(imp, valid, diag2, 3).astype(int).tolist() == [[1, 1, 0, 1, 0]]
+    # diagonal counts against the budget: ceil(5 * 0.5) = 3 adds only the first 9
+    assert pruner.topk_keep(imp, valid, diag2, 128).astype(int).tolist() == [[1, 1, 0, 1, 0]]
+    # rows have their own budgets: a causal-like row with 2 valid blocks keeps ceil(2 * 0.75) = 2
+    imp3 = np.array([[5, 9, 9, 1, 9], [3, 4, 0, 0, 0]])
+    valid3 = np.array([[True] * 5, [True, True, False, False, False]])
+    diag3 = np.array([[True, False, False, False, False], [False, True, False, False, False]])
+    assert pruner.topk_keep(imp3, valid3, diag3, 192).astype(int).tolist() == \
+        [[1, 1, 1, 0, 1], [1, 1, 0, 0, 0]]
 
 
 def test_threshold_by_hand():
@@ -252,7 +275,7 @@ def test_block_keep_modes():
     valid = np.array([[True, True], [False, True]])
     diag = np.array([[True, False], [False, True]])
     assert pruner.block_keep(imp, valid, diag, TINY.replace(prune_mode="off")).tolist() == valid.tolist()
-    assert pruner.block_keep(imp, valid, diag, TINY.replace(prune_mode="topk", k_b=1)) \
+    assert pruner.block_keep(imp, valid, diag, TINY.replace(prune_mode="topk", k_frac=0.5)) \
         .astype(int).tolist() == [[1, 0], [0, 1]]
     assert pruner.block_keep(imp, valid, diag, TINY.replace(prune_mode="threshold", rho=0.0)) \
         .astype(int).tolist() == [[1, 0], [0, 1]]  # row 0: mean 2 -> 3 kept, 1 not
@@ -311,7 +334,7 @@ def test_model_single_token_by_hand():
 
 def test_model_chain_matches_its_parts():
     rng = np.random.default_rng(7)
-    cfg = TINY.replace(approx="exact", prune_mode="topk", k_b=2)
+    cfg = TINY.replace(approx="exact", prune_mode="topk", k_frac=0.5)
     q, k, v = (rng.integers(-128, 128, (6, 4)) for _ in range(3))
     r = model.attention_head_int(q, k, v, cfg, valid_len=5)
     qi, qf = intmath.split_int_frac(q, 4)
@@ -319,7 +342,7 @@ def test_model_chain_matches_its_parts():
     a = score.integer_scores(qi, ki)
     mask = pruner.entry_mask(6, 5, False)
     imp, valid = pruner.block_importance(a, mask, cfg)
-    keep = pruner.topk_keep(imp, valid, pruner.diagonal_blocks(6, 5, cfg), 2)
+    keep = pruner.topk_keep(imp, valid, pruner.diagonal_blocks(6, 5, cfg), 128)
     ek = pruner.expand_blocks(keep, 6, cfg) & mask
     s = np.where(ek, q @ k.T, 0)
     assert np.array_equal(r.scores, s)
@@ -336,7 +359,7 @@ def test_attention_many_heads_and_summary():
     assert np.array_equal(res["out"], res["out_int"] / np.float32(64))
     st = res["stats"]
     assert st["heads"] == 3 and st["valid_pairs"] == 3 * 49
-    assert st["blocks_valid"] == 3 * 16 and st["blocks_kept"] == 3 * 8  # k_b = 2 of 4 per row
+    assert st["blocks_valid"] == 3 * 16 and st["blocks_kept"] == 3 * 8  # k_frac = 0.5 of 4 per row
     assert st["kept_block_fraction"] == 0.5
     assert st["mac_dense_qk"] == st["mac_integer_pass"] == 3 * 49 * 4
     assert st["mac_fine_vs_dense"] == 2 * st["mac_pv"] / (2 * 3 * 49 * 4)
@@ -409,23 +432,22 @@ def _where(label, got, want):
 @pytest.mark.parametrize("name", PRESETS)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("causal", [False, True])
-def test_topk_keeps_exactly_min_kb_valid(name, seed, causal):
+def test_topk_keeps_exactly_min_k_row_valid(name, seed, causal):
     for crit in ("abs_sum", "sum", "max"):
-        base = preset(name)
-        max_diag = -(-base.block_rows // base.block_cols) + (base.block_rows % base.block_cols != 0)
-        for k_b in sorted({max_diag, max_diag + 1, base.n_block_cols // 2 or 1, base.n_block_cols}):
-            k_b = min(max(k_b, 1), base.n_block_cols)
-            cfg, q, k, v, vl = _random_head(name, seed, prune_mode="topk", k_b=k_b,
+        for k_frac in (1 / 256, 0.25, 0.5, 0.75, 191 / 256, 1.0):
+            cfg, q, k, v, vl = _random_head(name, seed, prune_mode="topk", k_frac=k_frac,
                                             criterion=crit, causal=causal)
             r = model.attention_head_int(q, k, v, cfg, vl)
-            label = f"preset={name} seed={seed} causal={causal} criterion={crit} k_b={k_b} valid_len={vl}"
+            label = (f"preset={name} seed={seed} causal={causal} criterion={crit} k_frac={k_frac} "
+                     f"valid_len={vl}")
             for row in range(r.block_valid.shape[0]):
                 nv = int(r.block_valid[row].sum())
                 nd = int((r.diag[row] & r.block_valid[row]).sum())
+                k_row = math.ceil(k_frac * nv)   # a fraction of this row's valid blocks
                 kept = r.block_keep[row]
-                assert int(kept.sum()) == max(nd, min(k_b, nv)), f"{label} row={row}"
-                if k_b >= nd:
-                    assert int(kept.sum()) == min(k_b, nv), f"{label} row={row}"
+                assert int(kept.sum()) == max(nd, min(k_row, nv)), f"{label} row={row}"
+                if k_row >= nd:
+                    assert int(kept.sum()) == min(k_row, nv), f"{label} row={row}"
                 assert not (kept & ~r.block_valid[row]).any(), label
                 # every dropped valid block ranks below every kept non-diagonal block
                 # (equal importance: the kept one has the lower column)
@@ -463,7 +485,7 @@ def test_threshold_equals_exact_rational_rule(name, seed):
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("mode", ["off", "topk", "threshold"])
 def test_diagonal_always_kept(name, seed, mode):
-    cfg, q, k, v, vl = _random_head(name, seed, prune_mode=mode, k_b=1, rho=1.0, causal=seed == 1)
+    cfg, q, k, v, vl = _random_head(name, seed, prune_mode=mode, k_frac=1 / 256, rho=1.0, causal=seed == 1)
     r = model.attention_head_int(q, k, v, cfg, vl)
     assert (r.block_keep | ~r.diag).all()
     i = np.arange(vl)
@@ -526,7 +548,7 @@ def test_softmax_sum_and_float_accuracy(name, seed):
     """Row sums: ``|sum_j p_j - 2**P| <= n_kept / 2`` (each of the n_kept roundings moves at
     most half an LSB, and the reciprocal's floor loses < n/2**G <= 1/4 LSB).  Entries: within
     :func:`_softmax_error_bound` of a float64 softmax of the same integer scores."""
-    cfg, q, k, v, vl = _random_head(name, seed, prune_mode="topk", k_b=max(1, preset(name).n_block_cols // 2))
+    cfg, q, k, v, vl = _random_head(name, seed, prune_mode="topk", k_frac=0.5)
     # realistic score spreads: scale Q down so softmax rows are not one-hot
     q = q // 4
     r = model.attention_head_int(q, k, v, cfg, vl)

@@ -242,7 +242,7 @@ def test_unreadable_paths_exit_2(kind):
 
 # ---------------------------------------------------------------------------- configuration
 OVERRIDES = st.fixed_dictionaries({}, optional={
-    "seq_len": st.sampled_from([8, 16, 32]), "k_b": st.integers(1, 4),
+    "seq_len": st.sampled_from([8, 16, 32]), "k_frac": st.integers(1, 256).map(lambda q: q / 256),
     "block_cols": st.sampled_from([1, 2, 4]), "criterion": st.sampled_from(["sum", "max", "abs_sum"]),
     "approx": st.sampled_from(["exact", "drop_ff"]), "causal": st.booleans(),
     "rho": st.sampled_from([0.0, 0.25, 0.5, 1.0]), "qk_frac": st.integers(0, 7)})

@@ -177,7 +177,7 @@ def block_rows_case(draw):
     n = draw(st.integers(max(br, bc), 16))
     valid_len = draw(st.integers(1, n))
     causal = draw(st.booleans())
-    cfg = HDPConfig(seq_len=16, head_dim=4, block_rows=br, block_cols=bc, k_b=1)
+    cfg = HDPConfig(seq_len=16, head_dim=4, block_rows=br, block_cols=bc)
     mask = pruner.entry_mask(n, valid_len, causal)
     # few distinct values so that ties are common
     a = draw(hnp.arrays(np.int64, (n, n), elements=st.integers(-3, 3)))
@@ -189,18 +189,19 @@ def block_rows_case(draw):
 
 
 @SETTINGS(300)
-@given(block_rows_case(), st.integers(1, 16))
-def test_topk_keeps_min_k_valid_with_the_diagonal_always(case, k_b):
+@given(block_rows_case(), st.integers(0, 511))
+def test_topk_keeps_min_k_valid_with_the_diagonal_always(case, k_frac_q):
     imp, valid, diag, _ = case
-    keep = pruner.topk_keep(imp, valid, diag, k_b)
+    keep = pruner.topk_keep(imp, valid, diag, k_frac_q)
     assert not np.any(keep & ~valid)
     assert np.all(keep[diag & valid])  # diagonal always kept
     assert np.all((diag & valid) == diag)  # a diagonal block holds its own valid entry
     for r in range(imp.shape[0]):
         n_valid, n_diag = int(valid[r].sum()), int(diag[r].sum())
-        assert int(keep[r].sum()) == max(n_diag, min(k_b, n_valid))
-        if n_diag <= k_b:
-            assert int(keep[r].sum()) == min(k_b, n_valid)
+        k_row = -(-k_frac_q * n_valid // 256)   # ceil(k_frac * n_valid)
+        assert int(keep[r].sum()) == max(n_diag, min(k_row, n_valid))
+        if n_diag <= k_row:
+            assert int(keep[r].sum()) == min(k_row, n_valid)
         # every kept non-diagonal block beats every dropped valid block (ties: lower column)
         kept = [c for c in range(imp.shape[1]) if keep[r, c] and not diag[r, c]]
         dropped = [c for c in range(imp.shape[1]) if valid[r, c] and not keep[r, c]]

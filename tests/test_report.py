@@ -8,16 +8,15 @@ import pytest
 
 from hdpgen import plots
 from hdpgen.cli import main as cli_main
-from hdpgen.cmd_run import scaled_k_b
 from hdpgen.report import render_markdown, write_report
 from hw.presets import preset
 
 FULL = {
     "preset": "default", "config": preset("default").to_dict(),
     "data": {"description": "bundled fixture 'long': 72 heads, N = 30"},
-    "registers": {"prune_mode": "topk", "k_b": 12, "rho": 0.5, "head_prune": False, "tau_head": 0,
-                  "approx": "drop_ff", "causal": False, "valid_len": 30, "k_b_mode": "scaled",
-                  "k_b_configured": 48},
+    "registers": {"prune_mode": "topk", "k_frac": 0.75, "rho": 0.5, "head_prune": False,
+                  "tau_head": 0, "approx": "drop_ff", "causal": False, "valid_len": 30,
+                  "block_cols_of_data": 15},
     "accuracy": {"pruned (as configured)": {"max_abs": 0.25, "rel_rms": 0.1, "mean_cosine": 0.98}},
     "pruning": {"kept_block_fraction": 0.8, "kept_entry_fraction": 0.79, "kept_head_fraction": 1.0,
                 "mac_fine_vs_dense": 0.79},
@@ -39,10 +38,14 @@ def test_markdown_has_every_section_and_figure():
         assert text in md, f"missing {text!r} in\n{md}"
 
 
-def test_defect14_k_b_sentence_reads_plainly():
+def test_defect14_budget_sentence_reads_plainly():
     md = render_markdown(FULL)
-    assert ("top-k keeps k_b = 12 of the 15 block columns of every block row (the data has 30 "
-            "valid tokens; the configured k_b = 48 of 64 columns is the same share, rounded up)") in md
+    # ceil(192 * 15 / 256) = 12
+    assert ("top-k keeps k_frac = 0.75 of the valid blocks of every block row (rounded up, the "
+            "diagonal block included): 12 of the 15 block columns of the data's 30 tokens") in md
+    causal = {**FULL, "registers": {**FULL["registers"], "causal": True}}
+    md = render_markdown(causal)
+    assert "of the valid blocks of every block row (rounded up, the diagonal block included);" in md
     assert "128 / 2" not in md
 
 
@@ -198,18 +201,13 @@ def test_defect14_area_plot_log_scale_top_apart_numbers_on_bars(tmp_path, figure
     assert {"9,000", "500", "3", "2"} <= texts
 
 
-@pytest.mark.parametrize("k_b, valid_len, expected", [(48, 30, 12), (48, 128, 48), (1, 5, 1), (64, 1, 1)])
-def test_scaled_k_b_keeps_the_configured_share(k_b, valid_len, expected):
-    assert scaled_k_b(preset("default").replace(k_b=k_b), valid_len) == expected
-
-
 def test_run_golden_only_writes_report_and_plot(tmp_path, capsys):
     status = cli_main(["run", "--no-sim", "--no-synth", "-o", str(tmp_path)])
     assert status == 0
     out = tmp_path / "default"
     rep = json.loads((out / "report.json").read_text())
-    # the default data is the 128-token paragraph: k_b 48 of 64 block columns, as configured
-    assert rep["registers"]["k_b"] == 48 and rep["pruning"]["kept_block_fraction"] < 1
+    # the default data is the 128-token paragraph, the default budget 0.75 of each row's blocks
+    assert rep["registers"]["k_frac"] == 0.75 and rep["pruning"]["kept_block_fraction"] < 1
     assert (out / "keep_mask.png").is_file() and (out / "verilog" / "top.v").is_file()
     assert (out / "per_head.png").is_file() and not (out / "cycles_per_layer.png").exists()
     assert rep["data"]["source"] == "fixture" and "'para128'" in rep["data"]["description"]

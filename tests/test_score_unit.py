@@ -318,7 +318,7 @@ def test_block_shapes(shape, lanes):
     """Block shapes from 1 x 1 to one block covering the whole matrix (7 x 7 on seq_len 7),
     including shapes where Q loading, not the block rate, bounds the throughput; one pass
     and three passes per block."""
-    cfg = preset("odd").replace(seq_len=7, block_rows=shape[0], block_cols=shape[1], k_b=1,
+    cfg = preset("odd").replace(seq_len=7, block_rows=shape[0], block_cols=shape[1], k_frac=1 / 256,
                                 int_lanes=lanes)
     seed = 50 + shape[0] * 10 + shape[1]
     cases = [c for c in vec.directed_cases(cfg, seed) if c.name.startswith(("extreme", "valid"))]

@@ -144,7 +144,7 @@ def test_random(name, seed, stall):
 @pytest.mark.parametrize("seq_len", [1, 2, 3, 4, 5, 16, 17])
 def test_sizes(seq_len):
     """Row buffers of every shape: powers of two, plus and minus one, and a single entry."""
-    cfg = preset("tiny").replace(seq_len=seq_len, k_b=1, block_rows=min(2, seq_len),
+    cfg = preset("tiny").replace(seq_len=seq_len, k_frac=1 / 256, block_rows=min(2, seq_len),
                                  block_cols=min(2, seq_len))
     v = vec.merge("sizes", [vec.random_vectors(cfg, 5, n_rows=12),
                             vec.directed_vectors(cfg, "extreme"),
@@ -179,9 +179,9 @@ def test_fixture_minilm(stall):
     simulate("default", cfg, v, seed=11, stall=stall)
 
 
-@pytest.mark.parametrize("changes", [{"prune_mode": "off"}, {"k_b": 2}, {"k_b": 5},
+@pytest.mark.parametrize("changes", [{"prune_mode": "off"}, {"k_frac": 0.5}, {"k_frac": 0.625},
                                      {"prune_mode": "threshold", "rho": 0.75},
-                                     {"causal": True, "k_b": 3}],
+                                     {"causal": True, "k_frac": 0.375}],
                          ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
 def test_fixture_minilm_long_pruned(changes):
     """Rows of 30 real scores under several run-time pruning settings (the hardware is the

@@ -56,7 +56,7 @@ CASES = [
     ("tiny", {"prune_mode": "off"}),                       # dense operands, drop_ff
     ("odd", {"prune_mode": "off", "approx": "exact"}),     # dense operands, exact
     ("odd", {}),
-    ("odd", {"approx": "exact", "causal": False, "prune_mode": "topk", "k_b": 2}),
+    ("odd", {"approx": "exact", "causal": False, "prune_mode": "topk", "k_frac": 0.5}),
     ("tiny", {"array_rows": 3, "array_cols": 2, "approx": "exact"}),
     ("tiny", {"array_rows": 1, "array_cols": 4}),
     ("odd", {"qk_frac": 6, "approx": "exact"}),   # F = B - 1: 2^F X alone needs the wider acc
@@ -105,7 +105,7 @@ def test_minilm_fixture_head():
     if "padded" not in fixture_names():
         pytest.skip("MiniLM fixture 'padded' not in this checkout")
     fx = load_fixture("padded")
-    cfg = preset("default").replace(seq_len=16, k_b=4, array_rows=4, array_cols=4)
+    cfg = preset("default").replace(seq_len=16, k_frac=0.5, array_rows=4, array_cols=4)
     q, k, v = quantize_qkv(fx["q"][40], fx["k"][40], fx["v"][40], cfg)
     w = vec.head_workload(cfg, "minilm_padded_h40", q, k, v, valid_len=fx["valid_len"])
     res = run_array(SystolicArray(cfg), vec.pack_beats(cfg, w), len(w.tiles) * cfg.array_rows,
@@ -120,10 +120,10 @@ MASK_CASES = ["dense", "topk", "threshold", "one_block_per_row", "pruned_head"]
 def test_cycles_equal_model(kind):
     """Without stalls the measured cycles (first accepted beat to last result row, inclusive)
     equal sim/cycle_model.predict_cycles for the tiles the keep mask issues."""
-    base = preset("tiny").replace(seq_len=12, array_rows=2, array_cols=2, k_b=2)
-    changes = {"dense": {"prune_mode": "off"}, "topk": {"prune_mode": "topk", "k_b": 2},
+    base = preset("tiny").replace(seq_len=12, array_rows=2, array_cols=2, k_frac=0.5)
+    changes = {"dense": {"prune_mode": "off"}, "topk": {"prune_mode": "topk", "k_frac": 0.5},
                "threshold": {"prune_mode": "threshold", "rho": 0.75},
-               "one_block_per_row": {"prune_mode": "topk", "k_b": 1},
+               "one_block_per_row": {"prune_mode": "topk", "k_frac": 1 / 256},
                "pruned_head": {"head_prune": True, "tau_head": base.replace(
                    head_prune=True).h_max}}[kind]
     cfg, w = workload(base, 23, **changes)
@@ -147,7 +147,7 @@ def test_cycles_equal_model(kind):
 def test_latency_and_back_to_back_tiles():
     """Tiles of depth >= 2R-1 are accepted back to back (one beat per cycle), the first result
     row comes ``latency`` (measured: C + 4) cycles after the last beat, rows every 2 cycles."""
-    cfg = preset("default").replace(seq_len=16, head_dim=8, k_b=4, array_rows=4, array_cols=4,
+    cfg = preset("default").replace(seq_len=16, head_dim=8, k_frac=0.5, array_rows=4, array_cols=4,
                                     prune_mode="off")
     cfg, w = workload(cfg, 3)
     dut = SystolicArray(cfg)
@@ -163,7 +163,7 @@ def test_latency_and_back_to_back_tiles():
 
 def test_short_tiles_are_padded():
     """P x V tiles shorter than 2R-1 cost 2R-1 cycles (drain rate), still bit-exact."""
-    cfg = preset("tiny").replace(array_rows=4, array_cols=2, prune_mode="topk", k_b=1)
+    cfg = preset("tiny").replace(array_rows=4, array_cols=2, prune_mode="topk", k_frac=1 / 256)
     cfg, w = workload(cfg, 8)
     res = run_array(SystolicArray(cfg), vec.pack_beats(cfg, w), len(w.tiles) * cfg.array_rows)
     check(cfg, w, res, "short tiles")
@@ -216,7 +216,7 @@ def test_model_dense_utilization_and_skipping_n128():
     tiles = cycle_model.tile_plan(cfg, dense, n)
     cycles = cycle_model.predict_cycles(cfg, [t.depth(cfg) for t in tiles])
     assert cycle_model.utilization(cfg, tiles, cycles, n) >= 0.99
-    tcfg = cfg.replace(block_rows=8, block_cols=8, k_b=8)
+    tcfg = cfg.replace(block_rows=8, block_cols=8, k_frac=0.5)
     q, k, v = vec.random_head(tcfg, 1)
     res = attention_head_int(q, k, v, tcfg)
     kept = cycle_model.tile_plan(tcfg, res.block_keep, n)
@@ -227,7 +227,7 @@ def test_model_dense_utilization_and_skipping_n128():
 
 def test_rtl_dense_utilization_small():
     """Measured on the RTL: a dense 16-row head on a 4 x 4 array (d = 32)."""
-    cfg = preset("default").replace(seq_len=16, k_b=4, array_rows=4, array_cols=4,
+    cfg = preset("default").replace(seq_len=16, k_frac=0.5, array_rows=4, array_cols=4,
                                     prune_mode="off")
     cfg, w = workload(cfg, 2)
     res = run_array(SystolicArray(cfg), vec.pack_beats(cfg, w), len(w.tiles) * cfg.array_rows)

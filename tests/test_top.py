@@ -152,12 +152,12 @@ def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int =
 SETTINGS = [
     {"prune_mode": "off", "approx": "exact"},
     {"prune_mode": "off", "approx": "drop_ff"},
-    {"prune_mode": "topk", "k_b": 1},
-    {"prune_mode": "topk", "k_b": 2, "approx": "exact"},
+    {"prune_mode": "topk", "k_frac": 1 / 256},
+    {"prune_mode": "topk", "k_frac": 0.5, "approx": "exact"},
     {"prune_mode": "threshold", "rho": 0.5},
     {"prune_mode": "threshold", "rho": 0.25, "causal": True},
-    {"prune_mode": "topk", "k_b": 1, "causal": True, "approx": "exact"},
-    {"prune_mode": "topk", "k_b": 2, "approx": "comp"},
+    {"prune_mode": "topk", "k_frac": 1 / 256, "causal": True, "approx": "exact"},
+    {"prune_mode": "topk", "k_frac": 0.5, "approx": "comp"},
     {"prune_mode": "off", "approx": "comp", "causal": True},
 ]
 
@@ -174,7 +174,8 @@ def _heads(cfg, settings, lens, seed):
 def test_tiny_every_mode():
     cfg = preset("tiny")
     stats = run_heads(cfg, _heads(cfg, SETTINGS, [8, 7, 5, 8, 3, 6, 1, 8, 7], 1))
-    # pruning skips key columns: top-k with k_b = 1 issues fewer keys than dense
+    # pruning skips key columns: top-k keeping one block per block-row (k_frac = 1/256) issues
+    # fewer keys than dense
     assert stats[2]["kept_keys"] < stats[0]["kept_keys"]
 
 
@@ -215,7 +216,7 @@ def test_odd_random_settings(seed):
             "prune_mode": rng.choice(["off", "topk", "threshold"]),
             "approx": rng.choice(["drop_ff", "exact", "comp"]),
             "causal": rng.random() < 0.5,
-            "k_b": rng.randint(1, cfg.n_block_cols),
+            "k_frac": rng.randint(1, 256) / 256,
             "rho": rng.randint(0, 1 << cfg.rho_frac) / (1 << cfg.rho_frac),
         })
     lens = [rng.randint(1, cfg.seq_len) for _ in settings]
@@ -228,7 +229,7 @@ def test_dense_heads_odd():
     (mask_data reads the block validity, head_imp 0)."""
     cfg = preset("odd")
     settings = [{"prune_mode": "off", "approx": "drop_ff", "causal": True},
-                {"prune_mode": "topk", "k_b": 1, "causal": True},
+                {"prune_mode": "topk", "k_frac": 1 / 256, "causal": True},
                 {"prune_mode": "off", "approx": "exact", "causal": True},
                 {"prune_mode": "off", "approx": "drop_ff", "causal": False}]
     run_heads(cfg, _heads(cfg, settings, [13, 10, 9, 4], 9), stall=0.2, seed=9)
@@ -237,14 +238,14 @@ def test_dense_heads_odd():
 def test_array_wider_than_blocks():
     """array_rows > block_rows: a tile's keys are the union of its block-rows' kept keys."""
     cfg = preset("tiny").replace(seq_len=11, array_rows=4, array_cols=3, block_rows=1,
-                                 block_cols=2, k_b=2)
+                                 block_cols=2, k_frac=0.5)
     run_heads(cfg, _heads(cfg, SETTINGS, [11, 9, 11, 4, 10, 11, 7, 11, 8], 7))
 
 
 def test_several_integer_passes():
     """The integer pass in 3 passes per block (int_lanes 3 of head_dim 8, the last pass
     partly used), with stalls on both streams: the same outputs and masks as golden."""
-    cfg = HDPConfig(seq_len=12, head_dim=8, n_heads=1, block_rows=2, block_cols=2, k_b=2,
+    cfg = HDPConfig(seq_len=12, head_dim=8, n_heads=1, block_rows=2, block_cols=2, k_frac=0.5,
                     array_rows=2, array_cols=4, int_lanes=3)
     run_heads(cfg, _heads(cfg, SETTINGS, [12, 9, 12, 5, 11], 10), stall=0.2, seed=10)
 

@@ -42,12 +42,11 @@ def mode_settings(cfg, q, k, v, n):
     """Dense, top-k, threshold, and both with head pruning at the median H of these heads."""
     hs = [attention_head_int(q[i], k[i], v[i], cfg, n).head_importance for i in range(len(q))]
     tau = int(np.median(hs))
-    nbc = -(-n // cfg.block_cols)
     return [
         {"prune_mode": "off", "approx": "exact", "head_prune": False},
-        {"prune_mode": "topk", "k_b": max(1, nbc // 2), "approx": "drop_ff", "head_prune": False},
+        {"prune_mode": "topk", "k_frac": 0.5, "approx": "drop_ff", "head_prune": False},
         {"prune_mode": "threshold", "rho": 0.5, "approx": "exact", "head_prune": False},
-        {"prune_mode": "topk", "k_b": max(1, nbc // 2), "head_prune": True, "tau_head": tau},
+        {"prune_mode": "topk", "k_frac": 0.5, "head_prune": True, "tau_head": tau},
         {"prune_mode": "threshold", "rho": 0.25, "head_prune": True, "tau_head": tau},
     ]
 
@@ -93,7 +92,7 @@ def test_top_random_configs_and_reset(name, simulator, build_dir):
     for i in range(heads):
         s = {"prune_mode": rng.choice(["off", "topk", "threshold"]),
              "approx": rng.choice(["drop_ff", "exact", "comp"]), "causal": rng.random() < 0.3,
-             "k_b": rng.randint(1, cfg.n_block_cols),
+             "k_frac": rng.randint(1, 256) / 256,
              "rho": rng.randint(0, 1 << cfg.rho_frac) / (1 << cfg.rho_frac)}
         if i % 3 == 2:
             h = attention_head_int(q[i], k[i], v[i], cfg.replace(**s), lens[i]).head_importance

@@ -86,9 +86,9 @@ def check_model(cfg: HDPConfig, heads: list[dict]) -> None:
 
 SETTINGS = [
     {"prune_mode": "off", "approx": "exact"},
-    {"prune_mode": "topk", "k_b": 1},
+    {"prune_mode": "topk", "k_frac": 1 / 256},
     {"prune_mode": "threshold", "rho": 0.5},
-    {"prune_mode": "topk", "k_b": 2, "causal": True},
+    {"prune_mode": "topk", "k_frac": 0.5, "causal": True},
 ]
 
 
@@ -96,8 +96,8 @@ def _prune_head_settings(cfg: HDPConfig, head: dict) -> list[dict]:
     """tau_head just above (pruned) and equal to (kept) the head's H, top-k mode."""
     res = attention_head_int(head["q"], head["k"], head["v"], cfg, head["valid_len"])
     h = res.head_importance
-    return [{"prune_mode": "topk", "k_b": 1, "head_prune": True, "tau_head": min(h + 1, cfg.h_max)},
-            {"prune_mode": "topk", "k_b": 1, "head_prune": True, "tau_head": h}]
+    return [{"prune_mode": "topk", "k_frac": 1 / 256, "head_prune": True, "tau_head": min(h + 1, cfg.h_max)},
+            {"prune_mode": "topk", "k_frac": 1 / 256, "head_prune": True, "tau_head": h}]
 
 
 def test_tiny_modes_exact():
@@ -123,10 +123,10 @@ def test_wider_configs_exact(shape):
     """array_rows == block_rows (the co-design rule) and wider than the blocks; tiles of
     several blocks; rows shorter and longer than the divider's latency."""
     r, c = shape
-    cfg = HDPConfig(seq_len=24, head_dim=8, n_heads=1, block_rows=2, block_cols=2, k_b=3,
+    cfg = HDPConfig(seq_len=24, head_dim=8, n_heads=1, block_rows=2, block_cols=2, k_frac=0.25,
                     array_rows=r, array_cols=c)
     check_model(cfg, _random_heads(cfg, [SETTINGS[0], SETTINGS[1], SETTINGS[2],
-                                         {"prune_mode": "topk", "k_b": 6}], [24, 17, 24, 24], 3))
+                                         {"prune_mode": "topk", "k_frac": 0.5}], [24, 17, 24, 24], 3))
 
 
 @pytest.mark.parametrize("int_lanes", [3, 4])
@@ -134,7 +134,7 @@ def test_several_integer_passes_exact(int_lanes):
     """The integer pass at fewer products per cycle than head_dim (3 and 2 passes per block,
     the last one partly used): its blocks, masks and head decision come later, the model
     follows."""
-    cfg = HDPConfig(seq_len=24, head_dim=8, n_heads=1, block_rows=2, block_cols=2, k_b=3,
+    cfg = HDPConfig(seq_len=24, head_dim=8, n_heads=1, block_rows=2, block_cols=2, k_frac=0.25,
                     array_rows=2, array_cols=4, int_lanes=int_lanes)
-    check_model(cfg, _random_heads(cfg, SETTINGS + [{"prune_mode": "topk", "k_b": 6}],
+    check_model(cfg, _random_heads(cfg, SETTINGS + [{"prune_mode": "topk", "k_frac": 0.5}],
                                    [24, 17, 24, 24, 11], 4))

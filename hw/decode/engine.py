@@ -26,7 +26,7 @@ def softmax_hdp_config(p: DecodeParams) -> HDPConfig:
     range holds every score at ``sm_frac`` fraction bits (checked)."""
     cfg = p.cfg
     h = HDPConfig(seq_len=p.n_cache, head_dim=p.d, qk_bits=16, qk_frac=cfg.sm_frac // 2,
-                  exp_frac=cfg.exp_frac, exp_bits=cfg.exp_bits, prob_frac=cfg.prob_frac, k_b=1)
+                  exp_frac=cfg.exp_frac, exp_bits=cfg.exp_bits, prob_frac=cfg.prob_frac)
     need = p.score_width + cfg.sm_frac
     if need > h.score_width:
         raise ValueError(f"scores at sm_frac = {cfg.sm_frac} fraction bits need {need} bits, "

@@ -77,7 +77,7 @@ class TB:
 def _workloads(cfg, seed: int) -> list[vec.ArrayWorkload]:
     out = []
     for i, changes in enumerate(({}, {"approx": "exact"}, {"prune_mode": "off"},
-                                 {"prune_mode": "topk", "k_b": 1})):
+                                 {"prune_mode": "topk", "k_frac": 1 / 256})):
         c = cfg.replace(**changes)
         q, k, v = vec.random_head(c, seed + i, _rows(c))
         out.append(vec.head_workload(c, f"head_seed{seed + i}_{changes}", q, k, v))
@@ -87,7 +87,8 @@ def _workloads(cfg, seed: int) -> list[vec.ArrayWorkload]:
 @cocotb.test()
 @cocotb.parametrize(stall=[0.0, STALL_ON])
 async def head_tiles(dut, stall: float):
-    """Score and P x V tiles of random heads (pruned as configured, exact, dense, k_b = 1)."""
+    """Score and P x V tiles of random heads (pruned as configured, exact, dense, and one block
+    per block-row: k_frac = 1/256)."""
     seed = cocotb_env.seed()
     tb = await TB(dut, stall, seed).start()
     for w in _workloads(tb.cfg, seed):
@@ -104,7 +105,7 @@ async def cycles_match_model(dut):
     q, k, v = vec.random_head(cfg, seed, _rows(cfg))
     results = {}
     for label, changes in (("dense", {"prune_mode": "off"}), ("topk1", {"prune_mode": "topk",
-                                                                       "k_b": 1})):
+                                                                       "k_frac": 1 / 256})):
         c = cfg.replace(**changes)
         w = vec.head_workload(c, label, q, k, v)
         measured = await tb.run(w, seed)

@@ -4,7 +4,7 @@ Run through :func:`sim.runner.run_cocotb` (``tests/test_block_pruner_cocotb.py``
 configuration comes from the exported JSON (:func:`sim.cocotb_env.load_config`); stimulus and
 expected masks come from :mod:`sim.vectors.pruner`, the generator the Amaranth-simulator tests
 use.  Each test streams whole heads into ``imp_in`` (setting the run-time ports ``mode``,
-``k_b``, ``rho_q``, ``valid_len`` per head, after the previous head's last beat) and compares
+``k_frac_q``, ``rho_q``, ``valid_len`` per head, after the previous head's last beat) and compares
 the whole ``mask_out`` stream with golden; the first mismatch names configuration, case, seed,
 beat index (head, block-row, settings), expected and actual.  Stream monitors (started by the
 source and sink) fail the test on any handshake-rule violation.
@@ -22,6 +22,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
+from hw.config import K_FRAC_BITS
 from sim import cocotb_env
 from sim.cocotb_env import load_config
 from sim.streams import StreamSink, StreamSource, reset, start_clock
@@ -56,7 +57,7 @@ class TB:
         self.sink = StreamSink(dut, "mask_out", self.clock, stall=stall, seed=seed + 1)
         self.beats_in = 0
         self.beats_out = 0
-        for port in ("mode", "k_b", "rho_q", "valid_len"):
+        for port in ("mode", "k_frac_q", "rho_q", "valid_len"):
             getattr(dut, port).value = 0
 
     async def start(self) -> "TB":
@@ -65,7 +66,7 @@ class TB:
 
     def _settings(self, h: vec.PrunerHead) -> None:
         self.dut.mode.value = h.mode
-        self.dut.k_b.value = h.k_b
+        self.dut.k_frac_q.value = h.k_frac_q
         self.dut.rho_q.value = h.rho_q
         self.dut.valid_len.value = h.valid_len
 
@@ -97,7 +98,7 @@ class TB:
 @cocotb.parametrize(stall=[0.0, STALL_ON])
 async def directed_cases(dut, stall: float):
     """All importances equal, ties at the k-th place, all below threshold but the max,
-    negative importances, k_b = 0 / 1 / all / above, valid_len = 1 and ragged, causal,
+    negative importances, k_frac_q = 0 / 1 / 2**8 / above, valid_len = 1 and ragged, causal,
     rho = 0, 1 and above 1, mode off and code 3, extremes at the importance width with every
     block column valid."""
     tb = await TB(dut, stall, cocotb_env.seed()).start()
@@ -162,7 +163,7 @@ async def throughput_no_stalls(dut):
             imp = rng.integers(lo, hi + 1, size=valid.shape) * valid
             # at most 4 block-rows per head: enough for row-to-row timing, short on big presets
             heads.append(vec.make_head(cfg, imp, valid, n, False, mode=mode,
-                                       k_b=max(1, cfg.n_block_cols // 2),
+                                       k_frac_q=1 << (K_FRAC_BITS - 1),
                                        rows=list(range(min(4, valid.shape[0])))))
     refused = 0
     out_cycles: list[int] = []

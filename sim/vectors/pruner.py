@@ -4,7 +4,7 @@ One generator, two drivers: the Amaranth-simulator tests (``tests/test_block_pru
 the cocotb bench (``sim/benches/bench_pruner.py``) call the same functions with a configuration
 and a seed and compare the unit's whole output against the expected beats.
 
-A :class:`PrunerHead` is one head: its run-time settings (``mode``, ``k_b``, ``rho_q``,
+A :class:`PrunerHead` is one head: its run-time settings (``mode``, ``k_frac_q``, ``rho_q``,
 ``valid_len``), the ``imp_in`` beats (row-major, block-rows ``< ceil(L/b_r)``, columns
 ``< ceil(L/b_c)``) and the expected ``mask_out`` beats, from
 :func:`golden.pruner.diagonal_blocks` and :func:`golden.pruner.topk_keep` /
@@ -14,7 +14,8 @@ A :class:`PrunerHead` is one head: its run-time settings (``mode``, ``k_b``, ``r
 directly inside :attr:`HDPConfig.importance_range` (0 for invalid blocks, as golden has it).
 
 Run-time codes beyond :class:`HDPConfig`'s ranges follow the unit's documented behaviour:
-``k_b = 0`` keeps only the diagonal (golden ``topk_keep`` does the same), ``rho_q > 2**P``
+``k_frac_q = 0`` keeps only the diagonal and codes above ``2**8`` every valid block (golden
+``topk_keep`` does the same), ``rho_q > 2**P``
 is treated as ``2**P``, mode code 3 as ``off``.
 """
 
@@ -27,7 +28,7 @@ from golden import pruner, score
 from golden.intmath import split_int_frac
 from golden.model import quantize_qkv
 from hw.block_pruner import MODE_OFF, MODE_THRESHOLD, MODE_TOPK, imp_layout, mask_layout
-from hw.config import HDPConfig
+from hw.config import K_FRAC_BITS, HDPConfig
 
 __all__ = ["PrunerHead", "PrunerCase", "make_head", "expected_keep", "block_validity", "directed_cases",
            "random_case", "fixture_case", "standard_cases", "pack_beat", "pack_mask",
@@ -38,7 +39,7 @@ __all__ = ["PrunerHead", "PrunerCase", "make_head", "expected_keep", "block_vali
 class PrunerHead:
     """One head: run-time settings, stimulus beats and expected mask beats."""
     mode: int
-    k_b: int
+    k_frac_q: int
     rho_q: int
     valid_len: int
     causal: bool
@@ -68,7 +69,7 @@ class PrunerCase:
 
 
 def expected_keep(cfg: HDPConfig, imp: np.ndarray, valid: np.ndarray, valid_len: int,
-                  mode: int, k_b: int, rho_q: int) -> np.ndarray:
+                  mode: int, k_frac_q: int, rho_q: int) -> np.ndarray:
     """Golden keep mask (bool, shape of ``imp``) for one head's run-time settings."""
     n = int(valid_len)
     diag = pruner.diagonal_blocks(n, n, cfg)
@@ -76,7 +77,7 @@ def expected_keep(cfg: HDPConfig, imp: np.ndarray, valid: np.ndarray, valid_len:
         raise ValueError(f"importances must have shape {diag.shape} for valid_len {n}, "
                          f"not {imp.shape}")
     if mode == MODE_TOPK:
-        return pruner.topk_keep(imp, valid, diag, int(k_b))
+        return pruner.topk_keep(imp, valid, diag, int(k_frac_q))
     if mode == MODE_THRESHOLD:
         return pruner.threshold_keep(imp, valid, diag, min(int(rho_q), 1 << cfg.rho_frac),
                                      cfg.rho_frac)
@@ -84,21 +85,21 @@ def expected_keep(cfg: HDPConfig, imp: np.ndarray, valid: np.ndarray, valid_len:
 
 
 def make_head(cfg: HDPConfig, imp: np.ndarray, valid: np.ndarray, valid_len: int, causal: bool,
-              mode: int, k_b: int | None = None, rho_q: int | None = None,
+              mode: int, k_frac_q: int | None = None, rho_q: int | None = None,
               rows: "list[int] | None" = None) -> PrunerHead:
     """A head from block importances and validity of shape ``block_grid(valid_len)``.
 
     ``rows`` streams only those block-rows (in order; ``last`` on the final one): the unit
     treats every block-row on its own, so a few rows of a full-length head test the widest
     rows without simulating all of them."""
-    k_b = cfg.k_b if k_b is None else int(k_b)
+    k_frac_q = cfg.k_frac_q if k_frac_q is None else int(k_frac_q)
     rho_q = cfg.rho_q if rho_q is None else int(rho_q)
     imp = np.asarray(imp, np.int64)
     valid = np.asarray(valid, bool)
     lo, hi = cfg.importance_range
     if imp.size and (imp.min() < lo or imp.max() > hi):
         raise ValueError(f"importances must lie in importance_range [{lo}, {hi}]")
-    keep = expected_keep(cfg, imp, valid, valid_len, mode, k_b, rho_q)
+    keep = expected_keep(cfg, imp, valid, valid_len, mode, k_frac_q, rho_q)
     nbr, nbc = imp.shape
     rows = list(range(nbr)) if rows is None else [int(r) for r in rows]
     if not rows or any(not 0 <= r < nbr for r in rows):
@@ -111,7 +112,7 @@ def make_head(cfg: HDPConfig, imp: np.ndarray, valid: np.ndarray, valid_len: int
                           "last_col": int(c == nbc - 1), "last": int(end and c == nbc - 1)})
         masks.append({"mask": sum(1 << c for c in range(nbc) if keep[r, c]), "row": r,
                       "last": int(end)})
-    return PrunerHead(int(mode), k_b, rho_q, int(valid_len), bool(causal), imp, valid, beats,
+    return PrunerHead(int(mode), k_frac_q, rho_q, int(valid_len), bool(causal), imp, valid, beats,
                       masks)
 
 
@@ -148,7 +149,6 @@ def directed_cases(cfg: HDPConfig, seed: int = 0, *, max_len: int | None = None
     rng = np.random.default_rng(seed)
     lo, hi = cfg.importance_range
     one = 1 << cfg.rho_frac
-    nbc_all = cfg.n_block_cols
     full_n = cfg.seq_len
     cap = cfg.seq_len if max_len is None else min(cfg.seq_len, max_len)
     ragged = _ragged_len(cfg, cap)
@@ -165,29 +165,36 @@ def directed_cases(cfg: HDPConfig, seed: int = 0, *, max_len: int | None = None
         return PrunerCase(name, list(heads))
 
     L = cap
-    kb_half = max(1, -(-L // cfg.block_cols) // 2)
+    full = 1 << K_FRAC_BITS          # k_frac = 1: every valid block
+    kb_half = full // 2
     cases = [
-        case("all_equal", [_direct(cfg, L, False, const(mid), mode=T, k_b=k)
-                           for k in sorted({1, kb_half, nbc_all})]
+        case("all_equal", [_direct(cfg, L, False, const(mid), mode=T, k_frac_q=k)
+                           for k in (1, kb_half, full)]
              + [_direct(cfg, L, False, const(mid), mode=H, rho_q=r) for r in (0, one // 2, one)]),
         # k-th and (k+1)-th largest are equal: the lower column must win
-        case("ties_at_kth_place", [_direct(cfg, L, c, _ties_fill(rng, lo, hi), mode=T, k_b=k)
-                                   for c in (False, True) for k in sorted({1, 2, 3, kb_half})]),
+        case("ties_at_kth_place", [_direct(cfg, L, c, _ties_fill(rng, lo, hi), mode=T,
+                                           k_frac_q=k)
+                                   for c in (False, True) for k in (1, full // 4, 3 * full // 8,
+                                                                    kb_half, 3 * full // 4)]),
         case("all_below_threshold_except_max",
              [_direct(cfg, L, c, _one_peak(rng, lo, hi), mode=H, rho_q=r)
               for c in (False, True) for r in (one, one - 1, (3 * one) // 4)]),
-        case("k_b_1", [_direct(cfg, L, c, rnd(), mode=T, k_b=1) for c in (False, True)]),
-        case("k_b_all_columns", [_direct(cfg, L, c, rnd(), mode=T, k_b=nbc_all)
+        case("k_frac_smallest", [_direct(cfg, L, c, rnd(), mode=T, k_frac_q=1)
                                  for c in (False, True)]),
-        case("k_b_0_keeps_diagonal_only", [_direct(cfg, L, False, rnd(), mode=T, k_b=0)]),
-        case("k_b_above_columns", [_direct(cfg, L, False, rnd(), mode=T,
-                                           k_b=(1 << cfg.k_b_width) - 1)]),
+        case("k_frac_1_keeps_all_valid", [_direct(cfg, L, c, rnd(), mode=T, k_frac_q=full)
+                                          for c in (False, True)]),
+        case("k_frac_0_keeps_diagonal_only", [_direct(cfg, L, False, rnd(), mode=T, k_frac_q=0)]),
+        case("k_frac_above_1", [_direct(cfg, L, False, rnd(), mode=T,
+                                        k_frac_q=(1 << cfg.k_frac_width) - 1)]),
+        case("k_frac_odd_codes", [_direct(cfg, L, c, rnd(), mode=T, k_frac_q=k)
+                                  for c in (False, True) for k in (3, full // 3, full - 1)]),
         case("valid_len_1", [_direct(cfg, 1, c, rnd(), mode=md)
                              for c in (False, True) for md in (O, T, H)]),
         case("valid_len_ragged", [_direct(cfg, ragged, False, rnd(), mode=md)
                                   for md in (O, T, H)]),
-        case("causal_invalid_above_diagonal", [_direct(cfg, L, True, rnd(), mode=md, k_b=k)
-                                               for md in (O, T, H) for k in (1, nbc_all)]),
+        case("causal_invalid_above_diagonal", [_direct(cfg, L, True, rnd(), mode=md,
+                                                       k_frac_q=k)
+                                               for md in (O, T, H) for k in (1, kb_half, full)]),
         case("causal_ragged", [_direct(cfg, ragged, True, rnd(), mode=md) for md in (T, H)]),
         case("rho_0_mean", [_direct(cfg, L, c, rnd(), mode=H, rho_q=0) for c in (False, True)]),
         case("rho_1_max", [_direct(cfg, L, c, rnd(), mode=H, rho_q=one) for c in (False, True)]),
@@ -196,14 +203,14 @@ def directed_cases(cfg: HDPConfig, seed: int = 0, *, max_len: int | None = None
         case("mode_off_and_code_3", [_direct(cfg, L, c, rnd(), mode=md)
                                      for c in (False, True) for md in (O, 3)]),
         case("narrow_values_many_ties", [_direct(cfg, L, c, rnd(mid - 1, mid + 1), mode=md,
-                                                 k_b=k, rho_q=r)
+                                                 k_frac_q=k, rho_q=r)
                                          for c in (False, True) for md in (T, H)
-                                         for k, r in ((2, one // 3), (kb_half, one // 2))]),
+                                         for k, r in ((full // 4, one // 3), (kb_half, one // 2))]),
     ]
     if lo < 0:
         neg_hi = min(-1, hi)
         cases.append(case("negative_importances", [
-            _direct(cfg, L, c, rnd(lo, neg_hi), mode=md, k_b=k, rho_q=r)
+            _direct(cfg, L, c, rnd(lo, neg_hi), mode=md, k_frac_q=k, rho_q=r)
             for c in (False, True) for md in (T, H) for k, r in ((kb_half, one // 2), (1, one))]))
     # extremes at the importance width with every block column valid (n = n_block_cols); the
     # first and the last block-row of a full-length head
@@ -213,7 +220,7 @@ def directed_cases(cfg: HDPConfig, seed: int = 0, *, max_len: int | None = None
     for v in ([hi], [lo], [lo, hi]):
         for md, r in ((H, 0), (H, one), (H, one // 2 + 1), (T, 0)):
             ext.append(_direct(cfg, full_n, False, _choice(rng, v), mode=md, rho_q=r,
-                               k_b=kb_half, rows=sel))
+                               k_frac_q=kb_half, rows=sel))
     # one block at lo, every other at hi (and the reverse): largest |lhs - rhs|
     for a, b in ((lo, hi), (hi, lo)):
         for r in (0, one, 1):
@@ -253,7 +260,7 @@ def _one_peak(rng, lo, hi):
 
 def random_case(cfg: HDPConfig, seed: int, n_heads: int = 4, max_len: int | None = None
                 ) -> PrunerCase:
-    """``n_heads`` heads with random settings (mode, k_b, rho_q, valid_len, causal); half of
+    """``n_heads`` heads with random settings (mode, k_frac_q, rho_q, valid_len, causal); half of
     them take importances from random integer scores through golden, half draw importances
     directly (full range or a narrow one, for ties)."""
     rng = np.random.default_rng(seed)
@@ -266,7 +273,7 @@ def random_case(cfg: HDPConfig, seed: int, n_heads: int = 4, max_len: int | None
         n = int(rng.integers(1, top + 1))
         causal = bool(rng.integers(0, 2))
         settings = {"mode": int(rng.integers(0, 3)),
-                    "k_b": int(rng.integers(1, cfg.n_block_cols + 1)),
+                    "k_frac_q": int(rng.integers(1, (1 << K_FRAC_BITS) + 1)),
                     "rho_q": int(rng.integers(0, one + 1))}
         kind = h % 3
         if kind == 0:
@@ -299,13 +306,13 @@ def fixture_case(cfg: HDPConfig, name: str = "long", heads=(0, 37, 71)) -> Prune
         qi, _ = split_int_frac(q_q[:n], cfg.qk_frac)
         ki, _ = split_int_frac(k_q[:n], cfg.qk_frac)
         a = score.integer_scores(qi, ki)
-        half = max(1, -(-n // cfg.block_cols) // 2)
+        half = 1 << (K_FRAC_BITS - 1)
         for md, causal, k, r in ((MODE_TOPK, False, half, one // 2),
                                  (MODE_THRESHOLD, False, half, one // 2),
                                  (MODE_OFF, False, half, one // 2),
-                                 (MODE_TOPK, True, max(1, half // 2), one // 4),
+                                 (MODE_TOPK, True, half // 2, one // 4),
                                  (MODE_THRESHOLD, True, half, (3 * one) // 4)):
-            out.append(_from_scores(cfg, a, causal, mode=md, k_b=k, rho_q=r))
+            out.append(_from_scores(cfg, a, causal, mode=md, k_frac_q=k, rho_q=r))
     return PrunerCase(f"minilm_{name}_heads{'_'.join(map(str, heads))}", out)
 
 
@@ -349,7 +356,7 @@ def first_mismatch(cfg: HDPConfig, case_name: str, seed: int, expected: list[int
         k = n
         for hi_, h in enumerate(heads):
             if k < len(h.masks):
-                where = (f" (head {hi_}, block-row {k}, mode {h.mode}, k_b {h.k_b}, "
+                where = (f" (head {hi_}, block-row {k}, mode {h.mode}, k_frac_q {h.k_frac_q}, "
                          f"rho_q {h.rho_q}, valid_len {h.valid_len}, causal {h.causal})")
                 break
             k -= len(h.masks)
