@@ -91,7 +91,8 @@ def bad_inputs(draw):
     h, n, d = a["q"].shape
     name = draw(st.sampled_from(REQUIRED_KEYS))
     if kind == "dtype":
-        dt = draw(st.sampled_from(["f2", "f8", ">f8", "i4", "u1", "i8", "?", "c8", "U3"]))
+        # float16 is a valid input (the compact captures), float32's other neighbours are not
+        dt = draw(st.sampled_from(["f8", ">f8", "i4", "u1", "i8", "?", "c8", "U3"]))
         a[name] = a[name].astype(dt)
     elif kind == "ndim":
         shape = draw(st.lists(st.integers(1, 3), min_size=0, max_size=5).filter(lambda s: len(s) != 3))
