@@ -34,22 +34,23 @@ def _check_rows(block_keep, cfg, valid_len: int, causal: bool) -> None:
 
 
 def test_golden_default_preset_prunes_a_real_30_token_input(tmp_path, capsys):
-    """The default k_frac = 0.75 keeps 12 of the 15 valid blocks of every block-row of the
-    30-token MiniLM capture (an absolute budget of 48 blocks would keep them all)."""
+    """The default k_frac = 172/256 keeps ceil(172 * 15 / 256) = 11 of the 15 valid blocks of
+    every block-row of the 30-token MiniLM capture (an absolute budget of 48 blocks would keep
+    them all)."""
     inp = DATA / "minilm_long.npz"
     with np.load(inp) as z:
         assert int(z["valid_len"]) == 30
     out = tmp_path / "o.npz"
     assert cli_main(["golden", "--qkv", str(inp), "--out", str(out)]) == 0, capsys.readouterr().err
     cfg = preset("default")
-    assert cfg.k_frac == 0.75
+    assert cfg.k_frac == 0.671875 and cfg.k_frac_q == 172
     with np.load(out) as z:
         keep = z["block_keep"]
     rep = json.loads(out.with_suffix(".json").read_text())
-    assert rep["config"]["k_frac"] == 0.75
+    assert rep["config"]["k_frac"] == 0.671875
     valid_blocks = keep.shape[0] * 15 * 15
-    assert int(keep.sum()) == keep.shape[0] * 15 * 12
-    assert int(keep.sum()) / valid_blocks == 0.8 < 1
+    assert int(keep.sum()) == keep.shape[0] * 15 * 11
+    assert int(keep.sum()) / valid_blocks == 11 / 15 < 1
     _check_rows(keep, cfg, 30, False)
 
 

@@ -206,8 +206,8 @@ def test_run_golden_only_writes_report_and_plot(tmp_path, capsys):
     assert status == 0
     out = tmp_path / "default"
     rep = json.loads((out / "report.json").read_text())
-    # the default data is the 128-token paragraph, the default budget 0.75 of each row's blocks
-    assert rep["registers"]["k_frac"] == 0.75 and rep["pruning"]["kept_block_fraction"] < 1
+    # the default data is the 128-token paragraph, the default budget 172/256 of each row's blocks
+    assert rep["registers"]["k_frac"] == 0.671875 and rep["pruning"]["kept_block_fraction"] < 1
     assert (out / "keep_mask.png").is_file() and (out / "verilog" / "top.v").is_file()
     assert (out / "per_head.png").is_file() and not (out / "cycles_per_layer.png").exists()
     assert rep["data"]["source"] == "fixture" and "'para128'" in rep["data"]["description"]
