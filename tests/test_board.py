@@ -1,0 +1,82 @@
+"""The board self-test harness in cocotb on Icarus and Verilator (bench:
+sim/benches/bench_board.py): the UART line must be the golden report (PASS, the golden
+checksum, the cycle model's count), LEDs and a button-started second run must agree; a harness
+with one corrupted ROM row must report FAIL with the checksum of the corrupted head."""
+
+import json
+
+import pytest
+
+from hw.board.selftest import LINE_LEN, SelfTest
+from hw.board.vectors import (
+    checksum,
+    corrupted_vectors,
+    fixture_vectors,
+    random_vectors,
+    report_line,
+)
+from hw.presets import preset
+from sim.benches.bench_board import JOB_VAR, RESULT_VAR, write_job
+from sim.runner import run_cocotb
+from sim.top_cycles import head_cycles
+
+BAUD_DIV = 4
+
+
+def run_board(cfg, vec, simulator, build_dir, *, corrupt=None, name="board"):
+    golden = vec if corrupt is None else corrupted_vectors(cfg, vec, corrupt)
+    cycles = head_cycles(cfg, golden.head, golden.dense)
+    line = report_line(golden.checksum == vec.checksum, cycles, golden.checksum)
+    job, result = build_dir / "job.json", build_dir / "result.json"
+    budget = 8 * cycles + 20 * len(vec.writes) + 4 * len(vec.rows) * cfg.head_dim + 2000 \
+        + 2 * LINE_LEN * 10 * BAUD_DIV
+    write_job(job, baud_div=BAUD_DIV, line=line, timeout_cycles=budget)
+    harness = SelfTest(cfg, vec, baud_div=BAUD_DIV, corrupt=corrupt, heartbeat_bit=4)
+    run_cocotb(unit=harness, name=name, cfg=cfg, test_module="sim.benches.bench_board",
+               simulator=simulator, build_dir=build_dir,
+               extra_env={JOB_VAR: job, RESULT_VAR: result})
+    return line, json.loads(result.read_text())
+
+
+def test_checksum_definition():
+    cfg = preset("tiny")
+    assert checksum(cfg, [[1, 2]]) == 4            # rotl(1) + 2
+    assert checksum(cfg, [[-1]]) == 0xFFFF         # 16-bit lane pattern of -1
+    assert checksum(cfg, [[1, 2]]) != checksum(cfg, [[2, 1]])
+    assert report_line(True, 0x1A2B3, 0xDEADBEEF) == "PASS cycles=0001A2B3 sum=DEADBEEF\r\n"
+    assert len(report_line(False, 0, 0)) == LINE_LEN
+
+
+def test_invalid_parameters():
+    cfg = preset("tiny")
+    vec = random_vectors(cfg, 3)
+    for kw, word in (({"baud_div": 1}, "divisor"), ({"period": -1}, "period"),
+                     ({"corrupt": 3 * vec.valid_len}, "corrupt"),
+                     ({"heartbeat_bit": 0}, "heartbeat_bit")):
+        with pytest.raises(ValueError, match=word):
+            SelfTest(cfg, vec, **kw)
+    with pytest.raises(ValueError, match="valid_len"):
+        random_vectors(cfg, 3, valid_len=cfg.seq_len + 1)
+
+
+def test_board_tiny_pass(simulator, build_dir):
+    cfg = preset("tiny")
+    line, res = run_board(cfg, random_vectors(cfg, 3), simulator, build_dir)
+    assert line.startswith("PASS") and res["lines"] == [line, line]
+
+
+def test_board_tiny_corrupt_fails(simulator, build_dir):
+    cfg = preset("tiny")
+    vec = random_vectors(cfg, 3)
+    row = 2 * vec.valid_len + 1                     # a V row: changes the output
+    assert corrupted_vectors(cfg, vec, row).checksum != vec.checksum
+    line, res = run_board(cfg, vec, simulator, build_dir, corrupt=row)
+    assert line.startswith("FAIL") and res["lines"] == [line, line]
+    assert res["leds"][0] == {"pass": 0, "fail": 1, "busy": 0}
+
+
+@pytest.mark.slow
+def test_board_default_minilm_head(simulator, build_dir):
+    cfg = preset("default")
+    line, res = run_board(cfg, fixture_vectors(cfg, "medium", 13), simulator, build_dir)
+    assert line.startswith("PASS") and res["lines"] == [line, line]
