@@ -80,3 +80,57 @@ def test_board_default_minilm_head(simulator, build_dir):
     cfg = preset("default")
     line, res = run_board(cfg, fixture_vectors(cfg, "medium", 13), simulator, build_dir)
     assert line.startswith("PASS") and res["lines"] == [line, line]
+
+
+def test_cli_board_simulates_first(tmp_path):
+    from hdpgen.cli import main
+    out = tmp_path / "board"
+    assert main(["board", "--board", "ulx3s-85f", "--preset", "tiny", "--sim", "icarus",
+                 "--no-build", "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    sim = rep["simulation"]
+    assert sim["lines"][0] == sim["expected_line"] and sim["expected_line"].startswith("PASS")
+    assert "build" not in rep and (out / "report.md").read_text().count("PASS") == 1
+
+
+def test_cli_board_errors(tmp_path, monkeypatch, capsys):
+    from hdpgen.cli import main
+    assert main(["board", "--board", "ulx3s-85f", "--period", "-1", "--no-build",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--period" in capsys.readouterr().err
+    import builtins
+    real_import = builtins.__import__
+
+    def no_boards(name, *a, **kw):
+        if name.startswith("amaranth_boards"):
+            raise ImportError(name)
+        return real_import(name, *a, **kw)
+    monkeypatch.setattr(builtins, "__import__", no_boards)
+    import importlib
+    monkeypatch.setattr(importlib, "import_module",
+                        lambda n, *a: no_boards(n) if n.startswith("amaranth_boards")
+                        else real_import(n, fromlist=["_"]))
+    from hw.board.ulx3s import board_platform
+    with pytest.raises(ImportError, match="'board' extra"):
+        board_platform("ulx3s-85f")
+
+
+def test_parse_nextpnr_log():
+    from hdpgen.cmd_board import parse_nextpnr_log
+    log = ("Info: Device utilisation:\nInfo: \t          TRELLIS_IO:    11/   365     3%\n"
+           "Info: \t          TRELLIS_FF:  1234/ 83640     1%\nInfo: \nInfo: Placed 3 cells\n"
+           "Info: Max frequency for clock '$glbnet$clk': 71.30 MHz (PASS at 25.00 MHz)\n")
+    rep = parse_nextpnr_log(log)
+    assert rep["utilization"]["TRELLIS_FF"] == {"used": 1234, "available": 83640}
+    assert rep["fmax_mhz"] == {"$glbnet$clk": 71.30}
+
+
+@pytest.mark.slow
+def test_cli_board_bitstream_tiny(tmp_path):
+    pytest.importorskip("amaranth_boards")
+    from hdpgen.cli import main
+    out = tmp_path / "board"
+    assert main(["board", "--board", "ulx3s-85f", "--preset", "tiny", "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["build"]["bitstream_bytes"] > 0 and rep["build"]["fmax_mhz"]
+    assert rep["build"]["utilization"]["TRELLIS_FF"]["used"] > 0

@@ -94,10 +94,14 @@ def fixture_vectors(cfg: HDPConfig, fixture: str = "medium", head: int = 0):
     n_heads = fx["q"].shape[0]
     if not isinstance(head, int) or not 0 <= head < n_heads:
         raise ValueError(f"head must be an integer in 0 ... {n_heads - 1}, not {head!r}")
-    if fx["q"].shape[1:] != (cfg.seq_len, cfg.head_dim):
-        raise ValueError(f"fixture {fixture!r} has heads of {fx['q'].shape[1:]} (N, d), the "
-                         f"configuration needs ({cfg.seq_len}, {cfg.head_dim})")
-    q, k, v = quantize_qkv(fx["q"][head], fx["k"][head], fx["v"][head], cfg)
+    n, d = fx["q"].shape[1:]
+    if d != cfg.head_dim or n > cfg.seq_len or fx["valid_len"] > cfg.seq_len:
+        raise ValueError(f"fixture {fixture!r} has heads of {n} tokens x {d}, the configuration "
+                         f"needs at most seq_len = {cfg.seq_len} tokens x head_dim = "
+                         f"{cfg.head_dim}")
+    pad = ((0, cfg.seq_len - n), (0, 0))   # tokens past the fixture's are padding (zero)
+    q, k, v = (np.pad(a, pad) for a in quantize_qkv(fx["q"][head], fx["k"][head],
+                                                     fx["v"][head], cfg))
     return make_vectors(cfg, q, k, v, fx["valid_len"])
 
 
