@@ -135,10 +135,13 @@ def build_bitstream(cfg, vec, board: str, period_s: float, out: Path) -> dict:
     t0 = time.monotonic()
     try:
         # prepare, then run the script: build() would also require the board's programmer
-        # -noabc9: the YoWASP Yosys's ABC9 flow fails an internal assertion (rtlil.cc,
-        # count_id) on this design when it re-integrates the mapped netlist; ABC works
-        plan = platform_cls(toolchain="Trellis").build(BoardTop(harness), name="selftest",
-                                                       do_build=False, synth_opts="-noabc9")
+        # LUT mapping with ABC instead of synth_ecp5's ABC9: the YoWASP Yosys's ABC9 fails an
+        # internal assertion (rtlil.cc, count_id) on this design when it re-integrates the
+        # mapped netlist.  synth_ecp5 runs up to its map_luts label, then ABC, then the rest.
+        plan = platform_cls(toolchain="Trellis").build(
+            BoardTop(harness), name="selftest", do_build=False,
+            synth_opts="-run begin:map_luts",
+            script_after_synth="abc -lut 4\nclean\nsynth_ecp5 -top selftest -run map_cells:")
         plan.execute_local(str(out / "build"))
     finally:
         for k, v in old.items():
@@ -164,7 +167,7 @@ def _markdown(rep: dict) -> str:
         lines += [f"Bitstream: `{b['bitstream']}` ({b['bitstream_bytes']} bytes, "
                   f"{b['seconds']} s)", "", "| resource | used | available |", "|---|---|---|"]
         lines += [f"| {k} | {v['used']} | {v['available']} |"
-                  for k, v in b["utilization"].items()]
+                  for k, v in b["utilization"].items() if v["used"]]
         lines += ["", "| clock | Fmax (MHz) |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in b["fmax_mhz"].items()]
     return "\n".join(lines) + "\n"
