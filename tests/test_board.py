@@ -59,12 +59,14 @@ def test_invalid_parameters():
         random_vectors(cfg, 3, valid_len=cfg.seq_len + 1)
 
 
+@pytest.mark.cocotb
 def test_board_tiny_pass(simulator, build_dir):
     cfg = preset("tiny")
     line, res = run_board(cfg, random_vectors(cfg, 3), simulator, build_dir)
     assert line.startswith("PASS") and res["lines"] == [line, line]
 
 
+@pytest.mark.cocotb
 def test_board_tiny_corrupt_fails(simulator, build_dir):
     cfg = preset("tiny")
     vec = random_vectors(cfg, 3)
@@ -76,12 +78,14 @@ def test_board_tiny_corrupt_fails(simulator, build_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.cocotb
 def test_board_default_minilm_head(simulator, build_dir):
     cfg = preset("default")
     line, res = run_board(cfg, fixture_vectors(cfg, "medium", 13), simulator, build_dir)
     assert line.startswith("PASS") and res["lines"] == [line, line]
 
 
+@pytest.mark.cocotb
 def test_cli_board_simulates_first(tmp_path):
     from hdpgen.cli import main
     out = tmp_path / "board"
@@ -117,6 +121,8 @@ def test_parse_nextpnr_log():
 
 
 @pytest.mark.slow
+@pytest.mark.synth
+@pytest.mark.cocotb
 def test_cli_board_bitstream_tiny(tmp_path):
     pytest.importorskip("amaranth_boards")
     from hdpgen.cli import main
