@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "golden": ("hdpgen.cmd_golden", "run the bit-exact golden model on Q, K, V from an .npz"),
     "simulate": ("hdpgen.cmd_simulate", "run the RTL top in Icarus or Verilator on Q, K, V"),
     "synth": ("hdpgen.cmd_synth", "synthesize units with Yosys, place and route with nextpnr"),
+    "board": ("hdpgen.cmd_board",
+              "FPGA self-test: simulate the harness, then build its bitstream (needs: board extra)"),
     "dse": ("hdpgen.cmd_dse", "design-space sweep: accuracy, cycles, area, Fmax, Pareto front"),
     "capture": ("hdpgen.cmd_capture",
                 "capture per-layer Q, K, V of all-MiniLM-L6-v2 (needs: make setup-eval)"),
