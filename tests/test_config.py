@@ -128,7 +128,8 @@ def test_presets_are_what_their_docstrings_say():
     assert odd.array_rows != odd.array_cols
     assert (default.seq_len, default.head_dim) == (128, 32)
     assert (large.seq_len, large.head_dim, large.k_frac, large.k_frac_q) == (512, 64, 0.75, 192)
-    assert (default.k_frac, tiny.k_frac) == (0.75, 0.5)
+    assert (default.k_frac, default.k_frac_q, default.approx, tiny.k_frac) == (0.671875, 172,
+                                                                          "exact", 0.5)
     with pytest.raises(ValueError,
                        match="preset must be one of tiny, odd, default, large, not 'huge'"):
         preset("huge")
