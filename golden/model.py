@@ -64,12 +64,8 @@ def _check_shapes(q_q, k_q, v_q, cfg, valid_len):
                              f"found [{x.min()}, {x.max()}]")
 
 
-def attention_head_int(q_q, k_q, v_q, cfg, valid_len: int | None = None, *,
-                       mass_eps_q: int | None = None) -> HeadResult:
+def attention_head_int(q_q, k_q, v_q, cfg, valid_len: int | None = None) -> HeadResult:
     """One head on quantized Q, K (``qk_frac``) and V (``v_frac``), shape (N, d) each.
-
-    ``mass_eps_q`` (golden only, no RTL yet) replaces ``cfg.prune_mode`` by the
-    probability-mass block rule of :mod:`golden.mass_pruner` with that ``eps`` register.
 
     Non-integer arrays and values outside the configured bit widths are a ``ValueError``."""
     for name, x in (("q", q_q), ("k", k_q), ("v", v_q)):
@@ -90,9 +86,9 @@ def attention_head_int(q_q, k_q, v_q, cfg, valid_len: int | None = None, *,
     diag = pruner.diagonal_blocks(n, valid_len, cfg)
     h = pruner.head_importance(a, mask)
     hk = pruner.head_keep(h, cfg)
-    if hk and mass_eps_q is not None:
+    if hk and cfg.prune_mode == "mass":
         m = mass_pruner.block_mass(mass_pruner.estimated_scores(a, k_q, cfg), mask, cfg)
-        bkeep = mass_pruner.mass_keep(m, bvalid, diag, mass_eps_q)
+        bkeep = mass_pruner.mass_keep(m, bvalid, diag, cfg.eps_q)
     elif hk:
         bkeep = pruner.block_keep(imp, bvalid, diag, cfg)
     else:
@@ -122,10 +118,9 @@ def attention_head_int(q_q, k_q, v_q, cfg, valid_len: int | None = None, *,
                       acc, out, stats)
 
 
-def attention_head(q, k, v, cfg, valid_len: int | None = None, *,
-                   mass_eps_q: int | None = None) -> HeadResult:
+def attention_head(q, k, v, cfg, valid_len: int | None = None) -> HeadResult:
     """One head on float Q, K, V (quantized with :func:`golden.intmath.quantize`)."""
-    return attention_head_int(*quantize_qkv(q, k, v, cfg), cfg, valid_len, mass_eps_q=mass_eps_q)
+    return attention_head_int(*quantize_qkv(q, k, v, cfg), cfg, valid_len)
 
 
 def summarize(stats: list[dict]) -> dict:

@@ -145,7 +145,12 @@ def threshold_keep(imp: np.ndarray, valid: np.ndarray, diag: np.ndarray, rho_q: 
 
 
 def block_keep(imp, valid, diag, cfg) -> np.ndarray:
-    """The block keep mask under ``cfg.prune_mode``."""
+    """The block keep mask under ``cfg.prune_mode`` (``off``, ``topk``, ``threshold``; the
+    ``mass`` mode ranks blocks by estimated probability, not importance:
+    :func:`golden.mass_pruner.mass_keep`)."""
+    if cfg.prune_mode == "mass":
+        raise ValueError("prune_mode 'mass' keeps blocks by estimated mass, not importance: "
+                         "use golden.mass_pruner.mass_keep")
     if cfg.prune_mode == "off":
         return valid.copy()
     if cfg.prune_mode == "topk":

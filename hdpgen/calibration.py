@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.mass_pruner import EPS_FRAC, eps_q_of
+from golden.mass_pruner import EPS_FRAC
 
 from .common import CliError
 
@@ -52,9 +52,8 @@ STRUCTURE_KEYS = ("block_rows", "block_cols", "criterion", "causal")
 
 @dataclass(frozen=True)
 class HeadRule:
-    """What one head runs with: its configuration and, for the mass rule, the eps register."""
+    """What one head runs with: its configuration (the rule's register in it)."""
     cfg: object
-    mass_eps_q: int | None = None
 
 
 def check_value(mode: str, value, cfg=None) -> float:
@@ -88,12 +87,14 @@ def apply_setting(cfg, mode: str, value: float, valid_len: int) -> HeadRule:
         return HeadRule(cfg.replace(prune_mode="topk", k_frac=value))
     if mode == "threshold":
         return HeadRule(cfg.replace(prune_mode="threshold", rho=value))
-    return HeadRule(cfg, eps_q_of(value))
+    return HeadRule(cfg.replace(prune_mode="mass", eps=value))
 
 
 def configured_setting(cfg) -> tuple[str, float] | None:
     """The configuration's own pruning as a setting (None for ``prune_mode = off``): topk's
-    ``k_frac``, threshold's ``rho``."""
+    ``k_frac``, threshold's ``rho``, mass's ``eps``."""
+    if cfg.prune_mode == "mass":
+        return "mass", float(cfg.eps)
     if cfg.prune_mode == "topk":
         return "topk", float(cfg.k_frac)
     if cfg.prune_mode == "threshold":
@@ -209,7 +210,7 @@ def attention(q, k, v, cfg, valid_len: int | None, rules: list[HeadRule]) -> dic
     q, k, v = (np.asarray(a) for a in (q, k, v))
     if len(rules) != q.shape[0]:
         raise ValueError(f"need one rule per head ({q.shape[0]}), not {len(rules)}")
-    res = [model.attention_head(q[h], k[h], v[h], r.cfg, valid_len, mass_eps_q=r.mass_eps_q)
+    res = [model.attention_head(q[h], k[h], v[h], r.cfg, valid_len)
            for h, r in enumerate(rules)]
     out_int = np.stack([r.out_int for r in res])
     return {"out_int": out_int,

@@ -228,7 +228,7 @@ def calibration_report(cal, rules) -> dict | None:
             "values": list(cal.values), "heads_per_layer": cal.heads_per_layer,
             "registers_per_head": [{"k_frac_q": r.cfg.k_frac_q} if cal.mode == "topk" else
                                    {"rho": r.cfg.rho} if cal.mode == "threshold" else
-                                   {"eps_q": r.mass_eps_q} for r in rules]}
+                                   {"eps_q": r.cfg.eps_q} for r in rules]}
 
 
 def main(args: argparse.Namespace) -> int:

@@ -98,8 +98,7 @@ class TextEvaluator:
                     rule = rules[-1]
                     outs, bk, bv = [], 0, 0
                     for h in range(q.shape[0]):
-                        r = model.attention_head(q[h], k[h], v[h], rule.cfg,
-                                                 mass_eps_q=rule.mass_eps_q)
+                        r = model.attention_head(q[h], k[h], v[h], rule.cfg)
                         outs.append(r.out_int / float(1 << rule.cfg.out_frac))
                         bk += r.stats["blocks_kept"]
                         bv += r.stats["blocks_valid"]

@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["HDPConfig", "signed_width", "unsigned_width", "PRUNE_MODES",
-           "CRITERIA", "APPROX_MODES", "K_FRAC_BITS"]
+           "CRITERIA", "APPROX_MODES", "K_FRAC_BITS", "EPS_BITS"]
 
-PRUNE_MODES = ("off", "topk", "threshold")
+PRUNE_MODES = ("off", "topk", "threshold", "mass")
 CRITERIA = ("abs_sum", "sum", "max")
 APPROX_MODES = ("drop_ff", "exact", "comp")
 #: Fraction bits of ``k_frac`` in the hardware: the register holds ``k_frac_q = k_frac * 2**8``.
 K_FRAC_BITS = 8
+#: Fraction bits of ``eps`` (mass mode): the register holds ``eps_q = eps * 2**8``.
+EPS_BITS = 8
 
 
 def signed_width(lo: int, hi: int) -> int:
@@ -164,6 +166,9 @@ class HDPConfig:
     rho: float = _knob(0.5, "threshold mode: mix between the block-row's max (1) and mean (0)",
                        note="a multiple of 2**-rho_frac")
     rho_frac: int = _knob(8, "fraction bits of rho in the hardware (unsigned fixed point)", 1, 16)
+    eps: float = _knob(0.09765625, "mass mode: estimated softmax mass a block-row may drop (keep "
+                                   "the fewest blocks holding 1 - eps of it)",
+                       note="below 1 and a multiple of 2**-8")
     head_prune: bool = _knob(False, "prune a head when its importance H (sum of |A|) < tau_head")
     tau_head: int = _knob(0, "head-pruning threshold on H", 0,
                           ("largest head importance", lambda c: c.h_max))
@@ -187,6 +192,9 @@ class HDPConfig:
             if f.name == "rho_frac" and self.rho * (1 << self.rho_frac) != self.rho_q:
                 raise ValueError(f"rho must be a multiple of 2**-rho_frac = "
                                  f"{2.0 ** -self.rho_frac}, not {self.rho!r}")
+            if f.name == "eps" and (self.eps >= 1 or self.eps * (1 << EPS_BITS) != self.eps_q):
+                raise ValueError(f"eps must be below 1 and a multiple of 2**-{EPS_BITS} = "
+                                 f"{2.0 ** -EPS_BITS}, not {self.eps!r}")
             if f.name == "k_frac" and self.k_frac * (1 << K_FRAC_BITS) != self.k_frac_q:
                 raise ValueError(f"k_frac must be a multiple of 2**-{K_FRAC_BITS} = "
                                  f"{2.0 ** -K_FRAC_BITS}, not {self.k_frac!r}")
@@ -292,6 +300,11 @@ class HDPConfig:
     def k_frac_q(self) -> int:
         """``k_frac`` as an unsigned integer with ``K_FRAC_BITS`` fraction bits (1 ... 256)."""
         return int(round(self.k_frac * (1 << K_FRAC_BITS)))
+
+    @property
+    def eps_q(self) -> int:
+        """``eps`` as an unsigned integer with ``EPS_BITS`` fraction bits (0 ... 255)."""
+        return int(round(self.eps * (1 << EPS_BITS)))
 
     @property
     def rho_q(self) -> int:

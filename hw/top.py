@@ -10,8 +10,9 @@ from amaranth.lib.wiring import In, Out
 
 from .axil import AxiLiteRegs, AxiLiteSignature, AxiStreamSignature, Reg
 from .block_pruner import BlockPruner
-from .config import APPROX_MODES, PRUNE_MODES, HDPConfig, unsigned_width
+from .config import APPROX_MODES, EPS_BITS, PRUNE_MODES, HDPConfig, unsigned_width
 from .head_detector import HeadDetector
+from .mass_pruner import MassPruner
 from .score_unit import ScoreUnit
 from .softmax_unit import SoftmaxUnit
 from .stages.arbiter import ArrayArbiter
@@ -70,6 +71,7 @@ def register_map(cfg: HDPConfig) -> list[Reg]:
         Reg("kept_keys", 0x38, 32, False),      # sum over row groups of issued key columns
         Reg("heads_done", 0x3C, 32, False),     # heads completed since reset
         Reg("mask_sel", 0x40, unsigned_width(max(cfg.n_block_rows - 1, 1)), True, 0),
+        Reg("eps_q", 0x44, EPS_BITS, True, cfg.eps_q),   # mass mode: eps * 2**8
         # keep mask of block-row mask_sel of the last head (bit c = block column c kept),
         # ceil(n_block_cols / 32) words from 0x100
         Reg("mask_data", 0x100, cfg.n_block_cols, False),
@@ -208,7 +210,7 @@ class Top(wiring.Component):
         S = Signal
         r = self._r = {
             "mode": S(2), "approx": S(unsigned_width(len(APPROX_MODES) - 1)), "causal": S(),
-            "hprune": S(), "kq": S(cfg.k_frac_width),
+            "hprune": S(), "kq": S(cfg.k_frac_width), "eps": S(EPS_BITS), "mass": S(),
             "rho": S(cfg.rho_frac + 1), "tau": S(cfg.h_width),
             "L": S(unsigned_width(cfg.seq_len)), "drop_ff": S(), "comp": S(), "dense": S(),
             "busy": S(), "done": S(), "head_kept": S(), "cyc": S(32), "arr_cyc": S(32),
@@ -224,6 +226,7 @@ class Top(wiring.Component):
             r["drop_ff"].eq(r["approx"] != APPROX_MODES.index("exact")),
             r["comp"].eq(r["approx"] == APPROX_MODES.index("comp")),
             r["dense"].eq((r["mode"] == PRUNE_MODES.index("off")) & ~r["hprune"]),
+            r["mass"].eq(r["mode"] == PRUNE_MODES.index("mass")),
             regs.status.eq(Cat(r["busy"], r["done"], r["head_kept"])),
             regs.cycles.eq(r["st_cycles"]), regs.array_cycles.eq(r["st_arr"]),
             regs.head_imp.eq(r["head_imp"]), regs.kept_keys.eq(r["st_kept"]),
@@ -254,36 +257,48 @@ class Top(wiring.Component):
                 shape=unsigned(cfg.prob_width), depth=2 * d.N, init=[])
 
     def _build_integer_pass(self, m):
-        """Score unit -> block pruner (keep masks into the mask memory) and head detector."""
+        """Score unit -> block pruner or mass pruner (keep masks into the mask memory) and
+        head detector."""
         cfg, r, regs = self._cfg, self._r, self._regs_mod
         m.submodules.score = sc = ScoreUnit(cfg)
         m.submodules.pruner = pr = BlockPruner(cfg)
+        m.submodules.mass_pruner = mp = MassPruner(cfg)
         m.submodules.headdet = hd = HeadDetector(cfg)
         self._sc = sc
+        mass = r["mass"]
         m.d.comb += [
             sc.valid_len.eq(r["L"]), sc.causal.eq(r["causal"]),
             pr.mode.eq(r["mode"]), pr.k_frac_q.eq(r["kq"]), pr.rho_q.eq(r["rho"]),
             pr.valid_len.eq(r["L"]), hd.head_prune.eq(r["hprune"]), hd.tau_head.eq(r["tau"]),
+            mp.valid_len.eq(r["L"]), mp.causal.eq(r["causal"]), mp.eps_q.eq(r["eps"]),
         ]
-        # blocks -> pruner (their A is not kept: the array forms the whole score)
+        # blocks -> the mode's pruner (their A is not kept: the array forms the whole score);
+        # the mass pruner also sees the K rows the score unit takes (its key sums)
         blk, imp = sc.blk_out.payload, pr.imp_in.payload
         m.d.comb += [
-            pr.imp_in.valid.eq(sc.blk_out.valid), sc.blk_out.ready.eq(pr.imp_in.ready),
+            pr.imp_in.valid.eq(sc.blk_out.valid & ~mass),
+            mp.blk_in.valid.eq(sc.blk_out.valid & mass), mp.blk_in.payload.eq(blk),
+            sc.blk_out.ready.eq(Mux(mass, mp.blk_in.ready, pr.imp_in.ready)),
             imp.imp.eq(blk.imp), imp.valid.eq(blk.valid), imp.row.eq(blk.row),
             imp.col.eq(blk.col), imp.last_col.eq(blk.last_col), imp.last.eq(blk.last),
+            mp.k_in.valid.eq(sc.k_in.valid & sc.k_in.ready & mass),
+            mp.k_in.payload.eq(sc.k_in.payload),
         ]
         wiring.connect(m, sc.h_out, hd.h_in)
         mask_wr = self._mem["mask"].write_port()
         mask_rd_reg = self._mem["mask"].read_port()
+        mask_v = Signal()
+        mask_o = Signal.like(pr.mask_out.payload)
         m.d.comb += [
-            pr.mask_out.ready.eq(1), hd.keep_out.ready.eq(1),
-            mask_wr.addr.eq(pr.mask_out.payload.row), mask_wr.data.eq(pr.mask_out.payload.mask),
-            mask_wr.en.eq(pr.mask_out.valid),
+            pr.mask_out.ready.eq(1), mp.mask_out.ready.eq(1), hd.keep_out.ready.eq(1),
+            mask_v.eq(pr.mask_out.valid | mp.mask_out.valid),
+            mask_o.eq(Mux(mass, mp.mask_out.payload, pr.mask_out.payload)),
+            mask_wr.addr.eq(mask_o.row), mask_wr.data.eq(mask_o.mask), mask_wr.en.eq(mask_v),
             mask_rd_reg.addr.eq(regs.mask_sel),
         ]
-        with m.If(pr.mask_out.valid):
+        with m.If(mask_v):
             m.d.sync += r["mask_rows"].eq(r["mask_rows"] + 1)
-        with m.If(pr.mask_out.valid & pr.mask_out.payload.last):
+        with m.If(mask_v & mask_o.last):
             m.d.sync += r["masks_done"].eq(1)
         with m.If(hd.keep_out.valid):
             m.d.sync += [r["keep_done"].eq(1), r["head_kept"].eq(hd.keep_out.payload)]
@@ -379,6 +394,7 @@ class Top(wiring.Component):
                         r["mode"].eq(regs.mode), r["approx"].eq(regs.approx),
                         r["causal"].eq(regs.causal), r["hprune"].eq(regs.head_prune),
                         r["kq"].eq(regs.k_frac_q), r["rho"].eq(regs.rho_q), r["tau"].eq(regs.tau_head),
+                        r["eps"].eq(regs.eps_q),
                         L.eq(regs.valid_len),
                         r["busy"].eq(1), r["done"].eq(0), r["cyc"].eq(0), r["arr_cyc"].eq(0),
                         r["kept_keys"].eq(0), r["head_kept"].eq(1), r["masks_done"].eq(0),
@@ -439,6 +455,7 @@ def register_values(cfg: HDPConfig, valid_len: int | None = None) -> dict[str, i
         "head_prune": int(cfg.head_prune),
         "k_frac_q": cfg.k_frac_q,
         "rho_q": cfg.rho_q,
+        "eps_q": cfg.eps_q,
         "tau_head": cfg.tau_head,
         "valid_len": cfg.seq_len if valid_len is None else int(valid_len),
     }

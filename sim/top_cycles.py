@@ -70,6 +70,7 @@ import numpy as np
 
 from hw.block_pruner import mask_latency
 from hw.config import HDPConfig
+from hw.mass_pruner import mass_mask_latency
 
 from .cycles.arbiter import ArrayModel
 from .cycles.pv import PVModel
@@ -196,7 +197,7 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
         if load:
             q_full, have_row = False, True
         t += 1
-    lat = mask_latency(mode, m_cols)
+    lat = mass_mask_latency(cfg, m_cols) if mode == "mass" else mask_latency(mode, m_cols)
     sel = pipeline_depth(cfg) - PIPELINE_DEPTH   # the K selection stage of several passes
     blk_lat = PIPELINE_DEPTH + sel + 2    # last pass -> block on the ScoreUnit's blk_out
     h_lat = PIPELINE_DEPTH + sel + 1      # last block's last pass -> h_out valid

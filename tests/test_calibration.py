@@ -63,9 +63,10 @@ def test_apply_setting_maps_fractions_to_todays_registers():
     assert cal.apply_setting(DEFAULT, "topk", 1 / 256, 4).cfg.k_frac_q == 1
     assert cal.apply_setting(DEFAULT, "topk", 1.0, 127).cfg.k_frac_q == 256
     r = cal.apply_setting(DEFAULT, "threshold", 0.25, 50)
-    assert r.cfg.prune_mode == "threshold" and r.cfg.rho == 0.25 and r.mass_eps_q is None
+    assert r.cfg.prune_mode == "threshold" and r.cfg.rho == 0.25
     r = cal.apply_setting(DEFAULT, "mass", 0.0625, 50)
-    assert r.mass_eps_q == 16 and r.cfg == DEFAULT
+    assert r.cfg.eps_q == 16 and r.cfg == DEFAULT.replace(prune_mode="mass", eps=0.0625)
+    assert cal.configured_setting(r.cfg) == ("mass", 0.0625)
     assert cal.configured_setting(DEFAULT) == ("topk", DEFAULT.k_frac)
     assert cal.configured_setting(DEFAULT.replace(prune_mode="threshold", rho=0.5)) == \
         ("threshold", 0.5)
@@ -154,6 +155,7 @@ def test_golden_applies_each_layers_value_to_its_heads(capsys, tmp_path, mode, v
             r = model.attention_head(fx["q"][h], fx["k"][h], fx["v"][h], DEFAULT, n)
             m = mass_pruner.block_mass(mass_pruner.estimated_scores(r.a, r.k_q, DEFAULT), r.mask,
                                        DEFAULT)
+            assert rule.cfg.prune_mode == "mass" and rule.cfg.eps == value
             want = mass_pruner.mass_keep(m, r.block_valid, r.diag, mass_pruner.eps_q_of(value))
             assert rep["calibration"]["registers_per_head"][h] == {"eps_q": round(value * 256)}
         else:
@@ -162,8 +164,7 @@ def test_golden_applies_each_layers_value_to_its_heads(capsys, tmp_path, mode, v
         other = values[(h // 12 + 1) % 6]
         if other != value:
             o = model.attention_head(fx["q"][h], fx["k"][h], fx["v"][h],
-                                     cal.apply_setting(DEFAULT, mode, other, n).cfg, n,
-                                     mass_eps_q=cal.apply_setting(DEFAULT, mode, other, n).mass_eps_q)
+                                     cal.apply_setting(DEFAULT, mode, other, n).cfg, n)
             differs += not np.array_equal(o.block_keep, keep[h])
     assert differs > 0  # the layers' values really differ in what they keep
     assert out_int.shape == (72, 30, 32)

@@ -159,6 +159,8 @@ SETTINGS = [
     {"prune_mode": "topk", "k_frac": 1 / 256, "causal": True, "approx": "exact"},
     {"prune_mode": "topk", "k_frac": 0.5, "approx": "comp"},
     {"prune_mode": "off", "approx": "comp", "causal": True},
+    {"prune_mode": "mass", "eps": 0.1015625},
+    {"prune_mode": "mass", "eps": 0.25, "causal": True, "approx": "exact"},
 ]
 
 
@@ -173,7 +175,7 @@ def _heads(cfg, settings, lens, seed):
 
 def test_tiny_every_mode():
     cfg = preset("tiny")
-    stats = run_heads(cfg, _heads(cfg, SETTINGS, [8, 7, 5, 8, 3, 6, 1, 8, 7], 1))
+    stats = run_heads(cfg, _heads(cfg, SETTINGS, [8, 7, 5, 8, 3, 6, 1, 8, 7, 8, 6], 1))
     # pruning skips key columns: top-k keeping one block per block-row (k_frac = 1/256) issues
     # fewer keys than dense
     assert stats[2]["kept_keys"] < stats[0]["kept_keys"]
@@ -196,11 +198,11 @@ def test_head_pruning_tiny_and_odd():
         cfg = preset(name)
         base = _heads(cfg, [{}], [cfg.seq_len], 4)[0]
         heads = []
-        for mode in ("off", "topk", "threshold"):
+        for mode in ("off", "topk", "threshold", "mass"):
             for s in _head_prune_settings(cfg, base, mode):
                 heads.append({**base, "settings": s})
         stats = run_heads(cfg, heads)
-        assert [s["head_keep"] for s in stats] == [False, True] * 3
+        assert [s["head_keep"] for s in stats] == [False, True] * 4
         # a pruned head costs no array cycle
         assert all(s["array_cycles"] == 0 for s in stats[::2])
         assert all(s["array_cycles"] > 0 for s in stats[1::2])
@@ -213,11 +215,12 @@ def test_odd_random_settings(seed):
     settings = []
     for _ in range(5):
         settings.append({
-            "prune_mode": rng.choice(["off", "topk", "threshold"]),
+            "prune_mode": rng.choice(["off", "topk", "threshold", "mass"]),
             "approx": rng.choice(["drop_ff", "exact", "comp"]),
             "causal": rng.random() < 0.5,
             "k_frac": rng.randint(1, 256) / 256,
             "rho": rng.randint(0, 1 << cfg.rho_frac) / (1 << cfg.rho_frac),
+            "eps": rng.randint(0, 255) / 256,
         })
     lens = [rng.randint(1, cfg.seq_len) for _ in settings]
     run_heads(cfg, _heads(cfg, settings, lens, seed), stall=0.2, seed=seed)

@@ -89,6 +89,7 @@ SETTINGS = [
     {"prune_mode": "topk", "k_frac": 1 / 256},
     {"prune_mode": "threshold", "rho": 0.5},
     {"prune_mode": "topk", "k_frac": 0.5, "causal": True},
+    {"prune_mode": "mass", "eps": 0.09765625},
 ]
 
 
@@ -102,7 +103,7 @@ def _prune_head_settings(cfg: HDPConfig, head: dict) -> list[dict]:
 
 def test_tiny_modes_exact():
     cfg = preset("tiny")
-    check_model(cfg, _random_heads(cfg, SETTINGS, [8, 7, 8, 5], 1))
+    check_model(cfg, _random_heads(cfg, SETTINGS, [8, 7, 8, 5, 8], 1))
 
 
 def test_odd_modes_and_pruned_head_exact():
@@ -112,7 +113,7 @@ def test_odd_modes_and_pruned_head_exact():
     heads = _random_heads(cfg, SETTINGS + [{"prune_mode": "threshold", "rho": 0.375,
                                             "causal": True},
                                            {"prune_mode": "off", "approx": "drop_ff",
-                                            "causal": True}], [13, 11, 13, 9, 13, 10], 2)
+                                            "causal": True}], [13, 11, 13, 9, 13, 13, 10], 2)
     base = heads[0]
     heads += [dict(base, settings=s) for s in _prune_head_settings(cfg, base)]
     check_model(cfg, heads)
@@ -126,7 +127,8 @@ def test_wider_configs_exact(shape):
     cfg = HDPConfig(seq_len=24, head_dim=8, n_heads=1, block_rows=2, block_cols=2, k_frac=0.25,
                     array_rows=r, array_cols=c)
     check_model(cfg, _random_heads(cfg, [SETTINGS[0], SETTINGS[1], SETTINGS[2],
-                                         {"prune_mode": "topk", "k_frac": 0.5}], [24, 17, 24, 24], 3))
+                                         {"prune_mode": "topk", "k_frac": 0.5}, SETTINGS[4]],
+                                   [24, 17, 24, 24, 24], 3))
 
 
 @pytest.mark.parametrize("int_lanes", [3, 4])
@@ -137,4 +139,4 @@ def test_several_integer_passes_exact(int_lanes):
     cfg = HDPConfig(seq_len=24, head_dim=8, n_heads=1, block_rows=2, block_cols=2, k_frac=0.25,
                     array_rows=2, array_cols=4, int_lanes=int_lanes)
     check_model(cfg, _random_heads(cfg, SETTINGS + [{"prune_mode": "topk", "k_frac": 0.5}],
-                                   [24, 17, 24, 24, 11], 4))
+                                   [24, 17, 24, 24, 24, 11], 4))
