@@ -14,10 +14,13 @@ only ``prob_frac`` changed (and ``seq_len`` raised to the capture's length).  Pe
 
 ``--tile T`` repeats each capture's keys and values T times (a row of ``T * N`` entries whose
 every probability is the original's divided by T): a stand-in for attention rows longer than the
-captures (MiniLM truncates to 256 tokens).  Reproduce (about a minute per capture)::
+captures (MiniLM truncates to 256 tokens).  Reproduce (seconds per capture; the figures of
+docs/spec.md's table)::
 
     .venv/bin/python bench/prob_frac.py                               # tests/data/minilm_para128.npz
-    .venv/bin/python bench/prob_frac.py --npz tests/data/minilm_para119.npz --tile 4
+    .venv/bin/hdpgen capture --sentences bench/long_texts.txt --out /tmp/long.npz
+    .venv/bin/python bench/prob_frac.py --npz /tmp/long_01.npz                # 256 keys
+    .venv/bin/python bench/prob_frac.py --npz /tmp/long_01.npz --tile 2       # 512 keys
 """
 
 import argparse
