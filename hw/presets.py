@@ -18,7 +18,8 @@
     (``hdpgen/data/eval_texts.txt``, 4 to 128 tokens) keep mean and minimum sentence-embedding
     cosine >= 0.99 (``hdpgen eval --setting topk=0.671875 --set approx=exact``: keeps 0.68 of
     the valid blocks, cosine mean 0.996, min 0.992; the next lower budget, 170/256, falls to
-    min 0.980; drop_ff needs 0.8125 and comp 0.75 for the same floor).  Exact scores cost no
+    min 0.980; drop_ff needed 0.8125 and comp 0.75 for the same floor, measured with 8
+    probability bits).  Exact scores cost no
     cycle here: the array forms the whole score in either mode.
     Probabilities with 12 fraction bits (``prob_frac``, the configuration's default; 8 before):
     a probability below half an LSB rounds to 0, which costs long rows their tail.  On
