@@ -143,8 +143,10 @@ class HDPConfig:
                         ("v_bits - 1", lambda c: c.v_bits - 1))
     # 12, not 8: a probability below half an LSB rounds to 0, and long rows are made of small
     # probabilities.  On MiniLM paragraphs truncated to 256 tokens (no pruning, exact scores)
-    # 8 bits lose 8 % of each row's mass on average (cosine min 0.991), 12 bits 0.2 % (cosine
-    # min 0.999); 12 bits hold a 512-key row's mass to 0.5 % (bench/prob_frac.py)
+    # 8 bits lose 8 % of a row's probability mass to zeros on average and the sentence
+    # embedding falls to cosine 0.991, 12 bits lose 0.2 % and keep 0.999; rows of 512 keys
+    # lose 19 % and 0.5 % (bench/prob_frac.py and hdpgen eval; docs/spec.md has the table).
+    # The presets tiny and odd set fewer bits.
     prob_frac: int = _knob(12, "fraction bits of the unsigned softmax probabilities "
                                "(width prob_frac + 1, so that 1.0 is representable; 12 keeps "
                                "the small probabilities of long rows from rounding to 0)", 1, 16)
