@@ -143,8 +143,15 @@ class HDPConfig:
     v_bits: int = _knob(8, "V total bits (signed fixed point)", 2, 16)
     v_frac: int = _knob(4, "V fraction bits (or 'auto' in golden/simulate)", 0,
                         ("v_bits - 1", lambda c: c.v_bits - 1))
-    prob_frac: int = _knob(8, "fraction bits of the unsigned softmax probabilities "
-                              "(width prob_frac + 1, so that 1.0 is representable)", 1, 16)
+    # 12, not 8: a probability below half an LSB rounds to 0, and long rows are made of small
+    # probabilities.  On MiniLM paragraphs truncated to 256 tokens (no pruning, exact scores)
+    # 8 bits lose 8 % of a row's probability mass to zeros on average and the sentence
+    # embedding falls to cosine 0.991, 12 bits lose 0.2 % and keep 0.999; rows of 512 keys
+    # lose 19 % and 0.5 % (bench/prob_frac.py and hdpgen eval; docs/spec.md has the table).
+    # The presets tiny and odd set fewer bits.
+    prob_frac: int = _knob(12, "fraction bits of the unsigned softmax probabilities "
+                               "(width prob_frac + 1, so that 1.0 is representable; 12 keeps "
+                               "the small probabilities of long rows from rounding to 0)", 1, 16)
     out_bits: int = _knob(16, "output O total bits (signed, saturating)", 2, 32)
     out_frac: int = _knob(8, "output O fraction bits", 0,
                           ("out_bits - 1", lambda c: c.out_bits - 1))

@@ -1,10 +1,13 @@
 """Named configurations.
 
 ``tiny``
-    The smallest useful accelerator, for fast tests: N = 8, d = 4, 2 x 2 blocks, 2 x 2 array.
+    The smallest useful accelerator, for fast tests: N = 8, d = 4, 2 x 2 blocks, 2 x 2 array,
+    8 probability bits (below the default's 12: rows of 8 need no more, and the formal proofs
+    stay fast).
 ``odd``
     Non-power-of-two everything: N = 13, d = 5, 3 x 2 blocks (N is a multiple of neither),
-    top-k budget k_frac = 1/4, a 3 x 5 array (R != C), threshold pruning and causal masking.
+    top-k budget k_frac = 1/4, a 3 x 5 array (R != C), threshold pruning and causal masking;
+    7 probability bits.
 ``default``
     N = 128, d = 32.  d is the head size of all-MiniLM-L6-v2 (384 hidden / 12 heads), the real
     model whose attention is bundled in ``tests/data``; a default that matches it lets the
@@ -14,16 +17,23 @@
     the hardware runs, the one that prunes the most while the bundled evaluation texts
     (``hdpgen/data/eval_texts.txt``, 4 to 128 tokens) keep mean and minimum sentence-embedding
     cosine >= 0.99 (``hdpgen eval --setting topk=0.671875 --set approx=exact``: keeps 0.68 of
-    the valid blocks, cosine mean 0.995, min 0.991; drop_ff needs 0.8125 and comp 0.75 for
-    the same floor).  Exact scores cost no cycle here: the array forms the whole score in
-    either mode.
+    the valid blocks, cosine mean 0.996, min 0.992; the next lower budget, 170/256, falls to
+    min 0.980; drop_ff needed 0.8125 and comp 0.75 for the same floor, measured with 8
+    probability bits).  Exact scores cost no
+    cycle here: the array forms the whole score in either mode.
+    Probabilities with 12 fraction bits (``prob_frac``, the configuration's default; 8 before):
+    a probability below half an LSB rounds to 0, which costs long rows their tail.  On
+    paragraphs that fill MiniLM's 256 tokens, unpruned exact attention keeps cosine min 0.999
+    with 12 bits against 0.991 with 8; 12 bits lose 0.18 % of a 256-key row's probability mass
+    to zeros where 8 lose 8 % (``bench/prob_frac.py``, ``docs/spec.md``).
     A 2 x 8 array: a tile's rows must share one block-row's kept key columns, so the array is
     as tall as a block (``array_rows == block_rows``, the co-design rule) and narrow, so that a
     tile of 8 gathered keys is fine enough to skip pruned blocks of short sentences.
 ``large``
     The scale point: N = 512, d = 64 (the head size of BERT-base and most 12-head encoders),
     otherwise the default's choices, top-k keeping 3/4 of each block-row's valid blocks.  On-chip
-    memory grows with ``N * d``, not ``N^2`` (the top stores no score matrix).
+    memory grows with ``N * d``, not ``N^2`` (the top stores no score matrix).  Its 12
+    probability bits hold a 512-key row's mass lost to zeros to 0.5 % (19 % with 8 bits).
 """
 
 from .config import HDPConfig

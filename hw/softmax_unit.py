@@ -69,7 +69,9 @@ class SoftmaxUnit(wiring.Component):
     ------------
     Four stages joined by multi-bank buffers; every block-RAM read lands in a register, the
     multipliers have registered inputs and outputs, and no carry chain follows another in one
-    cycle (ECP5, nextpnr: 125.7 MHz for the default preset, 58.0 MHz before the pipelining):
+    cycle (ECP5, nextpnr: 125.7 MHz for the default preset with 8 probability bits, 58.0 MHz
+    before the pipelining; not re-measured at the default's 12 bits, where stage C's product
+    ``e * R`` is 17 x 22 bits: two MULT18X18D and the adder that joins them, in one cycle):
 
     A. *ingest*: accepts ``s_in`` at one entry per cycle, writes ``(s, keep)`` into one bank of a
        two-bank score buffer (``2 * seq_len`` entries) and tracks the running maximum.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from golden import model, softmax
+from golden import pv as golden_pv
 from hw.config import APPROX_MODES, CRITERIA, PRUNE_MODES, HDPConfig, signed_width, unsigned_width
 from hw.presets import PRESETS, preset, preset_names
 
@@ -200,8 +201,13 @@ def test_derived_values_by_hand():
     assert c.replace(criterion="abs_sum").importance_range == (0, 4 * 2048)
     assert c.replace(criterion="sum").importance_range == (4 * -1792, 4 * 2048)
     assert c.h_max == 128 * 128 * 2048
-    assert c.recip_guard == 7 + 2 and c.recip_shift == 16 + 8 + 9
-    assert c.out_shift == 8 + 4 - 8
+    # P = 12: R = floor(2**(W+P+G) / sum) <= 2**(P+G) = 2**21 (sum >= 2**W) needs 22 bits;
+    # p in [0, 2**12] needs 13; the P x V sum is at most (2**12 + 64) * [-128, 127]
+    assert c.prob_frac == 12 and c.prob_width == 13
+    assert c.recip_guard == 7 + 2 and c.recip_shift == 16 + 12 + 9 and c.recip_width == 22
+    assert c.prob_sum_max == 4096 + 64 and c.pv_range == (4160 * -128, 4160 * 127)
+    assert c.pv_width == 21 and c.array_acc_width == 21
+    assert c.out_shift == 12 + 4 - 8
     assert c.n_block_rows == c.n_block_cols == 64 and c.rho_q == 128
 
 
@@ -303,6 +309,67 @@ def test_prob_sum_bound_is_reached_closely():
             s = np.zeros((1, n), np.int64)
             p = softmax.softmax_rows(s, np.ones((1, n), bool), cfg)
             assert p.sum() <= cfg.prob_sum_max, (name, n, p.sum())
+
+
+def _softmax_pv_extremes(cfg):
+    """Rows that push the softmax and P x V widths: every length 1..N of equal scores (each
+    probability rounds the same way, the row sum is furthest above 1.0), one score far above
+    the rest (p = 2**P exactly, the others 0), scores spread so that many probabilities sit
+    near half an LSB; with V all-max and all-min."""
+    n = cfg.seq_len
+    lens = np.arange(1, n + 1)
+    keep = np.arange(n)[None, :] < lens[:, None]
+    rows = [np.zeros((n, n), np.int64)]
+    one = np.full((n, n), cfg.score_range[0])
+    one[:, 0] = cfg.score_range[1]
+    rows.append(one)
+    step = max(1, (1 << (2 * cfg.qk_frac)) // 4)
+    rows.append(np.tile(-step * np.arange(n), (n, 1)))
+    for s in rows:
+        yield s, keep
+
+
+@pytest.mark.parametrize("prob_frac", [1, 8, 12, 14, 16])
+@pytest.mark.parametrize("name", ["default", "large"])
+def test_softmax_and_pv_widths_hold_for_prob_frac(name, prob_frac):
+    """The widths derived from prob_frac (reciprocal, probability, the normalise product, row
+    sum, P x V accumulator, output shift) hold the golden model's values for every row length
+    up to N (N = 512 in ``large``), at the default 12 and at the limits 1 and 16."""
+    cfg = preset(name).replace(prob_frac=prob_frac)
+    W, P, G = cfg.exp_bits, cfg.prob_frac, cfg.recip_guard
+    assert cfg.recip_shift == W + P + G and cfg.prob_width == P + 1
+    # R is largest for the smallest row sum (2**W, a row whose one kept entry is its max)
+    assert (1 << cfg.recip_shift) >> W == 1 << (P + G) < 1 << cfg.recip_width
+    assert ((1 << cfg.recip_shift) >> W) >> (cfg.recip_width - 1) == 1, "recip_width not tight"
+    lo_v, hi_v = cfg.v_range
+    for s, keep in _softmax_pv_extremes(cfg):
+        e = softmax.softmax_exponents(s, keep, cfg)
+        total = e.sum(axis=1)
+        assert total.max() < 1 << cfg.exp_sum_width
+        recip = (1 << cfg.recip_shift) // total
+        assert recip.max() < 1 << cfg.recip_width
+        # the normalise stage's product e * R, exact before the shift
+        assert (e * recip[:, None]).max() < 1 << (cfg.exp_value_width + cfg.recip_width)
+        p = softmax.softmax_rows(s, keep, cfg)
+        assert p.min() >= 0 and p.max() <= 1 << P < 1 << cfg.prob_width
+        assert p.sum(axis=1).max() <= cfg.prob_sum_max
+        # every row with a kept entry sums to 1.0 within half an LSB per entry
+        assert (p.sum(axis=1) >= (1 << P) - (keep.sum(axis=1) + 1) // 2 - 1).all()
+        for v in (np.full((cfg.seq_len, 1), hi_v), np.full((cfg.seq_len, 1), lo_v)):
+            acc = golden_pv.pv(p, v)
+            assert cfg.pv_range[0] <= acc.min() and acc.max() <= cfg.pv_range[1]
+            assert _fits_signed(acc, cfg.pv_width) and _fits_signed(acc, cfg.array_acc_width)
+            out = golden_pv.requantize(acc, cfg)
+            assert cfg.out_range[0] <= out.min() and out.max() <= cfg.out_range[1]
+    # the single-entry row reaches p = 2**P: prob_width is tight
+    p1 = softmax.softmax_rows(np.zeros((1, 1), np.int64), np.ones((1, 1), bool), cfg)
+    assert p1[0, 0] == 1 << P and (1 << P) >> (cfg.prob_width - 1) == 1
+
+
+def test_prob_frac_default_is_12_and_small_presets_keep_their_own():
+    """The default's 12 probability bits reach default and large; tiny and odd set theirs."""
+    assert HDPConfig().prob_frac == 12
+    assert [preset(n).prob_frac for n in ("tiny", "odd", "default", "large")] == [8, 7, 12, 12]
 
 
 @pytest.mark.parametrize("name", preset_names())

@@ -1,6 +1,7 @@
 """Bounded formal proofs of every stream unit with SymbiYosys (``sim.formal``).
 
-Two property sets per unit, on the ``tiny`` preset (the stream rules also on ``odd``):
+Two property sets per unit, on the ``tiny`` preset (the stream rules also on ``odd``, the
+softmax's also on ``tiny`` with the widest probabilities, ``prob_frac`` 16):
 
 * ``stream``: the stream rules on every output (valid held and payload stable while stalled),
   assuming them of the environment on every input, run-time settings stable and legal.
@@ -11,7 +12,8 @@ Two property sets per unit, on the ``tiny`` preset (the stream rules also on ``o
   counters to the unit's internal state, which k-induction cannot see without invariants.
 
 Deliberately broken variants (subclasses, as in the other unit tests) must fail their proofs.
-Deeper proofs, the pruner's counts on ``odd``, the default preset and the top are ``slow``.
+Deeper proofs, the pruner's counts on ``odd``, the default preset (and ``large`` for the
+softmax: N = 512, P = 12) and the top are ``slow``.
 Without the solver the tests skip, except with ``CI=true``, where they fail (like
 ``conftest.require_simulator``).
 """
@@ -43,6 +45,8 @@ DEFAULT = {
     ("block_pruner", "stream", "odd"): ("prove", 2),
     ("softmax_unit", "stream", "odd"): ("prove", 2),
     ("systolic_array", "stream", "odd"): ("prove", 2),
+    # the widest probabilities (P = 16: a 22-bit reciprocal, 11 divider steps) on tiny's rows
+    ("softmax_unit", "stream", "tiny_p16"): ("prove", 2),
 }
 
 # deeper runs: (unit, property set, preset) -> (mode, depth); times measured on a loaded
@@ -63,7 +67,17 @@ SLOW = {
     ("block_pruner", "stream", "default"): ("prove", 2),
     ("softmax_unit", "stream", "default"): ("prove", 2),
     ("systolic_array", "stream", "default"): ("prove", 2),
+    # and the softmax at the scale point: N = 512, P = 12 (24-bit reciprocal, 12 steps)
+    ("softmax_unit", "stream", "large"): ("prove", 2),
 }
+
+# configurations the proofs name besides the presets: (preset, changes)
+VARIANTS = {"tiny_p16": ("tiny", {"prob_frac": 16})}
+
+
+def _config(name):
+    base, changes = VARIANTS.get(name, (name, {}))
+    return preset(base).replace(**changes)
 
 # deep bmc runs whose depth reaches every cover statement of the harness (an output beat on
 # every output, every beat balance drained after an output); the others stop before their
@@ -82,7 +96,7 @@ def _solver():
 
 
 def _prove(tmp_path, unit, rules, mode, depth, cfg_name="tiny", dut=None):
-    cfg = preset(cfg_name)
+    cfg = _config(cfg_name)
     h = harness_for(unit, cfg, rules=rules, dut=None if dut is None else dut(cfg))
     res = run_proof(h, f"{unit}_{rules}", mode=mode, depth=depth, workroot=tmp_path)
     print(f"{unit} {rules} {cfg_name}: {mode} depth {depth}: {res.status} in {res.seconds:.1f} s")

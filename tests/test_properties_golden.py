@@ -1,6 +1,8 @@
 """Property-based tests of the golden model's integer rules (:mod:`golden.intmath`,
 :mod:`golden.score`, :mod:`golden.pruner`), each against its definition in exact arithmetic
-(Python integers and :class:`fractions.Fraction`).
+(Python integers and :class:`fractions.Fraction`); and the softmax's reciprocal and probabilities
+(:mod:`golden.softmax`) and P x V (:mod:`golden.pv`) against their exact definitions and inside
+the widths :class:`hw.config.HDPConfig` derives from ``prob_frac``.
 
 Examples are derandomized (no example database), so a run is reproducible.
 """
@@ -13,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from golden import pruner, score
+from golden import pruner, pv, score, softmax
 from golden.intmath import (
     best_frac_bits,
     quantize,
@@ -238,3 +240,54 @@ def test_threshold_rule_equals_its_float_definition(case, rho_frac, data):
 def test_prune_off_keeps_every_valid_block(case):
     imp, valid, diag, cfg = case
     assert np.array_equal(pruner.block_keep(imp, valid, diag, cfg.replace(prune_mode="off")), valid)
+
+
+# ---------------------------------------------------------------------------- softmax and P x V
+@st.composite
+def softmax_rows_case(draw):
+    """A configuration with any ``prob_frac`` (the default 12 and the limits drawn often), a
+    row length up to 512, and one row of kept / dropped scores spread over a few exponent
+    steps (so that small probabilities round both to 0 and to 1 LSB)."""
+    prob_frac = draw(st.one_of(st.sampled_from([1, 8, 12, 16]), st.integers(1, 16)))
+    seq_len = draw(st.sampled_from([2, 7, 128, 500, 512]))
+    n = draw(st.integers(1, seq_len))
+    exp_bits = draw(st.sampled_from([12, 16, 24]))
+    cfg = HDPConfig(seq_len=seq_len, prob_frac=prob_frac, exp_bits=exp_bits)
+    spread = draw(st.sampled_from([0, 16, 256, 4096]))
+    s = draw(hnp.arrays(np.int64, (1, n), elements=st.integers(-spread * 8, 0)))
+    keep = draw(hnp.arrays(np.bool_, (1, n)))
+    return cfg, s, keep
+
+
+@SETTINGS(300)
+@given(softmax_rows_case())
+def test_softmax_reciprocal_probabilities_and_pv_fit_their_widths(case):
+    """``R = floor(2**(W+P+G) / sum)`` fits ``recip_width``; ``p = round(e R / 2**(W+G))`` is
+    exactly that rounding, lies in ``[0, 2**P]`` (``prob_width`` bits) and a row sums to
+    ``2**P`` within half an LSB per kept entry (at most ``prob_sum_max``); P x V of extreme V
+    stays in ``pv_range`` and requantizes into ``out_range``."""
+    cfg, s, keep = case
+    W, P, G = cfg.exp_bits, cfg.prob_frac, cfg.recip_guard
+    e = softmax.softmax_exponents(s, keep, cfg)
+    p = softmax.softmax_rows(s, keep, cfg)
+    total = int(e.sum())
+    n_kept = int(keep.sum())
+    if n_kept == 0:
+        assert total == 0 and not p.any()
+        return
+    assert (1 << W) <= total < (1 << cfg.exp_sum_width)
+    r = (1 << (W + P + G)) // total
+    assert r < 1 << cfg.recip_width and cfg.recip_shift == W + P + G
+    for ej, pj in zip(e[0].tolist(), p[0].tolist()):
+        assert ej * r < 1 << (cfg.exp_value_width + cfg.recip_width)
+        assert pj == math.floor(Fraction(ej * r, 1 << (W + G)) + Fraction(1, 2))
+        assert 0 <= pj <= 1 << P < 1 << cfg.prob_width
+    assert abs(int(p.sum()) - (1 << P)) <= Fraction(n_kept, 2)
+    assert int(p.sum()) <= cfg.prob_sum_max
+    lo, hi = cfg.v_range
+    for v in (lo, hi):
+        acc = pv.pv(p, np.full((s.shape[1], 1), v))
+        assert cfg.pv_range[0] <= int(acc.min()) and int(acc.max()) <= cfg.pv_range[1]
+        assert -(1 << (cfg.pv_width - 1)) <= int(acc.min()) <= int(acc.max()) < 1 << (cfg.pv_width - 1)
+        out = pv.requantize(acc, cfg)
+        assert cfg.out_range[0] <= int(out.min()) and int(out.max()) <= cfg.out_range[1]

@@ -22,6 +22,21 @@ def test_softmax_bench(name, simulator, build_dir):
     assert res.tests >= 4
 
 
+@pytest.mark.parametrize("simulator", ["verilator"], indirect=True)
+@pytest.mark.parametrize("name,changes", [("large", {}), ("default", {"prob_frac": 16})],
+                         ids=["large", "default-prob16"])
+def test_softmax_bench_wide_probabilities(name, changes, simulator, build_dir):
+    """The probability widths beyond the default preset's, bit-exact against golden: ``large``
+    (N = 512, P = 12: a 24-bit reciprocal, 12 divider steps, a 17 x 24 normalise product) and
+    the widest legal P = 16 at N = 128 (a 26-bit reciprocal, 13 steps)."""
+    cfg = preset(name).replace(**changes)
+    label = "_".join([name] + [f"{k}{v}" for k, v in changes.items()])
+    res = run_cocotb(unit=SoftmaxUnit(cfg), name=f"softmax_{label}", cfg=cfg,
+                     test_module="sim.benches.bench_softmax", simulator=simulator,
+                     build_dir=build_dir)
+    assert res.tests >= 4
+
+
 class _TruncatingSoftmax(SoftmaxUnit):
     """Deliberately broken: truncates p instead of rounding half up."""
 
