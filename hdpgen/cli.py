@@ -32,6 +32,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "accuracy of the pruned model inside all-MiniLM-L6-v2 (needs: make setup-eval)"),
     "calibrate": ("hdpgen.cmd_calibrate",
                   "per-layer pruning values for a target embedding cosine (needs: make setup-eval)"),
+    "capture-decoder": ("hdpgen.cmd_capture_decoder",
+                        "capture decode-step q and KV caches of SmolLM2-135M "
+                        "(needs: make setup-decoder)"),
+    "decode": ("hdpgen.cmd_decode",
+               "Token-Picker decode steps (golden, optionally the RTL engine) on a capture"),
 }
 
 DESCRIPTION = """\
