@@ -37,6 +37,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "(needs: make setup-decoder)"),
     "decode": ("hdpgen.cmd_decode",
                "Token-Picker decode steps (golden, optionally the RTL engine) on a capture"),
+    "eval-decoder": ("hdpgen.cmd_eval_decoder",
+                     "perplexity of SmolLM2-135M, dense vs Token-Picker pruned "
+                     "(needs: make setup-decoder)"),
 }
 
 DESCRIPTION = """\
