@@ -59,10 +59,10 @@ examples:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Command names up to 12 characters keep their help on the same line."""
+    """Command names up to 15 characters (capture-decoder) keep their help on the same line."""
 
     def _format_action(self, action):
-        self._action_max_length = max(self._action_max_length, 14)
+        self._action_max_length = max(self._action_max_length, 19)
         return super()._format_action(action)
 
 

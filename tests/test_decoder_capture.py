@@ -228,3 +228,22 @@ def test_read_texts(tmp_path):
     with pytest.raises(ValueError, match="holds no texts"):
         read_texts(p)
     assert len(read_texts(Path(__file__).parent.parent / "hdpgen" / "data" / "decoder_texts.txt")) >= 4
+
+
+def test_cli_without_extra_is_one_line(monkeypatch, capsys, tmp_path):
+    """capture-decoder and eval-decoder without the extra: one line naming make setup-decoder,
+    nothing written."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    out, js = tmp_path / "o.npz", tmp_path / "e.json"
+    for argv in (["capture-decoder", "--sentence", "Hello there.", "--out", str(out)],
+                 ["eval-decoder", "--json", str(js)]):
+        code = cli.main(argv)
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "make setup-decoder" in lines[0], err
+        assert "no module named 'torch'" in lines[0]
+    assert not out.exists() and not js.exists()
