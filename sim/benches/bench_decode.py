@@ -15,7 +15,12 @@ Checked bit for bit against :func:`golden.token_picker.decode_step` (one KV head
 * the ``k_words`` / ``v_words`` counters equal the golden's ``k_words_read`` / ``v_words_read``.
 
 Parameters come as JSON in ``HDPGEN_DECODE`` (see ``tests/test_decode_cocotb.py``); the figures
-(words, cycles) are written as JSON to ``HDPGEN_DECODE_OUT``.
+(words, cycles; for the engine also ``out``, the outputs the RTL sent) are written as JSON to
+``HDPGEN_DECODE_OUT``.  ``"case": "file"`` takes one KV group's quantized step from the .npz
+named by ``"data"`` (arrays ``qx``, ``qfrac``, ``kx``, ``kfrac``, ``vx``, ``vfrac``: see
+:func:`write_case_file`; ``hdpgen decode --sim`` writes them from a real-model capture).
+``"check": false`` records the figures without failing on a difference from the golden model
+(the caller compares); the default checks everything.
 """
 
 import json
@@ -43,8 +48,17 @@ from sim.streams import reset, start_clock
 K_BASE, V_BASE = 0x1000, 0x40000
 
 
+def write_case_file(path, qq: tp.Quantized, kq: tp.Quantized, vq: tp.Quantized) -> None:
+    """One KV group's quantized step for ``"case": "file"``: q (group, d), k and v (1, N, d)."""
+    np.savez(path, qx=qq.x, qfrac=qq.frac, kx=kq.x, kfrac=kq.frac, vx=vq.x, vfrac=vq.frac)
+
+
 def case_data(spec: dict, cfg: tp.TokenPickerConfig):
     g, n_cache, d = spec["group"], spec["n_cache"], spec["d"]
+    if spec["case"] == "file":
+        with np.load(spec["data"]) as z:
+            return tuple(tp.Quantized(z[f"{x}x"].astype(np.int64), z[f"{x}frac"].astype(np.int64))
+                         for x in "qkv")
     if spec["case"] == "synthetic":
         q, k, v = synthetic_step(spec["seed"], g, 1, n_cache, d, spec["n"])
         return tp.quantize_step(q, k, v, cfg)
@@ -157,9 +171,11 @@ async def test_decode_step(dut):
     await RisingEdge(dut.clk)
 
     vw = p.v_row_words()
-    check_pruned_reads(ar_log, owner, r, wb)
+    check = spec.get("check", True)
+    if check:
+        check_pruned_reads(ar_log, owner, r, wb)
     want_ar = expected_reads(p, r)
-    if ar_log != want_ar:
+    if check and ar_log != want_ar:
         raise AssertionError(f"AR requests differ from the golden read set: {len(ar_log)} "
                              f"issued, {len(want_ar)} expected; first difference at "
                              f"{next((i for i, (a, b) in enumerate(zip(ar_log, want_ar)) if a != b), None)}")
@@ -180,7 +196,7 @@ async def test_decode_step(dut):
         for h in range(g):
             want += [(0, int(j), h, int(r.scores[h, j]) & 0xFFFFFFFF)
                      for j in np.flatnonzero(r.keep[h])]
-    if beats != want:
+    if check and beats != want:
         bad = next(i for i, (a, b) in enumerate(zip(beats + [None] * len(want), want)) if a != b)
         raise AssertionError(f"m_axis output differs at beat {bad}: {beats[bad:bad + 2]} vs "
                              f"{want[bad:bad + 2]} ({len(beats)} beats, {len(want)} expected)")
@@ -189,8 +205,16 @@ async def test_decode_step(dut):
                "cycles": int(dut.cycles.value), "k_words_golden": int(st.k_words_read[0]),
                "v_words_golden": int(st.v_words_read[0]), "k_words_dense": int(st.k_words_dense),
                "v_words_dense": int(st.v_words_dense), "kept_q": st.kept_q.tolist(),
-               "kept_kv": int(st.kept_kv[0]), "n": n}
-    if (figures["k_words"], figures["v_words"]) != (figures["k_words_golden"],
+               "kept_kv": int(st.kept_kv[0]), "n": n, "reads_match": ar_log == want_ar,
+               "out_match": beats == want}
+    if spec.get("engine"):     # the outputs as sent: signed out_bits values, (group, d)
+        rtl = np.zeros((g, p.d), np.int64)
+        for kind, tok, idx, payload in beats:
+            if kind == 2 and tok < g and idx < p.d:
+                x = payload & ((1 << cfg.out_bits) - 1)
+                rtl[tok, idx] = x - (1 << cfg.out_bits) if x >> (cfg.out_bits - 1) else x
+        figures["out"] = rtl.tolist()
+    if check and (figures["k_words"], figures["v_words"]) != (figures["k_words_golden"],
                                                     figures["v_words_golden"]):
         raise AssertionError(f"word counters {figures['k_words']}/{figures['v_words']} vs golden "
                              f"{figures['k_words_golden']}/{figures['v_words_golden']}")
