@@ -86,6 +86,8 @@ def settings_for(base: HDPConfig, keeps: list[float], rhos: list[float]
 
 
 def describe(cfg: HDPConfig) -> str:
+    if cfg.prune_mode == "mass":
+        return f"eps={cfg.eps:g}"
     return f"k_frac={cfg.k_frac:g}" if cfg.prune_mode == "topk" else f"rho={cfg.rho:g}"
 
 

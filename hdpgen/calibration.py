@@ -6,8 +6,8 @@ A *setting* is ``(mode, value)``:
   ``ceil(k_frac_q * n_valid / 256)`` of its valid blocks (``k_frac_q = k_frac * 256``, the
   ``k_frac_q`` register).
 * ``threshold``: ``value`` is ``rho`` in [0, 1] (a multiple of 2^-rho_frac).
-* ``mass``: ``value`` is ``eps`` in [0, 1), a multiple of 2^-8 (:mod:`golden.mass_pruner`);
-  golden model only: there is no RTL for it yet, so ``simulate`` and ``run`` refuse it.
+* ``mass``: ``value`` is ``eps`` in [0, 1), a multiple of 2^-8 (:mod:`golden.mass_pruner`,
+  the ``eps_q`` register of the mass pruner).
 
 :func:`apply_setting` is the ONE place where a setting becomes what a head runs with: for
 top-k it is the ``k_frac`` register itself, the same for heads of any length.

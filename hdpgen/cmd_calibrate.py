@@ -59,8 +59,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-cos", type=float, required=True, metavar="C",
                    help="mean and minimum embedding cosine the texts must keep, in (0, 1]")
     p.add_argument("--mode", choices=MODES, default="topk",
-                   help="pruning rule to calibrate (default topk; mass has no RTL yet: golden "
-                        "and eval only)")
+                   help="pruning rule to calibrate (default topk)")
     p.add_argument("--approx", choices=("drop_ff", "exact"), default=None,
                    help="score approximation (default: the configuration's)")
     p.add_argument("--out", type=Path, required=True, metavar="CAL.json",

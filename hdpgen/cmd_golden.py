@@ -67,10 +67,9 @@ def add_calibration_arg(p: argparse.ArgumentParser) -> None:
                         "value of layer h // heads_per_layer (checked before any work)")
 
 
-def head_rules_from_args(args, cfg, data, rtl: bool = False):
+def head_rules_from_args(args, cfg, data):
     """The per-head rules of ``--calibration`` for this data (None without it); a file that
-    does not fit the data or the configuration is a one-line CliError, before any work.  With
-    ``rtl`` the mass rule is refused (it has no RTL yet)."""
+    does not fit the data or the configuration is a one-line CliError, before any work."""
     if not getattr(args, "calibration", None):
         return None, None
     from .calibration import head_rules, load_calibration
@@ -80,10 +79,6 @@ def head_rules_from_args(args, cfg, data, rtl: bool = False):
     if meta_heads is not None and int(meta_heads) != cal.heads_per_layer:
         raise CliError(f"--calibration {args.calibration}: {cal.heads_per_layer} heads per "
                        f"layer, but the data has {int(meta_heads)} (its n_heads)")
-    if rtl and cal.mode == "mass":
-        raise CliError(f"--calibration {args.calibration}: mode 'mass' has no RTL yet (the "
-                       f"probability-mass rule exists in the golden model only); use it with "
-                       f"hdpgen golden or hdpgen eval")
     vl = n if data.get("valid_len") is None else int(data["valid_len"])
     return cal, head_rules(cfg, cal, h, vl)
 

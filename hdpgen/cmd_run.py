@@ -213,8 +213,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="comma-separated synthesis targets: generic, ecp5, ice40 (default: ecp5; "
                         "generic and ice40 add tens of minutes on the default preset)")
     p.add_argument("--calibration", type=Path, metavar="CAL.json",
-                   help="per-layer pruning values from 'hdpgen calibrate' (topk or threshold; "
-                        "mass has no RTL yet): head h gets layer h // heads_per_layer's value in "
+                   help="per-layer pruning values from 'hdpgen calibrate' (topk, threshold or "
+                        "mass): head h gets layer h // heads_per_layer's value in "
                         "the golden model and in its RTL registers")
 
 
@@ -340,7 +340,7 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
     q, k, v, vl = data["q"], data["k"], data["v"], data.get("valid_len")
     length = int(vl) if vl is not None else int(q.shape[1])
     rep["registers"] = {"prune_mode": cfg.prune_mode, "k_frac": cfg.k_frac, "rho": cfg.rho,
-                        "head_prune": cfg.head_prune, "tau_head": cfg.tau_head,
+                        "eps": cfg.eps, "head_prune": cfg.head_prune, "tau_head": cfg.tau_head,
                         "approx": cfg.approx, "causal": cfg.causal, "valid_len": length,
                         "block_cols_of_data": -(-length // cfg.block_cols)}
     rules = None
@@ -351,6 +351,8 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
         cfg = cfg.replace(prune_mode=calibration.mode)
         rep["registers"]["calibration"] = calibration_report(calibration, rules)
         rep["registers"]["prune_mode"] = calibration.mode
+        if calibration.mode == "mass":
+            rep["registers"]["eps"] = None      # one value per layer, in the calibration
     ga = golden_accuracy(q, k, v, cfg, vl, rules)
     meta = data.get("meta") or {}
     n_heads_per_layer = int(meta.get("n_heads", q.shape[0]))
@@ -567,7 +569,7 @@ def main(args: argparse.Namespace) -> int:
     data = resolve_data(cfg, args.qkv, args.data, args.seed, RUN_FIXTURES)
     check_heads(args.heads, int(data["q"].shape[0]))
     from .cmd_golden import head_rules_from_args
-    calibration, _ = head_rules_from_args(args, cfg, data, rtl=True)
+    calibration, _ = head_rules_from_args(args, cfg, data)
     dest = args.out / name
     print(f"hdpgen run: configuration {'= preset ' + name if name == args.preset else name}; "
           f"report folder {dest}", file=sys.stderr)

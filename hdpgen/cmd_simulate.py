@@ -12,9 +12,9 @@ the configuration, the input's shape, the simulator, ``cycles`` (sum over heads 
 ``head_cycles``, ``array_cycles`` (cycles the MAC array accepted a beat), ``kept_keys`` and
 the array's busy fraction.
 
-``--calibration CAL.json`` (from ``hdpgen calibrate``, topk or threshold) writes each head's
-own register values (head ``h``: its layer's value, :mod:`hdpgen.calibration`) before the head
-runs, on the same build; the mass rule has no RTL yet and is refused before any work.
+``--calibration CAL.json`` (from ``hdpgen calibrate``: topk, threshold or mass) writes each
+head's own register values (head ``h``: its layer's value, :mod:`hdpgen.calibration`) before
+the head runs, on the same build.
 
 ``--compare`` also runs the golden model and exits with status 1 on any bit difference,
 printing the first differing head, row, column, expected and actual (outputs are still
@@ -98,7 +98,7 @@ def _one_line(exc: SimulationError) -> str:
 
 def main(args: argparse.Namespace) -> int:
     cfg, data, auto = prepare_inputs(args)
-    cal, rules = head_rules_from_args(args, cfg, data, rtl=True)
+    cal, rules = head_rules_from_args(args, cfg, data)
     check_destinations(args)
     q, k, v, valid_len = data["q"], data["k"], data["v"], data["valid_len"]
     from sim.runner import simulator_missing

@@ -91,6 +91,10 @@ def _config_changes(rep: dict) -> str:
 
 
 def _budget_sentence(regs: dict, cfg: dict) -> str:
+    if regs.get("prune_mode") == "mass":
+        eps = regs.get("eps")
+        return ("each block row keeps the fewest blocks holding 1 - eps of its estimated "
+                "softmax mass" + (f", eps = {eps:g}" if eps is not None else " (eps per layer)"))
     if regs.get("prune_mode") != "topk":
         return f"rho = {regs['rho']} (threshold pruning; k_frac is not used)" \
             if regs.get("prune_mode") == "threshold" else "no block pruning"

@@ -11,21 +11,16 @@
 ``default``
     N = 128, d = 32.  d is the head size of all-MiniLM-L6-v2 (384 hidden / 12 heads), the real
     model whose attention is bundled in ``tests/data``; a default that matches it lets the
-    bundled data run through the hardware without reshaping.  2 x 2 blocks as in HDP, ranked by
-    the signed ``max`` criterion (the most accurate of the three on MiniLM).  Exact scores and
-    top-k with k_frac = 172/256 = 0.671875 of every block-row's valid blocks: of the settings
-    the hardware runs, the one that prunes the most while the bundled evaluation texts
+    bundled data run through the hardware without reshaping.  2 x 2 blocks as in HDP.  Exact
+    scores and the probability-mass pruner with eps = 28/256 = 0.109375: each block-row keeps
+    the fewest blocks holding 1 - eps of its estimated softmax mass.  Of the settings the
+    hardware runs, the one that prunes the most while the bundled evaluation texts
     (``hdpgen/data/eval_texts.txt``, 4 to 128 tokens) keep mean and minimum sentence-embedding
-    cosine >= 0.99 (``hdpgen eval --setting topk=0.671875 --set approx=exact``: keeps 0.68 of
-    the valid blocks, cosine mean 0.996, min 0.992; the next lower budget, 170/256, falls to
-    min 0.980; drop_ff needed 0.8125 and comp 0.75 for the same floor, measured with 8
-    probability bits).  Exact scores cost no
-    cycle here: the array forms the whole score in either mode.
-    Probabilities with 12 fraction bits (``prob_frac``, the configuration's default; 8 before):
-    a probability below half an LSB rounds to 0, which costs long rows their tail.  On
-    paragraphs that fill MiniLM's 256 tokens, unpruned exact attention keeps cosine min 0.999
-    with 12 bits against 0.991 with 8; 12 bits lose 0.18 % of a 256-key row's probability mass
-    to zeros where 8 lose 8 % (``bench/prob_frac.py``, ``docs/spec.md``).
+    cosine >= 0.99 (``hdpgen eval --setting mass=0.109375 --set approx=exact``: keeps 0.47 of
+    the valid blocks, cosine mean 0.994, min 0.991; eps = 29/256 keeps 0.466 at min 0.9906,
+    32/256 falls to min 0.986).  Top-k, the best fixed budget, needs k_frac = 172/256 (keeps
+    0.68) for the same floor; its register default stays there for a driver that switches
+    the mode.  Exact scores cost no cycle here: the array forms the whole score in either mode.
     A 2 x 8 array: a tile's rows must share one block-row's kept key columns, so the array is
     as tall as a block (``array_rows == block_rows``, the co-design rule) and narrow, so that a
     tile of 8 gathered keys is fine enough to skip pruned blocks of short sentences.
@@ -48,7 +43,7 @@ PRESETS: dict[str, HDPConfig] = {
                      prob_frac=7, out_bits=11, out_frac=5, exp_frac=3, exp_bits=11,
                      block_rows=3, block_cols=2, k_frac=0.25, prune_mode="threshold", rho=0.375,
                      criterion="abs_sum", causal=True, array_rows=3, array_cols=5),
-    "default": HDPConfig(approx="exact", k_frac=0.671875),
+    "default": HDPConfig(approx="exact", prune_mode="mass", eps=0.109375, k_frac=0.671875),
     # the scale point: N = 512, d = 64 (BERT-base-like heads), top-k keeping 3/4 of the blocks
     "large": HDPConfig(seq_len=512, head_dim=64, k_frac=0.75),
 }

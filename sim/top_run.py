@@ -43,9 +43,11 @@ class SimulationError(RuntimeError):
 
 
 #: Configuration fields that are AXI4-Lite registers of the top, not elaboration constants.
-RUNTIME_FIELDS = ("prune_mode", "k_frac", "rho", "head_prune", "tau_head", "approx", "causal")
+RUNTIME_FIELDS = ("prune_mode", "k_frac", "rho", "eps", "head_prune", "tau_head", "approx",
+                  "causal")
 #: The reset values the simulated top is built with (one build serves every run-time setting).
-CANONICAL_RUNTIME = {"prune_mode": "topk", "k_frac": 0.5, "rho": 0.5, "head_prune": False,
+CANONICAL_RUNTIME = {"prune_mode": "topk", "k_frac": 0.5, "rho": 0.5, "eps": 0.0625,
+                     "head_prune": False,
                      "tau_head": 0, "approx": "drop_ff", "causal": False}
 
 
