@@ -150,10 +150,11 @@ class SystolicArray(wiring.Component):
 
         acc <- (first ? 0 : acc) + ((a0 * b0) << F) + a1 * b1
 
-    in two pipeline stages, still one depth step per cycle: the products are registered (the
-    MULT18X18D's output, in fabric flip-flops), then added to the accumulator one cycle later
-    with the step's control (``valid``/``first``/``last``), which the PE registers once and
-    passes on to its right neighbour.
+    in three pipeline stages, still one depth step per cycle: the PE registers the multipliers'
+    operands (its own copy, beside the MULT18X18D, loaded on valid steps), registers the
+    products (the MULT18X18D's output, in fabric flip-flops), then adds them to the accumulator
+    with the step's control (``valid``/``first``/``last``), which the PE registers once, passes
+    on to its right neighbour and delays once more for the accumulate.
 
     * Fine score pass, score tile = R queries x C keys, depth = head_dim, operands
       ``a0 = q_I``, ``b0 = k_F``, ``a1 = q_F`` and ``b1 = k_q`` (``exact``: gives
@@ -192,8 +193,14 @@ class SystolicArray(wiring.Component):
 
     Timing
     ------
-    Critical path (ECP5, LFE5U-85F speed 6, nextpnr, default preset): operand register ->
-    MULT18X18D -> product register, 127.8 MHz (7.8 ns, 3.9 ns of it inside the DSP).  The
+    Critical path (ECP5, LFE5U-85F speed 6, nextpnr, default preset, unit alone): the PE's
+    operand register -> MULT18X18D -> product register, 130.7 MHz (7.65 ns: 3.9 ns inside the
+    DSP, 1.3 ns routing in, 1.9 ns routing out).  Yosys's ECP5 flow uses none of the
+    MULT18X18D's own registers, so both registers are fabric flip-flops; the operand register
+    feeds only the DSP, so it sits beside it.  Without it (the operands taken straight from the
+    registers that pass them on to the next PE, up to 17 rows away): 125.3 MHz, and 90.1 MHz
+    in the whole top.  A second product register (DSP -> register -> register -> adder, one
+    more cycle) gave 132.9 MHz, the path then in the tag FIFO's control: not worth it.  The
     accumulate stage (control and product registers -> 3-input adder -> accumulator, and the
     drain register's load-or-shift multiplexer after the adder) takes about 6.1 ns (measured
     with the multipliers taken out), so a register between the adder and the drain
