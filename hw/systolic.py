@@ -78,17 +78,17 @@ def tag_fifo_depth(cfg: HDPConfig) -> int:
     return (2 * r + c + 4) // (2 * r - 1) + 3
 
 
-#: :func:`array_latency` beyond ``array_cols``: input register (1), product register (1),
-#: deskew to column ``C - 1`` and the FIFO write and read (2)
-ARRAY_LATENCY_EXTRA = 4
+#: :func:`array_latency` beyond ``array_cols``: input register (1), the PE's operand register
+#: (1) and product register (1), deskew to column ``C - 1`` and the FIFO write and read (2)
+ARRAY_LATENCY_EXTRA = 5
 
 
 def array_latency(cfg: HDPConfig) -> int:
     """Cycles from the accept of a tile's last beat to its row 0 being valid at ``res_out``
-    (row ``r`` follows ``2r`` cycles later): input register (1) + the PE's product register (1)
-    + row/column skew and drain to the top (``C``) + deskew to column ``C - 1`` and the FIFO
-    write and read (2), i.e. ``C +`` :data:`ARRAY_LATENCY_EXTRA`.  The cycle models read it
-    from here."""
+    (row ``r`` follows ``2r`` cycles later): input register (1) + the PE's operand register (1)
+    and product register (1) + row/column skew and drain to the top (``C``) + deskew to column
+    ``C - 1`` and the FIFO write and read (2), i.e. ``C +`` :data:`ARRAY_LATENCY_EXTRA`.  The
+    cycle models read it from here."""
     return cfg.array_cols + ARRAY_LATENCY_EXTRA
 
 
@@ -150,10 +150,11 @@ class SystolicArray(wiring.Component):
 
         acc <- (first ? 0 : acc) + ((a0 * b0) << F) + a1 * b1
 
-    in two pipeline stages, still one depth step per cycle: the products are registered (the
-    MULT18X18D's output, in fabric flip-flops), then added to the accumulator one cycle later
-    with the step's control (``valid``/``first``/``last``), which the PE registers once and
-    passes on to its right neighbour.
+    in three pipeline stages, still one depth step per cycle: the PE registers the multipliers'
+    operands (its own copy, beside the MULT18X18D, loaded on valid steps), registers the
+    products (the MULT18X18D's output, in fabric flip-flops), then adds them to the accumulator
+    with the step's control (``valid``/``first``/``last``), which the PE registers once, passes
+    on to its right neighbour and delays once more for the accumulate.
 
     * Fine score pass, score tile = R queries x C keys, depth = head_dim, operands
       ``a0 = q_I``, ``b0 = k_F``, ``a1 = q_F`` and ``b1 = k_q`` (``exact``: gives
@@ -192,8 +193,14 @@ class SystolicArray(wiring.Component):
 
     Timing
     ------
-    Critical path (ECP5, LFE5U-85F speed 6, nextpnr, default preset): operand register ->
-    MULT18X18D -> product register, 127.8 MHz (7.8 ns, 3.9 ns of it inside the DSP).  The
+    Critical path (ECP5, LFE5U-85F speed 6, nextpnr, default preset, unit alone): the PE's
+    operand register -> MULT18X18D -> product register, 130.7 MHz (7.65 ns: 3.9 ns inside the
+    DSP, 1.3 ns routing in, 1.9 ns routing out).  Yosys's ECP5 flow uses none of the
+    MULT18X18D's own registers, so both registers are fabric flip-flops; the operand register
+    feeds only the DSP, so it sits beside it.  Without it (the operands taken straight from the
+    registers that pass them on to the next PE, up to 17 rows away): 125.3 MHz, and 90.1 MHz
+    in the whole top.  A second product register (DSP -> register -> register -> adder, one
+    more cycle) gave 132.9 MHz, the path then in the tag FIFO's control: not worth it.  The
     accumulate stage (control and product registers -> 3-input adder -> accumulator, and the
     drain register's load-or-shift multiplexer after the adder) takes about 6.1 ns (measured
     with the multipliers taken out), so a register between the adder and the drain
@@ -317,22 +324,37 @@ class SystolicArray(wiring.Component):
             b0_next, b1_next = [], []
             for c in range(C):
                 b0, b1 = b0_in[c], b1_in[c]
-                # stage 1: the two products, registered (ctrl_q: the step's control, one
-                # cycle later; it is also what the PE passes to its right neighbour)
-                p0 = Signal((a0 * b0).shape(), name=f"p0_{r}_{c}")
-                p1 = Signal((a1 * b1).shape(), name=f"p1_{r}_{c}")
+                # stage 1: the multipliers' operands, registered in the PE (ctrl_q: the step's
+                # control, one cycle later; it is also what the PE passes to its right
+                # neighbour).  These registers feed only the MULT18X18D, so the placer puts
+                # them beside it; the operand registers that pass a and b on also feed the
+                # next PE and were placed up to 17 rows from the DSP (2.3 ns of routing on
+                # the critical path).  They load only on a valid step (a bubble's products
+                # are never used), which also keeps Yosys from merging them with the pass-on
+                # registers, which hold the same value.
+                a0_m = Signal.like(a0, name=f"a0m_{r}_{c}")
+                b0_m = Signal.like(b0, name=f"b0m_{r}_{c}")
+                a1_m = Signal.like(a1, name=f"a1m_{r}_{c}")
+                b1_m = Signal.like(b1, name=f"b1m_{r}_{c}")
                 ctrl_q = Signal(ctrl_lay, name=f"ctrl_{r}_{c}")
-                m.d.sync += [p0.eq(a0 * b0), p1.eq(a1 * b1), ctrl_q.eq(ctrl)]
-                # stage 2: accumulate
+                m.d.sync += ctrl_q.eq(ctrl)
+                with m.If(ctrl.valid):
+                    m.d.sync += [a0_m.eq(a0), b0_m.eq(b0), a1_m.eq(a1), b1_m.eq(b1)]
+                # stage 2: the two products, registered, with the control one cycle later
+                p0 = Signal((a0_m * b0_m).shape(), name=f"p0_{r}_{c}")
+                p1 = Signal((a1_m * b1_m).shape(), name=f"p1_{r}_{c}")
+                ctrl_p = Signal(ctrl_lay, name=f"ctrlp_{r}_{c}")
+                m.d.sync += [p0.eq(a0_m * b0_m), p1.eq(a1_m * b1_m), ctrl_p.eq(ctrl_q)]
+                # stage 3: accumulate
                 acc = Signal(acc_shape, name=f"acc_{r}_{c}")
                 total = Signal(acc_shape, name=f"sum_{r}_{c}")
-                m.d.comb += total.eq(Mux(ctrl_q.first, 0, acc) + (p0 << F) + p1)
-                with m.If(ctrl_q.valid):
+                m.d.comb += total.eq(Mux(ctrl_p.first, 0, acc) + (p0 << F) + p1)
+                with m.If(ctrl_p.valid):
                     m.d.sync += acc.eq(total)
                 # upward drain: load on the tile's last step, otherwise take the value below
                 below = drain[r + 1][c] if r + 1 < R else 0
                 below_v = drain_v[r + 1][c] if r + 1 < R else 0
-                with m.If(ctrl_q.valid & ctrl_q.last):
+                with m.If(ctrl_p.valid & ctrl_p.last):
                     m.d.sync += [drain[r][c].eq(total), drain_v[r][c].eq(1)]
                 with m.Else():
                     m.d.sync += [drain[r][c].eq(below), drain_v[r][c].eq(below_v)]
