@@ -32,8 +32,9 @@ def test_mass_bench_catches_broken_variant(simulator, build_dir):
     first mismatch."""
     from tests.test_mass_pruner import _FloorShares
     cfg = preset("tiny")
-    with pytest.raises(AssertionError, match=r"mass directed: head \d+ .* first mismatch at "
-                                             r"mask beat \d+: expected .* actual"):
+    with pytest.raises(AssertionError, match=r"mass (directed|random seed \d+): head \d+ .* "
+                                             r"first mismatch at mask beat \d+: expected .* "
+                                             r"actual"):
         run_cocotb(unit=_FloorShares(cfg), name="mass_pruner_floor", cfg=cfg,
                    test_module="sim.benches.bench_mass", simulator=simulator,
-                   build_dir=build_dir, test_filter="directed_heads")
+                   build_dir=build_dir, test_filter="directed_heads|random_heads")
