@@ -67,7 +67,8 @@ def test_apply_setting_maps_fractions_to_todays_registers():
     r = cal.apply_setting(DEFAULT, "mass", 0.0625, 50)
     assert r.cfg.eps_q == 16 and r.cfg == DEFAULT.replace(prune_mode="mass", eps=0.0625)
     assert cal.configured_setting(r.cfg) == ("mass", 0.0625)
-    assert cal.configured_setting(DEFAULT) == ("topk", DEFAULT.k_frac)
+    assert cal.configured_setting(DEFAULT) == ("mass", DEFAULT.eps)
+    assert cal.configured_setting(DEFAULT.replace(prune_mode="topk")) == ("topk", DEFAULT.k_frac)
     assert cal.configured_setting(DEFAULT.replace(prune_mode="threshold", rho=0.5)) == \
         ("threshold", 0.5)
     assert cal.configured_setting(DEFAULT.replace(prune_mode="off")) is None

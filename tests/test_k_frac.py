@@ -34,24 +34,33 @@ def _check_rows(block_keep, cfg, valid_len: int, causal: bool) -> None:
 
 
 def test_golden_default_preset_prunes_a_real_30_token_input(tmp_path, capsys):
-    """The default k_frac = 172/256 keeps ceil(172 * 15 / 256) = 11 of the 15 valid blocks of
-    every block-row of the 30-token MiniLM capture (an absolute budget of 48 blocks would keep
-    them all)."""
+    """The default preset (the mass rule, eps = 28/256) prunes blocks of the 30-token MiniLM
+    capture in every layer and keeps every diagonal block; its top-k register, selected with
+    ``--set prune_mode=topk``, keeps ceil(172 * 15 / 256) = 11 of the 15 valid blocks of every
+    block-row (an absolute budget of 48 blocks would keep them all)."""
     inp = DATA / "minilm_long.npz"
     with np.load(inp) as z:
         assert int(z["valid_len"]) == 30
+    cfg = preset("default")
+    assert cfg.prune_mode == "mass" and cfg.eps_q == 28
     out = tmp_path / "o.npz"
     assert cli_main(["golden", "--qkv", str(inp), "--out", str(out)]) == 0, capsys.readouterr().err
-    cfg = preset("default")
-    assert cfg.k_frac == 0.671875 and cfg.k_frac_q == 172
     with np.load(out) as z:
         keep = z["block_keep"]
     rep = json.loads(out.with_suffix(".json").read_text())
-    assert rep["config"]["k_frac"] == 0.671875
-    valid_blocks = keep.shape[0] * 15 * 15
+    assert rep["config"]["prune_mode"] == "mass" and rep["config"]["eps"] == 0.109375
+    valid_blocks = keep.shape[1] * keep.shape[2]
+    per_layer = keep.reshape(6, 12, 15, 15).sum(axis=(1, 2, 3)) / (12 * valid_blocks)
+    assert (per_layer < 0.9).all(), per_layer
+    assert keep[:, np.arange(15), np.arange(15)].all()
+    out = tmp_path / "t.npz"
+    assert cli_main(["golden", "--qkv", str(inp), "--out", str(out), "--set",
+                     "prune_mode=topk"]) == 0, capsys.readouterr().err
+    assert cfg.k_frac == 0.671875 and cfg.k_frac_q == 172
+    with np.load(out) as z:
+        keep = z["block_keep"]
     assert int(keep.sum()) == keep.shape[0] * 15 * 11
-    assert int(keep.sum()) / valid_blocks == 11 / 15 < 1
-    _check_rows(keep, cfg, 30, False)
+    _check_rows(keep, cfg.replace(prune_mode="topk"), 30, False)
 
 
 @pytest.mark.parametrize("k_frac, per_row", [(1 / 256, 1), (0.5, 8), (1.0, 15)])
@@ -59,7 +68,7 @@ def test_golden_budget_follows_k_frac_on_real_data(k_frac, per_row):
     """Per block-row budgets 1 (the diagonal), ceil(7.5) = 8 and all 15 on the 30-token input."""
     with np.load(DATA / "minilm_long.npz") as z:
         q, k, v = z["q"][:2], z["k"][:2], z["v"][:2]
-    cfg = preset("default").replace(k_frac=k_frac)
+    cfg = preset("default").replace(prune_mode="topk", k_frac=k_frac)
     res = model.attention(q, k, v, cfg, 30)
     assert [int(b.sum()) for b in res["block_keep"]] == [15 * per_row] * 2
     _check_rows(res["block_keep"], cfg, 30, False)

@@ -39,7 +39,8 @@ def fixture_job(cfg, heads):
 
 
 def mode_settings(cfg, q, k, v, n):
-    """Dense, top-k, threshold, and both with head pruning at the median H of these heads."""
+    """Dense, top-k, threshold, both with head pruning at the median H of these heads, and
+    the mass rule at the default preset's eps."""
     hs = [attention_head_int(q[i], k[i], v[i], cfg, n).head_importance for i in range(len(q))]
     tau = int(np.median(hs))
     return [
@@ -48,6 +49,7 @@ def mode_settings(cfg, q, k, v, n):
         {"prune_mode": "threshold", "rho": 0.5, "approx": "exact", "head_prune": False},
         {"prune_mode": "topk", "k_frac": 0.5, "head_prune": True, "tau_head": tau},
         {"prune_mode": "threshold", "rho": 0.25, "head_prune": True, "tau_head": tau},
+        {"prune_mode": "mass", "eps": 0.109375, "approx": "exact", "head_prune": False},
     ]
 
 
@@ -90,7 +92,8 @@ def test_top_random_configs_and_reset(name, simulator, build_dir):
     lens = [rng.randint(1, cfg.seq_len) for _ in range(heads)]
     settings = []
     for i in range(heads):
-        s = {"prune_mode": rng.choice(["off", "topk", "threshold"]),
+        s = {"prune_mode": rng.choice(["off", "topk", "threshold", "mass"]),
+             "eps": rng.randint(0, 255) / 256,
              "approx": rng.choice(["drop_ff", "exact", "comp"]), "causal": rng.random() < 0.3,
              "k_frac": rng.randint(1, 256) / 256,
              "rho": rng.randint(0, 1 << cfg.rho_frac) / (1 << cfg.rho_frac)}
