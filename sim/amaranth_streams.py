@@ -21,7 +21,7 @@ from amaranth.sim import Simulator
 
 __all__ = ["stream_put", "stream_get", "stream_put_many", "stream_get_many", "run_amaranth",
            "as_payload", "StreamChecker", "timed_source", "timed_sink", "axil_write",
-           "axil_read", "axil_write_regs", "axil_read_reg"]
+           "axil_read", "axil_write_regs", "axil_read_reg", "handshake_trace"]
 
 
 def as_payload(port, payload):
@@ -163,6 +163,23 @@ class StreamChecker:
                 self.count += 1
                 self.transactions.append(payload)
             pending, prev = bool(valid and not ready), payload
+
+
+def handshake_trace(trace: dict, **ports):
+    """A background testbench that appends to ``trace[name]`` the cycle (0 = the first clock
+    edge) of every handshake on each named stream port (``handshake_trace(t, in_=dut.a,
+    out=dut.b)``; a trailing ``_`` of a name is dropped)."""
+    names = [n.rstrip("_") for n in ports]
+    sigs = [s for p in ports.values() for s in (p.valid, p.ready)]
+
+    async def bench(ctx):
+        cyc = 0
+        async for _, _, *vals in ctx.tick().sample(*sigs):
+            for k, name in enumerate(names):
+                if vals[2 * k] and vals[2 * k + 1]:
+                    trace.setdefault(name, []).append(cyc)
+            cyc += 1
+    return bench
 
 
 async def timed_source(ctx, port, beats: list[int], *, rng: random.Random, stall: float,

@@ -15,7 +15,7 @@ from amaranth.hdl import Cat, Const, Fragment, signed
 from hw.block_pruner import BlockPruner, imp_layout, mask_latency, mask_layout
 from hw.config import PRUNE_MODES
 from hw.presets import preset
-from sim.amaranth_streams import StreamChecker, run_amaranth, stream_get, stream_put
+from sim.amaranth_streams import StreamChecker, handshake_trace, run_amaranth, stream_get, stream_put
 from sim.vectors import pruner as vec
 
 PRESETS = ("tiny", "odd", "default")
@@ -51,18 +51,9 @@ def run_heads(cfg, heads, *, stall_in=0.0, stall_out=0.0, stall_seed=0, dut=None
         for _ in range(n_out):
             got.append((await stream_get(ctx, dut.mask_out, out_rng, stall_out)).as_bits())
 
-    async def timing(ctx):
-        cyc = 0
-        async for _, _, iv, ir, ov, orr in ctx.tick().sample(
-                dut.imp_in.valid, dut.imp_in.ready, dut.mask_out.valid, dut.mask_out.ready):
-            if iv and ir:
-                trace.setdefault("in", []).append(cyc)
-            if ov and orr:
-                trace.setdefault("out", []).append(cyc)
-            cyc += 1
-
     checkers = [StreamChecker(dut.imp_in, "imp_in"), StreamChecker(dut.mask_out, "mask_out")]
-    background = [c.testbench for c in checkers] + ([timing] if trace is not None else [])
+    background = [c.testbench for c in checkers] + (
+        [handshake_trace(trace, in_=dut.imp_in, out=dut.mask_out)] if trace is not None else [])
     run_amaranth(dut, [producer, consumer], background=background, clock=1e-6)
     assert checkers[0].count == sum(h.n_blocks for h in heads)
     return got
