@@ -35,11 +35,12 @@ def _suffix_levels(nk: int) -> int:
 def mass_mask_latency(cfg: HDPConfig, n_cols: int) -> int:
     """Cycles from the handshake of a block-row's last block to its mask on ``mask_out``
     (always ready) for a block-row of ``n_cols`` blocks: three scans of the row (exponents,
-    masses, decisions, ``n_cols`` cycles each) and 18 fixed pipeline registers (input 3,
-    queues 3 x 2, exponents 4, reciprocal 2, masses 3) plus the suffix sums' levels
+    masses, decisions, ``n_cols`` cycles each) and 21 fixed pipeline registers (input 3,
+    queues and their output registers 3 x 3, exponents 4, reciprocal 2, masses 3) plus the
+    suffix sums' levels
     (``ceil(log2(keys))``, 5 for the presets).  Measured in ``tests/test_mass_pruner.py``
     and the cocotb bench; the cycle models read it from here."""
-    return 3 * n_cols + 18 + _suffix_levels(_widths(cfg).nk)
+    return 3 * n_cols + 21 + _suffix_levels(_widths(cfg).nk)
 
 
 def _msb(m, v, width, name):
@@ -270,9 +271,12 @@ class MassPruner(wiring.Component):
         return go, fifo
 
     # ------------------------------------------------------------------------------ EXP
-    def _scan(self, m, go, fifo, name):
+    def _scan(self, m, go, fifo, layout, name):
         """A scan: on ``go`` latch the row's values, then pop ``go.n`` items, one per cycle.
-        Returns ``(pop, first, lst, cur)`` (``cur`` = the latched ``go``)."""
+        Returns ``(valid, first, lst, cur, item)``, all registered one cycle after the pop (the
+        queue's block-RAM output goes only into a register): the item, whether it is the row's
+        first and last, and the row's values (``go`` as latched, delayed with the item, so the
+        next row's ``go`` may come with this row's last pop)."""
         cur = Signal.like(go, name=f"{name}_cur")
         left = Signal(range(self._cfg.n_block_cols + 1), name=f"{name}_left")
         first = Signal(name=f"{name}_first")
@@ -282,14 +286,18 @@ class MassPruner(wiring.Component):
             m.d.sync += [cur.eq(go), left.eq(go.meta.n), first.eq(1)]
         with m.Elif(pop):
             m.d.sync += [left.eq(left - 1), first.eq(0)]
-        return pop, first, pop & (left == 1), cur
+        item = Signal(layout, name=f"{name}_item")
+        cur_r = Signal.like(go, name=f"{name}_cur_r")
+        v_r, first_r, lst_r = (Signal(name=f"{name}_{x}_r") for x in ("v", "first", "lst"))
+        m.d.sync += [item.eq(fifo.r_data), cur_r.eq(cur), v_r.eq(pop), first_r.eq(first),
+                     lst_r.eq(pop & (left == 1))]
+        return v_r, first_r, lst_r, cur_r, item
 
     def _exp_stage(self, m, go, s_fifo):
         """Exponents of each queued item; per row and block the sums ``E``."""
         cfg, w, k = self._cfg, self._w, self._k
         br, bc, bs, E, W = cfg.block_rows, cfg.block_cols, cfg.block_size, cfg.exp_frac, cfg.exp_bits
-        pop, first, lst, cur = self._scan(m, go, s_fifo, "exp")
-        it = data.View(w.s_item, s_fifo.r_data)
+        pop, first, lst, cur, it = self._scan(m, go, s_fifo, w.s_item, "exp")
         sh = max(2 * cfg.qk_frac - 1, 0)
         lim = k.delta_max >> sh
         # E1: delta
@@ -368,8 +376,7 @@ class MassPruner(wiring.Component):
         """Each block's mass, its key; per row the mass per key, the total, the top key."""
         cfg, w = self._cfg, self._w
         br = cfg.block_rows
-        pop, first, lst, cur = self._scan(m, go, e_fifo, "mass")
-        it = data.View(w.e_item, e_fifo.r_data)
+        pop, first, lst, cur, it = self._scan(m, go, e_fifo, w.e_item, "mass")
         p1 = Signal(w.pipe)
         prod = Signal(_lanes(unsigned(w.esum_blk + RECIP_BITS + 2), br))
         m.d.sync += [p1.v.eq(pop), p1.first.eq(first), p1.lst.eq(lst), p1.meta.eq(cur.meta),
@@ -453,8 +460,7 @@ class MassPruner(wiring.Component):
     def _decide_stage(self, m, go, m_fifo):
         """Scan the row's masses: keep bits into the mask; the mask into the output queue."""
         cfg, w = self._cfg, self._w
-        pop, first, lst, cur = self._scan(m, go, m_fifo, "dec")
-        it = data.View(w.m_item, m_fifo.r_data)
+        pop, first, lst, cur, it = self._scan(m, go, m_fifo, w.m_item, "dec")
         col = Signal(range(max(2, cfg.n_block_cols)))
         with m.If(pop):
             m.d.sync += col.eq(Mux(first, 1, col + 1))
