@@ -35,12 +35,12 @@ def _suffix_levels(nk: int) -> int:
 def mass_mask_latency(cfg: HDPConfig, n_cols: int) -> int:
     """Cycles from the handshake of a block-row's last block to its mask on ``mask_out``
     (always ready) for a block-row of ``n_cols`` blocks: three scans of the row (exponents,
-    masses, decisions, ``n_cols`` cycles each) and 21 fixed pipeline registers (input 3,
+    masses, decisions, ``n_cols`` cycles each) and 22 fixed pipeline registers (input 4,
     queues and their output registers 3 x 3, exponents 4, reciprocal 2, masses 3) plus the
     suffix sums' levels
     (``ceil(log2(keys))``, 5 for the presets).  Measured in ``tests/test_mass_pruner.py``
     and the cocotb bench; the cycle models read it from here."""
-    return 3 * n_cols + 21 + _suffix_levels(_widths(cfg).nk)
+    return 3 * n_cols + 22 + _suffix_levels(_widths(cfg).nk)
 
 
 def _msb(m, v, width, name):
@@ -247,25 +247,32 @@ class MassPruner(wiring.Component):
         fifo = SyncFIFOBuffered(width=w.s_item.size, depth=cfg.n_block_cols + 8)
         m.submodules.s_fifo = fifo
         m.d.comb += [fifo.w_data.eq(item), fifo.w_en.eq(v1)]
+        # X2: each block row's largest valid u (registered), X3: the rows' running maxima
+        bmax = Signal(_lanes(signed(w.u), br))
+        v2, meta2 = Signal(), Signal(w.meta)
+        m.d.sync += [v2.eq(v1), meta2.eq(meta1)]
+        for ii in range(br):
+            cand = Const(w.u_lo, signed(w.u))
+            for jj in range(bc):
+                e = ii * bc + jj
+                cand = Mux(item.em[e] & (item.u[e] > cand), item.u[e], cand)
+            m.d.sync += bmax[ii].eq(cand)
         mx = Signal(_lanes(signed(w.u), br))
         cnt = Signal(range(cfg.n_block_cols + 1))
         go = Signal(w.go_exp)
         m.d.sync += go.valid.eq(0)
-        with m.If(v1):
+        with m.If(v2):
             for ii in range(br):
-                cand = mx[ii]
-                for jj in range(bc):
-                    e = ii * bc + jj
-                    cand = Mux(item.em[e] & (item.u[e] > cand), item.u[e], cand)
-                with m.If(meta1.lst):
-                    m.d.sync += [go.mx[ii].eq(cand), mx[ii].eq(w.u_lo)]
+                new = Mux(bmax[ii] > mx[ii], bmax[ii], mx[ii])
+                with m.If(meta2.lst):
+                    m.d.sync += [go.mx[ii].eq(new), mx[ii].eq(w.u_lo)]
                 with m.Else():
-                    m.d.sync += mx[ii].eq(cand)
-            with m.If(meta1.lst):
-                m.d.sync += [go.valid.eq(1), go.meta.eq(meta1), go.meta.n.eq(cnt + 1), cnt.eq(0)]
+                    m.d.sync += mx[ii].eq(new)
+            with m.If(meta2.lst):
+                m.d.sync += [go.valid.eq(1), go.meta.eq(meta2), go.meta.n.eq(cnt + 1), cnt.eq(0)]
             with m.Else():
                 m.d.sync += cnt.eq(cnt + 1)
-        with m.If(~v1 & (cnt == 0)):
+        with m.If(~v2 & (cnt == 0)):
             # reset value of the running maxima (before a head's first row)
             m.d.sync += [mx[ii].eq(w.u_lo) for ii in range(br)]
         return go, fifo
