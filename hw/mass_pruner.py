@@ -251,12 +251,14 @@ class MassPruner(wiring.Component):
         bmax = Signal(_lanes(signed(w.u), br))
         v2, meta2 = Signal(), Signal(w.meta)
         m.d.sync += [v2.eq(v1), meta2.eq(meta1)]
+        lo = Const(w.u_lo, signed(w.u))
         for ii in range(br):
-            cand = Const(w.u_lo, signed(w.u))
-            for jj in range(bc):
-                e = ii * bc + jj
-                cand = Mux(item.em[e] & (item.u[e] > cand), item.u[e], cand)
-            m.d.sync += bmax[ii].eq(cand)
+            # invalid entries as the lowest value, then a balanced tree of comparisons
+            vals = [Mux(item.em[ii * bc + jj], item.u[ii * bc + jj], lo) for jj in range(bc)]
+            while len(vals) > 1:
+                nxt = [Mux(x > y, x, y) for x, y in zip(vals[::2], vals[1::2])]
+                vals = nxt + ([vals[-1]] if len(vals) % 2 else [])
+            m.d.sync += bmax[ii].eq(vals[0])
         mx = Signal(_lanes(signed(w.u), br))
         cnt = Signal(range(cfg.n_block_cols + 1))
         go = Signal(w.go_exp)
