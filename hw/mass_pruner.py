@@ -35,12 +35,12 @@ def _suffix_levels(nk: int) -> int:
 def mass_mask_latency(cfg: HDPConfig, n_cols: int) -> int:
     """Cycles from the handshake of a block-row's last block to its mask on ``mask_out``
     (always ready) for a block-row of ``n_cols`` blocks: three scans of the row (exponents,
-    masses, decisions, ``n_cols`` cycles each) and 22 fixed pipeline registers (input 4,
-    queues and their output registers 3 x 3, exponents 4, reciprocal 2, masses 3) plus the
+    masses, decisions, ``n_cols`` cycles each) and 23 fixed pipeline registers (input 4,
+    queues and their output registers 3 x 3, exponents 4, reciprocal 2, masses 4) plus the
     suffix sums' levels
     (``ceil(log2(keys))``, 5 for the presets).  Measured in ``tests/test_mass_pruner.py``
     and the cocotb bench; the cycle models read it from here."""
-    return 3 * n_cols + 22 + _suffix_levels(_widths(cfg).nk)
+    return 3 * n_cols + 23 + _suffix_levels(_widths(cfg).nk)
 
 
 def _msb(m, v, width, name):
@@ -393,16 +393,18 @@ class MassPruner(wiring.Component):
         m.d.sync += [prod[ii].eq(it.e[ii] * cur.r[ii]) for ii in range(br)]
         sh1 = Signal.like(cur.sh)
         m.d.sync += sh1.eq(cur.sh)
-        # M2: shares rounded half up, summed
-        p2 = Signal(w.pipe)
-        mass = Signal(w.mass)
-        m.d.sync += p2.eq(p1)
+        # M2: each row's product shifted to one bit below P's units (registered), M2b: the
+        # shares rounded half up, summed
+        p1b = Signal(w.pipe)
+        m.d.sync += p1b.eq(p1)
         shares = []
         for ii in range(br):
             half = Signal(prod[ii].shape(), name=f"half_{ii}")
-            m.d.comb += half.eq(prod[ii] >> (sh1[ii] - 1)[:sh1[ii].shape().width])
+            m.d.sync += half.eq(prod[ii] >> (sh1[ii] - 1)[:sh1[ii].shape().width])
             shares.append((half + self._round_shares) >> 1)
-        m.d.sync += mass.eq(Mux(p1.bvalid, sum(shares), 0))
+        p2 = Signal(w.pipe)
+        mass = Signal(w.mass)
+        m.d.sync += [p2.eq(p1b), mass.eq(Mux(p1b.bvalid, sum(shares), 0))]
         # M3: key = 2 msb + the bit below (M > 0)
         p3 = Signal(w.pipe)
         item = Signal(w.m_item)
