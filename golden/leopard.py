@@ -350,6 +350,12 @@ def threshold_int(value: float, cfg, units: str = "logit") -> int:
     return s
 
 
+def config_threshold(cfg) -> int:
+    """The integer threshold of a configuration: :func:`threshold_int` of ``cfg.leopard_th``
+    (a logit), what the hardware's ``leopard_th`` register holds."""
+    return threshold_int(cfg.leopard_th, cfg)
+
+
 def threshold_value(th: int, cfg, units: str = "logit") -> float:
     """The float value of the integer threshold ``th`` in ``units`` (inverse of
     :func:`threshold_int` up to rounding)."""

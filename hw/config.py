@@ -6,11 +6,12 @@ the integer range of the quantity it holds, so no width can be narrower than the
 values it must carry for any legal input (``tests/test_config.py`` proves the
 bounds with extreme inputs against the golden model).
 
-Run-time values (pruning mode, ``k_frac``, ``rho``, ``tau_head``, approximation
-mode, causal masking, ``valid_len``) are registers in the hardware; the fields
-here give their defaults and the golden model reads them from here.  Limits that
-shape the hardware (``seq_len``, ``head_dim``, widths, block shape, criterion,
-array size, the integer pass's ``int_lanes``) are elaboration constants.
+Run-time values (pruning mode, ``k_frac``, ``rho``, ``eps``, ``tau_head``,
+approximation mode, causal masking, ``leopard_th``, ``valid_len``) are registers in the
+hardware; the fields here give their defaults and the golden model reads them from here.
+Limits that shape the hardware (``seq_len``, ``head_dim``, widths, block shape,
+criterion, array size, the integer pass's ``int_lanes``, the score front end and its
+``leopard_lanes``) are elaboration constants.
 """
 
 import dataclasses
@@ -20,11 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["HDPConfig", "signed_width", "unsigned_width", "PRUNE_MODES",
-           "CRITERIA", "APPROX_MODES", "K_FRAC_BITS", "EPS_BITS"]
+           "CRITERIA", "APPROX_MODES", "FRONT_ENDS", "K_FRAC_BITS", "EPS_BITS", "LEOPARD_TH_STEP",
+           "LEOPARD_TH_LIMIT"]
 
 PRUNE_MODES = ("off", "topk", "threshold", "mass")
 CRITERIA = ("abs_sum", "sum", "max")
 APPROX_MODES = ("drop_ff", "exact", "comp")
+#: Score front ends, fixed at generation: ``hdp`` (integer estimate, block pruner) or ``leopard``
+#: (bit-serial exact scores with early termination against a threshold).
+FRONT_ENDS = ("hdp", "leopard")
+#: ``leopard_th`` (a logit) is a multiple of this step, in ``[-LEOPARD_TH_LIMIT, LEOPARD_TH_LIMIT]``.
+LEOPARD_TH_STEP = 1 / 16
+LEOPARD_TH_LIMIT = 64.0
 #: Fraction bits of ``k_frac`` in the hardware: the register holds ``k_frac_q = k_frac * 2**8``.
 K_FRAC_BITS = 8
 #: Fraction bits of ``eps`` (mass mode): the register holds ``eps_q = eps * 2**8``.
@@ -66,11 +74,13 @@ def _bound(b):
     return b if isinstance(b, tuple) else (str(b), lambda cfg, b=b: b)
 
 
-def _knob(default, doc, lo=None, hi=None, choices=None, note=None, open_lo=False):
+def _knob(default, doc, lo=None, hi=None, choices=None, note=None, open_lo=False,
+          frange=(0.0, 1.0)):
     """A configuration field with its rule in the metadata: validation, ``--list-settings`` and
     the error messages all read the rule from here, so they cannot disagree.  ``open_lo``: a
-    float field whose range is ``(0, 1]`` instead of ``[0, 1]``."""
-    meta = {"doc": doc, "note": note, "open_lo": open_lo}
+    float field whose range is ``(0, 1]`` instead of ``[0, 1]``; ``frange``: a float field's
+    closed range (``[0, 1]`` unless given)."""
+    meta = {"doc": doc, "note": note, "open_lo": open_lo, "frange": frange}
     if lo is not None:
         meta["lo"], meta["hi"] = _bound(lo), _bound(hi)
     if choices is not None:
@@ -93,13 +103,15 @@ def _check_field(cfg, f) -> None:
             raise ValueError(f"{f.name} must be true or false, not {value!r}")
     elif f.type is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or not 0.0 <= value <= 1.0 \
+                or not math.isfinite(value) \
+                or not m["frange"][0] <= value <= m["frange"][1] \
                 or (m.get("open_lo") and value == 0):
             raise ValueError(f"{f.name} must be a number in {_float_range(f)}, not {value!r}")
 
 
 def _float_range(f) -> str:
-    return "(0, 1]" if f.metadata.get("open_lo") else "[0, 1]"
+    lo, hi = f.metadata["frange"]
+    return f"({lo:g}, {hi:g}]" if f.metadata.get("open_lo") else f"[{lo:g}, {hi:g}]"
 
 
 def _field_rule(f) -> str:
@@ -126,8 +138,8 @@ class HDPConfig:
     Each field's meaning and rule are in its metadata (``doc``, bounds, choices), which the
     validation reads; :meth:`describe` lists them (``hdpgen <command> --list-settings``).
 
-    Run-time values (pruning mode, ``k_frac``, ``rho``, ``tau_head``, approximation mode, causal
-    masking) are registers in the hardware; the fields give their defaults.  The others shape
+    Run-time values (pruning mode, ``k_frac``, ``rho``, ``eps``, ``tau_head``, approximation mode,
+    causal masking, ``leopard_th``) are registers in the hardware; the fields give their defaults.  The others shape
     the hardware and are elaboration constants.
     """
 
@@ -183,6 +195,18 @@ class HDPConfig:
                                   "(drop_ff plus a per-key estimate of the dropped term)",
                         choices=APPROX_MODES)
     causal: bool = _knob(False, "decoder masking (key j > query i is masked)")
+    # score front end (generation time)
+    front_end: str = _knob("hdp", "score front end, fixed at generation: hdp (integer estimate "
+                                  "and block pruner, then scores on the array) or leopard "
+                                  "(bit-serial exact scores that stop early below leopard_th)",
+                           choices=FRONT_ENDS,
+                           note="leopard needs prune_mode off, approx exact, head_prune false")
+    leopard_th: float = _knob(0.0, "leopard front end: keep an entry when its logit "
+                                   "q.k / sqrt(d) >= leopard_th (run-time register, in units "
+                                   "of q_q.k_q)", note="a multiple of 1/16",
+                              frange=(-LEOPARD_TH_LIMIT, LEOPARD_TH_LIMIT))
+    leopard_lanes: int = _knob(8, "leopard front end: bit-serial lanes (entries computed at "
+                                  "once)", 1, ("min(seq_len, 64)", lambda c: min(c.seq_len, 64)))
     # integer pass
     int_lanes: int = _knob(16, "products of each integer dot product q_I . k_I the score unit "
                                "computes per cycle: a b_r x b_c block takes ceil(head_dim / "
@@ -202,9 +226,19 @@ class HDPConfig:
             if f.name == "eps" and (self.eps >= 1 or self.eps * (1 << EPS_BITS) != self.eps_q):
                 raise ValueError(f"eps must be below 1 and a multiple of 2**-{EPS_BITS} = "
                                  f"{2.0 ** -EPS_BITS}, not {self.eps!r}")
+            if f.name == "leopard_th" and self.leopard_th / LEOPARD_TH_STEP \
+                    != round(self.leopard_th / LEOPARD_TH_STEP):
+                raise ValueError(f"leopard_th must be a multiple of {LEOPARD_TH_STEP}, "
+                                 f"not {self.leopard_th!r}")
             if f.name == "k_frac" and self.k_frac * (1 << K_FRAC_BITS) != self.k_frac_q:
                 raise ValueError(f"k_frac must be a multiple of 2**-{K_FRAC_BITS} = "
                                  f"{2.0 ** -K_FRAC_BITS}, not {self.k_frac!r}")
+        if self.front_end == "leopard":
+            for name, want in (("prune_mode", "off"), ("approx", "exact"), ("head_prune", False)):
+                if getattr(self, name) != want:
+                    raise ValueError(f"front_end leopard computes exact scores and prunes by "
+                                     f"leopard_th alone: {name} must be {want!r}, not "
+                                     f"{getattr(self, name)!r}")
         scale = math.log2(math.e) / math.sqrt(self.head_dim)
         if round(scale * 2.0 ** (16 + self.exp_frac - 2 * self.qk_frac)) < 1:
             need = next(e for e in range(64) if round(scale * 2.0 ** (16 + e - 2 * self.qk_frac)) >= 1)

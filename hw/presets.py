@@ -24,6 +24,14 @@
     A 2 x 8 array: a tile's rows must share one block-row's kept key columns, so the array is
     as tall as a block (``array_rows == block_rows``, the co-design rule) and narrow, so that a
     tile of 8 gathered keys is fine enough to skip pruned blocks of short sentences.
+``leopard``
+    The default's sizes with the LeOPArd front end instead of HDP's: every score is computed
+    bit-serially on ``leopard_lanes = 8`` lanes, most significant bit of k first, and stops as
+    soon as it provably cannot reach the logit threshold ``leopard_th``; the kept entries'
+    exact scores go to the same softmax and P x V stages.  ``leopard_th = 0.5`` is what
+    ``hdpgen calibrate --mode leopard`` found as the uniform threshold that keeps the bundled
+    evaluation texts at cosine >= 0.99 (mean and minimum); per-layer values come from a
+    calibration file.
 ``large``
     The scale point: N = 512, d = 64 (the head size of BERT-base and most 12-head encoders),
     otherwise the default's choices, top-k keeping 3/4 of each block-row's valid blocks.  On-chip
@@ -46,6 +54,8 @@ PRESETS: dict[str, HDPConfig] = {
     "default": HDPConfig(approx="exact", prune_mode="mass", eps=0.109375, k_frac=0.671875),
     # the scale point: N = 512, d = 64 (BERT-base-like heads), top-k keeping 3/4 of the blocks
     "large": HDPConfig(seq_len=512, head_dim=64, k_frac=0.75),
+    "leopard": HDPConfig(front_end="leopard", prune_mode="off", approx="exact", leopard_th=0.5,
+                         leopard_lanes=8, k_frac=0.671875),
 }
 
 

@@ -69,7 +69,25 @@ BAD = [
     ("int_lanes", 16.0, "int_lanes must be an integer, not 16.0"),
     ("array_rows", 0, "array_rows must be in [1, 64], not 0"),
     ("array_cols", 65, "array_cols must be in [1, 64], not 65"),
+    ("front_end", "bitserial", "front_end must be one of hdp, leopard, not 'bitserial'"),
+    ("leopard_th", 64.5, "leopard_th must be a number in [-64, 64], not 64.5"),
+    ("leopard_th", 0.1, "leopard_th must be a multiple of 0.0625, not 0.1"),
+    ("leopard_th", float("inf"), "leopard_th must be a number in [-64, 64], not inf"),
+    ("leopard_lanes", 0, "leopard_lanes must be in [1, min(seq_len, 64)] = [1, 64], not 0"),
 ]
+
+
+@pytest.mark.parametrize("field,value", [("prune_mode", "topk"), ("approx", "drop_ff"),
+                                         ("head_prune", True)])
+def test_leopard_front_end_refuses_hdp_settings(field, value):
+    base = dict(front_end="leopard", prune_mode="off", approx="exact", head_prune=False)
+    HDPConfig(**base)
+    with pytest.raises(ValueError, match=f"front_end leopard .*: {field} must be"):
+        HDPConfig(**{**base, field: value})
+    assert HDPConfig(seq_len=8, leopard_lanes=8).leopard_lanes == 8
+    with pytest.raises(ValueError, match=r"leopard_lanes must be in \[1, min\(seq_len, 64\)\] "
+                                         r"= \[1, 8\], not 9"):
+        HDPConfig(seq_len=8, leopard_lanes=9)
 
 
 @pytest.mark.parametrize("field,value,message", BAD, ids=[f"{f}={v!r}" for f, v, _ in BAD])
@@ -135,7 +153,7 @@ def test_presets_are_what_their_docstrings_say():
     assert (default.k_frac, default.k_frac_q, default.approx, tiny.k_frac) == (0.671875, 172,
                                                                           "exact", 0.5)
     with pytest.raises(ValueError,
-                       match="preset must be one of tiny, odd, default, large, not 'huge'"):
+                       match="preset must be one of tiny, odd, default, large, leopard, not 'huge'"):
         preset("huge")
 
 
@@ -290,7 +308,7 @@ def test_widths_hold_extreme_inputs(name):
     rng = np.random.default_rng(1234)
     reached_a = set()
     for crit, appr, mode in itertools.product(CRITERIA, APPROX_MODES, PRUNE_MODES):
-        cfg = base.replace(criterion=crit, approx=appr, prune_mode=mode, causal=False)
+        cfg = base.replace(front_end="hdp", criterion=crit, approx=appr, prune_mode=mode, causal=False)
         for pname, (q, k, v) in _patterns(cfg, rng).items():
             r = model.attention_head_int(q, k, v, cfg)
             _check_ranges(cfg, r, f"preset={name} criterion={crit} approx={appr} "
@@ -304,7 +322,7 @@ def test_prob_sum_bound_is_reached_closely():
     """Many equal scores: every probability rounds the same way; the sum stays within
     prob_sum_max (the bound the P x V width relies on)."""
     for name in preset_names():
-        cfg = preset(name).replace(prune_mode="off", causal=False)
+        cfg = preset(name).replace(front_end="hdp", prune_mode="off", causal=False)
         for n in range(1, cfg.seq_len + 1):
             s = np.zeros((1, n), np.int64)
             p = softmax.softmax_rows(s, np.ones((1, n), bool), cfg)
