@@ -138,9 +138,9 @@ class HDPConfig:
     Each field's meaning and rule are in its metadata (``doc``, bounds, choices), which the
     validation reads; :meth:`describe` lists them (``hdpgen <command> --list-settings``).
 
-    Run-time values (pruning mode, ``k_frac``, ``rho``, ``eps``, ``tau_head``, approximation mode,
-    causal masking, ``leopard_th``) are registers in the hardware; the fields give their defaults.  The others shape
-    the hardware and are elaboration constants.
+    Run-time values (pruning mode, ``k_frac``, ``rho``, ``eps``, ``tau_head``, approximation
+    mode, causal masking, ``leopard_th``) are registers in the hardware; the fields give their
+    defaults.  The others shape the hardware and are elaboration constants.
     """
 
     # sizes
