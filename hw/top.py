@@ -8,10 +8,13 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from golden.leopard import config_threshold
+
 from .axil import AxiLiteRegs, AxiLiteSignature, AxiStreamSignature, Reg
 from .block_pruner import BlockPruner
-from .config import APPROX_MODES, EPS_BITS, PRUNE_MODES, HDPConfig, unsigned_width
+from .config import APPROX_MODES, EPS_BITS, PRUNE_MODES, HDPConfig, signed_width, unsigned_width
 from .head_detector import HeadDetector
+from .leopard_engine import LeopardEngine, th_range
 from .mass_pruner import MassPruner
 from .score_unit import ScoreUnit
 from .softmax_unit import SoftmaxUnit
@@ -26,6 +29,7 @@ from .stages.common import (
     qk_mem_row,
     v_mem_row,
 )
+from .stages.leopard_gather import LeopardGather
 from .stages.loader import Loader
 from .stages.pv import PVStage
 from .stages.score import ScoreStage
@@ -53,7 +57,10 @@ def out_row_layout(cfg: HDPConfig) -> data.ArrayLayout:
 
 
 def register_map(cfg: HDPConfig) -> list[Reg]:
-    """The AXI4-Lite register map (byte addresses; reset values from the configuration)."""
+    """The AXI4-Lite register map (byte addresses; reset values from the configuration).  The
+    registers of a front end the top was not generated with are absent (they read 0)."""
+    if cfg.front_end == "leopard":
+        return _leopard_register_map(cfg)
     return [
         Reg("mode", 0x00, 2, True, PRUNE_MODES.index(cfg.prune_mode)),
         Reg("approx", 0x04, unsigned_width(len(APPROX_MODES) - 1), True,
@@ -76,6 +83,34 @@ def register_map(cfg: HDPConfig) -> list[Reg]:
         # ceil(n_block_cols / 32) words from 0x100
         Reg("mask_data", 0x100, cfg.n_block_cols, False),
     ]
+
+
+def _leopard_register_map(cfg: HDPConfig) -> list[Reg]:
+    th_w = signed_width(*th_range(cfg))
+    return [
+        Reg("causal", 0x08, 1, True, int(cfg.causal)),
+        Reg("valid_len", 0x20, cfg.valid_len_width, True, cfg.seq_len),
+        Reg("status", 0x24, 3, False),          # bit 0 busy, bit 1 done, bit 2 head kept (1)
+        Reg("cycles", 0x28, 32, False),
+        Reg("array_cycles", 0x2C, 32, False),
+        Reg("kept_keys", 0x38, 32, False),      # sum over row groups of gathered keys
+        Reg("heads_done", 0x3C, 32, False),
+        # threshold in units of q_q.k_q (two's complement), clamped to th_range by the driver
+        Reg("leopard_th", 0x48, th_w, True, leopard_th_code(cfg)),
+        Reg("no_et", 0x4C, 1, True, 0),         # 1: every entry reads all its bits (baseline)
+        Reg("kept_entries", 0x50, 32, False),   # entries kept by the engine, last head
+        Reg("bits_read", 0x54, 32, False),      # bits of k the lanes read, last head
+        Reg("fe_cycles", 0x58, 32, False),      # the engine's cycles, last head
+    ]
+
+
+def leopard_th_code(cfg: HDPConfig) -> int:
+    """The ``leopard_th`` register's value for ``cfg.leopard_th``: the integer threshold
+    (:func:`golden.leopard.config_threshold`) clamped to the engine's range (which changes no
+    decision), as an unsigned two's complement code."""
+    lo, hi = th_range(cfg)
+    th = min(max(config_threshold(cfg), lo), hi)
+    return th & ((1 << signed_width(lo, hi)) - 1)
 
 
 class Top(wiring.Component):
@@ -195,9 +230,13 @@ class Top(wiring.Component):
     # ------------------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
+        self._leo = self._cfg.front_end == "leopard"
         self._build_registers(m)
         self._build_memories(m)
-        self._build_integer_pass(m)
+        if self._leo:
+            self._build_leopard_front(m)
+        else:
+            self._build_integer_pass(m)
         self._build_stages(m)
         self._build_sequencer(m)
         return m
@@ -218,20 +257,31 @@ class Top(wiring.Component):
             "kept_keys": S(32), "st_kept": S(32), "heads_done": S(32),
             "masks_done": S(), "keep_done": S(),
             "mask_rows": S(unsigned_width(max(cfg.n_block_rows - 1, 1)) + 2),
+            # LeOPArd front end
+            "th": S(signed(signed_width(*th_range(cfg)))), "no_et": S(),
+            "kent": S(32), "bits": S(32), "st_kent": S(32), "st_bits": S(32), "st_fe": S(32),
         }
         # dense head (the baseline): no pruning, no head pruning.  No integer pass: the array
         # forms the whole score, every valid block is kept.
         m.d.comb += [
-            # comp: the drop_ff operands, plus each key's compensation in the softmax stage
-            r["drop_ff"].eq(r["approx"] != APPROX_MODES.index("exact")),
-            r["comp"].eq(r["approx"] == APPROX_MODES.index("comp")),
-            r["dense"].eq((r["mode"] == PRUNE_MODES.index("off")) & ~r["hprune"]),
-            r["mass"].eq(r["mode"] == PRUNE_MODES.index("mass")),
             regs.status.eq(Cat(r["busy"], r["done"], r["head_kept"])),
             regs.cycles.eq(r["st_cycles"]), regs.array_cycles.eq(r["st_arr"]),
-            regs.head_imp.eq(r["head_imp"]), regs.kept_keys.eq(r["st_kept"]),
-            regs.heads_done.eq(r["heads_done"]),
+            regs.kept_keys.eq(r["st_kept"]), regs.heads_done.eq(r["heads_done"]),
         ]
+        if self._leo:
+            # exact scores, no block pruning, no head pruning: drop_ff, comp, dense, mass and
+            # hprune stay 0
+            m.d.comb += [regs.kept_entries.eq(r["st_kent"]), regs.bits_read.eq(r["st_bits"]),
+                         regs.fe_cycles.eq(r["st_fe"])]
+        else:
+            m.d.comb += [
+                # comp: the drop_ff operands, plus each key's compensation in the softmax stage
+                r["drop_ff"].eq(r["approx"] != APPROX_MODES.index("exact")),
+                r["comp"].eq(r["approx"] == APPROX_MODES.index("comp")),
+                r["dense"].eq((r["mode"] == PRUNE_MODES.index("off")) & ~r["hprune"]),
+                r["mass"].eq(r["mode"] == PRUNE_MODES.index("mass")),
+                regs.head_imp.eq(r["head_imp"]),
+            ]
         with m.If(r["busy"]):
             m.d.sync += r["cyc"].eq(r["cyc"] + 1)
         self._regs_mod = regs
@@ -248,7 +298,9 @@ class Top(wiring.Component):
         # per-key compensation (approx = comp): small, read asynchronously (LUT RAM)
         m.submodules.compmem = mem["comp"] = Memory(shape=unsigned(cfg.comp_width), depth=d.N,
                                                     init=[])
-        m.submodules.maskmem = mem["mask"] = Memory(shape=unsigned(d.nbc), depth=d.nbr, init=[])
+        if not self._leo:
+            m.submodules.maskmem = mem["mask"] = Memory(shape=unsigned(d.nbc), depth=d.nbr,
+                                                        init=[])
         m.submodules.keymem = mem["key"] = Memory(shape=key_layout(cfg), depth=3 * d.N, init=[])
         m.submodules.finemem = mem["fine"] = Memory(shape=fine_layout(cfg),
                                                     depth=2 * d.n_words, init=[])
@@ -306,12 +358,38 @@ class Top(wiring.Component):
             m.d.sync += r["head_imp"].eq(sc.h_out.payload)
         self._mask_rd_reg = mask_rd_reg
 
+    def _build_leopard_front(self, m):
+        """The LeOPArd engine (K rows from the loader, Q rows from its feeder with the
+        head's threshold); its records go to the gather stage, and the top counts the kept
+        entries and the bits read."""
+        cfg, r = self._cfg, self._r
+        m.submodules.leopard = eng = LeopardEngine(cfg, lanes=cfg.leopard_lanes)
+        self._eng = eng
+        m.d.comb += [eng.valid_len.eq(r["L"]), eng.causal.eq(r["causal"]),
+                     eng.no_et.eq(r["no_et"])]
+        res = eng.res_out
+        with m.If(res.valid & res.ready):
+            m.d.sync += [r["kent"].eq(r["kent"] + res.payload.keep),
+                         r["bits"].eq(r["bits"] + res.payload.bits)]
+
+    def _connect_front(self, m, ld):
+        """Loader -> the front end: K rows as they arrive, Q rows from the loader's feeder."""
+        if not self._leo:
+            wiring.connect(m, ld.k_out, self._sc.k_in)
+            wiring.connect(m, ld.q_out, self._sc.q_in)
+            return
+        eng = self._eng
+        wiring.connect(m, ld.k_out, eng.k_in)
+        m.d.comb += [eng.q_in.valid.eq(ld.q_out.valid), ld.q_out.ready.eq(eng.q_in.ready),
+                     eng.q_in.payload.q.eq(ld.q_out.payload),
+                     eng.q_in.payload.th.eq(self._r["th"])]
+
     def _build_stages(self, m):
         """Loader, S, M, P, the array and its arbiter, joined with ``wiring.connect``."""
         cfg, r, mem = self._cfg, self._r, self._mem
         d = Dims.of(cfg)
         m.submodules.loader = ld = Loader(cfg)
-        m.submodules.s_stage = s = ScoreStage(cfg)
+        m.submodules.s_stage = s = LeopardGather(cfg) if self._leo else ScoreStage(cfg)
         m.submodules.m_stage = ms = SoftmaxStage(cfg)
         m.submodules.p_stage = p = PVStage(cfg)
         m.submodules.softmax = sm = SoftmaxUnit(cfg)
@@ -324,33 +402,40 @@ class Top(wiring.Component):
                            ("v_wr", mem["v"].write_port()), ("q_rd", mem["q"].read_port()),
                            ("c_wr", mem["comp"].write_port())):
             wiring.connect(m, getattr(ld, name), port)
-        wiring.connect(m, ld.k_out, self._sc.k_in)
-        wiring.connect(m, ld.q_out, self._sc.q_in)
-        for stage, name, port in (
-                (s, "q_rd", mem["q"].read_port()), (s, "k_rd", mem["k"].read_port()),
-                (s, "mask_rd", mem["mask"].read_port()), (s, "key_wr", mem["key"].write_port()),
-                (s, "fine_wr", mem["fine"].write_port(granularity=d.C)),
+        self._connect_front(m, ld)
+        if self._leo:
+            wiring.connect(m, self._eng.res_out, s.res_in)
+            s_ports = ((s, "fine_wr", mem["fine"].write_port()),)
+        else:
+            s_ports = ((s, "q_rd", mem["q"].read_port()), (s, "k_rd", mem["k"].read_port()),
+                       (s, "mask_rd", mem["mask"].read_port()),
+                       (s, "fine_wr", mem["fine"].write_port(granularity=d.C)))
+        for stage, name, port in s_ports + (
+                (s, "key_wr", mem["key"].write_port()),
                 (ms, "key_rd", mem["key"].read_port()), (ms, "fine_rd", mem["fine"].read_port()),
                 (p, "key_rd", mem["key"].read_port()), (p, "v_rd", mem["v"].read_port())):
             wiring.connect(m, getattr(stage, name), port)
         for i in range(d.R):
             wiring.connect(m, getattr(ms, f"prob_wr_{i}"), mem[f"prob{i}"].write_port())
             wiring.connect(m, getattr(p, f"prob_rd_{i}"), mem[f"prob{i}"].read_port())
-        wiring.connect(m, s.op, arb.s_op)
+        if not self._leo:       # the LeOPArd front end uses the array for P x V only
+            wiring.connect(m, s.op, arb.s_op)
+            wiring.connect(m, arb.res_s, s.res)
         wiring.connect(m, p.op, arb.p_op)
         wiring.connect(m, arb.op, arr.op_in)
         wiring.connect(m, arr.res_out, arb.res)
-        wiring.connect(m, arb.res_s, s.res)
         wiring.connect(m, arb.res_p, p.res)
         wiring.connect(m, s.group, s2m.w_stream)
         wiring.connect(m, s2m.r_stream, ms.group_in)
         wiring.connect(m, ms.group_out, p.group_in)
         wiring.connect(m, ms.sm_in, sm.s_in)
         wiring.connect(m, sm.p_out, ms.sm_out)
+        if not self._leo:
+            m.d.comb += [s.dense.eq(r["dense"]), s.drop_ff.eq(r["drop_ff"]),
+                         s.mask_rows.eq(r["mask_rows"])]
         m.d.comb += [
             ld.valid_len.eq(r["L"]), ld.dense.eq(r["dense"]),
-            s.valid_len.eq(r["L"]), s.causal.eq(r["causal"]), s.dense.eq(r["dense"]),
-            s.drop_ff.eq(r["drop_ff"]), s.mask_rows.eq(r["mask_rows"]),
+            s.valid_len.eq(r["L"]), s.causal.eq(r["causal"]),
             s.m_done.eq(ms.done), s.p_done.eq(p.done),
             ms.causal.eq(r["causal"]), ms.p_done.eq(p.done), p.valid_len.eq(r["L"]),
             ms.comp.eq(r["comp"]),
@@ -365,9 +450,23 @@ class Top(wiring.Component):
         # block RAM's output only feeds a register); the register interface reads a word
         # the cycle after the read's accept, so mask_data still reads, as before, the block-row
         # mask_sel named two cycles before the accept
-        m.d.sync += self._regs_mod.mask_data.eq(
-            Mux(r["dense"], s.valid_cols(self._regs_mod.mask_sel), self._mask_rd_reg.data))
+        if not self._leo:
+            m.d.sync += self._regs_mod.mask_data.eq(
+                Mux(r["dense"], s.valid_cols(self._regs_mod.mask_sel), self._mask_rd_reg.data))
         self._ms = ms
+
+    def _sample_registers(self, m):
+        """The front end's run-time registers, sampled when a head's first beat arrives."""
+        r, regs = self._r, self._regs_mod
+        m.d.sync += [r["kent"].eq(0), r["bits"].eq(0)]
+        if self._leo:
+            m.d.sync += [r["th"].eq(regs.leopard_th), r["no_et"].eq(regs.no_et)]
+            return
+        m.d.sync += [r["mode"].eq(regs.mode), r["approx"].eq(regs.approx),
+                     r["hprune"].eq(regs.head_prune), r["kq"].eq(regs.k_frac_q),
+                     r["rho"].eq(regs.rho_q), r["tau"].eq(regs.tau_head), r["eps"].eq(regs.eps_q)]
+        with m.If((regs.mode == PRUNE_MODES.index("off")) & ~regs.head_prune):
+            m.d.sync += r["head_imp"].eq(0)      # dense: no integer pass, no H
 
     def _build_sequencer(self, m):
         """The head sequencer: load, wait for the integer pass (head pruning), run or send
@@ -390,18 +489,13 @@ class Top(wiring.Component):
         with m.FSM(name="top_fsm") as fsm:
             with m.State("IDLE"):
                 with m.If(self.s_axis.tvalid):
+                    self._sample_registers(m)
                     m.d.sync += [
-                        r["mode"].eq(regs.mode), r["approx"].eq(regs.approx),
-                        r["causal"].eq(regs.causal), r["hprune"].eq(regs.head_prune),
-                        r["kq"].eq(regs.k_frac_q), r["rho"].eq(regs.rho_q), r["tau"].eq(regs.tau_head),
-                        r["eps"].eq(regs.eps_q),
-                        L.eq(regs.valid_len),
+                        r["causal"].eq(regs.causal), L.eq(regs.valid_len),
                         r["busy"].eq(1), r["done"].eq(0), r["cyc"].eq(0), r["arr_cyc"].eq(0),
                         r["kept_keys"].eq(0), r["head_kept"].eq(1), r["masks_done"].eq(0),
                         r["keep_done"].eq(0), r["mask_rows"].eq(0),
                     ]
-                    with m.If((regs.mode == PRUNE_MODES.index("off")) & ~regs.head_prune):
-                        m.d.sync += r["head_imp"].eq(0)      # dense: no integer pass, no H
                     m.next = "LOAD"
             with m.State("LOAD"):
                 with m.If(ld.last):
@@ -428,12 +522,15 @@ class Top(wiring.Component):
             with m.State("FINISH"):
                 # the score unit and head detector have finished this head too (a dense head
                 # never used them)
-                with m.If(r["dense"] | (r["masks_done"] & r["keep_done"])):
+                with m.If(r["dense"] | (r["masks_done"] & r["keep_done"]) | self._leo):
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.sync += [r["busy"].eq(0), r["done"].eq(1), r["st_cycles"].eq(r["cyc"]),
                              r["st_arr"].eq(r["arr_cyc"]), r["st_kept"].eq(r["kept_keys"]),
-                             r["heads_done"].eq(r["heads_done"] + 1)]
+                             r["heads_done"].eq(r["heads_done"] + 1),
+                             r["st_kent"].eq(r["kent"]), r["st_bits"].eq(r["bits"])]
+                if self._leo:
+                    m.d.sync += r["st_fe"].eq(self._eng.cycles)
                 m.next = "IDLE"
         # Plain assignments (continuous `assign`s in Verilog), not statements inside states:
         # Icarus never evaluates a combinational `always @*` whose inputs keep their time-0
@@ -441,13 +538,22 @@ class Top(wiring.Component):
         run = fsm.ongoing("RUN")
         m.d.comb += [ld.start.eq(fsm.ongoing("IDLE") & self.s_axis.tvalid),
                      ld.active.eq(fsm.ongoing("LOAD")), zeroing.eq(fsm.ongoing("ZERO")),
-                     s.clear.eq(fsm.ongoing("INT_WAIT")), ms.clear.eq(fsm.ongoing("INT_WAIT")),
-                     s.run.eq(run), ms.run.eq(run), p.run.eq(run)]
+                     ms.clear.eq(fsm.ongoing("INT_WAIT")), ms.run.eq(run), p.run.eq(run)]
+        if self._leo:
+            # the engine's records arrive while the head loads: the gather stage is cleared
+            # before the head and fills (and scans) from its first beat on
+            m.d.comb += [s.clear.eq(fsm.ongoing("IDLE")), s.run.eq(~fsm.ongoing("IDLE"))]
+        else:
+            m.d.comb += [s.clear.eq(fsm.ongoing("INT_WAIT")), s.run.eq(run)]
 
 
 def register_values(cfg: HDPConfig, valid_len: int | None = None) -> dict[str, int]:
     """The writable register values that make the top run ``cfg``'s run-time settings (what a
     driver writes before a head)."""
+    n = cfg.seq_len if valid_len is None else int(valid_len)
+    if cfg.front_end == "leopard":
+        return {"causal": int(cfg.causal), "leopard_th": leopard_th_code(cfg), "no_et": 0,
+                "valid_len": n}
     return {
         "mode": PRUNE_MODES.index(cfg.prune_mode),
         "approx": APPROX_MODES.index(cfg.approx),
@@ -457,7 +563,7 @@ def register_values(cfg: HDPConfig, valid_len: int | None = None) -> dict[str, i
         "rho_q": cfg.rho_q,
         "eps_q": cfg.eps_q,
         "tau_head": cfg.tau_head,
-        "valid_len": cfg.seq_len if valid_len is None else int(valid_len),
+        "valid_len": n,
     }
 
 

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In
 from hw.config import HDPConfig, unsigned_width
 from hw.systolic import array_widths
 
-__all__ = ["Dims", "group_layout", "key_layout", "fine_layout", "qk_mem_row", "v_mem_row",
+__all__ = ["Dims", "group_layout", "key_layout", "fine_layout", "entry_layout", "qk_mem_row", "v_mem_row",
            "addr_width", "in_lane_width", "out_lane_width", "prob_ports"]
 
 
@@ -78,9 +78,17 @@ def key_layout(cfg: HDPConfig) -> data.StructLayout:
     return data.StructLayout({"j": unsigned(d.iw), "c": unsigned(d.cw)})
 
 
+def entry_layout(cfg: HDPConfig) -> data.StructLayout:
+    """One entry of a LeOPArd score tile: the exact score (0 when pruned) and its keep bit."""
+    return data.StructLayout({"s": signed(array_widths(cfg).acc), "keep": unsigned(1)})
+
+
 def fine_layout(cfg: HDPConfig) -> data.ArrayLayout:
-    """A word of the fine-score memory: one ``R x C`` score tile (lane ``r * C + c``)."""
-    return data.ArrayLayout(signed(array_widths(cfg).acc), cfg.array_rows * cfg.array_cols)
+    """A word of the fine-score memory: one ``R x C`` score tile (lane ``r * C + c``).  A lane
+    is a score (HDP front end: the block mask decides the keep) or, with the LeOPArd front
+    end, an :func:`entry_layout` (each entry carries its own keep bit)."""
+    lane = signed(array_widths(cfg).acc) if cfg.front_end == "hdp" else entry_layout(cfg)
+    return data.ArrayLayout(lane, cfg.array_rows * cfg.array_cols)
 
 
 def group_layout(cfg: HDPConfig) -> data.StructLayout:

@@ -23,7 +23,8 @@ class SoftmaxStage(wiring.Component):
     registered (with the key's compensation ``c_j`` from the compensation memory's
     asynchronous read, ``comp_addr``/``comp_data``, when ``comp`` is high), and the entry
     register in front of the unit (the chosen score plus ``c_j``); an entry is kept when
-    its row's own block-row mask keeps column ``c`` and, causal, ``j <= i``.  A group starts
+    its row's own block-row mask keeps column ``c`` (LeOPArd front end: when its tile entry's
+    own keep bit is set) and, causal, ``j <= i``.  A group starts
     when a probability bank is free (credits returned by ``p_done``, one per group P
     finishes); when the group's last probability is written, ``done`` pulses and the
     descriptor goes on to P (``group_out``, a one-entry register).
@@ -94,7 +95,7 @@ class SoftmaxStage(wiring.Component):
         m.d.comb += s2_i.eq(mi.i0 + s2_r)
         own = Array(mi.rowmask[r] for r in range(R))[s2_r]
         s3_valid, s3_r, s3_lane = Signal(), Signal(d.rw), Signal(range(C))
-        s3_keep, s3_last = Signal(), Signal()
+        s3_keep, s3_last, s3_causal_ok = Signal(), Signal(), Signal()
         s3_word = Signal.like(self.fine_rd.data)
         s3_comp = Signal(cfg.comp_width)
         m.d.comb += self.comp_addr.eq(s2_key.j)
@@ -103,11 +104,18 @@ class SoftmaxStage(wiring.Component):
                 s3_valid.eq(s2_valid), s3_r.eq(s2_r), s3_lane.eq(s2_lane),
                 s3_word.eq(self.fine_rd.data),
                 s3_comp.eq(Mux(self.comp, self.comp_data, 0)),
+                s3_causal_ok.eq(~self.causal | (s2_key.j <= s2_i)),
                 s3_keep.eq(own.bit_select(s2_key.c, 1) & (~self.causal | (s2_key.j <= s2_i))),
                 s3_last.eq(s2_p + 1 == mi.nkept),
-                s4_valid.eq(s3_valid), s4.s.eq(s3_word[s3_r * C + s3_lane] + s3_comp),
-                s4.keep.eq(s3_keep), s4.last.eq(s3_last),
+                s4_valid.eq(s3_valid), s4.last.eq(s3_last),
             ]
+            lane = s3_word[s3_r * C + s3_lane]
+            if cfg.front_end == "hdp":
+                m.d.sync += [s4.s.eq(lane + s3_comp), s4.keep.eq(s3_keep)]
+            else:
+                # LeOPArd: each entry carries its keep bit (rowmask is unused); the causal
+                # test still masks the entries a row never computed
+                m.d.sync += [s4.s.eq(lane.s), s4.keep.eq(lane.keep & s3_causal_ok)]
         m.d.comb += [self.sm_in.valid.eq(s4_valid), self.sm_in.payload.eq(s4),
                      self.sm_out.ready.eq(1)]
 
