@@ -25,7 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["simulate", "split_runtime", "SimulationError", "RUNTIME_FIELDS", "CANONICAL_RUNTIME"]
+__all__ = ["simulate", "split_runtime", "SimulationError", "RUNTIME_FIELDS", "CANONICAL_RUNTIME",
+           "RUNTIME_FIELDS_LEOPARD", "CANONICAL_RUNTIME_LEOPARD"]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _POLL_SECONDS = 0.25
@@ -51,16 +52,24 @@ CANONICAL_RUNTIME = {"prune_mode": "topk", "k_frac": 0.5, "rho": 0.5, "eps": 0.0
                      "tau_head": 0, "approx": "drop_ff", "causal": False}
 
 
+#: The same for a top generated with the LeOPArd front end (``front_end = "leopard"``).
+RUNTIME_FIELDS_LEOPARD = ("leopard_th", "causal")
+CANONICAL_RUNTIME_LEOPARD = {"leopard_th": 0.0, "causal": False}
+
+
 def split_runtime(cfg) -> tuple:
     """``(hardware configuration, run-time settings)``: the hardware one has the canonical
     register reset values, so the Verilog (and its cached build) does not change with the
     run-time settings; the settings are written to the registers before every head."""
+    if cfg.front_end == "leopard":
+        return (cfg.replace(**CANONICAL_RUNTIME_LEOPARD),
+                {f: getattr(cfg, f) for f in RUNTIME_FIELDS_LEOPARD})
     return cfg.replace(**CANONICAL_RUNTIME), {f: getattr(cfg, f) for f in RUNTIME_FIELDS}
 
 
 def simulate(cfg, q_q, k_q, v_q, valid_len: int, simulator: str, build_dir: Path, *,
              waves: bool = False, progress=None, waves_to: Path | None = None,
-             head_cfgs: list | None = None) -> tuple[dict, Path]:
+             head_cfgs: list | None = None, no_et: bool = False) -> tuple[dict, Path]:
     """Run every head of quantized (H, N, d) inputs through the RTL top.
 
     Returns the bench's result arrays (:func:`sim.benches.bench_top.read_result`) and the
@@ -70,7 +79,8 @@ def simulate(cfg, q_q, k_q, v_q, valid_len: int, simulator: str, build_dir: Path
     ``<build_dir>/top``) and its path is returned in the dict under ``"waves"``.
 
     ``head_cfgs`` (one configuration per head, differing from ``cfg`` only in run-time fields)
-    gives each head its own register values, e.g. a per-layer calibration.
+    gives each head its own register values, e.g. a per-layer calibration.  ``no_et`` (LeOPArd
+    front end only): every entry reads all its bits, the cycle baseline of early termination.
 
     Raises :class:`SimulationError` when the build or the bench fails."""
     from sim.benches.bench_top import read_result, write_job
@@ -93,6 +103,10 @@ def simulate(cfg, q_q, k_q, v_q, valid_len: int, simulator: str, build_dir: Path
                 raise ValueError("head_cfgs may differ from cfg only in run-time fields "
                                  f"({', '.join(RUNTIME_FIELDS)})")
             per_head = [s for _, s in split]
+        if no_et:
+            if cfg.front_end != "leopard":
+                raise ValueError("no_et applies to the leopard front end only")
+            per_head = [{**s, "no_et": 1} for s in per_head]
         write_job(run_dir / "job.npz", k_q, q_q, v_q, valid_len, per_head, check=False)
         (run_dir / "spec.json").write_text(json.dumps({
             "cfg": hw_cfg.to_json(), "simulator": simulator, "build_dir": str(build_dir),

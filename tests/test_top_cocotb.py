@@ -107,3 +107,50 @@ def test_top_random_configs_and_reset(name, simulator, build_dir):
                      simulator=simulator, build_dir=build_dir, extra_env={"HDPGEN_TOP_JOB": job})
     assert res.tests == 1
     json.dumps(settings)  # settings must stay JSON-serializable for the job file
+
+
+# ---------------------------------------------------------------------- LeOPArd front end
+LEO = {"front_end": "leopard", "prune_mode": "off", "approx": "exact", "head_prune": False}
+
+
+@pytest.mark.parametrize("name", ["tiny", "odd"])
+def test_top_leopard_random_and_reset(name, simulator, build_dir):
+    """The top generated with the LeOPArd front end: random data (full range and small values
+    whose scores sit near the threshold), lengths, thresholds, causal masking and no-ET heads,
+    pauses on both streams and a reset in the middle of the first head.  The bench checks
+    every output row and the engine's kept entries and bits read against golden.leopard."""
+    cfg = preset(name).replace(**LEO, leopard_lanes=3)
+    rng = random.Random(7 + len(name))
+    nrng = np.random.default_rng(rng.randint(0, 1 << 30))
+    heads = 8
+    shape = (heads, cfg.seq_len, cfg.head_dim)
+    qk_lo, qk_hi = -(1 << (cfg.qk_bits - 1)), 1 << (cfg.qk_bits - 1)
+    q = nrng.integers(qk_lo, qk_hi, shape)
+    k = nrng.integers(qk_lo, qk_hi, shape)
+    v = nrng.integers(-(1 << (cfg.v_bits - 1)), 1 << (cfg.v_bits - 1), shape)
+    q[::2] //= 8
+    k[::2] //= 8
+    lens = [rng.randint(1, cfg.seq_len) for _ in range(heads)]
+    settings = [{"leopard_th": rng.randint(-16, 16) / 16, "causal": rng.random() < 0.3,
+                 "no_et": int(i % 4 == 3)} for i in range(heads)]
+    job = build_dir / "job.npz"
+    write_job(job, k, q, v, lens, settings, stall=0.3, seed=6, reset_mid=True)
+    res = run_cocotb(unit="top", cfg=cfg, test_module="sim.benches.bench_top",
+                     simulator=simulator, build_dir=build_dir, extra_env={"HDPGEN_TOP_JOB": job})
+    assert res.tests == 1
+
+
+def test_top_leopard_minilm_heads(simulator, build_dir):
+    """The leopard preset's top on real MiniLM heads (the 12-token capture, one head per
+    layer), at three thresholds and once without early termination, with stalls."""
+    cfg = preset("leopard")
+    heads = SUBSET_ICARUS if simulator == "icarus" else SUBSET
+    q, k, v, n = fixture_job(cfg, heads)
+    settings = [{"leopard_th": 0.0}, {"leopard_th": 0.5}, {"leopard_th": 1.5, "causal": True},
+                {"leopard_th": 0.5, "no_et": 1}]
+    rep = len(settings)
+    job = build_dir / "job.npz"
+    write_job(job, np.repeat(k, rep, 0), np.repeat(q, rep, 0), np.repeat(v, rep, 0), n,
+              [s for _ in heads for s in settings], stall=0.3, seed=12)
+    run_cocotb(unit="top", cfg=cfg, test_module="sim.benches.bench_top", simulator=simulator,
+               build_dir=build_dir, extra_env={"HDPGEN_TOP_JOB": job})

@@ -32,6 +32,7 @@ from cocotbext.axi import (
     AxiStreamSource,
 )
 
+from golden.leopard import config_threshold, leopard_head_int
 from golden.model import attention_head_int
 from hw.config import HDPConfig
 from hw.top import in_row_layout, register_map, register_values, unpack_output_row
@@ -75,7 +76,9 @@ def head_cycle_bound(cfg: HDPConfig, valid_len: int) -> int:
     per_group = (-(-n // cfg.array_cols) * (cfg.head_dim + cfg.array_cols + 4 * cfg.array_rows)
                  + cfg.array_rows * (n + cfg.recip_width + 40)
                  + -(-cfg.head_dim // cfg.array_cols) * (n + 4 * cfg.array_rows + 10) + 200)
-    return 4 * (3 * n + n * n + groups * per_group) + 2000
+    # the LeOPArd front end: up to qk_bits cycles per entry on a single lane
+    serial = n * n * cfg.qk_bits if cfg.front_end == "leopard" else 0
+    return 4 * (3 * n + n * n + serial + groups * per_group) + 2000
 
 
 class TB:
@@ -139,9 +142,12 @@ class TB:
                 data += bits.to_bytes(self.in_bytes, "little")
         return AxiStreamFrame(bytes(data))
 
-    async def run_head(self, run_cfg: HDPConfig, k_q, q_q, v_q, n: int) -> dict:
+    async def run_head(self, run_cfg: HDPConfig, k_q, q_q, v_q, n: int, no_et: int = 0) -> dict:
         """One head: registers, input frame, output frame, then status and statistics."""
-        for name, val in register_values(run_cfg, n).items():
+        values = register_values(run_cfg, n)
+        if run_cfg.front_end == "leopard":
+            values["no_et"] = int(no_et)
+        for name, val in values.items():
             await self.write_reg(name, val)
         await self.src.send(self.frame(k_q, q_q, v_q, n))
         frame = await with_timeout(self.sink.recv(), head_cycle_bound(self.cfg, n) * 10, "ns")
@@ -158,20 +164,58 @@ class TB:
                 break
         else:
             raise AssertionError(f"status never showed done (status={status:#x})")
-        nbr = -(-n // self.cfg.block_rows)
-        masks = []
-        for r in range(nbr):
+        out = {"rows": rows, "head_keep": bool(status >> 2 & 1), "masks": [],
+               "cycles": await self.read_reg("cycles"),
+               "array_cycles": await self.read_reg("array_cycles"),
+               "kept_keys": await self.read_reg("kept_keys")}
+        if self.cfg.front_end == "leopard":
+            out["head_imp"] = 0
+            for name in LEOPARD_STATS:
+                out[name] = await self.read_reg(name)
+            return out
+        out["head_imp"] = await self.read_reg("head_imp")
+        for r in range(-(-n // self.cfg.block_rows)):
             await self.write_reg("mask_sel", r)
-            masks.append(await self.read_reg("mask_data"))
-        return {"rows": rows, "head_keep": bool(status >> 2 & 1), "masks": masks,
-                "cycles": await self.read_reg("cycles"),
-                "array_cycles": await self.read_reg("array_cycles"),
-                "kept_keys": await self.read_reg("kept_keys"),
-                "head_imp": await self.read_reg("head_imp")}
+            out["masks"].append(await self.read_reg("mask_data"))
+        return out
+
+
+#: Statistics registers of the LeOPArd front end, read after every head.
+LEOPARD_STATS = ("kept_entries", "bits_read", "fe_cycles")
+
+
+def golden_head(q, k, v, run_cfg: HDPConfig, n: int):
+    """The head's golden twin under its front end."""
+    if run_cfg.front_end == "leopard":
+        return leopard_head_int(q, k, v, run_cfg, config_threshold(run_cfg), n)
+    return attention_head_int(q, k, v, run_cfg, n)
+
+
+def _check_leopard(res, h: int, settings: dict, r: dict) -> None:
+    """The engine's kept entries and bits read against the golden front end's."""
+    bits = res.stats["bits_dense"] if settings.get("no_et") else res.stats["bits_processed"]
+    got = (r["kept_entries"], r["bits_read"])
+    if got != (res.stats["kept_entries"], bits):
+        raise AssertionError(f"head {h} settings={settings}: kept entries / bits read {got}, "
+                             f"expected {(res.stats['kept_entries'], bits)}")
+
+
+def _check_hdp(res, h: int, settings: dict, run_cfg: HDPConfig, r: dict, block_keep) -> None:
+    """The head decision, H and the block keep masks against golden's."""
+    # a dense head (no pruning, no head pruning) runs no integer pass: H reads 0
+    dense = run_cfg.prune_mode == "off" and not run_cfg.head_prune
+    want_h = 0 if dense else res.head_importance
+    if r["head_keep"] != res.head_keep or r["head_imp"] != want_h:
+        raise AssertionError(f"head {h}: head_keep/H {r['head_keep']}/{r['head_imp']}, "
+                             f"expected {res.head_keep}/{want_h}")
+    if not np.array_equal(block_keep, res.block_keep):
+        raise AssertionError(f"head {h} settings={settings}: block keep mask "
+                             f"{block_keep.astype(int).tolist()}, expected "
+                             f"{res.block_keep.astype(int).tolist()}")
 
 
 def _check(cfg, run_cfg, seed, h, settings, q, k, v, n, got) -> None:
-    res = attention_head_int(q, k, v, run_cfg, n)
+    res = golden_head(q, k, v, run_cfg, n)
     exp = res.out_int
     where = (f"config={cfg!r} seed={seed} head={h} settings={settings} valid_len={n}")
     if not np.array_equal(exp, got):
@@ -208,13 +252,17 @@ async def test_job(dut):
     nbc_n = -(-n_tok // cfg.block_cols)
     nbr_n = -(-n_tok // cfg.block_rows)
     block_keep = np.zeros((heads, nbr_n, nbc_n), bool)
-    stats = {key: np.zeros(heads, np.int64)
-             for key in ("cycles", "array_cycles", "kept_keys", "head_imp")}
+    keys = ("cycles", "array_cycles", "kept_keys", "head_imp")
+    if cfg.front_end == "leopard":
+        keys += LEOPARD_STATS
+    stats = {key: np.zeros(heads, np.int64) for key in keys}
     head_keep = np.zeros(heads, bool)
     for h in range(heads):
-        run_cfg = cfg.replace(**settings[h])
+        head_settings = dict(settings[h])
+        no_et = head_settings.pop("no_et", 0)
+        run_cfg = cfg.replace(**head_settings)
         n = int(vl[h])
-        r = await tb.run_head(run_cfg, k_all[h], q_all[h], v_all[h], n)
+        r = await tb.run_head(run_cfg, k_all[h], q_all[h], v_all[h], n, no_et)
         out[h, :n] = np.array(r["rows"], np.int64)
         head_keep[h] = r["head_keep"]
         for br, mask in enumerate(r["masks"]):
@@ -224,17 +272,11 @@ async def test_job(dut):
             stats[key][h] = r[key]
         if bool(job["check"]):
             _check(cfg, run_cfg, seed, h, settings[h], q_all[h], k_all[h], v_all[h], n, out[h])
-            res = attention_head_int(q_all[h], k_all[h], v_all[h], run_cfg, n)
-            # a dense head (no pruning, no head pruning) runs no integer pass: H reads 0
-            dense = run_cfg.prune_mode == "off" and not run_cfg.head_prune
-            want_h = 0 if dense else res.head_importance
-            if r["head_keep"] != res.head_keep or r["head_imp"] != want_h:
-                raise AssertionError(f"head {h}: head_keep/H {r['head_keep']}/{r['head_imp']}, "
-                                     f"expected {res.head_keep}/{want_h}")
-            if not np.array_equal(block_keep[h], res.block_keep):
-                raise AssertionError(f"head {h} settings={settings[h]}: block keep mask "
-                                     f"{block_keep[h].astype(int).tolist()}, expected "
-                                     f"{res.block_keep.astype(int).tolist()}")
+            res = golden_head(q_all[h], k_all[h], v_all[h], run_cfg, n)
+            if cfg.front_end == "leopard":
+                _check_leopard(res, h, settings[h], r)
+            else:
+                _check_hdp(res, h, settings[h], run_cfg, r, block_keep[h])
         dut._log.info("head %d/%d: %d cycles, array %d, kept keys %d, head kept %d",
                       h + 1, heads, r["cycles"], r["array_cycles"], r["kept_keys"],
                       r["head_keep"])
