@@ -39,15 +39,16 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = check_output_dir(Path(args.out))
     if args.all:
-        names = unit_names()
+        names = unit_names(cfg)
         if not names:
             raise CliError("no unit is implemented in this checkout yet")
     else:
         if args.unit not in UNITS:
             raise CliError(f"unit must be one of {', '.join(UNITS)}, not {args.unit!r}")
-        if args.unit not in unit_names():
-            raise CliError(f"unit {args.unit!r} is not implemented in this checkout "
-                           f"(available: {', '.join(unit_names()) or 'none'})")
+        if args.unit not in unit_names(cfg):
+            raise CliError(f"unit {args.unit!r} is not part of this configuration's design "
+                           f"(front_end {cfg.front_end}; available: "
+                           f"{', '.join(unit_names(cfg)) or 'none'})")
         names = [args.unit]
     for name in names:
         for suffix in (".v", ".json"):

@@ -255,10 +255,10 @@ def synthesize_design(cfg, out: Path, targets=("ecp5",), fmax: bool = True, tick
     falls back to the slowest unit's and ``fmax_of`` says so."""
     from hw.units import unit_names
     from synth.driver import synth_all, whole_design
-    names = [u for u in unit_names() if u != "top"]
+    names = [u for u in unit_names(cfg) if u != "top"]
     res = synth_all(cfg, out, units=names, jobs=jobs, targets=targets, fmax=fmax, tick=tick,
                     cache_dir=cache_dir)
-    if "top" in unit_names():
+    if "top" in unit_names(cfg):
         top = synth_all(cfg, out, units=["top"], jobs=jobs, targets=targets, fmax=fmax,
                         tick=tick, cache_dir=cache_dir)
         res["units"]["top"] = top["units"]["top"]
@@ -327,7 +327,7 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
     from hw.export import export_verilog
     from hw.units import unit_names
     vdir = out / "verilog"
-    names = unit_names()
+    names = unit_names(cfg)
     for i, unit in enumerate(names):
         export_verilog(unit, cfg, vdir)
         stages.tick(i + 1, len(names), unit)

@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     from synth.report import format_table
 
     cfg = config_from_args(args)
-    avail = unit_names()
+    avail = unit_names(cfg)
     if args.unit:
         for u in args.unit:
             if u not in UNITS:

@@ -63,11 +63,15 @@ def _table(headers: list[str], rows: list[list]) -> list[str]:
 def _synth_text(syn: dict) -> list[str]:
     """The synthesis table (owned by :mod:`synth.report`, a role beside every unit) without
     empty columns, then which synthesized unit is each unit of the design card."""
-    from hw.units import DESIGN_CARD
+    from hw.units import DESIGN_CARD, DESIGN_CARD_LEOPARD
     from synth.report import format_table
     lines = drop_empty_columns(format_table(syn, "markdown").splitlines())
     units = syn.get("units", {})
-    card = [f"{role} = `{unit}`" for role, unit in DESIGN_CARD.items() if unit in units]
+    leopard = "leopard_engine" in units
+    card = [f"{role} = `{unit}`" for role, unit in
+            (DESIGN_CARD_LEOPARD if leopard else DESIGN_CARD).items() if unit in units]
+    if leopard:
+        card.append("head-pruning detector: none (LeOPArd prunes entries, not heads)")
     if card:
         why = (" (the approximation, exact or drop_ff scores, is the score stage's choice of "
                "operands)" if "score_stage" in units else "")

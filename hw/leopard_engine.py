@@ -171,9 +171,10 @@ class LeopardEngine(wiring.Component):
     ``bits`` per entry).  ``lanes``: entries computed in parallel, an integer in
     ``[1, min(seq_len, 64)]``."""
 
-    def __init__(self, cfg: HDPConfig, lanes: int = 4):
+    def __init__(self, cfg: HDPConfig, lanes: int | None = None):
         if not isinstance(cfg, HDPConfig):
             raise TypeError(f"cfg must be an HDPConfig, not {cfg!r}")
+        lanes = cfg.leopard_lanes if lanes is None else lanes
         hi = min(cfg.seq_len, MAX_LANES)
         if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= hi:
             raise ValueError(f"lanes must be an integer in [1, min(seq_len, {MAX_LANES})] = "

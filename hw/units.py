@@ -6,7 +6,8 @@ one place.  Imports are lazy: listing units does not elaborate anything.
 
 import importlib
 
-__all__ = ["UNITS", "ROLES", "DESIGN_CARD", "unit_names", "unit_class", "build_unit", "unit_role"]
+__all__ = ["UNITS", "ROLES", "DESIGN_CARD", "DESIGN_CARD_LEOPARD", "FRONT_END_UNITS",
+           "unit_names", "unit_class", "build_unit", "unit_role", "design_card"]
 
 # name -> "module:Class"; every class takes the HDPConfig as its first argument
 UNITS: dict[str, str] = {
@@ -21,7 +22,15 @@ UNITS: dict[str, str] = {
     "softmax_stage": "hw.stages.softmax:SoftmaxStage",
     "pv_stage": "hw.stages.pv:PVStage",
     "array_arbiter": "hw.stages.arbiter:ArrayArbiter",
+    "leopard_engine": "hw.leopard_engine:LeopardEngine",
+    "leopard_gather": "hw.stages.leopard_gather:LeopardGather",
     "top": "hw.top:Top",
+}
+
+#: the units only one score front end's top instantiates (the others are shared)
+FRONT_END_UNITS: dict[str, tuple[str, ...]] = {
+    "hdp": ("score_unit", "head_detector", "block_pruner", "mass_pruner", "score_stage"),
+    "leopard": ("leopard_engine", "leopard_gather"),
 }
 
 #: the five hardware units the design card names -> the unit that plays each part.  The
@@ -32,6 +41,18 @@ DESIGN_CARD: dict[str, str] = {
     "top-k / threshold pruner": "block_pruner",
     "head-pruning detector": "head_detector",
     "approximation unit": "score_stage",
+    "systolic array": "systolic_array",
+}
+
+#: the same parts in a top generated with the LeOPArd front end: the bit-serial engine computes
+#: every score (exactly, so it is the score unit) and prunes it against the threshold by early
+#: termination (the threshold pruner); its upper bound on the unread bits is the approximation
+#: it decides on.  LeOPArd prunes entries, not heads: there is no head detector (``None``).
+DESIGN_CARD_LEOPARD: dict[str, str | None] = {
+    "integer score unit": "leopard_engine",
+    "top-k / threshold pruner": "leopard_engine",
+    "head-pruning detector": None,
+    "approximation unit": "leopard_engine",
     "systolic array": "systolic_array",
 }
 
@@ -49,14 +70,28 @@ ROLES: dict[str, str] = {
     "softmax_stage": "softmax stage (fine scores through the softmax unit)",
     "pv_stage": "P x V stage (probabilities times V, output stream)",
     "array_arbiter": "array arbiter (score and P x V stages share the array)",
+    "leopard_engine": "LeOPArd bit-serial score engine (exact scores, early termination "
+                      "below the threshold)",
+    "leopard_gather": "LeOPArd gather stage (engine records into gathered keys and score "
+                      "tiles)",
     "top": "co-processor top (whole design)",
 }
 
 
-def unit_names() -> list[str]:
-    """Names of the units whose module exists in this checkout."""
+def unit_names(cfg=None) -> list[str]:
+    """Names of the units whose module exists in this checkout; with ``cfg``, only those its
+    top instantiates (the units of the other score front end are left out)."""
+    other = ()
+    if cfg is not None:
+        other = tuple(u for fe, units in FRONT_END_UNITS.items() if fe != cfg.front_end
+                      for u in units)
     return [n for n, spec in UNITS.items()
-            if importlib.util.find_spec(spec.split(":")[0]) is not None]
+            if n not in other and importlib.util.find_spec(spec.split(":")[0]) is not None]
+
+
+def design_card(cfg=None) -> dict:
+    """The design card's five parts -> the unit that plays each in ``cfg``'s top."""
+    return DESIGN_CARD_LEOPARD if cfg is not None and cfg.front_end == "leopard" else DESIGN_CARD
 
 
 def unit_class(name: str):

@@ -448,9 +448,10 @@ def _export(unit: str, cfg, out_dir: Path) -> Path:
     from hw.units import UNITS, unit_names
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
-    if unit not in unit_names():
-        raise ValueError(f"unit {unit!r} is not available in this checkout; "
-                         f"available: {', '.join(unit_names()) or 'none'}")
+    if unit not in unit_names(cfg):
+        raise ValueError(f"unit {unit!r} is not part of this configuration's design "
+                         f"(front_end {cfg.front_end}); "
+                         f"available: {', '.join(unit_names(cfg)) or 'none'}")
     v, _ = export_verilog(unit, cfg, out_dir)
     return Path(v)
 
@@ -538,8 +539,8 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
     out_dir = Path(out_dir)
     targets = _check_targets(targets)
     _check_dsp_min(ecp5_dsp_min_width)
-    names = list(dict.fromkeys(units)) if units is not None else unit_names()
-    avail = unit_names()
+    names = list(dict.fromkeys(units)) if units is not None else unit_names(cfg)
+    avail = unit_names(cfg)
     for u in names:
         if u not in UNITS:
             raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {u!r}")

@@ -15,7 +15,7 @@ from hdpgen.cli import main as cli_main
 from hw.config import HDPConfig
 from hw.export import LintError, export_verilog, lint_verilog, parse_verilog_ports
 from hw.presets import preset
-from hw.units import unit_names
+from hw.units import FRONT_END_UNITS, unit_names
 from sim.benches.bench_comb_init import CombInitDut
 from sim.runner import REPO_ROOT, run_cocotb, simulator_missing
 from sim.selftest_dut import SelftestStream
@@ -31,12 +31,12 @@ def _needs_verilator():
         pytest.skip(reason)
 
 
-def _export_in_subprocess(unit: str, preset_name: str, out_dir) -> None:
+def _export_in_subprocess(unit: str, cfg: HDPConfig, out_dir) -> None:
     # a fresh interpreter with a different hash seed: catches set/dict-order nondeterminism
-    code = ("import sys; from hw.export import export_verilog; from hw.presets import preset; "
-            "export_verilog(sys.argv[1], preset(sys.argv[2]), sys.argv[3])")
+    code = ("import sys; from hw.export import export_verilog; from hw.config import HDPConfig; "
+            "export_verilog(sys.argv[1], HDPConfig.from_json(sys.argv[2]), sys.argv[3])")
     env = dict(os.environ, PYTHONHASHSEED="12345")
-    res = subprocess.run([sys.executable, "-c", code, unit, preset_name, str(out_dir)],
+    res = subprocess.run([sys.executable, "-c", code, unit, cfg.to_json(), str(out_dir)],
                          cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
 
@@ -59,12 +59,18 @@ def _check_export(v_path, json_path, name: str, cfg: HDPConfig, tmp_path) -> Non
         assert str(REPO_ROOT) not in text and str(tmp_path) not in text
 
 
+#: the LeOPArd front end's settings on a preset (its units need them)
+LEO = {"front_end": "leopard", "prune_mode": "off", "approx": "exact", "head_prune": False}
+
+
 @pytest.mark.parametrize("preset_name", PRESETS)
-@pytest.mark.parametrize("unit", unit_names())
+@pytest.mark.parametrize("unit", unit_names() + ["top-leopard"])
 def test_unit_export(unit, preset_name, tmp_path):
     cfg = preset(preset_name)
+    if unit in FRONT_END_UNITS["leopard"] or unit == "top-leopard":
+        cfg, unit = cfg.replace(**LEO, leopard_lanes=3), unit.removesuffix("-leopard")
     v1, j1 = export_verilog(unit, cfg, tmp_path / "a")
-    _export_in_subprocess(unit, preset_name, tmp_path / "b")
+    _export_in_subprocess(unit, cfg, tmp_path / "b")
     v2, j2 = tmp_path / "b" / v1.name, tmp_path / "b" / j1.name
     assert v1.read_bytes() == v2.read_bytes(), f"{unit}/{preset_name}: Verilog differs between runs"
     assert j1.read_bytes() == j2.read_bytes(), f"{unit}/{preset_name}: JSON differs between runs"
@@ -166,7 +172,7 @@ def test_generate_all_is_atomic(tmp_path, monkeypatch):
             raise RuntimeError("elaboration failed")
         return "module first; endmodule\n", {"unit": name}
 
-    monkeypatch.setattr(gen, "unit_names", lambda: ["first", "second"])
+    monkeypatch.setattr(gen, "unit_names", lambda cfg=None: ["first", "second"])
     monkeypatch.setattr(gen, "verilog_text", fake_verilog_text)
     with pytest.raises(RuntimeError, match="elaboration failed"):
         cli_main(["generate", "--all", "-o", str(tmp_path / "o")])

@@ -6,17 +6,26 @@ import pytest
 from amaranth.hdl import Fragment
 
 from hw.presets import preset
-from hw.units import DESIGN_CARD, ROLES, UNITS, unit_class, unit_names, unit_role
+from hw.units import (
+    DESIGN_CARD,
+    DESIGN_CARD_LEOPARD,
+    FRONT_END_UNITS,
+    ROLES,
+    UNITS,
+    design_card,
+    unit_class,
+    unit_names,
+    unit_role,
+)
+
+LEO = {"front_end": "leopard", "prune_mode": "off", "approx": "exact", "head_prune": False}
 
 #: the hardware units the user's design card names; reports must name each of them
 CARD_ROLES = ("integer score unit", "top-k / threshold pruner", "head-pruning detector",
               "approximation unit", "systolic array")
 
 
-@pytest.fixture(scope="module")
-def top_classes() -> set[type]:
-    """Classes of every elaboratable inside ``hw.top.Top`` on the tiny preset, at any depth
-    (the objects each fragment was elaborated from)."""
+def _classes_in_top(cfg) -> set[type]:
     from hw.top import Top
     seen: set[type] = set()
 
@@ -24,8 +33,21 @@ def top_classes() -> set[type]:
         seen.update(type(o) for o in (getattr(frag, "origins", None) or ()))
         for sub, *_ in frag.subfragments:
             walk(sub)
-    walk(Fragment.get(Top(preset("tiny")), None))
+    walk(Fragment.get(Top(cfg), None))
     return seen
+
+
+@pytest.fixture(scope="module")
+def top_classes() -> set[type]:
+    """Classes of every elaboratable inside ``hw.top.Top`` on the tiny preset, at any depth
+    (the objects each fragment was elaborated from)."""
+    return _classes_in_top(preset("tiny"))
+
+
+@pytest.fixture(scope="module")
+def leopard_classes() -> set[type]:
+    """The same for the top generated with the LeOPArd front end."""
+    return _classes_in_top(preset("tiny").replace(**LEO))
 
 
 def test_design_card_roles_are_all_named():
@@ -46,12 +68,32 @@ def test_design_card_unit_is_in_the_top(role, top_classes):
     assert cls in top_classes, f"{role!r} is {unit} ({cls.__name__}), which the top does not instantiate"
 
 
-def test_every_registered_unit_is_in_the_top_and_has_a_role(top_classes):
-    """The project's rule: hdpgen exports, tests and reports only units the top instantiates."""
+def test_every_registered_unit_is_in_the_top_and_has_a_role(top_classes, leopard_classes):
+    """The project's rule: hdpgen exports, tests and reports only units the top instantiates
+    (the top of the configuration's score front end: ``unit_names(cfg)``)."""
     assert set(ROLES) == set(UNITS), set(ROLES) ^ set(UNITS)
     assert all(ROLES[u] for u in UNITS)
     assert set(unit_names()) == set(UNITS), "a registered unit's module is missing"
     from hw.top import Top
-    for name in UNITS:
-        cls = unit_class(name)
-        assert cls is Top or cls in top_classes, f"{name} ({cls.__name__}) is not instantiated by the top"
+    for cfg, classes in ((preset("tiny"), top_classes),
+                         (preset("tiny").replace(**LEO), leopard_classes)):
+        for name in unit_names(cfg):
+            cls = unit_class(name)
+            assert cls is Top or cls in classes, \
+                f"{name} ({cls.__name__}) is not instantiated by the {cfg.front_end} top"
+        for name in set(UNITS) - set(unit_names(cfg)):
+            assert unit_class(name) not in classes, f"{name} is in the top but not listed"
+    assert set(FRONT_END_UNITS["leopard"]) & set(unit_names(preset("tiny"))) == set()
+
+
+def test_leopard_design_card(leopard_classes):
+    """The LeOPArd top's design card: the engine is the score unit, the threshold pruner and
+    the approximation unit; there is no head detector."""
+    cfg = preset("tiny").replace(**LEO)
+    assert design_card(cfg) is DESIGN_CARD_LEOPARD and design_card(preset("tiny")) is DESIGN_CARD
+    assert set(DESIGN_CARD_LEOPARD) == set(CARD_ROLES)
+    for role, unit in DESIGN_CARD_LEOPARD.items():
+        if unit is None:
+            assert role == "head-pruning detector"
+            continue
+        assert unit in unit_names(cfg) and unit_class(unit) in leopard_classes, (role, unit)
