@@ -161,6 +161,7 @@ class _Lane:
         self.score = Signal(signed(r_width), name=f"l{n}_score")
         self.bits = Signal(unsigned_width(b), name=f"l{n}_bits")
         self.pop = Signal(name=f"l{n}_pop")     # the slot moves to the output this cycle
+        self.stepping = Signal(name=f"l{n}_stepping")   # reads a bit this cycle
         self.index = n
 
 
@@ -169,9 +170,15 @@ class LeopardEngine(wiring.Component):
 
     Golden twin: :func:`golden.leopard.front_end` (``keep``, ``scores`` of kept entries and
     ``bits`` per entry).  ``lanes``: entries computed in parallel, an integer in
-    ``[1, min(seq_len, 64)]``."""
+    ``[1, min(seq_len, 64)]`` (default ``cfg.leopard_lanes``).
 
-    def __init__(self, cfg: HDPConfig, lanes: int | None = None):
+    ``kept_only`` (what the top uses): only kept entries leave on ``res_out`` (``keep`` 1), and
+    after the last entry of each row a *row marker* (``keep`` 0, ``i`` the row, ``j``,
+    ``score`` and ``bits`` 0) -- a pruned entry needs no output cycle, so the output never
+    limits the lanes.  ``bits_read`` counts the bits the lanes read since the head's first
+    ``q_in`` handshake (the sum of the records' ``bits`` in the default mode)."""
+
+    def __init__(self, cfg: HDPConfig, lanes: int | None = None, kept_only: bool = False):
         if not isinstance(cfg, HDPConfig):
             raise TypeError(f"cfg must be an HDPConfig, not {cfg!r}")
         lanes = cfg.leopard_lanes if lanes is None else lanes
@@ -181,6 +188,7 @@ class LeopardEngine(wiring.Component):
                              f"[1, {hi}], not {lanes!r}")
         self._cfg = cfg
         self.lanes = lanes
+        self.kept_only = bool(kept_only)
         super().__init__({
             "k_in": In(stream.Signature(qk_row_layout(cfg))),
             "q_in": In(stream.Signature(q_beat_layout(cfg))),
@@ -189,6 +197,7 @@ class LeopardEngine(wiring.Component):
             "causal": In(1),
             "no_et": In(1),
             "cycles": Out(CYCLES_WIDTH),
+            "bits_read": Out(CYCLES_WIDTH),
             "done": Out(1),
         })
 
@@ -224,6 +233,12 @@ class LeopardEngine(wiring.Component):
         for lane in lanes:
             self._lane(m, row, lane, feed)
         self._output(m, row, lanes)
+        # bits read: one per stepping lane per cycle
+        steps = _tree([ln.stepping.as_unsigned() for ln in lanes])
+        with m.If(self.bits_read != (1 << CYCLES_WIDTH) - 1):
+            m.d.sync += self.bits_read.eq(self.bits_read + steps)
+        with m.If(row["head_start"]):
+            m.d.sync += self.bits_read.eq(0)
         return m
 
     def _rows(self, m):
@@ -276,7 +291,8 @@ class LeopardEngine(wiring.Component):
             with m.Else():
                 m.d.sync += i.eq(i + 1)
         return {"rd": rd, "i": i, "q": q, "qpos": qpos, "t": t, "q_loaded": q_loaded,
-                "row_end": row_end}
+                "row_end": row_end, "head_start": q_fire & (i == 0), "marker": Signal(),
+                "marker_i": Signal(_index_shape(cfg))}
 
     def _scheduler(self, m, row, lanes):
         """Key issue: read key ``j_next`` of the current row, hand the read word to the lowest
@@ -310,7 +326,11 @@ class LeopardEngine(wiring.Component):
             earlier = free[:n]
             m.d.comb += loads[n].eq(take & free[n] & ~_any(earlier) if earlier else take & free[n])
         idle = ~_any([ln.busy | (ln.done & ~ln.pop) for ln in lanes])
-        m.d.comb += row["row_end"].eq(row["q_loaded"] & ~more & ~pend & idle)
+        m.d.comb += row["row_end"].eq(row["q_loaded"] & ~more & ~pend & idle
+                                      & ~row["marker"])
+        if self.kept_only:
+            with m.If(row["row_end"]):
+                m.d.sync += [row["marker"].eq(1), row["marker_i"].eq(row["i"])]
         return {"loads": loads, "word": rd.data, "j": pend_j}
 
     def _lane(self, m, row, lane, feed):
@@ -326,20 +346,28 @@ class LeopardEngine(wiring.Component):
         below = Signal(name=f"l{lane.index}_below")
         m.d.comb += below.eq(e_new < 0)
         stop = (lane.step == b - 1) | (below & ~lane.diag & ~self.no_et)
+        keep = lane.diag | ~below
+        # a lane that finishes while its slot is still full holds (no step) until it empties;
+        # kept_only: a pruned entry needs no slot
         slot_ok = ~lane.done | lane.pop
-        # a lane that finishes while its slot is still full holds (no step) until it empties
-        m.d.comb += lane.free.eq(~lane.busy | (stop & slot_ok))
+        if self.kept_only:
+            slot_ok = slot_ok | ~keep
+        m.d.comb += [lane.free.eq(~lane.busy | (stop & slot_ok)),
+                     lane.stepping.eq(lane.busy & (~stop | slot_ok))]
         with m.If(lane.pop):
             m.d.sync += lane.done.eq(0)
-        with m.If(lane.busy & (~stop | slot_ok)):
+        with m.If(lane.stepping):
             m.d.sync += [lane.r.eq(r_new), lane.e.eq(e_new), lane.step.eq(lane.step + 1)]
             for e in range(d):
                 m.d.sync += lane.k[e].eq(lane.k[e] << 1)
             with m.If(stop):
-                keep = lane.diag | ~below
-                m.d.sync += [lane.busy.eq(0), lane.done.eq(1), lane.res_j.eq(lane.j),
-                             lane.keep.eq(keep), lane.score.eq(Mux(keep, r_new, 0)),
-                             lane.bits.eq(lane.step + 1)]
+                m.d.sync += lane.busy.eq(0)
+                # kept_only: a pruned entry leaves the slot alone (it may still hold the
+                # lane's previous, kept result)
+                with m.If(keep if self.kept_only else 1):
+                    m.d.sync += [lane.done.eq(1), lane.res_j.eq(lane.j), lane.keep.eq(keep),
+                                 lane.score.eq(Mux(keep, r_new, 0)),
+                                 lane.bits.eq(lane.step + 1)]
         with m.If(feed["loads"][lane.index]):   # after the step: a key loads as one finishes
             m.d.sync += [
                 lane.busy.eq(1),
@@ -361,6 +389,14 @@ class LeopardEngine(wiring.Component):
         with m.If(self.res_out.ready):
             m.d.sync += out_valid.eq(0)
         earlier = Const(0, 1)
+        if self.kept_only:
+            # a row's marker leaves before any result of the next row (it is set when every
+            # slot is empty, so every result still in a slot belongs to a later row)
+            take_marker = can & row["marker"]
+            earlier = take_marker
+            with m.If(take_marker):
+                m.d.sync += [row["marker"].eq(0), out_valid.eq(1), out.i.eq(row["marker_i"]),
+                             out.j.eq(0), out.keep.eq(0), out.score.eq(0), out.bits.eq(0)]
         for lane in lanes:
             m.d.comb += lane.pop.eq(can & lane.done & ~earlier)
             earlier = earlier | lane.done

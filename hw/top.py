@@ -259,7 +259,7 @@ class Top(wiring.Component):
             "mask_rows": S(unsigned_width(max(cfg.n_block_rows - 1, 1)) + 2),
             # LeOPArd front end
             "th": S(signed(signed_width(*th_range(cfg)))), "no_et": S(),
-            "kent": S(32), "bits": S(32), "st_kent": S(32), "st_bits": S(32), "st_fe": S(32),
+            "kent": S(32), "st_kent": S(32), "st_bits": S(32), "st_fe": S(32),
         }
         # dense head (the baseline): no pruning, no head pruning.  No integer pass: the array
         # forms the whole score, every valid block is kept.
@@ -360,17 +360,16 @@ class Top(wiring.Component):
 
     def _build_leopard_front(self, m):
         """The LeOPArd engine (K rows from the loader, Q rows from its feeder with the
-        head's threshold); its records go to the gather stage, and the top counts the kept
-        entries and the bits read."""
+        head's threshold), built ``kept_only``: its kept entries and row markers go to the
+        gather stage; the top counts the kept entries, the engine the bits read."""
         cfg, r = self._cfg, self._r
-        m.submodules.leopard = eng = LeopardEngine(cfg, lanes=cfg.leopard_lanes)
+        m.submodules.leopard = eng = LeopardEngine(cfg, kept_only=True)
         self._eng = eng
         m.d.comb += [eng.valid_len.eq(r["L"]), eng.causal.eq(r["causal"]),
                      eng.no_et.eq(r["no_et"])]
         res = eng.res_out
-        with m.If(res.valid & res.ready):
-            m.d.sync += [r["kent"].eq(r["kent"] + res.payload.keep),
-                         r["bits"].eq(r["bits"] + res.payload.bits)]
+        with m.If(res.valid & res.ready):      # kept entries (the row markers have keep 0)
+            m.d.sync += r["kent"].eq(r["kent"] + res.payload.keep)
 
     def _connect_front(self, m, ld):
         """Loader -> the front end: K rows as they arrive, Q rows from the loader's feeder."""
@@ -458,7 +457,7 @@ class Top(wiring.Component):
     def _sample_registers(self, m):
         """The front end's run-time registers, sampled when a head's first beat arrives."""
         r, regs = self._r, self._regs_mod
-        m.d.sync += [r["kent"].eq(0), r["bits"].eq(0)]
+        m.d.sync += r["kent"].eq(0)
         if self._leo:
             m.d.sync += [r["th"].eq(regs.leopard_th), r["no_et"].eq(regs.no_et)]
             return
@@ -528,9 +527,10 @@ class Top(wiring.Component):
                 m.d.sync += [r["busy"].eq(0), r["done"].eq(1), r["st_cycles"].eq(r["cyc"]),
                              r["st_arr"].eq(r["arr_cyc"]), r["st_kept"].eq(r["kept_keys"]),
                              r["heads_done"].eq(r["heads_done"] + 1),
-                             r["st_kent"].eq(r["kent"]), r["st_bits"].eq(r["bits"])]
+                             r["st_kent"].eq(r["kent"])]
                 if self._leo:
-                    m.d.sync += r["st_fe"].eq(self._eng.cycles)
+                    m.d.sync += [r["st_fe"].eq(self._eng.cycles),
+                                 r["st_bits"].eq(self._eng.bits_read)]
                 m.next = "IDLE"
         # Plain assignments (continuous `assign`s in Verilog), not statements inside states:
         # Icarus never evaluates a combinational `always @*` whose inputs keep their time-0

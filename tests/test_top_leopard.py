@@ -152,14 +152,14 @@ def test_real_minilm_heads():
 
 
 def test_broken_gather_is_caught(monkeypatch):
-    """A gather stage that lets every gathered entry into the softmax (ignoring the row's own
-    keep bit) must fail the whole-output comparison."""
+    """A gather stage that lets every gathered entry into the softmax (the union's bit
+    instead of the row's own keep bit) must fail the whole-output comparison."""
     import hw.top
     from hw.stages.leopard_gather import LeopardGather
 
     class KeepAll(LeopardGather):
-        def entry_keep(self, rec):
-            return 1
+        def tile_keep(self, own, union):
+            return union
 
     cfg = leo("tiny")
     heads = _heads(cfg, [{"leopard_th": 0.25}, {"leopard_th": 0.5}], [8, 8], 9)

@@ -2,7 +2,7 @@
 the group's gathered keys and score tiles, the same hand-over the score stage gives the
 softmax stage in the HDP front end."""
 
-from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
@@ -16,25 +16,27 @@ __all__ = ["LeopardGather"]
 
 
 class LeopardGather(wiring.Component):
-    """Takes the :class:`~hw.leopard_engine.LeopardEngine`'s records (``res_in``, one per valid
-    entry; rows in order, the entries of a row in any order) and, per row group of ``R`` query
-    rows, hands the softmax stage what the score stage hands it in the HDP front end: the
-    gathered keys (``key_wr``, in key order), the ``R x C`` score tiles (``fine_wr``; each
-    entry carries its own keep bit, :func:`entry_layout`) and the group descriptor (``group``).
+    """Takes the records of a :class:`~hw.leopard_engine.LeopardEngine` built ``kept_only``
+    (``res_in``: each row's kept entries in any order, then the row's marker; rows in order)
+    and, per row group of ``R`` query rows, hands the softmax stage what the score stage hands
+    it in the HDP front end: the gathered keys (``key_wr``, in key order), the ``R x C`` score
+    tiles (``fine_wr``; each entry carries its own keep bit, :func:`entry_layout`) and the
+    group descriptor (``group``).
 
-    *Fill*: a record is written into its row's score memory at its key ``j`` and, when kept,
-    sets bit ``j`` of the group's key union.  Score memories and unions have two banks, so the
-    engine fills group ``g + 1`` while group ``g`` is scanned; a group is complete when the
-    last record of its last row has arrived (``valid_len`` records a row, ``i + 1`` when
-    causal), and the engine waits (``res_in.ready`` low) only while both banks are full.
+    *Fill*: a kept entry's score is written into its row's score memory at its key ``j`` and
+    sets bit ``j`` of the row's keep bitmap; a marker ends the row.  Score memories and bitmaps
+    have two banks, so the engine fills group ``g + 1`` while group ``g`` is scanned; a group
+    is complete with the marker of its last row, and the engine waits (``res_in.ready`` low)
+    only while both banks are full.
 
-    *Scan*: for ``j = 0 .. L - 1`` (causal: up to the group's last row), one key per cycle,
-    a key in the union is appended to the key memory and its ``R`` entries to the current
-    tile, which is written when it holds ``C`` keys or the scan ends.  Then the descriptor
-    leaves (``nkept`` keys; ``rowmask`` is not used by this front end and is 0), ``done``
-    pulses with ``nkept``, and the bank is freed.  An entry that the union holds but its own
-    row pruned reaches the softmax with keep 0 (p = 0), as in the HDP front end; a row's
-    entries past the causal limit hold stale data, which the softmax stage masks.
+    *Scan*: for ``j = 0 .. L - 1`` (causal: up to the group's last row), one key per cycle, a
+    key that any row of the group keeps (the union of the bitmaps) is appended to the key
+    memory and its ``R`` entries (score, and the row's own bit as keep) to the current tile,
+    which is written when it holds ``C`` keys or the scan ends.  Then the descriptor leaves
+    (``nkept`` keys; ``rowmask`` is not used by this front end and is 0), ``done`` pulses with
+    ``nkept``, and the bank's bitmaps are cleared.  An entry that the union holds but its own
+    row pruned reaches the softmax with keep 0 (p = 0), as in the HDP front end (its score
+    word is stale and unused).
 
     Banks downstream are those of the score stage: a scan starts with a fine-score credit
     (returned by ``m_done``) and a key credit (``p_done``); ``clear`` resets the counters and
@@ -63,10 +65,11 @@ class LeopardGather(wiring.Component):
         d = self._dims
         mems = []
         for r in range(d.R):
-            m.submodules[f"rowmem_{r}"] = mem = Memory(shape=entry_layout(self._cfg),
-                                                       depth=2 * d.N, init=[])
+            m.submodules[f"rowmem_{r}"] = mem = Memory(
+                shape=entry_layout(self._cfg).members["s"], depth=2 * d.N, init=[])
             mems.append(mem)
-        unions = [Signal(d.N, name=f"union_{b}") for b in range(2)]
+        # keep bitmaps: bank b, row r of the group
+        unions = [[Signal(d.N, name=f"keep_{b}_{r}") for r in range(d.R)] for b in range(2)]
         banks = [{"full": Signal(name=f"full_{b}"), "i0": Signal(d.iw + 1, name=f"i0_{b}"),
                   "nrows": Signal(d.rw, name=f"nrows_{b}")} for b in range(2)]
         freed = Signal()        # the scan frees its bank this cycle
@@ -76,15 +79,15 @@ class LeopardGather(wiring.Component):
         return m
 
     # ------------------------------------------------------------------------ fill
-    def entry_keep(self, rec):
-        """The keep bit stored with an entry (a hook: a test breaks it)."""
-        return rec.keep
+    def tile_keep(self, own, union):
+        """The keep bit an entry takes into the tile: its row's own bit (a hook: a test
+        breaks it)."""
+        return own
 
     def _fill(self, m, mems, unions, banks, freed, sb):
         d, L = self._dims, self.valid_len
         fb = Signal()                               # bank being filled
         cur_i = Signal(d.iw)                        # row of the next record
-        cnt = Signal(d.iw)                          # records of that row so far
         grow = Signal(d.rw)                         # its row in the group
         gi0 = Signal(d.iw + 1)                      # the group's first row
         full = Array(b["full"] for b in banks)
@@ -94,18 +97,17 @@ class LeopardGather(wiring.Component):
                      fire.eq(self.res_in.valid & self.res_in.ready)]
         for r, mem in enumerate(mems):
             wr = mem.write_port()
-            m.d.comb += [wr.addr.eq(Mux(fb, d.N, 0) + rec.j), wr.data.s.eq(rec.score),
-                         wr.data.keep.eq(self.entry_keep(rec)), wr.en.eq(fire & (grow == r))]
-        limit = Mux(self.causal, cur_i + 1, L)
-        row_end = cnt + 1 == limit
+            m.d.comb += [wr.addr.eq(Mux(fb, d.N, 0) + rec.j), wr.data.eq(rec.score),
+                         wr.en.eq(fire & rec.keep & (grow == r))]
+        row_end = ~rec.keep                         # the row's marker
         group_end = row_end & ((grow == d.R - 1) | (cur_i + 1 == L))
-        for b, union in enumerate(unions):
+        for b in range(2):
             with m.If(freed & (sb == b)):
-                m.d.sync += [union.eq(0), banks[b]["full"].eq(0)]
-            with m.If(fire & rec.keep & (fb == b)):
-                m.d.sync += union.bit_select(rec.j, 1).eq(1)
+                m.d.sync += [bm.eq(0) for bm in unions[b]] + [banks[b]["full"].eq(0)]
+            for r in range(d.R):
+                with m.If(fire & rec.keep & (fb == b) & (grow == r)):
+                    m.d.sync += unions[b][r].bit_select(rec.j, 1).eq(1)
         with m.If(fire):
-            m.d.sync += cnt.eq(Mux(row_end, 0, cnt + 1))
             with m.If(row_end):
                 m.d.sync += [cur_i.eq(cur_i + 1), grow.eq(Mux(group_end, 0, grow + 1))]
             with m.If(group_end):
@@ -115,9 +117,9 @@ class LeopardGather(wiring.Component):
                                      bank["nrows"].eq(grow + 1)]
                 m.d.sync += [fb.eq(~fb), gi0.eq(cur_i + 1)]
         with m.If(self.clear):
-            m.d.sync += [fb.eq(0), cur_i.eq(0), cnt.eq(0), grow.eq(0), gi0.eq(0)]
+            m.d.sync += [fb.eq(0), cur_i.eq(0), grow.eq(0), gi0.eq(0)]
             m.d.sync += [b["full"].eq(0) for b in banks]
-            m.d.sync += [u.eq(0) for u in unions]
+            m.d.sync += [bm.eq(0) for bank in unions for bm in bank]
 
     # ------------------------------------------------------------------------ scan
     def _scan(self, m, mems, unions, banks, freed, sb):
@@ -134,6 +136,7 @@ class LeopardGather(wiring.Component):
         stop = Signal(d.iw + 1)          # keys scanned: L, or the group's last row + 1 (causal)
         # stage 1: the key's union bit and entries are at the memories' outputs
         v1, u1, last1 = Signal(), Signal(), Signal()
+        own1 = Signal(d.R)               # each row's own keep bit of the key
         j1, c1 = Signal(d.iw), Signal(d.cw)
         nk = Signal(d.iw)                # keys gathered so far
         lane = Signal(range(d.C))
@@ -155,7 +158,8 @@ class LeopardGather(wiring.Component):
             m.d.comb += [rd.addr.eq(Mux(sb, d.N, 0) + j), rd.en.eq(issue)]
         m.d.sync += v1.eq(issue)
         with m.If(issue):
-            m.d.sync += [u1.eq(Mux(sb, unions[1], unions[0]).bit_select(j, 1)), last1.eq(j + 1 == stop),
+            bits = [Mux(sb, unions[1][r], unions[0][r]).bit_select(j, 1) for r in range(d.R)]
+            m.d.sync += [own1.eq(Cat(*bits)), u1.eq(Cat(*bits).any()), last1.eq(j + 1 == stop),
                          j1.eq(j), c1.eq(jc), j.eq(j + 1),
                          joff.eq(Mux(joff == d.bc - 1, 0, joff + 1)),
                          jc.eq(Mux(joff == d.bc - 1, jc + 1, jc))]
@@ -163,7 +167,8 @@ class LeopardGather(wiring.Component):
         new_tile = Signal.like(tile)
         m.d.comb += new_tile.eq(tile)
         for r, rd in enumerate(rds):
-            m.d.comb += new_tile[r * d.C + lane].eq(rd.data)
+            m.d.comb += [new_tile[r * d.C + lane].s.eq(rd.data),
+                         new_tile[r * d.C + lane].keep.eq(self.tile_keep(own1[r], u1))]
         take = v1 & u1
         m.d.comb += [self.key_wr.addr.eq(nk + b3 * d.N), self.key_wr.data.j.eq(j1),
                      self.key_wr.data.c.eq(c1), self.key_wr.en.eq(take),
