@@ -79,6 +79,8 @@ HEAD = ["capture", "kept entries", "bits read / all", "engine: no ET / ET", "top
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="leopard_top", description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="leopard")
+    p.add_argument("--lanes", type=int, default=None,
+                   help="bit-serial lanes (default: the preset's leopard_lanes)")
     p.add_argument("--calibration", type=Path, default=None, metavar="FILE",
                    help="a leopard calibration (hdpgen calibrate --mode leopard): per-layer "
                         "thresholds (default: the preset's leopard_th on every head)")
@@ -90,6 +92,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = p.parse_args(argv)
     cfg = preset(args.preset)
+    if args.lanes is not None:
+        cfg = cfg.replace(leopard_lanes=args.lanes)
     if cfg.front_end != "leopard":
         raise BenchError(f"--preset must have front_end leopard, not {cfg.front_end}")
     results = {name: measure(cfg, name, args) for name in (args.data or DATA)}
@@ -99,7 +103,8 @@ def main(argv=None) -> int:
     for r in rows:
         print("| " + " | ".join(r) + " |")
     if args.json:
-        args.json.write_text(json.dumps({"provenance": provenance(), "config": cfg.to_dict(),
+        args.json.write_text(json.dumps({"provenance": provenance("leopard_top", sys.argv[1:] if argv is None
+                                                    else argv), "config": cfg.to_dict(),
                                          "results": results}, indent=1, default=str))
     return 0
 

@@ -320,7 +320,6 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
     stages = Stages(5)
     rep: dict = {"preset": preset_name or name, "folder": name, "config_hash": config_hash(cfg),
                  "config": cfg.to_dict(), "versions": _versions(), "skipped": {}}
-    status = 0
 
     # 1. Verilog
     stages.start("generate", "generating Verilog for every unit and the top")
@@ -334,6 +333,99 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
     rep["verilog"] = sorted(str(p.relative_to(out)) for p in vdir.glob("*.v"))
     stages.done(f"{len(names)} units")
 
+    if cfg.front_end == "leopard":
+        status = _leopard_stages(rep, stages, cfg, name, cache, data, sim_choice, heads, do_sim,
+                                 calibration)
+    else:
+        status, ga = _hdp_stages(rep, stages, cfg, name, cache, data, sim_choice, heads, do_sim,
+                                 calibration)
+    status = max(status, _synth_stage(rep, stages, cfg, out, cache, do_synth, do_fmax,
+                                      synth_targets))
+
+    # 5. plots and report
+    stages.start("report", "plots and report")
+    rep["plots"] = [] if cfg.front_end == "leopard" else _plots(rep, ga, cfg,
+                                                                 data.get("valid_len"), out)
+    rep["timings"] = stages.timings
+    from .report import render_markdown, write_report
+    write_report(rep, out)
+    stages.done("report.json, report.md")
+    print(render_markdown(rep))
+    return rep, status
+
+
+def _leopard_stages(rep, stages, cfg, name, cache, data, sim_choice, heads, do_sim,
+                    calibration) -> int:
+    """Steps 2 and 3 for the LeOPArd front end (:mod:`hdpgen.leopard_run`): golden model and
+    accuracy; the RTL top as run, without early termination and dense; HDP's front end on
+    the same heads through its cycle model."""
+    from .leopard_run import hdp_cycles, leopard_golden, leopard_rtl
+    stages.start("golden", "golden model (LeOPArd front end) on the attention data")
+    q, k, v, vl = data["q"], data["k"], data["v"], data.get("valid_len")
+    length = int(vl) if vl is not None else int(q.shape[1])
+    rep["registers"] = {"prune_mode": "off", "front_end": "leopard",
+                        "leopard_th": cfg.leopard_th, "causal": cfg.causal,
+                        "valid_len": length}
+    head_cfgs = None
+    if calibration is not None:
+        from .calibration import head_rules
+        from .cmd_golden import calibration_report
+        rules = head_rules(cfg, calibration, q.shape[0], length)
+        head_cfgs = [r.cfg for r in rules]
+        rep["registers"]["calibration"] = calibration_report(calibration, rules)
+        rep["registers"]["leopard_th"] = None       # one value per layer
+    _data_report(rep, data)
+    gold = leopard_golden(q, k, v, cfg, vl, head_cfgs)
+    if heads is not None:
+        check_heads(heads, q.shape[0])
+    rep["accuracy"] = gold["accuracy"]
+    rep["per_head"] = gold["per_head"]
+    le = rep["leopard"] = {"golden": gold["stats"], "qk_bits": cfg.qk_bits,
+                           "threshold": ("per layer (calibration)" if head_cfgs is not None
+                                         else f"logit >= {cfg.leopard_th:g}")}
+    st = gold["stats"]
+    stages.done(f"kept {st['kept_fraction']:.1%} of entries, bits read "
+                f"{st['bits_ratio']:.1%}, relative RMS error "
+                f"{gold['accuracy']['LeOPArd (as run)']['rel_rms']:.3f}")
+    if heads is not None:
+        gold = {**gold, "heads": gold["heads"][:heads], "head_cfgs": gold["head_cfgs"][:heads],
+                **{x: gold[x][:heads] for x in ("q_q", "k_q", "v_q")}}
+    le["hdp"] = hdp_cycles(gold, cfg)
+    if not do_sim:
+        stages.skip("simulate", "--no-sim")
+        rep["skipped"]["rtl"] = "skipped with --no-sim"
+        return 0
+    stages.start("simulate", "RTL simulation of the LeOPArd top: as run, without early "
+                             "termination, dense")
+    try:
+        sim = _pick_simulator(sim_choice)
+        le["rtl"] = rtl = leopard_rtl(gold, cfg, sim, cache / "sim" / name, progress=stages.tick)
+    except (ImportError, CliError, OSError, RuntimeError, AssertionError) as exc:
+        rep["skipped"]["rtl"] = f"failed: {type(exc).__name__}: {exc}"
+        print(f"      RTL stage failed: {exc}", file=sys.stderr)
+        return 1
+    fe = [sum(rtl[x]["fe_cycles"]) for x in ("no_et", "as_run")]
+    stages.done(f"{rtl['heads']} heads, bit-exact: {rtl['bit_exact']}, early termination "
+                f"saves {fe[0] / max(1, fe[1]):.2f}x engine cycles")
+    return 0 if rtl["bit_exact"] else 1
+
+
+def _data_report(rep, data) -> None:
+    q, vl = data["q"], data.get("valid_len")
+    meta = data.get("meta") or {}
+    desc = (f"{data['description']}: {q.shape[0]} heads, N = {q.shape[1]}, d = {q.shape[2]}"
+            + (f", valid_len = {vl}" if vl is not None else "")
+            + (f"; sentence: {meta.get('sentence')!s}" if meta.get("sentence") else ""))
+    rep["data"] = {"description": desc, "source": data.get("source"), "seed": data.get("seed"),
+                   "heads": int(q.shape[0]), "seq_len": int(q.shape[1]),
+                   "heads_per_layer": int(meta.get("n_heads", q.shape[0]))}
+
+
+def _hdp_stages(rep, stages, cfg, name, cache, data, sim_choice, heads, do_sim,
+                calibration) -> tuple[int, dict]:
+    """Steps 2 and 3 for HDP's front end: golden model, accuracy and pruning; the RTL top
+    pruned and dense."""
+    status = 0
     # 2. golden model and accuracy
     stages.start("golden", "golden model on the attention data")
     from .accuracy import accuracy_steps, golden_accuracy, per_head_rel_rms
@@ -354,14 +446,8 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
         if calibration.mode == "mass":
             rep["registers"]["eps"] = None      # one value per layer, in the calibration
     ga = golden_accuracy(q, k, v, cfg, vl, rules)
-    meta = data.get("meta") or {}
-    n_heads_per_layer = int(meta.get("n_heads", q.shape[0]))
-    desc = (f"{data['description']}: {q.shape[0]} heads, N = {q.shape[1]}, d = {q.shape[2]}"
-            + (f", valid_len = {vl}" if vl is not None else "")
-            + (f"; sentence: {meta.get('sentence')!s}" if meta.get("sentence") else ""))
-    rep["data"] = {"description": desc, "source": data.get("source"), "seed": data.get("seed"),
-                   "heads": int(q.shape[0]), "seq_len": int(q.shape[1]),
-                   "heads_per_layer": n_heads_per_layer}
+    _data_report(rep, data)
+    n_heads_per_layer = rep["data"]["heads_per_layer"]
     steps = accuracy_steps(q, k, v, cfg, vl, ga)
     rep["accuracy_steps"] = [{k2: s[k2] for k2 in ("name", "change", "setting", "metrics")}
                              for s in steps]
@@ -415,8 +501,12 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
     else:
         stages.skip("simulate", "--no-sim")
         rep["skipped"]["rtl"] = "skipped with --no-sim"
+    return status, ga
 
-    # 4. synthesis
+
+def _synth_stage(rep, stages, cfg, out, cache, do_synth, do_fmax, synth_targets) -> int:
+    """Step 4: area of every unit of the configuration's top, Fmax of the whole top."""
+    status = 0
     if do_synth:
         stages.start("synth", f"synthesis (Yosys: {', '.join(synth_targets)}) per unit, "
                               f"Fmax (nextpnr ECP5) per unit and of the whole top (cached)"
@@ -435,16 +525,7 @@ def _stages(cfg, name, out: Path, cache: Path, data: dict, sim_choice, heads, do
     else:
         stages.skip("synth", "--no-synth")
         rep["skipped"]["synth"] = "skipped with --no-synth"
-
-    # 5. plots and report
-    stages.start("report", "plots and report")
-    rep["plots"] = _plots(rep, ga, cfg, vl, out)
-    rep["timings"] = stages.timings
-    from .report import render_markdown, write_report
-    write_report(rep, out)
-    stages.done("report.json, report.md")
-    print(render_markdown(rep))
-    return rep, status
+    return status
 
 
 def _relative_paths(obj, root: Path):

@@ -136,7 +136,12 @@ def render_markdown(rep: dict) -> str:
         else:
             lines += [f"Data: {data.get('description', '')}", ""]
     regs = rep.get("registers")
-    if regs:
+    if regs and regs.get("front_end") == "leopard":
+        th = regs.get("leopard_th")
+        lines += [f"Front end: LeOPArd (bit-serial scores, early termination); threshold "
+                  f"{'per layer (calibration)' if th is None else f'logit >= {th:g}'}; causal "
+                  f"{'on' if regs.get('causal') else 'off'}.", ""]
+    elif regs:
         lines += [f"Run-time registers: pruning `{regs['prune_mode']}`: {_budget_sentence(regs, cfg)}; "
                   f"head pruning {'on' if regs['head_prune'] else 'off'} (tau_head = "
                   f"{regs['tau_head']}); scores `{regs['approx']}`; causal "
@@ -158,6 +163,13 @@ def render_markdown(rep: dict) -> str:
         lines += _table(["output", "max abs error", "relative RMS error", "mean row cosine"], rows) + [""]
     else:
         lines += _skipped(rep, "accuracy")
+
+    if rep.get("leopard"):
+        from .leopard_run import leopard_markdown
+        lines += leopard_markdown(rep)
+        if not (rep["leopard"].get("rtl")):
+            lines += ["## RTL simulation", ""] + _skipped(rep, "rtl")
+        return _tail(rep, lines)
 
     lines += ["## Pruning", ""]
     pr = rep.get("pruning")
@@ -187,7 +199,11 @@ def render_markdown(rep: dict) -> str:
             lines += _per_layer_cycles(cyc.get("per_layer") or [])
     else:
         lines += _skipped(rep, "rtl")
+    return _tail(rep, lines)
 
+
+def _tail(rep: dict, lines: list[str]) -> str:
+    """Area and Fmax, plots, stage times and tool versions."""
     lines += ["## Area and Fmax", ""]
     syn = rep.get("synth")
     if syn:

@@ -206,7 +206,7 @@ class HDPConfig:
                                    "of q_q.k_q)", note="a multiple of 1/16",
                               frange=(-LEOPARD_TH_LIMIT, LEOPARD_TH_LIMIT))
     leopard_lanes: int = _knob(8, "leopard front end: bit-serial lanes (entries computed at "
-                                  "once)", 1, ("min(seq_len, 64)", lambda c: min(c.seq_len, 64)))
+                                  "once; a head of fewer tokens uses at most seq_len)", 1, 64)
     # integer pass
     int_lanes: int = _knob(16, "products of each integer dot product q_I . k_I the score unit "
                                "computes per cycle: a b_r x b_c block takes ceil(head_dim / "
@@ -341,6 +341,11 @@ class HDPConfig:
     def k_frac_q(self) -> int:
         """``k_frac`` as an unsigned integer with ``K_FRAC_BITS`` fraction bits (1 ... 256)."""
         return int(round(self.k_frac * (1 << K_FRAC_BITS)))
+
+    @property
+    def leopard_lanes_used(self) -> int:
+        """Lanes the LeOPArd engine builds: ``leopard_lanes``, at most ``seq_len``."""
+        return min(self.leopard_lanes, self.seq_len)
 
     @property
     def eps_q(self) -> int:

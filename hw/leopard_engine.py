@@ -170,7 +170,7 @@ class LeopardEngine(wiring.Component):
 
     Golden twin: :func:`golden.leopard.front_end` (``keep``, ``scores`` of kept entries and
     ``bits`` per entry).  ``lanes``: entries computed in parallel, an integer in
-    ``[1, min(seq_len, 64)]`` (default ``cfg.leopard_lanes``).
+    ``[1, min(seq_len, 64)]`` (default ``cfg.leopard_lanes_used``).
 
     ``kept_only`` (what the top uses): only kept entries leave on ``res_out`` (``keep`` 1), and
     after the last entry of each row a *row marker* (``keep`` 0, ``i`` the row, ``j``,
@@ -181,7 +181,7 @@ class LeopardEngine(wiring.Component):
     def __init__(self, cfg: HDPConfig, lanes: int | None = None, kept_only: bool = False):
         if not isinstance(cfg, HDPConfig):
             raise TypeError(f"cfg must be an HDPConfig, not {cfg!r}")
-        lanes = cfg.leopard_lanes if lanes is None else lanes
+        lanes = cfg.leopard_lanes_used if lanes is None else lanes
         hi = min(cfg.seq_len, MAX_LANES)
         if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= hi:
             raise ValueError(f"lanes must be an integer in [1, min(seq_len, {MAX_LANES})] = "

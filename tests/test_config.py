@@ -73,7 +73,8 @@ BAD = [
     ("leopard_th", 64.5, "leopard_th must be a number in [-64, 64], not 64.5"),
     ("leopard_th", 0.1, "leopard_th must be a multiple of 0.0625, not 0.1"),
     ("leopard_th", float("inf"), "leopard_th must be a number in [-64, 64], not inf"),
-    ("leopard_lanes", 0, "leopard_lanes must be in [1, min(seq_len, 64)] = [1, 64], not 0"),
+    ("leopard_lanes", 0, "leopard_lanes must be in [1, 64], not 0"),
+    ("leopard_lanes", 65, "leopard_lanes must be in [1, 64], not 65"),
 ]
 
 
@@ -84,10 +85,9 @@ def test_leopard_front_end_refuses_hdp_settings(field, value):
     HDPConfig(**base)
     with pytest.raises(ValueError, match=f"front_end leopard .*: {field} must be"):
         HDPConfig(**{**base, field: value})
-    assert HDPConfig(seq_len=8, leopard_lanes=8).leopard_lanes == 8
-    with pytest.raises(ValueError, match=r"leopard_lanes must be in \[1, min\(seq_len, 64\)\] "
-                                         r"= \[1, 8\], not 9"):
-        HDPConfig(seq_len=8, leopard_lanes=9)
+    # a design shorter than its lane count builds one lane per token
+    assert HDPConfig(seq_len=5).leopard_lanes_used == 5
+    assert HDPConfig(seq_len=5, leopard_lanes=3).leopard_lanes_used == 3
 
 
 @pytest.mark.parametrize("field,value,message", BAD, ids=[f"{f}={v!r}" for f, v, _ in BAD])
