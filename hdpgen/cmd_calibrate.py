@@ -32,12 +32,12 @@ leopard ``leopard_th`` = -6, -6 + 1/16, ..., +6 (logits at the register's full r
 texts: at -6 the front end keeps about 95 % of the entries and every text is at its unpruned
 cosine (MiniLM's logits below -6 carry no softmax weight that matters), while a uniform +2
 already drops the mean cosine to 0.80 and +6 leaves little more than the diagonal; a single
-layer may tolerate more than the uniform value, hence the headroom to +6.  The uniform answer
-(about -2.5 on ``calib_texts.txt``) and the per-layer values lie well inside
-(``docs/leopard.md``, "Calibration").  The kept figure is the kept ENTRY fraction for leopard,
-which keeps single entries, and the file's ``achieved`` has ``bits_ratio``, the bit-serial bits
-read over the dense bits.  A leopard calibration runs every head with exact scores, so ``--approx`` must be
-``exact`` (or left out).
+layer may tolerate more than the uniform value, hence the headroom to +6.  On
+``calib_texts.txt`` the uniform answer is -2.5625 and the per-layer values run from -2.3125 to
+-0.1875, well inside (``docs/leopard.md``, "Calibration").  The kept figure is the kept ENTRY
+fraction for leopard, which keeps single entries, and the file's ``achieved`` has
+``bits_ratio``, the bit-serial bits read over the dense bits.  A leopard calibration runs every
+head with exact scores, so ``--approx`` must be ``exact`` (or left out).
 
 The JSON (written atomically; format in :mod:`hdpgen.calibration`) holds the mode, the values,
 the target, the texts' SHA-256 and the achieved figures (overall, per layer, per length bucket),
