@@ -3,6 +3,12 @@
 :func:`attention_head_int` takes quantized integers (what the hardware sees);
 :func:`attention_head` quantizes floats first; :func:`attention` runs every head of an
 (H, N, d) input and gathers statistics.
+
+With ``cfg.front_end == "leopard"`` the score front end is LeOPArd's bit-serial one
+(:func:`golden.leopard.leopard_head_int` with :func:`golden.leopard.config_threshold`) instead
+of the integer pass and the block pruner; the result is a :class:`LeopardHeadResult`, a
+:class:`HeadResult` whose HDP-only fields are filled as documented there, so every caller
+works unchanged.
 """
 
 from dataclasses import dataclass, field
@@ -12,7 +18,8 @@ import numpy as np
 from . import approx, mass_pruner, pruner, pv, score, softmax
 from .intmath import quantize, split_int_frac
 
-__all__ = ["HeadResult", "attention_head", "attention_head_int", "attention", "quantize_qkv"]
+__all__ = ["HeadResult", "LeopardHeadResult", "attention_head", "attention_head_int", "attention",
+           "quantize_qkv"]
 
 
 @dataclass
@@ -37,6 +44,31 @@ class HeadResult:
     acc: np.ndarray          # P x V accumulator (N, d)
     out_int: np.ndarray      # output (N, d), out_frac fraction bits
     stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class LeopardHeadResult(HeadResult):
+    """One head through the LeOPArd front end (``cfg.front_end == "leopard"``).
+
+    ``entry_keep``, ``scores`` (exact ``q_q . k_q`` where kept), ``probs``, ``acc`` and
+    ``out_int`` are :class:`golden.leopard.LeopardResult`'s, bit for bit.  The HDP-only fields
+    describe the same head for tools that read them: ``a``, ``x``, ``c``, ``importance``,
+    ``block_valid``, ``diag`` and ``head_importance`` as the HDP path computes them (nothing
+    uses them to decide); ``head_keep`` is True (LeOPArd prunes no head); ``block_keep`` marks
+    the valid blocks holding at least one kept entry (an occupancy map, not a decision).
+    ``stats`` has every key of the HDP path (``blocks_valid``/``blocks_kept`` counting those
+    blocks; ``mac_integer_pass``, ``mac_cross`` and ``mac_ff`` are 0: there is no integer pass
+    and the scores come out of the front end whole) plus the front end's counts
+    (``diag_entries``, ``terminated_entries``, ``early_entries``, ``bits_processed``,
+    ``bits_dense``); the pruning figure of this front end is the kept ENTRY fraction."""
+    th: np.ndarray | None = None          # (N,) integer thresholds used
+    bits: np.ndarray | None = None        # bits processed per entry (N, N)
+    terminated: np.ndarray | None = None  # (N, N)
+
+
+#: integer statistics the LeOPArd path adds to the HDP ones (summed over heads)
+LEOPARD_COUNTS = ("diag_entries", "terminated_entries", "early_entries", "bits_processed",
+                  "bits_dense")
 
 
 def quantize_qkv(q, k, v, cfg):
@@ -73,9 +105,13 @@ def attention_head_int(q_q, k_q, v_q, cfg, valid_len: int | None = None) -> Head
             raise ValueError(f"quantized {name} must be an integer array, not "
                              f"{np.asarray(x).dtype}")
     q_q, k_q, v_q = (np.asarray(a, np.int64) for a in (q_q, k_q, v_q))
+    if q_q.ndim != 2:
+        raise ValueError(f"q, k, v must have shape (N, d), not {q_q.shape}")
     n, d = q_q.shape
     valid_len = n if valid_len is None else int(valid_len)
     _check_shapes(q_q, k_q, v_q, cfg, valid_len)
+    if getattr(cfg, "front_end", "hdp") == "leopard":
+        return _leopard_head_int(q_q, k_q, v_q, cfg, valid_len)
     qi, qf = split_int_frac(q_q, cfg.qk_frac)
     ki, kf = split_int_frac(k_q, cfg.qk_frac)
     a = score.integer_scores(qi, ki)
@@ -118,6 +154,42 @@ def attention_head_int(q_q, k_q, v_q, cfg, valid_len: int | None = None) -> Head
                       acc, out, stats)
 
 
+def _leopard_head_int(q_q, k_q, v_q, cfg, valid_len: int) -> LeopardHeadResult:
+    """The LeOPArd path of :func:`attention_head_int` (see :class:`LeopardHeadResult`)."""
+    from . import leopard
+    n, d = q_q.shape
+    r = leopard.leopard_head_int(q_q, k_q, v_q, cfg, leopard.config_threshold(cfg), valid_len)
+    qi, qf = split_int_frac(q_q, cfg.qk_frac)
+    ki, kf = split_int_frac(k_q, cfg.qk_frac)
+    a = score.integer_scores(qi, ki)
+    x = score.cross_terms(qi, qf, ki, kf)
+    c = score.ff_terms(qf, kf)
+    imp, bvalid = pruner.block_importance(a, r.mask, cfg)
+    _, occupied = pruner.block_importance(r.entry_keep.astype(np.int64), r.entry_keep, cfg)
+    bkeep = occupied & bvalid
+    st = r.stats
+    valid_pairs, kept = int(st["valid_pairs"]), int(st["kept_entries"])
+    stats = {
+        "valid_pairs": valid_pairs,
+        "kept_entries": kept,
+        "blocks_valid": int(bvalid.sum()),
+        "blocks_kept": int(bkeep.sum()),
+        "head_kept": 1,
+        "mac_integer_pass": 0,
+        "mac_cross": 0,
+        "mac_ff": 0,
+        "mac_pv": d * kept,
+        "mac_dense_qk": valid_pairs * d,
+        "mac_dense_pv": valid_pairs * d,
+        **{key: int(st[key]) for key in LEOPARD_COUNTS},
+    }
+    return LeopardHeadResult(q_q, k_q, v_q, a, x, c, r.mask, imp, bvalid,
+                             pruner.diagonal_blocks(n, valid_len, cfg),
+                             pruner.head_importance(a, r.mask), True, bkeep, r.entry_keep,
+                             r.scores, r.probs, r.acc, r.out_int, stats, th=r.th, bits=r.bits,
+                             terminated=r.terminated)
+
+
 def attention_head(q, k, v, cfg, valid_len: int | None = None) -> HeadResult:
     """One head on float Q, K, V (quantized with :func:`golden.intmath.quantize`)."""
     return attention_head_int(*quantize_qkv(q, k, v, cfg), cfg, valid_len)
@@ -125,7 +197,8 @@ def attention_head(q, k, v, cfg, valid_len: int | None = None) -> HeadResult:
 
 def summarize(stats: list[dict]) -> dict:
     """Totals over heads plus the fractions people read."""
-    tot = {key: int(sum(s[key] for s in stats)) for key in stats[0]} if stats else {}
+    keys = [key for s in stats for key in s if not isinstance(s[key], list)]
+    tot = {key: int(sum(s.get(key, 0) for s in stats)) for key in dict.fromkeys(keys)}
     heads = len(stats)
     tot["heads"] = heads
     tot["kept_block_fraction"] = tot["blocks_kept"] / max(1, tot["blocks_valid"])
@@ -139,6 +212,11 @@ def summarize(stats: list[dict]) -> dict:
     fine = tot["mac_pv"] * 2
     tot["mac_fine_vs_dense"] = fine / max(1, dense)
     tot["mac_total"] = tot["mac_integer_pass"] + tot["mac_cross"] + tot["mac_ff"] + tot["mac_pv"]
+    if "bits_dense" in tot:
+        # LeOPArd front end: bit-serial bits read against every valid entry's full B bits
+        # (heads on the HDP path, if mixed in, count 0 of both)
+        tot["bits_ratio"] = tot["bits_processed"] / max(1, tot["bits_dense"])
+        tot["early_fraction"] = tot["early_entries"] / max(1, tot["valid_pairs"])
     return tot
 
 

@@ -8,6 +8,11 @@ A *setting* is ``(mode, value)``:
 * ``threshold``: ``value`` is ``rho`` in [0, 1] (a multiple of 2^-rho_frac).
 * ``mass``: ``value`` is ``eps`` in [0, 1), a multiple of 2^-8 (:mod:`golden.mass_pruner`,
   the ``eps_q`` register of the mass pruner).
+* ``leopard``: ``value`` is ``leopard_th``, the logit threshold of the LeOPArd front end
+  (:mod:`golden.leopard`), a multiple of 1/16 in [-64, 64]: a head keeps the entries with
+  ``q . k / sqrt(d) >= leopard_th`` (and its diagonal).  The head runs with
+  ``front_end = "leopard"`` (``prune_mode`` off, ``approx`` exact, no head pruning), whatever
+  the base configuration's front end.
 
 :func:`apply_setting` is the ONE place where a setting becomes what a head runs with: for
 top-k it is the ``k_frac`` register itself, the same for heads of any length.
@@ -33,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from golden.mass_pruner import EPS_FRAC
+from hw.config import LEOPARD_TH_LIMIT, LEOPARD_TH_STEP
 
 from .common import CliError
 
@@ -41,7 +47,7 @@ __all__ = ["MODES", "FORMAT", "VERSION", "FRAC_BITS", "STRUCTURE_KEYS", "HeadRul
            "calibration_from_dict", "head_rules", "attention", "read_texts", "file_sha256",
            "parse_setting"]
 
-MODES = ("topk", "threshold", "mass")
+MODES = ("topk", "threshold", "mass", "leopard")
 FORMAT = "hdpgen-calibration"
 VERSION = 1
 #: fraction bits of k_frac and eps (the registers' resolution)
@@ -72,6 +78,11 @@ def check_value(mode: str, value, cfg=None) -> float:
         if not 0 <= v <= 1 or v * (1 << frac) != round(v * (1 << frac)):
             raise ValueError(f"threshold value rho must be in [0, 1] and a multiple of "
                              f"2**-{frac}, not {value!r}")
+    elif mode == "leopard":
+        lim, step = LEOPARD_TH_LIMIT, LEOPARD_TH_STEP
+        if not -lim <= v <= lim or v / step != round(v / step):
+            raise ValueError(f"leopard value leopard_th (a logit) must be in [{-lim:g}, {lim:g}] "
+                             f"and a multiple of 1/{round(1 / step)}, not {value!r}")
     else:
         if not 0 <= v < 1 or v * (1 << EPS_FRAC) != round(v * (1 << EPS_FRAC)):
             raise ValueError(f"mass value eps must be in [0, 1) and a multiple of "
@@ -87,12 +98,18 @@ def apply_setting(cfg, mode: str, value: float, valid_len: int) -> HeadRule:
         return HeadRule(cfg.replace(prune_mode="topk", k_frac=value))
     if mode == "threshold":
         return HeadRule(cfg.replace(prune_mode="threshold", rho=value))
+    if mode == "leopard":
+        return HeadRule(cfg.replace(front_end="leopard", prune_mode="off", approx="exact",
+                                    head_prune=False, leopard_th=value))
     return HeadRule(cfg.replace(prune_mode="mass", eps=value))
 
 
 def configured_setting(cfg) -> tuple[str, float] | None:
-    """The configuration's own pruning as a setting (None for ``prune_mode = off``): topk's
-    ``k_frac``, threshold's ``rho``, mass's ``eps``."""
+    """The configuration's own pruning as a setting (None for ``prune_mode = off`` on the HDP
+    front end): topk's ``k_frac``, threshold's ``rho``, mass's ``eps``, the LeOPArd front
+    end's ``leopard_th``."""
+    if getattr(cfg, "front_end", "hdp") == "leopard":
+        return "leopard", float(cfg.leopard_th)
     if cfg.prune_mode == "mass":
         return "mass", float(cfg.eps)
     if cfg.prune_mode == "topk":
@@ -103,7 +120,8 @@ def configured_setting(cfg) -> tuple[str, float] | None:
 
 
 def parse_setting(text: str, cfg=None) -> tuple[str, float]:
-    """``MODE=VALUE`` from the command line (``topk=0.5``, ``threshold=0.25``, ``mass=0.0625``)."""
+    """``MODE=VALUE`` from the command line (``topk=0.5``, ``threshold=0.25``, ``mass=0.0625``,
+    ``leopard=0.5``)."""
     mode, sep, value = text.partition("=")
     mode = mode.strip()
     if not sep or mode not in MODES:

@@ -3,7 +3,8 @@
 
 On the calibration texts (``--sentences``, one per line, each at most ``seq_len`` tokens), with
 all-MiniLM-L6-v2's attention replaced by the golden model (:mod:`hdpgen.textset`), it picks for
-``--mode`` (topk: ``k_frac``; threshold: ``rho``; mass: ``eps``) one value per layer that prunes
+``--mode`` (topk: ``k_frac``; threshold: ``rho``; mass: ``eps``; leopard: the LeOPArd front
+end's logit threshold ``leopard_th``) one value per layer that prunes
 the most while the texts' sentence embeddings keep a mean AND a minimum cosine with the
 unmodified model of at least ``--target-cos``:
 
@@ -25,7 +26,18 @@ search keeps the last value it verified, so every value written met the target w
 Grids (least to most pruning): topk ``k_frac`` = 1, 63/64, ..., 1/64 (steps of 4/256: with at
 most 64 block columns at seq_len 128 and 2-wide blocks, one step moves a row's budget by at most
 one block, and the search needs 6 instead of 8 evaluations); threshold ``rho`` = 0, 1/64, ..., 1;
-mass ``eps`` = 0, 1/256, ..., 1/2 (the register's full resolution: useful eps are small).
+mass ``eps`` = 0, 1/256, ..., 1/2 (the register's full resolution: useful eps are small);
+leopard ``leopard_th`` = -6, -6 + 1/16, ..., +6 (logits at the register's full resolution of
+1/16; 193 points, 8 evaluations per bisection).  The range brackets the answer on the bundled
+texts: at -6 the front end keeps about 95 % of the entries and every text is at its unpruned
+cosine (MiniLM's logits below -6 carry no softmax weight that matters), while a uniform +2
+already drops the mean cosine to 0.80 and +6 leaves little more than the diagonal; a single
+layer may tolerate more than the uniform value, hence the headroom to +6.  On
+``calib_texts.txt`` the uniform answer is -2.5625 and the per-layer values run from -2.3125 to
+-0.1875, well inside (``docs/leopard.md``, "Calibration").  The kept figure is the kept ENTRY
+fraction for leopard, which keeps single entries, and the file's ``achieved`` has
+``bits_ratio``, the bit-serial bits read over the dense bits.  A leopard calibration runs every
+head with exact scores, so ``--approx`` must be ``exact`` (or left out).
 
 The JSON (written atomically; format in :mod:`hdpgen.calibration`) holds the mode, the values,
 the target, the texts' SHA-256 and the achieved figures (overall, per layer, per length bucket),
@@ -40,7 +52,15 @@ from pathlib import Path
 from .calibration import FORMAT, MODES, STRUCTURE_KEYS, VERSION, file_sha256, read_texts
 from .common import CliError, add_config_args, check_output_file, config_from_args, write_json
 
-__all__ = ["configure", "main", "grid", "calibrate", "calibration_doc"]
+__all__ = ["configure", "main", "grid", "calibrate", "calibration_doc", "kept_figure"]
+
+
+def kept_figure(mode: str, s: dict) -> tuple[str, float]:
+    """The pruning figure to print: kept entries for leopard (it keeps single entries), kept
+    blocks for the block pruners."""
+    if mode == "leopard":
+        return "kept entries", s["kept_entry_fraction"]
+    return "kept", s["kept_block_fraction"]
 
 
 def grid(mode: str) -> list[float]:
@@ -49,6 +69,8 @@ def grid(mode: str) -> list[float]:
         return [j / 64 for j in range(64, 0, -1)]
     if mode == "threshold":
         return [j / 64 for j in range(0, 65)]
+    if mode == "leopard":
+        return [j / 16 for j in range(-6 * 16, 6 * 16 + 1)]
     return [j / 256 for j in range(0, 129)]
 
 
@@ -92,8 +114,10 @@ def calibrate(ev, mode: str, target: float, say=print, per_layer: bool = True,
                 (floors if floors is not None else [target] * len(res["cos"]))]
         ok = s["cos_mean"] >= target and all(c >= n for c, n in zip(res["cos"], need))
         step[0] += 1
+        name, kept = kept_figure(mode, s)
+        bits = f", bits {s['bits_ratio']:.3f}" if "bits_ratio" in s else ""
         say(f"[calibrate {step[0]:3d}] {what}: cosine mean {s['cos_mean']:.4f} min "
-            f"{s['cos_min']:.4f}, kept {s['kept_block_fraction']:.3f} -> "
+            f"{s['cos_min']:.4f}, {name} {kept:.3f}{bits} -> "
             f"{'meets' if ok else 'misses'} {target} ({time.monotonic() - t0:.0f} s)")
         return ok, s
 
@@ -153,6 +177,15 @@ def main(args: argparse.Namespace) -> int:
     if not 0 < args.target_cos <= 1:
         raise CliError(f"--target-cos must be in (0, 1], not {args.target_cos}")
     cfg = config_from_args(args)
+    if args.mode == "leopard":
+        if args.approx not in (None, "exact"):
+            raise CliError(f"--mode leopard runs every head with exact scores (the LeOPArd front "
+                           f"end); --approx must be exact or left out, not {args.approx}")
+        if cfg.front_end != "leopard":  # the base of the floor rule's unpruned run
+            cfg = cfg.replace(approx="exact")
+    elif cfg.front_end == "leopard":
+        raise CliError(f"--mode {args.mode} calibrates an HDP pruner, but the configuration's "
+                       f"front_end is leopard; use --mode leopard or an HDP preset")
     if args.approx:
         cfg = cfg.replace(approx=args.approx)
     texts = read_texts(args.sentences)
@@ -177,8 +210,13 @@ def main(args: argparse.Namespace) -> int:
     doc["floor_rule"] = floors
     achieved = doc["achieved"]
     write_json(args.out, doc)
+    name, kept = kept_figure(args.mode, achieved)
+    name = "kept blocks" if name == "kept" else name
+    bits = (f", bits {achieved['bits_ratio']:.3f} (uniform "
+            f"{found['uniform']['achieved']['bits_ratio']:.3f})" if "bits_ratio" in achieved else "")
     print(f"hdpgen calibrate: {args.mode} per layer {found['values']} (uniform "
           f"{found['uniform']['value']:g}): cosine mean {achieved['cos_mean']:.4f} min "
-          f"{achieved['cos_min']:.4f}, kept blocks {achieved['kept_block_fraction']:.3f} "
-          f"(uniform {found['uniform']['achieved']['kept_block_fraction']:.3f}) -> {args.out}")
+          f"{achieved['cos_min']:.4f}, {name} {kept:.3f} "
+          f"(uniform {kept_figure(args.mode, found['uniform']['achieved'])[1]:.3f}){bits} -> "
+          f"{args.out}")
     return 0

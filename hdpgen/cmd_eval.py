@@ -29,8 +29,13 @@ from ``--preset``/``--config``/``--set`` and the grid row.
 One setting instead of the grid (``--json OUT``, ``--calibration CAL.json`` or ``--setting
 MODE=VALUE``): the configured pruning (topk's ``k_frac`` of each block-row's valid blocks;
 threshold's ``rho``), or one value for every layer
-(``--setting topk=0.5``, ``threshold=0.25``, ``mass=0.0625``), or a calibration file's value per
-layer (:mod:`hdpgen.calibration`), applied through :func:`hdpgen.calibration.apply_setting`.
+(``--setting topk=0.5``, ``threshold=0.25``, ``mass=0.0625``, ``leopard=0.5``), or a calibration
+file's value per layer (:mod:`hdpgen.calibration`), applied through
+:func:`hdpgen.calibration.apply_setting`.  ``leopard=X`` (or a leopard calibration file, or a
+configuration with ``front_end = leopard``) runs every head through the LeOPArd front end with the
+logit threshold X; its JSON adds the kept fraction of the valid score ENTRIES (the figure of a
+front end that keeps single entries; ``kept_entry_fraction`` is there for every mode) and
+``bits_ratio``, the bit-serial bits read over the dense bits.
 A text longer than ``seq_len`` is refused before any work (line, token count, limit).  The JSON
 has the kept fraction of the valid score blocks, the mean and minimum embedding cosine, the kept
 fraction per layer, the same per length bucket (<=16, 17-32, 33-64, 65-128 tokens), per text,
@@ -151,7 +156,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     one.add_argument("--calibration", type=Path, metavar="CAL.json",
                      help="per-layer values from 'hdpgen calibrate'")
     one.add_argument("--setting", metavar="MODE=VALUE",
-                     help="one value for every layer: topk=K_FRAC, threshold=RHO or mass=EPS")
+                     help="one value for every layer: topk=K_FRAC, threshold=RHO, mass=EPS or "
+                          "leopard=LOGIT_THRESHOLD")
 
 
 # ---------------------------------------------------------------------------- calibration
@@ -301,13 +307,26 @@ def main_one_setting(args: argparse.Namespace, base: HDPConfig) -> int:
            "seconds": round(time.time() - t0, 1)}
     say(f"hdpgen eval: {len(texts)} texts ({min(counts)}-{max(counts)} tokens) in "
         f"{out['seconds']:.0f} s")
-    print(f"{mode} {res['values']} ({source}), approx {base.approx}: kept blocks "
-          f"{s['kept_block_fraction']:.3f}, cosine mean {s['cos_mean']:.4f} min {s['cos_min']:.4f}")
-    print("  per layer kept: " + " ".join(f"{x:.3f}" for x in s["kept_per_layer"]))
-    for name, b in s["buckets"].items():
-        if b["texts"]:
-            print(f"  {name:>6} tokens: {b['texts']:2d} texts, kept {b['kept_block_fraction']:.3f}, "
-                  f"cosine mean {b['cos_mean']:.4f} min {b['cos_min']:.4f}")
+    if "bits_ratio" in s:  # LeOPArd: it keeps entries, and saves bits
+        print(f"{mode} {res['values']} ({source}): kept entries {s['kept_entry_fraction']:.3f}, "
+              f"bits processed {s['bits_ratio']:.3f} of dense, cosine mean {s['cos_mean']:.4f} "
+              f"min {s['cos_min']:.4f}")
+        print("  per layer kept entries: " + " ".join(f"{x:.3f}" for x in s["kept_entry_per_layer"]))
+        for name, b in s["buckets"].items():
+            if b["texts"]:
+                print(f"  {name:>6} tokens: {b['texts']:2d} texts, kept entries "
+                      f"{b['kept_entry_fraction']:.3f}, bits {b['bits_ratio']:.3f}, cosine mean "
+                      f"{b['cos_mean']:.4f} min {b['cos_min']:.4f}")
+    else:
+        print(f"{mode} {res['values']} ({source}), approx {base.approx}: kept blocks "
+              f"{s['kept_block_fraction']:.3f}, cosine mean {s['cos_mean']:.4f} min "
+              f"{s['cos_min']:.4f}")
+        print("  per layer kept: " + " ".join(f"{x:.3f}" for x in s["kept_per_layer"]))
+        for name, b in s["buckets"].items():
+            if b["texts"]:
+                print(f"  {name:>6} tokens: {b['texts']:2d} texts, kept "
+                      f"{b['kept_block_fraction']:.3f}, cosine mean {b['cos_mean']:.4f} min "
+                      f"{b['cos_min']:.4f}")
     if args.json:
         write_json(args.json, out)
         print(f"wrote {args.json}")

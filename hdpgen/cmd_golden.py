@@ -216,14 +216,23 @@ def prepare_inputs(args: argparse.Namespace) -> tuple:
     return cfg, data, auto
 
 
+def _registers(mode: str, cfg) -> dict:
+    if mode == "topk":
+        return {"k_frac_q": cfg.k_frac_q}
+    if mode == "threshold":
+        return {"rho": cfg.rho}
+    if mode == "leopard":
+        from golden.leopard import config_threshold
+        return {"leopard_th": cfg.leopard_th, "th_int": config_threshold(cfg)}
+    return {"eps_q": cfg.eps_q}
+
+
 def calibration_report(cal, rules) -> dict | None:
     if cal is None:
         return None
     return {"path": cal.path.removeprefix("--calibration "), "mode": cal.mode,
             "values": list(cal.values), "heads_per_layer": cal.heads_per_layer,
-            "registers_per_head": [{"k_frac_q": r.cfg.k_frac_q} if cal.mode == "topk" else
-                                   {"rho": r.cfg.rho} if cal.mode == "threshold" else
-                                   {"eps_q": r.cfg.eps_q} for r in rules]}
+            "registers_per_head": [_registers(cal.mode, r.cfg) for r in rules]}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -247,6 +256,12 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     err = stats["error_vs_float"]
+    if "bits_ratio" in stats:  # the LeOPArd front end: entries are kept, bits are saved
+        print(f"hdpgen golden: H={h} N={n} d={d} valid_len={report['input']['valid_len']}: "
+              f"leopard kept entries {stats['kept_entry_fraction']:.3f}, bits processed "
+              f"{stats['bits_ratio']:.3f} of dense; error vs float: max abs {err['max_abs']:.4f}, "
+              f"relative RMS {err['rel_rms']:.4f} -> {args.out}, {js}")
+        return 0
     print(f"hdpgen golden: H={h} N={n} d={d} valid_len={report['input']['valid_len']}: "
           f"kept blocks {stats['kept_block_fraction']:.3f}, heads {stats['kept_head_fraction']:.3f}, "
           f"fine MACs {stats['mac_fine_vs_dense']:.3f} of dense; error vs float: max abs "

@@ -8,6 +8,12 @@ returns the figures ``hdpgen eval --json`` and ``hdpgen calibrate`` report: the 
 the valid score blocks (overall, per layer, per text), the cosine of each text's sentence
 embedding with its reference, and both per length bucket.
 
+The kept fraction of the valid score ENTRIES (``kept_entry_fraction``) is reported too; it is
+the pruning figure of the LeOPArd front end (mode ``leopard``), which keeps single entries
+(``kept_block_fraction`` is then the share of valid blocks holding at least one kept entry,
+see :class:`golden.model.LeopardHeadResult`).  For it the figures also have ``bits_ratio``:
+the bit-serial bits the front end reads over ``B`` bits for every valid entry.
+
 Layer ``l``'s attention output depends only on the text and on the head rules of layers
 ``0..l`` (what :func:`hdpgen.calibration.apply_setting` makes of ``values[0..l]`` for the text's
 length), so it is memoized under that key (up to ``cache_mb`` MB): a calibration search that
@@ -28,6 +34,9 @@ from .common import CliError
 
 __all__ = ["BUCKETS", "TextEvaluator", "bucket_of", "check_lengths", "summarize"]
 
+#: the head statistics (:func:`golden.model.attention_head`) summed per text and layer
+COUNTS = ("blocks_kept", "blocks_valid", "kept_entries", "valid_pairs", "bits_processed",
+          "bits_dense")
 #: (name, lowest, highest) token counts, [CLS] and [SEP] included
 BUCKETS = (("<=16", 1, 16), ("17-32", 17, 32), ("33-64", 33, 64), ("65-128", 65, 128))
 
@@ -72,8 +81,11 @@ class TextEvaluator:
 
     # ------------------------------------------------------------------ one setting
     def _rule(self, mode: str, value, n: int) -> HeadRule:
-        if mode == "off":
-            return HeadRule(self.cfg.replace(prune_mode="off"))
+        if mode == "off":  # no pruning; a LeOPArd base falls back to the HDP path, unpruned
+            cfg = self.cfg
+            if getattr(cfg, "front_end", "hdp") == "leopard":
+                cfg = cfg.replace(front_end="hdp")
+            return HeadRule(cfg.replace(prune_mode="off"))
         return apply_setting(self.cfg, mode, value, n)
 
     def evaluate(self, mode: str, values, label: str = "") -> dict:
@@ -86,8 +98,9 @@ class TextEvaluator:
                 check_value(mode, v, self.cfg)
         t0 = time.monotonic()
         layers = self.n_layers
-        kept = np.zeros((len(self.texts), layers), np.int64)
-        valid = np.zeros((len(self.texts), layers), np.int64)
+        # per text and layer: blocks kept, blocks valid, entries kept, valid pairs, bits read,
+        # dense bits (the last two 0 off the LeOPArd front end)
+        counts = np.zeros((len(self.texts), layers, len(COUNTS)), np.int64)
         cos = np.zeros(len(self.texts))
         for i, (_, text) in enumerate(self.texts):
             def attention(layer, q, k, v, i=i):
@@ -96,58 +109,79 @@ class TextEvaluator:
                 hit = self._cache.get(key)
                 if hit is None:
                     rule = rules[-1]
-                    outs, bk, bv = [], 0, 0
+                    outs, c = [], np.zeros(len(COUNTS), np.int64)
                     for h in range(q.shape[0]):
                         r = model.attention_head(q[h], k[h], v[h], rule.cfg)
                         outs.append(r.out_int / float(1 << rule.cfg.out_frac))
-                        bk += r.stats["blocks_kept"]
-                        bv += r.stats["blocks_valid"]
-                    hit = (np.stack(outs), bk, bv)
+                        c += [r.stats.get(name, 0) for name in COUNTS]
+                    hit = (np.stack(outs), c)
                     self._put(key, hit)
                 else:
                     self._cache.move_to_end(key)
-                kept[i, layer], valid[i, layer] = hit[1], hit[2]
+                counts[i, layer] = hit[1]
                 return hit[0]
 
             e = self.lm.embed([text], attention)[0]
             cos[i] = float(e @ self.ref[i])
         self.evaluations += 1
         return {"mode": mode, "values": [None if v is None else float(v) for v in values],
-                "label": label, "cos": cos, "kept": kept, "valid": valid,
-                "seconds": time.monotonic() - t0}
+                "label": label, "cos": cos, "kept": counts[..., 0], "valid": counts[..., 1],
+                "kept_entries": counts[..., 2], "valid_pairs": counts[..., 3],
+                "bits": counts[..., 4], "bits_dense": counts[..., 5], "seconds": time.monotonic() - t0}
 
     def _put(self, key, val) -> None:
-        size = val[0].nbytes + 64
+        size = val[0].nbytes + 112
         self._cache[key] = val
         self._cache_bytes += size
         while self._cache_bytes > self._cache_max and self._cache:
             _, old = self._cache.popitem(last=False)
-            self._cache_bytes -= old[0].nbytes + 64
+            self._cache_bytes -= old[0].nbytes + 112
 
 
 def summarize(res: dict, counts: list[int], lines: list[int] | None = None) -> dict:
-    """The figures of one :meth:`TextEvaluator.evaluate` result (JSON-ready)."""
+    """The figures of one :meth:`TextEvaluator.evaluate` result (JSON-ready).
+
+    ``kept_entry_fraction`` (and ``kept_entry_per_layer``) is over the valid score entries;
+    with the LeOPArd front end (``bits_dense`` > 0) ``bits_ratio`` (and ``bits_per_layer``) is
+    the bit-serial bits read over the dense bits."""
     cos, kept, valid = res["cos"], res["kept"], res["valid"]
+    ent = res.get("kept_entries", np.zeros_like(kept))
+    pairs = res.get("valid_pairs", np.zeros_like(kept))
+    bits = res.get("bits", np.zeros_like(kept))
+    dense = res.get("bits_dense", np.zeros_like(kept))
+    leopard = bool(dense.sum())
 
     def figures(idx) -> dict:
         idx = np.asarray(idx, int)
         if idx.size == 0:
             return {"texts": 0}
         k, v = int(kept[idx].sum()), int(valid[idx].sum())
-        return {"texts": int(idx.size), "tokens_min": int(min(counts[i] for i in idx)),
-                "tokens_max": int(max(counts[i] for i in idx)),
-                "kept_block_fraction": k / max(1, v), "blocks_kept": k, "blocks_valid": v,
-                "cos_mean": float(cos[idx].mean()), "cos_min": float(cos[idx].min())}
+        e, p = int(ent[idx].sum()), int(pairs[idx].sum())
+        f = {"texts": int(idx.size), "tokens_min": int(min(counts[i] for i in idx)),
+             "tokens_max": int(max(counts[i] for i in idx)),
+             "kept_block_fraction": k / max(1, v), "blocks_kept": k, "blocks_valid": v,
+             "kept_entry_fraction": e / max(1, p), "entries_kept": e, "entries_valid": p,
+             "cos_mean": float(cos[idx].mean()), "cos_min": float(cos[idx].min())}
+        if leopard:
+            b, bd = int(bits[idx].sum()), int(dense[idx].sum())
+            f.update(bits_ratio=b / max(1, bd), bits_processed=b, bits_dense=bd)
+        return f
 
     allidx = list(range(len(cos)))
     out = figures(allidx)
     out["kept_per_layer"] = [float(kept[:, li].sum() / max(1, valid[:, li].sum()))
                              for li in range(kept.shape[1])]
+    out["kept_entry_per_layer"] = [float(ent[:, li].sum() / max(1, pairs[:, li].sum()))
+                                   for li in range(kept.shape[1])]
+    if leopard:
+        out["bits_per_layer"] = [float(bits[:, li].sum() / max(1, dense[:, li].sum()))
+                                 for li in range(kept.shape[1])]
     out["buckets"] = {name: figures([i for i in allidx if lo <= counts[i] <= hi])
                       for name, lo, hi in BUCKETS}
     out["per_text"] = [{"line": None if lines is None else lines[i], "tokens": counts[i],
                         "cos": float(cos[i]),
-                        "kept_block_fraction": float(kept[i].sum() / max(1, valid[i].sum()))}
+                        "kept_block_fraction": float(kept[i].sum() / max(1, valid[i].sum())),
+                        "kept_entry_fraction": float(ent[i].sum() / max(1, pairs[i].sum()))}
                        for i in allidx]
     return out
 

@@ -28,10 +28,14 @@
     The default's sizes with the LeOPArd front end instead of HDP's: every score is computed
     bit-serially on ``leopard_lanes = 8`` lanes, most significant bit of k first, and stops as
     soon as it provably cannot reach the logit threshold ``leopard_th``; the kept entries'
-    exact scores go to the same softmax and P x V stages.  ``leopard_th = 0.5`` is what
-    ``hdpgen calibrate --mode leopard`` found as the uniform threshold that keeps the bundled
-    evaluation texts at cosine >= 0.99 (mean and minimum); per-layer values come from a
-    calibration file.
+    exact scores go to the same softmax and P x V stages.  ``leopard_th = -1.0625`` is the
+    largest uniform threshold (multiples of 1/16) at which the bundled evaluation texts
+    (``hdpgen/data/eval_texts.txt``, 32 texts) keep cosine >= 0.99, mean 0.9973 and minimum
+    0.9914, with 53.8 % of the valid score entries kept and 84.8 % of the dense bits read
+    (-1.0 falls to a minimum of 0.98996).  ``hdpgen calibrate --mode leopard`` on
+    ``calib_texts.txt`` finds -2.5625 uniform (held back by a 4-token text at 0.9904 before
+    any pruning) and -2.3125 to -0.1875 per layer (``docs/leopard.md``, "Calibration");
+    per-layer values come from a calibration file.
 ``large``
     The scale point: N = 512, d = 64 (the head size of BERT-base and most 12-head encoders),
     otherwise the default's choices, top-k keeping 3/4 of each block-row's valid blocks.  On-chip
@@ -54,7 +58,7 @@ PRESETS: dict[str, HDPConfig] = {
     "default": HDPConfig(approx="exact", prune_mode="mass", eps=0.109375, k_frac=0.671875),
     # the scale point: N = 512, d = 64 (BERT-base-like heads), top-k keeping 3/4 of the blocks
     "large": HDPConfig(seq_len=512, head_dim=64, k_frac=0.75),
-    "leopard": HDPConfig(front_end="leopard", prune_mode="off", approx="exact", leopard_th=0.5,
+    "leopard": HDPConfig(front_end="leopard", prune_mode="off", approx="exact", leopard_th=-1.0625,
                          leopard_lanes=8, k_frac=0.671875),
 }
 

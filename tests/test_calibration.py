@@ -100,7 +100,8 @@ def test_round_trip_and_head_to_layer_mapping(tmp_path):
     ([1, 2], "must hold a JSON object, not list"),
     (_doc(format="other"), "field 'format' must be 'hdpgen-calibration'"),
     (_doc(version=2), "field 'version' must be 1"),
-    (_doc(mode="random"), "field 'mode' must be one of topk, threshold, mass, not 'random'"),
+    (_doc(mode="random"), "field 'mode' must be one of topk, threshold, mass, leopard, not "
+                            "'random'"),
     (_doc(values=[]), "field 'values' must be a non-empty list"),
     (_doc(values=[0.5] * 5), "has 5 layers x 12 heads = 60 heads, but the data has 72 heads"),
     (_doc(hpl=0), "field 'heads_per_layer' must be a positive integer"),
