@@ -11,7 +11,7 @@ every figure with its provenance.
 
     python bench/leopard_top.py                                    # preset threshold
     python bench/leopard_top.py --calibration leopard_cal.json     # per-layer thresholds
-    python bench/leopard_top.py --data para128 --heads 12 --simulator icarus
+    python bench/leopard_top.py --data para128 --stride 6           # 12 heads, every layer
 """
 
 import argparse
@@ -45,7 +45,7 @@ def head_cfgs(cfg, calibration, heads: int, n: int):
 
 def measure(cfg, name: str, args) -> dict:
     d = load_fixture(name)
-    q, k, v = (d[x][: args.heads] for x in ("q", "k", "v"))
+    q, k, v = (d[x][:: args.stride][: args.heads] for x in ("q", "k", "v"))
     vl = d.get("valid_len")
     n = int(vl) if vl is not None else q.shape[1]
     gold = leopard_golden(q, k, v, cfg, vl, head_cfgs(cfg, args.calibration, q.shape[0], n))
@@ -87,6 +87,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", action="append", help=f"bundled capture (repeatable; default: "
                    f"{', '.join(DATA)})")
     p.add_argument("--heads", type=int, default=None, help="first K heads of each capture")
+    p.add_argument("--stride", type=int, default=1,
+                   help="every S-th head (6: two heads of each of MiniLM's six layers)")
     p.add_argument("--simulator", default="verilator", choices=("verilator", "icarus"))
     p.add_argument("--build-dir", type=Path, default=ROOT / "build" / "bench" / "leopard_top")
     p.add_argument("--json", type=Path, default=None, help="write every figure here")

@@ -6,13 +6,15 @@ Input and output contract: as ``hdpgen golden`` (:mod:`hdpgen.cmd_golden`; input
 of the top, one after another, with the configuration's run-time settings in its AXI4-Lite
 registers.  OUT.npz holds the RTL's ``out`` (float32), ``out_int`` (int32), ``head_keep`` (the
 status register) and ``block_keep`` (read back from the top's mask memory through the
-``mask_sel``/``mask_data`` registers; all False for a pruned head, as golden).  OUT.json has
+``mask_sel``/``mask_data`` registers; all False for a pruned head, as golden); a top built
+with the LeOPArd front end (``front_end = leopard``) has no block masks and writes instead
+``kept_entries`` and ``bits_read`` per head (its engine's registers).  OUT.json has
 the configuration, the input's shape, the simulator, ``cycles`` (sum over heads of the
 ``cycles`` register: first input beat to last output beat, run with the configured pruning),
 ``head_cycles``, ``array_cycles`` (cycles the MAC array accepted a beat), ``kept_keys`` and
 the array's busy fraction.
 
-``--calibration CAL.json`` (from ``hdpgen calibrate``: topk, threshold or mass) writes each
+``--calibration CAL.json`` (from ``hdpgen calibrate``: topk, threshold, mass or leopard) writes each
 head's own register values (head ``h``: its layer's value, :mod:`hdpgen.calibration`) before
 the head runs, on the same build.
 
@@ -130,9 +132,14 @@ def main(args: argparse.Namespace) -> int:
         raise CliError(_one_line(exc)) from None
     seconds = time.monotonic() - t0
     out_int = res["out_int"].astype(np.int32)
+    leopard = cfg.front_end == "leopard"
     arrays = {"out": (out_int / float(1 << cfg.out_frac)).astype(np.float32),
-              "out_int": out_int, "block_keep": res["block_keep"].astype(bool),
-              "head_keep": res["head_keep"].astype(bool)}
+              "out_int": out_int, "head_keep": res["head_keep"].astype(bool)}
+    if leopard:     # entries, not blocks: the engine's kept entries and bits read per head
+        arrays.update(kept_entries=res["kept_entries"].astype(np.int64),
+                      bits_read=res["bits_read"].astype(np.int64))
+    else:
+        arrays["block_keep"] = res["block_keep"].astype(bool)
     cycles = [int(c) for c in res["cycles"]]
     arr_cycles = [int(c) for c in res["array_cycles"]]
     report = {
@@ -155,7 +162,7 @@ def main(args: argparse.Namespace) -> int:
     if args.compare:
         gold, stats = run_golden(cfg, q, k, v, valid_len, rules)
         report["golden_stats"] = stats
-        for name in ("out_int", "head_keep", "block_keep"):
+        for name in ("out_int", "head_keep") + (() if leopard else ("block_keep",)):
             idx = first_difference(gold[name], arrays[name])
             if idx is not None:
                 mismatch = (name, idx, gold[name][idx], arrays[name][idx])
