@@ -201,3 +201,35 @@ def test_run_default_data_is_the_128_token_paragraph_and_dse_keeps_the_long_sent
     d = cmd_run.resolve_data(cfg.replace(seq_len=64), fallback=cmd_run.RUN_FIXTURES)
     assert "'long'" in d["description"] and d["q"].shape[1] == 30
     assert "'long'" in cmd_run.resolve_data(cfg)["description"]  # dse's default search
+
+
+# ---------------------------------------------------------------- the LeOPArd front end
+def test_run_leopard_preset_golden_report(tmp_path, stub_verilog, capsys):
+    """``run --preset leopard`` (golden only): the report has the LeOPArd section with kept
+    entries and bits, HDP's cycles on the same heads, and no HDP-only sections."""
+    assert cli_main(["run", "--preset", "leopard", "--data", "medium", *FAST,
+                     "-o", str(tmp_path)]) == 0
+    rep = json.loads((tmp_path / "leopard" / "report.json").read_text())
+    le = rep["leopard"]
+    assert 0 < le["golden"]["kept_fraction"] < 1 and 0 < le["golden"]["bits_ratio"] < 1
+    assert len(le["hdp"]["cycles"]) == rep["data"]["heads"] == 72
+    md = (tmp_path / "leopard" / "report.md").read_text()
+    assert "## LeOPArd front end" in md and "## Pruning" not in md
+    assert "threshold logit >= -1.0625" in md
+
+
+@pytest.mark.cocotb
+def test_run_leopard_rtl_three_ways(tmp_path, stub_verilog):
+    """The RTL stage of ``run --preset leopard``: as run, without early termination and
+    dense, bit-exact on the heads simulated (Icarus, two heads of the 12-token capture)."""
+    from sim.runner import simulator_missing
+    if simulator_missing("icarus"):
+        pytest.skip("icarus is not installed")
+    assert cli_main(["run", "--preset", "leopard", "--data", "medium", "--heads", "2",
+                     "--sim", "icarus", "--no-synth", "-o", str(tmp_path)]) == 0
+    rtl = json.loads((tmp_path / "leopard" / "report.json").read_text())["leopard"]["rtl"]
+    assert rtl["bit_exact"] and rtl["heads"] == 2
+    # the same kept entries with and without early termination; no more bits with it
+    assert rtl["as_run"]["kept_entries"] == rtl["no_et"]["kept_entries"]
+    assert sum(rtl["as_run"]["bits_read"]) < sum(rtl["no_et"]["bits_read"])
+    assert sum(rtl["dense"]["kept_entries"]) == 2 * 12 * 12
