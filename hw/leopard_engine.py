@@ -144,13 +144,16 @@ def _tree(values):
 class _Lane:
     """The registers of one lane."""
 
-    def __init__(self, cfg: HDPConfig, n: int, r_width: int, e_width: int):
+    def __init__(self, cfg: HDPConfig, n: int, r_width: int, e_width: int, g_width: int,
+                 h_width: int):
         b = cfg.qk_bits
         self.busy = Signal(name=f"l{n}_busy")
         self.step = Signal(range(b), name=f"l{n}_step")      # bits already read
         self.k = Signal(data.ArrayLayout(unsigned(b), cfg.head_dim), name=f"l{n}_k")
         self.r = Signal(signed(r_width), name=f"l{n}_r")
         self.e = Signal(signed(e_width), name=f"l{n}_e")
+        self.g = Signal(signed(g_width), name=f"l{n}_g")     # this step's increment g_b
+        self.h = Signal(signed(h_width), name=f"l{n}_h")     # g_b - Qpos + 1
         self.j = Signal(_index_shape(cfg), name=f"l{n}_j")
         self.diag = Signal(name=f"l{n}_diag")
         self.free = Signal(name=f"l{n}_free")   # may take a key this cycle
@@ -216,6 +219,11 @@ class LeopardEngine(wiring.Component):
         """Width of a lane's stored termination margin ``E_b`` (``b < B``)."""
         return signed_width(*e_range(self._cfg))
 
+    def _h_width(self) -> int:
+        """Width of ``g_b - Qpos + 1``: ``|g_b| <= d 2**(B-1)`` and ``0 <= Qpos <= qpos_max``."""
+        g = self._cfg.head_dim << (self._cfg.qk_bits - 1)
+        return signed_width(-g - qpos_max(self._cfg), g + 1)
+
     def row_bound_sum(self, q_row):
         """``Qpos``: the sum of the positive elements of the query row."""
         return _tree([Mux(q_row[e] > 0, q_row[e], 0) for e in range(self._cfg.head_dim)])
@@ -227,7 +235,8 @@ class LeopardEngine(wiring.Component):
     # ------------------------------------------------------------------ elaboration
     def elaborate(self, platform):
         m = Module()
-        lanes = [_Lane(self._cfg, n, self.r_width, self.e_width) for n in range(self.lanes)]
+        lanes = [_Lane(self._cfg, n, self.r_width, self.e_width, self.r_width + 1,
+                       self._h_width()) for n in range(self.lanes)]
         row = self._rows(m)
         feed = self._scheduler(m, row, lanes)
         for lane in lanes:
@@ -331,18 +340,27 @@ class LeopardEngine(wiring.Component):
         if self.kept_only:
             with m.If(row["row_end"]):
                 m.d.sync += [row["marker"].eq(1), row["marker_i"].eq(row["i"])]
-        return {"loads": loads, "word": rd.data, "j": pend_j}
+        # the first step's increment (the sign bits of the key at the read port), computed once
+        # for whichever lane takes the key
+        gated0 = _tree([Mux(rd.data[e][cfg.qk_bits - 1], row["q"][e], 0)
+                        for e in range(cfg.head_dim)])
+        g0 = Signal(signed(self.r_width + 1), name="g0")
+        m.d.comb += g0.eq(self.bit_increment(gated0, Const(0, 1)))
+        return {"loads": loads, "word": rd.data, "j": pend_j, "g0": g0}
 
     def _lane(self, m, row, lane, feed):
         """One lane: load a key, then one bit per cycle until early exit or ``B`` bits."""
         cfg = self._cfg
         b, d = cfg.qk_bits, cfg.head_dim
-        gated = _tree([Mux(lane.k[e][b - 1], row["q"][e], 0) for e in range(d)])
-        g = self.bit_increment(gated, lane.step)
+        # the next step's increment, one cycle ahead: from the bit of k that the shift brings
+        # to the top (a step's own g and h = g - Qpos + 1 are registers, so the adder tree is
+        # not on the path from a lane's margin to its decision and the key hand-over)
+        gated_next = _tree([Mux(lane.k[e][b - 2], row["q"][e], 0) for e in range(d)])
+        g_next = self.bit_increment(gated_next, lane.step + 1)
         # bit B-1-step of T: bit `step` of T's low B bits reversed
         t_bit = Cat(*(row["t"][b - 1 - x] for x in range(b))).bit_select(lane.step, 1)
-        r_new = (lane.r << 1) + g
-        e_new = (lane.e << 1) + g - row["qpos"] + 1 - t_bit
+        r_new = (lane.r << 1) + lane.g
+        e_new = (lane.e << 1) + lane.h - t_bit
         below = Signal(name=f"l{lane.index}_below")
         m.d.comb += below.eq(e_new < 0)
         stop = (lane.step == b - 1) | (below & ~lane.diag & ~self.no_et)
@@ -357,7 +375,8 @@ class LeopardEngine(wiring.Component):
         with m.If(lane.pop):
             m.d.sync += lane.done.eq(0)
         with m.If(lane.stepping):
-            m.d.sync += [lane.r.eq(r_new), lane.e.eq(e_new), lane.step.eq(lane.step + 1)]
+            m.d.sync += [lane.r.eq(r_new), lane.e.eq(e_new), lane.step.eq(lane.step + 1),
+                         lane.g.eq(g_next), lane.h.eq(g_next - row["qpos"] + 1)]
             for e in range(d):
                 m.d.sync += lane.k[e].eq(lane.k[e] << 1)
             with m.If(stop):
@@ -374,6 +393,8 @@ class LeopardEngine(wiring.Component):
                 lane.step.eq(0),
                 lane.k.eq(feed["word"].as_value()),
                 lane.r.eq(0),
+                lane.g.eq(feed["g0"]),
+                lane.h.eq(feed["g0"] - row["qpos"] + 1),
                 lane.e.eq(row["qpos"] - (row["t"] >> b) - 1),
                 lane.j.eq(feed["j"]),
                 lane.diag.eq(feed["j"] == row["i"]),
