@@ -307,26 +307,23 @@ def main_one_setting(args: argparse.Namespace, base: HDPConfig) -> int:
            "seconds": round(time.time() - t0, 1)}
     say(f"hdpgen eval: {len(texts)} texts ({min(counts)}-{max(counts)} tokens) in "
         f"{out['seconds']:.0f} s")
-    if "bits_ratio" in s:  # LeOPArd: it keeps entries, and saves bits
-        print(f"{mode} {res['values']} ({source}): kept entries {s['kept_entry_fraction']:.3f}, "
-              f"bits processed {s['bits_ratio']:.3f} of dense, cosine mean {s['cos_mean']:.4f} "
-              f"min {s['cos_min']:.4f}")
-        print("  per layer kept entries: " + " ".join(f"{x:.3f}" for x in s["kept_entry_per_layer"]))
-        for name, b in s["buckets"].items():
-            if b["texts"]:
-                print(f"  {name:>6} tokens: {b['texts']:2d} texts, kept entries "
-                      f"{b['kept_entry_fraction']:.3f}, bits {b['bits_ratio']:.3f}, cosine mean "
-                      f"{b['cos_mean']:.4f} min {b['cos_min']:.4f}")
-    else:
-        print(f"{mode} {res['values']} ({source}), approx {base.approx}: kept blocks "
-              f"{s['kept_block_fraction']:.3f}, cosine mean {s['cos_mean']:.4f} min "
-              f"{s['cos_min']:.4f}")
-        print("  per layer kept: " + " ".join(f"{x:.3f}" for x in s["kept_per_layer"]))
-        for name, b in s["buckets"].items():
-            if b["texts"]:
-                print(f"  {name:>6} tokens: {b['texts']:2d} texts, kept "
-                      f"{b['kept_block_fraction']:.3f}, cosine mean {b['cos_mean']:.4f} min "
-                      f"{b['cos_min']:.4f}")
+    # LeOPArd keeps entries and saves bits; the block pruners keep blocks
+    leo = "bits_ratio" in s
+    kept, what = ("kept_entry_fraction", "kept entries") if leo else \
+        ("kept_block_fraction", "kept blocks")
+    extra = (lambda x: f", bits {x['bits_ratio']:.3f}") if leo else (lambda x: "")
+    print(f"{mode} {res['values']} ({source})" + ("" if leo else f", approx {base.approx}")
+          + f": {what} {s[kept]:.3f}" + (f", bits processed {s['bits_ratio']:.3f} of dense"
+                                         if leo else "")
+          + f", cosine mean {s['cos_mean']:.4f} min {s['cos_min']:.4f}")
+    per_layer = s["kept_entry_per_layer"] if leo else s["kept_per_layer"]
+    print(f"  per layer {'kept entries' if leo else 'kept'}: "
+          + " ".join(f"{x:.3f}" for x in per_layer))
+    for name, b in s["buckets"].items():
+        if b["texts"]:
+            print(f"  {name:>6} tokens: {b['texts']:2d} texts, {'kept entries' if leo else 'kept'} "
+                  f"{b[kept]:.3f}{extra(b)}, cosine mean {b['cos_mean']:.4f} min "
+                  f"{b['cos_min']:.4f}")
     if args.json:
         write_json(args.json, out)
         print(f"wrote {args.json}")

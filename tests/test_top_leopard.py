@@ -18,7 +18,7 @@ from hw.config import HDPConfig
 from hw.presets import preset
 from hw.top import Top, leopard_th_code, pack_input_rows, register_map, register_values, unpack_output_row
 from sim.fixtures import load_fixture
-from tests.test_top import random_head, read_reg, recv_rows, send_rows, write_regs
+from tests.test_top import _heads, read_reg, recv_rows, send_rows, write_regs
 
 LEO = {"front_end": "leopard", "prune_mode": "off", "approx": "exact", "head_prune": False}
 
@@ -73,15 +73,6 @@ def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int =
     sim.add_testbench(bench)
     sim.run()
     return stats
-
-
-def _heads(cfg, settings, lens, seed):
-    rng = np.random.default_rng(seed)
-    out = []
-    for s, n in zip(settings, lens):
-        q, k, v = random_head(cfg, rng)
-        out.append({"q": q, "k": k, "v": v, "valid_len": n, "settings": s})
-    return out
 
 
 def test_register_map_is_the_front_ends():
