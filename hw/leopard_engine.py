@@ -304,49 +304,56 @@ class LeopardEngine(wiring.Component):
                 "marker_i": Signal(_index_shape(cfg))}
 
     def _scheduler(self, m, row, lanes):
-        """Key issue: read key ``j_next`` of the current row, hand the read word to the lowest
-        free lane.  Returns ``(load, k word, j)`` and the per-lane load strobes."""
+        """Key issue: read key ``j_next`` of the current row, register the word, register it
+        again with its first-step increment ``g_1`` (the gated adder tree over the sign bits),
+        then hand it to the lowest free lane.  A three-entry pipeline that advances wherever
+        the next entry is empty or moving on, so a key can be handed over every cycle; the
+        block RAM's output and the adder tree each end in a register.  Returns the per-lane
+        load strobes and the key word, ``j`` and ``g_1`` being handed over."""
         cfg = self._cfg
         rd = row["rd"]
+        idx = _index_shape(cfg)
         j_next = Signal(range(cfg.seq_len + 1))
-        pend = Signal()
-        pend_j = Signal(_index_shape(cfg))
         limit = Mux(self.causal, row["i"] + 1, self.valid_len)
         more = row["q_loaded"] & (j_next < limit)
         free = [ln.free for ln in lanes]
         any_free = Signal()
         m.d.comb += any_free.eq(_any(free))
-        take = pend & any_free
-        issue = Signal()
-        m.d.comb += [
-            issue.eq(more & (~pend | take)),
-            rd.en.eq(issue),
-            rd.addr.eq(j_next),
-        ]
+        # stage 1: the read port's output; 2: the word registered; 3: word and g_1 registered
+        v1, v2, v3 = Signal(name="f1_valid"), Signal(name="f2_valid"), Signal(name="f3_valid")
+        j1, j2, j3 = (Signal(idx, name=f"f{n}_j") for n in (1, 2, 3))
+        w2 = Signal(qk_row_layout(cfg), name="f2_word")
+        w3 = Signal(qk_row_layout(cfg), name="f3_word")
+        g3 = Signal(signed(self.r_width + 1), name="f3_g")
+        take, adv1, adv2, adv3, issue = (Signal(name=n) for n in
+                                         ("take", "adv1", "adv2", "adv3", "issue"))
+        m.d.comb += [take.eq(v3 & any_free), adv3.eq(~v3 | take), adv2.eq(~v2 | adv3),
+                     adv1.eq(~v1 | adv2), issue.eq(more & adv1),
+                     rd.en.eq(issue), rd.addr.eq(j_next)]
+        gated = _tree([Mux(w2[e][cfg.qk_bits - 1], row["q"][e], 0) for e in range(cfg.head_dim)])
+        with m.If(adv3):
+            m.d.sync += [v3.eq(v2), j3.eq(j2), w3.eq(w2),
+                         g3.eq(self.bit_increment(gated, Const(0, 1)))]
+        with m.If(adv2):
+            m.d.sync += [v2.eq(v1), j2.eq(j1), w2.eq(rd.data)]
+        with m.If(adv1):
+            m.d.sync += [v1.eq(issue), j1.eq(j_next)]
         with m.If(issue):
-            m.d.sync += [pend.eq(1), pend_j.eq(j_next), j_next.eq(j_next + 1)]
-        with m.Elif(take):
-            m.d.sync += pend.eq(0)
+            m.d.sync += j_next.eq(j_next + 1)
         with m.If(row["row_end"]):
             m.d.sync += j_next.eq(0)
-        # lowest free lane takes the pending key
+        # lowest free lane takes the key at the end of the pipeline
         loads = [Signal(name=f"l{n}_load") for n in range(len(lanes))]
         for n in range(len(lanes)):
             earlier = free[:n]
             m.d.comb += loads[n].eq(take & free[n] & ~_any(earlier) if earlier else take & free[n])
         idle = ~_any([ln.busy | (ln.done & ~ln.pop) for ln in lanes])
-        m.d.comb += row["row_end"].eq(row["q_loaded"] & ~more & ~pend & idle
+        m.d.comb += row["row_end"].eq(row["q_loaded"] & ~more & ~v1 & ~v2 & ~v3 & idle
                                       & ~row["marker"])
         if self.kept_only:
             with m.If(row["row_end"]):
                 m.d.sync += [row["marker"].eq(1), row["marker_i"].eq(row["i"])]
-        # the first step's increment (the sign bits of the key at the read port), computed once
-        # for whichever lane takes the key
-        gated0 = _tree([Mux(rd.data[e][cfg.qk_bits - 1], row["q"][e], 0)
-                        for e in range(cfg.head_dim)])
-        g0 = Signal(signed(self.r_width + 1), name="g0")
-        m.d.comb += g0.eq(self.bit_increment(gated0, Const(0, 1)))
-        return {"loads": loads, "word": rd.data, "j": pend_j, "g0": g0}
+        return {"loads": loads, "word": w3, "j": j3, "g0": g3}
 
     def _lane(self, m, row, lane, feed):
         """One lane: load a key, then one bit per cycle until early exit or ``B`` bits."""
