@@ -36,7 +36,8 @@ from fractions import Fraction
 import numpy as np
 
 from . import pv, softmax
-from .model import _check_shapes, quantize_qkv
+from .operands import check_shapes as _check_shapes
+from .operands import quantize_qkv
 from .pruner import entry_mask
 
 __all__ = ["TH_LIMIT", "k_prefix", "partial_sums", "row_positive_sum", "row_negative_sum",

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import approx, mass_pruner, pruner, pv, score, softmax
-from .intmath import quantize, split_int_frac
+from .intmath import split_int_frac
+from .operands import check_shapes as _check_shapes
+from .operands import quantize_qkv
 
 __all__ = ["HeadResult", "LeopardHeadResult", "attention_head", "attention_head_int", "attention",
            "quantize_qkv"]
@@ -69,31 +71,6 @@ class LeopardHeadResult(HeadResult):
 #: integer statistics the LeOPArd path adds to the HDP ones (summed over heads)
 LEOPARD_COUNTS = ("diag_entries", "terminated_entries", "early_entries", "bits_processed",
                   "bits_dense")
-
-
-def quantize_qkv(q, k, v, cfg):
-    return (quantize(q, cfg.qk_bits, cfg.qk_frac), quantize(k, cfg.qk_bits, cfg.qk_frac),
-            quantize(v, cfg.v_bits, cfg.v_frac))
-
-
-def _check_shapes(q_q, k_q, v_q, cfg, valid_len):
-    if q_q.ndim != 2:
-        raise ValueError(f"q, k, v must have shape (N, d), not {q_q.shape}")
-    n, d = q_q.shape
-    if k_q.shape != (n, d) or v_q.shape != (n, d):
-        raise ValueError(f"q, k, v must share one shape (N, d); got {q_q.shape}, {k_q.shape}, "
-                         f"{v_q.shape}")
-    if d != cfg.head_dim:
-        raise ValueError(f"head dimension must equal head_dim = {cfg.head_dim}, not {d}")
-    if not 1 <= n <= cfg.seq_len:
-        raise ValueError(f"sequence length must be in [1, seq_len] = [1, {cfg.seq_len}], not {n}")
-    if not 1 <= valid_len <= n:
-        raise ValueError(f"valid_len must be in [1, N] = [1, {n}], not {valid_len}")
-    for name, x, bits in (("q", q_q, cfg.qk_bits), ("k", k_q, cfg.qk_bits), ("v", v_q, cfg.v_bits)):
-        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-        if x.size and (x.min() < lo or x.max() > hi):
-            raise ValueError(f"quantized {name} must be in [{lo}, {hi}] ({bits} bits), "
-                             f"found [{x.min()}, {x.max()}]")
 
 
 def attention_head_int(q_q, k_q, v_q, cfg, valid_len: int | None = None) -> HeadResult:

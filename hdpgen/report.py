@@ -165,7 +165,6 @@ def render_markdown(rep: dict) -> str:
         lines += _skipped(rep, "accuracy")
 
     if rep.get("leopard"):
-        from .leopard_run import leopard_markdown
         lines += leopard_markdown(rep)
         if not (rep["leopard"].get("rtl")):
             lines += ["## RTL simulation", ""] + _skipped(rep, "rtl")
@@ -266,3 +265,43 @@ def write_report(rep: dict, out_dir: Path) -> tuple[Path, Path]:
     with atomic_write(mp, "w") as f:
         f.write(render_markdown(rep))
     return jp, mp
+
+
+def leopard_markdown(rep: dict) -> list[str]:
+    """The report's LeOPArd section (``rep["leopard"]``): entries, bits, cycles."""
+    le = rep.get("leopard")
+    if not le:
+        return []
+    st = le["golden"]
+    lines = ["## LeOPArd front end", "",
+             f"Threshold: {le['threshold']}. Kept entries {st['kept_fraction']:.3f} of the "
+             f"valid ones; bits of k read {st['bits_ratio']:.3f} of all "
+             f"({st['bits_per_valid_entry']:.2f} of {le['qk_bits']} per entry; "
+             f"{st['early_fraction']:.3f} of the entries stop early).", ""]
+    rtl = le.get("rtl")
+    if rtl:
+        tot = {k: sum(rtl[k]["cycles"]) for k in ("as_run", "no_et", "dense")}
+        fe = {k: sum(rtl[k]["fe_cycles"]) for k in ("as_run", "no_et", "dense")}
+        rows = [["engine cycles (bit-serial front end)", fe["dense"], fe["no_et"], fe["as_run"],
+                 _ratio(fe["no_et"], fe["as_run"])],
+                ["top cycles (first input to last output)", tot["dense"], tot["no_et"],
+                 tot["as_run"], _ratio(tot["no_et"], tot["as_run"])]]
+        hdp = le.get("hdp")
+        lines += [f"RTL ({rtl['simulator']}, {rtl['heads']} heads), bit-exact against golden: "
+                  f"**{'yes' if rtl['bit_exact'] else 'no'}** ({rtl['mismatched_heads']} heads "
+                  f"differ).", ""]
+        lines += _table(["cycles, all heads", "dense", "no early termination",
+                            "as run", "saved by early termination"], rows) + [""]
+        if hdp:
+            h_p, h_d = sum(hdp["cycles"]), sum(hdp["cycles_dense"])
+            lines += [f"HDP front end on the same heads (same sizes, `{hdp['config']['prune_mode']}`"
+                      f" pruning as the default preset; exact cycle model): {h_p} cycles "
+                      f"({_ratio(h_d, h_p)} against its dense {h_d}), kept entries "
+                      f"{hdp['kept_entry_fraction']:.3f}. LeOPArd as run takes "
+                      f"{_ratio(tot['as_run'], h_p)} of HDP's cycles.", ""]
+    return lines
+
+
+def _ratio(a, b) -> str:
+    """``a / b`` as ``1.23x``."""
+    return f"{a / b:.2f}x" if b else "n/a"
