@@ -105,8 +105,8 @@ def main(argv=None) -> int:
     for r in rows:
         print("| " + " | ".join(r) + " |")
     if args.json:
-        args.json.write_text(json.dumps({"provenance": provenance("bench/leopard_top.py", sys.argv[1:] if argv is None
-                                                    else argv), "config": cfg.to_dict(),
+        prov = provenance("bench/leopard_top.py", sys.argv[1:] if argv is None else argv)
+        args.json.write_text(json.dumps({"provenance": prov, "config": cfg.to_dict(),
                                          "results": results}, indent=1, default=str))
     return 0
 
