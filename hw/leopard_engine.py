@@ -260,6 +260,7 @@ class LeopardEngine(wiring.Component):
         k_cnt = Signal(range(cfg.seq_len + 1))
         k_loaded = Signal()
         q_loaded = Signal()
+        q_prep = Signal()               # the row's Qpos and T are computed this cycle
         i = Signal(_index_shape(cfg))
         q = Signal(qk_row_layout(cfg))
         qpos = Signal(unsigned(unsigned_width(qpos_max(cfg))))
@@ -275,7 +276,7 @@ class LeopardEngine(wiring.Component):
             wr.addr.eq(k_cnt),
             wr.data.eq(self.k_in.payload),
             wr.en.eq(k_fire),
-            self.q_in.ready.eq(k_loaded & ~q_loaded),
+            self.q_in.ready.eq(k_loaded & ~q_loaded & ~q_prep),
             self.cycles.eq(cycles),
             self.done.eq(done),
         ]
@@ -285,12 +286,17 @@ class LeopardEngine(wiring.Component):
                 m.d.sync += [k_loaded.eq(1), k_cnt.eq(0)]
             with m.Else():
                 m.d.sync += k_cnt.eq(k_cnt + 1)
+        # the row is registered first, then its Qpos and T (the sum tree runs from a register,
+        # not from the sender's output): the row's keys start one cycle later
+        th = Signal.like(self.q_in.payload.th)
+        m.d.sync += q_prep.eq(q_fire)
         with m.If(q_fire):
-            qp = self.row_bound_sum(self.q_in.payload.q)
-            m.d.sync += [q.eq(self.q_in.payload.q), qpos.eq(qp),
-                         t.eq(self.q_in.payload.th + qp - 1), q_loaded.eq(1), running.eq(1)]
+            m.d.sync += [q.eq(self.q_in.payload.q), th.eq(self.q_in.payload.th), running.eq(1)]
             with m.If(i == 0):
                 m.d.sync += cycles.eq(0)
+        with m.If(q_prep):
+            qp = self.row_bound_sum(q)
+            m.d.sync += [qpos.eq(qp), t.eq(th + qp - 1), q_loaded.eq(1)]
         with m.If(running & (cycles != (1 << CYCLES_WIDTH) - 1)):
             m.d.sync += cycles.eq(cycles + 1)
         with m.If(row_end):
