@@ -141,10 +141,11 @@ def test_top_leopard_random_and_reset(name, simulator, build_dir):
 
 
 def test_top_leopard_minilm_heads(simulator, build_dir):
-    """The leopard preset's top on real MiniLM heads (the 12-token capture, one head per
-    layer), at three thresholds and once without early termination, with stalls."""
+    """The leopard preset's top on real MiniLM heads (the 12-token capture), at three
+    thresholds and once without early termination, with stalls."""
     cfg = preset("leopard")
-    heads = SUBSET_ICARUS if simulator == "icarus" else SUBSET
+    # Icarus one head, Verilator three (layers 0, 2 and 4): the random tests cover the rest
+    heads = SUBSET[:1] if simulator == "icarus" else SUBSET[::2]
     q, k, v, n = fixture_job(cfg, heads)
     settings = [{"leopard_th": 0.0}, {"leopard_th": 0.5}, {"leopard_th": 1.5, "causal": True},
                 {"leopard_th": 0.5, "no_et": 1}]
