@@ -9,14 +9,13 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import ClockDomain, Module
-from amaranth.sim import Simulator
 
 from golden.leopard import config_threshold, leopard_head_int
 from golden.model import quantize_qkv
 from hw.config import HDPConfig
 from hw.presets import preset
 from hw.top import Top, leopard_th_code, pack_input_rows, register_map, register_values, unpack_output_row
+from sim.amaranth_streams import run_amaranth
 from sim.fixtures import load_fixture
 from tests.test_top import _heads, read_reg, recv_rows, send_rows, write_regs
 
@@ -31,11 +30,6 @@ def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int =
     """Each head ``{q, k, v, valid_len, settings}`` through one simulated top; every output
     row, the kept entries and the bits read are checked against golden."""
     dut = Top(cfg)
-    m = Module()
-    m.domains.sync = ClockDomain("sync")
-    m.submodules.dut = dut
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
     rng = random.Random(seed)
     stats = []
 
@@ -70,8 +64,7 @@ def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int =
             stats.append(st)
         assert await read_reg(ctx, dut, "heads_done") == len(heads)
 
-    sim.add_testbench(bench)
-    sim.run()
+    run_amaranth(dut, bench)
     return stats
 
 
