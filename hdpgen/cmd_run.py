@@ -388,8 +388,8 @@ def _leopard_stages(rep, stages, cfg, name, cache, data, sim_choice, heads, do_s
                 f"{st['bits_ratio']:.1%}, relative RMS error "
                 f"{gold['accuracy']['LeOPArd (as run)']['rel_rms']:.3f}")
     if heads is not None:
-        gold = {**gold, "heads": gold["heads"][:heads], "head_cfgs": gold["head_cfgs"][:heads],
-                **{x: gold[x][:heads] for x in ("q_q", "k_q", "v_q")}}
+        gold = {**gold, **{x: gold[x][:heads] for x in ("heads", "dense_heads", "head_cfgs",
+                                                         "q_q", "k_q", "v_q")}}
     le["hdp"] = hdp_cycles(gold, cfg)
     if not do_sim:
         stages.skip("simulate", "--no-sim")

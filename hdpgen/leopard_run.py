@@ -49,8 +49,8 @@ def leopard_golden(q, k, v, cfg, valid_len=None, head_cfgs=None) -> dict:
     out_dense = np.stack([r.out_int for r in dense]) / scale
     ref = float_attention(q, k, v, vl, cfg.causal)
     st = summarize([r.stats for r in res])
-    return {"heads": res, "stats": st, "q_q": q_q, "k_q": k_q, "v_q": v_q, "valid_len": vl,
-            "head_cfgs": cfgs,
+    return {"heads": res, "dense_heads": dense, "stats": st, "q_q": q_q, "k_q": k_q, "v_q": v_q,
+            "valid_len": vl, "head_cfgs": cfgs,
             "accuracy": {"LeOPArd (as run)": compare_outputs(out, ref, vl),
                          "unpruned (exact scores)": compare_outputs(out_dense, ref, vl)},
             "per_head": {"kept_entry_fraction": [r.stats["kept_fraction"] for r in res],
@@ -61,10 +61,10 @@ def leopard_golden(q, k, v, cfg, valid_len=None, head_cfgs=None) -> dict:
 
 def leopard_rtl(gold: dict, cfg, simulator: str, build_dir, progress=None) -> dict:
     """The three RTL runs (as run, no ET, dense) of the heads in ``gold``
-    (:func:`leopard_golden`) on one cached build, each output compared whole with golden.
+    (:func:`leopard_golden`) on one cached build, each output compared whole with golden
+    (``heads``, or ``dense_heads`` for the dense run).
     Returns per-head cycles, engine cycles, bits read and kept entries of each run, and the
     heads that differ from golden in any bit."""
-    from golden.leopard import config_threshold, leopard_head_int
     from sim.top_run import simulate
     q_q, k_q, v_q, vl = gold["q_q"], gold["k_q"], gold["v_q"], gold["valid_len"]
     heads = q_q.shape[0]
@@ -80,9 +80,7 @@ def leopard_rtl(gold: dict, cfg, simulator: str, build_dir, progress=None) -> di
         res, _ = simulate(cfg, q_q, k_q, v_q, vl, simulator, build_dir, progress=tick,
                           head_cfgs=cfgs, no_et=no_et)
         for h in range(heads):
-            g = (gold["heads"][h] if label != "dense" else
-                 leopard_head_int(q_q[h], k_q[h], v_q[h], dense_cfg,
-                                  config_threshold(dense_cfg), vl))
+            g = gold["dense_heads" if label == "dense" else "heads"][h]
             bits = g.stats["bits_dense"] if no_et else g.stats["bits_processed"]
             same = (np.array_equal(res["out_int"][h, :vl], g.out_int[:vl])
                     and int(res["kept_entries"][h]) == g.stats["kept_entries"]

@@ -32,7 +32,6 @@ from cocotbext.axi import (
     AxiStreamSource,
 )
 
-from golden.leopard import config_threshold, leopard_head_int
 from golden.model import attention_head_int
 from hw.config import HDPConfig
 from hw.top import in_row_layout, register_map, register_values, unpack_output_row
@@ -184,13 +183,6 @@ class TB:
 LEOPARD_STATS = ("kept_entries", "bits_read", "fe_cycles")
 
 
-def golden_head(q, k, v, run_cfg: HDPConfig, n: int):
-    """The head's golden twin under its front end."""
-    if run_cfg.front_end == "leopard":
-        return leopard_head_int(q, k, v, run_cfg, config_threshold(run_cfg), n)
-    return attention_head_int(q, k, v, run_cfg, n)
-
-
 def _check_leopard(res, h: int, settings: dict, r: dict) -> None:
     """The engine's kept entries and bits read against the golden front end's."""
     bits = res.stats["bits_dense"] if settings.get("no_et") else res.stats["bits_processed"]
@@ -215,7 +207,7 @@ def _check_hdp(res, h: int, settings: dict, run_cfg: HDPConfig, r: dict, block_k
 
 
 def _check(cfg, run_cfg, seed, h, settings, q, k, v, n, got) -> None:
-    res = golden_head(q, k, v, run_cfg, n)
+    res = attention_head_int(q, k, v, run_cfg, n)
     exp = res.out_int
     where = (f"config={cfg!r} seed={seed} head={h} settings={settings} valid_len={n}")
     if not np.array_equal(exp, got):
@@ -272,7 +264,7 @@ async def test_job(dut):
             stats[key][h] = r[key]
         if bool(job["check"]):
             _check(cfg, run_cfg, seed, h, settings[h], q_all[h], k_all[h], v_all[h], n, out[h])
-            res = golden_head(q_all[h], k_all[h], v_all[h], run_cfg, n)
+            res = attention_head_int(q_all[h], k_all[h], v_all[h], run_cfg, n)
             if cfg.front_end == "leopard":
                 _check_leopard(res, h, settings[h], r)
             else:
