@@ -69,13 +69,15 @@ class LeopardGather(wiring.Component):
                 shape=entry_layout(self._cfg).members["s"], depth=2 * d.N, init=[])
             mems.append(mem)
         # keep bitmaps: bank b, row r of the group
-        unions = [[Signal(d.N, name=f"keep_{b}_{r}") for r in range(d.R)] for b in range(2)]
+        keeps = [[Signal(d.N, name=f"keep_{b}_{r}") for r in range(d.R)] for b in range(2)]
         banks = [{"full": Signal(name=f"full_{b}"), "i0": Signal(d.iw + 1, name=f"i0_{b}"),
                   "nrows": Signal(d.rw, name=f"nrows_{b}")} for b in range(2)]
         freed = Signal()        # the scan frees its bank this cycle
-        sb = Signal()           # the bank being scanned next
-        self._fill(m, mems, unions, banks, freed, sb)
-        self._scan(m, mems, unions, banks, freed, sb)
+        # the bank being scanned next; groups alternate, so it is also the group's fine-score
+        # bank (b2 of its descriptor)
+        sb = Signal()
+        self._fill(m, mems, keeps, banks, freed, sb)
+        self._scan(m, mems, keeps, banks, freed, sb)
         return m
 
     # ------------------------------------------------------------------------ fill
@@ -84,7 +86,7 @@ class LeopardGather(wiring.Component):
         breaks it)."""
         return own
 
-    def _fill(self, m, mems, unions, banks, freed, sb):
+    def _fill(self, m, mems, keeps, banks, freed, sb):
         d, L = self._dims, self.valid_len
         fb = Signal()                               # bank being filled
         cur_i = Signal(d.iw)                        # row of the next record
@@ -103,10 +105,10 @@ class LeopardGather(wiring.Component):
         group_end = row_end & ((grow == d.R - 1) | (cur_i + 1 == L))
         for b in range(2):
             with m.If(freed & (sb == b)):
-                m.d.sync += [bm.eq(0) for bm in unions[b]] + [banks[b]["full"].eq(0)]
+                m.d.sync += [bm.eq(0) for bm in keeps[b]] + [banks[b]["full"].eq(0)]
             for r in range(d.R):
                 with m.If(fire & rec.keep & (fb == b) & (grow == r)):
-                    m.d.sync += unions[b][r].bit_select(rec.j, 1).eq(1)
+                    m.d.sync += keeps[b][r].bit_select(rec.j, 1).eq(1)
         with m.If(fire):
             with m.If(row_end):
                 m.d.sync += [cur_i.eq(cur_i + 1), grow.eq(Mux(group_end, 0, grow + 1))]
@@ -119,17 +121,17 @@ class LeopardGather(wiring.Component):
         with m.If(self.clear):
             m.d.sync += [fb.eq(0), cur_i.eq(0), grow.eq(0), gi0.eq(0)]
             m.d.sync += [b["full"].eq(0) for b in banks]
-            m.d.sync += [bm.eq(0) for bank in unions for bm in bank]
+            m.d.sync += [bm.eq(0) for bank in keeps for bm in bank]
 
     # ------------------------------------------------------------------------ scan
-    def _scan(self, m, mems, unions, banks, freed, sb):
+    def _scan(self, m, mems, keeps, banks, freed, sb):
         cfg, d, L = self._cfg, self._dims, self.valid_len
         full = Array(b["full"] for b in banks)
         i0 = Array(b["i0"] for b in banks)
         nrows = Array(b["nrows"] for b in banks)
         fine_cr = Signal(range(3), init=2)
         key_cr = Signal(range(4), init=3)
-        b2, b3 = Signal(), Signal(2)
+        b3 = Signal(2)
         scanning = Signal()
         j = Signal(d.iw)                 # next key to read
         jc, joff = Signal(d.cw), Signal(range(d.bc))
@@ -158,7 +160,7 @@ class LeopardGather(wiring.Component):
             m.d.comb += [rd.addr.eq(Mux(sb, d.N, 0) + j), rd.en.eq(issue)]
         m.d.sync += v1.eq(issue)
         with m.If(issue):
-            bits = [Mux(sb, unions[1][r], unions[0][r]).bit_select(j, 1) for r in range(d.R)]
+            bits = [Mux(sb, keeps[1][r], keeps[0][r]).bit_select(j, 1) for r in range(d.R)]
             m.d.sync += [own1.eq(Cat(*bits)), u1.eq(Cat(*bits).any()), last1.eq(j + 1 == stop),
                          j1.eq(j), c1.eq(jc), j.eq(j + 1),
                          joff.eq(Mux(joff == d.bc - 1, 0, joff + 1)),
@@ -172,7 +174,7 @@ class LeopardGather(wiring.Component):
         take = v1 & u1
         m.d.comb += [self.key_wr.addr.eq(nk + b3 * d.N), self.key_wr.data.j.eq(j1),
                      self.key_wr.data.c.eq(c1), self.key_wr.en.eq(take),
-                     self.fine_wr.addr.eq(word + Mux(b2, d.n_words, 0))]
+                     self.fine_wr.addr.eq(word + Mux(sb, d.n_words, 0))]
         with m.If(take):
             m.d.sync += [tile.eq(new_tile), nk.eq(nk + 1), lane.eq(Mux(lane == d.C - 1, 0,
                                                                           lane + 1))]
@@ -181,22 +183,19 @@ class LeopardGather(wiring.Component):
         # write a full tile at once; the last, partial one when the scan ends
         m.d.comb += self.fine_wr.data.eq(Mux(take, new_tile, tile))
         m.d.comb += self.fine_wr.en.eq((take & (lane == d.C - 1))
-                                       | (v1 & last1 & ~take & (lane != 0)))
+                                       | (v1 & last1 & (take | (lane != 0))))
         with m.If(v1 & last1):
             m.d.sync += [scanning.eq(0), out_valid.eq(1), desc.nkept.eq(nk + take)]
-            with m.If(take & (lane != d.C - 1)):
-                m.d.comb += self.fine_wr.en.eq(1)
         # hand-over
         ended = Signal()
         m.d.comb += [ended.eq(self.group.valid & self.group.ready), freed.eq(ended),
                      self.group.valid.eq(out_valid), self.group.payload.eq(desc),
-                     self.group.payload.b2.eq(b2), self.group.payload.b3.eq(b3),
+                     self.group.payload.b2.eq(sb), self.group.payload.b3.eq(b3),
                      self.done.eq(ended), self.nkept.eq(desc.nkept)]
         with m.If(ended):
-            m.d.sync += [out_valid.eq(0), sb.eq(~sb), b2.eq(~b2),
-                         b3.eq(Mux(b3 == 2, 0, b3 + 1))]
+            m.d.sync += [out_valid.eq(0), sb.eq(~sb), b3.eq(Mux(b3 == 2, 0, b3 + 1))]
         with m.If(self.clear):
-            m.d.sync += [fine_cr.eq(2), key_cr.eq(3), b2.eq(0), b3.eq(0), sb.eq(0),
+            m.d.sync += [fine_cr.eq(2), key_cr.eq(3), b3.eq(0), sb.eq(0),
                          scanning.eq(0), out_valid.eq(0)]
         with m.Else():
             m.d.sync += [fine_cr.eq(fine_cr + self.m_done - ended),
