@@ -457,9 +457,9 @@ class Top(wiring.Component):
     def _sample_registers(self, m):
         """The front end's run-time registers, sampled when a head's first beat arrives."""
         r, regs = self._r, self._regs_mod
-        m.d.sync += r["kent"].eq(0)
         if self._leo:
-            m.d.sync += [r["th"].eq(regs.leopard_th), r["no_et"].eq(regs.no_et)]
+            m.d.sync += [r["th"].eq(regs.leopard_th), r["no_et"].eq(regs.no_et),
+                         r["kent"].eq(0)]
             return
         m.d.sync += [r["mode"].eq(regs.mode), r["approx"].eq(regs.approx),
                      r["hprune"].eq(regs.head_prune), r["kq"].eq(regs.k_frac_q),
@@ -526,10 +526,9 @@ class Top(wiring.Component):
             with m.State("DONE"):
                 m.d.sync += [r["busy"].eq(0), r["done"].eq(1), r["st_cycles"].eq(r["cyc"]),
                              r["st_arr"].eq(r["arr_cyc"]), r["st_kept"].eq(r["kept_keys"]),
-                             r["heads_done"].eq(r["heads_done"] + 1),
-                             r["st_kent"].eq(r["kent"])]
+                             r["heads_done"].eq(r["heads_done"] + 1)]
                 if self._leo:
-                    m.d.sync += [r["st_fe"].eq(self._eng.cycles),
+                    m.d.sync += [r["st_kent"].eq(r["kent"]), r["st_fe"].eq(self._eng.cycles),
                                  r["st_bits"].eq(self._eng.bits_read)]
                 m.next = "IDLE"
         # Plain assignments (continuous `assign`s in Verilog), not statements inside states:
