@@ -10,8 +10,9 @@ and the safety argument; the summary:
 
 * Formats: ``q`` signed ``q_bits``, ``k`` signed ``k_bits``, ``v`` signed ``v_bits``, each with a
   power-of-two scale per head (``x_real = x_int * 2**-frac``; ``frac`` per query head for q, per
-  KV head for k and v).  The score ``S = sum_d q_d k_d`` has ``sf = q_frac + k_frac`` fraction
-  bits.
+  KV head for k and v); K's channels carry one more power of two each, which the query absorbs
+  (:func:`quantize_step`).  The score ``S = sum_d q_d k_d`` has ``sf = q_frac + k_frac``
+  fraction bits.
 * Chunk ``c`` (1-based) of ``k`` has ``w_c`` bits (``chunk_bits``, the last one shorter when
   ``chunk_bits`` does not divide ``k_bits``); ``r_c`` bits stay unknown after it and
   ``khigh_c = k >> r_c`` (arithmetic).  ``L_c = 2**r_c * (q . khigh_c) + (2**r_c - 1) * sum(q<0)``,
@@ -44,7 +45,7 @@ from .softmax import softmax_rows
 from .tables import SCALE_SHIFT
 
 __all__ = ["TokenPickerConfig", "Quantized", "StepStats", "StepResult", "DecodeSummary",
-           "quantize_heads", "quantize_step", "eps_q_of", "chunk_digits", "chunk_bounds",
+           "quantize_heads", "channel_exponents", "quantize_step", "eps_q_of", "chunk_digits", "chunk_bounds",
            "exp_tables", "exp_scale", "exp_upper", "exp_lower", "denominator", "prune_test",
            "softmax_config", "to_softmax_frac", "decode_step", "dense_decode_step",
            "float_decode_step", "decode_steps", "MAX_D", "MAX_CACHE"]
@@ -63,7 +64,7 @@ def _clog2(n: int) -> int:
 _RANGES = {
     "q_bits": (2, 16), "k_bits": (2, 16), "v_bits": (2, 16), "word_bits": (8, 4096),
     "eps_frac": (1, 24), "exp_frac": (0, 10), "exp_bits": (4, 24), "prob_frac": (1, 16),
-    "sm_frac": (0, 16), "out_bits": (2, 32),
+    "sm_frac": (0, 16), "out_bits": (2, 32), "k_chan_shift": (0, 15),
 }
 
 
@@ -82,12 +83,19 @@ class TokenPickerConfig:
     sm_frac: int = 8       #: fraction bits of the scores handed to the final softmax (even)
     out_bits: int = 16     #: signed output width (saturating)
     out_frac: int = 8      #: output fraction bits
+    #: largest per-channel exponent of K (0: one scale per KV head only).  Channel ``d`` of KV
+    #: head ``g`` is stored as ``k * 2**(k_frac[g] + e[g, d])`` with ``e`` in
+    #: ``[0, k_chan_shift]``, and the query is quantized as ``q * 2**-e`` so that the integer
+    #: score is unchanged (:func:`quantize_step`)
+    k_chan_shift: int = 7
 
     def __post_init__(self):
         for name, (lo, hi) in _RANGES.items():
             _check_int(name, getattr(self, name), lo, hi)
         _check_int("chunk_bits", self.chunk_bits, 1, self.k_bits, "must be in [1, k_bits]")
         _check_int("out_frac", self.out_frac, 0, self.out_bits - 1, "must be in [0, out_bits - 1]")
+        _check_int("k_chan_shift", self.k_chan_shift, 0, self.k_bits - 1,
+                   "must be in [0, k_bits - 1]")
         if self.sm_frac % 2:
             raise ValueError(f"sm_frac must be even (the softmax tables take 2F fraction bits), "
                              f"not {self.sm_frac}")
@@ -127,13 +135,19 @@ def _check_int(name, value, lo, hi, rule=None):
 # ---------------------------------------------------------------------------------- quantization
 @dataclass(frozen=True)
 class Quantized:
-    """Integers ``x`` (int64, heads first) with one power-of-two scale per head:
-    ``x_real = x * 2**-frac[head]``."""
+    """Integers ``x`` (int64, heads first) with one power-of-two scale per head and optionally
+    one more per channel (last axis): ``x_real = x * 2**-(frac[head] + chan[head, channel])``.
+    The arithmetic of a decode step reads only ``x`` and ``frac``; ``chan`` says what the
+    integers mean (K's per-channel exponents, and their negation folded into the query)."""
     x: np.ndarray
     frac: np.ndarray
+    chan: np.ndarray | None = None
 
     def dequantize(self) -> np.ndarray:
         f = np.asarray(self.frac, np.float64).reshape((-1,) + (1,) * (np.ndim(self.x) - 1))
+        if self.chan is not None:
+            c = np.asarray(self.chan, np.float64)
+            f = f + c.reshape((c.shape[0],) + (1,) * (np.ndim(self.x) - 2) + (c.shape[1],))
         return np.asarray(self.x, np.float64) * np.exp2(-f)
 
 
@@ -151,9 +165,39 @@ def quantize_heads(x, bits: int, frac=None) -> Quantized:
     return Quantized(xi, fr)
 
 
+def channel_exponents(k, cfg: TokenPickerConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(k_frac, e)`` of float K (n_kv, N, d): ``k_frac[g]`` the per-head ``frac`` of
+    :func:`quantize_heads`, ``e[g, d]`` the largest exponent in ``[0, k_chan_shift]`` at which
+    ``k * 2**(k_frac[g] + e)`` still clips nothing in channel ``d`` (``k_chan_shift`` for an
+    all-zero channel)."""
+    k = np.asarray(k, np.float64)
+    n_kv, _, d = k.shape
+    frac = np.array([best_frac_bits(k[g], cfg.k_bits) for g in range(n_kv)], np.int64)
+    lo, hi = -(1 << (cfg.k_bits - 1)), (1 << (cfg.k_bits - 1)) - 1
+    e = np.zeros((n_kv, d), np.int64)
+    for x in range(cfg.k_chan_shift, 0, -1):
+        r = np.rint(k * np.exp2(frac + x)[:, None, None])
+        fits = (r.min(axis=1, initial=0) >= lo) & (r.max(axis=1, initial=0) <= hi)
+        e = np.where((e == 0) & fits, x, e)
+    return frac, e
+
+
 def quantize_step(q, k, v, cfg: TokenPickerConfig):
-    """Float q (n_q, d), K and V (n_kv, N, d) to the formats of ``cfg`` (per-head scales)."""
-    return (quantize_heads(q, cfg.q_bits), quantize_heads(k, cfg.k_bits),
+    """Float q (n_q, d), K and V (n_kv, N, d) to the formats of ``cfg``: V with one scale per KV
+    head; K with one per KV head times a power of two per channel (``k_chan_shift``; see
+    :func:`channel_exponents`), which the query absorbs: channel ``d`` of query head ``h`` is
+    quantized as ``q * 2**-e[g, d]`` (one scale per query head), so that ``q . k`` needs no
+    per-channel shift and keeps ``sf = q_frac + k_frac`` fraction bits."""
+    q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
+    if q.ndim != 2 or k.ndim != 3 or k.shape[0] < 1 or q.shape[0] % k.shape[0] \
+            or q.shape[1] != k.shape[2]:
+        raise ValueError(f"q must have shape (n_q_heads, d) and k (n_kv_heads, N, d) with "
+                         f"n_q_heads a multiple of n_kv_heads, not {q.shape} and {k.shape}")
+    kfrac, e = channel_exponents(k, cfg)
+    kq = quantize_heads(k * np.exp2(e)[:, None, :], cfg.k_bits, kfrac)
+    e_q = e[np.arange(q.shape[0]) // (q.shape[0] // k.shape[0])]
+    qq = quantize_heads(q * np.exp2(-e_q), cfg.q_bits)
+    return (Quantized(qq.x, qq.frac, -e_q), Quantized(kq.x, kq.frac, e),
             quantize_heads(v, cfg.v_bits))
 
 
@@ -287,28 +331,37 @@ def exp_lower(y: np.ndarray, sf: int, d: int, cfg: TokenPickerConfig) -> np.ndar
     return np.asarray(exp_tables(E, W)[0], np.int64)[tf] >> s
 
 
-def denominator(lower: np.ndarray, upper: np.ndarray, counted: np.ndarray, m: int, sf: int, d: int,
-                cfg: TokenPickerConfig) -> int:
+def denominator(lower: np.ndarray, upper: np.ndarray, counted: np.ndarray, m, sf, d: int,
+                cfg: TokenPickerConfig) -> np.ndarray:
     """``sigma = sum over counted j of exp_lower(L_j - m)`` with ``L_j`` the latest lower bound
     the head holds for token ``j``: a certain lower bound of the softmax denominator
     ``sum_valid e(S_j - m)`` (every counted token is a valid token and ``L_j <= S_j``).
-    ``upper`` is unused (it is here so that a broken variant can be tested)."""
-    return int(exp_lower(np.where(counted, lower - m, 0), sf, d, cfg)[counted].sum())
+    One head per row: ``lower``, ``upper``, ``counted`` (..., N), ``m`` and ``sf`` scalars or
+    (..., 1); returns int64 (...).  ``upper`` is unused (it is here so that a broken variant
+    can be tested)."""
+    counted = np.asarray(counted, bool)
+    e = exp_lower(np.where(counted, lower - m, 0), sf, d, cfg)
+    return np.where(counted, e, 0).sum(axis=-1)
 
 
-def prune_test(lower, upper, alive, counted, sf: int, d: int, n_cache: int, eps_q: int,
+def prune_test(lower, upper, alive, counted, sf, d: int, n_cache: int, eps_q: int,
                cfg: TokenPickerConfig) -> np.ndarray:
-    """The tokens (bool mask) that one head drops after a chunk: alive, ``L_i < m`` and
+    """The tokens (bool mask) that a head drops after a chunk: alive, ``L_i < m`` and
     ``exp_upper(U_i - m) * 2**eps_frac < eps_q * sigma``, where ``m`` is the largest lower bound
     of the alive tokens and ``sigma`` sums over the ``counted`` tokens (every valid token: the
     alive ones with the bound of this chunk, the dropped ones with the bound they were dropped
-    with)."""
+    with).  One head per row: the arrays are (N,) with a scalar ``sf``, or (heads, N) with
+    ``sf`` a scalar or one per head; the heads are independent."""
     alive = np.asarray(alive, bool)
     if eps_q == 0 or not alive.any():
         return np.zeros_like(alive)
     lower, upper = np.asarray(lower, np.int64), np.asarray(upper, np.int64)
-    m = int(lower[alive].max())
-    sigma = denominator(lower, upper, np.asarray(counted, bool), m, sf, d, cfg)
+    some = alive.any(axis=-1, keepdims=True)
+    m = np.where(some, np.where(alive, lower, np.iinfo(np.int64).min).max(axis=-1, keepdims=True),
+                 0)
+    sf = np.asarray(sf, np.int64)
+    sf = sf.reshape(sf.shape + (1,)) if sf.ndim else sf
+    sigma = np.asarray(denominator(lower, upper, counted, m, sf, d, cfg))[..., None]
     e_up = exp_upper(np.where(alive, upper - m, 0), sf, d, n_cache, cfg)
     return alive & (lower < m) & ((e_up << cfg.eps_frac) < eps_q * sigma)
 
@@ -373,10 +426,30 @@ def _check_inputs(q: Quantized, k: Quantized, v: Quantized, n: int, cfg: TokenPi
                 fr.min() < 0 or fr.max() > bits - 1:
             raise ValueError(f"{name}.frac must hold one integer in [0, {name}_bits - 1] = "
                              f"[0, {bits - 1}] per head ({heads}), not {fr.tolist()!r}")
+    _check_channels(q, k, n_kv, d)
     width = cfg.exp_bits + 1 + _clog2(n_cache) + cfg.eps_frac
     if width > 62:
         raise ValueError(f"exp_bits + 1 + clog2(N) + eps_frac must be <= 62 (the pruning "
                          f"comparison in int64), not {width}")
+
+
+def _check_channels(q: Quantized, k: Quantized, n_kv: int, d: int):
+    """K's per-channel exponents and the query's must cancel in ``q . k``: ``q.chan[h] =
+    -k.chan[h // group]`` (or neither has any)."""
+    if q.chan is None and k.chan is None:
+        return
+    if q.chan is None or k.chan is None:
+        raise ValueError("q.chan and k.chan must both be given or both be None (the query "
+                         "absorbs K's per-channel exponents)")
+    kc, qc = np.asarray(k.chan), np.asarray(q.chan)
+    if kc.shape != (n_kv, d) or not np.issubdtype(kc.dtype, np.integer):
+        raise ValueError(f"k.chan must hold integers of shape (n_kv_heads, d) = {(n_kv, d)}, "
+                         f"not {kc.dtype} {kc.shape}")
+    n_q = np.asarray(q.x).shape[0]
+    kv_of = np.arange(n_q) // (n_q // n_kv)
+    if qc.shape != (n_q, d) or not np.array_equal(qc, -kc[kv_of]):
+        raise ValueError("q.chan must be -k.chan of each query head's KV head: the query "
+                         "absorbs K's per-channel exponents so that q . k needs no shift")
 
 
 # ---------------------------------------------------------------------------------- results
@@ -466,20 +539,20 @@ def decode_step(q: Quantized, k: Quantized, v: Quantized, n: int, eps: float,
     alive_q = np.zeros((n_q, nc + 1), np.int64)
 
     for c, (w, r) in enumerate(zip(cfg.chunk_widths, cfg.rest_bits)):
-        for g in range(n_kv):
-            rd = alive[kv_of == g].any(axis=0)
-            read[c, g] = rd
-            high[g, rd] = (high[g, rd] << w) + digits[c, g, rd]   # only read chunks enter
-        for h in range(n_q):
-            g, a = kv_of[h], alive[h]
-            alive_q[h, c] = a.sum()
-            lo, up = _bounds(high[g] @ qx[h], int(qneg[h]), int(qpos[h]), r)
-            lower[c, h] = np.where(a, lo, 0)
-            upper[c, h] = np.where(a, up, 0)
-            last_lo[h, a], last_up[h, a] = lo[a], up[a]
-            drop = prune_test(last_lo[h], last_up[h], a, valid, int(sf[h]), d, n_cache, eps_q, cfg)
-            alive[h] &= ~drop
-            drop_chunk[h, drop] = c + 1
+        # the heads of one chunk are independent: all of them at once, one row per head
+        rd = alive.reshape(n_kv, group, n_cache).any(axis=1)
+        read[c] = rd
+        high = np.where(rd[..., None], (high << w) + digits[c], high)   # only read chunks enter
+        alive_q[:, c] = alive.sum(axis=1)
+        lo, up = _bounds(np.einsum("hnd,hd->hn", high[kv_of], qx), qneg[:, None], qpos[:, None], r)
+        lower[c] = np.where(alive, lo, 0)
+        upper[c] = np.where(alive, up, 0)
+        last_lo = np.where(alive, lo, last_lo)
+        last_up = np.where(alive, up, last_up)
+        drop = prune_test(last_lo, last_up, alive, np.broadcast_to(valid, alive.shape), sf, d,
+                          n_cache, eps_q, cfg)
+        alive &= ~drop
+        drop_chunk[drop] = c + 1
 
     for g in range(n_kv):
         read[nc, g] = alive[kv_of == g].any(axis=0)

@@ -89,8 +89,8 @@ def quantize_record(data: dict, r: int, cfg: tp.TokenPickerConfig):
     k, v = data["k"][r], data["v"][r]
     qq, kq, vq = tp.quantize_step(data["q"][r], k[:, :n], v[:, :n], cfg)
     pad = [(0, 0), (0, k.shape[1] - n), (0, 0)]
-    return (qq, tp.Quantized(np.pad(kq.x, pad), kq.frac),
-            tp.Quantized(np.pad(vq.x, pad), vq.frac))
+    return (qq, dataclasses.replace(kq, x=np.pad(kq.x, pad)),
+            dataclasses.replace(vq, x=np.pad(vq.x, pad)))
 
 
 def run_golden(data: dict, records: list[int], eps: float, cfg: tp.TokenPickerConfig):

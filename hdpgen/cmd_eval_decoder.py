@@ -6,7 +6,7 @@ blank lines, ``#`` comment lines skipped (:func:`hdpgen.smollm.read_texts`).  Ea
 once through the model without any change (dense) and once per ``--eps`` value with every
 layer's attention pruned: for every query position ``p`` and layer, the post-RoPE query of the
 9 query heads and the K and V cache of positions ``0..p`` are quantized
-(:func:`golden.token_picker.quantize_step`, per-head scales chosen from that cache) and run
+(:func:`golden.token_picker.quantize_step`, scales chosen from that cache) and run
 through :func:`golden.token_picker.decode_step` (K ``k_bits`` bits read in ``chunk_bits``-bit
 chunks, cache length N = p + 1); the keys it drops for a query head are masked out of that
 head's float attention at ``p``.  Everything else (the scores and softmax of the kept keys, the

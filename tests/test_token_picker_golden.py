@@ -267,14 +267,15 @@ def test_safety_property(seed, ci, shape):
 
 def _denominator_with_upper(lower, upper, alive, m, sf, d, cfg):
     """Broken: the upper bounds in the denominator (they are not certain contributions)."""
-    return int(tp.exp_upper(np.where(alive, upper - m, 0), sf, d, 1 << 20, cfg)[alive].sum())
+    e = tp.exp_upper(np.where(alive, upper - m, 0), sf, d, 1 << 20, cfg)
+    return np.where(alive, e, 0).sum(axis=-1)
 
 
 def _exp_nearest(x, sf, d, cfg):
     """Round-to-nearest ``2**W * 2**(x log2(e) / (sqrt(d) 2**sf))`` (exponent and table rounded
     to nearest, as the final softmax does): not a bound in either direction."""
     E, W = cfg.exp_frac, cfg.exp_bits
-    c = math.log2(math.e) / math.sqrt(d) * 2 ** (E - sf)
+    c = math.log2(math.e) / math.sqrt(d) * np.exp2(E - np.asarray(sf, np.float64))
     t = np.clip(np.rint(np.asarray(x, np.float64) * c), -(80 << E), 40 << E)
     return np.rint(2.0 ** (W + t / (1 << E))).astype(np.int64)
 
@@ -497,6 +498,8 @@ def test_decode_steps_sums_the_steps():
     ("eps_frac", 0, r"eps_frac must be an integer in \[1, 24\], not 0"),
     ("word_bits", 4, r"word_bits must be an integer"),
     ("exp_frac", 2.0, r"exp_frac must be an integer"),
+    ("k_chan_shift", 12, r"k_chan_shift must be in \[0, k_bits - 1\], not 12"),
+    ("k_chan_shift", -1, r"k_chan_shift must be an integer in \[0, 15\], not -1"),
 ])
 def test_config_errors_name_the_field(field, value, msg):
     with pytest.raises(ValueError, match=msg):
@@ -530,6 +533,76 @@ def test_quantize_heads_uses_a_power_of_two_per_head():
     assert qz.x.tolist() == [[[64, -32]], [[96, 32]]]
     assert np.array_equal(qz.dequantize(), x)
     assert tp.quantize_heads(x, 8, frac=2).x.tolist() == [[[2, -1]], [[12, 4]]]
+
+
+def channel_case(seed=0, n_q=4, n_kv=2, n_cache=40, d=16):
+    """Keys whose channels differ in scale by up to 2**6, as real keys' channels do."""
+    rng = np.random.default_rng(seed)
+    scale = np.exp2(-rng.integers(0, 7, (n_kv, 1, d)))
+    return (rng.normal(size=(n_q, d)), rng.normal(size=(n_kv, n_cache, d)) * scale,
+            rng.normal(size=(n_kv, n_cache, d)))
+
+
+def test_quantize_step_folds_k_channel_exponents_into_the_query():
+    q, k, v = channel_case()
+    cfg = CFG
+    qq, kq, vq = tp.quantize_step(q, k, v, cfg)
+    frac, e = tp.channel_exponents(k, cfg)
+    assert np.array_equal(kq.frac, frac) and np.array_equal(kq.chan, e)
+    assert e.min() >= 0 and e.max() <= cfg.k_chan_shift and e.max() >= 4
+    assert np.array_equal(qq.chan, -e[np.arange(4) // 2]) and vq.chan is None
+    # every channel uses its range: its largest code needs k_bits - 1 bits unless e is capped
+    top = np.abs(kq.x).max(axis=1)
+    free = e < np.minimum(cfg.k_chan_shift, cfg.k_bits - 1 - frac[:, None])
+    assert (top[free] >= 1 << (cfg.k_bits - 2)).all()
+    # dequantized K is within half a step of each channel's own scale
+    step = np.exp2(-(frac[:, None] + e))[:, None, :]
+    assert (np.abs(kq.dequantize() - k) <= step / 2 + 1e-12).all()
+    # the integer score needs no per-channel shift: q.x . k.x at sf = q_frac + k_frac
+    g = np.arange(4) // 2
+    s_int = np.einsum("hd,hnd->hn", qq.x, kq.x[g]) * np.exp2(-(qq.frac + kq.frac[g]))[:, None]
+    s_deq = np.einsum("hd,hnd->hn", qq.dequantize(), kq.dequantize()[g])
+    np.testing.assert_allclose(s_int, s_deq, rtol=0, atol=1e-9)
+
+
+def test_channel_exponents_are_more_precise_than_one_scale_per_head():
+    """Relative to each channel's own size, the error falls with the channel's exponent."""
+    q, k, v = channel_case(seed=3)
+    size = np.abs(k).max(axis=1, keepdims=True)
+    small = (size < np.abs(k).max(axis=(1, 2), keepdims=True) / 8)[:, 0]     # (n_kv, d)
+    err = {}
+    for shift in (0, 7):
+        _, kq, _ = tp.quantize_step(q, k, v, tp.TokenPickerConfig(k_chan_shift=shift))
+        err[shift] = (np.abs(kq.dequantize() - k) / size).mean(axis=1)        # (n_kv, d)
+        assert (kq.chan == 0).all() if shift == 0 else (kq.chan[small] >= 3).all()
+    assert small.any() and (err[7][small] < err[0][small] / 4).all()
+
+
+def test_decode_step_rejects_channel_exponents_that_do_not_cancel():
+    qq, kq, vq = tp.quantize_step(*channel_case(), CFG)
+    tp.decode_step(qq, kq, vq, 40, 1e-2, CFG)
+    for q_, k_, msg in ((tp.Quantized(qq.x, qq.frac), kq, "both be given or both be None"),
+                        (tp.Quantized(qq.x, qq.frac, -qq.chan), kq, "must be -k.chan"),
+                        (qq, tp.Quantized(kq.x, kq.frac, kq.chan[:, :3]), "k.chan must hold")):
+        with pytest.raises(ValueError, match=msg):
+            tp.decode_step(q_, k_, vq, 40, 1e-2, CFG)
+
+
+def test_channel_exponents_read_fewer_k_words_on_smollm2():
+    """On the bundled SmolLM2 capture (layers 0, 14 and 29 at three positions), per-channel K
+    exponents tighten the early bounds: fewer K words are read at eps = 1e-3."""
+    from hdpgen.decode_io import load_capture
+    fx = load_capture(Path(__file__).parent / "data" / "smollm2_decode.npz")
+    read = {}
+    for shift in (0, 7):
+        cfg = tp.TokenPickerConfig(k_chan_shift=shift)
+        total = 0
+        for r in range(len(fx["layer"])):
+            n = int(fx["valid_len"][r])
+            step = tp.quantize_step(fx["q"][r], fx["k"][r][:, :n], fx["v"][r][:, :n], cfg)
+            total += int(tp.decode_step(*step, n, 1e-3, cfg).stats.k_words_read.sum())
+        read[shift] = total
+    assert read[7] < 0.99 * read[0]
 
 
 # ------------------------------------------------------------------------------ figures
