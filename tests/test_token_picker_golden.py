@@ -678,3 +678,25 @@ def test_doc_usage_example_runs(capsys):
     code = re.search(r"## Usage\n.*?```python\n(.*?)```", text, re.DOTALL)[1]
     exec(compile(code, "token_picker.md", "exec"), {})
     assert "[" in capsys.readouterr().out
+
+
+def test_decode_words_bench_on_the_fixture(tmp_path):
+    """``bench/decode_words.py`` runs on the bundled capture: the baseline row is 1x itself,
+    per-channel exponents read fewer K words than it, no format beats its oracle, and the V
+    words follow the tokens kept per KV head."""
+    import json
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "w.json"
+    subprocess.run([sys.executable, str(root / "bench" / "decode_words.py"), "--eps", "1e-3",
+                    "--json", str(out)], check=True, capture_output=True, text=True, cwd=root)
+    rows = {r["format"]: r for r in json.loads(out.read_text())["rows"]}
+    base, chan = rows["k_chan_shift=0"], rows["default"]
+    assert base["vs_baseline"] == 1 and chan["vs_baseline"] > 1 and chan["k"] < base["k"]
+    for r in rows.values():
+        assert r["records"] == 9 and 1 <= r["fewer_than_dense"] <= r["oracle_fewer_than_dense"]
+        assert r["v"] == r["kept_kv"] * 16 and r["v_dense"] == r["valid_kv"] * 16
+    bad = subprocess.run([sys.executable, str(root / "bench" / "decode_words.py"), "--format",
+                          "chunk_bits=99"], capture_output=True, text=True, cwd=root)
+    assert bad.returncode == 1 and "chunk_bits must be in [1, k_bits], not 99" in bad.stderr
