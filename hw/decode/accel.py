@@ -117,6 +117,10 @@ class DecodeAccel(wiring.Component):
             raise
         self.p = p
         self._reg_addr_width = reg_addr_width
+        # A rule a test may switch off to build a broken variant (always on in a real build):
+        # the engine's settings are copied from the registers only while it is idle (off:
+        # in every cycle, so a write while busy changes the running step).
+        self._hold_settings = True
         members = self._engine.signature.members
         super().__init__({
             "s_axil": In(AxiLiteSignature(reg_addr_width)),
@@ -148,7 +152,7 @@ class DecodeAccel(wiring.Component):
             value = getattr(regs, name)
             if name == "n":     # outside 1 ... N the engine would scan past its memories
                 value = Mux(value == 0, 1, Mux(value > self.p.n_cache, self.p.n_cache, value))
-            with m.If(~eng.busy):
+            with m.If(~eng.busy if self._hold_settings else 1):
                 m.d.sync += held.eq(value)
             m.d.comb += port.eq(held)
         m.d.comb += regs.status.eq(eng.busy << STATUS_BUSY)
