@@ -21,6 +21,15 @@ named by ``"data"`` (arrays ``qx``, ``qfrac``, ``kx``, ``kfrac``, ``vx``, ``vfra
 :func:`write_case_file`; ``hdpgen decode --sim`` writes them from a real-model capture).
 ``"check": false`` records the figures without failing on a difference from the golden model
 (the caller compares); the default checks everything.
+
+``"axil": true`` runs ``hw.decode.accel.DecodeAccel`` (the engine behind AXI4-Lite registers):
+the settings are written and ``k_words``, ``v_words``, ``cycles`` and ``status`` read through
+cocotbext-axi's ``AxiLiteMaster`` on ``s_axil``, and ``status`` must read idle after the step.
+``"write_while_busy": {"n": ..., "eps": ...}`` (with ``"axil"``) then writes the settings of a
+second step (that ``n`` and ``eps``, ``v_frac`` one off, K and V at other bases) while the first
+runs, checks they read back at once, and runs the second step without writing them again: the
+first must equal the golden step with its own settings, the second with the new ones (its
+figures are under ``"second"``).
 """
 
 import json
