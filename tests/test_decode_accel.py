@@ -138,3 +138,21 @@ def test_rejects_bad_parameters():
     bad("v_base must be an integer", P, 32, v_base=1 << 32)
     bad("v_frac must be an integer in \\[0, 7\\]", P, v_frac=8)
     bad("unknown reset value 'eps'", P, eps=0.1)
+
+
+def test_exported_verilog_ports_and_lint(tmp_path):
+    """The exported module has the AXI names cocotbext-axi looks for (``s_axil__awaddr`` ...,
+    ``m_axi__araddr`` ..., ``s_axis__tdata``, ``m_axis__tdata``) and no setting or counter
+    port; Verilator lints it clean."""
+    from hw.config import HDPConfig
+    from hw.export import export_verilog, find_verilator, lint_verilog, parse_verilog_ports
+
+    v, _ = export_verilog(DecodeAccel(P), HDPConfig(), tmp_path, name="decode_accel")
+    ports = parse_verilog_ports(v.read_text(), "decode_accel")
+    for name in ("s_axil__awaddr", "s_axil__rdata", "m_axi__araddr", "m_axi__rdata",
+                 "s_axis__tdata", "m_axis__tdata"):
+        assert name in ports, name
+    assert not set(SETTINGS + COUNTERS + ("busy",)) & set(ports)
+    if find_verilator() is None:
+        pytest.skip("verilator not found")
+    lint_verilog(v)
