@@ -1,8 +1,8 @@
 """``hdpgen decode --sim icarus --compare`` on real SmolLM2 decode steps: two records of the
 bundled capture (layers 14 and 29 at position 63, KV head 0 with its 3 query heads, the cache
 trimmed to its 64 valid positions) run through the RTL DecodeEngine via the cocotb bench
-``sim/benches/bench_decode.py``, bit-exact with the golden model (about 30 s); and --compare
-exits 1 when the golden output differs from the RTL's (about 15 s)."""
+``sim/benches/bench_decode.py``, bit-exact with the golden model (about 30 s); one record on
+Verilator; and --compare exits 1 when the golden output differs from the RTL's (about 15 s)."""
 
 import json
 from pathlib import Path
@@ -28,9 +28,8 @@ def small_capture(path: Path, records=(3, 6), n=64) -> Path:
     return path
 
 
-@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
-def test_decode_sim_compare(simulator, build_dir, tmp_path, capsys):
-    inp = small_capture(tmp_path / "small.npz")
+def check_sim_compare(simulator, build_dir, tmp_path, capsys, records):
+    inp = small_capture(tmp_path / "small.npz", records=records)
     out = tmp_path / "out.npz"
     code = cli.main(["decode", "--qkv", str(inp), "--out", str(out), "--sim", simulator,
                      "--compare", "--build-dir", str(build_dir)])
@@ -42,7 +41,19 @@ def test_decode_sim_compare(simulator, build_dir, tmp_path, capsys):
         assert (z["rtl_cycles"] > 0).all()
     rep = json.loads(out.with_suffix(".json").read_text())
     assert rep["rtl"]["mismatches"] == [] and rep["rtl"]["compared"]
+    assert len(rep["rtl"]["cycles_per_kv_head_step"]) == len(records)
     print(f"\n{stdout}")
+
+
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_decode_sim_compare(simulator, build_dir, tmp_path, capsys):
+    check_sim_compare(simulator, build_dir, tmp_path, capsys, (3, 6))
+
+
+@pytest.mark.parametrize("simulator", ["verilator"], indirect=True)
+def test_decode_sim_compare_verilator(simulator, build_dir, tmp_path, capsys):
+    """The same on Verilator, one record (layer 14), so the build dominates (about a minute)."""
+    check_sim_compare(simulator, build_dir, tmp_path, capsys, (3,))
 
 
 @pytest.mark.parametrize("simulator", ["icarus"], indirect=True)

@@ -1,7 +1,9 @@
-"""DecodeGroup (hw/decode/group.py) on Icarus and Verilator through cocotb: one decode step with
-K and V in cocotbext-axi's AxiRamRead (random AR/R pauses), bit-exact against the golden model,
-its AR requests exactly the golden read set (sim/benches/bench_decode.py says what is checked),
-and a broken variant (reading the V rows of pruned tokens) caught."""
+"""DecodeGroup (hw/decode/group.py), DecodeEngine and DecodeAccel on Icarus and Verilator through
+cocotb: one decode step with K and V in cocotbext-axi's AxiRamRead (random AR/R pauses),
+bit-exact against the golden model, its AR requests exactly the golden read set
+(sim/benches/bench_decode.py says what is checked), and broken variants caught.  DecodeAccel
+(hw/decode/accel.py) is programmed and read through AXI4-Lite with cocotbext-axi's
+AxiLiteMaster, a write while it is busy included."""
 
 import dataclasses
 import json
@@ -10,6 +12,7 @@ import pytest
 
 from golden import token_picker as tp
 from hw.config import HDPConfig
+from hw.decode.accel import DecodeAccel
 from hw.decode.engine import DecodeEngine
 from hw.decode.group import DecodeGroup
 from hw.decode.params import DecodeParams
@@ -24,16 +27,21 @@ ENGINE_CYCLES_NO_STALL = 1065
 
 
 def run_step(simulator, build_dir, tmp_path, *, case="synthetic", group=3, d=16, n_cache=48,
-             n=44, eps=1e-3, seed=7, stall=0.3, cfg=CFG, broken=None, engine=False):
+             n=44, eps=1e-3, seed=7, stall=0.3, cfg=CFG, broken=None, engine=False, accel=False,
+             write_while_busy=None):
     p = DecodeParams(cfg, d=d, n_cache=n_cache, group=group)
-    dut = (DecodeEngine if engine else DecodeGroup)(p)
+    if accel:
+        dut, name = DecodeAccel(p), "decode_accel"
+    else:
+        dut = (DecodeEngine if engine else DecodeGroup)(p)
+        name = "decode_engine" if engine else "decode_group"
     if broken:
-        setattr(dut, broken, False)
+        setattr(dut.engine if accel and not broken.startswith("_hold") else dut, broken, False)
     spec = {"cfg": dataclasses.asdict(cfg), "d": d, "n_cache": n_cache, "group": group, "n": n,
-            "eps": eps, "case": case, "seed": seed, "stall": stall, "engine": engine}
+            "eps": eps, "case": case, "seed": seed, "stall": stall, "engine": engine,
+            "axil": accel, "write_while_busy": write_while_busy}
     out = tmp_path / "figures.json"
-    run_cocotb(unit=dut, cfg=HDPConfig(), name="decode_engine" if engine else "decode_group",
-               simulator=simulator,
+    run_cocotb(unit=dut, cfg=HDPConfig(), name=name, simulator=simulator,
                test_module="sim.benches.bench_decode", build_dir=build_dir,
                extra_env={"HDPGEN_DECODE": json.dumps(spec), "HDPGEN_DECODE_OUT": out})
     return json.loads(out.read_text())
@@ -110,3 +118,44 @@ def test_decode_figures_large(simulator, build_dir, tmp_path):
     assert (e["k_words"], e["k_words_dense"], e["v_words"], e["v_words_dense"], e["cycles"]) == \
         (5896, 6048, 3504, 4032, 14553)
     assert e["kept_q"] == [70, 214, 183] and e["kept_kv"] == 219
+
+
+@pytest.fixture(scope="module")
+def accel_build_dir(tmp_path_factory):
+    """One build of DecodeAccel per simulator for the tests below (the same Verilog)."""
+    return tmp_path_factory.mktemp("accel-build")
+
+
+def test_accel_step_via_registers(simulator, accel_build_dir, tmp_path):
+    """DecodeAccel: eps_q, n, k_base, v_base, v_frac written through AXI4-Lite, one whole step
+    with AR/R pauses and stream backpressure (outputs and AR requests checked against golden
+    by the bench), then k_words, v_words, cycles and status read back through AXI4-Lite."""
+    f = run_step(simulator, accel_build_dir, tmp_path, accel=True)
+    assert f["out_match"] and f["reads_match"]
+    assert (f["k_words"], f["v_words"]) == (f["k_words_golden"], f["v_words_golden"])
+    assert f["k_words"] < f["k_words_dense"] and f["cycles"] > 0 and f["status"] == 0
+    print(f"\n{simulator}: {f}")
+
+
+def test_accel_write_while_busy(simulator, accel_build_dir, tmp_path):
+    """Settings written while a step runs read back at once but take effect at the next
+    step: step 1 equals golden with the settings it started with, step 2 (query sent again,
+    nothing rewritten) equals golden with the new eps, n, v_frac and K and V at new bases."""
+    f = run_step(simulator, accel_build_dir, tmp_path, accel=True, seed=11,
+                 write_while_busy={"n": 37, "eps": 1e-2})
+    s = f["second"]
+    for g in (f, s):
+        assert g["out_match"] and g["reads_match"] and g["status"] == 0
+        assert (g["k_words"], g["v_words"]) == (g["k_words_golden"], g["v_words_golden"])
+    assert s["n"] == 37 and f["n"] == 44
+    assert (s["k_words"], s["v_words"]) != (f["k_words"], f["v_words"])
+    print(f"\n{simulator}: first {f}\nsecond {s}")
+
+
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_accel_broken_hold_is_caught(simulator, build_dir, tmp_path):
+    """An accelerator that passes register writes to a running step fails the check above
+    (same n in both steps: a step whose n changes midway may never end)."""
+    with pytest.raises(AssertionError, match="outside the K and V data|differ"):
+        run_step(simulator, build_dir, tmp_path, accel=True, seed=11, broken="_hold_settings",
+                 write_while_busy={"n": 44, "eps": 1e-2})

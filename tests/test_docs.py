@@ -1,7 +1,8 @@
 """The documentation cannot drift from the code.
 
 * ``docs/registers.md``: every register of :func:`hw.top.register_map` is in its table with the
-  right address, access and default-preset width, and the table names no other register.
+  right address, access and default-preset width, and the table names no other register; so is
+  every register of :func:`hw.decode.accel.register_map` in ``docs/token_picker.md``.
 * ``docs/*.md``: every dotted reference to a function or class of the project resolves.
 * ``README.md``: its Python-API example runs (tiny preset, one head, Icarus) and its links
   to ``docs/`` exist.
@@ -56,6 +57,19 @@ def _check_register_rows(rows, regs):
         assert row["addr"] == reg.addr, f"{reg.name}: doc says {row['addr']:#x}, code {reg.addr:#x}"
         assert row["access"] == ("RW" if reg.rw else "RO"), reg.name
         assert row["width"] == reg.width, f"{reg.name}: default width {row['width']} != {reg.width}"
+
+
+def test_decode_accel_register_table_matches_register_map():
+    """docs/token_picker.md's DecodeAccel table: names, order, addresses, access and the
+    widths of the build it names (default formats, N = 48, 32-bit m_axi addresses)."""
+    from golden.token_picker import TokenPickerConfig
+    from hw.decode import accel
+    from hw.decode.params import DecodeParams
+
+    text = (DOCS / "token_picker.md").read_text()
+    section = text.split("### Registers of `DecodeAccel`", 1)[1].split("\n## ", 1)[0]
+    _check_register_rows(register_rows(section),
+                         accel.register_map(DecodeParams(TokenPickerConfig(), d=16, n_cache=48)))
 
 
 def test_register_table_parser_sees_every_row():

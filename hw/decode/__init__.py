@@ -9,4 +9,6 @@
   chunk reads, V rows of the survivors, word counters).
 * :mod:`hw.decode.engine` - :class:`DecodeEngine`, the group plus the final softmax, P x V and
   requantization.
+* :mod:`hw.decode.accel` - :class:`DecodeAccel`, the engine with its settings and counters in
+  AXI4-Lite registers (:func:`hw.decode.accel.register_map`).
 """

@@ -21,6 +21,15 @@ named by ``"data"`` (arrays ``qx``, ``qfrac``, ``kx``, ``kfrac``, ``vx``, ``vfra
 :func:`write_case_file`; ``hdpgen decode --sim`` writes them from a real-model capture).
 ``"check": false`` records the figures without failing on a difference from the golden model
 (the caller compares); the default checks everything.
+
+``"axil": true`` runs ``hw.decode.accel.DecodeAccel`` (the engine behind AXI4-Lite registers):
+the settings are written and ``k_words``, ``v_words``, ``cycles`` and ``status`` read through
+cocotbext-axi's ``AxiLiteMaster`` on ``s_axil``, and ``status`` must read idle after the step.
+``"write_while_busy": {"n": ..., "eps": ...}`` (with ``"axil"``) then writes the settings of a
+second step (that ``n`` and ``eps``, ``v_frac`` one off, K and V at other bases) while the first
+runs, checks they read back at once, and runs the second step without writing them again: the
+first must equal the golden step with its own settings, the second with the new ones (its
+figures are under ``"second"``).
 """
 
 import json
@@ -31,6 +40,8 @@ import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge, with_timeout
 from cocotbext.axi import (
+    AxiLiteBus,
+    AxiLiteMaster,
     AxiRamRead,
     AxiReadBus,
     AxiStreamBus,
@@ -40,12 +51,14 @@ from cocotbext.axi import (
 )
 
 from golden import token_picker as tp
+from hw.decode.accel import register_map
 from hw.decode.group import out_beat_layout
 from hw.decode.params import DecodeParams
 from sim.decode_vectors import extreme_step, random_step, synthetic_step
 from sim.streams import reset, start_clock
 
 K_BASE, V_BASE = 0x1000, 0x40000
+K_BASE2, V_BASE2 = 0x80000, 0xC0000     # the second step of "write_while_busy"
 
 
 def write_case_file(path, qq: tp.Quantized, kq: tp.Quantized, vq: tp.Quantized) -> None:
@@ -70,7 +83,7 @@ def pack(values, bits: int) -> int:
     return sum((int(x) & ((1 << bits) - 1)) << (i * bits) for i, x in enumerate(values))
 
 
-def memory_image(p: DecodeParams, kq, vq):
+def memory_image(p: DecodeParams, kq, vq, k_base: int = K_BASE, v_base: int = V_BASE):
     """``{address: bytes}`` of the layout documented in ``DecodeGroup`` (KV head 0), and
     ``{word address: (c, j)}`` naming what each word holds (``c = n_chunks`` for V rows)."""
     cfg, wb = p.cfg, p.cfg.word_bits // 8
@@ -79,24 +92,24 @@ def memory_image(p: DecodeParams, kq, vq):
     image, owner = {}, {}
     for c, w in enumerate(cfg.chunk_widths):
         for j in range(p.n_cache):
-            a = K_BASE + (p.n_cache * sum(kw[:c]) + j * kw[c]) * wb
+            a = k_base + (p.n_cache * sum(kw[:c]) + j * kw[c]) * wb
             image[a] = pack(digits[c, 0, j], w).to_bytes(kw[c] * wb, "little")
             owner.update({a + i * wb: (c, j) for i in range(kw[c])})
     for j in range(p.n_cache):
-        a = V_BASE + j * vw * wb
+        a = v_base + j * vw * wb
         image[a] = pack(vq.x[0, j], cfg.v_bits).to_bytes(vw * wb, "little")
         owner.update({a + i * wb: (cfg.n_chunks, j) for i in range(vw)})
     return image, owner
 
 
-def expected_reads(p: DecodeParams, r: tp.StepResult):
+def expected_reads(p: DecodeParams, r: tp.StepResult, k_base: int = K_BASE, v_base: int = V_BASE):
     cfg, wb = p.cfg, p.cfg.word_bits // 8
     kw, vw = p.k_chunk_words(), p.v_row_words()
     out = []
     for c in range(cfg.n_chunks):
-        out += [(K_BASE + (p.n_cache * sum(kw[:c]) + int(j) * kw[c]) * wb, kw[c] - 1)
+        out += [(k_base + (p.n_cache * sum(kw[:c]) + int(j) * kw[c]) * wb, kw[c] - 1)
                 for j in np.flatnonzero(r.read[c, 0])]
-    out += [(V_BASE + int(j) * vw * wb, vw - 1) for j in np.flatnonzero(r.read[cfg.n_chunks, 0])]
+    out += [(v_base + int(j) * vw * wb, vw - 1) for j in np.flatnonzero(r.read[cfg.n_chunks, 0])]
     return out
 
 
@@ -126,98 +139,208 @@ def check_pruned_reads(ar_log, owner, r, wb) -> None:
                                      f"dropped (address {b:#x})")
 
 
+class Bench:
+    """The DUT with its AXI RAM, stream source and sink, and (``"axil": true``, a
+    ``DecodeAccel``) an ``AxiLiteMaster`` on ``s_axil`` through which settings are written and
+    counters read; otherwise the settings and counters are the DUT's plain ports."""
+
+    def __init__(self, dut, spec: dict):
+        self.dut, self.spec = dut, spec
+        self.cfg = cfg = tp.TokenPickerConfig(**spec["cfg"])
+        self.p = DecodeParams(cfg, d=spec["d"], n_cache=spec["n_cache"], group=spec["group"])
+        self.qq, self.kq, self.vq = case_data(spec, cfg)
+        self.engine = bool(spec.get("engine") or spec.get("axil"))
+        self.check = spec.get("check", True)
+        rng = random.Random(spec["seed"])
+        stall = spec["stall"]
+        self.clock = start_clock(dut)
+        self.ram = ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst,
+                                    size=1 << 20)
+        ram.ar_channel.set_pause_generator(pauses(random.Random(rng.random()), stall))
+        ram.r_channel.set_pause_generator(pauses(random.Random(rng.random()), stall))
+        self.src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis_"), dut.clk, dut.rst)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis_"), dut.clk, dut.rst)
+        self.src.set_pause_generator(pauses(random.Random(rng.random()), stall))
+        self.sink.set_pause_generator(pauses(random.Random(rng.random()), stall))
+        logs = [ram.log, self.src.log, self.sink.log]
+        for lg in logs:
+            lg.setLevel("WARNING")
+        self.axil = None
+        if spec.get("axil"):
+            for name in ("awvalid", "wvalid", "bready", "arvalid", "rready"):
+                getattr(dut, f"s_axil__{name}").value = 0   # no X before the master drives
+            self.regs = {r.name: r for r in register_map(self.p, len(dut.m_axi__araddr))}
+        self.ar_log = []
+
+    async def start(self) -> None:
+        """Reset, then (with ``"axil"``) attach the AXI4-Lite master: cocotbext-axi samples
+        ``awready`` from the first instant and cocotb 2 refuses to turn an X into a bool."""
+        await reset(self.dut, self.clock)
+        if self.spec.get("axil"):
+            dut = self.dut
+            self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
+            for lg in (self.axil.write_if.log, self.axil.read_if.log):
+                lg.setLevel("WARNING")
+        cocotb.start_soon(watch_ar(self.dut, self.ar_log))
+
+    def settings(self, n: int, eps: float, k_base: int, v_base: int, v_frac: int) -> dict:
+        s = {"eps_q": tp.eps_q_of(eps, self.cfg), "n": n, "k_base": k_base, "v_base": v_base,
+             "eps": eps}
+        if self.engine:
+            s["v_frac"] = v_frac
+        return s
+
+    async def program(self, s: dict) -> None:
+        for name in ("eps_q", "n", "k_base", "v_base", "v_frac"):
+            if name in s:
+                if self.axil is None:
+                    getattr(self.dut, name).value = s[name]
+                else:
+                    await self.write_reg(name, s[name])
+
+    async def write_reg(self, name: str, value: int) -> None:
+        r = self.regs[name]
+        for w in range(-(-r.width // 32)):
+            await self.axil.write_dword(r.addr + 4 * w, (value >> (32 * w)) & 0xFFFFFFFF)
+
+    async def read_reg(self, name: str) -> int:
+        r = self.regs[name]
+        val = 0
+        for w in range(-(-r.width // 32)):
+            val |= await self.axil.read_dword(r.addr + 4 * w) << (32 * w)
+        return val
+
+    async def counter(self, name: str) -> int:
+        if self.axil is None:
+            return int(getattr(self.dut, name).value)
+        return await self.read_reg(name)
+
+    async def write_while_busy(self, s: dict) -> None:
+        """Wait until ``status`` shows the step running, write ``s``, check it reads back, and
+        that the step was still running after that (else this would prove nothing)."""
+        for _ in range(200):
+            if await self.read_reg("status") & 1:
+                break
+        else:
+            raise AssertionError("status never showed busy after the query was sent")
+        await self.program(s)
+        for name in ("eps_q", "n", "k_base", "v_base", "v_frac"):
+            got = await self.read_reg(name)
+            if got != s[name]:
+                raise AssertionError(f"{name} reads back {got} after a write while busy, "
+                                     f"not {s[name]}")
+        if not await self.read_reg("status") & 1:
+            raise AssertionError("the step ended before the writes while busy were done")
+
+    async def step(self, s: dict, during=None) -> dict:
+        """One decode step with the settings ``s`` (already programmed), K and V at its bases;
+        checks it against the golden model and returns its figures.  ``during`` (a coroutine
+        function) runs after the query was queued, while the step runs."""
+        p, cfg, g, n = self.p, self.cfg, self.p.group, s["n"]
+        qq, kq = self.qq, self.kq
+        vq = tp.Quantized(self.vq.x, np.full_like(self.vq.frac, s.get("v_frac", 0))) \
+            if self.engine else self.vq
+        r = tp.decode_step(qq, kq, vq, n, s["eps"], cfg)
+        image, owner = memory_image(p, kq, vq, s["k_base"], s["v_base"])
+        for a, b in image.items():
+            self.ram.write(a, b)
+        self.ar_log.clear()
+        qbytes = len(self.dut.s_axis__tdata) // 8
+        frame = b"".join(
+            (pack(qq.x[h], cfg.q_bits) | int(qq.frac[h] + kq.frac[0]) << (p.d * cfg.q_bits))
+            .to_bytes(qbytes, "little") for h in range(g))
+        await self.src.send(AxiStreamFrame(frame))
+        if during is not None:
+            await during()
+        got = await with_timeout(self.sink.recv(), 2_000_000, "ns")
+        await RisingEdge(self.dut.clk)
+        ar_log = list(self.ar_log)
+        want_ar = expected_reads(p, r, s["k_base"], s["v_base"])
+        if self.check:
+            check_pruned_reads(ar_log, owner, r, cfg.word_bits // 8)
+            if ar_log != want_ar:
+                first = next((i for i, (a, b) in enumerate(zip(ar_log, want_ar)) if a != b), None)
+                raise AssertionError(f"AR requests differ from the golden read set: "
+                                     f"{len(ar_log)} issued, {len(want_ar)} expected; first "
+                                     f"difference at {first}")
+        beats, want = self.compare_output(got, r, image, s["v_base"])
+        figures = await self.figures(s, r, beats, want, ar_log == want_ar)
+        return figures
+
+    def compare_output(self, got, r, image, v_base):
+        p, cfg, g = self.p, self.cfg, self.p.group
+        wb, vw = cfg.word_bits // 8, p.v_row_words()
+        lay = out_beat_layout(p)
+        ob = lay.size // 8
+        data = bytes(got.tdata)
+        beats = [lay.from_bits(int.from_bytes(data[i:i + ob], "little"))
+                 for i in range(0, len(data), ob)]
+        beats = [(int(b.kind), int(b.tok), int(b.idx), int(b.payload)) for b in beats]
+        want = []
+        if self.engine:     # DecodeEngine: the requantized outputs of every head
+            for h in range(g):
+                want += [(2, h, i, int(r.out[h, i]) & 0xFFFFFFFF) for i in range(p.d)]
+        else:               # DecodeGroup: the V words read, then kept tokens and scores
+            for j in np.flatnonzero(r.read[cfg.n_chunks, 0]):
+                row = image[v_base + int(j) * vw * wb]
+                want += [(1, int(j), w, int.from_bytes(row[w * wb:(w + 1) * wb], "little"))
+                         for w in range(vw)]
+            for h in range(g):
+                want += [(0, int(j), h, int(r.scores[h, j]) & 0xFFFFFFFF)
+                         for j in np.flatnonzero(r.keep[h])]
+        if self.check and beats != want:
+            bad = next(i for i, (a, b) in enumerate(zip(beats + [None] * len(want), want))
+                       if a != b)
+            raise AssertionError(f"m_axis output differs at beat {bad}: {beats[bad:bad + 2]} vs "
+                                 f"{want[bad:bad + 2]} ({len(beats)} beats, {len(want)} expected)")
+        return beats, want
+
+    async def figures(self, s, r, beats, want, reads_match) -> dict:
+        p, cfg, g, st = self.p, self.cfg, self.p.group, r.stats
+        f = {name: await self.counter(name) for name in ("k_words", "v_words", "cycles")}
+        f.update({"k_words_golden": int(st.k_words_read[0]),
+                  "v_words_golden": int(st.v_words_read[0]), "k_words_dense": int(st.k_words_dense),
+                  "v_words_dense": int(st.v_words_dense), "kept_q": st.kept_q.tolist(),
+                  "kept_kv": int(st.kept_kv[0]), "n": s["n"], "reads_match": reads_match,
+                  "out_match": beats == want})
+        if self.axil is not None:
+            f["status"] = await self.read_reg("status")
+            if self.check and f["status"] & 1:
+                raise AssertionError("status still shows busy after the step's last beat")
+        if self.engine:     # the outputs as sent: signed out_bits values, (group, d)
+            rtl = np.zeros((g, p.d), np.int64)
+            for kind, tok, idx, payload in beats:
+                if kind == 2 and tok < g and idx < p.d:
+                    x = payload & ((1 << cfg.out_bits) - 1)
+                    rtl[tok, idx] = x - (1 << cfg.out_bits) if x >> (cfg.out_bits - 1) else x
+            f["out"] = rtl.tolist()
+        if self.check and (f["k_words"], f["v_words"]) != (f["k_words_golden"],
+                                                           f["v_words_golden"]):
+            raise AssertionError(f"word counters {f['k_words']}/{f['v_words']} vs golden "
+                                 f"{f['k_words_golden']}/{f['v_words_golden']}")
+        return f
+
+
 @cocotb.test()
 async def test_decode_step(dut):
     spec = json.loads(os.environ["HDPGEN_DECODE"])
-    cfg = tp.TokenPickerConfig(**spec["cfg"])
-    p = DecodeParams(cfg, d=spec["d"], n_cache=spec["n_cache"], group=spec["group"])
-    g, n, stall = p.group, spec["n"], spec["stall"]
-    qq, kq, vq = case_data(spec, cfg)
-    r = tp.decode_step(qq, kq, vq, n, spec["eps"], cfg)
-    eps_q = tp.eps_q_of(spec["eps"], cfg)
-    rng = random.Random(spec["seed"])
-    wb = cfg.word_bits // 8
-
-    clock = start_clock(dut)
-    ram = AxiRamRead(AxiReadBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, size=1 << 20)
-    ram.log.setLevel("WARNING")
-    ram.ar_channel.set_pause_generator(pauses(random.Random(rng.random()), stall))
-    ram.r_channel.set_pause_generator(pauses(random.Random(rng.random()), stall))
-    src = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis_"), dut.clk, dut.rst)
-    sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis_"), dut.clk, dut.rst)
-    src.set_pause_generator(pauses(random.Random(rng.random()), stall))
-    sink.set_pause_generator(pauses(random.Random(rng.random()), stall))
-    for lg in (src.log, sink.log):
-        lg.setLevel("WARNING")
-    image, owner = memory_image(p, kq, vq)
-    for a, b in image.items():
-        ram.write(a, b)
-    dut.eps_q.value = eps_q
-    dut.n.value = n
-    dut.k_base.value = K_BASE
-    dut.v_base.value = V_BASE
-    if spec.get("engine"):
-        dut.v_frac.value = int(vq.frac[0])
-    await reset(dut, clock)
-    ar_log = []
-    cocotb.start_soon(watch_ar(dut, ar_log))
-
-    qbytes = len(dut.s_axis__tdata) // 8
-    frame = b"".join(
-        (pack(qq.x[h], cfg.q_bits) | int(qq.frac[h] + kq.frac[0]) << (p.d * cfg.q_bits))
-        .to_bytes(qbytes, "little") for h in range(g))
-    await src.send(AxiStreamFrame(frame))
-    got = await with_timeout(sink.recv(), 2_000_000, "ns")
-    await RisingEdge(dut.clk)
-
-    vw = p.v_row_words()
-    check = spec.get("check", True)
-    if check:
-        check_pruned_reads(ar_log, owner, r, wb)
-    want_ar = expected_reads(p, r)
-    if check and ar_log != want_ar:
-        raise AssertionError(f"AR requests differ from the golden read set: {len(ar_log)} "
-                             f"issued, {len(want_ar)} expected; first difference at "
-                             f"{next((i for i, (a, b) in enumerate(zip(ar_log, want_ar)) if a != b), None)}")
-    lay = out_beat_layout(p)
-    ob = lay.size // 8
-    data = bytes(got.tdata)
-    beats = [lay.from_bits(int.from_bytes(data[i:i + ob], "little")) for i in range(0, len(data), ob)]
-    beats = [(int(b.kind), int(b.tok), int(b.idx), int(b.payload)) for b in beats]
-    want = []
-    if spec.get("engine"):      # DecodeEngine: the requantized outputs of every head
-        for h in range(g):
-            want += [(2, h, i, int(r.out[h, i]) & 0xFFFFFFFF) for i in range(p.d)]
-    else:                       # DecodeGroup: the V words read, then kept tokens and scores
-        for j in np.flatnonzero(r.read[cfg.n_chunks, 0]):
-            row = image[V_BASE + int(j) * vw * wb]
-            want += [(1, int(j), w, int.from_bytes(row[w * wb:(w + 1) * wb], "little"))
-                     for w in range(vw)]
-        for h in range(g):
-            want += [(0, int(j), h, int(r.scores[h, j]) & 0xFFFFFFFF)
-                     for j in np.flatnonzero(r.keep[h])]
-    if check and beats != want:
-        bad = next(i for i, (a, b) in enumerate(zip(beats + [None] * len(want), want)) if a != b)
-        raise AssertionError(f"m_axis output differs at beat {bad}: {beats[bad:bad + 2]} vs "
-                             f"{want[bad:bad + 2]} ({len(beats)} beats, {len(want)} expected)")
-    st = r.stats
-    figures = {"k_words": int(dut.k_words.value), "v_words": int(dut.v_words.value),
-               "cycles": int(dut.cycles.value), "k_words_golden": int(st.k_words_read[0]),
-               "v_words_golden": int(st.v_words_read[0]), "k_words_dense": int(st.k_words_dense),
-               "v_words_dense": int(st.v_words_dense), "kept_q": st.kept_q.tolist(),
-               "kept_kv": int(st.kept_kv[0]), "n": n, "reads_match": ar_log == want_ar,
-               "out_match": beats == want}
-    if spec.get("engine"):     # the outputs as sent: signed out_bits values, (group, d)
-        rtl = np.zeros((g, p.d), np.int64)
-        for kind, tok, idx, payload in beats:
-            if kind == 2 and tok < g and idx < p.d:
-                x = payload & ((1 << cfg.out_bits) - 1)
-                rtl[tok, idx] = x - (1 << cfg.out_bits) if x >> (cfg.out_bits - 1) else x
-        figures["out"] = rtl.tolist()
-    if check and (figures["k_words"], figures["v_words"]) != (figures["k_words_golden"],
-                                                    figures["v_words_golden"]):
-        raise AssertionError(f"word counters {figures['k_words']}/{figures['v_words']} vs golden "
-                             f"{figures['k_words_golden']}/{figures['v_words_golden']}")
+    tb = Bench(dut, spec)
+    await tb.start()
+    v_frac = int(tb.vq.frac[0])
+    first = tb.settings(spec["n"], spec["eps"], K_BASE, V_BASE, v_frac)
+    await tb.program(first)
+    if spec.get("write_while_busy"):
+        # step 1 runs while the settings of step 2 (other eps, n, v_frac, and K and V at other
+        # bases) are written; step 1 must still be golden's with its own settings, step 2 with
+        # the new ones, which it uses without being written again
+        w = spec["write_while_busy"]
+        second = tb.settings(w["n"], w["eps"], K_BASE2, V_BASE2,
+                             v_frac - 1 if v_frac > 0 else v_frac + 1)
+        figures = await tb.step(first, during=lambda: tb.write_while_busy(second))
+        figures["second"] = await tb.step(second)
+        figures["second"]["v_frac"] = second["v_frac"]
+    else:
+        figures = await tb.step(first)
     out_path = os.environ.get("HDPGEN_DECODE_OUT")
     if out_path:
         with open(out_path, "w") as f:

@@ -1,0 +1,158 @@
+"""DecodeAccel (hw/decode/accel.py), the decode engine behind AXI4-Lite registers, in Amaranth's
+simulator: reset values, every read/write register written and read back (and reaching the
+engine), read-only registers ignoring writes, ``n`` clamped on its way to the engine, settings
+held while a step runs, and construction errors.  The whole step through the registers runs in
+tests/test_decode_cocotb.py (``test_accel_*``)."""
+
+import random
+
+import pytest
+from amaranth.sim import Simulator
+
+from golden import token_picker as tp
+from hw.decode.accel import COUNTERS, SETTINGS, DecodeAccel, register_map
+from hw.decode.group import q_beat_layout
+from hw.decode.params import DecodeParams
+from sim.amaranth_streams import axil_read, axil_read_reg, axil_write, axil_write_regs
+
+CFG = tp.TokenPickerConfig()
+P = DecodeParams(CFG, d=8, n_cache=16, group=1)
+INIT = {"eps_q": 65, "n": 11, "k_base": 0x3000, "v_base": 0x9000, "v_frac": 5}
+
+
+def simulate(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_register_map_layout():
+    """Word-aligned, non-overlapping, settings then status then counters, widths from p."""
+    regs = register_map(P)
+    assert [r.name for r in regs] == [*SETTINGS, "status", *COUNTERS]
+    assert [r.addr for r in regs] == [0x00, 0x04, 0x08, 0x10, 0x18, 0x1C, 0x20, 0x24, 0x28]
+    w = {r.name: r.width for r in regs}
+    assert w == {"eps_q": 16, "n": 5, "k_base": 32, "v_base": 32, "v_frac": 3, "status": 1,
+                 "k_words": 32, "v_words": 32, "cycles": 32}
+    assert [r.name for r in regs if r.rw] == list(SETTINGS)
+    assert {r.name: r.init for r in regs if r.rw} == \
+        {"eps_q": 0, "n": 16, "k_base": 0, "v_base": 0, "v_frac": 0}
+
+
+@pytest.mark.parametrize("addr_width", [32, 40])
+def test_registers_reset_write_read_back(addr_width):
+    """Reset values (from the constructor), every RW register written with random values and
+    read back masked to its width, the engine's setting ports following while it is idle; RO
+    registers (and the unused upper base words) ignore writes."""
+    dut = DecodeAccel(P, addr_width, **INIT)
+    regs = {r.name: r for r in dut.regs}
+    eng = dut.engine
+    rng = random.Random(addr_width)
+
+    async def bench(ctx):
+        bus = dut.s_axil
+        for r in dut.regs:
+            assert await axil_read_reg(ctx, bus, dut.regs, r.name) == r.init, r.name
+        for name in SETTINGS:
+            assert ctx.get(getattr(eng, name)) == INIT[name], name
+        for _ in range(3):
+            vals = {name: rng.getrandbits(64) for name in SETTINGS}
+            vals["n"] = rng.randrange(1, P.n_cache + 1)
+            vals["k_base"] = rng.getrandbits(addr_width - 12) << 12    # 4 KB aligned
+            vals["v_base"] = rng.getrandbits(addr_width - 12) << 12
+            await axil_write_regs(ctx, bus, dut.regs, vals)
+            await ctx.tick().repeat(2)
+            for name in SETTINGS:
+                want = vals[name] & ((1 << regs[name].width) - 1)
+                assert await axil_read_reg(ctx, bus, dut.regs, name) == want, name
+                assert ctx.get(getattr(eng, name)) == want, name
+        before = {name: await axil_read_reg(ctx, bus, dut.regs, name) for name in SETTINGS}
+        for name in ("status", *COUNTERS):
+            await axil_write(ctx, bus, regs[name].addr, 0xFFFFFFFF)
+            assert await axil_read_reg(ctx, bus, dut.regs, name) == 0, name
+        if addr_width <= 32:
+            for a in (0x0C, 0x14):      # the upper words of the bases: unused
+                await axil_write(ctx, bus, a, 0xFFFFFFFF)
+                assert await axil_read(ctx, bus, a) == 0
+        after = {name: await axil_read_reg(ctx, bus, dut.regs, name) for name in SETTINGS}
+        assert after == before
+
+    simulate(dut, bench)
+
+
+def test_n_is_clamped_for_the_engine():
+    """``n`` reads back as written; the engine sees it clamped to 1 ... N."""
+    dut = DecodeAccel(P)
+
+    async def bench(ctx):
+        for written, seen in [(0, 1), (5, 5), (16, 16), (17, 16), (31, 16)]:
+            await axil_write(ctx, dut.s_axil, 0x04, written)
+            await ctx.tick().repeat(2)
+            assert await axil_read(ctx, dut.s_axil, 0x04) == written
+            assert ctx.get(dut.engine.n) == seen, written
+
+    simulate(dut, bench)
+
+
+def test_settings_held_while_busy():
+    """A write while a step runs (here one that never ends: no memory answers ``m_axi``)
+    reads back at once, and ``status`` shows busy, but the engine keeps the step's values."""
+    dut = DecodeAccel(P, **INIT)
+    eng = dut.engine
+    new = {"eps_q": 7, "n": 3, "k_base": 0x5000, "v_base": 0x7000, "v_frac": 1}
+
+    async def bench(ctx):
+        bus = dut.s_axil
+        assert await axil_read(ctx, bus, 0x1C) == 0
+        beat = q_beat_layout(P).const({"q": [1] * P.d, "sf": 10})
+        ctx.set(dut.s_axis.tdata, beat.as_bits())
+        ctx.set(dut.s_axis.tvalid, 1)
+        await ctx.tick().until(dut.s_axis.tready)
+        ctx.set(dut.s_axis.tvalid, 0)
+        await ctx.tick()
+        assert await axil_read(ctx, bus, 0x1C) == 1
+        await axil_write_regs(ctx, bus, dut.regs, new)
+        await ctx.tick().repeat(4)
+        for name in SETTINGS:
+            assert await axil_read_reg(ctx, bus, dut.regs, name) == new[name], name
+            assert ctx.get(getattr(eng, name)) == INIT[name], name
+        assert await axil_read(ctx, bus, 0x1C) == 1
+
+    simulate(dut, bench)
+
+
+def test_rejects_bad_parameters():
+    def bad(match, *a, **kw):
+        with pytest.raises(ValueError, match=match):
+            DecodeAccel(*a, **kw)
+    bad("p must be a DecodeParams", CFG)
+    bad("addr_width must be an integer in \\[12, 64\\]", P, 8)
+    bad("reg_addr_width must be an integer in \\[6, 32\\]", P, reg_addr_width=5)
+    bad("reg_addr_width must be", P, reg_addr_width=True)
+    bad("eps_q must be an integer in \\[0, 65535\\]", P, eps_q=1 << 16)
+    bad("n must be an integer in \\[1, 16\\]", P, n=0)
+    bad("n must be", P, n=17)
+    bad("k_base must be a multiple of 4096", P, k_base=0x1800)
+    bad("v_base must be an integer", P, v_base=-4096)
+    bad("v_base must be an integer", P, 32, v_base=1 << 32)
+    bad("v_frac must be an integer in \\[0, 7\\]", P, v_frac=8)
+    bad("unknown reset value 'eps'", P, eps=0.1)
+
+
+def test_exported_verilog_ports_and_lint(tmp_path):
+    """The exported module has the AXI names cocotbext-axi looks for (``s_axil__awaddr`` ...,
+    ``m_axi__araddr`` ..., ``s_axis__tdata``, ``m_axis__tdata``) and no setting or counter
+    port; Verilator lints it clean."""
+    from hw.config import HDPConfig
+    from hw.export import export_verilog, find_verilator, lint_verilog, parse_verilog_ports
+
+    v, _ = export_verilog(DecodeAccel(P), HDPConfig(), tmp_path, name="decode_accel")
+    ports = parse_verilog_ports(v.read_text(), "decode_accel")
+    for name in ("s_axil__awaddr", "s_axil__rdata", "m_axi__araddr", "m_axi__rdata",
+                 "s_axis__tdata", "m_axis__tdata"):
+        assert name in ports, name
+    assert not set(SETTINGS + COUNTERS + ("busy",)) & set(ports)
+    if find_verilator() is None:
+        pytest.skip("verilator not found")
+    lint_verilog(v)
