@@ -28,11 +28,11 @@ def index_width(n: int) -> int:
 
 def mask_latency(mode: str, n_cols: int) -> int:
     """Cycles from the handshake of a block-row's last beat to its mask on ``mask_out`` (always
-    ready), for a block-row of ``n_cols`` blocks in pruning ``mode``: 7 in ``off``,
-    ``n_cols + 6`` in ``topk`` and ``threshold`` (input registers I and R, stage A, J for
-    ``n_cols`` items, P1, P2, P3, output register O).  The cycle models read it from here
+    ready), for a block-row of ``n_cols`` blocks in pruning ``mode``: 8 in ``off``,
+    ``n_cols + 7`` in ``topk`` and ``threshold`` (input registers I and R, stage A, J for
+    ``n_cols`` items, P1, P2, P3, P4, output register O).  The cycle models read it from here
     (measured in ``tests/test_block_pruner.py``)."""
-    return 7 if mode == "off" else n_cols + 6
+    return 8 if mode == "off" else n_cols + 7
 
 
 def imp_layout(cfg: HDPConfig) -> data.StructLayout:
@@ -147,10 +147,11 @@ class BlockPruner(wiring.Component):
     output is always J's next item: J's next column, or column 0 of stage A's row, read again
     every cycle while that row is still arriving; the read port is transparent for the write
     port, so a column written in the same cycle is seen).  The item goes through a
-    three-stage pipeline (P1: the item's ranks registered, ``rho_q * max`` and
+    four-stage pipeline (P1: the item's ranks registered, ``rho_q * max`` and
     ``(2**P - rho_q) * sum``, the top-k rank count started; P2: ``rho_q * max * n``, the
     rank count finished and compared with ``need``; P3: ``I * n`` and the sum of the right
-    side, then the comparison), which ORs the item's keep bit into the row's mask:
+    side; P4: the keep bit, after the comparison), which ORs the item's keep bit into the
+    row's mask:
 
     * ``off``: one item carrying the valid mask;
     * ``topk``: one item per block column ``j``: ``n_block_cols`` comparators in J compare the
@@ -171,17 +172,17 @@ class BlockPruner(wiring.Component):
       then (``topk``, ``threshold``) the new head's first row end waits ``m_prev - m_new``
       cycles once.  Measured in ``tests/test_block_pruner.py`` and the cocotb bench.
     * Latency from the handshake of a block-row's last beat (cycle ``t``) to ``mask_out.valid``:
-      7 cycles in ``off`` (valid in cycle ``t + 7``), ``m + 6`` cycles in ``topk`` and
-      ``threshold`` (:func:`mask_latency`; two more than without the input registers I and
-      R).
-    * Backpressure: a ``mask_out`` stall fills O, then S; J, P1, P2 and P3 hold only while S
-      is full and P3 holds a finished row.  ``imp_in.ready`` is low while I is full and cannot
+      8 cycles in ``off`` (valid in cycle ``t + 8``), ``m + 7`` cycles in ``topk`` and
+      ``threshold`` (:func:`mask_latency`).
+    * Backpressure: a ``mask_out`` stall fills O, then S; J and P1 to P4 hold only while S
+      is full and P4 holds a finished row.  ``imp_in.ready`` is low while I is full and cannot
       move on: while K is full (R holds a row's last beat waiting for J and one more beat came
       in) or while S is full.
     * Timing: ``imp_in.ready``, ``mask_out.valid`` and ``mask_out.payload`` come from
-      flip-flops (``ready = ~I.valid | (~K.valid & ~S.valid)``) and no clock enable depends on a port
-      combinationally (``mask_out.ready`` only steers O and S).  At most one multiplier
-      between two registers; the row buffer's output goes straight into J's item register.
+      flip-flops (``ready = ~I.valid | (~K.valid & ~S.valid)``) and no clock enable depends
+      on a port combinationally (``mask_out.ready`` only steers O and S).  At most one
+      multiplier between two registers; the row buffer's output goes straight into J's item
+      register; the threshold comparison only into P4's keep bit.
     * Cost: two banks of ``n_block_cols`` importance registers (A and J; written with clock
       enables only, no multiplexers), ``n_block_cols`` comparators of ``importance_width + 1``
       bits, one ``n_block_cols``-bit popcount, a ``2 x n_block_cols`` word row buffer, four
@@ -527,7 +528,7 @@ class BlockPruner(wiring.Component):
             m.d.comb += ahead[c].eq(j_cand[c] & self._ranks_ahead(j_key[c], item_key, j_lt[c]))
         s.update(ahead=ahead)
 
-    # ------------------------------------------------------------------------ P1, P2, P3
+    # ------------------------------------------------------------------------ P1 to P4
     def _pipeline(self, m, s):
         nbc, iw, cw, nw, tw, p, qw = (s[k] for k in ("nbc", "iw", "cw", "nw", "tw", "p", "qw"))
         j_item, adv = s["j_item"], s["adv"]
@@ -591,7 +592,7 @@ class BlockPruner(wiring.Component):
                          p2_base.eq(p1_base), p2_row.eq(p1_row), p2_last.eq(p1_last)]
             m.d.sync += [d.eq(v) for d, v in zip(p2_parts, parts)]
 
-        # ---------------------------------------------------------------- P3: compare, OR
+        # ---------------------------------------------------------------- P3: the operands
         rank = _tree_sum(m, p2_parts, None, "rank_p2")[0]
         p3_valid = Signal()
         p3_onehot = Signal(nbc)
@@ -611,14 +612,26 @@ class BlockPruner(wiring.Component):
                          p3_lhs.eq((p2_imp * p2_cnt) << p), p3_rhs.eq(p2_t_max + p2_t_sum),
                          p3_base.eq(p2_base), p3_row.eq(p2_row), p3_last.eq(p2_last)]
 
-        keep_bit = Signal()
+        # ---------------------------------------------------------------- P4: the keep bit
+        # (registered: the threshold comparison's carry chain and the keep bit's fan-out into
+        # every bit of the output register and the mask accumulator took 10 ns on ECP5)
+        p4_valid = Signal()
+        p4_onehot = Signal(nbc)
+        p4_last_item = Signal()
+        p4_keep = Signal()
+        p4_base = Signal(nbc)
+        p4_row = Signal(len(j_row))
+        p4_last = Signal()
+        with m.If(adv):
+            m.d.sync += [p4_valid.eq(p3_valid), p4_onehot.eq(p3_onehot),
+                         p4_last_item.eq(p3_last_item),
+                         p4_keep.eq(p3_topk_keep
+                                    | (p3_thr_valid & self._threshold_keeps(p3_lhs, p3_rhs))),
+                         p4_base.eq(p3_base), p4_row.eq(p3_row), p4_last.eq(p3_last)]
         bitvec = Signal(nbc)
-        m.d.comb += [
-            keep_bit.eq(p3_topk_keep | (p3_thr_valid & self._threshold_keeps(p3_lhs, p3_rhs))),
-            bitvec.eq(Mux(keep_bit, p3_onehot, 0)),
-        ]
-        s.update(p3_valid=p3_valid, p3_onehot=p3_onehot, p3_last_item=p3_last_item,
-                 p3_base=p3_base, p3_row=p3_row, p3_last=p3_last, keep_bit=keep_bit,
+        m.d.comb += bitvec.eq(Mux(p4_keep, p4_onehot, 0))
+        s.update(p4_valid=p4_valid, p4_onehot=p4_onehot, p4_last_item=p4_last_item,
+                 p4_base=p4_base, p4_row=p4_row, p4_last=p4_last, keep_bit=p4_keep,
                  bitvec=bitvec)
 
     # ------------------------------------------------------------------------ output register
@@ -626,9 +639,9 @@ class BlockPruner(wiring.Component):
         nbc = s["nbc"]
         olay = mask_layout(self._cfg)
         s_valid, adv, keep_bit, bitvec = s["s_valid"], s["adv"], s["keep_bit"], s["bitvec"]
-        p3_valid, p3_onehot, p3_last_item, p3_base, p3_row, p3_last = (
-            s[k] for k in ("p3_valid", "p3_onehot", "p3_last_item", "p3_base", "p3_row",
-                           "p3_last"))
+        p4_valid, p4_onehot, p4_last_item, p4_base, p4_row, p4_last = (
+            s[k] for k in ("p4_valid", "p4_onehot", "p4_last_item", "p4_base", "p4_row",
+                           "p4_last"))
         # O drives mask_out; the skid register S catches a finished mask while O waits, so the
         # pipeline's advance depends on flip-flops only (never on mask_out.ready)
         macc = Signal(nbc)
@@ -636,31 +649,31 @@ class BlockPruner(wiring.Component):
         o_pay = Signal(olay)
         s_pay = Signal(olay)
         done = Signal()
-        # O's next mask, written so that the comparison is one LUT away from O: the part known
+        # O's next mask, written so that the keep bit is one LUT away from O: the part known
         # from registers (S, or the row's bits so far) OR this item's bit when O takes it
         o_hold = Signal(nbc)
         o_hit = Signal(nbc)
         m.d.comb += [
-            adv.eq(~(p3_valid & p3_last_item & s_valid)),
-            done.eq(adv & p3_valid & p3_last_item),
-            o_hold.eq(Mux(s_valid, s_pay.mask, macc | p3_base)),
-            o_hit.eq(Mux(keep_bit & ~s_valid, p3_onehot, 0)),
+            adv.eq(~(p4_valid & p4_last_item & s_valid)),
+            done.eq(adv & p4_valid & p4_last_item),
+            o_hold.eq(Mux(s_valid, s_pay.mask, macc | p4_base)),
+            o_hit.eq(Mux(keep_bit & ~s_valid, p4_onehot, 0)),
             self.mask_out.valid.eq(o_valid),
             self.mask_out.payload.eq(o_pay),
         ]
-        with m.If(adv & p3_valid):
-            with m.If(p3_last_item):
+        with m.If(adv & p4_valid):
+            with m.If(p4_last_item):
                 m.d.sync += macc.eq(0)
             with m.Else():
                 m.d.sync += macc.eq(macc | bitvec)
         with m.If(~o_valid | self.mask_out.ready):
             # (done implies ~s_valid: the pipeline holds while S is full)
             m.d.sync += [o_valid.eq(s_valid | done), o_pay.mask.eq(o_hold | o_hit),
-                         o_pay.row.eq(Mux(s_valid, s_pay.row, p3_row)),
-                         o_pay.last.eq(Mux(s_valid, s_pay.last, p3_last)), s_valid.eq(0)]
+                         o_pay.row.eq(Mux(s_valid, s_pay.row, p4_row)),
+                         o_pay.last.eq(Mux(s_valid, s_pay.last, p4_last)), s_valid.eq(0)]
         with m.Elif(done):
-            m.d.sync += [s_valid.eq(1), s_pay.mask.eq(macc | p3_base | bitvec),
-                         s_pay.row.eq(p3_row), s_pay.last.eq(p3_last)]
+            m.d.sync += [s_valid.eq(1), s_pay.mask.eq(macc | p4_base | bitvec),
+                         s_pay.row.eq(p4_row), s_pay.last.eq(p4_last)]
 
 
 def _popcount4(bits):
