@@ -28,11 +28,11 @@ def index_width(n: int) -> int:
 
 def mask_latency(mode: str, n_cols: int) -> int:
     """Cycles from the handshake of a block-row's last beat to its mask on ``mask_out`` (always
-    ready), for a block-row of ``n_cols`` blocks in pruning ``mode``: 6 in ``off``,
-    ``n_cols + 5`` in ``topk`` and ``threshold`` (input registers R, stage A, J for ``n_cols``
-    items, P1, P2, P3, output register O).  The cycle models read it from here (measured in
-    ``tests/test_block_pruner.py``)."""
-    return 6 if mode == "off" else n_cols + 5
+    ready), for a block-row of ``n_cols`` blocks in pruning ``mode``: 8 in ``off``,
+    ``n_cols + 7`` in ``topk`` and ``threshold`` (input registers I and R, stage A, J for
+    ``n_cols`` items, P1, P2, P3, P4, output register O).  The cycle models read it from here
+    (measured in ``tests/test_block_pruner.py``)."""
+    return 8 if mode == "off" else n_cols + 7
 
 
 def imp_layout(cfg: HDPConfig) -> data.StructLayout:
@@ -130,10 +130,12 @@ class BlockPruner(wiring.Component):
 
     Architecture, latency and throughput
     ------------------------------------
-    The input stage is a two-entry skid buffer: an accepted beat goes into register R (stage
-    A's operand) or, while R is held, into the skid register K; the diagonal test and the
-    settings (``rho_q`` clamped, and ``2**P - rho_q``) are computed at the handshake and travel
-    with the beat.  As a beat enters R it is written into bank A (one register per block
+    The input stage is the input register I (the accepted beat as it came, with the settings
+    sampled at the handshake) in front of a two-entry skid buffer: I's beat goes on into
+    register R (stage A's operand) or, while R is held, into the skid register K; the diagonal
+    test and the settings (``rho_q`` clamped, and ``2**P - rho_q``) are computed from I as the
+    beat leaves it and travel with the beat (nothing follows the port's payload
+    combinationally).  As a beat enters R it is written into bank A (one register per block
     column: the importance as an unsigned key, sign bit flipped) and into its row's bank of a
     two-bank row buffer (``lib.memory.Memory`` of ``(imp, valid, diag)``, depth
     ``2 * 2**index_width(n_block_cols)``).  Stage A takes R's beat and accumulates ``n``,
@@ -145,10 +147,11 @@ class BlockPruner(wiring.Component):
     output is always J's next item: J's next column, or column 0 of stage A's row, read again
     every cycle while that row is still arriving; the read port is transparent for the write
     port, so a column written in the same cycle is seen).  The item goes through a
-    three-stage pipeline (P1: the item's ranks registered, ``rho_q * max`` and
+    four-stage pipeline (P1: the item's ranks registered, ``rho_q * max`` and
     ``(2**P - rho_q) * sum``, the top-k rank count started; P2: ``rho_q * max * n``, the
     rank count finished and compared with ``need``; P3: ``I * n`` and the sum of the right
-    side, then the comparison), which ORs the item's keep bit into the row's mask:
+    side; P4: the keep bit, after the comparison), which ORs the item's keep bit into the
+    row's mask:
 
     * ``off``: one item carrying the valid mask;
     * ``topk``: one item per block column ``j``: ``n_block_cols`` comparators in J compare the
@@ -169,19 +172,21 @@ class BlockPruner(wiring.Component):
       then (``topk``, ``threshold``) the new head's first row end waits ``m_prev - m_new``
       cycles once.  Measured in ``tests/test_block_pruner.py`` and the cocotb bench.
     * Latency from the handshake of a block-row's last beat (cycle ``t``) to ``mask_out.valid``:
-      6 cycles in ``off`` (valid in cycle ``t + 6``), ``m + 5`` cycles in ``topk`` and
-      ``threshold`` (:func:`mask_latency`; one more than without the input registers).
-    * Backpressure: a ``mask_out`` stall fills O, then S; J, P1, P2 and P3 hold only while S
-      is full and P3 holds a finished row.  ``imp_in.ready`` is low while K is full (R holds
-      a row's last beat waiting for J and one more beat came in) or while S is full.
+      8 cycles in ``off`` (valid in cycle ``t + 8``), ``m + 7`` cycles in ``topk`` and
+      ``threshold`` (:func:`mask_latency`).
+    * Backpressure: a ``mask_out`` stall fills O, then S; J and P1 to P4 hold only while S
+      is full and P4 holds a finished row.  ``imp_in.ready`` is low while I is full and cannot
+      move on: while K is full (R holds a row's last beat waiting for J and one more beat came
+      in) or while S is full.
     * Timing: ``imp_in.ready``, ``mask_out.valid`` and ``mask_out.payload`` come from
-      flip-flops (``ready = ~K.valid & ~S.valid``) and no clock enable depends on a port
-      combinationally (``mask_out.ready`` only steers O and S).  At most one multiplier
-      between two registers; the row buffer's output goes straight into J's item register.
+      flip-flops (``ready = ~I.valid | (~K.valid & ~S.valid)``) and no clock enable depends
+      on a port combinationally (``mask_out.ready`` only steers O and S).  At most one
+      multiplier between two registers; the row buffer's output goes straight into J's item
+      register; the threshold comparison only into P4's keep bit.
     * Cost: two banks of ``n_block_cols`` importance registers (A and J; written with clock
       enables only, no multiplexers), ``n_block_cols`` comparators of ``importance_width + 1``
       bits, one ``n_block_cols``-bit popcount, a ``2 x n_block_cols`` word row buffer, four
-      multipliers (``rho*max*n`` (two), ``(2**P - rho)*sum``, ``I*n``), the R, K and S
+      multipliers (``rho*max*n`` (two), ``(2**P - rho)*sum``, ``I*n``), the I, R, K and S
       registers.
     """
 
@@ -266,32 +271,45 @@ class BlockPruner(wiring.Component):
         cfg = self._cfg
         nbc, iw, cw, p, one = s["nbc"], s["iw"], s["cw"], s["p"], s["one"]
         br, bc = cfg.block_rows, cfg.block_cols
-        # a two-entry skid buffer: the accepted beat goes into register R (stage A's operand)
-        # or, while R is held, into the skid register K; imp_in.ready = ~K.valid comes straight
-        # from a flip-flop.  The diagonal test and the settings are computed and sampled at the
-        # handshake, so they travel with the beat.
+        # input register I: the accepted beat as it came, with the settings sampled at the
+        # handshake; I moves on into a two-entry skid buffer: register R (stage A's operand)
+        # or, while R is held, the skid register K.  imp_in.ready = ~I.valid | (~K.valid &
+        # ~S.valid) is a function of flip-flops only, and nothing but I follows the port: the
+        # diagonal test and the settings are computed from I as the beat moves on, so they
+        # travel with the beat (the test straight from the port, through the row buffer's
+        # write port, was the whole top's critical path).
         src = self.imp_in.payload
+        ilay = data.StructLayout({
+            "imp": signed(iw), "valid": unsigned(1), "row": unsigned(len(src.row)),
+            "col": unsigned(cw), "row_end": unsigned(1), "last": unsigned(1),
+            "mode": unsigned(MODE_WIDTH), "kq": unsigned(cfg.k_frac_width),
+            "rho_q": unsigned(p + 1), "vlen": unsigned(cfg.valid_len_width),
+        })
         elay = data.StructLayout({
             "imp": signed(iw), "valid": unsigned(1), "row": unsigned(len(src.row)),
             "col": unsigned(cw), "row_end": unsigned(1), "last": unsigned(1),
             "diag": unsigned(1), "mode": unsigned(MODE_WIDTH), "kq": unsigned(cfg.k_frac_width),
             "rho": unsigned(p + 1), "rho_inv": unsigned(p + 1),
         })
-        # diagonal: key range [c*b_c, c*b_c + b_c) meets query range [r*b_r, min(r*b_r+b_r, L))
+        i_valid = Signal()
+        i_beat = Signal(ilay)    # register I
+        i_take = Signal()        # I takes the port's beat (empty, or moving on)
+        # diagonal: key range [c*b_c, c*b_c + b_c) meets query range [r*b_r, min(r*b_r+b_r, L)),
+        # i.e. c*b_c < r*b_r + b_r, c*b_c < L and c*b_c + b_c > r*b_r: three comparisons side
+        # by side (no minimum ahead of a comparison)
         row_lo = Signal(range(cfg.n_block_rows * br + 1))
-        row_hi = Signal(range(cfg.n_block_rows * br + br + 1))
         col_lo = Signal(range(nbc * bc + 1))
         inc = Signal(elay)
         m.d.comb += [
-            row_lo.eq(src.row * br),
-            row_hi.eq(Mux(row_lo + br < self.valid_len, row_lo + br, self.valid_len)),
-            col_lo.eq(src.col * bc),
-            inc.imp.eq(src.imp), inc.valid.eq(src.valid), inc.row.eq(src.row),
-            inc.col.eq(src.col), inc.row_end.eq(src.last_col | src.last), inc.last.eq(src.last),
-            inc.diag.eq((col_lo < row_hi) & (col_lo + bc > row_lo)),
-            inc.mode.eq(self.mode), inc.kq.eq(self.k_frac_q),
-            inc.rho.eq(Mux(self.rho_q > one, one, self.rho_q)),
-            inc.rho_inv.eq(Mux(self.rho_q > one, 0, one - self.rho_q)),
+            row_lo.eq(i_beat.row * br),
+            col_lo.eq(i_beat.col * bc),
+            inc.imp.eq(i_beat.imp), inc.valid.eq(i_beat.valid), inc.row.eq(i_beat.row),
+            inc.col.eq(i_beat.col), inc.row_end.eq(i_beat.row_end), inc.last.eq(i_beat.last),
+            inc.diag.eq((col_lo < row_lo + br) & (col_lo < i_beat.vlen)
+                        & (col_lo + bc > row_lo)),
+            inc.mode.eq(i_beat.mode), inc.kq.eq(i_beat.kq),
+            inc.rho.eq(Mux(i_beat.rho_q > one, one, i_beat.rho_q)),
+            inc.rho_inv.eq(Mux(i_beat.rho_q > one, 0, one - i_beat.rho_q)),
         ]
         r_valid = Signal()
         beat = Signal(elay)      # register R
@@ -306,12 +324,20 @@ class BlockPruner(wiring.Component):
         ent = Signal(elay)       # ... this one
         m.d.comb += [
             in_ready.eq(~k_valid & ~s_valid),
-            self.imp_in.ready.eq(in_ready),
-            in_acc.eq(self.imp_in.valid & in_ready),
+            i_take.eq(~i_valid | in_ready),
+            self.imp_in.ready.eq(i_take),
+            in_acc.eq(i_valid & in_ready),
             accept.eq(r_valid & (~beat.row_end | j_free)),
             enter.eq((accept | ~r_valid) & (k_valid | in_acc)),
             ent.eq(Mux(k_valid, k_beat, inc)),
         ]
+        with m.If(i_take):
+            m.d.sync += [i_valid.eq(self.imp_in.valid), i_beat.imp.eq(src.imp),
+                         i_beat.valid.eq(src.valid), i_beat.row.eq(src.row),
+                         i_beat.col.eq(src.col), i_beat.row_end.eq(src.last_col | src.last),
+                         i_beat.last.eq(src.last), i_beat.mode.eq(self.mode),
+                         i_beat.kq.eq(self.k_frac_q), i_beat.rho_q.eq(self.rho_q),
+                         i_beat.vlen.eq(self.valid_len)]
         with m.If(accept | ~r_valid):
             m.d.sync += [r_valid.eq(k_valid | in_acc), beat.eq(ent), k_valid.eq(0)]
         with m.Elif(in_acc):
@@ -502,7 +528,7 @@ class BlockPruner(wiring.Component):
             m.d.comb += ahead[c].eq(j_cand[c] & self._ranks_ahead(j_key[c], item_key, j_lt[c]))
         s.update(ahead=ahead)
 
-    # ------------------------------------------------------------------------ P1, P2, P3
+    # ------------------------------------------------------------------------ P1 to P4
     def _pipeline(self, m, s):
         nbc, iw, cw, nw, tw, p, qw = (s[k] for k in ("nbc", "iw", "cw", "nw", "tw", "p", "qw"))
         j_item, adv = s["j_item"], s["adv"]
@@ -566,7 +592,7 @@ class BlockPruner(wiring.Component):
                          p2_base.eq(p1_base), p2_row.eq(p1_row), p2_last.eq(p1_last)]
             m.d.sync += [d.eq(v) for d, v in zip(p2_parts, parts)]
 
-        # ---------------------------------------------------------------- P3: compare, OR
+        # ---------------------------------------------------------------- P3: the operands
         rank = _tree_sum(m, p2_parts, None, "rank_p2")[0]
         p3_valid = Signal()
         p3_onehot = Signal(nbc)
@@ -586,14 +612,26 @@ class BlockPruner(wiring.Component):
                          p3_lhs.eq((p2_imp * p2_cnt) << p), p3_rhs.eq(p2_t_max + p2_t_sum),
                          p3_base.eq(p2_base), p3_row.eq(p2_row), p3_last.eq(p2_last)]
 
-        keep_bit = Signal()
+        # ---------------------------------------------------------------- P4: the keep bit
+        # (registered: the threshold comparison's carry chain and the keep bit's fan-out into
+        # every bit of the output register and the mask accumulator took 10 ns on ECP5)
+        p4_valid = Signal()
+        p4_onehot = Signal(nbc)
+        p4_last_item = Signal()
+        p4_keep = Signal()
+        p4_base = Signal(nbc)
+        p4_row = Signal(len(j_row))
+        p4_last = Signal()
+        with m.If(adv):
+            m.d.sync += [p4_valid.eq(p3_valid), p4_onehot.eq(p3_onehot),
+                         p4_last_item.eq(p3_last_item),
+                         p4_keep.eq(p3_topk_keep
+                                    | (p3_thr_valid & self._threshold_keeps(p3_lhs, p3_rhs))),
+                         p4_base.eq(p3_base), p4_row.eq(p3_row), p4_last.eq(p3_last)]
         bitvec = Signal(nbc)
-        m.d.comb += [
-            keep_bit.eq(p3_topk_keep | (p3_thr_valid & self._threshold_keeps(p3_lhs, p3_rhs))),
-            bitvec.eq(Mux(keep_bit, p3_onehot, 0)),
-        ]
-        s.update(p3_valid=p3_valid, p3_onehot=p3_onehot, p3_last_item=p3_last_item,
-                 p3_base=p3_base, p3_row=p3_row, p3_last=p3_last, keep_bit=keep_bit,
+        m.d.comb += bitvec.eq(Mux(p4_keep, p4_onehot, 0))
+        s.update(p4_valid=p4_valid, p4_onehot=p4_onehot, p4_last_item=p4_last_item,
+                 p4_base=p4_base, p4_row=p4_row, p4_last=p4_last, keep_bit=p4_keep,
                  bitvec=bitvec)
 
     # ------------------------------------------------------------------------ output register
@@ -601,9 +639,9 @@ class BlockPruner(wiring.Component):
         nbc = s["nbc"]
         olay = mask_layout(self._cfg)
         s_valid, adv, keep_bit, bitvec = s["s_valid"], s["adv"], s["keep_bit"], s["bitvec"]
-        p3_valid, p3_onehot, p3_last_item, p3_base, p3_row, p3_last = (
-            s[k] for k in ("p3_valid", "p3_onehot", "p3_last_item", "p3_base", "p3_row",
-                           "p3_last"))
+        p4_valid, p4_onehot, p4_last_item, p4_base, p4_row, p4_last = (
+            s[k] for k in ("p4_valid", "p4_onehot", "p4_last_item", "p4_base", "p4_row",
+                           "p4_last"))
         # O drives mask_out; the skid register S catches a finished mask while O waits, so the
         # pipeline's advance depends on flip-flops only (never on mask_out.ready)
         macc = Signal(nbc)
@@ -611,31 +649,31 @@ class BlockPruner(wiring.Component):
         o_pay = Signal(olay)
         s_pay = Signal(olay)
         done = Signal()
-        # O's next mask, written so that the comparison is one LUT away from O: the part known
+        # O's next mask, written so that the keep bit is one LUT away from O: the part known
         # from registers (S, or the row's bits so far) OR this item's bit when O takes it
         o_hold = Signal(nbc)
         o_hit = Signal(nbc)
         m.d.comb += [
-            adv.eq(~(p3_valid & p3_last_item & s_valid)),
-            done.eq(adv & p3_valid & p3_last_item),
-            o_hold.eq(Mux(s_valid, s_pay.mask, macc | p3_base)),
-            o_hit.eq(Mux(keep_bit & ~s_valid, p3_onehot, 0)),
+            adv.eq(~(p4_valid & p4_last_item & s_valid)),
+            done.eq(adv & p4_valid & p4_last_item),
+            o_hold.eq(Mux(s_valid, s_pay.mask, macc | p4_base)),
+            o_hit.eq(Mux(keep_bit & ~s_valid, p4_onehot, 0)),
             self.mask_out.valid.eq(o_valid),
             self.mask_out.payload.eq(o_pay),
         ]
-        with m.If(adv & p3_valid):
-            with m.If(p3_last_item):
+        with m.If(adv & p4_valid):
+            with m.If(p4_last_item):
                 m.d.sync += macc.eq(0)
             with m.Else():
                 m.d.sync += macc.eq(macc | bitvec)
         with m.If(~o_valid | self.mask_out.ready):
             # (done implies ~s_valid: the pipeline holds while S is full)
             m.d.sync += [o_valid.eq(s_valid | done), o_pay.mask.eq(o_hold | o_hit),
-                         o_pay.row.eq(Mux(s_valid, s_pay.row, p3_row)),
-                         o_pay.last.eq(Mux(s_valid, s_pay.last, p3_last)), s_valid.eq(0)]
+                         o_pay.row.eq(Mux(s_valid, s_pay.row, p4_row)),
+                         o_pay.last.eq(Mux(s_valid, s_pay.last, p4_last)), s_valid.eq(0)]
         with m.Elif(done):
-            m.d.sync += [s_valid.eq(1), s_pay.mask.eq(macc | p3_base | bitvec),
-                         s_pay.row.eq(p3_row), s_pay.last.eq(p3_last)]
+            m.d.sync += [s_valid.eq(1), s_pay.mask.eq(macc | p4_base | bitvec),
+                         s_pay.row.eq(p4_row), s_pay.last.eq(p4_last)]
 
 
 def _popcount4(bits):

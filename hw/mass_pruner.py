@@ -35,12 +35,12 @@ def _suffix_levels(nk: int) -> int:
 def mass_mask_latency(cfg: HDPConfig, n_cols: int) -> int:
     """Cycles from the handshake of a block-row's last block to its mask on ``mask_out``
     (always ready) for a block-row of ``n_cols`` blocks: three scans of the row (exponents,
-    masses, decisions, ``n_cols`` cycles each) and 23 fixed pipeline registers (input 4,
-    queues and their output registers 3 x 3, exponents 4, reciprocal 2, masses 4) plus the
-    suffix sums' levels
+    masses, decisions, ``n_cols`` cycles each) and 24 fixed pipeline registers (input 4,
+    queues and their output registers 3 x 3, exponents 4, reciprocal 2, masses 4, decision 1)
+    plus the suffix sums' levels
     (``ceil(log2(keys))``, 5 for the presets).  Measured in ``tests/test_mass_pruner.py``
     and the cocotb bench; the cycle models read it from here."""
-    return 3 * n_cols + 23 + _suffix_levels(_widths(cfg).nk)
+    return 3 * n_cols + 24 + _suffix_levels(_widths(cfg).nk)
 
 
 def _msb(m, v, width, name):
@@ -112,8 +112,8 @@ class MassPruner(wiring.Component):
     * **MASS**: ``b_r`` multipliers give each block's ``M`` and half-octave key; the mass
       per key, the total and the largest key are kept.
     * **SUFFIX / DECIDE**: the mass above each key (a log-depth suffix sum over the keys) and
-      ``(2^8 - eps_q) T``; a scan of the row's masses sets the keep bits; the mask goes into
-      the output queue.
+      ``(2^8 - eps_q) T``; a scan of the row's masses sets the keep bits (each registered
+      before it is ORed into the row's mask); the mask goes into the output queue.
 
     Throughput: one block per cycle, continuously within a head (each scan takes exactly the
     row's blocks in cycles, so the rows of a head follow each other through every scan).
@@ -491,18 +491,22 @@ class MassPruner(wiring.Component):
         m.d.sync += [p1.v.eq(pop), p1.first.eq(first), p1.lst.eq(lst), p1.meta.eq(cur.meta),
                      p1.bvalid.eq(it.bvalid), p1.diag.eq(it.diag), live1.eq(it.m != 0),
                      c1.eq(c_now), thr1.eq(cur.thr)]
-        # D2: the keep bit into the row's mask; the mask into the output queue
+        # D2: the keep bit, registered (the wide comparison is the only logic ahead of it)
         diag = p1.diag if self._keep_diagonal else 0
-        keep = p1.bvalid & (diag | (live1 & ((before << EPS_BITS) < thr1)))
+        p2 = Signal(w.pipe)
+        keep2, c2 = Signal(), Signal.like(col)
+        m.d.sync += [p2.eq(p1), c2.eq(c1),
+                     keep2.eq(p1.bvalid & (diag | (live1 & ((before << EPS_BITS) < thr1))))]
+        # D3: the keep bit into the row's mask; the mask into the output queue
         mask = Signal(cfg.n_block_cols)
-        bit = Mux(keep, Const(1, cfg.n_block_cols) << c1, 0)
-        new = Mux(p1.first, 0, mask) | bit
+        bit = Mux(keep2, Const(1, cfg.n_block_cols) << c2, 0)
+        new = Mux(p2.first, 0, mask) | bit
         q = SyncFIFOBuffered(width=mask_layout(cfg).size, depth=OUT_DEPTH)
         m.submodules.out_fifo = q
         qd = data.View(mask_layout(cfg), q.w_data)
-        m.d.comb += [qd.mask.eq(new), qd.row.eq(p1.meta.row), qd.last.eq(p1.meta.last),
-                     q.w_en.eq(p1.v & p1.lst), self._head_out.eq(p1.v & p1.lst & p1.meta.last)]
-        with m.If(p1.v):
+        m.d.comb += [qd.mask.eq(new), qd.row.eq(p2.meta.row), qd.last.eq(p2.meta.last),
+                     q.w_en.eq(p2.v & p2.lst), self._head_out.eq(p2.v & p2.lst & p2.meta.last)]
+        with m.If(p2.v):
             m.d.sync += mask.eq(new)
         m.d.comb += [self.mask_out.valid.eq(q.r_rdy), self.mask_out.payload.eq(q.r_data),
                      q.r_en.eq(self.mask_out.ready)]

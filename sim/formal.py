@@ -607,9 +607,9 @@ def _props_for(unit: str, cfg, rules: str):
     if unit == "head_detector":
         return head_detector_props(cfg)
     if unit == "block_pruner":
-        # rows owed: the input registers K and R, J, P1..P3, the output skid S and register O;
-        # drained by its m items in J (behind the rest of J's row), then P1..P3 and O
-        return pruner_props(cfg, latency=cfg.n_block_cols + 8, bound=8,
+        # rows owed: the input registers I, K and R, J, P1..P4, the output skid S and register
+        # O; drained by its m items in J (behind the rest of J's row), then P1..P4 and O
+        return pruner_props(cfg, latency=cfg.n_block_cols + 10, bound=10,
                             topk_only=rules == "topk")
     if unit == "softmax_unit":
         # a full-length row drains ``2n + ceil(recip_width / 2) + 14`` cycles after its first

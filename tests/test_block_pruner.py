@@ -177,7 +177,7 @@ def _random_head(cfg, rng, n, causal, **settings):
 def test_throughput_and_latency(name, mode):
     """No stalls: one block accepted every cycle across block-rows and heads (heads in order of
     non-decreasing row length), mask beats of consecutive rows of a head exactly ``m`` cycles
-    apart, latency 6 (off) or m + 5 (topk, threshold) cycles after a row's last beat."""
+    apart, latency 8 (off) or m + 7 (topk, threshold) cycles after a row's last beat."""
     cfg = preset(name)
     rng = np.random.default_rng(5)
     heads = [_random_head(cfg, rng, n, causal, mode=mode, k_frac_q=128, rho_q=100)
@@ -195,7 +195,7 @@ def test_throughput_and_latency(name, mode):
     row_ends = [c for c, b in zip(ins, [b for h in heads for b in h.beats]) if b["last_col"]]
     widths = [len(h.beats) // len(h.masks) for h in heads for _ in h.masks]
     lat = [o - e for o, e in zip(outs, row_ends)]
-    want = [6 if mode == vec.MODE_OFF else m + 5 for m in widths]
+    want = [8 if mode == vec.MODE_OFF else m + 7 for m in widths]
     assert want == [mask_latency(PRUNE_MODES[mode], m) for m in widths]  # the cycle models' figure
     assert lat == want, f"latency per row {lat}, expected {want}"
     # within the last (full) head: one mask beat every m cycles
