@@ -25,7 +25,7 @@ from cocotb.triggers import ClockCycles, Event, FallingEdge, First, ReadOnly, Ri
 
 __all__ = ["start_clock", "reset", "StreamSource", "StreamSink", "StreamMonitor",
            "StreamProtocolError", "StreamTimeout", "stream_signals", "wait_cycles", "clock_signal",
-           "DEFAULT_TIMEOUT_CYCLES"]
+           "DEFAULT_TIMEOUT_CYCLES", "write_reg", "read_reg"]
 
 # A bench waiting on a stream that makes no progress for this many cycles fails instead of
 # hanging the simulator (and pytest) forever.  Pass timeout_cycles=None to wait forever.
@@ -359,3 +359,18 @@ class StreamSink(_StreamEnd):
                 self._queue.append(payload)
                 self.count += 1
                 self._arrived.set()
+
+
+async def write_reg(axil, reg, value: int) -> None:
+    """Write ``value`` to register ``reg`` (a :class:`hw.axil.Reg`) through cocotbext-axi's
+    ``AxiLiteMaster`` ``axil``: one 32-bit word per started 32 bits, lowest first."""
+    for w in range(-(-reg.width // 32)):
+        await axil.write_dword(reg.addr + 4 * w, (value >> (32 * w)) & 0xFFFFFFFF)
+
+
+async def read_reg(axil, reg) -> int:
+    """Read register ``reg`` through ``axil``, as many 32-bit words as its width needs."""
+    val = 0
+    for w in range(-(-reg.width // 32)):
+        val |= await axil.read_dword(reg.addr + 4 * w) << (32 * w)
+    return val

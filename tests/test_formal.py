@@ -215,7 +215,7 @@ BROKEN = {
                         ("_valid_held",)),
     "drops_beat": ("head_detector", "count", _OverrunDetector, "bmc", 8,
                    ("_bounded", "_drains", "_no_output_unless_owed", "valid_iff_owed")),
-    "drops_diagonal": ("block_pruner", "count", _NoDiagonalPruner, "bmc", 8, ("diagonal_kept",)),
+    "drops_diagonal": ("block_pruner", "count", _NoDiagonalPruner, "bmc", 10, ("diagonal_kept",)),
     "keeps_above_budget": ("block_pruner", "topk", _TopkAboveBudgetPruner, "bmc", 12, ("topk_count",)),
 }
 

@@ -55,7 +55,7 @@ from hw.decode.accel import register_map
 from hw.decode.group import out_beat_layout
 from hw.decode.params import DecodeParams
 from sim.decode_vectors import extreme_step, random_step, synthetic_step
-from sim.streams import reset, start_clock
+from sim.streams import read_reg, reset, start_clock, write_reg
 
 K_BASE, V_BASE = 0x1000, 0x40000
 K_BASE2, V_BASE2 = 0x80000, 0xC0000     # the second step of "write_while_busy"
@@ -199,16 +199,10 @@ class Bench:
                     await self.write_reg(name, s[name])
 
     async def write_reg(self, name: str, value: int) -> None:
-        r = self.regs[name]
-        for w in range(-(-r.width // 32)):
-            await self.axil.write_dword(r.addr + 4 * w, (value >> (32 * w)) & 0xFFFFFFFF)
+        await write_reg(self.axil, self.regs[name], value)
 
     async def read_reg(self, name: str) -> int:
-        r = self.regs[name]
-        val = 0
-        for w in range(-(-r.width // 32)):
-            val |= await self.axil.read_dword(r.addr + 4 * w) << (32 * w)
-        return val
+        return await read_reg(self.axil, self.regs[name])
 
     async def counter(self, name: str) -> int:
         if self.axil is None:

@@ -36,7 +36,7 @@ from golden.model import attention_head_int
 from hw.config import HDPConfig
 from hw.top import in_row_layout, register_map, register_values, unpack_output_row
 from sim.cocotb_env import env_str, load_config
-from sim.streams import reset, start_clock
+from sim.streams import read_reg, reset, start_clock, write_reg
 
 __all__ = ["JOB_VAR", "RESULT_VAR", "PROGRESS_VAR", "write_job", "read_result", "head_cycle_bound",
            "TB"]
@@ -121,16 +121,10 @@ class TB:
         await reset(self.dut, self.clock)
 
     async def write_reg(self, name: str, value: int) -> None:
-        r = self.regs[name]
-        for w in range(-(-r.width // 32)):
-            await self.axil.write_dword(r.addr + 4 * w, (value >> (32 * w)) & 0xFFFFFFFF)
+        await write_reg(self.axil, self.regs[name], value)
 
     async def read_reg(self, name: str) -> int:
-        r = self.regs[name]
-        val = 0
-        for w in range(-(-r.width // 32)):
-            val |= await self.axil.read_dword(r.addr + 4 * w) << (32 * w)
-        return val
+        return await read_reg(self.axil, self.regs[name])
 
     def frame(self, k_q, q_q, v_q, n: int) -> AxiStreamFrame:
         lay = in_row_layout(self.cfg)
