@@ -45,8 +45,8 @@ from .softmax import softmax_rows
 from .tables import SCALE_SHIFT
 
 __all__ = ["TokenPickerConfig", "Quantized", "StepStats", "StepResult", "DecodeSummary",
-           "quantize_heads", "channel_exponents", "quantize_step", "eps_q_of", "chunk_digits", "chunk_bounds",
-           "exp_tables", "exp_scale", "exp_upper", "exp_lower", "denominator", "prune_test",
+           "quantize_heads", "channel_exponents", "quantize_step", "eps_q_of", "chunk_digits",
+           "chunk_bounds", "exp_tables", "exp_scale", "exp_upper", "exp_lower", "denominator", "prune_test",
            "softmax_config", "to_softmax_frac", "decode_step", "dense_decode_step",
            "float_decode_step", "decode_steps", "MAX_D", "MAX_CACHE"]
 
@@ -554,8 +554,7 @@ def decode_step(q: Quantized, k: Quantized, v: Quantized, n: int, eps: float,
         alive &= ~drop
         drop_chunk[drop] = c + 1
 
-    for g in range(n_kv):
-        read[nc, g] = alive[kv_of == g].any(axis=0)
+    read[nc] = alive.reshape(n_kv, group, n_cache).any(axis=1)
     alive_q[:, nc] = alive.sum(axis=1)
 
     prob = np.zeros((n_q, n_cache), np.int64)

@@ -51,7 +51,7 @@ from cocotbext.axi import (
 )
 
 from golden import token_picker as tp
-from hw.decode.accel import register_map
+from hw.decode.accel import SETTINGS, register_map
 from hw.decode.group import out_beat_layout
 from hw.decode.params import DecodeParams
 from sim.decode_vectors import extreme_step, random_step, synthetic_step
@@ -191,7 +191,7 @@ class Bench:
         return s
 
     async def program(self, s: dict) -> None:
-        for name in ("eps_q", "n", "k_base", "v_base", "v_frac"):
+        for name in SETTINGS:
             if name in s:
                 if self.axil is None:
                     getattr(self.dut, name).value = s[name]
@@ -218,7 +218,7 @@ class Bench:
         else:
             raise AssertionError("status never showed busy after the query was sent")
         await self.program(s)
-        for name in ("eps_q", "n", "k_base", "v_base", "v_frac"):
+        for name in SETTINGS:
             got = await self.read_reg(name)
             if got != s[name]:
                 raise AssertionError(f"{name} reads back {got} after a write while busy, "
