@@ -9,7 +9,9 @@ same against the baseline format (one scale per KV head, 4-bit chunks) run in th
 and against an oracle with the same chunks: one that reads every token's first chunk and then
 only the chunks and V rows of the tokens the step keeps in the end (no safe rule can read less
 after seeing one chunk).  Tokens kept are per query head and per KV head (the union of its
-query heads, which sets the V rows read).
+query heads, which sets the V rows read).  ``width1`` and ``gap`` say why a first chunk drops
+little: the median width of a token's score interval after it, and the median distance of a
+token's score below its row's best, both in logits.
 
 Reproduce (seconds on the bundled fixture; minutes on 300-token texts)::
 
@@ -26,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from benchutil import ROOT, BenchError, provenance, run_main
 
 sys.path.insert(0, str(ROOT))
@@ -47,16 +50,33 @@ def _config(spec: str) -> tp.TokenPickerConfig:
         raise BenchError(f"--format {spec!r}: {exc}") from None
 
 
+def _first_chunk_logits(res, qkv, n: int):
+    """Per query head and valid token: the width of its score interval after the first chunk,
+    and its distance below the head's best score, both in logits (``score / (sqrt(d) 2**sf)``)."""
+    q, k, _ = qkv
+    n_q, d = q.x.shape
+    kv_of = np.arange(n_q) // (n_q // k.x.shape[0])
+    sf = np.asarray(q.frac, np.int64) + np.asarray(k.frac, np.int64)[kv_of]
+    scale = (2.0 ** -sf / np.sqrt(d))[:, None]
+    width = (res.upper[0, :, :n] - res.lower[0, :, :n]) * scale
+    s = res.scores[:, :n] * scale
+    return width.ravel(), (s.max(axis=1, keepdims=True) - s).ravel()
+
+
 def measure(captures: list[dict], cfg: tp.TokenPickerConfig, eps: float, min_pos: int) -> dict:
     """Word and token counts over every record at or past ``min_pos``."""
     t = dict(k=0, k_dense=0, v=0, v_dense=0, k_oracle=0, kept_q=0, valid_q=0, kept_kv=0,
              valid_kv=0, records=0)
+    widths = []
     for data in captures:
         for r in range(len(data["valid_len"])):
             if int(data["position"][r]) < min_pos:
                 continue
             n = int(data["valid_len"][r])
-            st = tp.decode_step(*quantize_record(data, r, cfg), n, eps, cfg).stats
+            qkv = quantize_record(data, r, cfg)
+            res = tp.decode_step(*qkv, n, eps, cfg)
+            st = res.stats
+            widths.append(_first_chunk_logits(res, qkv, n))
             n_kv = st.k_words_read.shape[0]
             kw = cfg.k_chunk_words(data["q"].shape[2])
             t["k"] += int(st.k_words_read.sum())
@@ -72,7 +92,11 @@ def measure(captures: list[dict], cfg: tp.TokenPickerConfig, eps: float, min_pos
     if not t["records"]:
         raise BenchError(f"no record at position >= {min_pos}")
     dense, read = t["k_dense"] + t["v_dense"], t["k"] + t["v"]
-    return t | {"k_fraction": t["k"] / t["k_dense"], "v_fraction": t["v"] / t["v_dense"],
+    w = np.concatenate([x[0] for x in widths])
+    gap = np.concatenate([x[1] for x in widths])
+    return t | {"first_chunk_width_logits": float(np.median(w)),
+                "gap_to_best_logits": float(np.median(gap)),
+                "k_fraction": t["k"] / t["k_dense"], "v_fraction": t["v"] / t["v_dense"],
                 "kv_fraction": read / dense, "fewer_than_dense": dense / read,
                 "oracle_fewer_than_dense": dense / (t["k_oracle"] + t["v"]),
                 "kept_per_query_head": t["kept_q"] / t["valid_q"],
@@ -102,7 +126,7 @@ def main(argv: list[str]) -> int:
         tp.eps_q_of(e, cfgs[BASELINE])
     rows = []
     print(f"{'eps':>7} {'K format':<28} {'K':>6} {'V':>6} {'K+V':>6} {'x dense':>8} "
-          f"{'x base':>7} {'oracle':>7} {'kept/q':>7} {'kept/kv':>7}")
+          f"{'x base':>7} {'oracle':>7} {'kept/q':>7} {'kept/kv':>7} {'width1':>6} {'gap':>5}")
     for e in args.eps:
         base = None
         for f in formats:
@@ -114,9 +138,12 @@ def main(argv: list[str]) -> int:
             print(f"{e:>7g} {f or 'default':<28} {m['k_fraction']:>6.3f} {m['v_fraction']:>6.3f} "
                   f"{m['kv_fraction']:>6.3f} {m['fewer_than_dense']:>7.2f}x {vs_base:>6.3f}x "
                   f"{m['oracle_fewer_than_dense']:>6.2f}x {m['kept_per_query_head']:>7.3f} "
-                  f"{m['kept_per_kv_head']:>7.3f}", flush=True)
+                  f"{m['kept_per_kv_head']:>7.3f} {m['first_chunk_width_logits']:>6.2f} "
+                  f"{m['gap_to_best_logits']:>5.2f}", flush=True)
     print(f"({rows[0]['records']} records; x dense: dense K+V words / words read; x base: "
-          f"against {BASELINE}; oracle: x dense of an oracle with the same chunks)")
+          f"against {BASELINE}; oracle: x dense of an oracle with the same chunks; "
+          f"width1: median score-interval width after the first chunk, gap: median distance "
+          f"below the row's best score, both in logits)")
     if args.json:
         report = {"provenance": provenance("bench/decode_words.py", argv, time.time() - t0),
                   "captures": [str(p) for p in args.capture], "rows": rows}

@@ -682,8 +682,8 @@ def test_doc_usage_example_runs(capsys):
 
 def test_decode_words_bench_on_the_fixture(tmp_path):
     """``bench/decode_words.py`` runs on the bundled capture: the baseline row is 1x itself,
-    per-channel exponents read fewer K words than it, no format beats its oracle, and the V
-    words follow the tokens kept per KV head."""
+    per-channel exponents read fewer K words than it and narrow the first chunk's intervals, no
+    format beats its oracle, and the V words follow the tokens kept per KV head."""
     import json
     import subprocess
     import sys
@@ -694,6 +694,9 @@ def test_decode_words_bench_on_the_fixture(tmp_path):
     rows = {r["format"]: r for r in json.loads(out.read_text())["rows"]}
     base, chan = rows["k_chan_shift=0"], rows["default"]
     assert base["vs_baseline"] == 1 and chan["vs_baseline"] > 1 and chan["k"] < base["k"]
+    # the exponents narrow the first chunk's score intervals; the scores barely move
+    assert chan["first_chunk_width_logits"] < base["first_chunk_width_logits"] / 2
+    assert abs(chan["gap_to_best_logits"] - base["gap_to_best_logits"]) < 0.1
     for r in rows.values():
         assert r["records"] == 9 and 1 <= r["fewer_than_dense"] <= r["oracle_fewer_than_dense"]
         assert r["v"] == r["kept_kv"] * 16 and r["v_dense"] == r["valid_kv"] * 16
