@@ -33,7 +33,7 @@ def test_register_map_layout():
     assert [r.name for r in regs] == [*SETTINGS, "status", *COUNTERS]
     assert [r.addr for r in regs] == [0x00, 0x04, 0x08, 0x10, 0x18, 0x1C, 0x20, 0x24, 0x28]
     w = {r.name: r.width for r in regs}
-    assert w == {"eps_q": 16, "n": 5, "k_base": 32, "v_base": 32, "v_frac": 3, "status": 1,
+    assert w == {"eps_q": 16, "n": 5, "k_base": 32, "v_base": 32, "v_frac": 3, "status": 2,
                  "k_words": 32, "v_words": 32, "cycles": 32}
     assert [r.name for r in regs if r.rw] == list(SETTINGS)
     assert {r.name: r.init for r in regs if r.rw} == \
@@ -156,3 +156,60 @@ def test_exported_verilog_ports_and_lint(tmp_path):
     if find_verilator() is None:
         pytest.skip("verilator not found")
     lint_verilog(v)
+
+
+def test_read_error_shows_in_status_until_the_next_step():
+    """A memory that answers one R beat of a step with SLVERR (and another with DECERR) sets
+    ``status`` bit 1, which stays set after the step and clears when the next step's query
+    arrives; a step whose reads all answer OKAY ends with ``status`` 0.  The memory here is a
+    responder that returns zeros (the step's outputs do not matter to this test)."""
+    from hw.decode.accel import STATUS_BUSY, STATUS_RERR
+    from sim.amaranth_streams import run_amaranth
+
+    dut = DecodeAccel(P, n=3)
+    bad_beats = {1: [0], 2: [], 3: [2]}      # step -> indices of its R beats answered with an error
+    seen = {"step": 0, "beats": 0}
+    axi = dut.m_axi
+
+    async def memory(ctx):
+        # one burst at a time: raise arready for one edge, then return the burst's beats
+        # (an async-for loop over the edges, so that the simulation may end at any point)
+        left, accepting = 0, False
+        async for _, _, arvalid, arlen, rready in ctx.tick().sample(axi.arvalid, axi.arlen,
+                                                                     axi.rready):
+            if left and rready:          # the beat offered before this edge was taken
+                seen["beats"] += 1
+                left -= 1
+            if accepting:                # the AR handshake happened at this edge
+                accepting, left = False, arlen + 1
+            elif not left and arvalid:
+                accepting = True
+            err = left and seen["beats"] in bad_beats[seen["step"]]
+            ctx.set(axi.arready, accepting)
+            ctx.set(axi.rresp, (2, 3)[seen["step"] == 3] if err else 0)
+            ctx.set(axi.rdata, 0)
+            ctx.set(axi.rlast, left == 1)
+            ctx.set(axi.rvalid, left > 0)
+
+    async def bench(ctx):
+        ctx.set(dut.m_axis.tready, 1)
+        beat = q_beat_layout(P).const({"q": [3] * P.d, "sf": 10})
+        for step in (1, 2, 3):
+            seen["step"], seen["beats"] = step, 0
+            ctx.set(dut.s_axis.tdata, beat.as_bits())
+            ctx.set(dut.s_axis.tvalid, 1)
+            await ctx.tick().until(dut.s_axis.tready)
+            ctx.set(dut.s_axis.tvalid, 0)
+            await ctx.tick()
+            # the previous step's error is gone once this step's query is in (unless this
+            # step's own error beat came back during the register read)
+            rerr = (await axil_read(ctx, dut.s_axil, 0x1C)) >> STATUS_RERR & 1
+            assert not rerr or seen["beats"] > min(bad_beats[step], default=1 << 30), step
+            await ctx.tick().until(dut.m_axis.tvalid & dut.m_axis.tlast)
+            await ctx.tick()
+            status = await axil_read(ctx, dut.s_axil, 0x1C)
+            assert status >> STATUS_BUSY & 1 == 0, step
+            assert status >> STATUS_RERR & 1 == (step != 2), (step, status)
+            assert seen["beats"] > max(bad_beats[step], default=0), step
+
+    run_amaranth(dut, bench, background=[memory], deadline=1e-4)

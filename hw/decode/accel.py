@@ -23,7 +23,7 @@ from .engine import DecodeEngine
 from .params import DecodeParams
 
 __all__ = ["DecodeAccel", "register_map", "SETTINGS", "COUNTERS", "REG_ADDR_WIDTH",
-           "STATUS_BUSY"]
+           "STATUS_BUSY", "STATUS_RERR"]
 
 #: Address bits of ``s_axil`` unless told otherwise (the map ends at 0x2C).
 REG_ADDR_WIDTH = 8
@@ -33,6 +33,9 @@ SETTINGS = ("eps_q", "n", "k_base", "v_base", "v_frac")
 COUNTERS = ("k_words", "v_words", "cycles")
 #: Bit of ``status`` that is high while a step runs.
 STATUS_BUSY = 0
+#: Bit of ``status`` that is high when a read of the current or last step answered SLVERR or
+#: DECERR (cleared when the next step's last query beat arrives).
+STATUS_RERR = 1
 # Where bases are aligned: no burst of the engine may cross a 4 KB boundary.
 _BASE_ALIGN = 4096
 
@@ -72,7 +75,7 @@ def register_map(p: DecodeParams, addr_width: int = 32, *, eps_q: int = 0, n: in
         Reg("k_base", 0x08, addr_width, True, k_base),
         Reg("v_base", 0x10, addr_width, True, v_base),
         Reg("v_frac", 0x18, _width(range(cfg.v_bits)), True, v_frac),
-        Reg("status", 0x1C, 1, False),          # bit 0: busy (a step runs)
+        Reg("status", 0x1C, 2, False),          # bit 0: busy, bit 1: read error
         Reg("k_words", 0x20, 32, False),
         Reg("v_words", 0x24, 32, False),
         Reg("cycles", 0x28, 32, False),
@@ -155,6 +158,6 @@ class DecodeAccel(wiring.Component):
             with m.If(~eng.busy if self._hold_settings else 1):
                 m.d.sync += held.eq(value)
             m.d.comb += port.eq(held)
-        m.d.comb += regs.status.eq(eng.busy << STATUS_BUSY)
+        m.d.comb += regs.status.eq((eng.busy << STATUS_BUSY) | (eng.rerr << STATUS_RERR))
         m.d.comb += [getattr(regs, name).eq(getattr(eng, name)) for name in COUNTERS]
         return m

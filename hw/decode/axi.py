@@ -12,8 +12,8 @@ Protocol as implemented:
   and a burst must not cross a 4 KB boundary (the caller's layout guarantees it);
 * ``arvalid`` is held, with stable fields, until ``arready`` (AXI4 A3.2.1);
 * up to ``depth`` bursts are outstanding; the slave returns them in order (one ID);
-* each R beat is passed on with the tag its request carried; ``rresp != OKAY`` sets the sticky
-  ``rerr`` output (the data is passed on regardless).
+* each R beat is passed on with the tag its request carried; ``rresp != OKAY`` (SLVERR or
+  DECERR) sets the sticky ``rerr`` output (the data is passed on regardless) until ``clear``.
 """
 
 from amaranth.hdl import Module, unsigned
@@ -62,7 +62,9 @@ class AxiReadMaster(wiring.Component):
     idle : Out(1)
         No burst outstanding.
     rerr : Out(1)
-        Sticky: some beat came back with ``rresp != OKAY``.
+        Sticky: some beat came back with ``rresp != OKAY`` since the last ``clear``.
+    clear : In(1)
+        Clears ``rerr`` (an error beat in the same cycle still sets it).
     """
 
     def __init__(self, addr_width: int, data_width: int, tag_width: int, depth: int = 4):
@@ -80,6 +82,7 @@ class AxiReadMaster(wiring.Component):
             "bus": Out(AxiReadSignature(addr_width, data_width)),
             "idle": Out(1),
             "rerr": Out(1),
+            "clear": In(1),
         })
 
     def elaborate(self, platform):
@@ -101,4 +104,6 @@ class AxiReadMaster(wiring.Component):
         ]
         with m.If(bus.rvalid & rd.ready & (bus.rresp != 0)):
             m.d.sync += self.rerr.eq(1)
+        with m.Elif(self.clear):
+            m.d.sync += self.rerr.eq(0)
         return m

@@ -60,6 +60,9 @@ class DecodeGroup(wiring.Component):
     k_words, v_words, cycles : Out(32)
         Words of K and of V read, and clock cycles from the start to the last output beat,
         of the current or last step.
+    rerr : Out(1)
+        Some R beat of the current or last step came back with ``rresp != OKAY``: its data
+        was used as it came, so the step's outputs cannot be trusted.
     busy : Out(1)
     """
 
@@ -83,7 +86,7 @@ class DecodeGroup(wiring.Component):
             "n": In(range(p.n_cache + 1)),
             "k_base": In(addr_width), "v_base": In(addr_width),
             "k_words": Out(32), "v_words": Out(32), "cycles": Out(32),
-            "busy": Out(1),
+            "rerr": Out(1), "busy": Out(1),
             **self._extra_ports(),
         })
 
@@ -108,6 +111,7 @@ class DecodeGroup(wiring.Component):
         self._tag = tag
         m.submodules.axi = axi = AxiReadMaster(len(self.m_axi.araddr), p.cfg.word_bits, tag.size)
         wiring.connect(m, wiring.flipped(self.m_axi), axi.bus)
+        m.d.comb += self.rerr.eq(axi.rerr)
         self._axi = axi
         self._chunk = Signal(range(p.n_chunks))
         self._union = Signal(p.n_cache)
@@ -205,6 +209,7 @@ class DecodeGroup(wiring.Component):
                                 m.d.sync += qr.eq(s.tdata[:len(qr.as_value())])
                     m.d.sync += h.eq(h + 1)
                     with m.If(h == p.group - 1):
+                        m.d.comb += self._axi.clear.eq(1)
                         m.d.sync += [h.eq(0), self.k_words.eq(0), self.v_words.eq(0),
                                      self.cycles.eq(0)]
                         m.next = "START"
