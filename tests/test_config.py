@@ -277,19 +277,22 @@ def _check_ranges(cfg, r, label):
     inside("I", r.importance, *cfg.importance_range)
     assert _fits_signed(r.importance, cfg.importance_width)
     assert 0 <= r.head_importance <= cfg.h_max and r.head_importance < (1 << cfg.h_width)
-    # both sides of the threshold rule, for every block-row
+    # both sides of the threshold rule, for every block-row with a valid block (int64 holds
+    # them: the widths checked here are far below 63 bits)
+    assert cfg.threshold_width < 60
     one = 1 << cfg.rho_frac
-    for row in range(r.importance.shape[0]):
-        vals = [int(v) for v, ok in zip(r.importance[row], r.block_valid[row]) if ok]
-        if not vals:
-            continue
-        n = len(vals)
-        lo_s, hi_s = cfg.importance_row_sum_range
-        assert lo_s <= sum(vals) <= hi_s, label
-        rhs = cfg.rho_q * max(vals) * n + (one - cfg.rho_q) * sum(vals)
-        for lhs in (v * n * one for v in vals):
-            assert _fits_signed(lhs, cfg.threshold_width), f"{label}: lhs {lhs}"
-        assert _fits_signed(rhs, cfg.threshold_width), f"{label}: rhs {rhs}"
+    ok = np.asarray(r.block_valid, bool)
+    rows = ok.any(axis=1)
+    imp = np.asarray(r.importance, np.int64)
+    n = ok.sum(axis=1)[rows]
+    total = np.where(ok, imp, 0).sum(axis=1)[rows]
+    hi = np.where(ok, imp, np.iinfo(np.int64).min).max(axis=1)[rows]
+    lo = np.where(ok, imp, np.iinfo(np.int64).max).min(axis=1)[rows]
+    lo_s, hi_s = cfg.importance_row_sum_range
+    assert ((lo_s <= total) & (total <= hi_s)).all(), label
+    rhs = cfg.rho_q * hi * n + (one - cfg.rho_q) * total
+    for name, x in (("lhs", lo * n * one), ("lhs", hi * n * one), ("rhs", rhs)):  # v n 2^F: monotonic
+        assert _fits_signed(x, cfg.threshold_width), f"{label}: {name} in [{x.min()}, {x.max()}]"
     e = softmax.softmax_exponents(r.scores, r.entry_keep, cfg)
     assert e.min() >= 0 and e.max() <= (1 << cfg.exp_bits) and e.max() < (1 << cfg.exp_value_width)
     assert e.sum(axis=1).max() < (1 << cfg.exp_sum_width), label
@@ -303,11 +306,18 @@ def _check_ranges(cfg, r, label):
 @pytest.mark.parametrize("name", preset_names())
 def test_widths_hold_extreme_inputs(name):
     """Every intermediate of the golden model stays inside the configuration's derived ranges
-    and widths, for extreme operands, in every criterion, approximation and pruning mode."""
+    and widths, for extreme operands, in every criterion, approximation and pruning mode (all
+    their combinations up to N = 128)."""
     base = preset(name)
     rng = np.random.default_rng(1234)
     reached_a = set()
-    for crit, appr, mode in itertools.product(CRITERIA, APPROX_MODES, PRUNE_MODES):
+    combos = list(itertools.product(CRITERIA, APPROX_MODES, PRUNE_MODES))
+    if base.seq_len > 128:
+        # N = 512: every criterion with every approximation once, the pruning modes in turn
+        # (each mode still runs; the full product takes minutes of golden model at this size)
+        combos = [(c, a, PRUNE_MODES[i % len(PRUNE_MODES)])
+                  for i, (c, a) in enumerate(itertools.product(CRITERIA, APPROX_MODES))]
+    for crit, appr, mode in combos:
         cfg = base.replace(front_end="hdp", criterion=crit, approx=appr, prune_mode=mode, causal=False)
         for pname, (q, k, v) in _patterns(cfg, rng).items():
             r = model.attention_head_int(q, k, v, cfg)
