@@ -12,6 +12,12 @@ builds, and shared while a simulation runs, so nobody rebuilds a model another p
 simulating.  ``run_dir`` gives each run its own folder for the per-run files (results file,
 simulator log, waveform) and working directory of the simulator.
 
+When the environment variable ``HDPGEN_SHARED_BUILDS`` names a folder (the test suite sets it
+for its whole session), builds go there instead, one folder per distinct model
+(``<name>-<simulator>-<key>``, the key a hash of the Verilog, its JSON and the build options),
+and each run works in ``build_dir/<name>-<simulator>/``: tests that simulate the same Verilog
+build it once between them, whichever process comes first, and the others wait on its lock.
+
 Simulator set-up (see ``docs/toolchain.md``): Icarus gets ``-g2012`` and a 1 ns / 1 ps
 timescale; Verilator gets ``-Wno-fatal`` and ``--assert`` and traces only when ``waves``.
 """
@@ -37,7 +43,7 @@ from hw.export import export_verilog, find_verilator
 from .cocotb_env import UNIT_JSON_VAR
 
 __all__ = ["SIMULATORS", "REPO_ROOT", "run_cocotb", "CocotbRun", "simulator_missing",
-           "ensure_tool_path"]
+           "ensure_tool_path", "SHARED_BUILDS_VAR"]
 
 SIMULATORS = ("icarus", "verilator")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +53,8 @@ BUILD_ARGS = {
     "verilator": ["-Wno-fatal", "--assert"],
 }
 _STAMP = ".hdpgen-build-stamp"
+#: A folder shared by every build of this process and its children (see the module docstring).
+SHARED_BUILDS_VAR = "HDPGEN_SHARED_BUILDS"
 _LOCK = ".hdpgen-build.lock"
 _LOG_TAIL = 60
 # Verilator's runtime objects (the same for every design) take most of a Verilator build;
@@ -256,6 +264,26 @@ def _build_if_needed(runner, simulator, v_path, name, work, build_args, waves, m
     return runner, stamp
 
 
+def _stage_export(unit, cfg, own: Path, name: str, options) -> tuple[Path, Path, str]:
+    """Export into ``own/export/`` and return the files with the key of a shared build."""
+    v_path, json_path = export_verilog(unit, cfg, own / "export",
+                                       name=None if isinstance(unit, str) else name)
+    key = hashlib.sha256(v_path.read_bytes() + json_path.read_bytes() + repr(options).encode())
+    return v_path, json_path, key.hexdigest()[:16]
+
+
+def _place(src: Path, work: Path) -> Path:
+    """``src`` copied into ``work`` unless an identical file is there (renamed into place, so
+    a reader never sees half a file)."""
+    dst = work / src.name
+    data = src.read_bytes()
+    if not dst.is_file() or dst.read_bytes() != data:
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)
+    return dst
+
+
 def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
                build_dir: "str | os.PathLike", extra_env: Mapping[str, object] | None = None,
                waves: bool = False, testcase: "str | list[str] | None" = None,
@@ -315,14 +343,21 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))  # cocotb passes sys.path on as PYTHONPATH
 
-    work = Path(build_dir).resolve() / f"{name}-{simulator}"
-    work.mkdir(parents=True, exist_ok=True)
-    run = work if run_dir is None else Path(run_dir).resolve()
-    run.mkdir(parents=True, exist_ok=True)
     build_args = list(BUILD_ARGS[simulator])
     build_env: dict[str, str] = {}
     if simulator == "verilator":
         build_env["MAKEFLAGS"] = _verilator_makeflags(fast_build)
+    own = Path(build_dir).resolve() / f"{name}-{simulator}"
+    staged = None
+    if os.environ.get(SHARED_BUILDS_VAR):
+        staged = _stage_export(unit, cfg, own, name, (simulator, build_args, waves, build_env))
+        work = Path(os.environ[SHARED_BUILDS_VAR]).resolve() / f"{name}-{simulator}-{staged[2]}"
+        run = own if run_dir is None else Path(run_dir).resolve()
+    else:
+        work = own
+        run = work if run_dir is None else Path(run_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
 
     t0 = time.monotonic()
     results_xml = run / "results.xml"
@@ -333,8 +368,11 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
         while True:
             # exclusive while exporting and building: nobody else builds or simulates here
             fcntl.flock(lock, fcntl.LOCK_EX)
-            v_path, json_path = export_verilog(unit, cfg, work,
-                                               name=None if isinstance(unit, str) else name)
+            if staged is None:
+                v_path, json_path = export_verilog(unit, cfg, work,
+                                                   name=None if isinstance(unit, str) else name)
+            else:
+                v_path, json_path = (_place(f, work) for f in staged[:2])
             unit_json = json_path.read_bytes()
             if simulator == "verilator":
                 runner = _CachingVerilator()

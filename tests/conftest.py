@@ -1,8 +1,10 @@
 """Shared pytest fixtures: per-test build directories and simulator selection.
 
 ``build_dir``
-    A fresh directory for one test (under pytest's ``tmp_path``), so pytest-xdist workers
-    and concurrent pytest sessions never share a simulator build.
+    A fresh directory for one test (under pytest's ``tmp_path``) for its runs.  The models
+    themselves are built once per session and Verilog: the session sets
+    ``HDPGEN_SHARED_BUILDS`` to one folder its pytest-xdist workers share (not other pytest
+    sessions), and ``sim.runner.run_cocotb`` builds there, one folder per distinct model.
 ``simulator``
     Parametrized over ``sim.runner.SIMULATORS`` ("icarus", "verilator"); restrict a test
     with ``@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)``.  A missing
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.runner import SIMULATORS, ensure_tool_path, simulator_missing
+from sim.runner import SHARED_BUILDS_VAR, SIMULATORS, ensure_tool_path, simulator_missing
 
 ensure_tool_path()
 
@@ -31,6 +33,23 @@ def require_simulator(name: str) -> str:
             pytest.fail(f"{reason} (CI=true: a missing simulator is an error)")
         pytest.skip(reason)
     return name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_builds(tmp_path_factory: pytest.TempPathFactory):
+    """One build folder for the session: under the base folder of this pytest run, which its
+    xdist workers (each with its own ``popen-gwN`` base) share."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    d = root / "shared-builds"
+    d.mkdir(exist_ok=True)
+    old = os.environ.get(SHARED_BUILDS_VAR)
+    os.environ[SHARED_BUILDS_VAR] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop(SHARED_BUILDS_VAR, None)
+    else:
+        os.environ[SHARED_BUILDS_VAR] = old
 
 
 @pytest.fixture(params=list(SIMULATORS))
