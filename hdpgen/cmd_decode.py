@@ -8,11 +8,13 @@ length (N enters the exponent cap and the softmax guard, so golden and RTL use t
 ``--set KEY=VALUE`` changes a field of :class:`golden.token_picker.TokenPickerConfig`
 (``k_bits``, ``chunk_bits``, ...).
 
-``--sim icarus|verilator`` also runs the RTL ``DecodeEngine`` (``hw/decode``) on every record and
-KV group through the cocotb bench ``sim/benches/bench_decode.py`` (K and V in an AXI RAM model,
-no stalls, so the cycle counts are the engine's own); the build for (d, N, group) is made once
-in ``--build-dir`` and reused.  ``--compare`` fails (exit status 1) unless the RTL's outputs,
-its AXI read requests and its word counters equal the golden model's bit for bit.  The engine's
+``--sim icarus|verilator`` also runs the RTL accelerator ``DecodeAccel`` (``hw/decode``: the
+engine behind its AXI4-Lite registers) on every record and KV group through the cocotb bench
+``sim/benches/bench_decode.py``: the settings are written and the counters and ``status`` read
+through the registers, K and V sit in an AXI RAM model, no stalls, so the cycle counts are the
+engine's own; the build for (d, N, group) is made once in ``--build-dir`` and reused.
+``--compare`` fails (exit status 1) unless the RTL's outputs, its AXI read requests and its word
+counters equal the golden model's bit for bit and ``status`` ends clear (idle, no read error).  The engine's
 elaboration limits (d <= 256, N <= 4096, group <= 16) are checked before anything runs.
 
 OUT.npz: ``out`` float32 (R, Hq, d) (dequantized), ``out_int`` int32 (``out_frac`` fraction
@@ -168,7 +170,7 @@ def _simulate(args, data, records, quant, results, cfg, eps):
     """Run the engine on every record and KV group; returns (rtl_out (R, Hq, d), cycles
     (R, Hkv), mismatches)."""
     from hw.config import HDPConfig
-    from hw.decode.engine import DecodeEngine
+    from hw.decode.accel import DecodeAccel
     from hw.decode.params import DecodeParams
     from sim.benches.bench_decode import write_case_file
     from sim.runner import run_cocotb, simulator_missing
@@ -184,7 +186,7 @@ def _simulate(args, data, records, quant, results, cfg, eps):
     rtl_out = np.zeros((r_count, hq, d), np.int64)
     cycles = np.zeros((r_count, hkv), np.int64)
     problems = []
-    print(f"hdpgen decode: RTL engine on {args.sim} (d={d} N={n_cache} group={group}), "
+    print(f"hdpgen decode: RTL accelerator on {args.sim} (d={d} N={n_cache} group={group}), "
           f"{r_count * hkv} runs", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="hdpgen-decode-") as tmp:
         for i, r in enumerate(records):
@@ -199,9 +201,9 @@ def _simulate(args, data, records, quant, results, cfg, eps):
                 spec = {"cfg": dataclasses.asdict(cfg), "d": d, "n_cache": n_cache,
                         "group": group, "n": int(data["valid_len"][r]), "eps": eps,
                         "case": "file", "data": str(case), "seed": 1, "stall": 0.0,
-                        "engine": True, "check": bool(args.compare)}
+                        "axil": True, "check": bool(args.compare)}
                 try:
-                    run_cocotb(unit=DecodeEngine(params), cfg=HDPConfig(), name="decode_engine",
+                    run_cocotb(unit=DecodeAccel(params), cfg=HDPConfig(), name="decode_accel",
                                simulator=args.sim, test_module="sim.benches.bench_decode",
                                build_dir=args.build_dir, run_dir=Path(tmp) / f"run_{i}_{g}",
                                extra_env={"HDPGEN_DECODE": json.dumps(spec),

@@ -1,8 +1,9 @@
 """``hdpgen decode --sim icarus --compare`` on real SmolLM2 decode steps: two records of the
 bundled capture (layers 14 and 29 at position 63, KV head 0 with its 3 query heads, the cache
-trimmed to its 64 valid positions) run through the RTL DecodeEngine via the cocotb bench
-``sim/benches/bench_decode.py``, bit-exact with the golden model (about 30 s); one record on
-Verilator; and --compare exits 1 when the golden output differs from the RTL's (about 15 s)."""
+trimmed to its 64 valid positions) run through the RTL DecodeAccel (the engine behind its
+registers) via the cocotb bench ``sim/benches/bench_decode.py``, bit-exact with the golden
+model (about 30 s); one record on Verilator; and --compare exits 1 when the golden output
+differs from the RTL's (about 15 s)."""
 
 import json
 from pathlib import Path
