@@ -128,15 +128,11 @@ class MassPruner(wiring.Component):
     _keep_diagonal = True
 
     def __init__(self, cfg: HDPConfig):
-        if not isinstance(cfg, HDPConfig):
-            raise TypeError(f"cfg must be an HDPConfig, not {cfg!r}")
-        if cfg.exp_bits < RECIP_BITS:
-            raise ValueError(f"exp_bits must be >= {RECIP_BITS} for the mass pruner's "
-                             f"reciprocal table, not {cfg.exp_bits}")
-        if cfg.exp_bits + RECIP_BITS < cfg.prob_frac:
-            raise ValueError(f"prob_frac must be <= exp_bits + {RECIP_BITS} = "
-                             f"{cfg.exp_bits + RECIP_BITS} for the mass pruner, not "
-                             f"{cfg.prob_frac}")
+        try:
+            self._check(cfg)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True  # a rejected build is not an unused elaboratable
+            raise
         self._cfg = cfg
         self._w = _widths(cfg)
         super().__init__({
@@ -147,6 +143,18 @@ class MassPruner(wiring.Component):
             "causal": In(1),
             "eps_q": In(EPS_BITS),
         })
+
+    @staticmethod
+    def _check(cfg) -> None:
+        if not isinstance(cfg, HDPConfig):
+            raise TypeError(f"cfg must be an HDPConfig, not {cfg!r}")
+        if cfg.exp_bits < RECIP_BITS:
+            raise ValueError(f"exp_bits must be >= {RECIP_BITS} for the mass pruner's "
+                             f"reciprocal table, not {cfg.exp_bits}")
+        if cfg.exp_bits + RECIP_BITS < cfg.prob_frac:
+            raise ValueError(f"prob_frac must be <= exp_bits + {RECIP_BITS} = "
+                             f"{cfg.exp_bits + RECIP_BITS} for the mass pruner, not "
+                             f"{cfg.prob_frac}")
 
     def elaborate(self, platform):
         m = Module()

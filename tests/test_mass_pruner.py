@@ -78,7 +78,6 @@ def check(cfg, heads, label, **kw):
             k += 1
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_rejects_configs_it_cannot_build():
     cfg = preset("tiny")
     with pytest.raises(TypeError, match="HDPConfig"):
