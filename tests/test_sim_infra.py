@@ -161,3 +161,28 @@ def test_selftest_amaranth_catches_faults(fault, message):
         _amaranth_selftest(preset("odd"), fault, 0.0, 0.5, seed=3)
     # without backpressure the fault never shows: the checks are not trivially failing
     _amaranth_selftest(preset("odd"), fault, 0.5, 0.0, seed=3)
+
+
+@pytest.mark.cocotb
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_shared_builds_build_each_model_once(simulator, tmp_path, monkeypatch):
+    """With ``HDPGEN_SHARED_BUILDS`` set, two runs of the same Verilog from different build
+    folders use one build (one folder under the shared root, built by the first run), each
+    run's results and log stay in its own folder, and another configuration gets its own
+    build folder."""
+    from sim.runner import SHARED_BUILDS_VAR
+    shared = tmp_path / "shared"
+    monkeypatch.setenv(SHARED_BUILDS_VAR, str(shared))
+    cfg = preset("tiny")
+    kw = {"testcase": "test_heavy_backpressure"}
+    a = _run(simulator, tmp_path / "a", cfg, **kw)
+    built = sorted(shared.iterdir())
+    assert [p.name.rsplit("-", 1)[0] for p in built] == ["selftest-icarus"]
+    stamp = (built[0] / ".hdpgen-build-stamp").stat().st_mtime_ns
+    b = _run(simulator, tmp_path / "b", cfg, **kw)
+    assert a.build_dir == b.build_dir == built[0]
+    assert (built[0] / ".hdpgen-build-stamp").stat().st_mtime_ns == stamp   # not rebuilt
+    assert a.log.parent == tmp_path / "a" / "selftest-icarus" and a.log.is_file()
+    assert b.log.parent == tmp_path / "b" / "selftest-icarus" and b.log.is_file()
+    _run(simulator, tmp_path / "c", preset("odd"), **kw)
+    assert len(list(shared.iterdir())) == 2
