@@ -453,7 +453,17 @@ class MassPruner(wiring.Component):
         cur = [go.per[kk] for kk in range(w.nk)]
         stage = go
         thr = Signal(unsigned(w.total + EPS_BITS + 1))
-        m.d.sync += thr.eq(((1 << EPS_BITS) - go.meta.eps_q) * go.total)
+        delays = levels - 1          # registers after thr, so that it leaves with the sums
+        if levels > 1:
+            # 2^8 - eps_q and T registered, the product the cycle after: the subtraction, the
+            # multiplier (a MULT18X18D) and the routes between them in one cycle were the
+            # whole top's critical path
+            neg, tot_r = Signal(EPS_BITS + 1), Signal.like(go.total)
+            m.d.sync += [neg.eq((1 << EPS_BITS) - go.meta.eps_q), tot_r.eq(go.total),
+                         thr.eq(neg * tot_r)]
+            delays -= 1
+        else:
+            m.d.sync += thr.eq(((1 << EPS_BITS) - go.meta.eps_q) * go.total)
         for lv in range(levels):
             nxt = Signal(_lanes(unsigned(w.total), w.nk), name=f"suf_{lv}")
             reg = Signal(w.go_suf, name=f"suf_go_{lv}")
@@ -466,7 +476,7 @@ class MassPruner(wiring.Component):
         # cur[k] = mass of keys >= k; above(k) = cur[k + 1]
         out = Signal(w.go_dec)
         thr_d = thr
-        for lv in range(levels - 1):
+        for lv in range(delays):
             t = Signal.like(thr, name=f"thr_d{lv}")
             m.d.sync += t.eq(thr_d)
             thr_d = t

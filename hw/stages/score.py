@@ -25,10 +25,9 @@ class ScoreStage(wiring.Component):
     3. *TILES*: a loader gathers ``C`` keys at a time (``k_rd``, one per cycle, registered
        after the memory) into a double buffer while the previous tile runs on the array
        (``op``: ``head_dim`` depth steps, Q rows rotated, K rows shifted, through a
-       two-entry operand skid so that the registers advance on this stage's own state, not
-       on the arbiter's grant), and records each gathered key in the key memory
-       (``key_wr``).  Score results (``res``) go into
-       the fine-score memory (``fine_wr``).
+       three-entry operand skid so that the registers advance on this stage's own registers,
+       not on the arbiter's grant), and records each gathered key in the key memory
+       (``key_wr``).  Score results (``res``) go into the fine-score memory (``fine_wr``).
     4. *DRAIN*: once every result is back, the group's descriptor leaves on ``group`` and
        ``done`` pulses with ``nkept``.
 
@@ -75,8 +74,8 @@ class ScoreStage(wiring.Component):
         self._iterator(m, s)
         self._operands(m, s)
         self._results(m, s)
-        self._fsm(m, s)
         self._runner(m, s)
+        self._fsm(m, s)
         return m
 
     # ------------------------------------------------------------------------ state
@@ -101,7 +100,11 @@ class ScoreStage(wiring.Component):
             "kd": S(row_qk), "kl_full": S(), "keys_done": S(), "running": S(),
             "tile": S(range(d.n_words + 1)), "step": S(range(d.D + 1)), "step_last": S(),
             "out": S(range(d.n_words + 2)),      # score tiles issued, results not all back
-            "fire": S(), "sk_v0": S(), "sk_v1": S(),
+            # the runner's decisions, registered (see _runner), and the next values of the
+            # registers they are computed from
+            "fire": S(), "tile_end": S(), "load": S(), "ken": S(),
+            "running_n": S(), "kl_full_n": S(), "step_last_n": S(),
+            "sk_v": [S(name=f"sk_v{k}") for k in range(3)],
         }
         return s
 
@@ -158,15 +161,12 @@ class ScoreStage(wiring.Component):
 
     # ------------------------------------------------------------------------ array operands
     def _operands(self, m, s):
-        """Operand beats from the registers' element 0 into a two-entry skid (``sk_v0``,
-        ``sk_v1``) whose head is ``op``.  The tile runner advances (``fire``) on ``running &
-        ~sk_v1``, registers of this stage only, so the operand registers' clock enables
-        (thousands of flip-flops) never wait on the arbiter's grant; one cycle of latency,
-        full rate."""
+        """Operand beats from the registers' element 0 into a three-entry skid (``sk_v``)
+        whose head is ``op``; one cycle of latency, full rate.  The tile runner advances on
+        ``fire``, a register (see :meth:`_runner`) that never waits on the arbiter's grant."""
         cfg, d = self._cfg, self._dims
         F = cfg.qk_frac
         op = Signal.like(self.op.payload)
-        m.d.comb += s["fire"].eq(s["running"] & ~s["sk_v1"])
         self._skid(m, s, op)
         for r in range(d.R):
             qv = s["qreg"][r][0].as_unsigned()
@@ -182,25 +182,24 @@ class ScoreStage(wiring.Component):
                                    Const(0, 1)))]
 
     def _skid(self, m, s, beat):
-        """``beat`` is pushed on ``fire`` (never while the skid holds two); ``op`` offers the
-        head, popped when taken."""
-        v0, v1 = s["sk_v0"], s["sk_v1"]
-        d0, d1 = Signal.like(beat), Signal.like(beat)
+        """A three-entry FIFO, head ``op`` (entry 0; valid flags ``sk_v``, a thermometer):
+        taken entries move up one, and ``beat``, pushed on ``fire``, goes into the first
+        entry left free.  ``fire`` is only set when the skid will have room for it (see
+        :meth:`_runner`), so a push never finds it full."""
+        v = s["sk_v"]
+        dq = [Signal.like(beat, name=f"sk_d{k}") for k in range(3)]
         push, pop = s["fire"], Signal()
-        m.d.comb += [self.op.valid.eq(v0), self.op.payload.eq(d0),
-                     pop.eq(v0 & self.op.ready)]
-        with m.If(push & pop):
-            m.d.sync += d0.eq(beat)
-        with m.Elif(push):
-            with m.If(v0):
-                m.d.sync += [d1.eq(beat), v1.eq(1)]
-            with m.Else():
-                m.d.sync += [d0.eq(beat), v0.eq(1)]
-        with m.Elif(pop):
-            with m.If(v1):
-                m.d.sync += [d0.eq(d1), v1.eq(0)]
-            with m.Else():
-                m.d.sync += v0.eq(0)
+        m.d.comb += [self.op.valid.eq(v[0]), self.op.payload.eq(dq[0]),
+                     pop.eq(v[0] & self.op.ready)]
+        with m.If(pop):
+            m.d.sync += [dq[0].eq(dq[1]), dq[1].eq(dq[2]),
+                         v[0].eq(v[1]), v[1].eq(v[2]), v[2].eq(0)]
+        for k in range(3):
+            # entry k after this cycle's pop: valid, and the one before it
+            here = Mux(pop, v[k + 1], v[k]) if k < 2 else ~pop & v[2]
+            before = Mux(pop, v[k], v[k - 1]) if k else Const(1)
+            with m.If(push & ~here & before):
+                m.d.sync += [dq[k].eq(beat), v[k].eq(1)]
 
     # ------------------------------------------------------------------------ results
     def _results(self, m, s):
@@ -212,8 +211,7 @@ class ScoreStage(wiring.Component):
             for c in range(d.C):
                 m.d.comb += self.fine_wr.data[r * d.C + c].eq(res.acc[c])
             m.d.comb += self.fine_wr.en[r].eq(self.res.valid & (res.row == r))
-        m.d.sync += s["out"].eq(s["out"] + (s["fire"] & s["step_last"])
-                                - (self.res.valid & res.last))
+        m.d.sync += s["out"].eq(s["out"] + s["tile_end"] - (self.res.valid & res.last))
 
     # ------------------------------------------------------------------------ control
     def _fsm(self, m, s):
@@ -247,9 +245,8 @@ class ScoreStage(wiring.Component):
                              s["tile"].eq(0)]
                 m.next = "IT_INIT"
             with m.State("IT_INIT"):
-                m.d.comb += s["it_step"].eq(1)
-                m.d.sync += [s["slot"].eq(0), s["kl_full"].eq(0), s["keys_done"].eq(0),
-                             s["running"].eq(0)]
+                m.d.comb += [s["it_step"].eq(1), s["kl_full_n"].eq(0), s["running_n"].eq(0)]
+                m.d.sync += [s["slot"].eq(0), s["keys_done"].eq(0)]
                 m.next = "TILES"
             with m.State("TILES"):
                 self._tiles_state(m, s)
@@ -263,7 +260,7 @@ class ScoreStage(wiring.Component):
         # a plain assignment, not under a state: Icarus never evaluates a combinational block
         # whose inputs keep their time-0 values, and an X valid would poison the FIFO
         m.d.comb += self.group.valid.eq(fsm.ongoing("DRAIN") & (s["out"] == 0)
-                                        & ~(s["fire"] & s["step_last"]))
+                                        & ~s["tile_end"])
 
     def _prep_state(self, m, s):
         d, L = self._dims, self.valid_len
@@ -280,26 +277,54 @@ class ScoreStage(wiring.Component):
 
     def _runner(self, m, s):
         """One tile of ``D`` depth steps on the array from ``kreg`` while the loader fills
-        ``kload``.  Outside any state: ``running`` and ``kl_full`` are only ever set in
-        TILES, so the operand registers' clock enables (thousands of flip-flops) do not wait
-        for the state decode."""
+        ``kload``.
+
+        The operand registers (thousands of flip-flops across the chip) advance on ``fire``
+        (a beat into the skid: Q rows rotate, K rows shift) and the K bank takes ``kload``
+        on ``load`` (``~running | tile_end``, with ``kl_full``); ``tile_end`` is ``fire`` of
+        a tile's last step.  All three are registers, set the cycle before from the next
+        values (``*_n``) of ``running``, ``kl_full``, ``step_last`` and the skid's fill, so
+        the operands' clock enables (``ken = fire | load``, a register too) and the K bank's
+        select come straight from flip-flops and no control register waits on a chain of
+        them.  ``fire`` is set when the skid holds at most two entries after this cycle's
+        push, not counting this cycle's pop (the arbiter's grant): the next push then fits
+        in three, and a skid that is taken every cycle still advances every cycle.
+
+        Defaults here, before :meth:`_fsm`: IT_INIT clears ``running`` and ``kl_full``, the
+        loader sets ``kl_full`` (never on a ``load`` or ``tile_end``: those need
+        ``kl_full``, resp. ``running``)."""
         cfg, d = self._cfg, self._dims
-        tile_end = Signal()
-        m.d.comb += tile_end.eq(s["fire"] & s["step_last"])
-        with m.If(s["running"] & s["fire"]):
+        fire, tile_end, load = s["fire"], s["tile_end"], s["load"]
+        run_n, klf_n, sl_n = s["running_n"], s["kl_full_n"], s["step_last_n"]
+        v = s["sk_v"]
+        with m.If(fire):
             # rotate Q rows, shift K rows: element 0 is the current depth step
             for r in range(d.R):
                 qv = s["qreg"][r].as_value()
                 m.d.sync += s["qreg"][r].eq(Cat(qv[cfg.qk_bits:], qv[:cfg.qk_bits]))
+            m.d.sync += s["step"].eq(s["step"] + 1)
+        with m.If(s["ken"]):
             for c in range(d.C):
-                m.d.sync += s["kreg"][c].eq(s["kreg"][c].as_value() >> cfg.qk_bits)
-            m.d.sync += [s["step"].eq(s["step"] + 1), s["step_last"].eq(s["step"] + 2 == d.D)]
-            with m.If(tile_end):
-                m.d.sync += [s["tile"].eq(s["tile"] + 1), s["running"].eq(0)]
-        with m.If((~s["running"] | tile_end) & s["kl_full"]):
-            m.d.sync += [s["kreg"][c].eq(s["kload"][c]) for c in range(d.C)]
-            m.d.sync += [s["kl_full"].eq(0), s["running"].eq(1), s["step"].eq(0),
-                         s["step_last"].eq(d.D == 1)]
+                with m.If(load):
+                    m.d.sync += s["kreg"][c].eq(s["kload"][c])
+                with m.Else():
+                    m.d.sync += s["kreg"][c].eq(s["kreg"][c].as_value() >> cfg.qk_bits)
+        with m.If(tile_end):
+            m.d.sync += s["tile"].eq(s["tile"] + 1)
+        with m.If(load):
+            m.d.sync += s["step"].eq(0)
+        # next values: running, kl_full, step_last
+        m.d.comb += [run_n.eq(Mux(load, 1, s["running"] & ~tile_end)),
+                     klf_n.eq(s["kl_full"] & ~load),
+                     sl_n.eq(Mux(load, d.D == 1, Mux(fire, s["step"] + 2 == d.D,
+                                                     s["step_last"])))]
+        fire_n, tile_end_n, load_n = Signal(), Signal(), Signal()
+        m.d.comb += [fire_n.eq(run_n & Mux(fire, ~v[1], ~v[2])),
+                     tile_end_n.eq(fire_n & sl_n),
+                     load_n.eq((~run_n | tile_end_n) & klf_n)]
+        m.d.sync += [s["running"].eq(run_n), s["kl_full"].eq(klf_n), s["step_last"].eq(sl_n),
+                     fire.eq(fire_n), tile_end.eq(tile_end_n), load.eq(load_n),
+                     s["ken"].eq(fire_n | load_n)]
 
     def _tiles_state(self, m, s):
         d = self._dims
@@ -316,6 +341,7 @@ class ScoreStage(wiring.Component):
                 with m.If(s["it_valid"]):
                     m.d.sync += desc.nkept.eq(desc.nkept + 1)
             with m.Elif(~s["kl_vld"] & ~s["kd_vld"]):
-                m.d.sync += [s["kl_full"].eq(1), s["slot"].eq(0)]
+                m.d.comb += s["kl_full_n"].eq(1)
+                m.d.sync += s["slot"].eq(0)
         with m.If(~s["running"] & ~s["kl_full"] & s["keys_done"]):
             m.next = "DRAIN"

@@ -22,6 +22,7 @@ class ScoreModel:
         self.fine_cr, self.key_cr = 2, 3
         self.slot = self.step_ = self.it_left = self.out = 0
         self.kl_vld = self.kl_full = self.keys_done = self.running = self.it_valid = False
+        self.fire = False                # the runner advances this cycle (a register)
         self.vld = self.kd_vld = False   # a Q row / a key at its memory's output
         self.fifo: list[int] = []        # the S -> M descriptor FIFO (group numbers)
         self.skid: list[bool] = []       # the operand skid towards the arbiter (last flags)
@@ -38,8 +39,8 @@ class ScoreModel:
         """``s_fire``: the arbiter takes the skid's head this cycle."""
         s = SimpleNamespace(**self.__dict__)
         R, D, L = self.R, self.D, self.L
-        # the tile runner advances (a beat into the skid) unless the skid holds two
-        adv = s.running and len(s.skid) < 2
+        # the tile runner advances (a beat into the skid) on its registered decision
+        adv = s.fire
         tile_end = adv and s.step_ + 1 == D
         self.skid = s.skid[1:] if s_fire else list(s.skid)
         if adv:
@@ -74,6 +75,9 @@ class ScoreModel:
                 self.g, self.i0 = s.g + 1, s.i0 + R
                 self.state = "IDLE"
         self.out = s.out + (1 if tile_end else 0) - s_res
+        # next cycle's advance: running then, and at most two beats in the three-entry skid
+        # after this cycle's push, not counting this cycle's pop
+        self.fire = self.running and len(s.skid) + adv <= 2
         self.fine_cr = s.fine_cr + m_done - pushed
         self.key_cr = s.key_cr + p_done - pushed
 
