@@ -264,11 +264,14 @@ def _build_if_needed(runner, simulator, v_path, name, work, build_args, waves, m
     return runner, stamp
 
 
-def _stage_export(unit, cfg, own: Path, name: str, options) -> tuple[Path, Path, str]:
-    """Export into ``own/export/`` and return the files with the key of a shared build."""
+def _stage_export(unit, cfg, own: Path, name: str, simulator, build_args, waves,
+                  makeflags) -> tuple[Path, Path, str]:
+    """Export into ``own/export/`` and return the files with the key of a shared build: the
+    build stamp (Verilog and options) with the JSON the bench reads."""
     v_path, json_path = export_verilog(unit, cfg, own / "export",
                                        name=None if isinstance(unit, str) else name)
-    key = hashlib.sha256(v_path.read_bytes() + json_path.read_bytes() + repr(options).encode())
+    stamp = _build_stamp(v_path, simulator, build_args, waves, makeflags)
+    key = hashlib.sha256(stamp.encode() + json_path.read_bytes())
     return v_path, json_path, key.hexdigest()[:16]
 
 
@@ -350,7 +353,8 @@ def run_cocotb(*, unit, cfg: HDPConfig, test_module: str, simulator: str,
     own = Path(build_dir).resolve() / f"{name}-{simulator}"
     staged = None
     if os.environ.get(SHARED_BUILDS_VAR):
-        staged = _stage_export(unit, cfg, own, name, (simulator, build_args, waves, build_env))
+        staged = _stage_export(unit, cfg, own, name, simulator, build_args, waves,
+                               build_env.get("MAKEFLAGS", ""))
         work = Path(os.environ[SHARED_BUILDS_VAR]).resolve() / f"{name}-{simulator}-{staged[2]}"
         run = own if run_dir is None else Path(run_dir).resolve()
     else:
