@@ -43,13 +43,9 @@ def shared_builds(tmp_path_factory: pytest.TempPathFactory):
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     d = root / "shared-builds"
     d.mkdir(exist_ok=True)
-    old = os.environ.get(SHARED_BUILDS_VAR)
-    os.environ[SHARED_BUILDS_VAR] = str(d)
-    yield d
-    if old is None:
-        os.environ.pop(SHARED_BUILDS_VAR, None)
-    else:
-        os.environ[SHARED_BUILDS_VAR] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(SHARED_BUILDS_VAR, str(d))
+        yield d
 
 
 @pytest.fixture(params=list(SIMULATORS))
