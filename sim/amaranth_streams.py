@@ -105,22 +105,21 @@ def run_amaranth(dut, testbenches: "Callable | Iterable[Callable]", vcd: "str | 
         sim.add_testbench(make())
     for tb in background:
         sim.add_testbench(tb, background=True)
-
-    def go() -> None:
-        if deadline is None:
-            sim.run()
-        else:
-            sim.run_until(deadline)
+    n = len(testbenches)
+    if deadline is not None:
+        # a background watchdog, not ``run_until``: that one always simulates up to the
+        # deadline, even when every testbench finished long before
+        async def watchdog(ctx):
+            await ctx.delay(deadline)
+            raise AssertionError(f"only {len(finished)} of {n} testbenches finished by the "
+                                 f"deadline {deadline} s (deadlock or too little time?)")
+        sim.add_testbench(watchdog, background=True)
 
     if vcd is not None:
         with sim.write_vcd(str(vcd), gtkw_file=str(vcd) + ".gtkw"):
-            go()
+            sim.run()
     else:
-        go()
-    n = len(testbenches)
-    if len(finished) != n:
-        raise AssertionError(f"only {len(finished)} of {n} testbenches finished by the deadline "
-                             f"{deadline} s (deadlock or too little time?)")
+        sim.run()
 
 
 

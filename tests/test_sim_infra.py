@@ -145,6 +145,31 @@ def _amaranth_selftest(cfg, fault, src_stall, sink_stall, seed, n=120):
     assert checkers[0].count == n and checkers[1].count == n, [c.count for c in checkers]
 
 
+def test_run_amaranth_deadline_stops_a_stuck_bench_and_only_it():
+    """A bench still waiting at the deadline fails naming the deadline; a bench that finishes
+    ends the simulation then, not at the deadline (a background counter sees the cycles)."""
+    cfg = preset("tiny")
+    cycles = []
+
+    async def count(ctx):
+        async for _ in ctx.tick():
+            cycles.append(1)
+
+    async def quick(ctx):
+        await ctx.tick().repeat(5)
+
+    dut = SelftestStream(cfg)
+    run_amaranth(dut, quick, background=[count], deadline=1e-4)  # 10,000 cycles
+    assert len(cycles) <= 6
+
+    async def stuck(ctx):  # waits for an output that no input ever produces
+        await stream_get(ctx, dut.o, random.Random(0), 0.0)
+
+    dut = SelftestStream(cfg)
+    with pytest.raises(AssertionError, match=r"0 of 1 testbenches finished by the deadline 1e-06"):
+        run_amaranth(dut, stuck, deadline=1e-6)
+
+
 @pytest.mark.parametrize("preset_name", ["tiny", "odd"])
 @pytest.mark.parametrize(("src_stall", "sink_stall"), [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.4, 0.6)])
 def test_selftest_amaranth(preset_name, src_stall, sink_stall):
