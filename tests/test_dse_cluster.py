@@ -15,7 +15,9 @@ from distributed import Client, LocalCluster
 
 from hdpgen.cli import main
 
-GRID = ["--grid", "keep=0.25,0.5,0.75", "--grid", "block=2x2,2x4"]
+#: the bundled short fixture (N = 30): about a second per point, as the runs compare results
+#: and scheduling, not the measurement (the default 'long' data takes about 15 s a point)
+GRID = ["--grid", "keep=0.25,0.5,0.75", "--grid", "block=2x2,2x4", "--data", "short"]
 #: fields that measure the run itself, not the design point
 TIMING = ("t_golden_s", "t_synth_s")
 
@@ -49,7 +51,7 @@ def test_cluster_sweep_equals_the_local_sweep_and_shares_its_cache(cluster, tmp_
 
 
 def test_a_worker_killed_mid_sweep_loses_no_point(tmp_path):
-    grid = [*GRID, "--grid", "array=2x8,2x16"]  # 12 points of about a second each
+    grid = [*GRID, "--grid", "array=2x8,2x16"]  # 12 points
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=":0", silence_logs=40) as c, Client(c) as client:
         pids = client.run(os.getpid)
