@@ -62,6 +62,7 @@ top's stage rules needs the same change here (the test then names the head and b
 :func:`array_busy` the cycles the array accepts a beat (the top's ``array_cycles`` register).
 """
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,7 +247,11 @@ def run_phase(cfg: HDPConfig, groups: tuple[GroupPlan, ...], L: int, t0: int,
 
 
 # ------------------------------------------------------------------------------ public API
+@functools.lru_cache(maxsize=4096)
 def _cycles(cfg: HDPConfig, plan: HeadPlan) -> tuple[int, int]:
+    """``(cycles, array beats)`` of one head.  A pure function of the configuration and the
+    plan, so it is cached: every dense head of one length has the same plan, and a sweep
+    asks for it once per head (72 times per point on the bundled data)."""
     L = plan.valid_len
     # the top's dense path: pruning off and head pruning off (either approximation mode)
     lt = load_phase(cfg, L, plan.mode, dense=plan.mode == "off" and not plan.hprune)
