@@ -10,9 +10,17 @@ an ``initial`` assignment instead of a declaration initializer, so that Icarus u
 
 ``lint_verilog`` runs ``verilator --lint-only -Wall`` with the repository's commented waiver
 file ``hw/lint_waivers.vlt``.
+
+With ``HDPGEN_EXPORT_CACHE`` set to a folder, :func:`verilog_text` keeps the text of every
+unit exported by name there, keyed by the name, the whole configuration, the tool versions
+and the contents of every source file under ``hw/``, and a later export with the same key
+reads it instead of elaborating again (the default top takes about 10 s).  The test suite
+sets it for one session; instances (test harnesses, broken variants) are never cached.
 """
 
 import contextlib
+import functools
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -32,11 +40,14 @@ from .config import HDPConfig
 from .units import build_unit
 
 __all__ = ["export_verilog", "verilog_text", "port_list", "parse_verilog_ports",
-           "fix_initializers", "lint_verilog", "LintError", "LINT_WAIVERS", "find_verilator"]
+           "fix_initializers", "lint_verilog", "LintError", "LINT_WAIVERS", "find_verilator",
+           "EXPORT_CACHE_VAR"]
 
 LINT_WAIVERS = Path(__file__).with_name("lint_waivers.vlt")
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A folder of exported texts shared between processes (see the module docstring).
+EXPORT_CACHE_VAR = "HDPGEN_EXPORT_CACHE"
 
 
 def _versions() -> dict[str, str]:
@@ -160,11 +171,44 @@ def fix_initializers(v_text: str) -> str:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _hw_digest() -> str:
+    """Hash of every Python source under ``hw/`` (what a unit's Verilog is made from)."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for f in sorted(root.rglob("*.py")):
+        h.update(f"{f.relative_to(root)}\0".encode() + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _cache_file(unit, cfg: HDPConfig, name: str | None) -> Path | None:
+    folder = os.environ.get(EXPORT_CACHE_VAR)
+    if not folder or not isinstance(unit, str) or name not in (None, unit):
+        return None
+    key = json.dumps({"unit": unit, "config": cfg.to_dict(), "versions": _versions(),
+                      "hw": _hw_digest()}, sort_keys=True)
+    return Path(folder) / f"{unit}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
 def verilog_text(unit: "str | wiring.Component", cfg: HDPConfig, *,
                  name: str | None = None) -> tuple[str, dict[str, Any]]:
     """Verilog text and the JSON object of ``unit`` (without writing anything)."""
     if not isinstance(cfg, HDPConfig):
         raise TypeError(f"cfg must be an HDPConfig, not {cfg!r}")
+    cached = _cache_file(unit, cfg, name)
+    if cached is not None and cached.is_file():
+        entry = json.loads(cached.read_text())
+        return entry["verilog"], entry["meta"]
+    v_text, meta = _verilog_text(unit, cfg, name)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with _staged(cached) as tmp:
+            tmp.write_text(json.dumps({"verilog": v_text, "meta": meta}))
+            os.replace(tmp, cached)
+    return v_text, meta
+
+
+def _verilog_text(unit, cfg: HDPConfig, name: str | None) -> tuple[str, dict[str, Any]]:
     name, component = _component(unit, cfg, name)
     if not _NAME_RE.match(name):
         raise ValueError(f"name must be a Verilog identifier, not {name!r}")

@@ -5,6 +5,8 @@
     themselves are built once per session and Verilog: the session sets
     ``HDPGEN_SHARED_BUILDS`` to one folder its pytest-xdist workers share (not other pytest
     sessions), and ``sim.runner.run_cocotb`` builds there, one folder per distinct model.
+    Units exported by name are kept in its ``exports`` folder (``HDPGEN_EXPORT_CACHE``, see
+    ``hw.export``).
 ``simulator``
     Parametrized over ``sim.runner.SIMULATORS`` ("icarus", "verilator"); restrict a test
     with ``@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)``.  A missing
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from hw.export import EXPORT_CACHE_VAR
 from sim.runner import SHARED_BUILDS_VAR, SIMULATORS, ensure_tool_path, simulator_missing
 
 ensure_tool_path()
@@ -45,6 +48,7 @@ def shared_builds(tmp_path_factory: pytest.TempPathFactory):
     d.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(SHARED_BUILDS_VAR, str(d))
+        mp.setenv(EXPORT_CACHE_VAR, str(d / "exports"))
         yield d
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from hdpgen.cli import main as cli_main
 from hw.config import HDPConfig
-from hw.export import LintError, export_verilog, lint_verilog, parse_verilog_ports
+from hw.export import EXPORT_CACHE_VAR, LintError, export_verilog, lint_verilog, parse_verilog_ports
 from hw.presets import preset
 from hw.units import FRONT_END_UNITS, unit_names
 from sim.benches.bench_comb_init import CombInitDut
@@ -21,6 +21,34 @@ from sim.runner import REPO_ROOT, run_cocotb, simulator_missing
 from sim.selftest_dut import SelftestStream
 
 PRESETS = ["tiny", "odd"]
+
+
+@pytest.fixture(autouse=True)
+def no_export_cache(monkeypatch):
+    """These tests check the export itself: no session cache answers for it."""
+    monkeypatch.delenv(EXPORT_CACHE_VAR, raising=False)
+
+
+def test_export_cache_gives_the_exported_text_and_keys_on_the_configuration(tmp_path,
+                                                                            monkeypatch):
+    cfg = preset("tiny")
+    plain = export_verilog("head_detector", cfg, tmp_path / "plain")
+    monkeypatch.setenv(EXPORT_CACHE_VAR, str(tmp_path / "cache"))
+    first = export_verilog("head_detector", cfg, tmp_path / "first")
+    (entry,) = (tmp_path / "cache").glob("head_detector-*.json")
+    again = export_verilog("head_detector", cfg, tmp_path / "again")
+    for p, f, a in zip(plain, first, again):
+        assert p.read_bytes() == f.read_bytes() == a.read_bytes()
+    # another configuration is another entry; an instance is never cached
+    export_verilog("head_detector", cfg.replace(seq_len=2 * cfg.seq_len), tmp_path / "other")
+    export_verilog(SelftestStream(cfg), cfg, tmp_path / "inst", name="selftest")
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    # the entry is what answers: a changed entry changes the output
+    doc = json.loads(entry.read_text())
+    doc["verilog"] += "// from the cache\n"
+    entry.write_text(json.dumps(doc))
+    v, _ = export_verilog("head_detector", cfg, tmp_path / "changed")
+    assert v.read_text().endswith("// from the cache\n")
 
 
 def _needs_verilator():
