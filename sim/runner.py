@@ -145,12 +145,18 @@ def _cache_store(cache: Path, work: Path) -> None:
 
 
 class _CachingVerilator(Verilator):
-    """cocotb's Verilator runner with the runtime-object cache between its two commands."""
+    """cocotb's Verilator runner with the runtime-object cache between its two commands.
+
+    It also makes only the top module's signals visible to cocotb (``--public-depth 1``)
+    instead of every signal of every module (cocotb's ``--public-flat-rw``): the benches
+    drive and read ports only, and the full symbol table was about half of a build.  Whole
+    top, ``make -j1`` at ``-O0``: 15.6 -> 7.9 s, and Verilator itself 4.5 -> 3.0 s."""
 
     runtime_cache: Path | None = None
 
     def _build_command(self):
         cmds = super()._build_command()
+        cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"] + ["--public-depth", "1"]
         if self.runtime_cache is None or len(cmds) != 2:
             return cmds
         hook = [sys.executable, "-c", "import sys; from sim.runner import _cache_hook; _cache_hook()"]
