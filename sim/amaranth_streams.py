@@ -13,6 +13,7 @@ bits for layouts).  ``stream_get`` returns what ``ctx.get`` returns (an int, or 
 ``data.Const`` for layouts: use ``.as_bits()`` to compare packed values).
 """
 
+import contextlib
 import random
 from collections.abc import Callable, Iterable
 
@@ -115,10 +116,9 @@ def run_amaranth(dut, testbenches: "Callable | Iterable[Callable]", vcd: "str | 
                                  f"deadline {deadline} s (deadlock or too little time?)")
         sim.add_testbench(watchdog, background=True)
 
-    if vcd is not None:
-        with sim.write_vcd(str(vcd), gtkw_file=str(vcd) + ".gtkw"):
-            sim.run()
-    else:
+    waves = contextlib.nullcontext() if vcd is None else sim.write_vcd(
+        str(vcd), gtkw_file=str(vcd) + ".gtkw")
+    with waves:
         sim.run()
 
 
