@@ -115,33 +115,39 @@ def _runtime_cache_dir(waves: bool) -> Path | None:
     return RUNTIME_CACHE / h.hexdigest()[:16]
 
 
-def _runtime_files(d: Path) -> list[Path]:
-    return [d / f"{o}{ext}" for o in _RUNTIME_OBJS for ext in (".o", ".d")]
+def _runtime_pair(d: Path, obj: str) -> list[Path]:
+    return [d / f"{obj}.d", d / f"{obj}.o"]
 
 
 def _cache_restore(cache: Path, work: Path) -> None:
-    """Copy cached runtime objects into ``work`` (after verilator ran, before make)."""
-    files = _runtime_files(cache)
-    if all(f.is_file() for f in files):
-        for f in files:
-            shutil.copyfile(f, work / f.name)  # fresh mtime: newer than Vtop.mk
+    """Copy the cached runtime objects into ``work`` (after verilator ran, before make); make
+    compiles any the cache lacks."""
+    for obj in _RUNTIME_OBJS:
+        pair = _runtime_pair(cache, obj)
+        if all(f.is_file() for f in pair):
+            for f in pair:
+                shutil.copyfile(f, work / f.name)  # fresh mtime: newer than Vtop.mk
 
 
 def _cache_store(cache: Path, work: Path) -> None:
-    """Publish ``work``'s runtime objects as the cache entry (atomic rename; first one wins)."""
-    if cache.is_dir():
-        return
-    files = _runtime_files(work)
-    if not all(f.is_file() for f in files):
-        return
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tmp-"))
-    try:
-        for f in files:
-            shutil.copyfile(f, tmp / f.name)
-        os.rename(tmp, cache)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Add ``work``'s runtime objects that the cache lacks, one atomic rename per file (the
+    ``.o`` last, so a cached ``.o`` always has its ``.d``).  Which objects a build links
+    depends on the model and the options (not every build has ``verilated_dpi``)."""
+    for obj in _RUNTIME_OBJS:
+        pair = _runtime_pair(work, obj)
+        if not all(f.is_file() for f in pair) or _runtime_pair(cache, obj)[1].is_file():
+            continue
+        cache.mkdir(parents=True, exist_ok=True)
+        for f in pair:
+            fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{f.name}.")
+            os.close(fd)
+            try:
+                shutil.copyfile(f, tmp)
+                os.replace(tmp, cache / f.name)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
 
 
 class _CachingVerilator(Verilator):
@@ -264,7 +270,7 @@ def _build_if_needed(runner, simulator, v_path, name, work, build_args, waves, m
                                    f"{_tail(build_log)}") from None
             # retry without the runtime cache, in case a cached object is the problem
             runner = _CachingVerilator()
-            for f in _runtime_files(work):
+            for f in (f for obj in _RUNTIME_OBJS for f in _runtime_pair(work, obj)):
                 f.unlink(missing_ok=True)
             try:
                 runner.build(sources=[v_path], hdl_toplevel=name, build_dir=work, build_args=build_args,

@@ -14,7 +14,7 @@ import pytest
 from hw.presets import preset
 from sim.amaranth_streams import StreamChecker, run_amaranth, stream_get, stream_put
 from sim.cocotb_env import load_config
-from sim.runner import run_cocotb
+from sim.runner import _cache_restore, _cache_store, run_cocotb
 from sim.selftest_dut import SelftestStream, selftest_expected, selftest_layout
 
 BENCH = "sim.benches.bench_selftest"
@@ -211,3 +211,29 @@ def test_shared_builds_build_each_model_once(simulator, tmp_path, monkeypatch):
     assert b.log.parent == tmp_path / "b" / "selftest-icarus" and b.log.is_file()
     _run(simulator, tmp_path / "c", preset("odd"), **kw)
     assert len(list(shared.iterdir())) == 2
+
+
+def test_verilator_runtime_cache_keeps_each_object_a_build_made(tmp_path):
+    """The runtime-object cache stores whatever runtime objects a build produced (not every
+    build links ``verilated_dpi``), adds the ones a later build brings, and restores only
+    complete ``.o`` / ``.d`` pairs."""
+    cache, a, b, c = (tmp_path / x for x in ("cache", "a", "b", "c"))
+    for d in (a, b, c):
+        d.mkdir()
+    three = ("verilated", "verilated_vpi", "verilated_threads")         # no verilated_dpi
+    for obj in three:
+        for ext in (".o", ".d"):
+            (a / f"{obj}{ext}").write_text(f"a {obj}{ext}")
+    (a / "verilated_dpi.o").write_text("no .d: not stored")
+    _cache_store(cache, a)
+    assert sorted(p.name for p in cache.iterdir()) == sorted(f"{o}{e}" for o in three
+                                                            for e in (".o", ".d"))
+    for ext in (".o", ".d"):
+        (b / f"verilated_dpi{ext}").write_text(f"b dpi{ext}")
+        (b / f"verilated{ext}").write_text("b: the cached one stays")
+    _cache_store(cache, b)
+    assert (cache / "verilated_dpi.o").read_text() == "b dpi.o"
+    assert (cache / "verilated.o").read_text() == "a verilated.o"
+    _cache_restore(cache, c)
+    assert len(list(c.iterdir())) == 8
+    assert (c / "verilated_vpi.d").read_text() == "a verilated_vpi.d"
