@@ -421,6 +421,17 @@ class MassPruner(wiring.Component):
         for b in range(1, w.mass):
             with m.If(msb == b):
                 m.d.comb += below.eq(mass[b - 1])
+        # the accumulate step's one-hot of the key, decoded here from the mass bits so that
+        # the sum per key below waits on one registered bit, not on a compare of ``item.key``:
+        # key 2b + c holds masses whose msb is b and whose bit below it is c (mass 1: key 0)
+        hit = Signal(w.nk)
+        for b in range(w.mass):
+            top_b = mass[b] & ~mass[b + 1:].any() if b + 1 < w.mass else mass[b]
+            if b == 0:
+                m.d.sync += hit[0].eq(top_b)
+            else:
+                m.d.sync += [hit[2 * b].eq(top_b & ~mass[b - 1]),
+                             hit[2 * b + 1].eq(top_b & mass[b - 1])]
         m.d.sync += [p3.eq(p2), item.m.eq(mass), item.key.eq(Cat(below, msb)),
                      item.bvalid.eq(p2.bvalid), item.diag.eq(p2.diag)]
         # M4: queue; mass per key, total, top key
@@ -435,7 +446,7 @@ class MassPruner(wiring.Component):
         live = item.m != 0
         with m.If(p3.v):
             for kk in range(w.nk):
-                nv = Mux(p3.first, 0, per[kk]) + Mux(live & (item.key == kk), item.m, 0)
+                nv = Mux(p3.first, 0, per[kk]) + Mux(hit[kk], item.m, 0)
                 m.d.sync += [per[kk].eq(nv), out.per[kk].eq(nv)]
             t_new = Mux(p3.first, 0, tot) + item.m
             k_old = Mux(p3.first, 0, top)
