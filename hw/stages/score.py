@@ -1,6 +1,6 @@
 """Score stage (S): a row group's kept keys gathered into score tiles on the array."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
@@ -82,30 +82,31 @@ class ScoreStage(wiring.Component):
     def _registers(self):
         cfg, d = self._cfg, self._dims
         row_qk = qk_mem_row(cfg)
-        S = Signal
-        s = {
-            "i0": S(d.iw + 1), "rb": S(d.rbw + 1), "off": S(range(d.br)),
-            "i": S(range(d.N + d.R + 1)), "r": S(d.rw + 1),
-            "vld": S(), "vr": S(d.rw), "vin": S(), "vrb": S(d.rbw + 1),
-            "vld2": S(), "vr2": S(d.rw), "vin2": S(), "qd": S(row_qk), "md": S(d.nbc),
-            "qreg": [S(row_qk, name=f"qreg_{r}") for r in range(d.R)],
-            "kreg": [S(row_qk, name=f"kreg_{c}") for c in range(d.C)],
-            "kload": [S(row_qk, name=f"kload_{c}") for c in range(d.C)],
-            "desc": S(group_layout(cfg)), "b2": S(), "b3": S(2),
-            "fine_cr": S(range(3), init=2), "key_cr": S(range(4), init=3),
-            "it_rem": S(d.nbc), "it_valid": S(), "it_j": S(d.iw), "it_c": S(d.cw),
-            "it_off": S(range(d.bc)), "it_step": S(),
-            "slot": S(range(d.C + 1)), "kl_vld": S(), "kl_slot": S(range(d.C)),
-            "kl_zero": S(), "kd_vld": S(), "kd_slot": S(range(d.C)), "kd_zero": S(),
-            "kd": S(row_qk), "kl_full": S(), "keys_done": S(), "running": S(),
-            "tile": S(range(d.n_words + 1)), "step": S(range(d.D + 1)), "step_last": S(),
-            "out": S(range(d.n_words + 2)),      # score tiles issued, results not all back
-            # the runner's decisions, registered (see _runner), and the next values of the
-            # registers they are computed from
-            "fire": S(), "tile_end": S(), "load": S(), "ken": S(),
-            "running_n": S(), "kl_full_n": S(), "step_last_n": S(),
-            "sk_v": [S(name=f"sk_v{k}") for k in range(3)],
+        one = {"vld", "vin", "vld2", "vin2", "b2", "it_valid", "it_step", "kl_vld", "kl_zero",
+               "kd_vld", "kd_zero", "kl_full", "keys_done", "running", "step_last", "fire",
+               "tile_end", "load", "ken", "running_n", "kl_full_n", "step_last_n"}
+        shapes = {
+            "i0": d.iw + 1, "rb": d.rbw + 1, "off": range(d.br), "i": range(d.N + d.R + 1),
+            "r": d.rw + 1, "vr": d.rw, "vrb": d.rbw + 1, "vr2": d.rw, "qd": row_qk, "md": d.nbc,
+            "desc": group_layout(cfg), "b3": 2, "it_rem": d.nbc, "it_j": d.iw, "it_c": d.cw,
+            "it_off": range(d.bc), "slot": range(d.C + 1), "kl_slot": range(d.C),
+            "kd_slot": range(d.C), "kd": row_qk,
+            "tile": range(d.n_words + 1), "step": range(d.D + 1),
+            "out": range(d.n_words + 2),      # score tiles issued, results not all back
         }
+        # every register named after its key, so that synthesis and timing reports read;
+        # fire, tile_end, load, ken: the runner's decisions, registered (see _runner), and
+        # *_n the next values of the registers they are computed from
+        s = {name: Signal(shape, name=name) for name, shape in shapes.items()}
+        s.update({name: Signal(name=name) for name in one})
+        s.update({
+            "fine_cr": Signal(range(3), init=2, name="fine_cr"),
+            "key_cr": Signal(range(4), init=3, name="key_cr"),
+            "qreg": [Signal(row_qk, name=f"qreg_{r}") for r in range(d.R)],
+            "kreg": [Signal(row_qk, name=f"kreg_{c}") for c in range(d.C)],
+            "kload": [Signal(row_qk, name=f"kload_{c}") for c in range(d.C)],
+            "sk_v": [Signal(name=f"sk_v{k}") for k in range(3)],
+        })
         return s
 
     # ------------------------------------------------------------------------ Q rows, masks
@@ -138,8 +139,12 @@ class ScoreStage(wiring.Component):
         for b in range(d.cw):
             bits = [low[c] for c in range(d.nbc) if (c >> b) & 1]
             m.d.comb += lsb_idx[b].eq(Cat(*bits).any() if bits else 0)
+        # ``j + 1 < L`` as one comparison with a registered ``L - 1`` (L is static while a
+        # head runs), not an adder into a comparator: it gates every iterator register
+        lm1 = Signal(signed(len(L) + 1), name="it_lm1")
+        m.d.sync += lm1.eq(L - 1)
         with m.If(s["it_step"]):
-            with m.If(s["it_valid"] & (s["it_off"] + 1 < d.bc) & (s["it_j"] + 1 < L)):
+            with m.If(s["it_valid"] & (s["it_off"] != d.bc - 1) & (s["it_j"] < lm1)):
                 m.d.sync += [s["it_j"].eq(s["it_j"] + 1), s["it_off"].eq(s["it_off"] + 1)]
             with m.Elif(s["it_rem"] != 0):
                 m.d.sync += [s["it_valid"].eq(1), s["it_c"].eq(lsb_idx),
