@@ -13,10 +13,11 @@ from hw.units import unit_role
 
 __all__ = ["PRUNING_UNITS", "COLUMNS", "unit_row", "summary", "format_table"]
 
-#: the units the top instantiates only for pruning (HDP's integer pass, head and block
-#: decisions).  The approximation (exact or drop_ff scores) is the operand choice of the score
-#: stage, whose fine scores the array computes for every kept block: not pruning logic.
-PRUNING_UNITS = ("score_unit", "head_detector", "block_pruner")
+#: the units the top instantiates only for pruning (HDP's integer pass, head decision and
+#: both block pruners: top-k / threshold and probability mass, the default mode).  The
+#: approximation (exact or drop_ff scores) is the operand choice of the score stage, whose
+#: fine scores the array computes for every kept block: not pruning logic.
+PRUNING_UNITS = ("score_unit", "head_detector", "block_pruner", "mass_pruner")
 
 
 def _get(res: dict[str, Any], stage: str, key: str) -> Any:

@@ -272,6 +272,16 @@ def test_summary_totals_and_pruning_share():
     assert s["total"]["ecp5_lut4"] == 157 and s["total"]["unit"] == "total (units)"
 
 
+def test_pruning_share_counts_both_pruners():
+    # the default mode's pruner (probability mass) is pruning logic as much as top-k's
+    units = {"score_unit": _fake(99, 10, 1000, 150.0), "head_detector": _fake(9, 10, 1000, 300.0),
+             "block_pruner": _fake(19, 10, 1000, 120.0), "mass_pruner": _fake(39, 10, 1000, 110.0),
+             "top": _fake(399, 100, 20000, 80.0)}
+    sh = summary({"units": units})["pruning_share"]
+    assert sh["units"] == ["score_unit", "head_detector", "block_pruner", "mass_pruner"]
+    assert sh["missing"] == [] and sh["ecp5_logic"] == pytest.approx((100 + 10 + 20 + 40) / 400)
+
+
 def test_summary_rows_name_the_role():
     """Every row of the JSON summary carries the unit's role in the design; the total has none."""
     data = {"units": {"score_stage": _fake(99, 10, 1000, 150.0), "block_pruner": _fake(9, 1, 10, 200.0),
