@@ -8,8 +8,8 @@ an output that is always ready.  It is a replay of the top's *control* only, no 
 1. **Load** (:func:`load_phase`, cycle by cycle): the ``3L`` K, Q and V rows at full rate
    (cycles ``0 .. 3L-1``).  The :class:`~hw.score_unit.ScoreUnit` takes K from the stream and
    Q from the top's Q memory through a feeder (row ``i`` is readable the cycle after it is
-   written and reaches ``q_in`` one cycle later) at its own pace: a double buffer of one
-   block-row, block-row ``r + 1`` loads while ``r`` issues one block every
+   written and reaches ``q_in`` from a register two cycles later) at its own pace: a double
+   buffer of one block-row, block-row ``r + 1`` loads while ``r`` issues one block every
    :func:`hw.score_unit.block_cycles` cycles (``int_lanes`` products per cycle).  A block is
    on the pruner's input ``pipeline_depth + 2`` cycles after its last pass
    (:func:`hw.score_unit.pipeline_depth`); a block-row's keep mask leaves the pruner
@@ -164,15 +164,20 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
     t = L                        # K rows at cycles 0 .. L-1, Q rows L .. 2L-1, V 2L .. 3L-1
     q_cnt = q_sub = 0
     q_full = q_done = False
-    qf_v, qf_i = False, 0        # the top's Q feeder (Q memory -> ScoreUnit.q_in)
+    qf_v, qf_i = False, 0        # the top's Q feeder (Q memory -> register -> ScoreUnit.q_in)
+    qo_v = False                 # its output register
     have_row = False
     col = pss = 0                # block column, pass of the block
     row_end: list[int] = []      # cycle of the last pass of each block-row's last block
     while len(row_end) < n_brows:
         q_avail = min(max(t - L, 0), L)       # Q rows written before cycle t
         q_ready = not q_full and not q_done
-        q_fire = qf_v and q_ready
-        if not qf_v or q_ready:
+        q_fire = qo_v and q_ready
+        take = not qo_v or q_ready
+        adv = not qf_v or take
+        if take:
+            qo_v = qf_v
+        if adv:
             qf_v = qf_i < q_avail
             qf_i += qf_v
         blk_end = have_row and pss == n_pass - 1   # a block's last pass

@@ -21,8 +21,8 @@ class Loader(wiring.Component):
     In a pruned head (``dense`` low) the K rows also go to the integer pass (``k_out``, the
     stream only waits if the score unit is not ready, which it always is at the start of a
     head), and a feeder reads the Q rows back from the Q memory (``q_rd``) into ``q_out`` at
-    the integer pass's own pace: row ``i`` is read the cycle after it is written and is on
-    ``q_out`` one cycle later.  So the input stream never waits for the integer pass.
+    the integer pass's own pace: row ``i`` is read the cycle after it is written, and is on
+    ``q_out`` from an output register two cycles later.  So the input stream never waits for the integer pass.
 
     Each K row's compensation ``c_j = ((2^F - 1) * sum_d k_F) >> 1`` (the ``comp``
     approximation, :func:`golden.approx.key_compensation`) is written into the compensation
@@ -83,19 +83,25 @@ class Loader(wiring.Component):
 
         self._compensation(m, tin, fire & (sec == 0), row)
 
-        # Q feeder: Q memory -> integer pass, at its pace
+        # Q feeder: Q memory -> output register -> integer pass, at its pace.  The block
+        # RAM's output only feeds the register (placed beside it), never the far consumer.
         qf_i = Signal(d.iw)              # next Q row to read
-        qf_v = Signal()                  # q_rd.data holds row qf_i - 1 for q_out
+        qf_v = Signal()                  # q_rd.data holds a row not yet in the register
+        qo_v = Signal()                  # the output register holds a row for q_out
+        qo = Signal(qk_row_layout(self._cfg), name="q_out_reg")
         q_avail = Signal(d.iw)           # Q rows written so far
-        adv = Signal()
+        adv, take = Signal(), Signal()
         m.d.comb += [
             q_avail.eq(Mux(sec == 1, row, Mux(sec == 0, 0, L))),
-            adv.eq(~qf_v | self.q_out.ready),
+            take.eq(~qo_v | self.q_out.ready),       # the register is (or becomes) free
+            adv.eq(~qf_v | take),                    # the memory's row moves on
             self.q_rd.addr.eq(qf_i), self.q_rd.en.eq(adv),
-            self.q_out.valid.eq(qf_v),
+            self.q_out.valid.eq(qo_v), self.q_out.payload.eq(qo),
         ]
-        for e in range(d.D):
-            m.d.comb += self.q_out.payload[e].eq(self.q_rd.data[e])
+        with m.If(take):
+            m.d.sync += qo_v.eq(qf_v)
+            for e in range(d.D):
+                m.d.sync += qo[e].eq(self.q_rd.data[e])
         with m.If(self.start):
             m.d.sync += qf_i.eq(0)
         with m.Elif(adv):
