@@ -19,6 +19,8 @@ MODE_TOPK = PRUNE_MODES.index("topk")
 MODE_THRESHOLD = PRUNE_MODES.index("threshold")
 #: Width of the run-time ``mode`` port (code = index in :data:`hw.config.PRUNE_MODES`).
 MODE_WIDTH = unsigned_width(len(PRUNE_MODES) - 1)
+#: operand width of an ECP5 MULT18X18D (signed)
+_DSP_OPERAND = 18
 
 
 def index_width(n: int) -> int:
@@ -552,7 +554,6 @@ class BlockPruner(wiring.Component):
         p1_imp = Signal(signed(iw))
         p1_vbit = Signal()
         p1_cnt = Signal(nw)
-        p1_rho_max = Signal(signed(p + 1 + iw))
         p1_t_sum = Signal(signed(tw))
         p1_base = Signal(nbc)
         p1_row = Signal(len(j_row))
@@ -562,8 +563,21 @@ class BlockPruner(wiring.Component):
                          p1_thr.eq(j_thr), p1_topk.eq(j_topk & j_item.valid & ~j_item.diag),
                          p1_ahead.eq(ahead), p1_need.eq(j_need), p1_imp.eq(j_item.imp),
                          p1_vbit.eq(j_item.valid), p1_cnt.eq(j_cnt),
-                         p1_rho_max.eq(rho_max), p1_t_sum.eq(t_sum),
+                         p1_t_sum.eq(t_sum),
                          p1_base.eq(base), p1_row.eq(j_row), p1_last.eq(j_last)]
+        # the threshold's multiplier operands: copies that feed only the MULT18X18Ds, so the
+        # placer puts them beside them (in the top, p1_cnt -> DSP -> partial-product adder
+        # was the critical path, 5.9 ns of it routing).  rho_max * cnt is split by hand into
+        # two products of at most 18 bits, each one DSP, added in P3 instead of behind the
+        # DSPs.  Loaded on threshold items only (the products are used for nothing else),
+        # which also keeps Yosys from merging them with p1_cnt.
+        split = min(_DSP_OPERAND - 1, len(rho_max) - 1)
+        m_cnt = Signal(nw, name="thr_cnt_m")
+        m_lo = Signal(split, name="thr_rho_lo_m")
+        m_hi = Signal(signed(len(rho_max) - split), name="thr_rho_hi_m")
+        with m.If(adv & j_thr):
+            m.d.sync += [m_cnt.eq(j_cnt), m_lo.eq(rho_max[:split]),
+                         m_hi.eq(rho_max[split:].as_signed())]
 
         # ---------------------------------------------------------------- P2: partial counts
         # popcount of p1_ahead: 4-bit groups in LUTs, then adder levels split between P1 and P2
@@ -576,9 +590,11 @@ class BlockPruner(wiring.Component):
         p2_topk = Signal()
         p2_need = Signal(signed(qw))
         p2_thr_valid = Signal()  # threshold item of a valid block
-        p2_imp = Signal(signed(iw))
-        p2_cnt = Signal(nw)
-        p2_t_max = Signal(signed(tw))
+        p2_tm_lo = Signal(split + nw)            # rho_max * cnt = (hi * cnt << split) + lo * cnt
+        p2_tm_hi = Signal(signed(len(m_hi) + nw + 1))
+        # lhs's operands, copies beside the DSP as above
+        m_imp = Signal(signed(iw), name="thr_imp_m")
+        m_cnt2 = Signal(nw, name="thr_cnt2_m")
         p2_t_sum = Signal(signed(tw))
         p2_base = Signal(nbc)
         p2_row = Signal(len(j_row))
@@ -587,10 +603,12 @@ class BlockPruner(wiring.Component):
             m.d.sync += [p2_valid.eq(p1_valid), p2_col.eq(p1_col), p2_last_item.eq(p1_last_item),
                          p2_topk.eq(p1_topk), p2_need.eq(p1_need),
                          p2_thr_valid.eq(p1_thr & p1_vbit),
-                         p2_imp.eq(p1_imp), p2_cnt.eq(p1_cnt),
-                         p2_t_max.eq(p1_rho_max * p1_cnt), p2_t_sum.eq(p1_t_sum),
+                         p2_tm_lo.eq(m_lo * m_cnt), p2_tm_hi.eq(m_hi * m_cnt),
+                         p2_t_sum.eq(p1_t_sum),
                          p2_base.eq(p1_base), p2_row.eq(p1_row), p2_last.eq(p1_last)]
             m.d.sync += [d.eq(v) for d, v in zip(p2_parts, parts)]
+        with m.If(adv & p1_thr):
+            m.d.sync += [m_imp.eq(p1_imp), m_cnt2.eq(p1_cnt)]
 
         # ---------------------------------------------------------------- P3: the operands
         rank = _tree_sum(m, p2_parts, None, "rank_p2")[0]
@@ -609,7 +627,8 @@ class BlockPruner(wiring.Component):
                          p3_last_item.eq(p2_last_item),
                          p3_topk_keep.eq(p2_topk & (rank < p2_need)),
                          p3_thr_valid.eq(p2_thr_valid),
-                         p3_lhs.eq((p2_imp * p2_cnt) << p), p3_rhs.eq(p2_t_max + p2_t_sum),
+                         p3_lhs.eq((m_imp * m_cnt2) << p),
+                         p3_rhs.eq((p2_tm_hi << split) + p2_tm_lo + p2_t_sum),
                          p3_base.eq(p2_base), p3_row.eq(p2_row), p3_last.eq(p2_last)]
 
         # ---------------------------------------------------------------- P4: the keep bit
