@@ -38,8 +38,8 @@ from hdpgen.cmd_decode import config_from_settings, quantize_record  # noqa: E40
 from hdpgen.common import CliError  # noqa: E402
 from hdpgen.decode_io import load_capture  # noqa: E402
 
-BASELINE = "k_chan_shift=0"
-FORMATS = ("k_chan_shift=0", "", "chunk_bits=2")
+BASELINE = "k_chan_shift=0,k_center=0"
+FORMATS = (BASELINE, "k_center=0", "", "chunk_bits=2", "chunk_bits=1")
 FIXTURE = ROOT / "tests" / "data" / "smollm2_decode.npz"
 
 

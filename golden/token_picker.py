@@ -64,7 +64,7 @@ def _clog2(n: int) -> int:
 _RANGES = {
     "q_bits": (2, 16), "k_bits": (2, 16), "v_bits": (2, 16), "word_bits": (8, 4096),
     "eps_frac": (1, 24), "exp_frac": (0, 10), "exp_bits": (4, 24), "prob_frac": (1, 16),
-    "sm_frac": (0, 16), "out_bits": (2, 32), "k_chan_shift": (0, 15),
+    "sm_frac": (0, 16), "out_bits": (2, 32), "k_chan_shift": (0, 15), "k_center": (0, 1),
 }
 
 
@@ -88,6 +88,12 @@ class TokenPickerConfig:
     #: ``[0, k_chan_shift]``, and the query is quantized as ``q * 2**-e`` so that the integer
     #: score is unchanged (:func:`quantize_step`)
     k_chan_shift: int = 7
+    #: 1: before quantizing, each channel of each KV head is moved by a constant (the midpoint
+    #: of its range over the cache) so that it is centred on 0.  The constant adds ``q . c`` to
+    #: every token's score of a query head alike, which the softmax cancels: the step's
+    #: decisions and outputs see the same attention, and the narrower range leaves room for a
+    #: larger channel exponent (:func:`quantize_step`).  0: K as it comes.
+    k_center: int = 1
 
     def __post_init__(self):
         for name, (lo, hi) in _RANGES.items():
@@ -136,19 +142,26 @@ def _check_int(name, value, lo, hi, rule=None):
 @dataclass(frozen=True)
 class Quantized:
     """Integers ``x`` (int64, heads first) with one power-of-two scale per head and optionally
-    one more per channel (last axis): ``x_real = x * 2**-(frac[head] + chan[head, channel])``.
-    The arithmetic of a decode step reads only ``x`` and ``frac``; ``chan`` says what the
-    integers mean (K's per-channel exponents, and their negation folded into the query)."""
+    one more per channel (last axis), plus an optional offset per head and channel:
+    ``x_real = x * 2**-(frac[head] + chan[head, channel]) + offset[head, channel]``.
+    The arithmetic of a decode step reads only ``x`` and ``frac``; ``chan`` and ``offset`` say
+    what the integers mean (K's per-channel exponents, their negation folded into the query,
+    and K's centring, which the softmax cancels)."""
     x: np.ndarray
     frac: np.ndarray
     chan: np.ndarray | None = None
+    offset: np.ndarray | None = None
+
+    def _per_channel(self, a) -> np.ndarray:
+        a = np.asarray(a, np.float64)
+        return a.reshape((a.shape[0],) + (1,) * (np.ndim(self.x) - 2) + (a.shape[1],))
 
     def dequantize(self) -> np.ndarray:
         f = np.asarray(self.frac, np.float64).reshape((-1,) + (1,) * (np.ndim(self.x) - 1))
         if self.chan is not None:
-            c = np.asarray(self.chan, np.float64)
-            f = f + c.reshape((c.shape[0],) + (1,) * (np.ndim(self.x) - 2) + (c.shape[1],))
-        return np.asarray(self.x, np.float64) * np.exp2(-f)
+            f = f + self._per_channel(self.chan)
+        x = np.asarray(self.x, np.float64) * np.exp2(-f)
+        return x if self.offset is None else x + self._per_channel(self.offset)
 
 
 def quantize_heads(x, bits: int, frac=None) -> Quantized:
@@ -187,17 +200,24 @@ def quantize_step(q, k, v, cfg: TokenPickerConfig):
     head; K with one per KV head times a power of two per channel (``k_chan_shift``; see
     :func:`channel_exponents`), which the query absorbs: channel ``d`` of query head ``h`` is
     quantized as ``q * 2**-e[g, d]`` (one scale per query head), so that ``q . k`` needs no
-    per-channel shift and keeps ``sf = q_frac + k_frac`` fraction bits."""
+    per-channel shift and keeps ``sf = q_frac + k_frac`` fraction bits.  With ``k_center`` K is
+    first centred per KV head and channel on the midpoint of its range over the ``N`` tokens
+    given (K's ``offset``); the midpoint of a channel is ``(max + min) / 2``, the offset that
+    minimises its largest magnitude."""
     q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
     if q.ndim != 2 or k.ndim != 3 or k.shape[0] < 1 or q.shape[0] % k.shape[0] \
             or q.shape[1] != k.shape[2]:
         raise ValueError(f"q must have shape (n_q_heads, d) and k (n_kv_heads, N, d) with "
                          f"n_q_heads a multiple of n_kv_heads, not {q.shape} and {k.shape}")
+    offset = None
+    if cfg.k_center and k.shape[1]:
+        offset = (k.max(axis=1) + k.min(axis=1)) / 2
+        k = k - offset[:, None, :]
     kfrac, e = channel_exponents(k, cfg)
     kq = quantize_heads(k * np.exp2(e)[:, None, :], cfg.k_bits, kfrac)
     e_q = e[np.arange(q.shape[0]) // (q.shape[0] // k.shape[0])]
     qq = quantize_heads(q * np.exp2(-e_q), cfg.q_bits)
-    return (Quantized(qq.x, qq.frac, -e_q), Quantized(kq.x, kq.frac, e),
+    return (Quantized(qq.x, qq.frac, -e_q), Quantized(kq.x, kq.frac, e, offset),
             quantize_heads(v, cfg.v_bits))
 
 

@@ -17,7 +17,8 @@ Perplexity is ``exp`` of the mean next-token negative log-likelihood over all pr
 of all texts.  K and V words are the golden model's counts (``k_words_read``,
 ``v_words_read``), summed over layers, positions and KV heads; tokens kept are the fraction of
 (query head, position, cached token) triples kept, and the same per KV head (a token is read
-when any query head of the group keeps it).
+when any query head of the group keeps it).  The words are also given for the query positions
+at or past ``--late-from`` alone (long caches).
 """
 
 import argparse
@@ -48,6 +49,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="a TokenPickerConfig field, e.g. k_bits=12, chunk_bits=4 (repeatable)")
     p.add_argument("--max-texts", type=int, metavar="N", help="use only the first N texts")
+    p.add_argument("--late-from", type=int, default=200, metavar="P",
+                   help="also give the words read at query positions >= P alone (default 200: "
+                        "long caches, where a decoder spends its memory traffic)")
     p.add_argument("--json", type=Path, metavar="OUT.json", help="write the figures as JSON")
 
 
@@ -65,6 +69,9 @@ class PruneCounter:
     kept_kv: int = 0
     valid_kv: int = 0
     layer_kept: dict = dataclasses.field(default_factory=dict)   # layer -> [kept_q, valid_q]
+    late_from: int = 200
+    #: K read, K dense, V read, V dense at query positions >= late_from
+    late: list = dataclasses.field(default_factory=lambda: [0, 0, 0, 0])
 
     def __call__(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
         nq, t, _ = q.shape
@@ -77,10 +84,14 @@ class PruneCounter:
             r = tp.decode_step(qq, kq, vq, n, self.eps, self.cfg)
             allow[:, p, :n] = r.keep
             st = r.stats
-            self.k_read += int(st.k_words_read.sum())
-            self.v_read += int(st.v_words_read.sum())
-            self.k_dense += st.k_words_dense * nkv
-            self.v_dense += st.v_words_dense * nkv
+            words = (int(st.k_words_read.sum()), st.k_words_dense * nkv,
+                     int(st.v_words_read.sum()), st.v_words_dense * nkv)
+            self.k_read += words[0]
+            self.k_dense += words[1]
+            self.v_read += words[2]
+            self.v_dense += words[3]
+            if p >= self.late_from:
+                self.late = [a + b for a, b in zip(self.late, words)]
             kq_ = int(st.kept_q.sum())
             self.kept_q += kq_
             self.valid_q += n * nq
@@ -92,10 +103,17 @@ class PruneCounter:
 
     def figures(self) -> dict:
         kv_r, kv_d = self.k_read + self.v_read, self.k_dense + self.v_dense
+        lk, lkd, lv, lvd = self.late
+        late = {"from_position": self.late_from, "k_words_read": lk, "k_words_dense": lkd,
+                "v_words_read": lv, "v_words_dense": lvd}
+        if lkd:
+            late |= {"k_ratio": lk / lkd, "v_ratio": lv / lvd, "kv_ratio": (lk + lv) / (lkd + lvd),
+                     "fewer_kv_words": (lkd + lvd) / (lk + lv)}
         return {"k_words_read": self.k_read, "k_words_dense": self.k_dense,
                 "k_ratio": self.k_read / self.k_dense, "v_words_read": self.v_read,
                 "v_words_dense": self.v_dense, "v_ratio": self.v_read / self.v_dense,
                 "kv_words_read": kv_r, "kv_words_dense": kv_d, "kv_ratio": kv_r / kv_d,
+                "fewer_kv_words": kv_d / kv_r, "late": late,
                 "kept_per_query_head": self.kept_q / self.valid_q,
                 "kept_per_kv_head": self.kept_kv / self.valid_kv,
                 "kept_per_query_head_by_layer": {str(li): a / b for li, (a, b) in
@@ -115,6 +133,8 @@ def main(args: argparse.Namespace) -> int:
         if e == 0:
             raise CliError("--eps 0 prunes nothing (it is the dense run); give values in (0, 1)")
         tp.eps_q_of(e, cfg)
+    if args.late_from < 0:
+        raise CliError(f"--late-from must be >= 0, not {args.late_from}")
     if args.max_texts is not None and args.max_texts < 1:
         raise CliError(f"--max-texts must be >= 1, not {args.max_texts}")
     try:
@@ -141,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
     results = []
     for e in args.eps:
         t1 = time.time()
-        counter = PruneCounter(e, cfg)
+        counter = PruneCounter(e, cfg, late_from=args.late_from)
         nll = 0.0
         for i, x in enumerate(ids):
             nll += _nll_sum(model, x, counter)
@@ -161,8 +181,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"  eps {r['eps']:g}: perplexity {r['ppl_pruned']:.4f} ({r['ppl_rel_change']:+.2%}); "
               f"K words {r['k_words_read']} of {r['k_words_dense']} ({r['k_ratio']:.3f}), "
               f"V words {r['v_words_read']} of {r['v_words_dense']} ({r['v_ratio']:.3f}), "
-              f"K+V {r['kv_ratio']:.3f}; tokens kept {r['kept_per_query_head']:.1%} per query "
-              f"head, {r['kept_per_kv_head']:.1%} per KV head")
+              f"K+V {r['kv_ratio']:.3f} ({r['fewer_kv_words']:.2f}x fewer); tokens kept "
+              f"{r['kept_per_query_head']:.1%} per query head, {r['kept_per_kv_head']:.1%} per "
+              f"KV head")
+        late = r["late"]
+        if late["k_words_dense"]:
+            print(f"    at positions >= {late['from_position']}: K {late['k_ratio']:.3f}, "
+                  f"V {late['v_ratio']:.3f}, K+V {late['kv_ratio']:.3f} "
+                  f"({late['fewer_kv_words']:.2f}x fewer)")
     if args.json is not None:
         try:
             write_json(args.json, report)

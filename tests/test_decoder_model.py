@@ -86,7 +86,8 @@ def test_eval_decoder_cli(shared_model, tmp_path, capsys):
                      "Every winter the village lake froze hard enough to skate on, and the "
                      "baker sold hot bread from a cart by the shore.\n")
     js = tmp_path / "e.json"
-    code = cli.main(["eval-decoder", "--texts", str(texts), "--eps", "1e-2", "--json", str(js)])
+    code = cli.main(["eval-decoder", "--texts", str(texts), "--eps", "1e-2", "--json", str(js),
+                     "--late-from", "10"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "perplexity dense" in out and "per KV head" in out
@@ -97,3 +98,12 @@ def test_eval_decoder_cli(shared_model, tmp_path, capsys):
     assert r["kv_words_read"] < r["kv_words_dense"]
     assert 0 < r["kept_per_query_head"] <= r["kept_per_kv_head"] < 1
     assert len(r["kept_per_query_head_by_layer"]) == smollm.N_LAYERS
+    # positions >= 10 alone: a part of the words, fewer than all positions' own
+    late = r["late"]
+    assert late["from_position"] == 10 and "at positions >= 10" in out
+    for x in ("k_words_read", "k_words_dense", "v_words_read", "v_words_dense"):
+        assert 0 < late[x] < r[x]
+    assert late["fewer_kv_words"] == pytest.approx(
+        (late["k_words_dense"] + late["v_words_dense"]) / (late["k_words_read"] + late["v_words_read"]))
+    assert cli.main(["eval-decoder", "--texts", str(texts), "--late-from", "-1"]) == 2
+    assert "--late-from must be >= 0, not -1" in capsys.readouterr().err

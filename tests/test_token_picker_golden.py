@@ -3,6 +3,7 @@ safety of the integer pruning test (and that broken variants are caught), eps = 
 dense path, grouped-query union reads, read counting, validation, and the figures of
 docs/token_picker.md."""
 
+import dataclasses
 import math
 import re
 from decimal import Decimal, localcontext
@@ -545,7 +546,7 @@ def channel_case(seed=0, n_q=4, n_kv=2, n_cache=40, d=16):
 
 def test_quantize_step_folds_k_channel_exponents_into_the_query():
     q, k, v = channel_case()
-    cfg = CFG
+    cfg = dataclasses.replace(CFG, k_center=0)     # the exponents alone (centring: below)
     qq, kq, vq = tp.quantize_step(q, k, v, cfg)
     frac, e = tp.channel_exponents(k, cfg)
     assert np.array_equal(kq.frac, frac) and np.array_equal(kq.chan, e)
@@ -565,6 +566,32 @@ def test_quantize_step_folds_k_channel_exponents_into_the_query():
     np.testing.assert_allclose(s_int, s_deq, rtol=0, atol=1e-9)
 
 
+def test_k_centring_is_an_offset_the_softmax_cancels():
+    """K is centred per KV head and channel on the midpoint of its range: the integers of K
+    and q do not change when every key moves by the same vector, dequantizing gives the real
+    keys back (within half a step), and the integer score is the real one minus ``q . offset``,
+    the same for every token of a head."""
+    q, k, v = channel_case(seed=5)
+    qq, kq, vq = tp.quantize_step(q, k, v, CFG)
+    assert CFG.k_center == 1
+    np.testing.assert_array_equal(kq.offset, (k.max(axis=1) + k.min(axis=1)) / 2)
+    step = np.exp2(-(kq.frac[:, None] + kq.chan))[:, None, :]
+    assert (np.abs(kq.dequantize() - k) <= step / 2 + 1e-12).all()
+    shift = np.random.default_rng(1).normal(size=(k.shape[0], 1, k.shape[2])) * 4
+    q2, k2, _ = tp.quantize_step(q, k + shift, v, CFG)
+    for a, b in ((qq, q2), (kq, k2)):
+        assert np.array_equal(a.x, b.x) and np.array_equal(a.frac, b.frac) \
+            and np.array_equal(a.chan, b.chan)
+    g = np.arange(q.shape[0]) // (q.shape[0] // k.shape[0])
+    s_int = np.einsum("hd,hnd->hn", qq.x, kq.x[g]) * np.exp2(-(qq.frac + kq.frac[g]))[:, None]
+    s_deq = np.einsum("hd,hnd->hn", qq.dequantize(), kq.dequantize()[g])
+    const = np.einsum("hd,hd->h", qq.dequantize(), kq.offset[g])[:, None]
+    np.testing.assert_allclose(s_int, s_deq - const, rtol=0, atol=1e-9)
+    # off: no offset, K's integers are those of the uncentred keys
+    _, k0, _ = tp.quantize_step(q, k, v, dataclasses.replace(CFG, k_center=0))
+    assert k0.offset is None and not np.array_equal(k0.x, kq.x)
+
+
 def test_channel_exponents_are_more_precise_than_one_scale_per_head():
     """Relative to each channel's own size, the error falls with the channel's exponent."""
     q, k, v = channel_case(seed=3)
@@ -572,7 +599,8 @@ def test_channel_exponents_are_more_precise_than_one_scale_per_head():
     small = (size < np.abs(k).max(axis=(1, 2), keepdims=True) / 8)[:, 0]     # (n_kv, d)
     err = {}
     for shift in (0, 7):
-        _, kq, _ = tp.quantize_step(q, k, v, tp.TokenPickerConfig(k_chan_shift=shift))
+        _, kq, _ = tp.quantize_step(q, k, v, tp.TokenPickerConfig(k_chan_shift=shift,
+                                                                   k_center=0))
         err[shift] = (np.abs(kq.dequantize() - k) / size).mean(axis=1)        # (n_kv, d)
         assert (kq.chan == 0).all() if shift == 0 else (kq.chan[small] >= 3).all()
     assert small.any() and (err[7][small] < err[0][small] / 4).all()
@@ -603,6 +631,21 @@ def test_channel_exponents_read_fewer_k_words_on_smollm2():
             total += int(tp.decode_step(*step, n, 1e-3, cfg).stats.k_words_read.sum())
         read[shift] = total
     assert read[7] < 0.99 * read[0]
+
+
+def test_k_centring_reads_fewer_k_words_on_smollm2():
+    """On the same capture, centring K's channels (``k_center``) narrows their ranges, which
+    leaves room for larger channel exponents: fewer K words are read at eps = 1e-3."""
+    from hdpgen.decode_io import load_capture
+    fx = load_capture(Path(__file__).parent / "data" / "smollm2_decode.npz")
+    read = {}
+    for center in (0, 1):
+        cfg = tp.TokenPickerConfig(k_center=center)
+        read[center] = sum(
+            int(tp.decode_step(*tp.quantize_step(fx["q"][r], fx["k"][r][:, :n], fx["v"][r][:, :n],
+                                                 cfg), n, 1e-3, cfg).stats.k_words_read.sum())
+            for r, n in enumerate(int(x) for x in fx["valid_len"]))
+    assert read[1] < 0.997 * read[0]
 
 
 # ------------------------------------------------------------------------------ figures
@@ -682,8 +725,9 @@ def test_doc_usage_example_runs(capsys):
 
 def test_decode_words_bench_on_the_fixture(tmp_path):
     """``bench/decode_words.py`` runs on the bundled capture: the baseline row is 1x itself,
-    per-channel exponents read fewer K words than it and narrow the first chunk's intervals, no
-    format beats its oracle, and the V words follow the tokens kept per KV head."""
+    per-channel exponents read fewer K words than it (and centring fewer still) and narrow the
+    first chunk's intervals, no format beats its oracle, and the V words follow the tokens kept
+    per KV head."""
     import json
     import subprocess
     import sys
@@ -692,8 +736,9 @@ def test_decode_words_bench_on_the_fixture(tmp_path):
     subprocess.run([sys.executable, str(root / "bench" / "decode_words.py"), "--eps", "1e-3",
                     "--json", str(out)], check=True, capture_output=True, text=True, cwd=root)
     rows = {r["format"]: r for r in json.loads(out.read_text())["rows"]}
-    base, chan = rows["k_chan_shift=0"], rows["default"]
+    base, chan = rows["k_chan_shift=0,k_center=0"], rows["k_center=0"]
     assert base["vs_baseline"] == 1 and chan["vs_baseline"] > 1 and chan["k"] < base["k"]
+    assert rows["default"]["k"] < chan["k"]          # centring reads fewer still
     # the exponents narrow the first chunk's score intervals; the scores barely move
     assert chan["first_chunk_width_logits"] < base["first_chunk_width_logits"] / 2
     assert abs(chan["gap_to_best_logits"] - base["gap_to_best_logits"]) < 0.1
