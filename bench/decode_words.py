@@ -63,7 +63,8 @@ def _first_chunk_logits(res, qkv, n: int):
     return width.ravel(), (s.max(axis=1, keepdims=True) - s).ravel()
 
 
-def measure(captures: list[dict], cfg: tp.TokenPickerConfig, eps: float, min_pos: int) -> dict:
+def measure(captures: list[dict], cfg: tp.TokenPickerConfig, eps: float, min_pos: int,
+            eps_v: float = 0.0) -> dict:
     """Word and token counts over every record at or past ``min_pos``."""
     t = dict(k=0, k_dense=0, v=0, v_dense=0, k_oracle=0, kept_q=0, valid_q=0, kept_kv=0,
              valid_kv=0, records=0)
@@ -74,7 +75,7 @@ def measure(captures: list[dict], cfg: tp.TokenPickerConfig, eps: float, min_pos
                 continue
             n = int(data["valid_len"][r])
             qkv = quantize_record(data, r, cfg)
-            res = tp.decode_step(*qkv, n, eps, cfg)
+            res = tp.decode_step(*qkv, n, eps, cfg, eps_v)
             st = res.stats
             widths.append(_first_chunk_logits(res, qkv, n))
             n_kv = st.k_words_read.shape[0]
@@ -111,6 +112,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--format", dest="formats", action="append", metavar="KEY=V[,KEY=V]",
                     help=f"a K format as TokenPickerConfig settings (repeatable; default: "
                          f"{', '.join(repr(f) for f in FORMATS)}; '' is the default config)")
+    ap.add_argument("--eps-v", type=float, default=0.0, metavar="E",
+                    help="for formats with v_lo_bits > 0: read V's low plane only for the kept "
+                         "tokens a query head may give a probability >= E (default 0: always)")
     ap.add_argument("--min-position", type=int, default=0, metavar="P",
                     help="only records whose query position is >= P")
     ap.add_argument("--json", type=Path, metavar="OUT.json")
@@ -124,17 +128,18 @@ def main(argv: list[str]) -> int:
     cfgs = {f: _config(f) for f in formats}
     for e in args.eps:
         tp.eps_q_of(e, cfgs[BASELINE])
+    tp.eps_q_of(args.eps_v, cfgs[BASELINE], "--eps-v")
     rows = []
     print(f"{'eps':>7} {'K format':<28} {'K':>6} {'V':>6} {'K+V':>6} {'x dense':>8} "
           f"{'x base':>7} {'oracle':>7} {'kept/q':>7} {'kept/kv':>7} {'width1':>6} {'gap':>5}")
     for e in args.eps:
         base = None
         for f in formats:
-            m = measure(captures, cfgs[f], e, args.min_position)
+            m = measure(captures, cfgs[f], e, args.min_position, args.eps_v)
             base = base or m
             vs_base = (base["k"] + base["v"]) / (m["k"] + m["v"])
-            rows.append({"eps": e, "format": f or "default", "config": dataclasses.asdict(cfgs[f]),
-                         "vs_baseline": vs_base, **m})
+            rows.append({"eps": e, "eps_v": args.eps_v, "format": f or "default",
+                         "config": dataclasses.asdict(cfgs[f]), "vs_baseline": vs_base, **m})
             print(f"{e:>7g} {f or 'default':<28} {m['k_fraction']:>6.3f} {m['v_fraction']:>6.3f} "
                   f"{m['kv_fraction']:>6.3f} {m['fewer_than_dense']:>7.2f}x {vs_base:>6.3f}x "
                   f"{m['oracle_fewer_than_dense']:>6.2f}x {m['kept_per_query_head']:>7.3f} "

@@ -65,6 +65,7 @@ _RANGES = {
     "q_bits": (2, 16), "k_bits": (2, 16), "v_bits": (2, 16), "word_bits": (8, 4096),
     "eps_frac": (1, 24), "exp_frac": (0, 10), "exp_bits": (4, 24), "prob_frac": (1, 16),
     "sm_frac": (0, 16), "out_bits": (2, 32), "k_chan_shift": (0, 15), "k_center": (0, 1),
+    "v_lo_bits": (0, 15),
 }
 
 
@@ -94,6 +95,12 @@ class TokenPickerConfig:
     #: decisions and outputs see the same attention, and the narrower range leaves room for a
     #: larger channel exponent (:func:`quantize_step`).  0: K as it comes.
     k_center: int = 1
+    #: low bits of each V value that a KV head reads only for the tokens one of its query heads
+    #: may give a probability of ``eps_v`` or more (0: V rows are read whole).  V is then stored
+    #: as two planes, the high ``v_bits - v_lo_bits`` bits and the low ``v_lo_bits`` bits; a
+    #: kept token whose low plane is not read is multiplied with its high bits and the low
+    #: bits' midpoint (``(v >> v_lo_bits << v_lo_bits) + 2**(v_lo_bits - 1)``)
+    v_lo_bits: int = 0
 
     def __post_init__(self):
         for name, (lo, hi) in _RANGES.items():
@@ -102,6 +109,7 @@ class TokenPickerConfig:
         _check_int("out_frac", self.out_frac, 0, self.out_bits - 1, "must be in [0, out_bits - 1]")
         _check_int("k_chan_shift", self.k_chan_shift, 0, self.k_bits - 1,
                    "must be in [0, k_bits - 1]")
+        _check_int("v_lo_bits", self.v_lo_bits, 0, self.v_bits - 1, "must be in [0, v_bits - 1]")
         if self.sm_frac % 2:
             raise ValueError(f"sm_frac must be even (the softmax tables take 2F fraction bits), "
                              f"not {self.sm_frac}")
@@ -129,8 +137,15 @@ class TokenPickerConfig:
         """Words of one token's chunk ``c``: ``ceil(d * w_c / word_bits)``."""
         return tuple(-(-d * w // self.word_bits) for w in self.chunk_widths)
 
+    def v_part_words(self, d: int) -> tuple[int, int]:
+        """Words of one token's V high plane (``v_bits - v_lo_bits`` bits per value) and low
+        plane (``v_lo_bits``; 0 words when ``v_lo_bits = 0``)."""
+        return (-(-d * (self.v_bits - self.v_lo_bits) // self.word_bits),
+                -(-d * self.v_lo_bits // self.word_bits))
+
     def v_row_words(self, d: int) -> int:
-        return -(-d * self.v_bits // self.word_bits)
+        """Words of one token's whole V row (both planes)."""
+        return sum(self.v_part_words(d))
 
 
 def _check_int(name, value, lo, hi, rule=None):
@@ -221,15 +236,23 @@ def quantize_step(q, k, v, cfg: TokenPickerConfig):
             quantize_heads(v, cfg.v_bits))
 
 
-def eps_q_of(eps: float, cfg: TokenPickerConfig) -> int:
+def eps_q_of(eps: float, cfg: TokenPickerConfig, name: str = "eps") -> int:
     """``floor(eps * 2**eps_frac)``: rounded down, so the register never exceeds ``eps``."""
     if not isinstance(eps, (int, float, np.floating, np.integer)) or not 0 <= float(eps) < 1:
-        raise ValueError(f"eps must be a number in [0, 1), not {eps!r}")
+        raise ValueError(f"{name} must be a number in [0, 1), not {eps!r}")
     q = math.floor(float(eps) * (1 << cfg.eps_frac))
     if eps > 0 and q == 0:
-        raise ValueError(f"eps = {eps!r} is below 2**-eps_frac = 2**-{cfg.eps_frac} and would "
-                         f"prune nothing; raise eps_frac")
+        raise ValueError(f"{name} = {eps!r} is below 2**-eps_frac = 2**-{cfg.eps_frac} and "
+                         f"would prune nothing; raise eps_frac")
     return q
+
+
+def coarse_v(v: np.ndarray, cfg: TokenPickerConfig) -> np.ndarray:
+    """V as a token whose low plane is not read uses it: the high ``v_bits - v_lo_bits`` bits
+    and the midpoint of the low ones (``v`` itself when ``v_lo_bits = 0``)."""
+    lo = cfg.v_lo_bits
+    v = np.asarray(v, np.int64)
+    return v if lo == 0 else ((v >> lo) << lo) + (1 << (lo - 1))
 
 
 # ---------------------------------------------------------------------------------- bounds
@@ -487,8 +510,9 @@ class StepStats:
     k_chunks_dense: int          # per KV head: n * n_chunks
     k_words_read: np.ndarray     # (n_kv,)
     k_words_dense: int           # per KV head
-    v_rows_read: np.ndarray      # (n_kv,)
+    v_rows_read: np.ndarray      # (n_kv,) V rows read (their high plane when v_lo_bits > 0)
     v_rows_dense: int            # per KV head: n
+    v_lo_rows_read: np.ndarray   # (n_kv,) V low planes read (0 when v_lo_bits = 0)
     v_words_read: np.ndarray     # (n_kv,)
     v_words_dense: int           # per KV head
     mass_lost: np.ndarray        # (n_q,) float: exact-softmax mass of the dropped tokens
@@ -516,6 +540,7 @@ class StepResult:
     lower: np.ndarray        # (n_chunks, n_q, N) L where the head examined the token, else 0
     upper: np.ndarray        # (n_chunks, n_q, N)
     read: np.ndarray         # (n_chunks + 1, n_kv, N) K chunks read; last: V rows read
+    read_v_lo: np.ndarray    # (n_kv, N) V low planes read (none when v_lo_bits = 0)
     stats: StepStats
 
 
@@ -530,10 +555,15 @@ def _float_probs(scores: np.ndarray, sf: np.ndarray, n: int, d: int) -> np.ndarr
 
 # ---------------------------------------------------------------------------------- decode step
 def decode_step(q: Quantized, k: Quantized, v: Quantized, n: int, eps: float,
-                cfg: TokenPickerConfig = TokenPickerConfig()) -> StepResult:
-    """One Token-Picker decode step (see the module docstring and ``docs/token_picker.md``)."""
+                cfg: TokenPickerConfig = TokenPickerConfig(), eps_v: float = 0.0) -> StepResult:
+    """One Token-Picker decode step (see the module docstring and ``docs/token_picker.md``).
+    ``eps_v`` matters only with ``cfg.v_lo_bits > 0``: after the last chunk, the test of the
+    pruning rule at ``eps_v`` instead of ``eps`` marks the kept tokens whose V low plane a head
+    can do without; a KV head reads it for the others (``eps_v = 0`` or ``eps = 0``: for every
+    kept token)."""
     _check_inputs(q, k, v, n, cfg)
     eps_q = eps_q_of(eps, cfg)
+    eps_v_q = eps_q_of(eps_v, cfg, "eps_v")
     qx, kx, vx = (np.asarray(a.x, np.int64) for a in (q, k, v))
     n_q, d = qx.shape
     n_kv, n_cache, _ = kx.shape
@@ -569,12 +599,18 @@ def decode_step(q: Quantized, k: Quantized, v: Quantized, n: int, eps: float,
         upper[c] = np.where(alive, up, 0)
         last_lo = np.where(alive, lo, last_lo)
         last_up = np.where(alive, up, last_up)
-        drop = prune_test(last_lo, last_up, alive, np.broadcast_to(valid, alive.shape), sf, d,
-                          n_cache, eps_q, cfg)
+        counted = np.broadcast_to(valid, alive.shape)
+        drop = prune_test(last_lo, last_up, alive, counted, sf, d, n_cache, eps_q, cfg)
+        if c == nc - 1:         # the same test at eps_v, on the same bounds, m and sigma
+            need_lo = alive & ~drop       # (eps = 0 is the dense step: everything read whole)
+            if eps_q:
+                need_lo &= ~prune_test(last_lo, last_up, alive, counted, sf, d, n_cache,
+                                       eps_v_q, cfg)
         alive &= ~drop
         drop_chunk[drop] = c + 1
 
     read[nc] = alive.reshape(n_kv, group, n_cache).any(axis=1)
+    read_v_lo = need_lo.reshape(n_kv, group, n_cache).any(axis=1) & (cfg.v_lo_bits > 0)
     alive_q[:, nc] = alive.sum(axis=1)
 
     prob = np.zeros((n_q, n_cache), np.int64)
@@ -586,14 +622,15 @@ def decode_step(q: Quantized, k: Quantized, v: Quantized, n: int, eps: float,
         s_sm = to_softmax_frac(lower[nc - 1, h], int(sf[h]), cfg)
         prob[h] = softmax_rows(s_sm[None], a[None], smc)[0]
         rows = read[nc, g]                               # the V rows KV head g reads
-        acc[h], out[h] = _pv_out(prob[h, rows], vx[g, rows], int(v.frac[g]), cfg)
+        v_used = np.where(read_v_lo[g][:, None], vx[g], coarse_v(vx[g], cfg))
+        acc[h], out[h] = _pv_out(prob[h, rows], v_used[rows], int(v.frac[g]), cfg)
 
     scores = np.zeros((n_q, n_cache), np.int64)
     scores[:, :n] = np.einsum("hd,hnd->hn", qx, kx[kv_of, :n])
     pf = _float_probs(scores, sf, n, d)
     dropped = ~alive[:, :n]
     mass = np.where(dropped, pf, 0.0)
-    kw, vw = cfg.k_chunk_words(d), cfg.v_row_words(d)
+    kw, (vw_hi, vw_lo) = cfg.k_chunk_words(d), cfg.v_part_words(d)
     k_chunks = read[:nc].sum(axis=2).T                   # (n_kv, nc)
     stats = StepStats(
         n_valid=n, n_chunks=nc, alive_q=alive_q,
@@ -601,11 +638,14 @@ def decode_step(q: Quantized, k: Quantized, v: Quantized, n: int, eps: float,
         k_chunks_read=k_chunks.sum(axis=1), k_chunks_dense=n * nc,
         k_words_read=(k_chunks * np.asarray(kw)).sum(axis=1), k_words_dense=n * sum(kw),
         v_rows_read=read[nc].sum(axis=1), v_rows_dense=n,
-        v_words_read=read[nc].sum(axis=1) * vw, v_words_dense=n * vw,
+        v_lo_rows_read=read_v_lo.sum(axis=1),
+        v_words_read=read[nc].sum(axis=1) * vw_hi + read_v_lo.sum(axis=1) * vw_lo,
+        v_words_dense=n * (vw_hi + vw_lo),
         mass_lost=mass.sum(axis=1), max_dropped_prob=mass.max(axis=1, initial=0.0),
         needed_q=(pf >= eps).sum(axis=1))
     return StepResult(out=out, acc=acc, prob=prob, keep=alive, drop_chunk=drop_chunk,
-                      scores=scores, lower=lower, upper=upper, read=read, stats=stats)
+                      scores=scores, lower=lower, upper=upper, read=read, read_v_lo=read_v_lo,
+                      stats=stats)
 
 
 def dense_decode_step(q: Quantized, k: Quantized, v: Quantized, n: int,
@@ -679,7 +719,8 @@ class DecodeSummary:
 
 def decode_steps(queries: Sequence[Quantized], k: Quantized, v: Quantized,
                  lengths: Sequence[int], eps: float,
-                 cfg: TokenPickerConfig = TokenPickerConfig()) -> DecodeSummary:
+                 cfg: TokenPickerConfig = TokenPickerConfig(),
+                 eps_v: float = 0.0) -> DecodeSummary:
     """Run :func:`decode_step` once per position (query ``queries[t]`` over the first
     ``lengths[t]`` cache positions) and add up the statistics."""
     if len(queries) != len(lengths):
@@ -687,7 +728,7 @@ def decode_steps(queries: Sequence[Quantized], k: Quantized, v: Quantized,
                          f"not {len(lengths)}")
     s = DecodeSummary()
     for qt, n in zip(queries, lengths):
-        r = decode_step(qt, k, v, n, eps, cfg)
+        r = decode_step(qt, k, v, n, eps, cfg, eps_v)
         st = r.stats
         n_kv = st.k_words_read.shape[0]
         s.steps.append(r)

@@ -56,6 +56,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=float, default=1e-3,
                    help="probability threshold below which a token is dropped (default 1e-3; "
                         "0 keeps every token)")
+    p.add_argument("--eps-v", type=float, default=0.0, metavar="E",
+                   help="with --set v_lo_bits=L: read V's low L bits only for the kept tokens "
+                        "a query head may give a probability >= E (default 0: for all)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="a TokenPickerConfig field, e.g. k_bits=12, chunk_bits=4 (repeatable)")
     p.add_argument("--records", metavar="I[,I...]", action="append",
@@ -95,7 +98,8 @@ def quantize_record(data: dict, r: int, cfg: tp.TokenPickerConfig):
             dataclasses.replace(vq, x=np.pad(vq.x, pad)))
 
 
-def run_golden(data: dict, records: list[int], eps: float, cfg: tp.TokenPickerConfig):
+def run_golden(data: dict, records: list[int], eps: float, cfg: tp.TokenPickerConfig,
+               eps_v: float = 0.0):
     """``(quantized, results, reference)`` per record: the quantized step, the
     :class:`~golden.token_picker.StepResult` and the float64 unquantized output."""
     quant, results, refs = [], [], []
@@ -103,7 +107,7 @@ def run_golden(data: dict, records: list[int], eps: float, cfg: tp.TokenPickerCo
         qkv = quantize_record(data, r, cfg)
         n = int(data["valid_len"][r])
         quant.append(qkv)
-        results.append(tp.decode_step(*qkv, n, eps, cfg))
+        results.append(tp.decode_step(*qkv, n, eps, cfg, eps_v))
         refs.append(tp.float_decode_step(data["q"][r], data["k"][r], data["v"][r], n))
     return quant, results, refs
 
@@ -130,10 +134,9 @@ def rtl_limits_problem(d: int, n_cache: int, group: int, cfg: tp.TokenPickerConf
     """Why the RTL engine cannot be elaborated for these sizes (None when it can)."""
     from hw.decode.params import DecodeParams
     try:
-        DecodeParams(cfg, d=d, n_cache=n_cache, group=group)
+        return DecodeParams(cfg, d=d, n_cache=n_cache, group=group).burst_problem()
     except ValueError as exc:
         return str(exc)
-    return None
 
 
 def _parse_records(values, count: int) -> list[int]:
@@ -200,6 +203,7 @@ def _simulate(args, data, records, quant, results, cfg, eps):
                 fig = Path(tmp) / f"fig_{i}_{g}.json"
                 spec = {"cfg": dataclasses.asdict(cfg), "d": d, "n_cache": n_cache,
                         "group": group, "n": int(data["valid_len"][r]), "eps": eps,
+                        "eps_v": args.eps_v,
                         "case": "file", "data": str(case), "seed": 1, "stall": 0.0,
                         "axil": True, "check": bool(args.compare)}
                 try:
@@ -235,6 +239,9 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_from_settings(args.settings)
     eps = args.eps
     tp.eps_q_of(eps, cfg)                  # a ValueError names the rule
+    tp.eps_q_of(args.eps_v, cfg, "--eps-v")
+    if args.eps_v and not cfg.v_lo_bits:
+        raise CliError("--eps-v needs --set v_lo_bits=L with L > 0 (V's low plane to skip)")
     _check_args(args)
     data = load_capture(args.qkv)
     records = _parse_records(args.records, data["q"].shape[0])
@@ -252,7 +259,7 @@ def main(args: argparse.Namespace) -> int:
             raise CliError(f"{args.qkv}: the RTL decode engine cannot be built for this file "
                            f"(d = {d}, N = {n_cache}, group_size = {group}): {problem}")
 
-    quant, results, refs = run_golden(data, records, eps, cfg)
+    quant, results, refs = run_golden(data, records, eps, cfg, args.eps_v)
     vl = [int(data["valid_len"][r]) for r in records]
     summary = summarize(results, vl, group)
     scale = 2.0 ** -cfg.out_frac
@@ -281,7 +288,8 @@ def main(args: argparse.Namespace) -> int:
                   for r, n, x in zip(records, vl, results)]
     report = {"input": {"path": str(args.qkv), "model": data["model"], "records": len(records),
                         "query_heads": hq, "kv_heads": hkv, "head_dim": d, "n_cache": n_cache},
-              "config": dataclasses.asdict(cfg), "eps": eps, "summary": summary,
+              "config": dataclasses.asdict(cfg), "eps": eps, "eps_v": args.eps_v,
+              "summary": summary,
               "error_vs_float": error, "records": per_record}
 
     problems = []

@@ -48,6 +48,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="pruning threshold(s) (default 1e-3)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="a TokenPickerConfig field, e.g. k_bits=12, chunk_bits=4 (repeatable)")
+    p.add_argument("--eps-v", type=float, default=0.0, metavar="E",
+                   help="with --set v_lo_bits=L: a KV head reads V's low L bits only for the "
+                        "tokens a query head may give a probability >= E (default 0: always)")
     p.add_argument("--max-texts", type=int, metavar="N", help="use only the first N texts")
     p.add_argument("--late-from", type=int, default=200, metavar="P",
                    help="also give the words read at query positions >= P alone (default 200: "
@@ -60,6 +63,7 @@ class PruneCounter:
     """The hook of one pruned run: masks and counts (summed over layers, positions, heads)."""
     eps: float
     cfg: tp.TokenPickerConfig
+    eps_v: float = 0.0
     k_read: int = 0
     k_dense: int = 0
     v_read: int = 0
@@ -77,12 +81,15 @@ class PruneCounter:
         nq, t, _ = q.shape
         nkv = k.shape[0]
         allow = np.zeros((nq, t, t), bool)
+        delta = np.zeros(q.shape, np.float64) if self.cfg.v_lo_bits else None
         lk = self.layer_kept.setdefault(layer, [0, 0])
         for p in range(t):
             n = p + 1
             qq, kq, vq = tp.quantize_step(q[:, p], k[:, :n], v[:, :n], self.cfg)
-            r = tp.decode_step(qq, kq, vq, n, self.eps, self.cfg)
+            r = tp.decode_step(qq, kq, vq, n, self.eps, self.cfg, self.eps_v)
             allow[:, p, :n] = r.keep
+            if delta is not None:
+                delta[:, p] = _coarse_v_delta(q[:, p], k[:, :n], v[:, :n], vq, r, self.cfg)
             st = r.stats
             words = (int(st.k_words_read.sum()), st.k_words_dense * nkv,
                      int(st.v_words_read.sum()), st.v_words_dense * nkv)
@@ -99,7 +106,7 @@ class PruneCounter:
             self.valid_kv += n * nkv
             lk[0] += kq_
             lk[1] += n * nq
-        return allow
+        return allow if delta is None else (allow, delta)
 
     def figures(self) -> dict:
         kv_r, kv_d = self.k_read + self.v_read, self.k_dense + self.v_dense
@@ -120,6 +127,27 @@ class PruneCounter:
                                                  sorted(self.layer_kept.items())}}
 
 
+def _coarse_v_delta(q, k, v, vq: tp.Quantized, r: tp.StepResult, cfg: tp.TokenPickerConfig):
+    """What the V rows a step reads coarse change in each query head's float attention output:
+    ``sum_j P_j * (coarse_j - v_j)`` over the kept tokens whose low V plane the KV head did not
+    read, with ``P`` the float softmax over the head's kept tokens and ``coarse_j`` the value
+    the step multiplies (:func:`golden.token_picker.coarse_v`, dequantized)."""
+    nq, d = q.shape
+    n_kv, n = v.shape[:2]
+    kv_of = np.arange(nq) // (nq // n_kv)
+    keep = r.keep[:, :n]
+    coarse = keep & ~r.read_v_lo[kv_of, :n]
+    if not coarse.any():
+        return np.zeros((nq, d))
+    s = np.einsum("hd,hnd->hn", np.asarray(q, np.float64), np.asarray(k, np.float64)[kv_of])
+    s = np.where(keep, s / math.sqrt(d), -np.inf)
+    prob = np.exp(s - s.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    scale = np.exp2(-np.asarray(vq.frac, np.float64))[:, None, None]
+    diff = tp.coarse_v(vq.x[:, :n], cfg) * scale - np.asarray(v, np.float64)   # (n_kv, n, d)
+    return np.einsum("hn,hnd->hd", np.where(coarse, prob, 0.0), diff[kv_of])
+
+
 def _nll_sum(model, ids, hook=None) -> float:
     out = model.run(ids, hook, labels=True)
     return float(out.loss) * (int(ids.shape[1]) - 1)
@@ -133,6 +161,9 @@ def main(args: argparse.Namespace) -> int:
         if e == 0:
             raise CliError("--eps 0 prunes nothing (it is the dense run); give values in (0, 1)")
         tp.eps_q_of(e, cfg)
+    tp.eps_q_of(args.eps_v, cfg, "--eps-v")
+    if args.eps_v and not cfg.v_lo_bits:
+        raise CliError("--eps-v needs --set v_lo_bits=L with L > 0 (V's low plane to skip)")
     if args.late_from < 0:
         raise CliError(f"--late-from must be >= 0, not {args.late_from}")
     if args.max_texts is not None and args.max_texts < 1:
@@ -161,7 +192,7 @@ def main(args: argparse.Namespace) -> int:
     results = []
     for e in args.eps:
         t1 = time.time()
-        counter = PruneCounter(e, cfg, late_from=args.late_from)
+        counter = PruneCounter(e, cfg, args.eps_v, late_from=args.late_from)
         nll = 0.0
         for i, x in enumerate(ids):
             nll += _nll_sum(model, x, counter)
@@ -173,9 +204,12 @@ def main(args: argparse.Namespace) -> int:
                         "seconds": time.time() - t1})
     report = {"model": smollm.MODEL_ID, "texts": str(args.texts), "n_texts": len(texts),
               "tokens": lengths, "predicted_tokens": predicted, "config": dataclasses.asdict(cfg),
+              "eps_v": args.eps_v,
               "results": results}
     print(f"hdpgen eval-decoder: {smollm.MODEL_ID}, {len(texts)} texts, {predicted} predicted "
-          f"tokens, K {cfg.k_bits} bits in {cfg.chunk_bits}-bit chunks")
+          f"tokens, K {cfg.k_bits} bits in {cfg.chunk_bits}-bit chunks"
+          + (f", V's low {cfg.v_lo_bits} bits read at eps_v {args.eps_v:g}" if cfg.v_lo_bits
+             else ""))
     print(f"  perplexity dense {ppl_dense:.4f}")
     for r in results:
         print(f"  eps {r['eps']:g}: perplexity {r['ppl_pruned']:.4f} ({r['ppl_rel_change']:+.2%}); "

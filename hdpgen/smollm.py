@@ -114,7 +114,8 @@ def read_texts(path: Path) -> list[str]:
 #: The function the registered attention calls: ``fn(layer, q, k, v) -> mask or None`` with
 #: float32 NumPy q (9, T, 64), k and v (3, T, 64) of one sequence (post-RoPE q and k); a
 #: returned bool mask (9, T, T) says which keys each query position may use (on top of the
-#: causal mask).  None: plain causal attention.
+#: causal mask).  None: plain causal attention.  It may also return ``(mask, delta)`` with
+#: ``delta`` a float array (9, T, 64) added to the attention output (a change of some V rows).
 _HOOK: list[Callable | None] = [None]
 
 
@@ -129,9 +130,12 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     fn = _HOOK[0]
     allow = torch.ones(t, key.shape[2], dtype=torch.bool).tril(key.shape[2] - t)
     allow = allow[None].expand(nq, -1, -1)
+    delta = None
     if fn is not None:
         extra = fn(int(module.layer_idx), query[0].detach().float().numpy(),
                    key[0].detach().float().numpy(), value[0].detach().float().numpy())
+        if isinstance(extra, tuple):
+            extra, delta = extra
         if extra is not None:
             allow = allow & torch.as_tensor(np.asarray(extra, bool))
     k = key[0].repeat_interleave(nq // nkv, dim=0)
@@ -139,7 +143,10 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     s = torch.matmul(query[0].float(), k.float().transpose(1, 2)) * (scaling or d ** -0.5)
     s = s.masked_fill(~allow, float("-inf"))
     p = torch.softmax(s, dim=-1)
-    o = torch.matmul(p, v.float()).to(query.dtype)
+    o = torch.matmul(p, v.float())
+    if delta is not None:
+        o = o + torch.as_tensor(np.asarray(delta, np.float32))
+    o = o.to(query.dtype)
     return o[None].transpose(1, 2).contiguous(), None
 
 

@@ -17,7 +17,7 @@ from sim.amaranth_streams import axil_read, axil_read_reg, axil_write, axil_writ
 
 CFG = tp.TokenPickerConfig()
 P = DecodeParams(CFG, d=8, n_cache=16, group=1)
-INIT = {"eps_q": 65, "n": 11, "k_base": 0x3000, "v_base": 0x9000, "v_frac": 5}
+INIT = {"eps_q": 65, "n": 11, "k_base": 0x3000, "v_base": 0x9000, "v_frac": 5, "eps_v_q": 300}
 
 
 def simulate(dut, bench):
@@ -28,16 +28,17 @@ def simulate(dut, bench):
 
 
 def test_register_map_layout():
-    """Word-aligned, non-overlapping, settings then status then counters, widths from p."""
+    """Word-aligned, non-overlapping, settings then status then counters (and eps_v_q, added
+    after them), widths from p."""
     regs = register_map(P)
-    assert [r.name for r in regs] == [*SETTINGS, "status", *COUNTERS]
-    assert [r.addr for r in regs] == [0x00, 0x04, 0x08, 0x10, 0x18, 0x1C, 0x20, 0x24, 0x28]
+    assert [r.name for r in regs] == [*SETTINGS[:-1], "status", *COUNTERS, "eps_v_q"]
+    assert [r.addr for r in regs] == [0x00, 0x04, 0x08, 0x10, 0x18, 0x1C, 0x20, 0x24, 0x28, 0x2C]
     w = {r.name: r.width for r in regs}
     assert w == {"eps_q": 16, "n": 5, "k_base": 32, "v_base": 32, "v_frac": 3, "status": 2,
-                 "k_words": 32, "v_words": 32, "cycles": 32}
-    assert [r.name for r in regs if r.rw] == list(SETTINGS)
+                 "k_words": 32, "v_words": 32, "cycles": 32, "eps_v_q": 16}
+    assert sorted(r.name for r in regs if r.rw) == sorted(SETTINGS)
     assert {r.name: r.init for r in regs if r.rw} == \
-        {"eps_q": 0, "n": 16, "k_base": 0, "v_base": 0, "v_frac": 0}
+        {"eps_q": 0, "n": 16, "k_base": 0, "v_base": 0, "v_frac": 0, "eps_v_q": 0}
 
 
 @pytest.mark.parametrize("addr_width", [32, 40])
@@ -100,7 +101,7 @@ def test_settings_held_while_busy():
     reads back at once, and ``status`` shows busy, but the engine keeps the step's values."""
     dut = DecodeAccel(P, **INIT)
     eng = dut.engine
-    new = {"eps_q": 7, "n": 3, "k_base": 0x5000, "v_base": 0x7000, "v_frac": 1}
+    new = {"eps_q": 7, "n": 3, "k_base": 0x5000, "v_base": 0x7000, "v_frac": 1, "eps_v_q": 9}
 
     async def bench(ctx):
         bus = dut.s_axil
@@ -131,6 +132,7 @@ def test_rejects_bad_parameters():
     bad("reg_addr_width must be an integer in \\[6, 32\\]", P, reg_addr_width=5)
     bad("reg_addr_width must be", P, reg_addr_width=True)
     bad("eps_q must be an integer in \\[0, 65535\\]", P, eps_q=1 << 16)
+    bad("eps_v_q must be an integer in \\[0, 65535\\]", P, eps_v_q=-1)
     bad("n must be an integer in \\[1, 16\\]", P, n=0)
     bad("n must be", P, n=17)
     bad("k_base must be a multiple of 4096", P, k_base=0x1800)

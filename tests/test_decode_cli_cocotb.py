@@ -29,11 +29,11 @@ def small_capture(path: Path, records=(3, 6), n=64) -> Path:
     return path
 
 
-def check_sim_compare(simulator, build_dir, tmp_path, capsys, records):
+def check_sim_compare(simulator, build_dir, tmp_path, capsys, records, extra=()):
     inp = small_capture(tmp_path / "small.npz", records=records)
     out = tmp_path / "out.npz"
     code = cli.main(["decode", "--qkv", str(inp), "--out", str(out), "--sim", simulator,
-                     "--compare", "--build-dir", str(build_dir)])
+                     "--compare", "--build-dir", str(build_dir), *extra])
     stdout, err = capsys.readouterr()
     assert code == 0, err
     assert "RTL vs golden: bit-exact" in stdout and "cycles per KV-head decode step" in stdout
@@ -44,6 +44,7 @@ def check_sim_compare(simulator, build_dir, tmp_path, capsys, records):
     assert rep["rtl"]["mismatches"] == [] and rep["rtl"]["compared"]
     assert len(rep["rtl"]["cycles_per_kv_head_step"]) == len(records)
     print(f"\n{stdout}")
+    return rep
 
 
 @pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
@@ -53,8 +54,14 @@ def test_decode_sim_compare(simulator, build_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("simulator", ["verilator"], indirect=True)
 def test_decode_sim_compare_verilator(simulator, build_dir, tmp_path, capsys):
-    """The same on Verilator, with the other layer's record."""
-    check_sim_compare(simulator, build_dir, tmp_path, capsys, (3,))
+    """The same on Verilator, with the other layer's record and V in two planes: the low plane
+    read only for the kept tokens whose probability may reach eps_v = 1e-2."""
+    rep = check_sim_compare(simulator, build_dir, tmp_path, capsys, (3,),
+                            ["--set", "v_lo_bits=4", "--eps-v", "1e-2"])
+    s = rep["summary"]
+    assert rep["eps_v"] == 1e-2 and rep["config"]["v_lo_bits"] == 4
+    # the kept tokens' high planes are 8 of a row's 16 words: fewer than 16 words each
+    assert s["v_words_read"] < 16 * s["kept_kv"]
 
 
 @pytest.mark.parametrize("simulator", ["icarus"], indirect=True)

@@ -28,7 +28,7 @@ ENGINE_CYCLES_NO_STALL = 1065
 
 def run_step(simulator, build_dir, tmp_path, *, case="synthetic", group=3, d=16, n_cache=48,
              n=44, eps=1e-3, seed=7, stall=0.3, cfg=CFG, broken=None, engine=False, accel=False,
-             write_while_busy=None):
+             write_while_busy=None, eps_v=0.0):
     p = DecodeParams(cfg, d=d, n_cache=n_cache, group=group)
     if accel:
         dut, name = DecodeAccel(p), "decode_accel"
@@ -39,7 +39,7 @@ def run_step(simulator, build_dir, tmp_path, *, case="synthetic", group=3, d=16,
         setattr(dut.engine if accel and not broken.startswith("_hold") else dut, broken, False)
     spec = {"cfg": dataclasses.asdict(cfg), "d": d, "n_cache": n_cache, "group": group, "n": n,
             "eps": eps, "case": case, "seed": seed, "stall": stall, "engine": engine,
-            "axil": accel, "write_while_busy": write_while_busy}
+            "axil": accel, "write_while_busy": write_while_busy, "eps_v": eps_v}
     out = tmp_path / "figures.json"
     run_cocotb(unit=dut, cfg=HDPConfig(), name=name, simulator=simulator,
                test_module="sim.benches.bench_decode", build_dir=build_dir,
@@ -69,6 +69,34 @@ def test_broken_variant_is_caught(simulator, build_dir, tmp_path):
     """Reading every valid token's V row (pruned ones included) fails the AR check."""
     with pytest.raises(AssertionError, match="V row of token"):
         run_step(simulator, build_dir, tmp_path, broken="_v_union")
+
+
+CFG_VLO = dataclasses.replace(CFG, v_lo_bits=4)
+
+
+def test_engine_v_low_plane(simulator, build_dir, tmp_path):
+    """V in two planes (``v_lo_bits = 4``), eps_v = 2e-2: the engine reads a kept token's low
+    plane only where some head's eps_v test asks for it (the bench checks every AR request and
+    that none touches another low plane), multiplies the others with their coarse value, and
+    its outputs equal golden's, with stalls; it reads fewer V words than with eps_v = 0."""
+    f = run_step(simulator, build_dir, tmp_path, engine=True, cfg=CFG_VLO, eps_v=2e-2)
+    e = run_step(simulator, build_dir, tmp_path, engine=True, cfg=CFG_VLO, eps_v=0.0)
+    assert f["out_match"] and f["reads_match"] and e["out_match"] and e["reads_match"]
+    assert f["v_words"] < e["v_words"] and f["k_words"] == e["k_words"]
+    print(f"\n{simulator}: eps_v 2e-2 {f['v_words']} V words, eps_v 0 {e['v_words']}")
+
+
+@pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
+def test_group_v_low_plane_words_and_broken_rule(simulator, build_dir, tmp_path):
+    """DecodeGroup with two V planes: the V words on m_axis (a row's high plane words, then its
+    low plane words where read) equal memory; a group that reads every kept token's low plane
+    (``_v_lo_rule`` off) fails the read check."""
+    f = run_step(simulator, build_dir, tmp_path, cfg=CFG_VLO, eps_v=2e-2, case="random",
+                 group=2, d=8, n_cache=32, n=29, eps=1e-2, seed=3, stall=0.5)
+    assert f["out_match"] and f["reads_match"]
+    with pytest.raises(AssertionError, match="V low plane of token"):
+        run_step(simulator, build_dir / "broken", tmp_path, cfg=CFG_VLO, eps_v=2e-2,
+                 broken="_v_lo_rule")
 
 
 @pytest.mark.parametrize("simulator", ["icarus"], indirect=True)

@@ -146,6 +146,8 @@ def test_decode_cli_rejects_before_work(capsys, tmp_path, name, change, message)
     (["--records", "9"], "--records: 9 is outside [0, 8]"),
     (["--set", "k_bits=40"], "k_bits must be an integer in [2, 16]"),
     (["--set", "nope=1"], "--set nope: not a TokenPickerConfig field"),
+    (["--eps-v", "1e-2"], "--eps-v needs --set v_lo_bits=L with L > 0"),
+    (["--eps-v", "2", "--set", "v_lo_bits=4"], "--eps-v must be a number in [0, 1), not 2.0"),
 ])
 def test_decode_cli_bad_options(capsys, tmp_path, argv, message):
     out = tmp_path / "out.npz"

@@ -407,6 +407,65 @@ def test_counts_follow_the_read_masks_and_never_exceed_dense():
         assert (s.kept_kv >= s.kept_q.reshape(2, 2).max(axis=1)).all()
 
 
+# ------------------------------------------------------------------------------ V low plane
+def test_v_planes_layout_and_coarse_value():
+    c = tp.TokenPickerConfig(v_bits=8, v_lo_bits=4, word_bits=32)
+    assert c.v_part_words(64) == (8, 8) and c.v_row_words(64) == 16
+    assert tp.TokenPickerConfig(v_bits=8, v_lo_bits=3).v_part_words(13) == (3, 2)
+    assert tp.TokenPickerConfig().v_part_words(64) == (16, 0)
+    v = np.array([-128, -113, -1, 0, 15, 16, 127])
+    assert tp.coarse_v(v, c).tolist() == [-120, -120, -8, 8, 8, 24, 120]
+    assert tp.coarse_v(v, CFG).tolist() == v.tolist()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_v_low_plane_is_read_for_the_likely_tokens(seed):
+    """With ``v_lo_bits`` the V low plane is read for the kept tokens whose probability the
+    eps_v test cannot rule under eps_v; every other kept token's exact probability is below
+    eps_v in every head, and P x V multiplies it with its coarse value.  eps_v = 0 reads every
+    kept token's low plane and gives the plain step's outputs bit for bit."""
+    cfg = tp.TokenPickerConfig(v_lo_bits=4, chunk_bits=3)
+    rng = np.random.default_rng(100 + seed)
+    q, k, v = random_case(rng, cfg, 6, 2, 40, 12, spread=rng.uniform(0.3, 1.0))
+    n = int(rng.integers(20, 41))
+    plain = tp.decode_step(q, k, v, n, 1e-3, dataclasses.replace(cfg, v_lo_bits=0))
+    full = tp.decode_step(q, k, v, n, 1e-3, cfg, eps_v=0)
+    assert np.array_equal(full.out, plain.out) and np.array_equal(full.read, plain.read)
+    assert np.array_equal(full.read_v_lo, plain.read[-1]) and not plain.read_v_lo.any()
+    assert np.array_equal(full.stats.v_words_read, plain.read[-1].sum(axis=1) * cfg.v_row_words(12))
+    r = tp.decode_step(q, k, v, n, 1e-3, cfg, eps_v=0.05)
+    assert np.array_equal(r.keep, plain.keep) and np.array_equal(r.read, plain.read)
+    lo = r.read_v_lo
+    assert not (lo & ~r.read[-1]).any(), "a low plane without its high plane"
+    probs = exact_probs(q, k, n)
+    kv_of = np.arange(6) // 3
+    for h in range(6):
+        coarse = r.keep[h, :n] & ~lo[kv_of[h], :n]
+        assert (probs[h][coarse] < 0.05).all()
+        used = np.where(lo[kv_of[h]][:, None], v.x[kv_of[h]], tp.coarse_v(v.x[kv_of[h]], cfg))
+        assert np.array_equal(r.acc[h], r.prob[h, :n] @ used[:n])
+    vw_hi, vw_lo = cfg.v_part_words(12)
+    assert np.array_equal(r.stats.v_lo_rows_read, lo.sum(axis=1))
+    assert np.array_equal(r.stats.v_words_read, r.read[-1].sum(axis=1) * vw_hi + lo.sum(axis=1) * vw_lo)
+    assert r.stats.v_words_dense == n * (vw_hi + vw_lo)
+
+
+def test_v_low_plane_skips_rows_on_smollm2():
+    """On the bundled capture, eps_v = 1e-2 leaves the low plane of many kept tokens unread."""
+    from hdpgen.decode_io import load_capture
+    fx = load_capture(Path(__file__).parent / "data" / "smollm2_decode.npz")
+    cfg = tp.TokenPickerConfig(v_lo_bits=4)
+    hi = lo = 0
+    for r in range(len(fx["layer"])):
+        n = int(fx["valid_len"][r])
+        step = tp.quantize_step(fx["q"][r], fx["k"][r][:, :n], fx["v"][r][:, :n], cfg)
+        st = tp.decode_step(*step, n, 1e-3, cfg, eps_v=1e-2).stats
+        hi, lo = hi + int(st.v_rows_read.sum()), lo + int(st.v_lo_rows_read.sum())
+    assert lo < 0.8 * hi
+    with pytest.raises(ValueError, match=r"eps_v must be a number in \[0, 1\), not 2"):
+        tp.decode_step(*step, n, 1e-3, cfg, eps_v=2)
+
+
 def test_unread_data_cannot_matter():
     """Corrupt every K chunk and V row that the step did not read: the result is identical."""
     rng = np.random.default_rng(11)
@@ -501,6 +560,8 @@ def test_decode_steps_sums_the_steps():
     ("exp_frac", 2.0, r"exp_frac must be an integer"),
     ("k_chan_shift", 12, r"k_chan_shift must be in \[0, k_bits - 1\], not 12"),
     ("k_chan_shift", -1, r"k_chan_shift must be an integer in \[0, 15\], not -1"),
+    ("v_lo_bits", 8, r"v_lo_bits must be in \[0, v_bits - 1\], not 8"),
+    ("k_center", 2, r"k_center must be an integer in \[0, 1\], not 2"),
 ])
 def test_config_errors_name_the_field(field, value, msg):
     with pytest.raises(ValueError, match=msg):

@@ -25,10 +25,10 @@ from .params import DecodeParams
 __all__ = ["DecodeAccel", "register_map", "SETTINGS", "COUNTERS", "REG_ADDR_WIDTH",
            "STATUS_BUSY", "STATUS_RERR"]
 
-#: Address bits of ``s_axil`` unless told otherwise (the map ends at 0x2C).
+#: Address bits of ``s_axil`` unless told otherwise (the map ends at 0x30).
 REG_ADDR_WIDTH = 8
 #: The read/write registers, each the engine port of the same name.
-SETTINGS = ("eps_q", "n", "k_base", "v_base", "v_frac")
+SETTINGS = ("eps_q", "n", "k_base", "v_base", "v_frac", "eps_v_q")
 #: The read-only counters, each the engine port of the same name.
 COUNTERS = ("k_words", "v_words", "cycles")
 #: Bit of ``status`` that is high while a step runs.
@@ -51,7 +51,8 @@ def _check_int(name: str, value, lo: int, hi: int, extra: str = "") -> int:
 
 
 def register_map(p: DecodeParams, addr_width: int = 32, *, eps_q: int = 0, n: int | None = None,
-                 k_base: int = 0, v_base: int = 0, v_frac: int = 0) -> list[Reg]:
+                 k_base: int = 0, v_base: int = 0, v_frac: int = 0,
+                 eps_v_q: int = 0) -> list[Reg]:
     """The registers of :class:`DecodeAccel` built for ``p`` with an ``addr_width``-bit
     ``m_axi``; the keywords are the reset values of the settings (``n`` defaults to
     ``p.n_cache``).  ``k_base`` and ``v_base`` take two words each (the upper one unused, and
@@ -62,6 +63,7 @@ def register_map(p: DecodeParams, addr_width: int = 32, *, eps_q: int = 0, n: in
     cfg = p.cfg
     n = p.n_cache if n is None else n
     _check_int("eps_q", eps_q, 0, (1 << cfg.eps_frac) - 1)
+    _check_int("eps_v_q", eps_v_q, 0, (1 << cfg.eps_frac) - 1)
     _check_int("n", n, 1, p.n_cache)
     for name, base in (("k_base", k_base), ("v_base", v_base)):
         _check_int(name, base, 0, (1 << addr_width) - _BASE_ALIGN, " and a multiple of 4096")
@@ -79,6 +81,7 @@ def register_map(p: DecodeParams, addr_width: int = 32, *, eps_q: int = 0, n: in
         Reg("k_words", 0x20, 32, False),
         Reg("v_words", 0x24, 32, False),
         Reg("cycles", 0x28, 32, False),
+        Reg("eps_v_q", 0x2C, cfg.eps_frac, True, eps_v_q),
     ]
 
 
@@ -94,7 +97,7 @@ class DecodeAccel(wiring.Component):
         Address bits of ``m_axi`` (12 ... 64), hence the width of ``k_base`` and ``v_base``.
     reg_addr_width : int
         Address bits of ``s_axil`` (6 ... 32).
-    eps_q, n, k_base, v_base, v_frac : int
+    eps_q, n, k_base, v_base, v_frac, eps_v_q : int
         Reset values of the settings (see :func:`register_map`).
 
     Ports

@@ -2,7 +2,7 @@
 softmax (the project's :class:`hw.softmax_unit.SoftmaxUnit`, configured like
 :func:`golden.token_picker.softmax_config`) and P x V with the golden's requantization."""
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -68,10 +68,11 @@ class DecodeEngine(DecodeGroup):
         return m
 
     def _v_word(self, m: Module, rd, tag, wi) -> None:
-        """Store V word ``wi`` of token ``tag.tok`` into the row buffer."""
+        """Store the V word into its place in token ``tag.tok``'s row of the buffer."""
+        idx = self._v_index(tag, wi)
         m.d.comb += [rd.ready.eq(1), self._vwr.addr.eq(tag.tok),
                      self._vwr.data.eq(rd.payload.data.replicate(self._vw)),
-                     self._vwr.en.eq(Mux(rd.valid, 1 << wi[:max(1, (self._vw - 1).bit_length())],
+                     self._vwr.en.eq(Mux(rd.valid, 1 << idx[:max(1, (self._vw - 1).bit_length())],
                                          0))]
 
     def _drain(self, m: Module, h):
@@ -131,17 +132,29 @@ class DecodeEngine(DecodeGroup):
                                  toks.w_en.eq(so.valid & sm.s_in.ready & toks.w_rdy)]
 
     def _pv(self, m: Module, sm, toks, acc, row_done) -> None:
-        """For each probability: read the token's V row (one cycle), add ``p * v`` to ``acc``."""
+        """For each probability: read the token's V row (one cycle), add ``p * v`` to ``acc``;
+        a token whose low plane was not read uses its high bits and the low bits' midpoint
+        (:func:`golden.token_picker.coarse_v`)."""
         p, cfg = self.p, self.p.cfg
         busy, p_reg, last_reg = Signal(), Signal(unsigned(len(sm.p_out.payload.p))), Signal()
+        tok_reg = Signal(unsigned(p.tok_width))
         fire = sm.p_out.valid & ~busy
         m.d.comb += [sm.p_out.ready.eq(~busy), toks.r_en.eq(fire),
                      self._vrd.addr.eq(toks.r_data)]
         m.d.sync += busy.eq(fire)
         with m.If(fire):
-            m.d.sync += [p_reg.eq(sm.p_out.payload.p), last_reg.eq(sm.p_out.payload.last)]
-        row = data.ArrayLayout(signed(cfg.v_bits), p.d)
-        v = row(self._vrd.data[:p.d * cfg.v_bits])
+            m.d.sync += [p_reg.eq(sm.p_out.payload.p), last_reg.eq(sm.p_out.payload.last),
+                         tok_reg.eq(toks.r_data)]
+        lo_bits = cfg.v_lo_bits
+        hi = data.ArrayLayout(signed(cfg.v_bits - lo_bits), p.d)(
+            self._vrd.data[:p.d * (cfg.v_bits - lo_bits)])
+        if lo_bits:
+            lo = data.ArrayLayout(unsigned(lo_bits), p.d)(
+                self._vrd.data[self._vh * cfg.word_bits:][:p.d * lo_bits])
+            full = self._union_lo.bit_select(tok_reg, 1)
+            v = [Cat(Mux(full, lo[i], 1 << (lo_bits - 1)), hi[i]).as_signed() for i in range(p.d)]
+        else:
+            v = [hi[i] for i in range(p.d)]
         with m.If(busy):
             m.d.sync += [a.eq(a + p_reg * v[i]) for i, a in enumerate(acc)]
         m.d.comb += row_done.eq(busy & last_reg)

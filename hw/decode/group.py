@@ -1,7 +1,7 @@
 """Token-Picker decode step of one KV group in RTL: the query heads' :class:`PruneCore` units,
 the union reads of K chunks and V rows over an AXI4 read master, and word counters."""
 
-from amaranth.hdl import Array, Cat, Const, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -37,25 +37,29 @@ class DecodeGroup(wiring.Component):
     """Memory side and pruning of one KV group (``p.group`` query heads) for one decode step.
 
     Memory layout (byte addresses, ``wb = word_bits / 8``; ``kw[c]`` words per token chunk,
-    ``vw`` per V row, ``N = n_cache``): chunk ``c`` of token ``j`` at
-    ``k_base + (N * sum(kw[:c]) + j * kw[c]) * wb`` (one plane per chunk), V row ``j`` at
-    ``v_base + j * vw * wb``.  Inside a chunk or row the ``d`` fields (``w_c`` bits of each
-    key, chunk 1 the signed top bits, later chunks unsigned; or ``v_bits`` signed values) are
-    packed from bit 0 of word 0 upwards, zero-padded.  Bases must be 4 KB aligned and
-    ``kw[c]``, ``vw`` powers of two (no burst crosses 4 KB).
+    ``vh, vl`` words per V high and low plane row (``cfg.v_part_words``), ``N = n_cache``):
+    chunk ``c`` of token ``j`` at ``k_base + (N * sum(kw[:c]) + j * kw[c]) * wb`` (one plane
+    per chunk), V row ``j`` at ``v_base + j * vh * wb`` and its low plane (``v_lo_bits > 0``)
+    at ``v_base + (N * vh + j * vl) * wb``.  Inside a chunk or row the ``d`` fields (``w_c``
+    bits of each key, chunk 1 the signed top bits, later chunks unsigned; V's
+    ``v_bits - v_lo_bits`` signed high bits, or its ``v_lo_bits`` unsigned low bits) are packed
+    from bit 0 of word 0 upwards, zero-padded.  Bases must be 4 KB aligned and ``kw[c]``,
+    ``vh``, ``vl`` powers of two (no burst crosses 4 KB).
 
     Ports
     -----
     s_axis : In(AxiStreamSignature)
         ``group`` beats of :func:`q_beat_layout`, head 0 first; the step starts after the last.
     m_axis : Out(AxiStreamSignature)
-        :func:`out_beat_layout` beats: every word of every V row read (rows ascending, words in
-        order, ``kind = 1``), then each head's kept tokens ascending with their exact scores
-        (``kind = 0``); ``tlast`` on the last beat of the step.
+        :func:`out_beat_layout` beats: every V word read (rows ascending, a row's high plane
+        words then its low plane words, ``idx`` counting on from ``vh``; ``kind = 1``), then
+        each head's kept tokens ascending with their exact scores (``kind = 0``); ``tlast`` on
+        the last beat of the step.
     m_axi : Out(AxiReadSignature(32, word_bits))
-        One INCR burst per token chunk read (only tokens some head of the group keeps alive)
-        and per V row read (only tokens some head keeps at the end).
-    eps_q, n, k_base, v_base : In
+        One INCR burst per token chunk read (only tokens some head of the group keeps alive),
+        per V row read (only tokens some head keeps at the end) and per V low plane row read
+        (only tokens some head's ``v_lo`` holds), a row's low plane right after its high one.
+    eps_q, eps_v_q, n, k_base, v_base : In
         Registers, held during a step.
     k_words, v_words, cycles : Out(32)
         Words of K and of V read, and clock cycles from the start to the last output beat,
@@ -70,19 +74,23 @@ class DecodeGroup(wiring.Component):
         if not isinstance(p, DecodeParams):
             raise ValueError(f"p must be a DecodeParams, not {p!r}")
         self.p = p
-        self._kw, self._vw = p.k_chunk_words(), p.v_row_words()
-        for name, w in [("k chunk words", x) for x in self._kw] + [("v row words", self._vw)]:
-            if w & (w - 1) or w > 256:
-                raise ValueError(f"{name} must be a power of two <= 256 (one burst, no 4 KB "
-                                 f"crossing), not {w} (d = {p.d}, word_bits = {p.cfg.word_bits})")
+        self._kw = p.k_chunk_words()
+        self._vh, self._vl = p.cfg.v_part_words(p.d)
+        self._vw = self._vh + self._vl
+        problem = p.burst_problem()
+        if problem:
+            raise ValueError(problem)
         # A rule a test may switch off to build a broken variant (always on in a real build):
-        # read V rows only of tokens some head keeps.
+        # read V rows only of tokens some head keeps; read a low plane only where some head's
+        # v_lo asks for it.
         self._v_union = True
+        self._v_lo_rule = True
         super().__init__({
             "s_axis": In(AxiStreamSignature(_bytes(q_beat_layout(p).size))),
             "m_axis": Out(AxiStreamSignature(out_beat_layout(p).size)),
             "m_axi": Out(AxiReadSignature(addr_width, p.cfg.word_bits)),
             "eps_q": In(unsigned(p.cfg.eps_frac)),
+            "eps_v_q": In(unsigned(p.cfg.eps_frac)),
             "n": In(range(p.n_cache + 1)),
             "k_base": In(addr_width), "v_base": In(addr_width),
             "k_words": Out(32), "v_words": Out(32), "cycles": Out(32),
@@ -104,10 +112,10 @@ class DecodeGroup(wiring.Component):
             m.submodules[f"core{h}"] = core
             qr = Signal(q_beat_layout(p), name=f"qreg{h}")
             m.d.comb += [core.q.eq(qr.q), core.sf.eq(qr.sf), core.eps_q.eq(self.eps_q),
-                         core.n.eq(self.n)]
+                         core.eps_v_q.eq(self.eps_v_q), core.n.eq(self.n)]
             self._cores.append(core)
             self._qregs.append(qr)
-        tag = data.StructLayout({"kind": 1, "last": 1, "tok": unsigned(p.tok_width)})
+        tag = data.StructLayout({"kind": 1, "last": 1, "part": 1, "tok": unsigned(p.tok_width)})
         self._tag = tag
         m.submodules.axi = axi = AxiReadMaster(len(self.m_axi.araddr), p.cfg.word_bits, tag.size)
         wiring.connect(m, wiring.flipped(self.m_axi), axi.bus)
@@ -115,7 +123,11 @@ class DecodeGroup(wiring.Component):
         self._axi = axi
         self._chunk = Signal(range(p.n_chunks))
         self._union = Signal(p.n_cache)
-        m.d.comb += self._union.eq(_or(c.alive for c in self._cores))
+        self._union_lo = Signal(p.n_cache)      # the V low planes the group reads
+        self._part = Signal()                   # SCAN_V: 1 while token j's low plane is next
+        m.d.comb += [self._union.eq(_or(c.alive for c in self._cores)),
+                     self._union_lo.eq(_or(c.v_lo for c in self._cores) if self._v_lo_rule
+                                       else self._union)]
         self._rside(m)
         self._fsm(m)
         return m
@@ -158,10 +170,15 @@ class DecodeGroup(wiring.Component):
                 with m.If(~tag.kind):
                     m.d.sync += [kb_valid.eq(1), kb_tok.eq(tag.tok), kb_last.eq(tag.last)]
 
+    def _v_index(self, tag, wi):
+        """The word's index in its V row: high plane words first, then the low plane's."""
+        return wi + Mux(tag.part, self._vh, 0)
+
     def _v_word(self, m: Module, rd, tag, wi) -> None:
         """Where a V word goes (here: ``m_axis``); drives ``rd.ready``."""
         out = Signal(out_beat_layout(self.p))
-        m.d.comb += [out.payload.eq(rd.payload.data), out.tok.eq(tag.tok), out.idx.eq(wi),
+        m.d.comb += [out.payload.eq(rd.payload.data), out.tok.eq(tag.tok),
+                     out.idx.eq(self._v_index(tag, wi)),
                      out.kind.eq(1), self.m_axis.tvalid.eq(rd.valid), self.m_axis.tdata.eq(out),
                      rd.ready.eq(self.m_axis.tready)]
 
@@ -169,10 +186,18 @@ class DecodeGroup(wiring.Component):
         """One scan step: a burst request for token ``j`` if the group reads it, else skip."""
         p, cmd = self.p, self._axi.cmd
         wb_log = (self.p.cfg.word_bits // 8).bit_length() - 1
+        lo_next = Const(0)
         if kind:
-            want = self._union.bit_select(j, 1) if self._v_union else 1
-            addr = self.v_base + ((j * self._vw) << wb_log)
-            ln = self._vw - 1
+            part = self._part
+            want = Mux(part, 1, self._union.bit_select(j, 1) if self._v_union else 1)
+            hi_addr = self.v_base + ((j * self._vh) << wb_log)
+            addr = hi_addr
+            ln = self._vh - 1
+            if self._vl:
+                lo_next = ~part & self._union_lo.bit_select(j, 1)
+                addr = Mux(part, self.v_base + ((p.n_cache * self._vh + j * self._vl) << wb_log),
+                           hi_addr)
+                ln = Mux(part, self._vl - 1, self._vh - 1)
         else:
             want = self._union.bit_select(j, 1)
             offs = [p.n_cache * sum(self._kw[:c]) for c in range(p.n_chunks)]
@@ -183,12 +208,18 @@ class DecodeGroup(wiring.Component):
         m.d.comb += rest.eq(self._union >> (j + 1))
         tag = Signal(self._tag, name=f"tag{kind}")
         m.d.comb += [tag.kind.eq(kind), tag.tok.eq(j), tag.last.eq(rest == 0)]
+        m.d.comb += tag.part.eq(self._part if kind else 0)
         with m.If(j < self.n):
             with m.If(want):
                 m.d.comb += [cmd.valid.eq(1), cmd.payload.addr.eq(addr), cmd.payload.len.eq(ln),
                              cmd.payload.tag.eq(tag)]
                 with m.If(cmd.ready):
-                    m.d.sync += j.eq(j + 1)
+                    with m.If(lo_next):
+                        m.d.sync += self._part.eq(1)
+                    with m.Else():
+                        m.d.sync += j.eq(j + 1)
+                        if kind:
+                            m.d.sync += self._part.eq(0)
             with m.Else():
                 m.d.sync += j.eq(j + 1)
 
@@ -216,7 +247,7 @@ class DecodeGroup(wiring.Component):
             with m.State("START"):
                 m.d.comb += self.busy.eq(1)
                 m.d.comb += [c.start.eq(1) for c in cores]
-                m.d.sync += [j.eq(0), self._chunk.eq(0)]
+                m.d.sync += [j.eq(0), self._chunk.eq(0), self._part.eq(0)]
                 m.next = "SCAN_K"
             with m.State("SCAN_K"):
                 m.d.comb += self.busy.eq(1)

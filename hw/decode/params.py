@@ -93,3 +93,17 @@ class DecodeParams:
 
     def v_row_words(self) -> int:
         return self.cfg.v_row_words(self.d)
+
+    def burst_problem(self) -> str | None:
+        """Why the memory side cannot read this layout in single bursts (None when it can):
+        every K chunk and V plane row must be a power of two of at most 256 words (one INCR
+        burst that never crosses 4 KB)."""
+        vh, vl = self.cfg.v_part_words(self.d)
+        sizes = [("k chunk words", w) for w in self.k_chunk_words()]
+        sizes += [("v high plane words", vh), ("v low plane words", vl)] if vl else \
+            [("v row words", vh)]
+        for name, w in sizes:
+            if w & (w - 1) or w > 256:
+                return (f"{name} must be a power of two <= 256 (one burst, no 4 KB crossing), "
+                        f"not {w} (d = {self.d}, word_bits = {self.cfg.word_bits})")
+        return None

@@ -37,7 +37,8 @@ class PruneCore(wiring.Component):
     Ports
     -----
     q : In(ArrayLayout(signed(q_bits), d)); sf : In(range(sf_max + 1)) (``q_frac + k_frac``);
-    eps_q : In(eps_frac); n : In(range(N + 1)) (valid positions).  Held for a whole step.
+    eps_q, eps_v_q : In(eps_frac); n : In(range(N + 1)) (valid positions).  Held for a whole
+    step.
     start : In(1)
         One-cycle pulse in the idle state: every valid token becomes alive, chunk 1 follows.
     k_in : In(stream of :func:`k_beat_layout`)
@@ -52,6 +53,10 @@ class PruneCore(wiring.Component):
         final one.
     alive : Out(N)
         The current alive mask (what the fetch side reads the next chunk for).
+    v_lo : Out(N)
+        After the last chunk: the kept tokens that the pruning test at ``eps_v_q`` (same
+        bounds, ``m`` and ``sigma``) does not rule out, whose V low plane this head needs (every
+        kept token when ``eps_q`` or ``eps_v_q`` is 0).
     busy : Out(1)
 
     Per chunk: receive (1 cycle per beat, +1 pipeline), a ``sigma`` pass over the ``n`` valid
@@ -75,12 +80,14 @@ class PruneCore(wiring.Component):
             "q": In(data.ArrayLayout(signed(p.cfg.q_bits), p.d)),
             "sf": In(range(p.sf_max + 1)),
             "eps_q": In(unsigned(p.cfg.eps_frac)),
+            "eps_v_q": In(unsigned(p.cfg.eps_frac)),
             "n": In(range(p.n_cache + 1)),
             "start": In(1),
             "k_in": In(stream.Signature(k_beat_layout(p))),
             "mask_out": Out(stream.Signature(mask_layout(p))),
             "s_out": Out(stream.Signature(score_layout(p))),
             "alive": Out(p.n_cache),
+            "v_lo": Out(p.n_cache),
             "busy": Out(1),
         })
 
@@ -114,7 +121,8 @@ class PruneCore(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.alive.eq(Cat(j < self.n for j in range(p.n_cache))),
+                    valid = Cat(j < self.n for j in range(p.n_cache))
+                    m.d.sync += [self.alive.eq(valid), self.v_lo.eq(valid),
                                  self._chunk.eq(0), self._got_last.eq(0), self._m_ok.eq(0)]
                     m.next = "RECV"
             with m.State("RECV"):
@@ -206,7 +214,9 @@ class PruneCore(wiring.Component):
             m.d.sync += self._sigma.eq(self._sigma + e_lo)
 
     def _drop_pass(self, m: Module) -> None:
-        """Drop alive ``i`` with ``L_i < m`` and ``e_up(U_i - m) * 2**eps_frac < eps_q * sigma``."""
+        """Drop alive ``i`` with ``L_i < m`` and ``e_up(U_i - m) * 2**eps_frac < eps_q * sigma``;
+        ``v_lo`` keeps the alive tokens that neither this test nor the one at ``eps_v_q`` rules
+        out (what it holds after the last chunk's pass is the step's)."""
         p, cfg = self.p, self.p.cfg
         self._scan(m)
         lo = self._l_rd.data
@@ -214,12 +224,16 @@ class PruneCore(wiring.Component):
         delta = Array(((1 << r) - 1) * (self._qpos - self._qneg) for r in cfg.rest_bits)
         m.d.comb += x.eq(lo + delta[self._chunk] - self._mx)
         e_up = exp_upper_hw(m, x, self.sf, p, "eup", safe=self._safe_round)
-        drop = Signal()
+        drop, low_v = Signal(), Signal()
         below = (lo < self._mx) if self._keep_max else 1
-        m.d.comb += drop.eq(self._pv & self.alive.bit_select(self._pj, 1) & below &
-                            ((e_up << cfg.eps_frac) < self.eps_q * self._sigma))
+        alive = self.alive.bit_select(self._pj, 1)
+        m.d.comb += [drop.eq(self._pv & alive & below &
+                             ((e_up << cfg.eps_frac) < self.eps_q * self._sigma)),
+                     low_v.eq(below & ((e_up << cfg.eps_frac) < self.eps_v_q * self._sigma))]
         with m.If(drop):
             m.d.sync += self.alive.bit_select(self._pj, 1).eq(0)
+        with m.If(self._pv):
+            m.d.sync += self.v_lo.bit_select(self._pj, 1).eq(alive & ~drop & ~low_v)
 
     def _final(self, m: Module) -> None:
         """After the last chunk: stream ``(tok, S = L, last)`` of every kept token."""

@@ -83,11 +83,21 @@ def pack(values, bits: int) -> int:
     return sum((int(x) & ((1 << bits) - 1)) << (i * bits) for i, x in enumerate(values))
 
 
+def v_rows(p: DecodeParams, v_base: int):
+    """``(address, words, part)`` of token ``j``'s V high plane row (part 0) and, with
+    ``v_lo_bits``, its low plane row (part 1), as a function of ``j``."""
+    vh, vl = p.cfg.v_part_words(p.d)
+    wb = p.cfg.word_bits // 8
+    return lambda j: [(v_base + j * vh * wb, vh, 0)] + \
+        [(v_base + (p.n_cache * vh + j * vl) * wb, vl, 1)] * bool(vl)
+
+
 def memory_image(p: DecodeParams, kq, vq, k_base: int = K_BASE, v_base: int = V_BASE):
     """``{address: bytes}`` of the layout documented in ``DecodeGroup`` (KV head 0), and
-    ``{word address: (c, j)}`` naming what each word holds (``c = n_chunks`` for V rows)."""
+    ``{word address: (c, j)}`` naming what each word holds (``c = n_chunks`` for V rows,
+    ``n_chunks + 1`` for V low plane rows)."""
     cfg, wb = p.cfg, p.cfg.word_bits // 8
-    kw, vw = p.k_chunk_words(), p.v_row_words()
+    kw = p.k_chunk_words()
     digits = tp.chunk_digits(kq.x, cfg)
     image, owner = {}, {}
     for c, w in enumerate(cfg.chunk_widths):
@@ -95,21 +105,27 @@ def memory_image(p: DecodeParams, kq, vq, k_base: int = K_BASE, v_base: int = V_
             a = k_base + (p.n_cache * sum(kw[:c]) + j * kw[c]) * wb
             image[a] = pack(digits[c, 0, j], w).to_bytes(kw[c] * wb, "little")
             owner.update({a + i * wb: (c, j) for i in range(kw[c])})
+    lo = cfg.v_lo_bits
+    planes = (np.asarray(vq.x[0], np.int64) >> lo, np.asarray(vq.x[0], np.int64) & ((1 << lo) - 1))
+    rows = v_rows(p, v_base)
     for j in range(p.n_cache):
-        a = v_base + j * vw * wb
-        image[a] = pack(vq.x[0, j], cfg.v_bits).to_bytes(vw * wb, "little")
-        owner.update({a + i * wb: (cfg.n_chunks, j) for i in range(vw)})
+        for a, w, part in rows(j):
+            bits = cfg.v_bits - lo if part == 0 else lo
+            image[a] = pack(planes[part][j], bits).to_bytes(w * wb, "little")
+            owner.update({a + i * wb: (cfg.n_chunks + part, j) for i in range(w)})
     return image, owner
 
 
 def expected_reads(p: DecodeParams, r: tp.StepResult, k_base: int = K_BASE, v_base: int = V_BASE):
     cfg, wb = p.cfg, p.cfg.word_bits // 8
-    kw, vw = p.k_chunk_words(), p.v_row_words()
+    kw = p.k_chunk_words()
     out = []
     for c in range(cfg.n_chunks):
         out += [(k_base + (p.n_cache * sum(kw[:c]) + int(j) * kw[c]) * wb, kw[c] - 1)
                 for j in np.flatnonzero(r.read[c, 0])]
-    out += [(v_base + int(j) * vw * wb, vw - 1) for j in np.flatnonzero(r.read[cfg.n_chunks, 0])]
+    rows = v_rows(p, v_base)
+    for j in np.flatnonzero(r.read[cfg.n_chunks, 0]):
+        out += [(a, w - 1) for a, w, part in rows(int(j)) if part == 0 or r.read_v_lo[0, j]]
     return out
 
 
@@ -126,14 +142,19 @@ async def watch_ar(dut, log: list) -> None:
 
 
 def check_pruned_reads(ar_log, owner, r, wb) -> None:
-    """No read touches a chunk the group no longer reads or the V row of a pruned token."""
+    """No read touches a chunk the group no longer reads, the V row of a pruned token, or a
+    V low plane row the step does not read."""
     nc = r.read.shape[0] - 1
     for a, ln in ar_log:
         for b in range(a, a + (ln + 1) * wb, wb):
             if b not in owner:
                 raise AssertionError(f"read outside the K and V data at {b:#x}")
             c, j = owner[b]
-            if not r.read[c, 0, j]:
+            if c > nc:
+                if not r.read_v_lo[0, j]:
+                    raise AssertionError(f"read of the V low plane of token {j}, which no head "
+                                         f"needs (address {b:#x})")
+            elif not r.read[c, 0, j]:
                 what = f"K chunk {c + 1}" if c < nc else "the V row"
                 raise AssertionError(f"read of {what} of token {j}, which the group had "
                                      f"dropped (address {b:#x})")
@@ -184,8 +205,9 @@ class Bench:
         cocotb.start_soon(watch_ar(self.dut, self.ar_log))
 
     def settings(self, n: int, eps: float, k_base: int, v_base: int, v_frac: int) -> dict:
+        eps_v = self.spec.get("eps_v", 0.0)
         s = {"eps_q": tp.eps_q_of(eps, self.cfg), "n": n, "k_base": k_base, "v_base": v_base,
-             "eps": eps}
+             "eps": eps, "eps_v": eps_v, "eps_v_q": tp.eps_q_of(eps_v, self.cfg, "eps_v")}
         if self.engine:
             s["v_frac"] = v_frac
         return s
@@ -234,7 +256,7 @@ class Bench:
         qq, kq = self.qq, self.kq
         vq = tp.Quantized(self.vq.x, np.full_like(self.vq.frac, s.get("v_frac", 0))) \
             if self.engine else self.vq
-        r = tp.decode_step(qq, kq, vq, n, s["eps"], cfg)
+        r = tp.decode_step(qq, kq, vq, n, s["eps"], cfg, s["eps_v"])
         image, owner = memory_image(p, kq, vq, s["k_base"], s["v_base"])
         for a, b in image.items():
             self.ram.write(a, b)
@@ -263,7 +285,7 @@ class Bench:
 
     def compare_output(self, got, r, image, v_base):
         p, cfg, g = self.p, self.cfg, self.p.group
-        wb, vw = cfg.word_bits // 8, p.v_row_words()
+        wb = cfg.word_bits // 8
         lay = out_beat_layout(p)
         ob = lay.size // 8
         data = bytes(got.tdata)
@@ -275,10 +297,15 @@ class Bench:
             for h in range(g):
                 want += [(2, h, i, int(r.out[h, i]) & 0xFFFFFFFF) for i in range(p.d)]
         else:               # DecodeGroup: the V words read, then kept tokens and scores
+            rows = v_rows(p, v_base)
             for j in np.flatnonzero(r.read[cfg.n_chunks, 0]):
-                row = image[v_base + int(j) * vw * wb]
-                want += [(1, int(j), w, int.from_bytes(row[w * wb:(w + 1) * wb], "little"))
-                         for w in range(vw)]
+                idx = 0
+                for a, w, part in rows(int(j)):
+                    if part == 0 or r.read_v_lo[0, j]:
+                        want += [(1, int(j), idx + i,
+                                  int.from_bytes(image[a][i * wb:(i + 1) * wb], "little"))
+                                 for i in range(w)]
+                    idx += w
             for h in range(g):
                 want += [(0, int(j), h, int(r.scores[h, j]) & 0xFFFFFFFF)
                          for j in np.flatnonzero(r.keep[h])]
