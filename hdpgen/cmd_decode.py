@@ -88,6 +88,13 @@ def config_from_settings(settings: list[str]) -> tp.TokenPickerConfig:
     return tp.TokenPickerConfig(**changes)
 
 
+def check_eps_v(eps_v: float, cfg: tp.TokenPickerConfig) -> None:
+    """``--eps-v``: a threshold in [0, 1) that needs V's low plane (``v_lo_bits > 0``)."""
+    tp.eps_q_of(eps_v, cfg, "--eps-v")
+    if eps_v and not cfg.v_lo_bits:
+        raise CliError("--eps-v needs --set v_lo_bits=L with L > 0 (V's low plane to skip)")
+
+
 def quantize_record(data: dict, r: int, cfg: tp.TokenPickerConfig):
     """Record ``r`` quantized: scales chosen from its valid positions, padding zero."""
     n = int(data["valid_len"][r])
@@ -239,9 +246,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_from_settings(args.settings)
     eps = args.eps
     tp.eps_q_of(eps, cfg)                  # a ValueError names the rule
-    tp.eps_q_of(args.eps_v, cfg, "--eps-v")
-    if args.eps_v and not cfg.v_lo_bits:
-        raise CliError("--eps-v needs --set v_lo_bits=L with L > 0 (V's low plane to skip)")
+    check_eps_v(args.eps_v, cfg)
     _check_args(args)
     data = load_capture(args.qkv)
     records = _parse_records(args.records, data["q"].shape[0])

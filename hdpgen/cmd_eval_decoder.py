@@ -32,7 +32,7 @@ import numpy as np
 
 from golden import token_picker as tp
 
-from .cmd_decode import config_from_settings
+from .cmd_decode import check_eps_v, config_from_settings
 from .common import CliError, check_output_file, write_json
 
 __all__ = ["configure", "main", "DEFAULT_TEXTS", "PruneCounter"]
@@ -161,9 +161,7 @@ def main(args: argparse.Namespace) -> int:
         if e == 0:
             raise CliError("--eps 0 prunes nothing (it is the dense run); give values in (0, 1)")
         tp.eps_q_of(e, cfg)
-    tp.eps_q_of(args.eps_v, cfg, "--eps-v")
-    if args.eps_v and not cfg.v_lo_bits:
-        raise CliError("--eps-v needs --set v_lo_bits=L with L > 0 (V's low plane to skip)")
+    check_eps_v(args.eps_v, cfg)
     if args.late_from < 0:
         raise CliError(f"--late-from must be >= 0, not {args.late_from}")
     if args.max_texts is not None and args.max_texts < 1:
