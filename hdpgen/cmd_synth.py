@@ -23,7 +23,7 @@ __all__ = ["configure", "main"]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from synth.driver import DEFAULT_FMAX_TARGET_MHZ, ECP5_DSP_MIN_WIDTH, TARGETS
+    from synth.driver import DEFAULT_FMAX_TARGET_MHZ, ECP5_DSP_MIN_WIDTH, PNR_SEED, TARGETS
     add_config_args(p)
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--unit", action="append", metavar="NAME",
@@ -37,6 +37,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="skip nextpnr-ecp5 place and route (no Fmax)")
     p.add_argument("--fmax-target", type=float, default=DEFAULT_FMAX_TARGET_MHZ, metavar="MHZ",
                    help=f"clock constraint for nextpnr (default: {DEFAULT_FMAX_TARGET_MHZ:g})")
+    p.add_argument("--seed", type=int, default=PNR_SEED, metavar="N",
+                   help="nextpnr placer seed (default: %(default)s); placement, and so Fmax, "
+                        "varies with it by a few MHz on a large design")
     p.add_argument("--ecp5-dsp-min-width", type=int, default=ECP5_DSP_MIN_WIDTH, metavar="BITS",
                    help="ECP5: products narrower than this many bits are built from LUTs, wider "
                         f"ones use MULT18X18D blocks (default: {ECP5_DSP_MIN_WIDTH}; 1 puts every "
@@ -85,6 +88,8 @@ def main(args: argparse.Namespace) -> int:
         raise CliError(f"--fmax-target must be positive, not {args.fmax_target:g}")
     if args.ecp5_dsp_min_width < 1:
         raise CliError(f"--ecp5-dsp-min-width must be at least 1, not {args.ecp5_dsp_min_width}")
+    if args.seed < 0:
+        raise CliError(f"--seed must be a non-negative integer, not {args.seed}")
     if args.timeout is not None and not args.timeout > 0:
         raise CliError(f"--timeout must be positive, not {args.timeout:g}")
     out = check_output_dir(args.out if args.out is not None else Path("build") / args.preset / "synth")
@@ -92,7 +97,8 @@ def main(args: argparse.Namespace) -> int:
         check_output_file(out / name)
     data = synth_all(cfg, out, units, jobs=args.jobs, targets=tuple(args.targets), fmax=args.fmax,
                      fmax_target_mhz=args.fmax_target, progress=_progress_printer(args.quiet),
-                     timeout=args.timeout, ecp5_dsp_min_width=args.ecp5_dsp_min_width)
+                     timeout=args.timeout, ecp5_dsp_min_width=args.ecp5_dsp_min_width,
+                     seed=args.seed)
     write_json(out / "synth.json", data)
     with atomic_write(out / "synth.md", "w") as f:
         f.write(format_table(data, "markdown"))

