@@ -285,7 +285,7 @@ class BlockPruner(wiring.Component):
             "imp": signed(iw), "valid": unsigned(1), "row": unsigned(len(src.row)),
             "col": unsigned(cw), "row_end": unsigned(1), "last": unsigned(1),
             "mode": unsigned(MODE_WIDTH), "kq": unsigned(cfg.k_frac_width),
-            "rho_q": unsigned(p + 1), "vlen": unsigned(cfg.valid_len_width),
+            "rho_q": unsigned(p + 1), "diag": unsigned(1),
         })
         elay = data.StructLayout({
             "imp": signed(iw), "valid": unsigned(1), "row": unsigned(len(src.row)),
@@ -298,17 +298,18 @@ class BlockPruner(wiring.Component):
         i_take = Signal()        # I takes the port's beat (empty, or moving on)
         # diagonal: key range [c*b_c, c*b_c + b_c) meets query range [r*b_r, min(r*b_r+b_r, L)),
         # i.e. c*b_c < r*b_r + b_r, c*b_c < L and c*b_c + b_c > r*b_r: three comparisons side
-        # by side (no minimum ahead of a comparison)
+        # by side (no minimum ahead of a comparison), computed from the port's beat into
+        # register I (from I, the comparisons' carry chains and the route to the row
+        # buffer's write data were the top's critical path, 8 ns of it routing)
         row_lo = Signal(range(cfg.n_block_rows * br + 1))
         col_lo = Signal(range(nbc * bc + 1))
         inc = Signal(elay)
         m.d.comb += [
-            row_lo.eq(i_beat.row * br),
-            col_lo.eq(i_beat.col * bc),
+            row_lo.eq(src.row * br),
+            col_lo.eq(src.col * bc),
             inc.imp.eq(i_beat.imp), inc.valid.eq(i_beat.valid), inc.row.eq(i_beat.row),
             inc.col.eq(i_beat.col), inc.row_end.eq(i_beat.row_end), inc.last.eq(i_beat.last),
-            inc.diag.eq((col_lo < row_lo + br) & (col_lo < i_beat.vlen)
-                        & (col_lo + bc > row_lo)),
+            inc.diag.eq(i_beat.diag),
             inc.mode.eq(i_beat.mode), inc.kq.eq(i_beat.kq),
             inc.rho.eq(Mux(i_beat.rho_q > one, one, i_beat.rho_q)),
             inc.rho_inv.eq(Mux(i_beat.rho_q > one, 0, one - i_beat.rho_q)),
@@ -339,7 +340,8 @@ class BlockPruner(wiring.Component):
                          i_beat.col.eq(src.col), i_beat.row_end.eq(src.last_col | src.last),
                          i_beat.last.eq(src.last), i_beat.mode.eq(self.mode),
                          i_beat.kq.eq(self.k_frac_q), i_beat.rho_q.eq(self.rho_q),
-                         i_beat.vlen.eq(self.valid_len)]
+                         i_beat.diag.eq((col_lo < row_lo + br) & (col_lo < self.valid_len)
+                                        & (col_lo + bc > row_lo))]
         with m.If(accept | ~r_valid):
             m.d.sync += [r_valid.eq(k_valid | in_acc), beat.eq(ent), k_valid.eq(0)]
         with m.Elif(in_acc):
