@@ -430,7 +430,6 @@ class BlockPruner(wiring.Component):
         j_mode = Signal(MODE_WIDTH)
         j_need = Signal(signed(qw))   # non-diagonal blocks to keep: k_row - n_diag
         j_rho = Signal(p + 1)
-        j_rho_inv = Signal(p + 1)
         j_key = [Signal(iw, name=f"bank_j_{c}") for c in range(nbc)]
         j_cand = Signal(nbc)          # valid non-diagonal blocks: the top-k candidates
         j_lt = Signal(nbc)            # bit c: column c < the item's column (the tie-break)
@@ -441,6 +440,12 @@ class BlockPruner(wiring.Component):
         j_mx = Signal(signed(iw))
         j_lastc = Signal(cw)
         j_ic = Signal(cw)
+        # registered one item ahead, so that the row buffer's read address is a 2:1 choice of
+        # registers (the compare j_ic + 1 == j_lastc on that address, through the read port's
+        # transparency logic, was the whole top's critical path): j_pen = (j_ic + 1 ==
+        # j_lastc), j_ic2 = j_ic + 2
+        j_pen = Signal()
+        j_ic2 = Signal(cw + 1)
         j_bank = Signal()
         j_row = Signal(len(beat.row))
         j_last = Signal()
@@ -463,12 +468,13 @@ class BlockPruner(wiring.Component):
                     vmask.eq(0), dmask.eq(0), cnt.eq(0), tot.eq(0), mx.eq(0),
                     need.eq(self.BUDGET_BIAS), wbank.eq(~wbank),
                     j_valid.eq(1), j_mode.eq(beat.mode), j_need.eq(a_need >> K_FRAC_BITS),
-                    j_rho.eq(beat.rho), j_rho_inv.eq(beat.rho_inv),
+                    j_rho.eq(beat.rho),
                     j_last_item.eq(((beat.mode != MODE_TOPK) & (beat.mode != MODE_THRESHOLD))
                                    | (beat.col == 0)),
                     j_cand.eq(a_vmask & ~a_dmask), j_lt.eq(0),
                     j_vmask.eq(a_vmask), j_dmask.eq(a_dmask), j_cnt.eq(a_cnt), j_tot.eq(a_tot),
                     j_mx.eq(a_mx), j_lastc.eq(beat.col), j_ic.eq(0), j_bank.eq(wbank),
+                    j_pen.eq(beat.col == 1), j_ic2.eq(2),
                     j_row.eq(beat.row), j_last.eq(beat.last),
                 ]
                 m.d.sync += [j_key[c].eq(a_key[c]) for c in range(nbc)]
@@ -479,7 +485,8 @@ class BlockPruner(wiring.Component):
             with m.If(j_last_item):
                 m.d.sync += j_valid.eq(0)
             with m.Else():
-                m.d.sync += [j_ic.eq(j_ic + 1), j_last_item.eq(j_ic + 1 == j_lastc),
+                m.d.sync += [j_ic.eq(j_ic + 1), j_last_item.eq(j_pen),
+                             j_pen.eq(j_ic2 == j_lastc), j_ic2.eq(j_ic2 + 1),
                              j_lt.eq(Cat(Const(1, 1), j_lt[:-1]))]
 
         # J's item (imp, valid, diag) is a register loaded from the row buffer's output at every
@@ -495,8 +502,8 @@ class BlockPruner(wiring.Component):
             m.d.comb += [nxt_col.eq(Mux(beat.col == 0, 0, 1)),
                          nxt_bank.eq(Mux(beat.col == 0, ~wbank, wbank)), rd_en.eq(1)]
         with m.Elif(step):
-            m.d.comb += [nxt_col.eq(Mux(j_ic + 1 == j_lastc, 0, (j_ic + 2)[:cw])),
-                         nxt_bank.eq(Mux(j_ic + 1 == j_lastc, wbank, j_bank)), rd_en.eq(1)]
+            m.d.comb += [nxt_col.eq(Mux(j_pen, 0, j_ic2[:cw])),
+                         nxt_bank.eq(Mux(j_pen, wbank, j_bank)), rd_en.eq(1)]
         with m.Elif(~j_valid | j_last_item):
             m.d.comb += [nxt_col.eq(0), nxt_bank.eq(wbank), rd_en.eq(1)]
         m.d.comb += [rp.addr.eq(Cat(nxt_col, nxt_bank)), rp.en.eq(rd_en)]
@@ -512,11 +519,24 @@ class BlockPruner(wiring.Component):
         # one multiplier per stage: P1 holds rho_q * max and (2**P - rho_q) * sum, P2 the sum
         # (rho_q clamped to 2**P and 2**P - rho_q are computed at the input)
         rho_max = Signal(signed(p + 1 + iw))
-        t_sum = Signal(signed(s["tw"]))
-        m.d.comb += [rho_max.eq(j_rho * j_mx), t_sum.eq(j_rho_inv * j_tot)]
+        m.d.comb += rho_max.eq(j_rho * j_mx)
+        # (2**P - rho_q) * sum from copies of its operands loaded with J on threshold rows only
+        # (kept apart from J's own registers, so they sit beside their DSPs), split by hand
+        # into two products of at most 18 bits whose outputs are registered in P1 and added in
+        # P2: Yosys's own split puts the partial-product adder right behind the DSPs, and
+        # J -> DSP -> that adder was the whole top's critical path
+        ts_split = min(_DSP_OPERAND - 1, len(j_tot) - 1)
+        m_tot = Signal.like(j_tot, name="thr_tot_m")
+        m_rinv = Signal(p + 1, name="thr_rho_inv_m")
+        with m.If(load & (beat.mode == MODE_THRESHOLD)):
+            m.d.sync += [m_tot.eq(a_tot), m_rinv.eq(beat.rho_inv)]
+        t_lo = Signal(len(m_rinv) + ts_split)
+        t_hi = Signal(signed(len(m_rinv) + len(j_tot) - ts_split + 1))
+        m.d.comb += [t_lo.eq(m_rinv * m_tot[:ts_split]),
+                     t_hi.eq(m_rinv * m_tot[ts_split:].as_signed())]
         s.update(j_valid=j_valid, j_cnt=j_cnt, j_ic=j_ic, j_row=j_row, j_last=j_last,
                  j_thr=j_thr, j_last_item=j_last_item, adv=adv, j_topk=j_topk, base=base,
-                 rho_max=rho_max, t_sum=t_sum, j_key=j_key, j_cand=j_cand, j_lt=j_lt,
+                 rho_max=rho_max, t_lo=t_lo, t_hi=t_hi, ts_split=ts_split, j_key=j_key, j_cand=j_cand, j_lt=j_lt,
                  j_need=j_need, j_item=j_item)
 
     # ------------------------------------------------------------------------ J: ranks
@@ -540,7 +560,8 @@ class BlockPruner(wiring.Component):
             s[k] for k in ("j_valid", "j_cnt", "j_ic", "j_row", "j_last", "j_need"))
         j_thr, j_last_item, j_topk, ahead = (s[k] for k in ("j_thr", "j_last_item", "j_topk",
                                                             "ahead"))
-        base, rho_max, t_sum = s["base"], s["rho_max"], s["t_sum"]
+        base, rho_max = s["base"], s["rho_max"]
+        t_lo, t_hi, ts_split = s["t_lo"], s["t_hi"], s["ts_split"]
 
         # ---------------------------------------------------------------- P1: J's item
         # (at most one multiplier between two registers, none after the row buffer's output:
@@ -556,7 +577,8 @@ class BlockPruner(wiring.Component):
         p1_imp = Signal(signed(iw))
         p1_vbit = Signal()
         p1_cnt = Signal(nw)
-        p1_t_sum = Signal(signed(tw))
+        p1_t_lo = Signal.like(t_lo)      # (2**P - rho_q) * sum = (t_hi << ts_split) + t_lo
+        p1_t_hi = Signal.like(t_hi)
         p1_base = Signal(nbc)
         p1_row = Signal(len(j_row))
         p1_last = Signal()
@@ -565,7 +587,7 @@ class BlockPruner(wiring.Component):
                          p1_thr.eq(j_thr), p1_topk.eq(j_topk & j_item.valid & ~j_item.diag),
                          p1_ahead.eq(ahead), p1_need.eq(j_need), p1_imp.eq(j_item.imp),
                          p1_vbit.eq(j_item.valid), p1_cnt.eq(j_cnt),
-                         p1_t_sum.eq(t_sum),
+                         p1_t_lo.eq(t_lo), p1_t_hi.eq(t_hi),
                          p1_base.eq(base), p1_row.eq(j_row), p1_last.eq(j_last)]
         # the threshold's multiplier operands: copies that feed only the MULT18X18Ds, so the
         # placer puts them beside them (in the top, p1_cnt -> DSP -> partial-product adder
@@ -606,7 +628,7 @@ class BlockPruner(wiring.Component):
                          p2_topk.eq(p1_topk), p2_need.eq(p1_need),
                          p2_thr_valid.eq(p1_thr & p1_vbit),
                          p2_tm_lo.eq(m_lo * m_cnt), p2_tm_hi.eq(m_hi * m_cnt),
-                         p2_t_sum.eq(p1_t_sum),
+                         p2_t_sum.eq((p1_t_hi << ts_split) + p1_t_lo),
                          p2_base.eq(p1_base), p2_row.eq(p1_row), p2_last.eq(p1_last)]
             m.d.sync += [d.eq(v) for d, v in zip(p2_parts, parts)]
         with m.If(adv & p1_thr):
