@@ -536,7 +536,8 @@ class BlockPruner(wiring.Component):
                      t_hi.eq(m_rinv * m_tot[ts_split:].as_signed())]
         s.update(j_valid=j_valid, j_cnt=j_cnt, j_ic=j_ic, j_row=j_row, j_last=j_last,
                  j_thr=j_thr, j_last_item=j_last_item, adv=adv, j_topk=j_topk, base=base,
-                 rho_max=rho_max, t_lo=t_lo, t_hi=t_hi, ts_split=ts_split, j_key=j_key, j_cand=j_cand, j_lt=j_lt,
+                 rho_max=rho_max, t_lo=t_lo, t_hi=t_hi, ts_split=ts_split, j_key=j_key,
+                 j_cand=j_cand, j_lt=j_lt,
                  j_need=j_need, j_item=j_item)
 
     # ------------------------------------------------------------------------ J: ranks
