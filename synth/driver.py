@@ -481,6 +481,7 @@ def synth_unit(unit: str, cfg, out_dir: Path, *, targets: Iterable[str] = TARGET
     """
     out_dir = Path(out_dir)
     _check_dsp_min(ecp5_dsp_min_width)
+    _check_seed(seed)
     if progress:
         progress(unit, "export", "start", 0.0)
     t0 = time.monotonic()

@@ -364,3 +364,9 @@ def test_a_bad_seed_is_refused_before_any_work(tmp_path, seed):
     with pytest.raises(ValueError, match=r"seed must be a non-negative integer"):
         driver.synth_verilog(tmp_path / "absent.v", tmp_path / "b", seed=seed)
     assert not (tmp_path / "b").exists()
+
+
+def test_synth_unit_refuses_a_bad_seed_before_exporting(tmp_path):
+    with pytest.raises(ValueError, match=r"seed must be a non-negative integer"):
+        driver.synth_unit("head_detector", preset("tiny"), tmp_path / "u", seed=-1)
+    assert not (tmp_path / "u").exists()
