@@ -27,20 +27,14 @@ OUT_DEPTH = 40
 
 
 
-def _suffix_levels(nk: int) -> int:
-    """Register levels of the suffix sums over ``nk`` keys."""
-    return max(1, (nk - 1).bit_length())
-
-
 def mass_mask_latency(cfg: HDPConfig, n_cols: int) -> int:
     """Cycles from the handshake of a block-row's last block to its mask on ``mask_out``
     (always ready) for a block-row of ``n_cols`` blocks: three scans of the row (exponents,
-    masses, decisions, ``n_cols`` cycles each) and 24 fixed pipeline registers (input 4,
-    queues and their output registers 3 x 3, exponents 4, reciprocal 2, masses 4, decision 1)
-    plus the suffix sums' levels
-    (``ceil(log2(keys))``, 5 for the presets).  Measured in ``tests/test_mass_pruner.py``
-    and the cocotb bench; the cycle models read it from here."""
-    return 3 * n_cols + 24 + _suffix_levels(_widths(cfg).nk)
+    masses, decisions, ``n_cols`` cycles each) and 25 fixed pipeline registers (input 4,
+    queues and their output registers 3 x 3, exponents 4, reciprocal 2, masses 4, threshold
+    product 2).  Measured in ``tests/test_mass_pruner.py`` and the cocotb bench; the cycle
+    models read it from here."""
+    return 3 * n_cols + 25
 
 
 def _msb(m, v, width, name):
@@ -109,11 +103,12 @@ class MassPruner(wiring.Component):
     * **EXP**: ``b_r * b_c`` exponent lanes (one multiplier each) turn the queued items into
       per-row block sums ``E``, queued again; the row's exponent sums are kept.
     * **NORM**: the rows' reciprocals (priority encoder, 64-entry table).
-    * **MASS**: ``b_r`` multipliers give each block's ``M`` and half-octave key; the mass
-      per key, the total and the largest key are kept.
-    * **SUFFIX / DECIDE**: the mass above each key (a log-depth suffix sum over the keys) and
-      ``(2^8 - eps_q) T``; a scan of the row's masses sets the keep bits (each registered
-      before it is ORed into the row's mask); the mask goes into the output queue.
+    * **MASS**: ``b_r`` multipliers give each block's ``M`` and half-octave key; per row the
+      mass above each key (a block adds its mass to the sum of every smaller key), the total
+      and the largest key are kept.
+    * **THRESHOLD / DECIDE**: ``(2^8 - eps_q) T``; a scan of the row's masses sets the keep
+      bits (each registered before it is ORed into the row's mask); the mask goes into the
+      output queue.
 
     Throughput: one block per cycle, continuously within a head (each scan takes exactly the
     row's blocks in cycles, so the rows of a head follow each other through every scan).
@@ -163,8 +158,8 @@ class MassPruner(wiring.Component):
         go_exp, s_fifo = self._in_stage(m, ks)
         go_norm, e_fifo = self._exp_stage(m, go_exp, s_fifo)
         go_mass = self._norm_stage(m, go_norm)
-        go_suf, m_fifo = self._mass_stage(m, go_mass, e_fifo)
-        go_dec = self._suffix_stage(m, go_suf)
+        go_thr, m_fifo = self._mass_stage(m, go_mass, e_fifo)
+        go_dec = self._thr_stage(m, go_thr)
         self._decide_stage(m, go_dec, m_fifo)
         return m
 
@@ -390,7 +385,7 @@ class MassPruner(wiring.Component):
 
     # ------------------------------------------------------------------------------ MASS
     def _mass_stage(self, m, go, e_fifo):
-        """Each block's mass, its key; per row the mass per key, the total, the top key."""
+        """Each block's mass, its key; per row the mass above each key, the total, the top key."""
         cfg, w = self._cfg, self._w
         br = cfg.block_rows
         pop, first, lst, cur, it = self._scan(m, go, e_fifo, w.e_item, "mass")
@@ -421,33 +416,34 @@ class MassPruner(wiring.Component):
         for b in range(1, w.mass):
             with m.If(msb == b):
                 m.d.comb += below.eq(mass[b - 1])
-        # the accumulate step's one-hot of the key, decoded here from the mass bits so that
-        # the sum per key below waits on one registered bit, not on a compare of ``item.key``:
-        # key 2b + c holds masses whose msb is b and whose bit below it is c (mass 1: key 0)
-        hit = Signal(w.nk)
-        for b in range(w.mass):
-            top_b = mass[b] & ~mass[b + 1:].any() if b + 1 < w.mass else mass[b]
-            if b == 0:
-                m.d.sync += hit[0].eq(top_b)
-            else:
-                m.d.sync += [hit[2 * b].eq(top_b & ~mass[b - 1]),
-                             hit[2 * b + 1].eq(top_b & mass[b - 1])]
+        # gt[j] = (key > j), decoded here from the mass bits so that the accumulate step waits
+        # on one registered bit: key 2c + 1 and above means msb > c; key 2c + 1 exactly means
+        # msb = c and the bit below it set (mass 1 has key 0, so key 1 does not occur)
+        gt = Signal(max(1, w.nk - 1))
+        for j in range(w.nk - 1):
+            c = j // 2
+            higher = mass[c + 1:].any()
+            if j % 2 == 0 and c >= 1:
+                higher = higher | (mass[c] & mass[c - 1])
+            m.d.sync += gt[j].eq(higher)
         m.d.sync += [p3.eq(p2), item.m.eq(mass), item.key.eq(Cat(below, msb)),
                      item.bvalid.eq(p2.bvalid), item.diag.eq(p2.diag)]
-        # M4: queue; mass per key, total, top key
+        # M4: queue; mass above each key, total, top key
         fifo = SyncFIFOBuffered(width=w.m_item.size, depth=cfg.n_block_cols + 16)
         m.submodules.m_fifo = fifo
         m.d.comb += [fifo.w_data.eq(item), fifo.w_en.eq(p3.v)]
-        per = Signal(_lanes(unsigned(w.total), w.nk))
+        # the mass above each key, accumulated directly: a block adds its mass to every key
+        # below its own (no key is above the largest, so its sum is the constant 0)
+        above = Signal(_lanes(unsigned(w.total), w.nk))
         tot = Signal(unsigned(w.total))
         top = Signal(unsigned(w.key))
-        out = Signal(w.go_suf)
+        out = Signal(w.go_thr)
         m.d.sync += out.valid.eq(0)
         live = item.m != 0
         with m.If(p3.v):
-            for kk in range(w.nk):
-                nv = Mux(p3.first, 0, per[kk]) + Mux(hit[kk], item.m, 0)
-                m.d.sync += [per[kk].eq(nv), out.per[kk].eq(nv)]
+            for kk in range(w.nk - 1):
+                nv = Mux(p3.first, 0, above[kk]) + Mux(gt[kk], item.m, 0)
+                m.d.sync += [above[kk].eq(nv), out.above[kk].eq(nv)]
             t_new = Mux(p3.first, 0, tot) + item.m
             k_old = Mux(p3.first, 0, top)
             k_new = Mux(live & (item.key > k_old), item.key, k_old)
@@ -456,45 +452,17 @@ class MassPruner(wiring.Component):
         return out, fifo
 
     # ------------------------------------------------------------------------------ DECIDE
-    def _suffix_stage(self, m, go):
-        """The mass above each key (Hillis-Steele suffix sums, one register per level) and
-        ``(2^8 - eps_q) * T``."""
+    def _thr_stage(self, m, go):
+        """``(2^8 - eps_q) * T``: ``2^8 - eps_q`` and ``T`` registered, their product the cycle
+        after (the subtraction, the multiplier, a MULT18X18D, and the routes between them in
+        one cycle were once the whole top's critical path); the masses above ride along."""
         w = self._w
-        levels = _suffix_levels(w.nk)
-        cur = [go.per[kk] for kk in range(w.nk)]
-        stage = go
-        thr = Signal(unsigned(w.total + EPS_BITS + 1))
-        delays = levels - 1          # registers after thr, so that it leaves with the sums
-        if levels > 1:
-            # 2^8 - eps_q and T registered, the product the cycle after: the subtraction, the
-            # multiplier (a MULT18X18D) and the routes between them in one cycle were the
-            # whole top's critical path
-            neg, tot_r = Signal(EPS_BITS + 1), Signal.like(go.total)
-            m.d.sync += [neg.eq((1 << EPS_BITS) - go.meta.eps_q), tot_r.eq(go.total),
-                         thr.eq(neg * tot_r)]
-            delays -= 1
-        else:
-            m.d.sync += thr.eq(((1 << EPS_BITS) - go.meta.eps_q) * go.total)
-        for lv in range(levels):
-            nxt = Signal(_lanes(unsigned(w.total), w.nk), name=f"suf_{lv}")
-            reg = Signal(w.go_suf, name=f"suf_go_{lv}")
-            m.d.sync += reg.eq(stage)
-            step = 1 << lv
-            for kk in range(w.nk):
-                add = cur[kk + step] if kk + step < w.nk else 0
-                m.d.sync += nxt[kk].eq(cur[kk] + add)
-            cur, stage = [nxt[kk] for kk in range(w.nk)], reg
-        # cur[k] = mass of keys >= k; above(k) = cur[k + 1]
+        neg, tot_r = Signal(EPS_BITS + 1), Signal.like(go.total)
+        hold = Signal(w.go_thr)
+        m.d.sync += [neg.eq((1 << EPS_BITS) - go.meta.eps_q), tot_r.eq(go.total), hold.eq(go)]
         out = Signal(w.go_dec)
-        thr_d = thr
-        for lv in range(delays):
-            t = Signal.like(thr, name=f"thr_d{lv}")
-            m.d.sync += t.eq(thr_d)
-            thr_d = t
-        m.d.sync += [out.valid.eq(stage.valid), out.meta.eq(stage.meta),
-                     out.top.eq(stage.top), out.thr.eq(thr_d)]
-        for kk in range(w.nk):
-            m.d.sync += out.above[kk].eq(cur[kk + 1] if kk + 1 < w.nk else 0)
+        m.d.sync += [out.valid.eq(hold.valid), out.meta.eq(hold.meta), out.top.eq(hold.top),
+                     out.above.eq(hold.above), out.thr.eq(neg * tot_r)]
         return out
 
     def _decide_stage(self, m, go, m_fifo):
@@ -594,8 +562,8 @@ def _widths(cfg: HDPConfig):
                                    "r": _lanes(unsigned(RECIP_BITS + 2), br),
                                    "sh": _lanes(unsigned(unsigned_width(w.esum + RECIP_BITS)),
                                                 br)})
-    w.go_suf = data.StructLayout({"valid": 1, "meta": w.meta,
-                                  "per": _lanes(unsigned(w.total), w.nk),
+    w.go_thr = data.StructLayout({"valid": 1, "meta": w.meta,
+                                  "above": _lanes(unsigned(w.total), w.nk),
                                   "total": unsigned(w.total), "top": unsigned(w.key)})
     w.go_dec = data.StructLayout({"valid": 1, "meta": w.meta,
                                   "above": _lanes(unsigned(w.total), w.nk),
