@@ -163,8 +163,10 @@ class ScoreUnit(wiring.Component):
         stage accumulates the passes.  ``int_lanes >= d``: one whole block per cycle.
         Measured alone (``hdpgen synth --unit score_unit``, ECP5, default preset, LUT4 /
         CCU2C / FF / EBR / Fmax): ``int_lanes`` 32: 6114 / 802 / 3325 / 8 / 114.7 MHz; 16
-        (the default, 2 passes): 3554 / 503 / 2759 / 8 / 111.7 MHz; 8 (4 passes): 1946 /
-        367 / 2244 / 8 / 117.4 MHz.
+        (2 passes): 3554 / 503 / 2759 / 8 / 111.7 MHz; 11 (the default, 3 passes): 2353 /
+        435 / 2476 / 8 / 118.5 MHz; 8 (4 passes): 1946 / 367 / 2244 / 8 / 117.4 MHz.  The
+        default is the fewest lanes that keep the integer pass behind the array at N = 128
+        down to top-k keep 1/4 (8 lanes: 89.7 % of the ideal speedup there, 11: 91.0 %).
         Pipeline (``pipeline_depth(cfg)`` register stages from a block's last pass:
         ``PIPELINE_DEPTH`` = 7 with one pass, 8 with several): issue (K memory read; the
         pass's Q elements) -> K read data registered as it is (Yosys does not use the DP16KD
@@ -189,7 +191,7 @@ class ScoreUnit(wiring.Component):
           cycle alongside K (its first ``b_r`` rows in by the last K row) and ``P *
           ceil(L/b_c) > b_r`` (measured: tiny L = 8: 32 cycles for the ideal 16 blocks + 8 K
           rows; odd L = 13: 56 for 35 + 13; default ``int_lanes = 32``, L = 64: 1096 for
-          1024 + 64; default ``int_lanes = 16`` (P = 2), L = 64: 2121 for 2 * 1024 + 64, L =
+          1024 + 64; ``int_lanes = 16`` (P = 2), L = 64: 2121 for 2 * 1024 + 64, L =
           128: 8329 for 2 * 4096 + 128).  When a block-row takes at most ``b_r`` cycles, Q
           loading (one row per cycle) bounds the rate instead.  If Q starts only after the
           last K row, add ``b_r + 1`` cycles per head (by design, not measured).
