@@ -45,7 +45,7 @@ an output that is always ready.  It is a replay of the top's *control* only, no 
      probability ``2n + ceil(recip_width / 2) + 14`` cycles after the row's first score; M
      waits until the group's
      last probability has left the unit.
-   * P: ``ceil(head_dim / C)`` P x V tiles of depth = the group's gathered keys (3-stage feeder),
+   * P: ``ceil(head_dim / C)`` P x V tiles of depth = the group's gathered keys (six-stage feeder),
      then the results, then ``nrows`` output beats.
 
    S and P share the array tile by tile, P first; the array's issue rules (a tile's last beat

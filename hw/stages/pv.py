@@ -17,9 +17,9 @@ __all__ = ["PVStage"]
 class PVStage(wiring.Component):
     """P: takes a group descriptor from M (``group_in``) and runs ``ceil(head_dim / C)`` P x V
     tiles on the array (``op``), each ``R`` rows x ``C`` output dimensions deep by the
-    group's gathered keys: a five-stage feeder reads the key (``key_rd``), registers its row,
-    reads the V row (``v_rd``) and the rows' probabilities (``prob_rd_r``) and registers the
-    operands.  Results (``res``) are
+    group's gathered keys: a six-stage feeder reads the key (``key_rd``), registers its row,
+    reads the V row (``v_rd``) and registers it, reads the rows' probabilities (``prob_rd_r``)
+    a stage later and registers the operands.  Results (``res``) are
     requantized (:func:`golden.pv.requantize`: round half up, saturate) into registers and
     the next cycle into an output buffer; then the group's rows leave on ``m_axis``
     (``tlast`` on the head's last row) and ``done`` pulses (``last``: it was the head's last
@@ -58,34 +58,38 @@ class PVStage(wiring.Component):
 
         # ---------------------------------------------------------------- feeder
         # issue (t, u) -> p1: key at the key memory's output -> p2: its row j registered, V
-        # and probability reads -> p3: at the memories' outputs -> p4: the operands
-        # registered.  A block RAM's output (about 5.8 ns on ECP5) only ever feeds a register.
+        # read -> p3: the V row at the memory's output, probability reads -> p4: the V row
+        # registered (p4_v), the probabilities at their memories' outputs -> p5: the operands
+        # registered (p4_v's lanes for p4's u).  A block RAM's output (about 5.8 ns on ECP5)
+        # only ever feeds a register: never the lane select.
         adv = Signal()
-        p_valid = [Signal(name=f"p{k}_valid") for k in range(1, 5)]
-        p_t = [Signal(d.iw, name=f"p{k}_t") for k in range(1, 4)]
-        p_u = [Signal(range(d.nu + 1), name=f"p{k}_u") for k in range(1, 5)]
+        p_valid = [Signal(name=f"p{k}_valid") for k in range(1, 6)]
+        p_t = [Signal(d.iw, name=f"p{k}_t") for k in range(1, 5)]
+        p_u = [Signal(range(d.nu + 1), name=f"p{k}_u") for k in range(1, 6)]
         p2_j = Signal(d.iw)
-        p4_last = Signal()
-        m.d.comb += [adv.eq(~p_valid[3] | fire),
+        p4_v = Signal(v_mem_row(cfg))
+        p_last = Signal()                      # p5: its key is the group's last (p4_t + 1 == nkept)
+        m.d.comb += [adv.eq(~p_valid[4] | fire),
                      self.key_rd.addr.eq(t + pi.b3 * d.N), self.key_rd.en.eq(adv),
                      self.v_rd.addr.eq(p2_j), self.v_rd.en.eq(adv)]
         for r in range(d.R):
             port = getattr(self, f"prob_rd_{r}")
-            m.d.comb += [port.addr.eq(p_t[1] + Mux(pi.b2, d.N, 0)), port.en.eq(adv)]
+            m.d.comb += [port.addr.eq(p_t[2] + Mux(pi.b2, d.N, 0)), port.en.eq(adv)]
         op = self.op.payload
         ops = Signal.like(op)
         with m.If(adv):
             m.d.sync += [p_valid[0].eq(pv_active), p_t[0].eq(t), p_u[0].eq(u),
-                         p2_j.eq(self.key_rd.data.j), p4_last.eq(p_t[2] + 1 == pi.nkept)]
-            m.d.sync += [p_valid[k].eq(p_valid[k - 1]) for k in range(1, 4)]
-            m.d.sync += [p_t[k].eq(p_t[k - 1]) for k in range(1, 3)]
-            m.d.sync += [p_u[k].eq(p_u[k - 1]) for k in range(1, 4)]
+                         p2_j.eq(self.key_rd.data.j), p4_v.eq(self.v_rd.data),
+                         p_last.eq(p_t[3] + 1 == pi.nkept)]
+            m.d.sync += [p_valid[k].eq(p_valid[k - 1]) for k in range(1, 5)]
+            m.d.sync += [p_t[k].eq(p_t[k - 1]) for k in range(1, 4)]
+            m.d.sync += [p_u[k].eq(p_u[k - 1]) for k in range(1, 5)]
             for r in range(d.R):
                 m.d.sync += ops.a1[r].eq(getattr(self, f"prob_rd_{r}").data)
             for c in range(d.C):
-                vsel = Array(self.v_rd.data[k * d.C + c] if k * d.C + c < d.D
+                vsel = Array(p4_v[k * d.C + c] if k * d.C + c < d.D
                              else Const(0, cfg.v_bits) for k in range(d.nu))
-                m.d.sync += ops.b1[c].eq(vsel[p_u[2]])
+                m.d.sync += ops.b1[c].eq(vsel[p_u[3]])
             with m.If(pv_active):
                 with m.If(t + 1 == pi.nkept):
                     m.d.sync += [t.eq(0), u.eq(u + 1)]
@@ -95,10 +99,10 @@ class PVStage(wiring.Component):
                     m.d.sync += t.eq(t + 1)
 
         # ---------------------------------------------------------------- operands
-        m.d.comb += [op.eq(ops), op.last.eq(p4_last),
-                     op.tag.eq(Cat(p_u[3].as_unsigned() | Const(0, d.idxw), Const(0, 1),
+        m.d.comb += [op.eq(ops), op.last.eq(p_last),
+                     op.tag.eq(Cat(p_u[4].as_unsigned() | Const(0, d.idxw), Const(0, 1),
                                    Const(1, 1))),
-                     self.op.valid.eq(p_valid[3])]
+                     self.op.valid.eq(p_valid[4])]
 
         # ---------------------------------------------------------------- results
         res_last = Signal()

@@ -8,7 +8,7 @@ __all__ = ["PVModel"]
 
 
 class PVModel:
-    """P's state machine, five-stage P x V feeder and registered requantizer; the output is
+    """P's state machine, six-stage P x V feeder and registered requantizer; the output is
     always ready."""
 
     def __init__(self, cfg: HDPConfig, L: int, groups):
@@ -16,18 +16,18 @@ class PVModel:
         self.nu = -(-cfg.head_dim // cfg.array_cols)
         self.state = "IDLE"
         self.n = self.rows = self.i0 = self.u = self.t = self.out = self.o_r = 0
-        self.active = self.p4_last = False
-        self.p_valid = (False,) * 4      # feeder stages p1 .. p4 (p4 offers the operands)
-        self.p_t = (0,) * 3
+        self.active = self.p_last = False
+        self.p_valid = (False,) * 5      # feeder stages p1 .. p5 (p5 offers the operands)
+        self.p_t = (0,) * 4
         self.rq_last = 0                 # tiles whose last result row is in the rq registers
 
     @property
     def op_valid(self) -> bool:
-        return self.p_valid[3]
+        return self.p_valid[4]
 
     @property
     def op_last(self) -> bool:
-        return self.p4_last
+        return self.p_last
 
     @property
     def done(self) -> bool:
@@ -52,17 +52,17 @@ class PVModel:
                 self.state = "PV"
         elif s.state == "PV":
             if not s.active and not any(s.p_valid) and s.out == 0 \
-                    and not (p_fire and s.p4_last):
+                    and not (p_fire and s.p_last):
                 self.o_r = 0
                 self.state = "SEND"
         else:   # SEND, m_axis always ready
             self.o_r = s.o_r + 1
             if s.o_r + 1 == s.rows:
                 self.state = "IDLE"
-        if not s.p_valid[3] or p_fire:          # feeder advances
-            self.p_valid = (s.active,) + s.p_valid[:3]
-            self.p_t = (s.t,) + s.p_t[:2]
-            self.p4_last = s.p_t[2] + 1 == s.n
+        if not s.p_valid[4] or p_fire:          # feeder advances
+            self.p_valid = (s.active,) + s.p_valid[:4]
+            self.p_t = (s.t,) + s.p_t[:3]
+            self.p_last = s.p_t[3] + 1 == s.n
             if s.active:
                 if s.t + 1 == s.n:
                     self.t, self.u = 0, s.u + 1
@@ -72,4 +72,4 @@ class PVModel:
                     self.t = s.t + 1
         # a result row reaches the output buffer a cycle after the array offers it
         self.rq_last = p_res
-        self.out = s.out + (1 if p_fire and s.p4_last else 0) - s.rq_last
+        self.out = s.out + (1 if p_fire and s.p_last else 0) - s.rq_last
