@@ -6,7 +6,7 @@ Golden twins: :func:`golden.score.integer_scores`, :func:`golden.pruner.block_im
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -16,7 +16,7 @@ from .config import HDPConfig, unsigned_width
 
 __all__ = ["ScoreUnit", "qk_row_layout", "qk_int_row_layout", "block_layout", "h_shape",
            "block_row_shape", "block_col_shape", "block_cycles", "pipeline_depth", "PIPELINE_DEPTH",
-           "TREE_STAGES"]
+           "TREE_STAGES", "PACK_OPERAND_BITS", "pack_shift"]
 
 #: Adder-tree levels of the ``head_dim``-long dot products are split over this many register
 #: stages (the first ones take the extra level when the levels do not divide evenly).
@@ -119,6 +119,29 @@ def _n_levels(n):
     return levels
 
 
+#: Widest multiplier operand the integer pass packs two key columns into: a MULT18X18D takes
+#: 18 x 18 bits (ECP5; wider, a product would need several).
+PACK_OPERAND_BITS = 18
+
+
+def pack_shift(cfg: HDPConfig, acc_width: int | None = None) -> int | None:
+    """Bit offset of the second key column in a packed integer-pass operand, or ``None``
+    when the score unit does not pack (one key column per block, or a packed operand wider
+    than :data:`PACK_OPERAND_BITS`).
+
+    Packed, ``q * (k_0 + k_1 2^S)`` gives both products of a Q element with two key columns
+    in one multiplier, a DSP instead of two LUT multipliers; their sums over the lanes and
+    passes stay exact in the two fields of one sum, ``A_0 + 2^(S-1) + A_1 2^S`` (the bias
+    ``2^(S-1)`` keeps the low field non-negative, so the fields part without a borrow).
+    ``S`` is the width of A (``acc_width``, default ``cfg.a_width``); the packed operand is
+    ``qk_int_bits + S + 1`` bits wide (18 on the default preset; the large preset's d = 64
+    makes A 14 bits wide, too wide to pack)."""
+    S = cfg.a_width if acc_width is None else acc_width
+    if cfg.block_cols < 2 or cfg.qk_int_bits + S + 1 > PACK_OPERAND_BITS:
+        return None
+    return S
+
+
 def _max_op(x, y):
     # (valid, value) pairs: the maximum over the valid ones; ties are equal values
     (vx, ax), (vy, ay) = x, y
@@ -161,18 +184,25 @@ class ScoreUnit(wiring.Component):
         - 1`` of the Q and K rows (``lanes = ceil(d / P)``, so ``int_lanes = 12`` at ``d = 32``
         builds 11; the last pass's elements past ``d`` multiply 0) and the last adder-tree
         stage accumulates the passes.  ``int_lanes >= d``: one whole block per cycle.
+        Where :func:`pack_shift` allows (the default preset), the two key columns of a pair
+        share one multiplier per lane, ``q * (k_0 + k_1 2^S)`` with ``S = a_width``: 18-bit
+        operands, so ECP5 maps each to a MULT18X18D instead of two 4 x 4-bit LUT multipliers,
+        and one adder tree sums both dot products in the two fields of a ``2 S``-bit word,
+        which the A register splits into its two entries by wiring alone.
         Measured alone (``hdpgen synth --unit score_unit``, ECP5, default preset, LUT4 /
-        CCU2C / FF / EBR / Fmax): ``int_lanes`` 32: 6114 / 802 / 3325 / 8 / 114.7 MHz; 16
-        (2 passes): 3554 / 503 / 2759 / 8 / 111.7 MHz; 11 (the default, 3 passes): 2353 /
-        435 / 2476 / 8 / 118.5 MHz; 8 (4 passes): 1946 / 367 / 2244 / 8 / 117.4 MHz.  The
-        default is the fewest lanes that keep the integer pass behind the array at N = 128
-        down to top-k keep 1/4 (8 lanes: 89.7 % of the ideal speedup there, 11: 91.0 %).
+        CCU2C / FF / DSP / EBR / Fmax), unpacked: ``int_lanes`` 32: 6114 / 802 / 3325 / 0 /
+        8 / 114.7 MHz; 16 (2 passes): 3554 / 503 / 2759 / 0 / 8 / 111.7 MHz; 11 (3 passes):
+        2353 / 435 / 2476 / 0 / 8 / 118.5 MHz; 8 (4 passes): 1946 / 367 / 2244 / 0 / 8 /
+        117.4 MHz.  Packed, 11 (the default): 1523 / 360 / 2643 / 22 / 8.  The default lane
+        count is the fewest that keep the integer pass behind the array at N = 128 down to
+        top-k keep 1/4 (8 lanes: 89.7 % of the ideal speedup there, 11: 91.0 %).
         Pipeline (``pipeline_depth(cfg)`` register stages from a block's last pass:
         ``PIPELINE_DEPTH`` = 7 with one pass, 8 with several): issue (K memory read; the
         pass's Q elements) -> K read data registered as it is (Yosys does not use the DP16KD
         output register, so no logic may follow the block RAM's access time) -> with several
-        passes, the pass's K elements selected and registered (a stage of its own: in front
-        of the multipliers the synthesizer copies the selection into every product) ->
+        passes, the pass's K elements selected (and packed) and registered (a stage of its
+        own: in front of the multipliers the synthesizer copies the selection into every
+        product) ->
         products registered -> adder tree split over ``TREE_STAGES`` = 2 register stages
         (the last one holds A, accumulated over the passes) -> masking and the first half of
         the importance reductions -> their second half -> output queue
@@ -483,30 +513,61 @@ class ScoreUnit(wiring.Component):
         in front of the multipliers, where the synthesizer duplicates the selection into
         every product (``int_lanes`` 8: +400 LUT4 measured)."""
         cfg = self._cfg
-        bc, d = cfg.block_cols, cfg.head_dim
+        d = cfg.head_dim
         n_pass, lanes = cfg.int_passes, cfg.int_lanes_used
         sk = SimpleNamespace(beat=self._reg(m, s1.beat, "sk_beat"),
                              meta=self._reg(m, s1.meta, "sk_meta"),
                              q=self._reg(m, s1.q, "sk_q"),
                              k=self._reg(m, k.rd.data, "sk_k"))
         if n_pass == 1:
+            sk.kp = self._packed(sk.k, lambda g, lane: lane, lanes)   # in front of the products
             return sk
         pss = self._reg(m, s1.pss, "sk_pass")
         sel = SimpleNamespace(beat=self._reg(m, sk.beat, "sel_beat"),
                               meta=self._reg(m, sk.meta, "sel_meta"),
-                              q=self._reg(m, sk.q, "sel_q"),
-                              k=Signal(data.ArrayLayout(data.ArrayLayout(
-                                  signed(cfg.qk_int_bits), lanes), bc), name="sel_k"))
-        for jj in range(bc):   # pass 0's elements (a don't care where a pass has none)
+                              q=self._reg(m, sk.q, "sel_q"))
+        groups = self._col_groups()
+        sel.kp = [[Signal(self._operand_shape(g), name=f"sel_kp_{gi}_{lane}")
+                   for lane in range(lanes)] for gi, g in enumerate(groups)]
+        pass0 = self._packed(sk.k, lambda g, lane: lane, lanes)
+        for gi in range(len(groups)):  # pass 0's elements (a don't care where a pass has none)
             for lane in range(lanes):
-                m.d.sync += sel.k[jj][lane].eq(sk.k[jj][lane])
+                m.d.sync += sel.kp[gi][lane].eq(pass0[gi][lane])
         with m.Switch(pss):
             for p in range(1, n_pass):
                 with m.Case(p):
-                    for jj in range(bc):
-                        for lane in range(min(lanes, d - p * lanes)):
-                            m.d.sync += sel.k[jj][lane].eq(sk.k[jj][p * lanes + lane])
+                    n_el = min(lanes, d - p * lanes)
+                    packed = self._packed(sk.k, lambda g, lane, p=p: p * lanes + lane, n_el)
+                    for gi in range(len(groups)):
+                        for lane in range(n_el):
+                            m.d.sync += sel.kp[gi][lane].eq(packed[gi][lane])
         return sel
+
+    def _col_groups(self) -> list[tuple[int, ...]]:
+        """The key columns each multiplier serves: pairs when :func:`pack_shift` packs (an
+        odd last column alone), else one column each."""
+        bc = self._cfg.block_cols
+        if pack_shift(self._cfg, self.acc_width) is None:
+            return [(jj,) for jj in range(bc)]
+        return [tuple(range(jj, min(jj + 2, bc))) for jj in range(0, bc, 2)]
+
+    def _operand_shape(self, group) -> signed:
+        qi = self._cfg.qk_int_bits
+        return signed(qi if len(group) == 1 else qi + pack_shift(self._cfg, self.acc_width) + 1)
+
+    def _packed(self, k_words, element, n_el):
+        """Per column group and lane, the K operand: ``k_0 + k_1 2^S`` for a pair, else ``k``
+        (``element(group, lane)``: the lane's element index in the K rows)."""
+        S = pack_shift(self._cfg, self.acc_width)
+        out = []
+        for g in self._col_groups():
+            row = []
+            for lane in range(n_el):
+                e = element(g, lane)
+                row.append(k_words[g[0]][e] if len(g) == 1
+                           else k_words[g[0]][e] + (k_words[g[1]][e] << S))
+            out.append(row)
+        return out
 
     # ------------------------------------------------------------------------ products and A
     def _dot_products(self, m, sk) -> SimpleNamespace:
@@ -517,10 +578,12 @@ class ScoreUnit(wiring.Component):
         n_pass, lanes = cfg.int_passes, cfg.int_lanes_used
         sp_beat = self._reg(m, sk.beat, "sp_beat")
         sp_meta = self._reg(m, sk.meta, "sp_meta")
+        S = pack_shift(cfg, self.acc_width)
+        groups = self._col_groups()
         parts = {}
         for ii in range(br):
-            for jj in range(bc):
-                parts[ii, jj] = [self._reg(m, sk.q[ii][e] * sk.k[jj][e], f"prod_{ii}_{jj}_{e}")
+            for gi in range(len(groups)):
+                parts[ii, gi] = [self._reg(m, sk.q[ii][e] * sk.kp[gi][e], f"prod_{ii}_{gi}_{e}")
                                  for e in range(lanes)]
 
         add = lambda x, y: x + y  # noqa: E731
@@ -530,21 +593,29 @@ class ScoreUnit(wiring.Component):
         for stage, n_lv in enumerate(split[:-1]):
             st_beat = self._reg(m, st_beat, f"st{stage}_beat")
             st_meta = self._reg(m, st_meta, f"st{stage}_meta")
-            for (ii, jj), vals in parts.items():
-                parts[ii, jj] = [self._reg(m, v, f"sum{stage}_{ii}_{jj}_{n}")
-                                 for n, v in enumerate(_tree_levels(vals, add, n_lv))]
+            for key, vals in parts.items():
+                parts[key] = [self._reg(m, v, f"sum{stage}_{key[0]}_{key[1]}_{n}")
+                              for n, v in enumerate(_tree_levels(vals, add, n_lv))]
         s2 = SimpleNamespace(valid=Signal(name="s2_valid"),
                              meta=self._reg(m, st_meta, "s2_meta"),
                              a=Signal(data.ArrayLayout(signed(self.acc_width), cfg.block_size),
                                       name="s2_a"))
         m.d.sync += s2.valid.eq(st_beat.valid if n_pass == 1 else st_beat.valid & st_beat.last)
-        for (ii, jj), vals in parts.items():
-            a = s2.a[ii * bc + jj]
+        for (ii, gi), vals in parts.items():
+            g = groups[gi]
+            # a pair's sum holds A_0 + 2^(S-1) in its low S bits and A_1 above them
+            bias = 0 if len(g) == 1 else 1 << (S - 1)
+            acc = Signal(signed(self.acc_width * len(g)), name=f"acc_{ii}_{gi}")
             if n_pass == 1:
-                m.d.sync += a.eq(_tree(vals, add))
+                m.d.sync += acc.eq(_tree(vals + ([bias] if bias else []), add))
             else:
                 with m.If(st_beat.valid):
-                    m.d.sync += a.eq(_tree(vals + [Mux(st_beat.first, 0, a)], add))
+                    m.d.sync += acc.eq(_tree(vals + [Mux(st_beat.first, bias, acc)], add))
+            if len(g) == 1:
+                m.d.comb += s2.a[ii * bc + g[0]].eq(acc)
+            else:
+                m.d.comb += [s2.a[ii * bc + g[0]].eq(Cat(acc[:S - 1], ~acc[S - 1])),
+                             s2.a[ii * bc + g[1]].eq(acc[S:])]
         return s2
 
     # ------------------------------------------------------------------------ importance

@@ -12,7 +12,14 @@ from amaranth.hdl import Fragment, Value
 from amaranth.sim import Simulator
 
 from hw.presets import preset
-from hw.score_unit import PIPELINE_DEPTH, ScoreUnit, block_cycles, pipeline_depth
+from hw.score_unit import (
+    PACK_OPERAND_BITS,
+    PIPELINE_DEPTH,
+    ScoreUnit,
+    block_cycles,
+    pack_shift,
+    pipeline_depth,
+)
 from sim.amaranth_streams import StreamChecker
 from sim.vectors import score as vec
 
@@ -212,6 +219,36 @@ def test_int_lanes_stalls(name, lanes):
     max_len = 12 if name == "default" else None
     cases.append(vec.random_case(cfg, seed, n_heads=2, max_len=max_len))
     _run_and_check(cfg, cases, seed, f"{name}/int_lanes={lanes}", stall_in=0.3, stall_out=0.3)
+
+
+# packing two key columns per multiplier: where it applies (pairs, and an odd last column
+# alone) and where it does not (one column; an operand too wide for one DSP)
+PACKING = [("tiny", {"block_cols": 3}), ("tiny", {"block_cols": 1}),
+           ("odd", {"block_cols": 3, "int_lanes": 2}),
+           ("tiny", {"qk_bits": 12, "qk_frac": 4, "int_lanes": 2})]
+
+
+def test_pack_shift():
+    """S = a_width where the packed operand (qk_int_bits + S + 1 bits) fits one MULT18X18D."""
+    d = preset("default")
+    assert pack_shift(d) == d.a_width == 13 and d.qk_int_bits + 13 + 1 == PACK_OPERAND_BITS
+    assert pack_shift(preset("large")) is None           # A is 14 bits: a 19-bit operand
+    assert pack_shift(d.replace(block_cols=1)) is None
+    assert pack_shift(d, acc_width=12) == 12
+    assert pack_shift(preset("tiny").replace(qk_bits=12, qk_frac=4)) is None
+
+
+@pytest.mark.parametrize("name,changes", PACKING,
+                         ids=["pair+single", "one-column", "odd-pair+single", "too-wide"])
+def test_packing_layouts(name, changes):
+    """Whole outputs bit-exact against golden, stalls on both sides, for each way the key
+    columns are grouped into multipliers (the presets cover pairs alone)."""
+    cfg = preset(name).replace(**changes)
+    seed = 90 + PACKING.index((name, changes))
+    cases = [c for c in vec.directed_cases(cfg, seed, small=True)
+             if c.name in ("extreme_min_words", "extreme_mixed_signs", "valid_len_ragged_causal")]
+    cases.append(vec.random_case(cfg, seed, n_heads=2))
+    _run_and_check(cfg, cases, seed, f"{name}/{changes}", stall_in=0.3, stall_out=0.3)
 
 
 def test_int_lanes_used_and_passes():
