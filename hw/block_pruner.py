@@ -459,7 +459,10 @@ class BlockPruner(wiring.Component):
             j_thr.eq(j_mode == MODE_THRESHOLD),
             j_free.eq(~j_valid | (adv & j_last_item)),
             load.eq(accept & row_end),
-            step.eq(~load & adv & j_valid & ~j_last_item),
+            # J on an item that is not its row's last is not free, so no row loads then:
+            # step needs no ~load term (which put the whole accept chain in front of J's
+            # next state: the whole top's critical path at nextpnr seed 1)
+            step.eq(adv & j_valid & ~j_last_item),
         ]
 
         with m.If(accept):
@@ -481,10 +484,11 @@ class BlockPruner(wiring.Component):
             with m.Else():
                 m.d.sync += [vmask.eq(a_vmask), dmask.eq(a_dmask), cnt.eq(a_cnt),
                              tot.eq(a_tot), mx.eq(a_mx), need.eq(a_need)]
-        with m.If(~load & adv & j_valid):
+        with m.If(adv & j_valid):
             with m.If(j_last_item):
-                m.d.sync += j_valid.eq(0)
-            with m.Else():
+                with m.If(~load):
+                    m.d.sync += j_valid.eq(0)
+            with m.Else():   # step
                 m.d.sync += [j_ic.eq(j_ic + 1), j_last_item.eq(j_pen),
                              j_pen.eq(j_ic2 == j_lastc), j_ic2.eq(j_ic2 + 1),
                              j_lt.eq(Cat(Const(1, 1), j_lt[:-1]))]
