@@ -208,7 +208,7 @@ class HDPConfig:
     leopard_lanes: int = _knob(8, "leopard front end: bit-serial lanes (entries computed at "
                                   "once; a head of fewer tokens uses at most seq_len)", 1, 64)
     # integer pass
-    int_lanes: int = _knob(11, "products of each integer dot product q_I . k_I the score unit "
+    int_lanes: int = _knob(16, "products of each integer dot product q_I . k_I the score unit "
                                "computes per cycle: a b_r x b_c block takes ceil(head_dim / "
                                "int_lanes) cycles", 1, 1024,
                            note="a value >= head_dim means head_dim: one block per cycle")

@@ -193,9 +193,12 @@ class ScoreUnit(wiring.Component):
         CCU2C / FF / DSP / EBR / Fmax), unpacked: ``int_lanes`` 32: 6114 / 802 / 3325 / 0 /
         8 / 114.7 MHz; 16 (2 passes): 3554 / 503 / 2759 / 0 / 8 / 111.7 MHz; 11 (3 passes):
         2353 / 435 / 2476 / 0 / 8 / 118.5 MHz; 8 (4 passes): 1946 / 367 / 2244 / 0 / 8 /
-        117.4 MHz.  Packed, 11 (the default): 1523 / 360 / 2643 / 22 / 8.  The default lane
-        count is the fewest that keep the integer pass behind the array at N = 128 down to
-        top-k keep 1/4 (8 lanes: 89.7 % of the ideal speedup there, 11: 91.0 %).
+        117.4 MHz.  Packed: 16 (the default): 2259 / 345 / 2979 / 32 / 8; 11: 1523 / 360 /
+        2643 / 22 / 8.  The default is 16 lanes, not 11: three passes per block keep the
+        integer pass behind the array at N = 128 under top-k down to keep 1/4 (91.0 % of the
+        ideal speedup, 90.9 % measured with the whole top), but not under the default mass
+        rule, whose rows keep very different numbers of blocks (the 128-token paragraph:
+        2.02x against 2.06x with 16 lanes, ``python bench/mass_cycles.py``).
         Pipeline (``pipeline_depth(cfg)`` register stages from a block's last pass:
         ``PIPELINE_DEPTH`` = 7 with one pass, 8 with several): issue (K memory read; the
         pass's Q elements) -> K read data registered as it is (Yosys does not use the DP16KD

@@ -454,14 +454,14 @@ def test_defect12_describe_lists_every_field_with_its_rule():
 # ---------------------------------------------------------------------------- int_lanes
 def test_int_lanes_rule_passes_and_presets():
     """int_lanes: products per cycle of each integer dot product; ceil(head_dim / int_lanes)
-    passes per block; a value >= head_dim is one pass, so the default (11, three passes at
+    passes per block; a value >= head_dim is one pass, so the default (16, two passes at
     d = 32) stays valid for the smaller presets (d = 4, 5: one block per cycle as before) and
     for any head_dim."""
     by = {r["name"]: r for r in HDPConfig.describe()}
     assert by["int_lanes"]["rule"] == ("integer in [1, 1024]; a value >= head_dim means "
                                        "head_dim: one block per cycle")
     assert "ceil(head_dim / int_lanes)" in by["int_lanes"]["doc"]
-    assert D.int_lanes == 11 and (D.int_passes, D.int_lanes_used) == (3, 11)
+    assert D.int_lanes == 16 and (D.int_passes, D.int_lanes_used) == (2, 16)
     assert [(preset(n).int_passes, preset(n).int_lanes_used) for n in ("tiny", "odd")] == \
         [(1, 4), (1, 5)]
     assert D.with_setting("int_lanes", "8").int_passes == 4

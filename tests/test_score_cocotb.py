@@ -37,7 +37,7 @@ def _run(unit, label, simulator, module, tmp_path, cfg=None, min_transactions=1)
 @pytest.mark.parametrize("name", ("tiny", "odd", "default"))
 def test_score_unit_bench(name, simulator, tmp_path):
     """Directed, random and (default preset) MiniLM heads, stalls on and off, whole output
-    (tiny and odd: one block per cycle; default: int_lanes 11, three passes per block)."""
+    (tiny and odd: one block per cycle; default: int_lanes 16, two passes per block)."""
     _run("score_unit", name, simulator, "sim.benches.bench_score", tmp_path,
          min_transactions=500)
 

@@ -194,9 +194,9 @@ def test_extremes_full_length_default():
     case = [c for c in vec.directed_cases(cfg, 0) if c.name == "extreme_min_words"][0]
     assert case.heads[0].h == cfg.h_max
     res = _run_and_check(cfg, [case], 0, "default/extreme full")
-    # and the full-length rate: L + passes * blocks + 9 cycles (128 + 3 * 4096 + 9)
-    assert block_cycles(cfg) == 3 and pipeline_depth(cfg) == PIPELINE_DEPTH + 1
-    assert res["t_h"][0] - res["t_k"][0] + 1 == 128 + 3 * 64 * 64 + 9
+    # and the full-length rate: L + passes * blocks + 9 cycles (128 + 2 * 4096 + 9)
+    assert block_cycles(cfg) == 2 and pipeline_depth(cfg) == PIPELINE_DEPTH + 1
+    assert res["t_h"][0] - res["t_k"][0] + 1 == 128 + 2 * 64 * 64 + 9
 
 
 # (preset, int_lanes): head_dim itself (one block per cycle, as before the knob), divisors of
