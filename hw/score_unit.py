@@ -205,8 +205,7 @@ class ScoreUnit(wiring.Component):
         output register, so no logic may follow the block RAM's access time) -> with several
         passes, the pass's K elements selected (and packed) and registered (a stage of its
         own: in front of the multipliers the synthesizer copies the selection into every
-        product) ->
-        products registered -> adder tree split over ``TREE_STAGES`` = 2 register stages
+        product) -> products registered -> adder tree split over ``TREE_STAGES`` = 2 register stages
         (the last one holds A, accumulated over the passes) -> masking and the first half of
         the importance reductions -> their second half -> output queue
         (``SyncFIFOBuffered``).  The memory access, the multipliers, each half of the adder
@@ -523,7 +522,7 @@ class ScoreUnit(wiring.Component):
                              q=self._reg(m, s1.q, "sk_q"),
                              k=self._reg(m, k.rd.data, "sk_k"))
         if n_pass == 1:
-            sk.kp = self._packed(sk.k, lambda g, lane: lane, lanes)   # in front of the products
+            sk.kp = self._packed(sk.k, 0, lanes)   # in front of the products
             return sk
         pss = self._reg(m, s1.pss, "sk_pass")
         sel = SimpleNamespace(beat=self._reg(m, sk.beat, "sel_beat"),
@@ -532,7 +531,7 @@ class ScoreUnit(wiring.Component):
         groups = self._col_groups()
         sel.kp = [[Signal(self._operand_shape(g), name=f"sel_kp_{gi}_{lane}")
                    for lane in range(lanes)] for gi, g in enumerate(groups)]
-        pass0 = self._packed(sk.k, lambda g, lane: lane, lanes)
+        pass0 = self._packed(sk.k, 0, lanes)
         for gi in range(len(groups)):  # pass 0's elements (a don't care where a pass has none)
             for lane in range(lanes):
                 m.d.sync += sel.kp[gi][lane].eq(pass0[gi][lane])
@@ -540,7 +539,7 @@ class ScoreUnit(wiring.Component):
             for p in range(1, n_pass):
                 with m.Case(p):
                     n_el = min(lanes, d - p * lanes)
-                    packed = self._packed(sk.k, lambda g, lane, p=p: p * lanes + lane, n_el)
+                    packed = self._packed(sk.k, p * lanes, n_el)
                     for gi in range(len(groups)):
                         for lane in range(n_el):
                             m.d.sync += sel.kp[gi][lane].eq(packed[gi][lane])
@@ -558,24 +557,19 @@ class ScoreUnit(wiring.Component):
         qi = self._cfg.qk_int_bits
         return signed(qi if len(group) == 1 else qi + pack_shift(self._cfg, self.acc_width) + 1)
 
-    def _packed(self, k_words, element, n_el):
-        """Per column group and lane, the K operand: ``k_0 + k_1 2^S`` for a pair, else ``k``
-        (``element(group, lane)``: the lane's element index in the K rows)."""
+    def _packed(self, k_words, base, n_el):
+        """Per column group and lane, the K operand of elements ``base .. base + n_el - 1``:
+        ``k_0 + k_1 2^S`` for a pair, else ``k``."""
         S = pack_shift(self._cfg, self.acc_width)
-        out = []
-        for g in self._col_groups():
-            row = []
-            for lane in range(n_el):
-                e = element(g, lane)
-                row.append(k_words[g[0]][e] if len(g) == 1
-                           else k_words[g[0]][e] + (k_words[g[1]][e] << S))
-            out.append(row)
-        return out
+        return [[k_words[g[0]][base + lane] if len(g) == 1
+                 else k_words[g[0]][base + lane] + (k_words[g[1]][base + lane] << S)
+                 for lane in range(n_el)] for g in self._col_groups()]
 
     # ------------------------------------------------------------------------ products and A
     def _dot_products(self, m, sk) -> SimpleNamespace:
-        """Stage 3: ``b_r * b_c * int_lanes`` products registered; then the adder trees over
-        ``TREE_STAGES`` register stages, the last one accumulating the passes into A."""
+        """Stage 3: ``int_lanes`` products registered per Q row and column group (a packed
+        pair of key columns, or one column); then the adder trees over ``TREE_STAGES``
+        register stages, the last one accumulating the passes into A (split per column)."""
         cfg = self._cfg
         br, bc = cfg.block_rows, cfg.block_cols
         n_pass, lanes = cfg.int_passes, cfg.int_lanes_used
