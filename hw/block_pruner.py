@@ -9,7 +9,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .config import K_FRAC_BITS, PRUNE_MODES, HDPConfig, signed_width, unsigned_width
+from .config import DSP_OPERAND_BITS, K_FRAC_BITS, PRUNE_MODES, HDPConfig, signed_width, unsigned_width
 
 __all__ = ["BlockPruner", "imp_layout", "mask_layout", "index_width", "mask_latency", "MODE_WIDTH",
            "MODE_OFF", "MODE_TOPK", "MODE_THRESHOLD"]
@@ -19,8 +19,6 @@ MODE_TOPK = PRUNE_MODES.index("topk")
 MODE_THRESHOLD = PRUNE_MODES.index("threshold")
 #: Width of the run-time ``mode`` port (code = index in :data:`hw.config.PRUNE_MODES`).
 MODE_WIDTH = unsigned_width(len(PRUNE_MODES) - 1)
-#: operand width of an ECP5 MULT18X18D (signed)
-_DSP_OPERAND = 18
 
 
 def index_width(n: int) -> int:
@@ -529,7 +527,7 @@ class BlockPruner(wiring.Component):
         # into two products of at most 18 bits whose outputs are registered in P1 and added in
         # P2: Yosys's own split puts the partial-product adder right behind the DSPs, and
         # J -> DSP -> that adder was the whole top's critical path
-        ts_split = min(_DSP_OPERAND - 1, len(j_tot) - 1)
+        ts_split = min(DSP_OPERAND_BITS - 1, len(j_tot) - 1)
         m_tot = Signal.like(j_tot, name="thr_tot_m")
         m_rinv = Signal(p + 1, name="thr_rho_inv_m")
         with m.If(load & (beat.mode == MODE_THRESHOLD)):
@@ -600,7 +598,7 @@ class BlockPruner(wiring.Component):
         # two products of at most 18 bits, each one DSP, added in P3 instead of behind the
         # DSPs.  Loaded on threshold items only (the products are used for nothing else),
         # which also keeps Yosys from merging them with p1_cnt.
-        split = min(_DSP_OPERAND - 1, len(rho_max) - 1)
+        split = min(DSP_OPERAND_BITS - 1, len(rho_max) - 1)
         m_cnt = Signal(nw, name="thr_cnt_m")
         m_lo = Signal(split, name="thr_rho_lo_m")
         m_hi = Signal(signed(len(rho_max) - split), name="thr_rho_hi_m")

@@ -22,7 +22,7 @@ from typing import Any
 
 __all__ = ["HDPConfig", "signed_width", "unsigned_width", "PRUNE_MODES",
            "CRITERIA", "APPROX_MODES", "FRONT_ENDS", "K_FRAC_BITS", "EPS_BITS", "LEOPARD_TH_STEP",
-           "LEOPARD_TH_LIMIT"]
+           "LEOPARD_TH_LIMIT", "DSP_OPERAND_BITS"]
 
 PRUNE_MODES = ("off", "topk", "threshold", "mass")
 CRITERIA = ("abs_sum", "sum", "max")
@@ -35,6 +35,9 @@ LEOPARD_TH_STEP = 1 / 16
 LEOPARD_TH_LIMIT = 64.0
 #: Fraction bits of ``k_frac`` in the hardware: the register holds ``k_frac_q = k_frac * 2**8``.
 K_FRAC_BITS = 8
+#: Operand width of an ECP5 MULT18X18D (signed): the hand-split and packed products are sized
+#: to fit one.
+DSP_OPERAND_BITS = 18
 #: Fraction bits of ``eps`` (mass mode): the register holds ``eps_q = eps * 2**8``.
 EPS_BITS = 8
 

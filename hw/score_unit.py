@@ -12,11 +12,11 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .config import HDPConfig, unsigned_width
+from .config import DSP_OPERAND_BITS, HDPConfig, unsigned_width
 
 __all__ = ["ScoreUnit", "qk_row_layout", "qk_int_row_layout", "block_layout", "h_shape",
            "block_row_shape", "block_col_shape", "block_cycles", "pipeline_depth", "PIPELINE_DEPTH",
-           "TREE_STAGES", "PACK_OPERAND_BITS", "pack_shift"]
+           "TREE_STAGES", "pack_shift"]
 
 #: Adder-tree levels of the ``head_dim``-long dot products are split over this many register
 #: stages (the first ones take the extra level when the levels do not divide evenly).
@@ -119,15 +119,10 @@ def _n_levels(n):
     return levels
 
 
-#: Widest multiplier operand the integer pass packs two key columns into: a MULT18X18D takes
-#: 18 x 18 bits (ECP5; wider, a product would need several).
-PACK_OPERAND_BITS = 18
-
-
 def pack_shift(cfg: HDPConfig, acc_width: int | None = None) -> int | None:
     """Bit offset of the second key column in a packed integer-pass operand, or ``None``
     when the score unit does not pack (one key column per block, or a packed operand wider
-    than :data:`PACK_OPERAND_BITS`).
+    than :data:`hw.config.DSP_OPERAND_BITS`, one MULT18X18D).
 
     Packed, ``q * (k_0 + k_1 2^S)`` gives both products of a Q element with two key columns
     in one multiplier, a DSP instead of two LUT multipliers; their sums over the lanes and
@@ -137,7 +132,7 @@ def pack_shift(cfg: HDPConfig, acc_width: int | None = None) -> int | None:
     ``qk_int_bits + S + 1`` bits wide (18 on the default preset; the large preset's d = 64
     makes A 14 bits wide, too wide to pack)."""
     S = cfg.a_width if acc_width is None else acc_width
-    if cfg.block_cols < 2 or cfg.qk_int_bits + S + 1 > PACK_OPERAND_BITS:
+    if cfg.block_cols < 2 or cfg.qk_int_bits + S + 1 > DSP_OPERAND_BITS:
         return None
     return S
 

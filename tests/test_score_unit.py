@@ -11,9 +11,9 @@ import pytest
 from amaranth.hdl import Fragment, Value
 from amaranth.sim import Simulator
 
+from hw.config import DSP_OPERAND_BITS
 from hw.presets import preset
 from hw.score_unit import (
-    PACK_OPERAND_BITS,
     PIPELINE_DEPTH,
     ScoreUnit,
     block_cycles,
@@ -231,7 +231,7 @@ PACKING = [("tiny", {"block_cols": 3}), ("tiny", {"block_cols": 1}),
 def test_pack_shift():
     """S = a_width where the packed operand (qk_int_bits + S + 1 bits) fits one MULT18X18D."""
     d = preset("default")
-    assert pack_shift(d) == d.a_width == 13 and d.qk_int_bits + 13 + 1 == PACK_OPERAND_BITS
+    assert pack_shift(d) == d.a_width == 13 and d.qk_int_bits + 13 + 1 == DSP_OPERAND_BITS
     assert pack_shift(preset("large")) is None           # A is 14 bits: a 19-bit operand
     assert pack_shift(d.replace(block_cols=1)) is None
     assert pack_shift(d, acc_width=12) == 12
