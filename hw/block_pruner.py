@@ -143,15 +143,16 @@ class BlockPruner(wiring.Component):
     hands everything (bank A copied into bank J) to the job register J and clears stage A,
     which takes the next row's first beat in the very next cycle (double buffering).  J
     issues one item per cycle, block column ``j = 0, 1, ...``: the item's ``(imp, valid,
-    diag)`` is a register loaded from the row buffer, which is read one item ahead (its
-    output is always J's next item: J's next column, or column 0 of stage A's row, read again
+    diag)`` is a register loaded, for column 0, from a register that stage A fills as the
+    row's first beat enters R, and for the other columns from the row buffer, which is read
+    one item ahead (its output is J's next column, or column 1 of stage A's row, read again
     every cycle while that row is still arriving; the read port is transparent for the write
     port, so a column written in the same cycle is seen).  The item goes through a
     four-stage pipeline (P1: the item's ranks registered, ``rho_q * max`` and
-    ``(2**P - rho_q) * sum``, the top-k rank count started; P2: ``rho_q * max * n``, the
-    rank count finished and compared with ``need``; P3: ``I * n`` and the sum of the right
-    side; P4: the keep bit, after the comparison), which ORs the item's keep bit into the
-    row's mask:
+    ``(2**P - rho_q) * sum``, the top-k rank count started; P2: ``rho_q * max * n`` and
+    ``I * n``, the rank count finished and compared with ``need``; P3: the sum of the right
+    side, ``I * n`` again (a register between the DSP and the comparator); P4: the keep bit,
+    after the comparison), which ORs the item's keep bit into the row's mask:
 
     * ``off``: one item carrying the valid mask;
     * ``topk``: one item per block column ``j``: ``n_block_cols`` comparators in J compare the
@@ -491,25 +492,26 @@ class BlockPruner(wiring.Component):
                              j_pen.eq(j_ic2 == j_lastc), j_ic2.eq(j_ic2 + 1),
                              j_lt.eq(Cat(Const(1, 1), j_lt[:-1]))]
 
-        # J's item (imp, valid, diag) is a register loaded from the row buffer's output at every
-        # item change, so the row buffer is read one item ahead of J: its output is always J's
-        # next item.  That is column 0 of stage A's row while J is idle or on its row's last
-        # item (read again every cycle: that column may still be arriving; the read port is
-        # transparent for the write port), else J's next column (held while J holds).
+        # J's item (imp, valid, diag) is a register loaded at every item change: at a load from
+        # a_first (column 0 of stage A's row, kept as it entered R), at a step from the row
+        # buffer's output, which is read one item ahead of J: J's next column while J is on
+        # an item before its row's penultimate one, else column 1 of stage A's row (read again
+        # every cycle: that column may still be arriving; the read port is transparent for
+        # the write port), held while J holds.  The read address is a 2:1 choice of registers
+        # steered by ``step`` alone: it used to depend on ``load``, and R -> accept -> load
+        # -> address was the whole top's critical path at nextpnr seed 2, 10 of 12 ns routing.
         j_item = Signal(s["blay"])
-        nxt_col = Signal(cw)
-        nxt_bank = Signal()
-        rd_en = Signal()
+        a_first = Signal(s["blay"])
+        nxt = Signal(cw + 1)
+        m.d.comb += [nxt.eq(Mux(step & ~j_pen, Cat(j_ic2[:cw], j_bank), Cat(Const(1, cw), wbank))),
+                     rp.addr.eq(nxt), rp.en.eq(step | ~j_valid | j_last_item)]
+        ent = s["ent"]
+        with m.If(s["enter"] & (ent.col == 0)):
+            m.d.sync += [a_first.imp.eq(ent.imp), a_first.valid.eq(ent.valid),
+                         a_first.diag.eq(ent.diag)]
         with m.If(load):
-            m.d.comb += [nxt_col.eq(Mux(beat.col == 0, 0, 1)),
-                         nxt_bank.eq(Mux(beat.col == 0, ~wbank, wbank)), rd_en.eq(1)]
+            m.d.sync += j_item.eq(a_first)
         with m.Elif(step):
-            m.d.comb += [nxt_col.eq(Mux(j_pen, 0, j_ic2[:cw])),
-                         nxt_bank.eq(Mux(j_pen, wbank, j_bank)), rd_en.eq(1)]
-        with m.Elif(~j_valid | j_last_item):
-            m.d.comb += [nxt_col.eq(0), nxt_bank.eq(wbank), rd_en.eq(1)]
-        m.d.comb += [rp.addr.eq(Cat(nxt_col, nxt_bank)), rp.en.eq(rd_en)]
-        with m.If(load | step):
             m.d.sync += j_item.eq(rp.data)
 
         base = Signal(nbc)  # diagonal blocks (topk, threshold) or every valid block (off)
@@ -577,9 +579,7 @@ class BlockPruner(wiring.Component):
         p1_topk = Signal()        # a top-k item that is a candidate (valid, not diagonal)
         p1_ahead = Signal(nbc)    # the candidates ranked ahead of it
         p1_need = Signal(signed(qw))
-        p1_imp = Signal(signed(iw))
         p1_vbit = Signal()
-        p1_cnt = Signal(nw)
         p1_t_lo = Signal.like(t_lo)      # (2**P - rho_q) * sum = (t_hi << ts_split) + t_lo
         p1_t_hi = Signal.like(t_hi)
         p1_base = Signal(nbc)
@@ -588,8 +588,8 @@ class BlockPruner(wiring.Component):
         with m.If(adv):
             m.d.sync += [p1_valid.eq(j_valid), p1_col.eq(j_ic), p1_last_item.eq(j_last_item),
                          p1_thr.eq(j_thr), p1_topk.eq(j_topk & j_item.valid & ~j_item.diag),
-                         p1_ahead.eq(ahead), p1_need.eq(j_need), p1_imp.eq(j_item.imp),
-                         p1_vbit.eq(j_item.valid), p1_cnt.eq(j_cnt),
+                         p1_ahead.eq(ahead), p1_need.eq(j_need),
+                         p1_vbit.eq(j_item.valid),
                          p1_t_lo.eq(t_lo), p1_t_hi.eq(t_hi),
                          p1_base.eq(base), p1_row.eq(j_row), p1_last.eq(j_last)]
         # the threshold's multiplier operands: copies that feed only the MULT18X18Ds, so the
@@ -597,14 +597,15 @@ class BlockPruner(wiring.Component):
         # was the critical path, 5.9 ns of it routing).  rho_max * cnt is split by hand into
         # two products of at most 18 bits, each one DSP, added in P3 instead of behind the
         # DSPs.  Loaded on threshold items only (the products are used for nothing else),
-        # which also keeps Yosys from merging them with p1_cnt.
+        # which also keeps Yosys from merging them with J's registers.
         split = min(DSP_OPERAND_BITS - 1, len(rho_max) - 1)
         m_cnt = Signal(nw, name="thr_cnt_m")
         m_lo = Signal(split, name="thr_rho_lo_m")
         m_hi = Signal(signed(len(rho_max) - split), name="thr_rho_hi_m")
+        m_imp = Signal(signed(iw), name="thr_imp_m")
         with m.If(adv & j_thr):
             m.d.sync += [m_cnt.eq(j_cnt), m_lo.eq(rho_max[:split]),
-                         m_hi.eq(rho_max[split:].as_signed())]
+                         m_hi.eq(rho_max[split:].as_signed()), m_imp.eq(j_item.imp)]
 
         # ---------------------------------------------------------------- P2: partial counts
         # popcount of p1_ahead: 4-bit groups in LUTs, then adder levels split between P1 and P2
@@ -619,9 +620,10 @@ class BlockPruner(wiring.Component):
         p2_thr_valid = Signal()  # threshold item of a valid block
         p2_tm_lo = Signal(split + nw)            # rho_max * cnt = (hi * cnt << split) + lo * cnt
         p2_tm_hi = Signal(signed(len(m_hi) + nw + 1))
-        # lhs's operands, copies beside the DSP as above
-        m_imp = Signal(signed(iw), name="thr_imp_m")
-        m_cnt2 = Signal(nw, name="thr_cnt2_m")
+        # I * n, registered as it leaves its DSP and again in P3: the product went straight
+        # into P3's operand, which sits by the comparator, and operand copy -> DSP 28 columns
+        # away -> P3 was the whole top's critical path at nextpnr seed 1
+        p2_lhs = Signal(signed(iw + nw + 1))
         p2_t_sum = Signal(signed(tw))
         p2_base = Signal(nbc)
         p2_row = Signal(len(j_row))
@@ -631,11 +633,10 @@ class BlockPruner(wiring.Component):
                          p2_topk.eq(p1_topk), p2_need.eq(p1_need),
                          p2_thr_valid.eq(p1_thr & p1_vbit),
                          p2_tm_lo.eq(m_lo * m_cnt), p2_tm_hi.eq(m_hi * m_cnt),
+                         p2_lhs.eq(m_imp * m_cnt),
                          p2_t_sum.eq((p1_t_hi << ts_split) + p1_t_lo),
                          p2_base.eq(p1_base), p2_row.eq(p1_row), p2_last.eq(p1_last)]
             m.d.sync += [d.eq(v) for d, v in zip(p2_parts, parts)]
-        with m.If(adv & p1_thr):
-            m.d.sync += [m_imp.eq(p1_imp), m_cnt2.eq(p1_cnt)]
 
         # ---------------------------------------------------------------- P3: the operands
         rank = _tree_sum(m, p2_parts, None, "rank_p2")[0]
@@ -654,7 +655,7 @@ class BlockPruner(wiring.Component):
                          p3_last_item.eq(p2_last_item),
                          p3_topk_keep.eq(p2_topk & (rank < p2_need)),
                          p3_thr_valid.eq(p2_thr_valid),
-                         p3_lhs.eq((m_imp * m_cnt2) << p),
+                         p3_lhs.eq(p2_lhs << p),
                          p3_rhs.eq((p2_tm_hi << split) + p2_tm_lo + p2_t_sum),
                          p3_base.eq(p2_base), p3_row.eq(p2_row), p3_last.eq(p2_last)]
 
