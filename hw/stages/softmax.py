@@ -62,6 +62,11 @@ class SoftmaxStage(wiring.Component):
         s1_word, s1_lane = Signal(range(d.n_words + 1)), Signal(range(C))
         s2_valid, s2_r, s2_p, s2_lane = Signal(), Signal(d.rw), Signal(d.iw), Signal(range(C))
         s2_key = Signal(key_layout(cfg))
+        # the row's query index i0 + r, formed as the entry enters stage 2 (mi holds still
+        # while a group's entries are in the feeder): the adder in front of the causal
+        # comparison, fed from s2_r (which also steers the lane choice 40 columns away), was
+        # the whole top's critical path at nextpnr seeds 1 and 2 (83.2 and 85.1 MHz)
+        s2_i = Signal(d.iw + 1)
         c_r, c_p = Signal(d.rw + 1), Signal(d.iw)    # collector: row, entry
 
         # ---------------------------------------------------------------- feeder
@@ -76,7 +81,7 @@ class SoftmaxStage(wiring.Component):
             m.d.sync += [s1_valid.eq(f_active), s1_r.eq(f_r), s1_p.eq(f_p), s1_word.eq(f_word),
                          s1_lane.eq(f_lane),
                          s2_valid.eq(s1_valid), s2_r.eq(s1_r), s2_p.eq(s1_p), s2_lane.eq(s1_lane),
-                         s2_key.eq(self.key_rd.data)]
+                         s2_i.eq(mi.i0 + s1_r), s2_key.eq(self.key_rd.data)]
             with m.If(f_active):
                 with m.If(f_p + 1 == mi.nkept):
                     m.d.sync += [f_p.eq(0), f_word.eq(0), f_lane.eq(0), f_r.eq(f_r + 1)]
@@ -91,8 +96,6 @@ class SoftmaxStage(wiring.Component):
         # stage 3: the fine-score word registered straight from the block RAM's output (about
         # 5.8 ns on ECP5), with the keep bit; stage 4: the entry (score, keep, last)
         # registered, so the softmax unit's first stage follows a register
-        s2_i = Signal(d.iw + 1)
-        m.d.comb += s2_i.eq(mi.i0 + s2_r)
         own = Array(mi.rowmask[r] for r in range(R))[s2_r]
         s3_valid, s3_r, s3_lane = Signal(), Signal(d.rw), Signal(range(C))
         s3_keep, s3_last, s3_causal_ok = Signal(), Signal(), Signal()
