@@ -24,9 +24,10 @@ TREE_STAGES = 2
 
 #: Register stages from a block's issue to its entry into the output queue with one pass per
 #: block (``int_lanes >= head_dim``): memory read, K read data (the block RAM's output is
-#: registered in logic), products, ``TREE_STAGES`` adder-tree stages (the last one is A),
+#: registered in logic), products, products again (a register beside the DSP and one
+#: beside the adder tree), ``TREE_STAGES`` adder-tree stages (the last one is A),
 #: masking + importance (2 stages).  With several passes: :func:`pipeline_depth`.
-PIPELINE_DEPTH = 5 + TREE_STAGES
+PIPELINE_DEPTH = 6 + TREE_STAGES
 
 
 def block_cycles(cfg: HDPConfig) -> int:
@@ -195,12 +196,14 @@ class ScoreUnit(wiring.Component):
         rule, whose rows keep very different numbers of blocks (the 128-token paragraph:
         2.02x against 2.06x with 16 lanes, ``python bench/mass_cycles.py``).
         Pipeline (``pipeline_depth(cfg)`` register stages from a block's last pass:
-        ``PIPELINE_DEPTH`` = 7 with one pass, 8 with several): issue (K memory read; the
+        ``PIPELINE_DEPTH`` = 8 with one pass, 9 with several): issue (K memory read; the
         pass's Q elements) -> K read data registered as it is (Yosys does not use the DP16KD
         output register, so no logic may follow the block RAM's access time) -> with several
         passes, the pass's K elements selected (and packed) and registered (a stage of its
         own: in front of the multipliers the synthesizer copies the selection into every
-        product) -> products registered -> adder tree split over ``TREE_STAGES`` = 2 register stages
+        product) -> products registered, twice (the DSPs sit in fixed rows, often far from
+        the adder tree: operand -> DSP -> tree was the whole top's critical path, 7.1 of
+        11.6 ns routing) -> adder tree split over ``TREE_STAGES`` = 2 register stages
         (the last one holds A, accumulated over the passes) -> masking and the first half of
         the importance reductions -> their second half -> output queue
         (``SyncFIFOBuffered``).  The memory access, the multipliers, each half of the adder
@@ -568,15 +571,16 @@ class ScoreUnit(wiring.Component):
         cfg = self._cfg
         br, bc = cfg.block_rows, cfg.block_cols
         n_pass, lanes = cfg.int_passes, cfg.int_lanes_used
-        sp_beat = self._reg(m, sk.beat, "sp_beat")
-        sp_meta = self._reg(m, sk.meta, "sp_meta")
+        sp_beat = self._reg(m, self._reg(m, sk.beat, "sp0_beat"), "sp_beat")
+        sp_meta = self._reg(m, self._reg(m, sk.meta, "sp0_meta"), "sp_meta")
         S = pack_shift(cfg, self.acc_width)
         groups = self._col_groups()
         parts = {}
         for ii in range(br):
             for gi in range(len(groups)):
-                parts[ii, gi] = [self._reg(m, sk.q[ii][e] * sk.kp[gi][e], f"prod_{ii}_{gi}_{e}")
-                                 for e in range(lanes)]
+                parts[ii, gi] = [
+                    self._reg(m, self._reg(m, sk.q[ii][e] * sk.kp[gi][e], f"prod_{ii}_{gi}_{e}"),
+                              f"prodr_{ii}_{gi}_{e}") for e in range(lanes)]
 
         add = lambda x, y: x + y  # noqa: E731
         levels = _n_levels(lanes + (n_pass > 1))   # the running sum is one more term

@@ -145,7 +145,7 @@ def load_phase(cfg: HDPConfig, valid_len: int, mode: str, dense: bool = False) -
     takes :func:`hw.score_unit.block_cycles` consecutive cycles (passes, ``ceil(head_dim /
     int_lanes)``), the next block, block column or block-row follows its last pass; a block is
     on the pruner's input ``pipeline_depth + 2`` cycles after its last pass
-    (:func:`hw.score_unit.pipeline_depth`: ``PIPELINE_DEPTH`` = 7 with one pass per block, 8
+    (:func:`hw.score_unit.pipeline_depth`: ``PIPELINE_DEPTH`` = 8 with one pass per block, 9
     with several); a block-row's mask leaves the pruner 5 (``off``) or ``ceil(L / b_c) + 4``
     (``topk``, ``threshold``) cycles after its last block (BlockPruner docstring); ``h_out``
     is valid ``pipeline_depth + 1`` cycles after the last block's last pass and the head

@@ -194,9 +194,9 @@ def test_extremes_full_length_default():
     case = [c for c in vec.directed_cases(cfg, 0) if c.name == "extreme_min_words"][0]
     assert case.heads[0].h == cfg.h_max
     res = _run_and_check(cfg, [case], 0, "default/extreme full")
-    # and the full-length rate: L + passes * blocks + 9 cycles (128 + 2 * 4096 + 9)
+    # and the full-length rate: L + passes * blocks + 10 cycles (128 + 2 * 4096 + 10)
     assert block_cycles(cfg) == 2 and pipeline_depth(cfg) == PIPELINE_DEPTH + 1
-    assert res["t_h"][0] - res["t_k"][0] + 1 == 128 + 2 * 64 * 64 + 9
+    assert res["t_h"][0] - res["t_k"][0] + 1 == 128 + 2 * 64 * 64 + 10
 
 
 # (preset, int_lanes): head_dim itself (one block per cycle, as before the knob), divisors of
@@ -282,7 +282,7 @@ def test_throughput_and_latency(name, lanes, n):
     """No stalls: one block every P = block_cycles(cfg) cycles; cycles per head against the
     ideal P * ceil(L/b_r) * ceil(L/b_c) + L K rows, and the fixed latencies (first issue 1
     cycle after the last K row, blk_out pipeline_depth(cfg) + 2 after a block's last pass:
-    PIPELINE_DEPTH + 2 = 9 with one pass, 10 with several)."""
+    PIPELINE_DEPTH + 2 = 10 with one pass, 11 with several)."""
     cfg = preset(name).replace(int_lanes=lanes)
     p, depth = block_cycles(cfg), pipeline_depth(cfg)
     assert depth == PIPELINE_DEPTH + (p > 1)
