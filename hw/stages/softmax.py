@@ -18,14 +18,14 @@ class SoftmaxStage(wiring.Component):
     of its rows to the softmax unit (``sm_in``, one per cycle) and writes the probabilities
     coming back (``sm_out``) into the probability memory of the row (``prob_wr_r``).
 
-    The feeder is five stages: issue (row, entry), key memory read (``key_rd``: the key's
+    The feeder is six stages: issue (row, entry), key memory read (``key_rd``: the key's
     row ``j`` and block column ``c``), fine-score read (``fine_rd``), the fine-score word
     registered (with the key's compensation ``c_j`` from the compensation memory's
-    asynchronous read, ``comp_addr``/``comp_data``, when ``comp`` is high), and the entry
-    register in front of the unit (the chosen score plus ``c_j``); an entry is kept when
-    its row's own block-row mask keeps column ``c`` (LeOPArd front end: when its tile entry's
-    own keep bit is set) and, causal, ``j <= i``.  A group starts
-    when a probability bank is free (credits returned by ``p_done``, one per group P
+    asynchronous read, ``comp_addr``/``comp_data``, when ``comp`` is high), the entry's lane
+    chosen from the word, and the entry register in front of the unit (the chosen score
+    plus ``c_j``); an entry is kept when its row's own block-row mask keeps column ``c``
+    (LeOPArd front end: when its tile entry's own keep bit is set) and, causal, ``j <= i``.
+    A group starts when a probability bank is free (credits returned by ``p_done``, one per group P
     finishes); when the group's last probability is written, ``done`` pulses and the
     descriptor goes on to P (``group_out``, a one-entry register).
     """
@@ -94,13 +94,19 @@ class SoftmaxStage(wiring.Component):
                     with m.Else():
                         m.d.sync += f_lane.eq(f_lane + 1)
         # stage 3: the fine-score word registered straight from the block RAM's output (about
-        # 5.8 ns on ECP5), with the keep bit; stage 4: the entry (score, keep, last)
-        # registered, so the softmax unit's first stage follows a register
+        # 5.8 ns on ECP5), with the keep bit; stage 3b: the entry's lane chosen from the word
+        # and registered (the 16:1 choice and the compensation adder in one cycle, routed
+        # across the die between them, were the whole top's critical path at nextpnr seed 2,
+        # 86.9 MHz); stage 4: the entry (score + c_j, keep, last) registered, so the softmax
+        # unit's first stage follows a register
         own = Array(mi.rowmask[r] for r in range(R))[s2_r]
         s3_valid, s3_r, s3_lane = Signal(), Signal(d.rw), Signal(range(C))
         s3_keep, s3_last, s3_causal_ok = Signal(), Signal(), Signal()
         s3_word = Signal.like(self.fine_rd.data)
         s3_comp = Signal(cfg.comp_width)
+        s3b_valid, s3b_keep, s3b_last, s3b_causal_ok = Signal(), Signal(), Signal(), Signal()
+        s3b_lane = Signal(fine_layout(cfg).elem_shape)
+        s3b_comp = Signal(cfg.comp_width)
         m.d.comb += self.comp_addr.eq(s2_key.j)
         with m.If(advance):
             m.d.sync += [
@@ -110,15 +116,18 @@ class SoftmaxStage(wiring.Component):
                 s3_causal_ok.eq(~self.causal | (s2_key.j <= s2_i)),
                 s3_keep.eq(own.bit_select(s2_key.c, 1) & (~self.causal | (s2_key.j <= s2_i))),
                 s3_last.eq(s2_p + 1 == mi.nkept),
-                s4_valid.eq(s3_valid), s4.last.eq(s3_last),
+                s3b_valid.eq(s3_valid), s3b_keep.eq(s3_keep), s3b_last.eq(s3_last),
+                s3b_causal_ok.eq(s3_causal_ok), s3b_comp.eq(s3_comp),
+                s3b_lane.eq(s3_word[s3_r * C + s3_lane]),
+                s4_valid.eq(s3b_valid), s4.last.eq(s3b_last),
             ]
-            lane = s3_word[s3_r * C + s3_lane]
+            lane = s3b_lane
             if cfg.front_end == "hdp":
-                m.d.sync += [s4.s.eq(lane + s3_comp), s4.keep.eq(s3_keep)]
+                m.d.sync += [s4.s.eq(lane + s3b_comp), s4.keep.eq(s3b_keep)]
             else:
                 # LeOPArd: each entry carries its keep bit (rowmask is unused); the causal
                 # test still masks the entries a row never computed
-                m.d.sync += [s4.s.eq(lane.s), s4.keep.eq(lane.keep & s3_causal_ok)]
+                m.d.sync += [s4.s.eq(lane.s), s4.keep.eq(lane.keep & s3b_causal_ok)]
         m.d.comb += [self.sm_in.valid.eq(s4_valid), self.sm_in.payload.eq(s4),
                      self.sm_out.ready.eq(1)]
 

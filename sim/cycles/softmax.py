@@ -9,7 +9,7 @@ __all__ = ["SoftmaxStageModel"]
 
 
 class SoftmaxStageModel:
-    """M's state machine, its five-stage feeder and collector, the softmax unit
+    """M's state machine, its six-stage feeder and collector, the softmax unit
     (:class:`sim.cycles_softmax.SoftmaxReplay`) and the one-entry descriptor register that
     hands a finished group to P."""
 
@@ -21,7 +21,8 @@ class SoftmaxStageModel:
         self.g = -1                      # the group M holds
         self.n = self.rows = self.f_r = self.f_p = self.c_r = 0
         self.f_active = self.s1_valid = self.s1_last = self.s2_valid = self.s2_last = False
-        self.s3_valid = self.s3_last = self.s4_valid = self.s4_last = False
+        self.s3_valid = self.s3_last = self.s3b_valid = self.s3b_last = False
+        self.s4_valid = self.s4_last = False
         self.out_valid = False           # descriptor register to P
         self.out_g = -1
 
@@ -49,7 +50,8 @@ class SoftmaxStageModel:
             self.s1_valid, self.s1_last = s.f_active, s.f_active and s.f_p + 1 == s.n
             self.s2_valid, self.s2_last = s.s1_valid, s.s1_last
             self.s3_valid, self.s3_last = s.s2_valid, s.s2_last
-            self.s4_valid, self.s4_last = s.s3_valid, s.s3_last
+            self.s3b_valid, self.s3b_last = s.s3_valid, s.s3_last
+            self.s4_valid, self.s4_last = s.s3b_valid, s.s3b_last
             if s.f_active:
                 if s.f_p + 1 == s.n:
                     self.f_p, self.f_r = 0, s.f_r + 1
