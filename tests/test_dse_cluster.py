@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from distributed import Client, LocalCluster
 
+from hdpgen import cmd_dse
 from hdpgen.cli import main
 
 #: the bundled short fixture (N = 30): about a second per point, as the runs compare results
@@ -88,7 +89,9 @@ def test_a_worker_killed_mid_sweep_loses_no_point(tmp_path):
     ("tcp://127.0.0.1:9", "cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
     ("tcp://127.0.0.1", "cannot reach the Dask scheduler at tcp://127.0.0.1"),
 ])
-def test_bad_scheduler_is_one_line(tmp_path, capsys, address, words):
+def test_bad_scheduler_is_one_line(tmp_path, capsys, monkeypatch, address, words):
+    # refused connections are retried until the client's timeout: 1 s here, not 10
+    monkeypatch.setattr(cmd_dse.connect_scheduler, "__defaults__", (1.0,))
     rc = main(["dse", "--grid", "keep=0.5", "--no-synth", "--scheduler", address,
                "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err
