@@ -454,25 +454,35 @@ class BlockPruner(wiring.Component):
         adv = Signal()           # driven by the output register (see _output)
         load = Signal()
         step = Signal()          # J moves to the next item of its row
+        # j_free = ~j_valid | (adv & j_last_item) is a register (jf), loaded with that function
+        # of the registers' next states (see _output), so that accept, which enables about a
+        # thousand flip-flops across the pruner, is one LUT from flip-flops: from j_valid
+        # through adv, j_free and accept into J's next state was the whole top's critical
+        # path at nextpnr seeds 1 and 2 (85.0 and 88.5 MHz, 9.3 to 9.8 ns of it routing)
+        jf = Signal(init=1)
+        j_valid_n = Signal()
+        j_last_item_n = Signal()
         m.d.comb += [
             j_thr.eq(j_mode == MODE_THRESHOLD),
-            j_free.eq(~j_valid | (adv & j_last_item)),
+            j_free.eq(jf),
             load.eq(accept & row_end),
             # J on an item that is not its row's last is not free, so no row loads then:
             # step needs no ~load term (which put the whole accept chain in front of J's
             # next state: the whole top's critical path at nextpnr seed 1)
             step.eq(adv & j_valid & ~j_last_item),
+            j_valid_n.eq(load | (j_valid & ~(adv & j_last_item))),
+            j_last_item_n.eq(Mux(load, ((beat.mode != MODE_TOPK) & (beat.mode != MODE_THRESHOLD))
+                                 | (beat.col == 0), Mux(step, j_pen, j_last_item))),
         ]
+        m.d.sync += [j_valid.eq(j_valid_n), j_last_item.eq(j_last_item_n)]
 
         with m.If(accept):
             with m.If(row_end):
                 m.d.sync += [
                     vmask.eq(0), dmask.eq(0), cnt.eq(0), tot.eq(0), mx.eq(0),
                     need.eq(self.BUDGET_BIAS), wbank.eq(~wbank),
-                    j_valid.eq(1), j_mode.eq(beat.mode), j_need.eq(a_need >> K_FRAC_BITS),
+                    j_mode.eq(beat.mode), j_need.eq(a_need >> K_FRAC_BITS),
                     j_rho.eq(beat.rho),
-                    j_last_item.eq(((beat.mode != MODE_TOPK) & (beat.mode != MODE_THRESHOLD))
-                                   | (beat.col == 0)),
                     j_cand.eq(a_vmask & ~a_dmask), j_lt.eq(0),
                     j_vmask.eq(a_vmask), j_dmask.eq(a_dmask), j_cnt.eq(a_cnt), j_tot.eq(a_tot),
                     j_mx.eq(a_mx), j_lastc.eq(beat.col), j_ic.eq(0), j_bank.eq(wbank),
@@ -483,14 +493,9 @@ class BlockPruner(wiring.Component):
             with m.Else():
                 m.d.sync += [vmask.eq(a_vmask), dmask.eq(a_dmask), cnt.eq(a_cnt),
                              tot.eq(a_tot), mx.eq(a_mx), need.eq(a_need)]
-        with m.If(adv & j_valid):
-            with m.If(j_last_item):
-                with m.If(~load):
-                    m.d.sync += j_valid.eq(0)
-            with m.Else():   # step
-                m.d.sync += [j_ic.eq(j_ic + 1), j_last_item.eq(j_pen),
-                             j_pen.eq(j_ic2 == j_lastc), j_ic2.eq(j_ic2 + 1),
-                             j_lt.eq(Cat(Const(1, 1), j_lt[:-1]))]
+        with m.If(step):
+            m.d.sync += [j_ic.eq(j_ic + 1), j_pen.eq(j_ic2 == j_lastc), j_ic2.eq(j_ic2 + 1),
+                         j_lt.eq(Cat(Const(1, 1), j_lt[:-1]))]
 
         # J's item (imp, valid, diag) is a register loaded at every item change: at a load from
         # a_first (column 0 of stage A's row, kept as it entered R), at a step from the row
@@ -542,7 +547,8 @@ class BlockPruner(wiring.Component):
                  j_thr=j_thr, j_last_item=j_last_item, adv=adv, j_topk=j_topk, base=base,
                  rho_max=rho_max, t_lo=t_lo, t_hi=t_hi, ts_split=ts_split, j_key=j_key,
                  j_cand=j_cand, j_lt=j_lt,
-                 j_need=j_need, j_item=j_item)
+                 j_need=j_need, j_item=j_item, jf=jf, j_valid_n=j_valid_n,
+                 j_last_item_n=j_last_item_n)
 
     # ------------------------------------------------------------------------ J: ranks
     def _ranks(self, m, s):
@@ -677,7 +683,8 @@ class BlockPruner(wiring.Component):
                          p4_base.eq(p3_base), p4_row.eq(p3_row), p4_last.eq(p3_last)]
         bitvec = Signal(nbc)
         m.d.comb += bitvec.eq(Mux(p4_keep, p4_onehot, 0))
-        s.update(p4_valid=p4_valid, p4_onehot=p4_onehot, p4_last_item=p4_last_item,
+        s.update(p3_valid=p3_valid, p3_last_item=p3_last_item,
+                 p4_valid=p4_valid, p4_onehot=p4_onehot, p4_last_item=p4_last_item,
                  p4_base=p4_base, p4_row=p4_row, p4_last=p4_last, keep_bit=p4_keep,
                  bitvec=bitvec)
 
@@ -700,8 +707,15 @@ class BlockPruner(wiring.Component):
         # from registers (S, or the row's bits so far) OR this item's bit when O takes it
         o_hold = Signal(nbc)
         o_hit = Signal(nbc)
+        s_valid_n, adv_n = Signal(), Signal()
+        p3_valid, p3_last_item = s["p3_valid"], s["p3_last_item"]
+        m.d.sync += s["jf"].eq(~s["j_valid_n"] | (adv_n & s["j_last_item_n"]))
         m.d.comb += [
             adv.eq(~(p4_valid & p4_last_item & s_valid)),
+            # the next states of s_valid, P4 and adv, for J's registered j_free (see _job)
+            s_valid_n.eq(Mux(~o_valid | self.mask_out.ready, 0, Mux(done, 1, s_valid))),
+            adv_n.eq(~(Mux(adv, p3_valid & p3_last_item, p4_valid & p4_last_item)
+                       & s_valid_n)),
             done.eq(adv & p4_valid & p4_last_item),
             o_hold.eq(Mux(s_valid, s_pay.mask, macc | p4_base)),
             o_hit.eq(Mux(keep_bit & ~s_valid, p4_onehot, 0)),
