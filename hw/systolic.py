@@ -73,20 +73,25 @@ def min_tile_cycles(cfg: HDPConfig) -> int:
     return 2 * cfg.array_rows - 1
 
 
+def _in_flight(cfg: HDPConfig) -> int:
+    """Cycles a tile's results take from its last beat until its last row has left the
+    array, less one: ``2R + latency - 1``; the queues are sized on it."""
+    return 2 * cfg.array_rows + array_latency(cfg) - 1
+
+
 def tag_fifo_depth(cfg: HDPConfig) -> int:
-    r, c = cfg.array_rows, cfg.array_cols
-    return (2 * r + c + 4) // (2 * r - 1) + 3
+    return _in_flight(cfg) // (2 * cfg.array_rows - 1) + 3
 
 
 #: :func:`array_latency` beyond ``array_cols``: input register (1), the PE's operand register
-#: (1) and product register (1), deskew to column ``C - 1`` and the FIFO write and read (2)
-ARRAY_LATENCY_EXTRA = 5
+#: (1) and product registers (2), deskew to column ``C - 1`` and the FIFO write and read (2)
+ARRAY_LATENCY_EXTRA = 6
 
 
 def array_latency(cfg: HDPConfig) -> int:
     """Cycles from the accept of a tile's last beat to its row 0 being valid at ``res_out``
     (row ``r`` follows ``2r`` cycles later): input register (1) + the PE's operand register (1)
-    and product register (1) + row/column skew and drain to the top (``C``) + deskew to column
+    and product registers (2) + row/column skew and drain to the top (``C``) + deskew to column
     ``C - 1`` and the FIFO write and read (2), i.e. ``C +`` :data:`ARRAY_LATENCY_EXTRA`.  The
     cycle models read it from here."""
     return cfg.array_cols + ARRAY_LATENCY_EXTRA
@@ -95,8 +100,8 @@ def array_latency(cfg: HDPConfig) -> int:
 def result_fifo_depth(cfg: HDPConfig) -> int:
     """Result rows buffered at the output: enough that back-to-back tiles of the shortest
     length never wait for credit while the output is ready."""
-    r, c = cfg.array_rows, cfg.array_cols
-    return r * (2 + -(-(2 * r + c + 4) // (2 * r - 1)))
+    r = cfg.array_rows
+    return r * (2 + -(-_in_flight(cfg) // (2 * r - 1)))
 
 
 def op_layout(cfg: HDPConfig, tag_width: int | None = None) -> data.StructLayout:
@@ -193,14 +198,17 @@ class SystolicArray(wiring.Component):
 
     Timing
     ------
-    Critical path (ECP5, LFE5U-85F speed 6, nextpnr, default preset, unit alone): the PE's
-    operand register -> MULT18X18D -> product register, 130.7 MHz (7.65 ns: 3.9 ns inside the
-    DSP, 1.3 ns routing in, 1.9 ns routing out).  Yosys's ECP5 flow uses none of the
+    Critical path (ECP5, LFE5U-85F speed 6, nextpnr, default preset, unit alone, with one
+    product register): the PE's operand register -> MULT18X18D -> product register,
+    130.7 MHz (7.65 ns: 3.9 ns inside the DSP, 1.3 ns routing in, 1.9 ns routing out).
+    Yosys's ECP5 flow uses none of the
     MULT18X18D's own registers, so both registers are fabric flip-flops; the operand register
     feeds only the DSP, so it sits beside it.  Without it (the operands taken straight from the
     registers that pass them on to the next PE, up to 17 rows away): 125.3 MHz, and 90.1 MHz
     in the whole top.  A second product register (DSP -> register -> register -> adder, one
-    more cycle) gave 132.9 MHz, the path then in the tag FIFO's control: not worth it.  The
+    more cycle) gave 132.9 MHz alone, the path then in the tag FIFO's control; it is built,
+    because in the whole top the DSPs are often far from the accumulators (the path above
+    with 6.8 ns of routing was the top's critical path).  The
     accumulate stage (control and product registers -> 3-input adder -> accumulator, and the
     drain register's load-or-shift multiplexer after the adder) takes about 6.1 ns (measured
     with the multipliers taken out), so a register between the adder and the drain
@@ -340,11 +348,18 @@ class SystolicArray(wiring.Component):
                 m.d.sync += ctrl_q.eq(ctrl)
                 with m.If(ctrl.valid):
                     m.d.sync += [a0_m.eq(a0), b0_m.eq(b0), a1_m.eq(a1), b1_m.eq(b1)]
-                # stage 2: the two products, registered, with the control one cycle later
-                p0 = Signal((a0_m * b0_m).shape(), name=f"p0_{r}_{c}")
-                p1 = Signal((a1_m * b1_m).shape(), name=f"p1_{r}_{c}")
+                # stage 2: the two products, registered twice (beside the DSP, then beside the
+                # accumulator: the DSPs sit in fixed rows, and operand -> DSP 41 rows away ->
+                # product register was the whole top's critical path at nextpnr seed 1 with
+                # a heavier timing weight, 6.8 of 11.2 ns routing), the control alongside
+                p0_d = Signal((a0_m * b0_m).shape(), name=f"p0d_{r}_{c}")
+                p1_d = Signal((a1_m * b1_m).shape(), name=f"p1d_{r}_{c}")
+                ctrl_d = Signal(ctrl_lay, name=f"ctrld_{r}_{c}")
+                p0 = Signal.like(p0_d, name=f"p0_{r}_{c}")
+                p1 = Signal.like(p1_d, name=f"p1_{r}_{c}")
                 ctrl_p = Signal(ctrl_lay, name=f"ctrlp_{r}_{c}")
-                m.d.sync += [p0.eq(a0_m * b0_m), p1.eq(a1_m * b1_m), ctrl_p.eq(ctrl_q)]
+                m.d.sync += [p0_d.eq(a0_m * b0_m), p1_d.eq(a1_m * b1_m), ctrl_d.eq(ctrl_q),
+                             p0.eq(p0_d), p1.eq(p1_d), ctrl_p.eq(ctrl_d)]
                 # stage 3: accumulate
                 acc = Signal(acc_shape, name=f"acc_{r}_{c}")
                 total = Signal(acc_shape, name=f"sum_{r}_{c}")

@@ -146,7 +146,7 @@ def test_cycles_equal_model(kind):
 
 def test_latency_and_back_to_back_tiles():
     """Tiles of depth >= 2R-1 are accepted back to back (one beat per cycle), the first result
-    row comes ``latency`` (measured: C + 5) cycles after the last beat, rows every 2 cycles."""
+    row comes ``latency`` (measured: C + 6) cycles after the last beat, rows every 2 cycles."""
     cfg = preset("default").replace(seq_len=16, head_dim=8, k_frac=0.5, array_rows=4, array_cols=4,
                                     prune_mode="off")
     cfg, w = workload(cfg, 3)
@@ -157,7 +157,7 @@ def test_latency_and_back_to_back_tiles():
     assert all(t.depth(cfg) >= min_tile_cycles(cfg) for t in w.tiles)
     assert res["t_in"] == list(range(len(beats))), "a bubble between tiles"
     first_last = w.beats[0].__len__() - 1
-    assert res["t_out"][0] - res["t_in"][first_last] == dut.latency == cfg.array_cols + 5
+    assert res["t_out"][0] - res["t_in"][first_last] == dut.latency == cfg.array_cols + 6
     assert res["t_out"][1] - res["t_out"][0] == 2
 
 
