@@ -14,7 +14,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check hw golden sim synth hdpgen tests bench
-	$(PY) -m pytest -n $(JOBS) -m "not slow" --durations=30
+	$(PY) -m pytest -n $(JOBS) --dist worksteal -m "not slow" --durations=30
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -m slow
