@@ -710,12 +710,17 @@ class BlockPruner(wiring.Component):
         s_valid_n, adv_n = Signal(), Signal()
         p3_valid, p3_last_item = s["p3_valid"], s["p3_last_item"]
         m.d.sync += s["jf"].eq(~s["j_valid_n"] | (adv_n & s["j_last_item_n"]))
+
+        def advances(last_item_valid, skid_full):
+            # the pipeline moves unless P4 holds a finished row and S is full
+            return ~(last_item_valid & skid_full)
+
         m.d.comb += [
-            adv.eq(~(p4_valid & p4_last_item & s_valid)),
+            adv.eq(advances(p4_valid & p4_last_item, s_valid)),
             # the next states of s_valid, P4 and adv, for J's registered j_free (see _job)
             s_valid_n.eq(Mux(~o_valid | self.mask_out.ready, 0, Mux(done, 1, s_valid))),
-            adv_n.eq(~(Mux(adv, p3_valid & p3_last_item, p4_valid & p4_last_item)
-                       & s_valid_n)),
+            adv_n.eq(advances(Mux(adv, p3_valid & p3_last_item, p4_valid & p4_last_item),
+                              s_valid_n)),
             done.eq(adv & p4_valid & p4_last_item),
             o_hold.eq(Mux(s_valid, s_pay.mask, macc | p4_base)),
             o_hit.eq(Mux(keep_bit & ~s_valid, p4_onehot, 0)),
@@ -727,13 +732,14 @@ class BlockPruner(wiring.Component):
                 m.d.sync += macc.eq(0)
             with m.Else():
                 m.d.sync += macc.eq(macc | bitvec)
+        m.d.sync += s_valid.eq(s_valid_n)
         with m.If(~o_valid | self.mask_out.ready):
             # (done implies ~s_valid: the pipeline holds while S is full)
             m.d.sync += [o_valid.eq(s_valid | done), o_pay.mask.eq(o_hold | o_hit),
                          o_pay.row.eq(Mux(s_valid, s_pay.row, p4_row)),
-                         o_pay.last.eq(Mux(s_valid, s_pay.last, p4_last)), s_valid.eq(0)]
+                         o_pay.last.eq(Mux(s_valid, s_pay.last, p4_last))]
         with m.Elif(done):
-            m.d.sync += [s_valid.eq(1), s_pay.mask.eq(macc | p4_base | bitvec),
+            m.d.sync += [s_pay.mask.eq(macc | p4_base | bitvec),
                          s_pay.row.eq(p4_row), s_pay.last.eq(p4_last)]
 
 
