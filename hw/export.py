@@ -37,6 +37,7 @@ from amaranth.back import verilog
 from amaranth.lib import wiring
 
 from .config import HDPConfig
+from .dsp import CELL_NAME, CELL_VERILOG, VERILOG_CELLS
 from .units import build_unit
 
 __all__ = ["export_verilog", "verilog_text", "port_list", "parse_verilog_ports",
@@ -214,7 +215,10 @@ def _verilog_text(unit, cfg: HDPConfig, name: str | None) -> tuple[str, dict[str
         raise ValueError(f"name must be a Verilog identifier, not {name!r}")
     # The builtin (WebAssembly) Yosys: output must not depend on the Yosys on PATH.
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
-    v_text = fix_initializers(verilog.convert(component, name=name, emit_src=False))
+    v_text = fix_initializers(verilog.convert(component, name=name, emit_src=False,
+                                              platform=VERILOG_CELLS))
+    if re.search(rf"^\s*{CELL_NAME}\b", v_text, re.M):
+        v_text += "\n" + CELL_VERILOG   # the cell's definition: the file stays self-contained
     meta = {
         "unit": name,
         "config": cfg.to_dict(),

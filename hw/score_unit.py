@@ -13,6 +13,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import DSP_OPERAND_BITS, HDPConfig, unsigned_width
+from .dsp import RegisteredMul
 
 __all__ = ["ScoreUnit", "qk_row_layout", "qk_int_row_layout", "block_layout", "h_shape",
            "block_row_shape", "block_col_shape", "block_cycles", "pipeline_depth", "PIPELINE_DEPTH",
@@ -509,30 +510,31 @@ class ScoreUnit(wiring.Component):
         """Stage 2: the memory's read data registered as it is (Yosys does not use the DP16KD
         output register, so logic after the block RAM's access time would be the critical
         path).  With several passes, one more stage selects the pass's K elements from it
-        (the word does not change during a block's passes): a separate register stage, not
-        in front of the multipliers, where the synthesizer duplicates the selection into
-        every product (``int_lanes`` 8: +400 LUT4 measured)."""
+        (the word does not change during a block's passes): the DSP blocks' own operand
+        registers (``in_regs``), not in front of the multipliers, where the synthesizer
+        would duplicate the selection into every product (``int_lanes`` 8: +400 LUT4
+        measured)."""
         cfg = self._cfg
         d = cfg.head_dim
         n_pass, lanes = cfg.int_passes, cfg.int_lanes_used
         sk = SimpleNamespace(beat=self._reg(m, s1.beat, "sk_beat"),
                              meta=self._reg(m, s1.meta, "sk_meta"),
                              q=self._reg(m, s1.q, "sk_q"),
-                             k=self._reg(m, k.rd.data, "sk_k"))
+                             k=self._reg(m, k.rd.data, "sk_k"), in_regs=False)
         if n_pass == 1:
             sk.kp = self._packed(sk.k, 0, lanes)   # in front of the products
             return sk
         pss = self._reg(m, s1.pss, "sk_pass")
         sel = SimpleNamespace(beat=self._reg(m, sk.beat, "sel_beat"),
                               meta=self._reg(m, sk.meta, "sel_meta"),
-                              q=self._reg(m, sk.q, "sel_q"))
+                              q=sk.q, in_regs=True)
         groups = self._col_groups()
         sel.kp = [[Signal(self._operand_shape(g), name=f"sel_kp_{gi}_{lane}")
                    for lane in range(lanes)] for gi, g in enumerate(groups)]
         pass0 = self._packed(sk.k, 0, lanes)
         for gi in range(len(groups)):  # pass 0's elements (a don't care where a pass has none)
             for lane in range(lanes):
-                m.d.sync += sel.kp[gi][lane].eq(pass0[gi][lane])
+                m.d.comb += sel.kp[gi][lane].eq(pass0[gi][lane])
         with m.Switch(pss):
             for p in range(1, n_pass):
                 with m.Case(p):
@@ -540,7 +542,7 @@ class ScoreUnit(wiring.Component):
                     packed = self._packed(sk.k, p * lanes, n_el)
                     for gi in range(len(groups)):
                         for lane in range(n_el):
-                            m.d.sync += sel.kp[gi][lane].eq(packed[gi][lane])
+                            m.d.comb += sel.kp[gi][lane].eq(packed[gi][lane])
         return sel
 
     def _col_groups(self) -> list[tuple[int, ...]]:
@@ -578,9 +580,16 @@ class ScoreUnit(wiring.Component):
         parts = {}
         for ii in range(br):
             for gi in range(len(groups)):
-                parts[ii, gi] = [
-                    self._reg(m, self._reg(m, sk.q[ii][e] * sk.kp[gi][e], f"prod_{ii}_{gi}_{e}"),
-                              f"prodr_{ii}_{gi}_{e}") for e in range(lanes)]
+                parts[ii, gi] = []
+                for e in range(lanes):
+                    # the product in the DSP block's own output register (and, with several
+                    # passes, the operands in its input registers), then once more in fabric
+                    # beside the adder tree: the DSPs sit in fixed rows, up to 40 columns away
+                    mul = RegisteredMul(sk.q[ii][e].shape(), sk.kp[gi][e].shape(),
+                                        input_regs=sk.in_regs)
+                    m.submodules[f"mul_{ii}_{gi}_{e}"] = mul
+                    m.d.comb += [mul.a.eq(sk.q[ii][e]), mul.b.eq(sk.kp[gi][e])]
+                    parts[ii, gi].append(self._reg(m, mul.p, f"prodr_{ii}_{gi}_{e}"))
 
         add = lambda x, y: x + y  # noqa: E731
         levels = _n_levels(lanes + (n_pass > 1))   # the running sum is one more term

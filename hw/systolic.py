@@ -12,6 +12,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .config import HDPConfig, signed_width
+from .dsp import RegisteredMul
 
 __all__ = ["SystolicArray", "ArrayWidths", "array_widths", "array_latency", "ARRAY_LATENCY_EXTRA",
            "op_layout", "res_layout",
@@ -332,34 +333,27 @@ class SystolicArray(wiring.Component):
             b0_next, b1_next = [], []
             for c in range(C):
                 b0, b1 = b0_in[c], b1_in[c]
-                # stage 1: the multipliers' operands, registered in the PE (ctrl_q: the step's
-                # control, one cycle later; it is also what the PE passes to its right
-                # neighbour).  These registers feed only the MULT18X18D, so the placer puts
-                # them beside it; the operand registers that pass a and b on also feed the
-                # next PE and were placed up to 17 rows from the DSP (2.3 ns of routing on
-                # the critical path).  They load only on a valid step (a bubble's products
-                # are never used), which also keeps Yosys from merging them with the pass-on
-                # registers, which hold the same value.
-                a0_m = Signal.like(a0, name=f"a0m_{r}_{c}")
-                b0_m = Signal.like(b0, name=f"b0m_{r}_{c}")
-                a1_m = Signal.like(a1, name=f"a1m_{r}_{c}")
-                b1_m = Signal.like(b1, name=f"b1m_{r}_{c}")
+                # stages 1 and 2: the multipliers' operands and products in the DSP block's own
+                # registers (hw/dsp.py), then the products once more in fabric beside the
+                # accumulator.  The DSPs sit in fixed rows, often far from the PE's logic:
+                # with fabric operand and product registers, operand -> DSP 30-40 rows away ->
+                # product register was the whole top's critical path (6.1-6.3 of 10.5 ns
+                # routing at nextpnr seeds 1 and 2).  The operands load only on a valid step
+                # (a bubble's products are never used); ctrl_q / ctrl_d follow the two stages.
                 ctrl_q = Signal(ctrl_lay, name=f"ctrl_{r}_{c}")
-                m.d.sync += ctrl_q.eq(ctrl)
-                with m.If(ctrl.valid):
-                    m.d.sync += [a0_m.eq(a0), b0_m.eq(b0), a1_m.eq(a1), b1_m.eq(b1)]
-                # stage 2: the two products, registered twice (beside the DSP, then beside the
-                # accumulator: the DSPs sit in fixed rows, and operand -> DSP 41 rows away ->
-                # product register was the whole top's critical path at nextpnr seed 1 with
-                # a heavier timing weight, 6.8 of 11.2 ns routing), the control alongside
-                p0_d = Signal((a0_m * b0_m).shape(), name=f"p0d_{r}_{c}")
-                p1_d = Signal((a1_m * b1_m).shape(), name=f"p1d_{r}_{c}")
                 ctrl_d = Signal(ctrl_lay, name=f"ctrld_{r}_{c}")
-                p0 = Signal.like(p0_d, name=f"p0_{r}_{c}")
-                p1 = Signal.like(p1_d, name=f"p1_{r}_{c}")
+                m.d.sync += [ctrl_q.eq(ctrl), ctrl_d.eq(ctrl_q)]
+                prods = []
+                for i, (a_op, b_op) in enumerate(((a0, b0), (a1, b1))):
+                    mul = RegisteredMul(a_op.shape(), b_op.shape())
+                    m.submodules[f"mul{i}_{r}_{c}"] = mul
+                    m.d.comb += [mul.a.eq(a_op), mul.b.eq(b_op), mul.ce_in.eq(ctrl.valid)]
+                    p_reg = Signal.like(mul.p, name=f"p{i}_{r}_{c}")
+                    m.d.sync += p_reg.eq(mul.p)
+                    prods.append(p_reg)
+                p0, p1 = prods
                 ctrl_p = Signal(ctrl_lay, name=f"ctrlp_{r}_{c}")
-                m.d.sync += [p0_d.eq(a0_m * b0_m), p1_d.eq(a1_m * b1_m), ctrl_d.eq(ctrl_q),
-                             p0.eq(p0_d), p1.eq(p1_d), ctrl_p.eq(ctrl_d)]
+                m.d.sync += ctrl_p.eq(ctrl_d)
                 # stage 3: accumulate
                 acc = Signal(acc_shape, name=f"acc_{r}_{c}")
                 total = Signal(acc_shape, name=f"sum_{r}_{c}")

