@@ -16,6 +16,7 @@ from golden.tables import softmax_constants
 
 from .block_pruner import mask_layout
 from .config import EPS_BITS, HDPConfig, unsigned_width
+from .dsp import RegisteredMul
 from .score_unit import block_layout, qk_row_layout
 
 __all__ = ["MassPruner", "mass_mask_latency", "OUT_DEPTH"]
@@ -206,14 +207,19 @@ class MassPruner(wiring.Component):
         ready = Signal()
         row_in = blk.valid & blk.ready & blk.payload.last_col
         row_out = self.mask_out.valid & self.mask_out.ready
-        nxt = inflight + row_in - row_out
+        # row_out (the consumer's ready, late in the cycle) only selects between results
+        # formed without it: inflight + row_in - row_out -> comparison was the whole top's
+        # critical path at nextpnr seed 2 (92.1 MHz)
+        base = inflight + row_in
+        nxt = Mux(row_out, base - 1, base)
+        room = Mux(row_out, base <= OUT_DEPTH, base < OUT_DEPTH)   # nxt < OUT_DEPTH
         # a head's blocks wait until the previous head's last mask is out of the scans (its
         # rows may be longer: a shorter row would catch up with them)
         drain = Signal()
         drain_nxt = Mux(blk.valid & blk.ready & blk.payload.last, 1,
                         Mux(self._head_out, 0, drain))
         m.d.sync += [inflight.eq(nxt), drain.eq(drain_nxt),
-                     ready.eq((nxt < OUT_DEPTH) & ~self._k_busy & ~drain_nxt)]
+                     ready.eq(room & ~self._k_busy & ~drain_nxt)]
         m.d.comb += blk.ready.eq(ready)
         fire = blk.valid & blk.ready
         for rd in ks_rd:
@@ -312,20 +318,33 @@ class MassPruner(wiring.Component):
         pop, first, lst, cur, it = self._scan(m, go, s_fifo, w.s_item, "exp")
         sh = max(2 * cfg.qk_frac - 1, 0)
         lim = k.delta_max >> sh
-        # E1: delta
-        delta = Signal(_lanes(unsigned(w.dm), bs))
+        # each row's mx - lim, latched and delayed like the scan's row values (cur), so that
+        # E1's clamp (mx - u > lim, i.e. u < mx - lim) runs beside mx - u, not after it: the
+        # subtraction -> comparison -> delta's clamp was the whole top's critical path at
+        # nextpnr seed 1 (97.1 MHz)
+        mxl_shape = (go.mx[0] - lim).shape()
+        mxl_go = [Signal(mxl_shape, name=f"exp_mxl_go_{ii}") for ii in range(br)]
+        mxl = [Signal(mxl_shape, name=f"exp_mxl_{ii}") for ii in range(br)]
+        with m.If(go.valid):
+            m.d.sync += [mxl_go[ii].eq(go.mx[ii] - lim) for ii in range(br)]
+        m.d.sync += [mxl[ii].eq(mxl_go[ii]) for ii in range(br)]
+        # E1: delta, into the DSP blocks' operand registers (hw/dsp.py)
         em1, p1 = Signal(bs), Signal(w.pipe)
         m.d.sync += [p1.v.eq(pop), p1.first.eq(first), p1.lst.eq(lst), p1.meta.eq(cur.meta),
                      p1.bvalid.eq(it.bvalid), p1.diag.eq(it.diag), em1.eq(it.em)]
+        # E2: products delta * scale, in the DSP blocks' output registers
+        prod = []
         for e in range(bs):
             diff = Signal(signed(w.u + 2), name=f"diff_{e}")
             m.d.comb += diff.eq(cur.mx[e // bc] - it.u[e])
-            m.d.sync += delta[e].eq(Mux(diff > lim, k.delta_max, (diff << sh)[:w.dm]))
-        # E2: products
-        prod = Signal(_lanes(unsigned(w.dm + k.scale.bit_length()), bs))
+            mul = RegisteredMul(unsigned(w.dm), Const(k.scale).shape())
+            m.submodules[f"exp_mul_{e}"] = mul
+            m.d.comb += [mul.a.eq(Mux(it.u[e] < mxl[e // bc], k.delta_max, (diff << sh)[:w.dm])),
+                         mul.b.eq(k.scale)]
+            prod.append(Signal(unsigned(w.dm + k.scale.bit_length()), name=f"exp_prod_{e}"))
+            m.d.comb += prod[e].eq(mul.p)
         em2, p2 = Signal(bs), Signal(w.pipe)
         m.d.sync += [p2.eq(p1), em2.eq(em1)]
-        m.d.sync += [prod[e].eq(delta[e] * k.scale) for e in range(bs)]
         # E3: table and shift amount
         lutv = Signal(_lanes(unsigned(W + 1), bs))
         ti = Signal(_lanes(unsigned(unsigned_width(W + 1)), bs))
@@ -390,10 +409,15 @@ class MassPruner(wiring.Component):
         br = cfg.block_rows
         pop, first, lst, cur, it = self._scan(m, go, e_fifo, w.e_item, "mass")
         p1 = Signal(w.pipe)
-        prod = Signal(_lanes(unsigned(w.esum_blk + RECIP_BITS + 2), br))
         m.d.sync += [p1.v.eq(pop), p1.first.eq(first), p1.lst.eq(lst), p1.meta.eq(cur.meta),
                      p1.bvalid.eq(it.bvalid), p1.diag.eq(it.diag)]
-        m.d.sync += [prod[ii].eq(it.e[ii] * cur.r[ii]) for ii in range(br)]
+        prod = []   # E * r, in the DSP blocks' output registers (hw/dsp.py)
+        for ii in range(br):
+            mul = RegisteredMul(it.e[ii].shape(), cur.r[ii].shape(), input_regs=False)
+            m.submodules[f"mass_mul_{ii}"] = mul
+            m.d.comb += [mul.a.eq(it.e[ii]), mul.b.eq(cur.r[ii])]
+            prod.append(Signal(unsigned(w.esum_blk + RECIP_BITS + 2), name=f"mass_prod_{ii}"))
+            m.d.comb += prod[ii].eq(mul.p)
         sh1 = Signal.like(cur.sh)
         m.d.sync += sh1.eq(cur.sh)
         # M2: each row's product shifted to one bit below P's units (registered), M2b: the

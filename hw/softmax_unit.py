@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.tables import softmax_constants
 from hw.config import HDPConfig, unsigned_width
+from hw.dsp import RegisteredMul
 
 __all__ = ["EXP_PIPE", "SoftmaxUnit", "divider_steps", "s_in_layout", "p_out_layout"]
 
@@ -280,8 +281,8 @@ class SoftmaxUnit(wiring.Component):
 
         p1 = stage(1, m=signed(sw), lim=signed(sw + 1))
         p2 = stage(2, m=signed(sw), lim=signed(sw + 1), s=signed(sw), keep=1)
-        p3 = stage(3, keep=1, delta=dw)
-        p4 = stage(4, keep=1, prod=dw + k.scale_width)
+        p3 = stage(3, keep=1)
+        p4 = stage(4, keep=1)
         p5 = stage(5, sh=shw)
         p6 = stage(6, sh=shw, lut=ew)
         p7 = stage(7, e=ew)
@@ -299,16 +300,21 @@ class SoftmaxUnit(wiring.Component):
         # only kept entries matter (keep masks e)
         diff = Signal(signed(sw + 1))
         m.d.comb += diff.eq(p2.m - p2.s)
-        m.d.sync += carry(p3, p2) + [p3.keep.eq(p2.keep),
-                                     p3.delta.eq(Mux(p2.s < p2.lim, k.delta_max, diff[:dw]))]
-        # 3 -> 4: the product delta * scale, registered on both sides
-        m.d.sync += carry(p4, p3) + [p4.keep.eq(p3.keep), p4.prod.eq(p3.delta * k.scale)]
+        # into the DSP block's operand register (hw/dsp.py)
+        mul = RegisteredMul(unsigned(dw), Const(k.scale).shape())
+        m.submodules.exp_mul = mul
+        m.d.comb += [mul.a.eq(Mux(p2.s < p2.lim, k.delta_max, diff[:dw])), mul.b.eq(k.scale)]
+        m.d.sync += carry(p3, p2) + [p3.keep.eq(p2.keep)]
+        # 3 -> 4: the product delta * scale, in the DSP block's output register
+        p4_prod = Signal(dw + k.scale_width, name="b_p4_prod")
+        m.d.comb += p4_prod.eq(mul.p)
+        m.d.sync += carry(p4, p3) + [p4.keep.eq(p3.keep)]
         # 4 -> 5: t = product >> SCALE_SHIFT; table read of t mod 2**E (at this edge); shift
         # amount t >> E clamped to W + 1, and W + 1 for keep = 0 (table entries are below
         # 2**(W+1), so that shift gives e = 0)
         t4 = Signal(k.t_width)
         ti4 = Signal(max(1, k.t_width - E))
-        m.d.comb += [t4.eq(p4.prod >> k.scale_shift), ti4.eq(t4 >> E), lut_rd.addr.eq(t4[:E])]
+        m.d.comb += [t4.eq(p4_prod >> k.scale_shift), ti4.eq(t4 >> E), lut_rd.addr.eq(t4[:E])]
         m.d.sync += carry(p5, p4) + [p5.sh.eq(Mux(~p4.keep | (ti4 > W + 1), W + 1, ti4))]
         # 5 -> 6: the table's data registered
         m.d.sync += carry(p6, p5) + [p6.sh.eq(p5.sh), p6.lut.eq(lut_rd.data)]

@@ -157,8 +157,9 @@ class SystolicArray(wiring.Component):
         acc <- (first ? 0 : acc) + ((a0 * b0) << F) + a1 * b1
 
     in three pipeline stages, still one depth step per cycle: the PE registers the multipliers'
-    operands (its own copy, beside the MULT18X18D, loaded on valid steps), registers the
-    products (the MULT18X18D's output, in fabric flip-flops), then adds them to the accumulator
+    operands (loaded on valid steps) and the products, both in the MULT18X18D's own registers
+    (:class:`hw.dsp.RegisteredMul`), registers the products once more in fabric beside the
+    accumulator, then adds them to the accumulator
     with the step's control (``valid``/``first``/``last``), which the PE registers once, passes
     on to its right neighbour and delays once more for the accumulate.
 
