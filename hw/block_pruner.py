@@ -599,20 +599,29 @@ class BlockPruner(wiring.Component):
                          p1_vbit.eq(j_item.valid),
                          p1_t_lo.eq(t_lo), p1_t_hi.eq(t_hi),
                          p1_base.eq(base), p1_row.eq(j_row), p1_last.eq(j_last)]
-        # the threshold's multiplier operands, in the MULT18X18Ds' own input registers
-        # (hw/dsp.py; in the top, p1_cnt -> DSP -> partial-product adder was once the
-        # critical path, 5.9 ns of it routing), loaded on threshold items only (the products
-        # are used for nothing else); the products in their output registers, on adv.
+        # the threshold's multiplier operands: copies that feed only the MULT18X18Ds, so the
+        # placer puts them beside them (in the top, p1_cnt -> DSP -> partial-product adder
+        # was the critical path, 5.9 ns of it routing), loaded on threshold items only (the
+        # products are used for nothing else), which also keeps Yosys from merging them with
+        # J's registers.  Fabric registers, not the DSPs' input registers: rho_max is itself
+        # a DSP's product, and DSP -> routing -> DSP (two fixed sites, often far apart) was
+        # the whole top's critical path at nextpnr seed 1 that way (69.0 MHz, 10 ns of
+        # routing).  The products land in the DSPs' output registers (hw/dsp.py), on adv.
         # rho_max * cnt is split by hand into two products of at most 18 bits, each one DSP,
         # added in P3 instead of behind the DSPs.
         split = min(DSP_OPERAND_BITS - 1, len(rho_max) - 1)
+        m_cnt = Signal(nw, name="thr_cnt_m")
+        m_lo = Signal(split, name="thr_rho_lo_m")
+        m_hi = Signal(signed(len(rho_max) - split), name="thr_rho_hi_m")
+        m_imp = Signal(signed(iw), name="thr_imp_m")
+        with m.If(adv & j_thr):
+            m.d.sync += [m_cnt.eq(j_cnt), m_lo.eq(rho_max[:split]),
+                         m_hi.eq(rho_max[split:].as_signed()), m_imp.eq(j_item.imp)]
         muls = {}
-        for name, op in (("lo", rho_max[:split]), ("hi", rho_max[split:].as_signed()),
-                         ("imp", j_item.imp)):
-            mul = muls[name] = RegisteredMul(op.shape(), unsigned(nw))
+        for name, op in (("lo", m_lo), ("hi", m_hi), ("imp", m_imp)):
+            mul = muls[name] = RegisteredMul(op.shape(), m_cnt.shape(), input_regs=False)
             m.submodules[f"thr_mul_{name}"] = mul
-            m.d.comb += [mul.a.eq(op), mul.b.eq(j_cnt), mul.ce_in.eq(adv & j_thr),
-                         mul.ce_out.eq(adv)]
+            m.d.comb += [mul.a.eq(op), mul.b.eq(m_cnt), mul.ce_out.eq(adv)]
 
         # ---------------------------------------------------------------- P2: partial counts
         # popcount of p1_ahead: 4-bit groups in LUTs, then adder levels split between P1 and P2
@@ -626,7 +635,7 @@ class BlockPruner(wiring.Component):
         p2_need = Signal(signed(qw))
         p2_thr_valid = Signal()  # threshold item of a valid block
         p2_tm_lo = Signal(split + nw)            # rho_max * cnt = (hi * cnt << split) + lo * cnt
-        p2_tm_hi = Signal(signed(len(rho_max) - split + nw + 1))
+        p2_tm_hi = Signal(signed(len(m_hi) + nw + 1))
         # I * n, registered as it leaves its DSP and again in P3: the product went straight
         # into P3's operand, which sits by the comparator, and operand copy -> DSP 28 columns
         # away -> P3 was the whole top's critical path at nextpnr seed 1

