@@ -25,8 +25,8 @@ TREE_STAGES = 2
 
 #: Register stages from a block's issue to its entry into the output queue with one pass per
 #: block (``int_lanes >= head_dim``): memory read, K read data (the block RAM's output is
-#: registered in logic), products, products again (a register beside the DSP and one
-#: beside the adder tree), ``TREE_STAGES`` adder-tree stages (the last one is A),
+#: registered in logic), products (the DSP's own output register), products again (beside
+#: the adder tree), ``TREE_STAGES`` adder-tree stages (the last one is A),
 #: masking + importance (2 stages).  With several passes: :func:`pipeline_depth`.
 PIPELINE_DEPTH = 6 + TREE_STAGES
 
@@ -200,11 +200,13 @@ class ScoreUnit(wiring.Component):
         ``PIPELINE_DEPTH`` = 8 with one pass, 9 with several): issue (K memory read; the
         pass's Q elements) -> K read data registered as it is (Yosys does not use the DP16KD
         output register, so no logic may follow the block RAM's access time) -> with several
-        passes, the pass's K elements selected (and packed) and registered (a stage of its
-        own: in front of the multipliers the synthesizer copies the selection into every
-        product) -> products registered, twice (the DSPs sit in fixed rows, often far from
-        the adder tree: operand -> DSP -> tree was the whole top's critical path, 7.1 of
-        11.6 ns routing) -> adder tree split over ``TREE_STAGES`` = 2 register stages
+        passes, the pass's K elements selected (and packed) into the DSPs' own operand
+        registers (a stage of its own: in front of the multipliers the synthesizer copies
+        the selection into every product) -> products in the DSPs' output registers, then
+        once more beside the adder tree (:class:`hw.dsp.RegisteredMul`: the DSPs sit in fixed
+        rows, often far from the adder tree; with fabric registers, operand -> DSP -> tree
+        was the whole top's critical path, 7.1 of 11.6 ns routing) -> adder tree split over
+        ``TREE_STAGES`` = 2 register stages
         (the last one holds A, accumulated over the passes) -> masking and the first half of
         the importance reductions -> their second half -> output queue
         (``SyncFIFOBuffered``).  The memory access, the multipliers, each half of the adder

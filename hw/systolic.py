@@ -200,23 +200,16 @@ class SystolicArray(wiring.Component):
 
     Timing
     ------
-    Critical path (ECP5, LFE5U-85F speed 6, nextpnr, default preset, unit alone, with one
-    product register): the PE's operand register -> MULT18X18D -> product register,
-    130.7 MHz (7.65 ns: 3.9 ns inside the DSP, 1.3 ns routing in, 1.9 ns routing out).
-    Yosys's ECP5 flow uses none of the
-    MULT18X18D's own registers, so both registers are fabric flip-flops; the operand register
-    feeds only the DSP, so it sits beside it.  Without it (the operands taken straight from the
-    registers that pass them on to the next PE, up to 17 rows away): 125.3 MHz, and 90.1 MHz
-    in the whole top.  A second product register (DSP -> register -> register -> adder, one
-    more cycle) gave 132.9 MHz alone, the path then in the tag FIFO's control; it is built,
-    because in the whole top the DSPs are often far from the accumulators (the path above
-    with 6.8 ns of routing was the top's critical path).  The
-    accumulate stage (control and product registers -> 3-input adder -> accumulator, and the
-    drain register's load-or-shift multiplexer after the adder) takes about 6.1 ns (measured
-    with the multipliers taken out), so a register between the adder and the drain
-    multiplexer would cost a cycle of latency and ``R C`` accumulator-wide registers for no
-    Fmax.  Before the product register multiply, add and drain multiplexer were one path:
-    76.6 MHz.
+    Multipliers: the operand and product registers are the MULT18X18D's own
+    (:class:`hw.dsp.RegisteredMul`), then the products are registered once more in fabric
+    beside the accumulator.  With fabric operand and product registers, operand register ->
+    MULT18X18D -> product register was the unit's critical path alone (130.7 MHz: 3.9 ns in
+    the DSP, 3.2 ns routing) and, with the DSPs 30-40 rows from the PEs, the whole top's
+    (6.1-6.3 of 10.5 ns routing at nextpnr seeds 1 and 2).  The accumulate stage (control and
+    product registers -> 3-input adder -> accumulator, and the drain register's load-or-shift
+    multiplexer after the adder) takes about 6.1 ns (measured with the multipliers taken
+    out), so a register between the adder and the drain multiplexer would cost a cycle of
+    latency and ``R C`` accumulator-wide registers for no Fmax.
 
     Throughput: one depth step per cycle; a tile of depth K occupies ``max(K, 2R - 1)`` input
     cycles (:func:`min_tile_cycles`), so dense work with K >= 2R - 1 keeps every PE busy every
