@@ -54,10 +54,13 @@ def test_arbiter_whole_tiles_one_owner(seed):
         r = random.Random(seed + 100)
         while len(got) < total:
             ctx.set(dut.op.ready, r.random() < 0.6)
-            _c, _r, valid, ready, payload, s_rdy, p_rdy, p_valid, owner = await ctx.tick().sample(
+            (_c, _r, valid, ready, payload, s_rdy, p_rdy, s_valid, p_valid,
+             owner) = await ctx.tick().sample(
                 dut.op.valid, dut.op.ready, dut.op.payload, dut.s_op.ready, dut.p_op.ready,
-                dut.p_op.valid, dut.owner)
-            assert not (s_rdy and p_rdy), "both stages granted in one cycle"
+                dut.s_op.valid, dut.p_op.valid, dut.owner)
+            # (p_op.ready is a register that may be high while the P x V stage offers nothing)
+            assert not (s_rdy and s_valid and p_rdy and p_valid), "both stages' beats taken"
+            assert not (owner == 1 and p_rdy), "P x V ready while the score stage owns the array"
             assert not (owner == 0 and p_valid and s_rdy), "a free array went to S, not P"
             if valid and ready:
                 got.append((int(payload.a0[0]), int(payload.tag), bool(payload.last)))
