@@ -105,6 +105,17 @@ class RegisteredMul(wiring.Component):
         return m
 
 
+# The cell's module header, ``p`` declared as ``{kind}`` (reg or wire).
+_HEADER = """\
+module hdpgen_mul #(
+  parameter A_WIDTH = 18, parameter B_WIDTH = 18, parameter P_WIDTH = 36,
+  parameter A_SIGNED = 0, parameter B_SIGNED = 0, parameter INPUT_REGS = 1
+) (
+  input wire clk, input wire rst, input wire ce_in, input wire ce_out,
+  input wire [A_WIDTH-1:0] a, input wire [B_WIDTH-1:0] b,
+  output {kind} [P_WIDTH-1:0] p
+);
+"""
 # The behavioural definition appended to exported Verilog that instantiates the cell.  Each
 # operand is extended by one bit (its sign, or 0) and multiplied as signed, which gives the
 # product of any mix of signed and unsigned operands; p keeps its low P_WIDTH bits.
@@ -113,14 +124,7 @@ CELL_VERILOG = """\
 // register stages; otherwise ce_in loads the operand registers (when INPUT_REGS) and ce_out
 // loads p with the product of the operand registers (of a and b without INPUT_REGS).
 // hdpgen's ECP5 flow maps it to a MULT18X18D with the same registers.
-module hdpgen_mul #(
-  parameter A_WIDTH = 18, parameter B_WIDTH = 18, parameter P_WIDTH = 36,
-  parameter A_SIGNED = 0, parameter B_SIGNED = 0, parameter INPUT_REGS = 1
-) (
-  input wire clk, input wire rst, input wire ce_in, input wire ce_out,
-  input wire [A_WIDTH-1:0] a, input wire [B_WIDTH-1:0] b,
-  output reg [P_WIDTH-1:0] p
-);
+""" + _HEADER.format(kind="reg") + """\
   reg [A_WIDTH-1:0] a_r;
   reg [B_WIDTH-1:0] b_r;
   initial begin
@@ -163,15 +167,7 @@ def ecp5_cell_verilog(dsp_min_width: int) -> str:
     return soft + _ECP5_CELL.replace("@DSP_MIN_WIDTH@", str(int(dsp_min_width)))
 
 
-_ECP5_CELL = f"""\
-module hdpgen_mul #(
-  parameter A_WIDTH = 18, parameter B_WIDTH = 18, parameter P_WIDTH = 36,
-  parameter A_SIGNED = 0, parameter B_SIGNED = 0, parameter INPUT_REGS = 1
-) (
-  input wire clk, input wire rst, input wire ce_in, input wire ce_out,
-  input wire [A_WIDTH-1:0] a, input wire [B_WIDTH-1:0] b,
-  output wire [P_WIDTH-1:0] p
-);
+_ECP5_CELL = _HEADER.format(kind="wire") + f"""\
   localparam DSP_MIN_WIDTH = @DSP_MIN_WIDTH@;
   generate if (A_WIDTH + B_WIDTH < DSP_MIN_WIDTH) begin : g_soft
   hdpgen_mul_soft #(
