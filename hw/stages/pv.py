@@ -160,17 +160,20 @@ class PVStage(wiring.Component):
 
         # one requantizer per array column, shared by every output dimension it writes
         rq = [Signal(signed(cfg.out_bits), name=f"rq_{c}") for c in range(d.C)]
-        rq_valid, rq_last = Signal(), Signal()
-        rq_u, rq_row = Signal(d.idxw), Signal.like(res.row)
-        m.d.sync += [rq_valid.eq(self.res.valid), rq_last.eq(self.res.valid & res.last),
-                     rq_u.eq(res.tag[:d.idxw]), rq_row.eq(res.row)]
+        rq_last = Signal()
+        m.d.sync += rq_last.eq(self.res.valid & res.last)
         m.d.sync += [rq[c].eq(requant(res.acc[c])) for c in range(d.C)]
         m.d.comb += res_last.eq(rq_last)
-        with m.If(rq_valid):
-            for k in range(d.nu):
-                with m.If(rq_u == k):
-                    for r in range(d.R):
-                        with m.If(rq_row == r):
-                            for c in range(d.C):
-                                if k * d.C + c < d.D:
-                                    m.d.sync += out_buf[r][k * d.C + c].eq(rq[c])
+        # the buffer's write enables, one per (row, column group), decoded a cycle early and
+        # registered beside rq: decoded from the registered valid, tag and row, they reached
+        # the buffer's words across the die through two LUTs (the whole top's critical path at
+        # nextpnr seed 1, 99.2 MHz, 8.9 ns of routing)
+        rq_we = [[Signal(name=f"rq_we_{r}_{k}") for k in range(d.nu)] for r in range(d.R)]
+        m.d.sync += [rq_we[r][k].eq(self.res.valid & (res.tag[:d.idxw] == k) & (res.row == r))
+                     for r in range(d.R) for k in range(d.nu)]
+        for k in range(d.nu):
+            for r in range(d.R):
+                with m.If(rq_we[r][k]):
+                    for c in range(d.C):
+                        if k * d.C + c < d.D:
+                            m.d.sync += out_buf[r][k * d.C + c].eq(rq[c])
