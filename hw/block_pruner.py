@@ -10,7 +10,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import DSP_OPERAND_BITS, K_FRAC_BITS, PRUNE_MODES, HDPConfig, signed_width, unsigned_width
-from .dsp import RegisteredMul
+from .dsp import registered_product
 
 __all__ = ["BlockPruner", "imp_layout", "mask_layout", "index_width", "mask_latency", "MODE_WIDTH",
            "MODE_OFF", "MODE_TOPK", "MODE_THRESHOLD"]
@@ -617,11 +617,9 @@ class BlockPruner(wiring.Component):
         with m.If(adv & j_thr):
             m.d.sync += [m_cnt.eq(j_cnt), m_lo.eq(rho_max[:split]),
                          m_hi.eq(rho_max[split:].as_signed()), m_imp.eq(j_item.imp)]
-        muls = {}
-        for name, op in (("lo", m_lo), ("hi", m_hi), ("imp", m_imp)):
-            mul = muls[name] = RegisteredMul(op.shape(), m_cnt.shape(), input_regs=False)
-            m.submodules[f"thr_mul_{name}"] = mul
-            m.d.comb += [mul.a.eq(op), mul.b.eq(m_cnt), mul.ce_out.eq(adv)]
+        prods = {name: registered_product(m, f"thr_mul_{name}", op, m_cnt, input_regs=False,
+                                          ce_out=adv)
+                 for name, op in (("lo", m_lo), ("hi", m_hi), ("imp", m_imp))}
 
         # ---------------------------------------------------------------- P2: partial counts
         # popcount of p1_ahead: 4-bit groups in LUTs, then adder levels split between P1 and P2
@@ -651,8 +649,7 @@ class BlockPruner(wiring.Component):
                          p2_t_sum.eq((p1_t_hi << ts_split) + p1_t_lo),
                          p2_base.eq(p1_base), p2_row.eq(p1_row), p2_last.eq(p1_last)]
             m.d.sync += [d.eq(v) for d, v in zip(p2_parts, parts)]
-        m.d.comb += [p2_tm_lo.eq(muls["lo"].p), p2_tm_hi.eq(muls["hi"].p),
-                     p2_lhs.eq(muls["imp"].p)]
+        m.d.comb += [p2_tm_lo.eq(prods["lo"]), p2_tm_hi.eq(prods["hi"]), p2_lhs.eq(prods["imp"])]
 
         # ---------------------------------------------------------------- P3: the operands
         rank = _tree_sum(m, p2_parts, None, "rank_p2")[0]

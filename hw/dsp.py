@@ -24,12 +24,12 @@ otherwise ``ce_in`` loads the operand registers from ``a`` and ``b`` and ``ce_ou
 ``input_regs`` is false).  Latency: 2 cycles with input registers, 1 without.
 """
 
-from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Shape, Signal
+from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Shape, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RegisteredMul", "VERILOG_CELLS", "CELL_NAME", "CELL_VERILOG", "ecp5_cell_verilog",
-           "DSP_OPERAND_MAX"]
+__all__ = ["RegisteredMul", "registered_product", "VERILOG_CELLS", "CELL_NAME", "CELL_VERILOG",
+           "ecp5_cell_verilog", "DSP_OPERAND_MAX"]
 
 #: widest operand of one MULT18X18D (signed or unsigned, per ``SIGNEDA`` / ``SIGNEDB``)
 DSP_OPERAND_MAX = 18
@@ -103,6 +103,26 @@ class RegisteredMul(wiring.Component):
         with m.If(self.ce_out):
             m.d.sync += self.p.eq(a_r * b_r)
         return m
+
+
+def registered_product(m, name, a, b, *, a_shape=None, b_shape=None, into=None,
+                       input_regs=True, ce_in=None, ce_out=None):
+    """Add a :class:`RegisteredMul` named ``name`` to ``m`` on ``a`` and ``b`` and return its
+    product: ``p`` itself, or the signal ``into``, which takes it (truncated or extended as an
+    assignment would).  ``a_shape`` / ``b_shape`` default to the operands' own shapes;
+    ``ce_in`` / ``ce_out`` default to always enabled."""
+    a_shape = Value.cast(a).shape() if a_shape is None else a_shape
+    b_shape = Value.cast(b).shape() if b_shape is None else b_shape
+    mul = RegisteredMul(a_shape, b_shape, input_regs=input_regs)
+    m.submodules[name] = mul
+    m.d.comb += [mul.a.eq(a), mul.b.eq(b)]
+    for port, enable in ((mul.ce_in, ce_in), (mul.ce_out, ce_out)):
+        if enable is not None:
+            m.d.comb += port.eq(enable)
+    if into is None:
+        return mul.p
+    m.d.comb += into.eq(mul.p)
+    return into
 
 
 # The cell's module header, ``p`` declared as ``{kind}`` (reg or wire).

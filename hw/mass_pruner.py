@@ -16,7 +16,7 @@ from golden.tables import softmax_constants
 
 from .block_pruner import mask_layout
 from .config import EPS_BITS, HDPConfig, unsigned_width
-from .dsp import RegisteredMul
+from .dsp import registered_product
 from .fifo import LutSyncFIFOBuffered
 from .score_unit import block_layout, qk_row_layout
 
@@ -338,12 +338,10 @@ class MassPruner(wiring.Component):
         for e in range(bs):
             diff = Signal(signed(w.u + 2), name=f"diff_{e}")
             m.d.comb += diff.eq(cur.mx[e // bc] - it.u[e])
-            mul = RegisteredMul(unsigned(w.dm), Const(k.scale).shape())
-            m.submodules[f"exp_mul_{e}"] = mul
-            m.d.comb += [mul.a.eq(Mux(it.u[e] < mxl[e // bc], k.delta_max, (diff << sh)[:w.dm])),
-                         mul.b.eq(k.scale)]
-            prod.append(Signal(unsigned(w.dm + k.scale.bit_length()), name=f"exp_prod_{e}"))
-            m.d.comb += prod[e].eq(mul.p)
+            prod.append(registered_product(
+                m, f"exp_mul_{e}", Mux(it.u[e] < mxl[e // bc], k.delta_max, (diff << sh)[:w.dm]),
+                k.scale, a_shape=unsigned(w.dm),
+                into=Signal(unsigned(w.dm + k.scale.bit_length()), name=f"exp_prod_{e}")))
         em2, p2 = Signal(bs), Signal(w.pipe)
         m.d.sync += [p2.eq(p1), em2.eq(em1)]
         # E3: table and shift amount
@@ -414,11 +412,9 @@ class MassPruner(wiring.Component):
                      p1.bvalid.eq(it.bvalid), p1.diag.eq(it.diag)]
         prod = []   # E * r, in the DSP blocks' output registers (hw/dsp.py)
         for ii in range(br):
-            mul = RegisteredMul(it.e[ii].shape(), cur.r[ii].shape(), input_regs=False)
-            m.submodules[f"mass_mul_{ii}"] = mul
-            m.d.comb += [mul.a.eq(it.e[ii]), mul.b.eq(cur.r[ii])]
-            prod.append(Signal(unsigned(w.esum_blk + RECIP_BITS + 2), name=f"mass_prod_{ii}"))
-            m.d.comb += prod[ii].eq(mul.p)
+            prod.append(registered_product(
+                m, f"mass_mul_{ii}", it.e[ii], cur.r[ii], input_regs=False,
+                into=Signal(unsigned(w.esum_blk + RECIP_BITS + 2), name=f"mass_prod_{ii}")))
         sh1 = Signal.like(cur.sh)
         m.d.sync += sh1.eq(cur.sh)
         # M2: each row's product shifted to one bit below P's units (registered), M2b: the

@@ -13,7 +13,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import DSP_OPERAND_BITS, HDPConfig, unsigned_width
-from .dsp import RegisteredMul
+from .dsp import registered_product
 
 __all__ = ["ScoreUnit", "qk_row_layout", "qk_int_row_layout", "block_layout", "h_shape",
            "block_row_shape", "block_col_shape", "block_cycles", "pipeline_depth", "PIPELINE_DEPTH",
@@ -587,11 +587,9 @@ class ScoreUnit(wiring.Component):
                     # the product in the DSP block's own output register (and, with several
                     # passes, the operands in its input registers), then once more in fabric
                     # beside the adder tree: the DSPs sit in fixed rows, up to 40 columns away
-                    mul = RegisteredMul(sk.q[ii][e].shape(), sk.kp[gi][e].shape(),
-                                        input_regs=sk.in_regs)
-                    m.submodules[f"mul_{ii}_{gi}_{e}"] = mul
-                    m.d.comb += [mul.a.eq(sk.q[ii][e]), mul.b.eq(sk.kp[gi][e])]
-                    parts[ii, gi].append(self._reg(m, mul.p, f"prodr_{ii}_{gi}_{e}"))
+                    p = registered_product(m, f"mul_{ii}_{gi}_{e}", sk.q[ii][e], sk.kp[gi][e],
+                                           input_regs=sk.in_regs)
+                    parts[ii, gi].append(self._reg(m, p, f"prodr_{ii}_{gi}_{e}"))
 
         add = lambda x, y: x + y  # noqa: E731
         levels = _n_levels(lanes + (n_pass > 1))   # the running sum is one more term

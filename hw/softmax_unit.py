@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.tables import softmax_constants
 from hw.config import HDPConfig, unsigned_width
-from hw.dsp import DSP_OPERAND_MAX, RegisteredMul
+from hw.dsp import DSP_OPERAND_MAX, registered_product
 
 __all__ = ["EXP_PIPE", "SoftmaxUnit", "divider_steps", "s_in_layout", "p_out_layout"]
 
@@ -301,13 +301,11 @@ class SoftmaxUnit(wiring.Component):
         diff = Signal(signed(sw + 1))
         m.d.comb += diff.eq(p2.m - p2.s)
         # into the DSP block's operand register (hw/dsp.py)
-        mul = RegisteredMul(unsigned(dw), Const(k.scale).shape())
-        m.submodules.exp_mul = mul
-        m.d.comb += [mul.a.eq(Mux(p2.s < p2.lim, k.delta_max, diff[:dw])), mul.b.eq(k.scale)]
+        p4_prod = registered_product(m, "exp_mul", Mux(p2.s < p2.lim, k.delta_max, diff[:dw]),
+                                     k.scale, a_shape=unsigned(dw),
+                                     into=Signal(dw + k.scale_width, name="b_p4_prod"))
         m.d.sync += carry(p3, p2) + [p3.keep.eq(p2.keep)]
         # 3 -> 4: the product delta * scale, in the DSP block's output register
-        p4_prod = Signal(dw + k.scale_width, name="b_p4_prod")
-        m.d.comb += p4_prod.eq(mul.p)
         m.d.sync += carry(p4, p3) + [p4.keep.eq(p3.keep)]
         # 4 -> 5: t = product >> SCALE_SHIFT; table read of t mod 2**E (at this edge); shift
         # amount t >> E clamped to W + 1, and W + 1 for keep = 0 (table entries are below
@@ -432,10 +430,9 @@ class SoftmaxUnit(wiring.Component):
         o3_parts = []
         for lo in range(0, nq, DSP_OPERAND_MAX):
             piece = o2.q[lo:lo + DSP_OPERAND_MAX]
-            mul = RegisteredMul(unsigned(ew), unsigned(len(piece)), input_regs=False)
-            m.submodules[f"out_mul_{lo}"] = mul
-            m.d.comb += [mul.a.eq(o2.e), mul.b.eq(piece), mul.ce_out.eq(advance)]
-            o3_parts.append(mul.p << lo)
+            o3_parts.append(registered_product(
+                m, f"out_mul_{lo}", o2.e, piece, a_shape=unsigned(ew),
+                b_shape=unsigned(len(piece)), input_regs=False, ce_out=advance) << lo)
         # p = (e * R + bias) >> (W + G), its low prob_width bits (bias 2**(W+G-1): half up)
         sh = W + G
         rounded = Signal(max(ew + nq, self._round_bias.bit_length()) + 1)

@@ -12,7 +12,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .config import HDPConfig, signed_width
-from .dsp import RegisteredMul
+from .dsp import registered_product
 
 __all__ = ["SystolicArray", "ArrayWidths", "array_widths", "array_latency", "ARRAY_LATENCY_EXTRA",
            "op_layout", "res_layout",
@@ -339,11 +339,9 @@ class SystolicArray(wiring.Component):
                 m.d.sync += [ctrl_q.eq(ctrl), ctrl_d.eq(ctrl_q)]
                 prods = []
                 for i, (a_op, b_op) in enumerate(((a0, b0), (a1, b1))):
-                    mul = RegisteredMul(a_op.shape(), b_op.shape())
-                    m.submodules[f"mul{i}_{r}_{c}"] = mul
-                    m.d.comb += [mul.a.eq(a_op), mul.b.eq(b_op), mul.ce_in.eq(ctrl.valid)]
-                    p_reg = Signal.like(mul.p, name=f"p{i}_{r}_{c}")
-                    m.d.sync += p_reg.eq(mul.p)
+                    p = registered_product(m, f"mul{i}_{r}_{c}", a_op, b_op, ce_in=ctrl.valid)
+                    p_reg = Signal.like(p, name=f"p{i}_{r}_{c}")
+                    m.d.sync += p_reg.eq(p)
                     prods.append(p_reg)
                 p0, p1 = prods
                 ctrl_p = Signal(ctrl_lay, name=f"ctrlp_{r}_{c}")
