@@ -307,3 +307,13 @@ def test_axil_regs_rejects_bad_maps():
         AxiLiteRegs([Reg("a", 0x0, 40, True), Reg("b", 0x4, 8, True)])
     with pytest.raises(ValueError, match="does not fit 4 address bits"):
         AxiLiteRegs([Reg("a", 0x10, 8, True)], addr_width=4)
+
+
+@pytest.mark.parametrize("head_dim", [1, 2, 3])
+def test_shallow_tiles(head_dim):
+    """Tiles of 1, 2 and 3 depth steps (the score stage's last-step flag is kept two steps
+    ahead, and its three-entry operand queue fills and drains every step) under stalls on
+    both streams: the same outputs and masks as golden."""
+    cfg = preset("tiny").replace(head_dim=head_dim)
+    run_heads(cfg, _heads(cfg, SETTINGS, [8, 7, 5, 8, 3, 6, 1, 8, 7, 8, 6], head_dim),
+              stall=0.2, seed=head_dim)

@@ -140,3 +140,10 @@ def test_several_integer_passes_exact(int_lanes):
                     array_rows=2, array_cols=4, int_lanes=int_lanes)
     check_model(cfg, _random_heads(cfg, SETTINGS + [{"prune_mode": "topk", "k_frac": 0.5}],
                                    [24, 17, 24, 24, 24, 11], 4))
+
+
+@pytest.mark.parametrize("head_dim", [1, 2, 3])
+def test_shallow_tiles_exact(head_dim):
+    """Tiles of 1, 2 and 3 depth steps: back-to-back tiles that a longer tile hides."""
+    cfg = preset("tiny").replace(head_dim=head_dim)
+    check_model(cfg, _random_heads(cfg, SETTINGS, [8, 7, 8, 5, 8], head_dim))

@@ -187,24 +187,35 @@ class ScoreStage(wiring.Component):
                                    Const(0, 1)))]
 
     def _skid(self, m, s, beat):
-        """A three-entry FIFO, head ``op`` (entry 0; valid flags ``sk_v``, a thermometer):
-        taken entries move up one, and ``beat``, pushed on ``fire``, goes into the first
-        entry left free.  ``fire`` is only set when the skid will have room for it (see
-        :meth:`_runner`), so a push never finds it full."""
+        """A three-entry FIFO, head ``op``; its fill is the thermometer ``sk_v``.  The entries
+        never move: ``beat``, pushed on ``fire``, goes into entry ``sk_w`` and ``op`` reads
+        entry ``sk_r``, so the arbiter's grant (``op.ready``) only steps ``sk_r`` and the fill,
+        never the clock enables of the entries' hundreds of flip-flops (at nextpnr seed 3 the
+        grant -> shift enables was the whole top's critical path).  ``fire`` is only set when
+        the skid will have room for it (see :meth:`_runner`), so a push never finds it full:
+        ``sk_w`` (= ``sk_r`` + fill) never names an entry still to be read."""
         v = s["sk_v"]
         dq = [Signal.like(beat, name=f"sk_d{k}") for k in range(3)]
+        rd, wr = Signal(range(3), name="sk_r"), Signal(range(3), name="sk_w")
         push, pop = s["fire"], Signal()
-        m.d.comb += [self.op.valid.eq(v[0]), self.op.payload.eq(dq[0]),
-                     pop.eq(v[0] & self.op.ready)]
+        with m.Switch(rd):
+            for k in range(3):
+                with m.Case(k):
+                    m.d.comb += self.op.payload.eq(dq[k])
+        m.d.comb += [self.op.valid.eq(v[0]), pop.eq(v[0] & self.op.ready)]
         with m.If(pop):
-            m.d.sync += [dq[0].eq(dq[1]), dq[1].eq(dq[2]),
-                         v[0].eq(v[1]), v[1].eq(v[2]), v[2].eq(0)]
+            m.d.sync += [rd.eq(Mux(rd == 2, 0, rd + 1)), v[0].eq(v[1]), v[1].eq(v[2]), v[2].eq(0)]
+        with m.If(push):
+            m.d.sync += wr.eq(Mux(wr == 2, 0, wr + 1))
+            for k in range(3):
+                with m.If(wr == k):
+                    m.d.sync += dq[k].eq(beat)
         for k in range(3):
-            # entry k after this cycle's pop: valid, and the one before it
+            # fill bit k after this cycle's pop: set, and the one before it
             here = Mux(pop, v[k + 1], v[k]) if k < 2 else ~pop & v[2]
             before = Mux(pop, v[k], v[k - 1]) if k else Const(1)
             with m.If(push & ~here & before):
-                m.d.sync += [dq[k].eq(beat), v[k].eq(1)]
+                m.d.sync += v[k].eq(1)
 
     # ------------------------------------------------------------------------ results
     def _results(self, m, s):
@@ -318,11 +329,15 @@ class ScoreStage(wiring.Component):
             m.d.sync += s["tile"].eq(s["tile"] + 1)
         with m.If(load):
             m.d.sync += s["step"].eq(0)
+        # near: step + 2 == D, kept beside step (a constant comparison of its next value), so
+        # that step_last's next value is a select of registers, not an adder and a comparator
+        near = Signal(init=int(d.D == 2), name="step_near")
+        after = (s["step"] == d.D - 3) if d.D >= 3 else Const(0)
+        m.d.sync += near.eq(Mux(load, d.D == 2, Mux(fire, after, near)))
         # next values: running, kl_full, step_last
         m.d.comb += [run_n.eq(Mux(load, 1, s["running"] & ~tile_end)),
                      klf_n.eq(s["kl_full"] & ~load),
-                     sl_n.eq(Mux(load, d.D == 1, Mux(fire, s["step"] + 2 == d.D,
-                                                     s["step_last"])))]
+                     sl_n.eq(Mux(load, d.D == 1, Mux(fire, near, s["step_last"])))]
         fire_n, tile_end_n, load_n = Signal(), Signal(), Signal()
         m.d.comb += [fire_n.eq(run_n & Mux(fire, ~v[1], ~v[2])),
                      tile_end_n.eq(fire_n & sl_n),
