@@ -16,7 +16,7 @@ from golden.model import attention_head_int
 from hw.config import HDPConfig
 from hw.presets import preset
 from hw.top import Top, pack_input_rows, register_map, register_values, unpack_output_row
-from sim.amaranth_streams import axil_read, axil_read_reg, axil_write, axil_write_regs
+from sim.amaranth_streams import axil_read, axil_read_reg, axil_write, axil_write_regs, run_amaranth
 
 
 def random_head(cfg: HDPConfig, rng: np.random.Generator, n: int | None = None):
@@ -95,8 +95,6 @@ def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int =
     m = Module()
     m.domains.sync = cd = ClockDomain("sync")
     m.submodules.dut = dut
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
     rng = random.Random(seed)
     stats = []
 
@@ -144,9 +142,18 @@ def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int =
                           "head_keep": res.head_keep})
         assert await read_reg(ctx, dut, "heads_done") == len(heads)
 
-    sim.add_testbench(bench)
-    sim.run()
+    run_amaranth(m, bench, deadline=cycle_budget(cfg, heads, stall) * 1e-8)
     return stats
+
+
+def cycle_budget(cfg: HDPConfig, heads: list[dict], stall: float = 0.0) -> int:
+    """Clock cycles within which a top must finish ``heads``, whatever their settings: ten
+    times a dense head's array work plus its streams, and a fixed margin, per head (tiny: 12k
+    cycles a head against about 1k).  A design that deadlocks fails after this many cycles
+    instead of hanging the test run."""
+    per = [10 * ((h["valid_len"] + 4) ** 2 * cfg.head_dim * 2 // (cfg.array_rows * cfg.array_cols)
+                 + 4 * h["valid_len"]) + 5000 for h in heads]
+    return int(sum(per) / (1 - min(stall, 0.9)))
 
 
 SETTINGS = [

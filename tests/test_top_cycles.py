@@ -9,14 +9,14 @@ array shapes with ``array_rows`` equal to and different from ``block_rows``.
 import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module
-from amaranth.sim import Simulator
 
 from golden.model import attention_head_int
 from hw.config import HDPConfig
 from hw.presets import preset
 from hw.top import Top, pack_input_rows, register_map, register_values
-from sim.amaranth_streams import axil_read, axil_write_regs
+from sim.amaranth_streams import axil_read, axil_write_regs, run_amaranth
 from sim.top_cycles import array_busy, head_cycles, ideal_cycles
+from tests.test_top import cycle_budget
 
 
 def rtl_cycles(cfg: HDPConfig, heads: list[dict]) -> list[dict]:
@@ -26,8 +26,6 @@ def rtl_cycles(cfg: HDPConfig, heads: list[dict]) -> list[dict]:
     m = Module()
     m.domains.sync = ClockDomain("sync")
     m.submodules.dut = dut
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
     regmap = register_map(cfg)
     regs = {r.name: r for r in regmap}
     out: list[dict] = []
@@ -51,8 +49,7 @@ def rtl_cycles(cfg: HDPConfig, heads: list[dict]) -> list[dict]:
                         "array_cycles": await axil_read(ctx, dut.s_axil,
                                                          regs["array_cycles"].addr)})
 
-    sim.add_testbench(bench)
-    sim.run()
+    run_amaranth(m, bench, deadline=cycle_budget(cfg, heads) * 1e-8)
     return out
 
 
