@@ -55,6 +55,10 @@ class PVStage(wiring.Component):
         out = Signal(range(d.nu + 2))          # P x V tiles issued, results not all back
         fire = Signal()
         m.d.comb += fire.eq(self.op.valid & self.op.ready)
+        # t + 1 == nkept and u + 1 == nu, kept as registers beside t and u: the feeder's
+        # advance (from the arbiter's ready) then only selects, and no comparison of t lies
+        # between it and pv_active (at nextpnr seed 2, 97.9 MHz, that was the critical path)
+        t_last, u_last = Signal(name="pv_t_last"), Signal(name="pv_u_last")
 
         # ---------------------------------------------------------------- feeder
         # issue (t, u) -> p1: key at the key memory's output -> p2: its row j registered, V
@@ -91,12 +95,13 @@ class PVStage(wiring.Component):
                              else Const(0, cfg.v_bits) for k in range(d.nu))
                 m.d.sync += ops.b1[c].eq(vsel[p_u[3]])
             with m.If(pv_active):
-                with m.If(t + 1 == pi.nkept):
-                    m.d.sync += [t.eq(0), u.eq(u + 1)]
-                    with m.If(u + 1 == d.nu):
+                with m.If(t_last):
+                    m.d.sync += [t.eq(0), u.eq(u + 1), t_last.eq(pi.nkept == 1),
+                                 u_last.eq(u + 2 == d.nu)]
+                    with m.If(u_last):
                         m.d.sync += pv_active.eq(0)
                 with m.Else():
-                    m.d.sync += t.eq(t + 1)
+                    m.d.sync += [t.eq(t + 1), t_last.eq(t + 2 == pi.nkept)]
 
         # ---------------------------------------------------------------- operands
         m.d.comb += [op.eq(ops), op.last.eq(p_last),
@@ -124,7 +129,8 @@ class PVStage(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.run & self.group_in.valid):
                     m.d.sync += [pi.eq(self.group_in.payload), u.eq(0), t.eq(0),
-                                 pv_active.eq(1)]
+                                 pv_active.eq(1), t_last.eq(self.group_in.payload.nkept == 1),
+                                 u_last.eq(d.nu == 1)]
                     m.next = "PV"
             with m.State("PV"):
                 with m.If(~pv_active & ~Cat(*p_valid).any() & (out == 0)
