@@ -403,10 +403,6 @@ class BlockPruner(wiring.Component):
         # written as it enters R, into the bank of its row)
         blay = data.StructLayout({"imp": signed(iw), "valid": unsigned(1), "diag": unsigned(1)})
         m.submodules.row_buf = buf = Memory(shape=blay, depth=2 << cw, init=[])
-        if (2 << cw) <= 256:
-            # LUT RAM: J's item takes the read data through a 2:1 choice, and a DP16KD's read
-            # data (5.8 ns) into it was the whole top's critical path at nextpnr seed 2
-            buf.attrs["ram_style"] = "distributed"
         wp = buf.write_port()
         rp = buf.read_port(domain="sync", transparent_for=[wp])
         wbank = Signal()
