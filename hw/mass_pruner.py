@@ -208,14 +208,12 @@ class MassPruner(wiring.Component):
         ready = Signal()
         row_in = blk.valid & blk.ready & blk.payload.last_col
         row_out = self.mask_out.valid & self.mask_out.ready
-        # row_in and row_out (a block's handshake and the consumer's ready, both late in the
-        # cycle) only select between results formed from inflight alone: inflight + row_in
-        # - row_out -> comparison was the whole top's critical path at nextpnr seed 2 (92.1
-        # MHz), and from the score unit's valid through row_in at seed 1 (98.2 MHz)
-        up, down = row_in & ~row_out, row_out & ~row_in
-        nxt = Mux(up, inflight + 1, Mux(down, inflight - 1, inflight))
-        room = Mux(up, inflight < OUT_DEPTH - 1,
-                   Mux(down, inflight <= OUT_DEPTH, inflight < OUT_DEPTH))   # nxt < OUT_DEPTH
+        # row_out (the consumer's ready, late in the cycle) only selects between results
+        # formed without it: inflight + row_in - row_out -> comparison was the whole top's
+        # critical path at nextpnr seed 2 (92.1 MHz)
+        base = inflight + row_in
+        nxt = Mux(row_out, base - 1, base)
+        room = Mux(row_out, base <= OUT_DEPTH, base < OUT_DEPTH)   # nxt < OUT_DEPTH
         # a head's blocks wait until the previous head's last mask is out of the scans (its
         # rows may be longer: a shorter row would catch up with them)
         drain = Signal()

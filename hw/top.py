@@ -473,7 +473,6 @@ class Top(wiring.Component):
         r, regs, ld, s, ms, p = self._r, self._regs_mod, self._ld, self._s, self._ms, self._p
         L = r["L"]
         z_cnt = Signal.like(L)
-        z_last = Signal()      # z_cnt + 1 == L, set a cycle early (a register, not an adder)
         zeroing = Signal()
         tout = data.View(out_row_layout(self._cfg), self.m_axis.tdata)
         pout = data.View(out_row_layout(self._cfg), p.m_axis.tdata)
@@ -482,7 +481,7 @@ class Top(wiring.Component):
         out_fire = Signal()
         m.d.comb += [
             self.m_axis.tvalid.eq(p.m_axis.tvalid | zeroing),
-            self.m_axis.tlast.eq(Mux(zeroing, z_last, p.m_axis.tlast)),
+            self.m_axis.tlast.eq(Mux(zeroing, z_cnt + 1 == L, p.m_axis.tlast)),
             p.m_axis.tready.eq(self.m_axis.tready),
             out_fire.eq(self.m_axis.tvalid & self.m_axis.tready),
         ]
@@ -509,12 +508,12 @@ class Top(wiring.Component):
                     with m.If(r["head_kept"]):
                         m.next = "RUN"
                     with m.Else():
-                        m.d.sync += [z_cnt.eq(0), z_last.eq(L == 1)]
+                        m.d.sync += z_cnt.eq(0)
                         m.next = "ZERO"
             with m.State("ZERO"):
                 with m.If(out_fire):
-                    m.d.sync += [z_cnt.eq(z_cnt + 1), z_last.eq(z_cnt + 2 == L)]
-                    with m.If(z_last):
+                    m.d.sync += z_cnt.eq(z_cnt + 1)
+                    with m.If(z_cnt + 1 == L):
                         m.next = "DONE"
             with m.State("RUN"):
                 with m.If(p.done & p.last):

@@ -77,28 +77,27 @@ class ArrayArbiter(wiring.Component):
         """A two-entry register slice towards the array: ``in_ready`` is a register
         (``~full``), so the stages' operand registers, whose clock enables fan out to
         thousands of flip-flops, never wait on the array's combinational ready; one beat per
-        cycle at full rate, one cycle of latency.  The entries never move: a push writes the
-        entry ``wp`` names, ``op`` reads the one ``rp`` names, so the array's ready (a pop)
-        only steps ``rp`` and the fill, never the entries' clock enables (array ready ->
-        pop -> the head entry's enable was the whole top's critical path at nextpnr seed 1,
-        97.9 MHz).  Returns the next state of ``v1`` (full)."""
+        cycle at full rate, one cycle of latency.  Returns the next state of ``v1``."""
         v0, v1 = Signal(), Signal()
         v1_n = Signal()
-        d = [Signal.like(in_data, name=f"sl_d{k}") for k in range(2)]
-        rp, wp = Signal(name="sl_rp"), Signal(name="sl_wp")
+        d0, d1 = Signal.like(in_data), Signal.like(in_data)
         push, pop = Signal(), Signal()
-        m.d.comb += [in_ready.eq(~v1), self.op.valid.eq(v0),
-                     self.op.payload.eq(Mux(rp, d[1], d[0])),
+        m.d.comb += [in_ready.eq(~v1), self.op.valid.eq(v0), self.op.payload.eq(d0),
                      push.eq(in_valid & in_ready), pop.eq(v0 & self.op.ready)]
         m.d.comb += v1_n.eq(Mux(push & ~pop & v0, 1, Mux(~push & pop, 0, v1)))
-        m.d.sync += [v1.eq(v1_n), v0.eq(Mux(push, 1, Mux(pop, v1, v0)))]
-        with m.If(pop):
-            m.d.sync += rp.eq(~rp)
-        with m.If(push):
-            m.d.sync += wp.eq(~wp)
-            for k in range(2):
-                with m.If(wp == k):
-                    m.d.sync += d[k].eq(in_data)
+        m.d.sync += v1.eq(v1_n)
+        with m.If(push & pop):
+            m.d.sync += d0.eq(in_data)
+        with m.Elif(push):
+            with m.If(v0):
+                m.d.sync += d1.eq(in_data)
+            with m.Else():
+                m.d.sync += [d0.eq(in_data), v0.eq(1)]
+        with m.Elif(pop):
+            with m.If(v1):
+                m.d.sync += d0.eq(d1)
+            with m.Else():
+                m.d.sync += v0.eq(0)
         return v1_n
 
     def _route(self, m):

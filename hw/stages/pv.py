@@ -55,10 +55,6 @@ class PVStage(wiring.Component):
         out = Signal(range(d.nu + 2))          # P x V tiles issued, results not all back
         fire = Signal()
         m.d.comb += fire.eq(self.op.valid & self.op.ready)
-        # t + 1 == nkept and u + 1 == nu, kept as registers beside t and u: the feeder's
-        # advance (from the arbiter's ready) then only selects, and no comparison of t lies
-        # between it and pv_active (at nextpnr seed 2, 97.9 MHz, that was the critical path)
-        t_last, u_last = Signal(name="pv_t_last"), Signal(name="pv_u_last")
 
         # ---------------------------------------------------------------- feeder
         # issue (t, u) -> p1: key at the key memory's output -> p2: its row j registered, V
@@ -95,13 +91,12 @@ class PVStage(wiring.Component):
                              else Const(0, cfg.v_bits) for k in range(d.nu))
                 m.d.sync += ops.b1[c].eq(vsel[p_u[3]])
             with m.If(pv_active):
-                with m.If(t_last):
-                    m.d.sync += [t.eq(0), u.eq(u + 1), t_last.eq(pi.nkept == 1),
-                                 u_last.eq(u + 2 == d.nu)]
-                    with m.If(u_last):
+                with m.If(t + 1 == pi.nkept):
+                    m.d.sync += [t.eq(0), u.eq(u + 1)]
+                    with m.If(u + 1 == d.nu):
                         m.d.sync += pv_active.eq(0)
                 with m.Else():
-                    m.d.sync += [t.eq(t + 1), t_last.eq(t + 2 == pi.nkept)]
+                    m.d.sync += t.eq(t + 1)
 
         # ---------------------------------------------------------------- operands
         m.d.comb += [op.eq(ops), op.last.eq(p_last),
@@ -122,39 +117,30 @@ class PVStage(wiring.Component):
             # the row o_r, read in place: shifting the buffer's rows on each sent beat put the
             # handshake in front of all R x D words (the whole top's critical path at seed 2)
             m.d.comb += tout[e].eq(Array(out_buf[r][e] for r in range(d.R))[o_r])
-        # o_r + 1 == nrows, i0 + o_r + 1 == L and i0 + R >= L as registers, set a cycle early
-        # (the head's end reaches the top's sequencer through them; at nextpnr seed 3 its
-        # adders and comparisons were the whole top's critical path, 96.4 MHz)
-        o_last, tlast, g_last = (Signal(name="pv_o_last"), Signal(name="pv_tlast"),
-                                 Signal(name="pv_g_last"))
-        m.d.comb += self.m_axis.tlast.eq(tlast)
+        m.d.comb += self.m_axis.tlast.eq(pi.i0 + o_r + 1 == self.valid_len)
         sent = Signal()
         m.d.comb += sent.eq(self.m_axis.tvalid & self.m_axis.tready)
         with m.FSM(name="p_fsm") as fsm:
             with m.State("IDLE"):
                 with m.If(self.run & self.group_in.valid):
-                    gi = self.group_in.payload
-                    m.d.sync += [pi.eq(gi), u.eq(0), t.eq(0), pv_active.eq(1),
-                                 t_last.eq(gi.nkept == 1), u_last.eq(d.nu == 1),
-                                 g_last.eq(gi.i0 + d.R >= self.valid_len)]
+                    m.d.sync += [pi.eq(self.group_in.payload), u.eq(0), t.eq(0),
+                                 pv_active.eq(1)]
                     m.next = "PV"
             with m.State("PV"):
                 with m.If(~pv_active & ~Cat(*p_valid).any() & (out == 0)
                           & ~(fire & self.op.payload.last)):
-                    m.d.sync += [o_r.eq(0), o_last.eq(pi.nrows == 1),
-                                 tlast.eq(pi.i0 + 1 == self.valid_len)]
+                    m.d.sync += o_r.eq(0)
                     m.next = "SEND"
             with m.State("SEND"):
                 with m.If(sent):
-                    m.d.sync += [o_r.eq(o_r + 1), o_last.eq(o_r + 2 == pi.nrows),
-                                 tlast.eq(pi.i0 + o_r + 2 == self.valid_len)]
-                    with m.If(o_last):
+                    m.d.sync += o_r.eq(o_r + 1)
+                    with m.If(o_r + 1 == pi.nrows):
                         m.next = "IDLE"
         # plain, not under a state (Icarus: see ScoreStage)
         m.d.comb += [self.m_axis.tvalid.eq(fsm.ongoing("SEND")),
                      self.group_in.ready.eq(fsm.ongoing("IDLE") & self.run & self.group_in.valid),
-                     self.done.eq(fsm.ongoing("SEND") & sent & o_last),
-                     self.last.eq(g_last)]
+                     self.done.eq(fsm.ongoing("SEND") & sent & (o_r + 1 == pi.nrows)),
+                     self.last.eq(pi.i0 + d.R >= self.valid_len)]
         return m
 
     def _requantize(self, m, out_buf, res_last):
