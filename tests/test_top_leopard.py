@@ -17,7 +17,7 @@ from hw.presets import preset
 from hw.top import Top, leopard_th_code, pack_input_rows, register_map, register_values, unpack_output_row
 from sim.amaranth_streams import run_amaranth
 from sim.fixtures import load_fixture
-from tests.test_top import _heads, read_reg, recv_rows, send_rows, write_regs
+from tests.test_top import _heads, cycle_budget, read_reg, recv_rows, send_rows, write_regs
 
 LEO = {"front_end": "leopard", "prune_mode": "off", "approx": "exact", "head_prune": False}
 
@@ -64,7 +64,7 @@ def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int =
             stats.append(st)
         assert await read_reg(ctx, dut, "heads_done") == len(heads)
 
-    run_amaranth(dut, bench)
+    run_amaranth(dut, bench, deadline=cycle_budget(cfg, heads, stall) * 1e-8)
     return stats
 
 
