@@ -17,6 +17,7 @@ class Stages:
         self._t0 = 0.0
         self._name = ""
         self._last_tick = 0.0
+        self._last_done = -1
 
     def start(self, name: str, what: str) -> None:
         self.index += 1
@@ -24,16 +25,20 @@ class Stages:
         print(f"[{self.index}/{self.total}] {what} ...", file=self.stream, flush=True)
 
     def tick(self, done: int, total: int, note: str = "") -> None:
-        """Progress inside the current stage (rate-limited to a few updates a second)."""
+        """Progress inside the current stage (rate-limited to a few updates a second).  A note
+        that comes with no change in ``done`` is news about a long job still running (such as
+        a place and route's, which its sender sends about once a minute): it is always shown,
+        also when the output is not a terminal."""
         now = time.monotonic()
-        if done < total and now - self._last_tick < 0.25:
+        news = bool(note) and done == self._last_done
+        if done < total and now - self._last_tick < 0.25 and not news:
             return
-        self._last_tick = now
+        self._last_tick, self._last_done = now, done
         msg = f"      {self._name}: {done}/{total} {note}".rstrip()
         if self.tty:
             end = "\n" if done >= total else "\r"
             print(msg.ljust(70), end=end, file=self.stream, flush=True)
-        elif done >= total or done % max(1, total // 10) == 0:
+        elif news or done >= total or done % max(1, total // 10) == 0:
             print(msg, file=self.stream, flush=True)
 
     def done(self, summary: str = "") -> None:

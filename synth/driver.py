@@ -74,7 +74,8 @@ PNR_PLACER = ("--placer-heap-critexp", "4", "--placer-heap-timingweight", "20")
 CACHE_VERSION = 2
 
 Progress = Callable[[str, str, str, float], None]
-"""``progress(unit, stage, status, seconds)``; status is start, done, cached, failed or skipped."""
+"""``progress(unit, stage, status, seconds)``; status is start, done, cached, failed or skipped,
+or ``running: <note>`` while a place and route runs (where it is, about once a minute)."""
 
 
 class SynthError(RuntimeError):
@@ -99,16 +100,112 @@ _RUNNERS = {
 }
 
 
-def _run_tool(tool: str, args: list[str], cwd: Path, log_name: str, timeout: float | None) -> None:
-    """Run a YoWASP tool in ``cwd`` (relative paths only) in a child process."""
+#: seconds between two looks at a running nextpnr's log, and at least between two progress
+#: notes about it (a whole top places and routes for tens of minutes)
+PNR_POLL_S = 5.0
+PNR_REPORT_S = 60.0
+
+
+class PnrWatch:
+    """Follows a nextpnr-ecp5 log as it grows and says where the run is: packing, the
+    analytic placer's or the refinement's iteration, or how many of the router's arcs are
+    left.  :meth:`poll` reads what was appended since the last call."""
+
+    _ANALYTIC = re.compile(r"at iteration #(\d+), type ALL")
+    _ANNEAL = re.compile(r"at iteration #(\d+): temp = ")
+    _ARCS = re.compile(r"Routing (\d+) arcs")
+    # router1's table: iteration | routed with / without rip-up | deltas | arcs left | times
+    _ROW = re.compile(r"^Info:\s+\d+\s*\|\s*\d+\s+\d+\s*\|\s*\d+\s+\d+\s*\|\s*(\d+)\s*\|")
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self._pos = 0
+        self._partial = ""
+        self.arcs: int | None = None
+        self.note: str | None = None
+
+    def feed(self, text: str) -> str | None:
+        """Take more of the log; returns the current note (``None`` before packing)."""
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._line(line)
+        return self.note
+
+    def _line(self, line: str) -> None:
+        if m := self._ROW.match(line):
+            left = int(m.group(1))
+            self.note = (f"routing, {left:,} of {self.arcs:,} arcs left" if self.arcs
+                         else f"routing, {left:,} arcs left")
+        elif m := self._ANALYTIC.search(line):
+            self.note = f"placing, analytic placer iteration {m.group(1)}"
+        elif m := self._ANNEAL.search(line):
+            self.note = f"placing, refinement iteration {m.group(1)}"
+        elif m := self._ARCS.search(line):
+            self.arcs = int(m.group(1))
+            self.note = f"routing {self.arcs:,} arcs"
+        elif "Running simulated annealing placer" in line:
+            self.note = "placing, refinement"
+        elif "Creating initial analytic placement" in line:
+            self.note = "placing"
+        elif line.startswith("Info: Packing"):
+            self.note = "packing"
+        elif "Router1 time" in line or "Routing complete" in line:
+            self.note = "routed, timing analysis"
+
+    def poll(self) -> str | None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._pos)
+                data = f.read()
+        except (OSError, TypeError):
+            return self.note
+        self._pos += len(data)
+        return self.feed(data.decode("utf-8", errors="replace"))
+
+
+def _run_tool(tool: str, args: list[str], cwd: Path, log_name: str, timeout: float | None,
+              watch: Callable[[str], None] | None = None) -> None:
+    """Run a YoWASP tool in ``cwd`` (relative paths only) in a child process.
+
+    With ``watch`` (nextpnr only), the log is read every :data:`PNR_POLL_S` seconds and
+    ``watch(note)`` hears where the run is (:class:`PnrWatch`) at most every
+    :data:`PNR_REPORT_S` seconds; a timeout's message then says how far it got."""
     cmd = [sys.executable, "-c", _RUNNERS[tool], *args]
     console = cwd / f"{log_name}.console"
+    follow = PnrWatch(cwd / log_name)
+    t0 = time.monotonic()
+    last = t0
     with open(console, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
         try:
-            rc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, timeout=timeout).returncode
+            while True:
+                left = None if timeout is None else timeout - (time.monotonic() - t0)
+                step = PNR_POLL_S if watch is not None else None
+                if left is not None:
+                    step = max(0.0, left if step is None else min(step, left))
+                try:
+                    rc = proc.wait(timeout=step)
+                    break
+                except subprocess.TimeoutExpired:
+                    if left is not None and time.monotonic() - t0 >= timeout:
+                        raise
+                    if watch is not None and time.monotonic() - last >= PNR_REPORT_S:
+                        note = follow.poll()
+                        if note:
+                            last = time.monotonic()
+                            watch(f"{note} ({(last - t0) / 60:.0f} min)")
         except subprocess.TimeoutExpired:
-            raise SynthError(f"{tool} timed out after {timeout:g} s in {cwd}") from None
+            proc.kill()
+            proc.wait()
+            where = follow.poll() if watch is not None else None
+            raise SynthError(f"{tool} timed out after {timeout:g} s in {cwd}"
+                             + (f" ({where})" if where else "")) from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
     if rc != 0:
         tail = ""
         for p in (cwd / log_name, console):
@@ -299,7 +396,8 @@ def _run_yosys_stage(stage: str, build: Path, script: str, key: str,
 
 
 def _run_pnr_stage(build: Path, target: float, ecp5_script: str, ecp5_key: str,
-                   timeout: float | None, seed: int = PNR_SEED) -> dict[str, Any]:
+                   timeout: float | None, seed: int = PNR_SEED,
+                   watch: Callable[[str], None] | None = None) -> dict[str, Any]:
     stamp = build / "ecp5.key"
     if not (build / "ecp5_netlist.json").exists() or not stamp.exists() or stamp.read_text() != ecp5_key:
         # the ECP5 stage came from the cache (or is stale): regenerate its netlist
@@ -321,7 +419,7 @@ def _run_pnr_stage(build: Path, target: float, ecp5_script: str, ecp5_key: str,
             "-q", "-l", "pnr.log"]
     with contextlib.suppress(FileNotFoundError):
         (build / "pnr_report.json").unlink()
-    _run_tool("nextpnr-ecp5", args, build, "pnr.log", timeout)
+    _run_tool("nextpnr-ecp5", args, build, "pnr.log", timeout, watch)
     res = _parse_pnr(build, target, seed)
     res["dsp_in_luts"] = note is not None
     if note:
@@ -361,8 +459,9 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 def _stage_job(stage: str, build: str, cache_dir: str | None, target: float,
                timeout: float | None, ecp5_dsp_min_width: int | None = None,
-               seed: int = PNR_SEED) -> dict[str, Any]:
+               seed: int = PNR_SEED, watch: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or fetch from the cache) one stage of ``build/design.v``; returns its result dict.
+    ``watch`` hears a running place and route's progress notes (see :func:`_run_tool`).
 
     The Verilog and the script are read once here, and the key is computed from exactly the
     texts the tool gets, so an edit to a script during a run cannot mislabel a cache entry.
@@ -384,7 +483,7 @@ def _stage_job(stage: str, build: str, cache_dir: str | None, target: float,
     try:
         if stage == "fmax":
             res = _run_pnr_stage(build_p, target, script, stage_key("ecp5", text, target, script),
-                                 timeout, seed)
+                                 timeout, seed, watch)
         else:
             res = _run_yosys_stage(stage, build_p, script, key, timeout)
     except SynthError as exc:
@@ -603,6 +702,11 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
             count["done"] += weight
             if tick:
                 tick(count["done"], count["total"], f"{unit} {stage} {status}")
+
+    def watcher(unit: str) -> Callable[[str], None]:
+        # a running place and route's notes (from its worker thread; they count no job done)
+        t_unit = time.monotonic()
+        return lambda note: emit(unit, "fmax", f"running: {note}", time.monotonic() - t_unit, 0)
     # Threads suffice: every job spends its time in a child process (a YoWASP tool, or a
     # Python that elaborates the unit), and unlike a process pool they need no
     # ``if __name__ == "__main__"`` guard in the caller's script and no fork of a threaded parent.
@@ -637,7 +741,8 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
                         for st in stages:
                             if st != "fmax" or "ecp5" not in stages:
                                 submit(unit, st, st, str(build), cache, fmax_target_mhz, timeout,
-                                       ecp5_dsp_min_width, seed)
+                                       ecp5_dsp_min_width, seed,
+                                       watcher(unit) if st == "fmax" else None)
                         continue
                     res = fut.result()
                     results[unit][stage] = res
@@ -648,7 +753,7 @@ def synth_all(cfg, out_dir: Path, units: Iterable[str] | None = None, jobs: int 
                             emit(unit, "fmax", "skipped", 0.0)
                         else:
                             submit(unit, "fmax", "fmax", str(build), cache, fmax_target_mhz, timeout,
-                                   ecp5_dsp_min_width, seed)
+                                   ecp5_dsp_min_width, seed, watcher(unit))
         except BaseException:
             for fut in pending:
                 fut.cancel()

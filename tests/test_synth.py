@@ -370,3 +370,77 @@ def test_synth_unit_refuses_a_bad_seed_before_exporting(tmp_path):
     with pytest.raises(ValueError, match=r"seed must be a non-negative integer"):
         driver.synth_unit("head_detector", preset("tiny"), tmp_path / "u", seed=-1)
     assert not (tmp_path / "u").exists()
+
+
+# ---------------------------------------------------------------- place-and-route progress
+_PNR_LOG = """Info: Packing IOs..
+Info: Creating initial analytic placement for 41737 cells, random placement wirelen = 4198389.
+Info:     at iteration #4, type ALL: wirelen solved = 161231, spread = 377948, legal = 456970; time = 5.00s
+Info: Running simulated annealing placer for refinement.
+Info:   at iteration #15: temp = 0.000000, timing cost = 2155, wirelen = 411287
+Info: Routing 180875 arcs.
+Info:            |   (re-)routed arcs  |   delta    | remaining|       time spent     |
+Info:    IterCnt |  w/ripup   wo/ripup |  w/r  wo/r |      arcs| batch(sec) total(sec)|
+Info:      20000 |     4107      15892 |  175   825 |    107926|       0.83      23.46|
+"""
+
+
+def test_pnr_watch_says_where_the_run_is():
+    w = driver.PnrWatch()
+    notes = []
+    for line in _PNR_LOG.splitlines(keepends=True):
+        # in two pieces: a line is read only once it is complete
+        half = len(line) // 2
+        w.feed(line[:half])
+        notes.append(w.feed(line[half:]))
+    assert notes[0] == "packing"
+    assert notes[1] == "placing"
+    assert notes[2] == "placing, analytic placer iteration 4"
+    assert notes[3] == "placing, refinement"
+    assert notes[4] == "placing, refinement iteration 15"
+    assert notes[5] == "routing 180,875 arcs"
+    assert notes[-1] == "routing, 107,926 of 180,875 arcs left"
+    assert w.feed("Info: Router1 time 539.94s\n") == "routed, timing analysis"
+
+
+# a stand-in for nextpnr: writes the log given with -l line by line, then sleeps or exits
+_FAKE_PNR = """import sys, time
+log = open(sys.argv[sys.argv.index("-l") + 1], "w")
+for line in {lines!r}:
+    log.write(line + "\\n"); log.flush(); time.sleep(0.05)
+time.sleep({linger})
+"""
+
+
+@pytest.mark.parametrize("linger, timeout", [(1.0, None), (60, 1.5)])
+def test_a_running_place_and_route_reports_progress(tmp_path, monkeypatch, linger, timeout):
+    lines = _PNR_LOG.splitlines()
+    monkeypatch.setitem(driver._RUNNERS, "nextpnr-ecp5", _FAKE_PNR.format(lines=lines, linger=linger))
+    monkeypatch.setattr(driver, "PNR_POLL_S", 0.05)
+    monkeypatch.setattr(driver, "PNR_REPORT_S", 0.1)
+    notes = []
+    if timeout is None:
+        driver._run_tool("nextpnr-ecp5", ["-l", "pnr.log"], tmp_path, "pnr.log", None, notes.append)
+    else:
+        with pytest.raises(driver.SynthError) as exc:
+            driver._run_tool("nextpnr-ecp5", ["-l", "pnr.log"], tmp_path, "pnr.log", timeout,
+                             notes.append)
+        # a timed-out run says how far it got, which is the figure a scale sweep reports
+        assert "timed out after 1.5 s" in str(exc.value)
+        assert str(exc.value).endswith("(routing, 107,926 of 180,875 arcs left)")
+    assert notes and all(re.fullmatch(r".+ \(\d+ min\)", n) for n in notes)
+    assert notes[-1].startswith("routing, 107,926 of 180,875 arcs left")
+
+
+def test_hdpgen_run_shows_place_and_route_news_also_in_a_log():
+    import io
+
+    from hdpgen.progress import Stages
+    out = io.StringIO()
+    st = Stages(1, stream=out)
+    st.start("synth", "synthesis")
+    st.tick(1, 30, "top export done")             # 1 of 30: not a tenth, not shown in a log
+    st.tick(1, 30, "top fmax running: routing, 5 of 9 arcs left (3 min)")   # news: shown
+    st.tick(2, 30, "top ecp5 done")
+    lines = out.getvalue().splitlines()
+    assert lines[1:] == ["      synth: 1/30 top fmax running: routing, 5 of 9 arcs left (3 min)"]
