@@ -13,6 +13,7 @@ from amaranth.hdl import ClockDomain, Module
 from golden.model import attention_head_int
 from hw.config import HDPConfig
 from hw.presets import preset
+from hw.stages.score import ScoreStage
 from hw.top import Top, pack_input_rows, register_map, register_values
 from sim.amaranth_streams import axil_read, axil_write_regs, run_amaranth
 from sim.top_cycles import array_busy, head_cycles, ideal_cycles
@@ -144,3 +145,13 @@ def test_shallow_tiles_exact(head_dim):
     """Tiles of 1, 2 and 3 depth steps: back-to-back tiles that a longer tile hides."""
     cfg = preset("tiny").replace(head_dim=head_dim)
     check_model(cfg, _random_heads(cfg, SETTINGS, [8, 7, 8, 5, 8], head_dim))
+
+
+@pytest.mark.parametrize("block_cols, lookahead", [(1, False), (2, True), (3, False), (3, True)])
+def test_block_widths_exact(block_cols, lookahead, monkeypatch):
+    """Block columns of 1, 2 and 3 keys: the key iterator's picks cost no cycle, also with
+    the next column computed a cycle ahead (``LOOKAHEAD_COLS``)."""
+    if lookahead:
+        monkeypatch.setattr(ScoreStage, "LOOKAHEAD_COLS", 0)
+    cfg = preset("tiny").replace(seq_len=11, block_cols=block_cols)
+    check_model(cfg, _random_heads(cfg, SETTINGS, [11, 10, 9, 7, 1, 5, 8], block_cols))

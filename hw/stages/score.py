@@ -84,7 +84,7 @@ class ScoreStage(wiring.Component):
         row_qk = qk_mem_row(cfg)
         one = {"vld", "vin", "vld2", "vin2", "b2", "it_valid", "it_step", "kl_vld", "kl_zero",
                "kd_vld", "kd_zero", "kl_full", "keys_done", "running", "step_last", "fire",
-               "tile_end", "load", "ken", "running_n", "kl_full_n", "step_last_n"}
+               "tile_end", "load", "ken", "running_n", "kl_full_n", "step_last_n", "union_now"}
         shapes = {
             "i0": d.iw + 1, "rb": d.rbw + 1, "off": range(d.br), "i": range(d.N + d.R + 1),
             "r": d.rw + 1, "vr": d.rw, "vrb": d.rbw + 1, "vr2": d.rw, "qd": row_qk, "md": d.nbc,
@@ -129,27 +129,21 @@ class ScoreStage(wiring.Component):
     # ------------------------------------------------------------------------ key iterator
     def _iterator(self, m, s):
         d, L = self._dims, self.valid_len
-        # the lowest kept block column left: its one-hot (rem & -rem) and its index (an OR
-        # tree per index bit), cleared with rem & (rem - 1) -- carry chains and log-depth
-        # ORs, not a 64-deep priority chain
+        # the lowest kept block column left: its one-hot (rem & -rem, a carry chain) and its
+        # index (an OR tree per index bit), not a priority chain as deep as the row
         rem = s["it_rem"]
-        low = Signal(d.nbc)
-        lsb_idx = Signal(d.cw)
-        m.d.comb += low.eq(rem & (~rem + 1))
-        for b in range(d.cw):
-            bits = [low[c] for c in range(d.nbc) if (c >> b) & 1]
-            m.d.comb += lsb_idx[b].eq(Cat(*bits).any() if bits else 0)
         # ``j + 1 < L`` as one comparison with a registered ``L - 1`` (L is static while a
         # head runs), not an adder into a comparator: it gates every iterator register
         lm1 = Signal(signed(len(L) + 1), name="it_lm1")
         m.d.sync += lm1.eq(L - 1)
+        low, idx, cleared = self._lowest(m, s, rem)
         with m.If(s["it_step"]):
             with m.If(s["it_valid"] & (s["it_off"] != d.bc - 1) & (s["it_j"] < lm1)):
                 m.d.sync += [s["it_j"].eq(s["it_j"] + 1), s["it_off"].eq(s["it_off"] + 1)]
             with m.Elif(s["it_rem"] != 0):
-                m.d.sync += [s["it_valid"].eq(1), s["it_c"].eq(lsb_idx),
-                             s["it_j"].eq(lsb_idx * d.bc), s["it_off"].eq(0),
-                             s["it_rem"].eq(rem & (rem - 1))]
+                m.d.sync += [s["it_valid"].eq(1), s["it_c"].eq(idx),
+                             s["it_j"].eq(idx * d.bc), s["it_off"].eq(0),
+                             s["it_rem"].eq(cleared)]
             with m.Else():
                 m.d.sync += s["it_valid"].eq(0)
         m.d.comb += [self.k_rd.addr.eq(s["it_j"]),
@@ -163,6 +157,61 @@ class ScoreStage(wiring.Component):
             for c in range(d.C):
                 with m.If(s["kd_slot"] == c):
                     m.d.sync += s["kload"][c].eq(Mux(s["kd_zero"], 0, s["kd"]))
+
+    #: Rows of more block columns than this pick the next kept column from registers
+    #: computed a cycle ahead (see :meth:`_lowest`); at this many or fewer the pick is
+    #: computed in the cycle it happens, which closes at 100 MHz on the default top.
+    LOOKAHEAD_COLS = 64
+
+    def _lookahead(self) -> bool:
+        return self._dims.bc > 1 and self._dims.nbc > self.LOOKAHEAD_COLS
+
+    def _lowest(self, m, s, rem):
+        """The one-hot and the index of ``rem``'s lowest set bit, for a pick, and ``rem``
+        without it.
+
+        Rows of more than :data:`LOOKAHEAD_COLS` block columns with ``b_c >= 2``: from
+        registers computed a cycle ahead, so that the carry chain and the OR tree end in a
+        register instead of running on through the pick's multiplexers into the K memory's
+        read address (at N = 256, d = 32 that path, 11.8 ns, limited the whole top to 84.7
+        MHz).  Two copies: of ``rem`` (``it_low``, ``it_nc``), and of the union of the
+        group's masks (``it_ulow``, ``it_unc``, from the mask registers, stable from PREP
+        on), which ``IT_INIT``'s pick reads (``it_first``).  A pick never finds them stale:
+        picks are at least ``b_c`` steps apart (a column's keys in between), except after a
+        column that ``L`` cuts short, and then no kept column is left (every kept column
+        has a key below ``L``).  Otherwise (and with ``b_c = 1``, where every step is a
+        pick) computed in the same cycle."""
+        d = self._dims
+
+        def lowest(v, low, idx):
+            m.d.comb += low.eq(v & (~v + 1))
+            for b in range(d.cw):
+                bits = [low[c] for c in range(d.nbc) if (c >> b) & 1]
+                m.d.comb += idx[b].eq(Cat(*bits).any() if bits else 0)
+
+        if not self._lookahead():
+            low = Signal(d.nbc)
+            lsb_idx = Signal(d.cw)
+            lowest(rem, low, lsb_idx)
+            return low, lsb_idx, rem & (rem - 1)
+        union = Const(0, d.nbc)
+        for r in range(d.R):
+            union = union | s["desc"].rowmask[r]
+        regs = []
+        for name, v in (("it", rem), ("it_u", union)):
+            low, idx = Signal(d.nbc, name=f"{name}_next_low"), Signal(d.cw, name=f"{name}_next_nc")
+            lowest(v, low, idx)
+            low_r, idx_r = Signal(d.nbc, name=f"{name}low"), Signal(d.cw, name=f"{name}nc")
+            m.d.sync += [low_r.eq(low), idx_r.eq(idx)]
+            regs.append((low_r, idx_r))
+        first = Signal(name="it_first")     # the next pick is the group's first
+        with m.If(s["union_now"]):
+            m.d.sync += first.eq(1)
+        with m.Elif(s["it_step"]):
+            m.d.sync += first.eq(0)
+        (low_r, idx_r), (ulow_r, uidx_r) = regs
+        low = Mux(first, ulow_r, low_r)
+        return low, Mux(first, uidx_r, idx_r), rem & ~low
 
     # ------------------------------------------------------------------------ array operands
     def _operands(self, m, s):
@@ -257,6 +306,8 @@ class ScoreStage(wiring.Component):
                 u_acc = Const(0, d.nbc)
                 for r in range(d.R):
                     u_acc = u_acc | desc.rowmask[r]
+                if self._lookahead():
+                    m.d.comb += s["union_now"].eq(1)
                 m.d.sync += [s["it_rem"].eq(u_acc), s["it_valid"].eq(0), desc.nkept.eq(0),
                              s["tile"].eq(0)]
                 m.next = "IT_INIT"
