@@ -331,11 +331,12 @@ def test_shallow_tiles(head_dim):
 def test_block_widths(block_cols, lookahead, monkeypatch):
     """Block columns of 1, 2 and 3 keys (the score stage's key iterator picks a new column
     at every step with one, every third step with three, sooner where ``valid_len`` cuts
-    the last column short), every mode, under stalls on both streams; with the next column
-    computed in the pick's cycle and a cycle ahead (``LOOKAHEAD_COLS``, the long rows'
-    way, here on short ones)."""
+    the last column short), every mode, under stalls on both streams; the next column found
+    in the pick's cycle, and the long rows' way (``LOOKAHEAD_COLS``: from registers of
+    ``GROUP_COLS``-column groups, here groups of 2 on short rows)."""
     if lookahead:
         monkeypatch.setattr(ScoreStage, "LOOKAHEAD_COLS", 0)
+        monkeypatch.setattr(ScoreStage, "GROUP_COLS", 2)
     cfg = preset("tiny").replace(seq_len=11, block_cols=block_cols)
     run_heads(cfg, _heads(cfg, SETTINGS, [11, 10, 9, 7, 1, 5, 8, 11, 2, 6, 4], block_cols),
               stall=0.2, seed=block_cols)

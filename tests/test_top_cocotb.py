@@ -82,9 +82,10 @@ def test_top_fixture_all_heads(simulator, build_dir):
 def test_top_random_configs_and_reset(name, lookahead, simulator, build_dir, monkeypatch):
     """Random data, lengths and settings on the preset, pauses on both streams, and a reset
     in the middle of the first head; ``lookahead``: the score stage's key iterator the way
-    of rows longer than ``ScoreStage.LOOKAHEAD_COLS`` block columns."""
+    of rows longer than ``ScoreStage.LOOKAHEAD_COLS`` block columns (groups of 2 columns)."""
     if lookahead:
         monkeypatch.setattr(ScoreStage, "LOOKAHEAD_COLS", 0)
+        monkeypatch.setattr(ScoreStage, "GROUP_COLS", 2)
     cfg = preset(name)
     rng = random.Random(hash(name) % 1000)
     nrng = np.random.default_rng(rng.randint(0, 1 << 30))

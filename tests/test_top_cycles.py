@@ -150,8 +150,9 @@ def test_shallow_tiles_exact(head_dim):
 @pytest.mark.parametrize("block_cols, lookahead", [(1, False), (2, True), (3, False), (3, True)])
 def test_block_widths_exact(block_cols, lookahead, monkeypatch):
     """Block columns of 1, 2 and 3 keys: the key iterator's picks cost no cycle, also with
-    the next column computed a cycle ahead (``LOOKAHEAD_COLS``)."""
+    the long rows' way (from registers of column groups, here of 2 columns)."""
     if lookahead:
         monkeypatch.setattr(ScoreStage, "LOOKAHEAD_COLS", 0)
+        monkeypatch.setattr(ScoreStage, "GROUP_COLS", 2)
     cfg = preset("tiny").replace(seq_len=11, block_cols=block_cols)
     check_model(cfg, _random_heads(cfg, SETTINGS, [11, 10, 9, 7, 1, 5, 8], block_cols))

@@ -158,10 +158,12 @@ class ScoreStage(wiring.Component):
                 with m.If(s["kd_slot"] == c):
                     m.d.sync += s["kload"][c].eq(Mux(s["kd_zero"], 0, s["kd"]))
 
-    #: Rows of more block columns than this pick the next kept column from registers
-    #: computed a cycle ahead (see :meth:`_lowest`); at this many or fewer the pick is
-    #: computed in the cycle it happens, which closes at 100 MHz on the default top.
+    #: Rows of more block columns than this pick the next kept column from per-group
+    #: registers computed a cycle ahead (see :meth:`_lowest`); at this many or fewer the
+    #: pick is computed in the cycle it happens, which closes at 100 MHz on the default top.
     LOOKAHEAD_COLS = 64
+    #: Block columns per group of the long rows' pick (see :meth:`_lowest`).
+    GROUP_COLS = 16
 
     def _lookahead(self) -> bool:
         return self._dims.bc > 1 and self._dims.nbc > self.LOOKAHEAD_COLS
@@ -170,23 +172,25 @@ class ScoreStage(wiring.Component):
         """The one-hot and the index of ``rem``'s lowest set bit, for a pick, and ``rem``
         without it.
 
-        Rows of more than :data:`LOOKAHEAD_COLS` block columns with ``b_c >= 2``: from
-        registers computed a cycle ahead, so that the carry chain and the OR tree end in a
-        register instead of running on through the pick's multiplexers into the K memory's
-        read address (at N = 256, d = 32 that path, 11.8 ns, limited the whole top to 84.7
-        MHz).  Two copies: of ``rem`` (``it_low``, ``it_nc``), and of the union of the
-        group's masks (``it_ulow``, ``it_unc``, from the mask registers, stable from PREP
-        on), which ``IT_INIT``'s pick reads (``it_first``).  A pick never finds them stale:
-        picks are at least ``b_c`` steps apart (a column's keys in between), except after a
-        column that ``L`` cuts short, and then no kept column is left (every kept column
-        has a key below ``L``).  Otherwise (and with ``b_c = 1``, where every step is a
-        pick) computed in the same cycle."""
+        Rows of more than :data:`LOOKAHEAD_COLS` block columns with ``b_c >= 2``: a carry
+        chain and an OR tree over the whole row do not fit one cycle at 100 MHz (at N = 256,
+        d = 32, 128 columns, that path into the K memory's read address limited the whole
+        top to 84.7 MHz, and ending it in a register still took 13 ns).  So the row is cut
+        into groups of :data:`GROUP_COLS` columns, and each group's lowest set bit (one-hot
+        and index) and whether it has one are registers, computed from ``rem`` (in
+        ``UNION``, from the union ``rem`` takes, for ``IT_INIT``'s pick); a pick takes the
+        lowest group that has one (a short chain over the groups' flags) and that group's
+        registers.  They lag ``rem`` by a cycle, and a pick never finds them stale: picks
+        are at least ``b_c`` steps apart (a column's keys in between), except after a column
+        that ``L`` cuts short, and then no kept column is left (every kept column has a key
+        below ``L``).  Otherwise (and with ``b_c = 1``, where every step is a pick) computed
+        in the same cycle, as it closes there."""
         d = self._dims
 
         def lowest(v, low, idx):
             m.d.comb += low.eq(v & (~v + 1))
-            for b in range(d.cw):
-                bits = [low[c] for c in range(d.nbc) if (c >> b) & 1]
+            for b in range(len(idx)):
+                bits = [low[c] for c in range(len(v)) if (c >> b) & 1]
                 m.d.comb += idx[b].eq(Cat(*bits).any() if bits else 0)
 
         if not self._lookahead():
@@ -197,21 +201,34 @@ class ScoreStage(wiring.Component):
         union = Const(0, d.nbc)
         for r in range(d.R):
             union = union | s["desc"].rowmask[r]
-        regs = []
-        for name, v in (("it", rem), ("it_u", union)):
-            low, idx = Signal(d.nbc, name=f"{name}_next_low"), Signal(d.cw, name=f"{name}_next_nc")
-            lowest(v, low, idx)
-            low_r, idx_r = Signal(d.nbc, name=f"{name}low"), Signal(d.cw, name=f"{name}nc")
-            m.d.sync += [low_r.eq(low), idx_r.eq(idx)]
-            regs.append((low_r, idx_r))
-        first = Signal(name="it_first")     # the next pick is the group's first
-        with m.If(s["union_now"]):
-            m.d.sync += first.eq(1)
-        with m.Elif(s["it_step"]):
-            m.d.sync += first.eq(0)
-        (low_r, idx_r), (ulow_r, uidx_r) = regs
-        low = Mux(first, ulow_r, low_r)
-        return low, Mux(first, uidx_r, idx_r), rem & ~low
+        src = Signal(d.nbc, name="it_src")
+        m.d.comb += src.eq(Mux(s["union_now"], union, rem))
+        G = self.GROUP_COLS
+        gw = (G - 1).bit_length()
+        assert G >= 2 and G & (G - 1) == 0, "GROUP_COLS must be a power of two"
+        groups = [(g0, min(g0 + G, d.nbc)) for g0 in range(0, d.nbc, G)]
+        nz = Signal(len(groups), name="it_gnz")          # group g has a kept column left
+        glow, gidx = [], []
+        for g, (lo, hi) in enumerate(groups):
+            low_c, idx_c = Signal(hi - lo, name=f"it_g{g}_low_c"), Signal(gw, name=f"it_g{g}_idx_c")
+            lowest(src[lo:hi], low_c, idx_c)
+            low_r, idx_r = Signal(hi - lo, name=f"it_g{g}_low"), Signal(gw, name=f"it_g{g}_idx")
+            m.d.sync += [low_r.eq(low_c), idx_r.eq(idx_c), nz[g].eq(src[lo:hi].any())]
+            glow.append(low_r)
+            gidx.append(idx_r)
+        gsel = Signal(len(groups), name="it_gsel")       # the lowest such group, one-hot
+        m.d.comb += gsel.eq(nz & (~nz + 1))
+        idx = Signal(d.cw, name="it_pick")
+        low = Signal(d.nbc, name="it_pick_low")
+        # G is a power of two: group g's column c is g * G + c, the index by wiring alone
+        picks = [Mux(gsel[g], Cat(gidx[g], Const(g, max(1, d.cw - gw))), 0)
+                 for g in range(len(groups))]
+        acc = picks[0]
+        for p_ in picks[1:]:
+            acc = acc | p_
+        m.d.comb += [idx.eq(acc), low.eq(Cat(*[Mux(gsel[g], glow[g], 0)
+                                               for g in range(len(groups))]))]
+        return low, idx, rem & ~low
 
     # ------------------------------------------------------------------------ array operands
     def _operands(self, m, s):
