@@ -84,7 +84,7 @@ class ScoreStage(wiring.Component):
         row_qk = qk_mem_row(cfg)
         one = {"vld", "vin", "vld2", "vin2", "b2", "it_valid", "it_step", "kl_vld", "kl_zero",
                "kd_vld", "kd_zero", "kl_full", "keys_done", "running", "step_last", "fire",
-               "tile_end", "load", "ken", "running_n", "kl_full_n", "step_last_n", "union_now"}
+               "tile_end", "load", "ken", "running_n", "kl_full_n", "step_last_n"}
         shapes = {
             "i0": d.iw + 1, "rb": d.rbw + 1, "off": range(d.br), "i": range(d.N + d.R + 1),
             "r": d.rw + 1, "vr": d.rw, "vrb": d.rbw + 1, "vr2": d.rw, "qd": row_qk, "md": d.nbc,
@@ -129,21 +129,27 @@ class ScoreStage(wiring.Component):
     # ------------------------------------------------------------------------ key iterator
     def _iterator(self, m, s):
         d, L = self._dims, self.valid_len
-        # the lowest kept block column left: its one-hot (rem & -rem, a carry chain) and its
-        # index (an OR tree per index bit), not a priority chain as deep as the row
+        # the lowest kept block column left: its one-hot (rem & -rem) and its index (an OR
+        # tree per index bit), cleared with rem & (rem - 1) -- carry chains and log-depth
+        # ORs, not a 64-deep priority chain
         rem = s["it_rem"]
+        low = Signal(d.nbc)
+        lsb_idx = Signal(d.cw)
+        m.d.comb += low.eq(rem & (~rem + 1))
+        for b in range(d.cw):
+            bits = [low[c] for c in range(d.nbc) if (c >> b) & 1]
+            m.d.comb += lsb_idx[b].eq(Cat(*bits).any() if bits else 0)
         # ``j + 1 < L`` as one comparison with a registered ``L - 1`` (L is static while a
         # head runs), not an adder into a comparator: it gates every iterator register
         lm1 = Signal(signed(len(L) + 1), name="it_lm1")
         m.d.sync += lm1.eq(L - 1)
-        low, idx, cleared = self._lowest(m, s, rem)
         with m.If(s["it_step"]):
             with m.If(s["it_valid"] & (s["it_off"] != d.bc - 1) & (s["it_j"] < lm1)):
                 m.d.sync += [s["it_j"].eq(s["it_j"] + 1), s["it_off"].eq(s["it_off"] + 1)]
             with m.Elif(s["it_rem"] != 0):
-                m.d.sync += [s["it_valid"].eq(1), s["it_c"].eq(idx),
-                             s["it_j"].eq(idx * d.bc), s["it_off"].eq(0),
-                             s["it_rem"].eq(cleared)]
+                m.d.sync += [s["it_valid"].eq(1), s["it_c"].eq(lsb_idx),
+                             s["it_j"].eq(lsb_idx * d.bc), s["it_off"].eq(0),
+                             s["it_rem"].eq(rem & (rem - 1))]
             with m.Else():
                 m.d.sync += s["it_valid"].eq(0)
         m.d.comb += [self.k_rd.addr.eq(s["it_j"]),
@@ -157,78 +163,6 @@ class ScoreStage(wiring.Component):
             for c in range(d.C):
                 with m.If(s["kd_slot"] == c):
                     m.d.sync += s["kload"][c].eq(Mux(s["kd_zero"], 0, s["kd"]))
-
-    #: Rows of more block columns than this pick the next kept column from per-group
-    #: registers computed a cycle ahead (see :meth:`_lowest`); at this many or fewer the
-    #: pick is computed in the cycle it happens, which closes at 100 MHz on the default top.
-    LOOKAHEAD_COLS = 64
-    #: Block columns per group of the long rows' pick (see :meth:`_lowest`).
-    GROUP_COLS = 16
-
-    def _lookahead(self) -> bool:
-        return self._dims.bc > 1 and self._dims.nbc > self.LOOKAHEAD_COLS
-
-    def _lowest(self, m, s, rem):
-        """The one-hot and the index of ``rem``'s lowest set bit, for a pick, and ``rem``
-        without it.
-
-        Rows of more than :data:`LOOKAHEAD_COLS` block columns with ``b_c >= 2``: a carry
-        chain and an OR tree over the whole row do not fit one cycle at 100 MHz (at N = 256,
-        d = 32, 128 columns, that path into the K memory's read address limited the whole
-        top to 84.7 MHz, and ending it in a register still took 13 ns).  So the row is cut
-        into groups of :data:`GROUP_COLS` columns, and each group's lowest set bit (one-hot
-        and index) and whether it has one are registers, computed from ``rem`` (in
-        ``UNION``, from the union ``rem`` takes, for ``IT_INIT``'s pick); a pick takes the
-        lowest group that has one (a short chain over the groups' flags) and that group's
-        registers.  They lag ``rem`` by a cycle, and a pick never finds them stale: picks
-        are at least ``b_c`` steps apart (a column's keys in between), except after a column
-        that ``L`` cuts short, and then no kept column is left (every kept column has a key
-        below ``L``).  Otherwise (and with ``b_c = 1``, where every step is a pick) computed
-        in the same cycle, as it closes there."""
-        d = self._dims
-
-        def lowest(v, low, idx):
-            m.d.comb += low.eq(v & (~v + 1))
-            for b in range(len(idx)):
-                bits = [low[c] for c in range(len(v)) if (c >> b) & 1]
-                m.d.comb += idx[b].eq(Cat(*bits).any() if bits else 0)
-
-        if not self._lookahead():
-            low = Signal(d.nbc)
-            lsb_idx = Signal(d.cw)
-            lowest(rem, low, lsb_idx)
-            return low, lsb_idx, rem & (rem - 1)
-        union = Const(0, d.nbc)
-        for r in range(d.R):
-            union = union | s["desc"].rowmask[r]
-        src = Signal(d.nbc, name="it_src")
-        m.d.comb += src.eq(Mux(s["union_now"], union, rem))
-        G = self.GROUP_COLS
-        gw = (G - 1).bit_length()
-        assert G >= 2 and G & (G - 1) == 0, "GROUP_COLS must be a power of two"
-        groups = [(g0, min(g0 + G, d.nbc)) for g0 in range(0, d.nbc, G)]
-        nz = Signal(len(groups), name="it_gnz")          # group g has a kept column left
-        glow, gidx = [], []
-        for g, (lo, hi) in enumerate(groups):
-            low_c, idx_c = Signal(hi - lo, name=f"it_g{g}_low_c"), Signal(gw, name=f"it_g{g}_idx_c")
-            lowest(src[lo:hi], low_c, idx_c)
-            low_r, idx_r = Signal(hi - lo, name=f"it_g{g}_low"), Signal(gw, name=f"it_g{g}_idx")
-            m.d.sync += [low_r.eq(low_c), idx_r.eq(idx_c), nz[g].eq(src[lo:hi].any())]
-            glow.append(low_r)
-            gidx.append(idx_r)
-        gsel = Signal(len(groups), name="it_gsel")       # the lowest such group, one-hot
-        m.d.comb += gsel.eq(nz & (~nz + 1))
-        idx = Signal(d.cw, name="it_pick")
-        low = Signal(d.nbc, name="it_pick_low")
-        # G is a power of two: group g's column c is g * G + c, the index by wiring alone
-        picks = [Mux(gsel[g], Cat(gidx[g], Const(g, max(1, d.cw - gw))), 0)
-                 for g in range(len(groups))]
-        acc = picks[0]
-        for p_ in picks[1:]:
-            acc = acc | p_
-        m.d.comb += [idx.eq(acc), low.eq(Cat(*[Mux(gsel[g], glow[g], 0)
-                                               for g in range(len(groups))]))]
-        return low, idx, rem & ~low
 
     # ------------------------------------------------------------------------ array operands
     def _operands(self, m, s):
@@ -323,8 +257,6 @@ class ScoreStage(wiring.Component):
                 u_acc = Const(0, d.nbc)
                 for r in range(d.R):
                     u_acc = u_acc | desc.rowmask[r]
-                if self._lookahead():
-                    m.d.comb += s["union_now"].eq(1)
                 m.d.sync += [s["it_rem"].eq(u_acc), s["it_valid"].eq(0), desc.nkept.eq(0),
                              s["tile"].eq(0)]
                 m.next = "IT_INIT"
