@@ -41,6 +41,9 @@
     otherwise the default's choices, top-k keeping 3/4 of each block-row's valid blocks.  On-chip
     memory grows with ``N * d``, not ``N^2`` (the top stores no score matrix).  Its 12
     probability bits hold a 512-key row's mass lost to zeros to 0.5 % (19 % with 8 bits).
+    It fits the LFE5U-85F by cell count (65 % of its logic sites) but does not route there;
+    the largest tops that do are N = 256 at d = 32 and N = 128 at d = 64
+    (``docs/toolchain.md``, "How far the top scales on the LFE5U-85F").
 """
 
 from .config import HDPConfig
