@@ -100,7 +100,8 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
 
     The total sums every unit except ``top`` (Fmax: the minimum).  The share's denominator is
     ``top`` when it was synthesized (it contains the other units) and the total otherwise;
-    the share is reported for ECP5 logic (LUT4 + CCU2C), ECP5 flip-flops and transistors.
+    the share is reported for ECP5 logic (LUT4 + CCU2C), ECP5 flip-flops and transistors,
+    and for ECP5 logic also unit by unit (``ecp5_logic_by_unit``).
     """
     units = data.get("units", {})
     rows = [unit_row(n, r) for n, r in units.items()]
@@ -127,6 +128,8 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
         "missing": [u for u in PRUNING_UNITS if u not in units],
         "relative_to": "top" if top is not None else "total of units",
         "ecp5_logic": _share(psum(logic), logic(whole)),
+        # each pruning unit's own part of the ECP5 logic share (where the share comes from)
+        "ecp5_logic_by_unit": {r["unit"]: _share(logic(r), logic(whole)) for r in prune},
         "ecp5_ff": _share(psum(lambda r: r["ecp5_ff"]), whole.get("ecp5_ff")),
         "transistors": _share(psum(lambda r: r["transistors"]), whole.get("transistors")),
     }
@@ -195,6 +198,10 @@ def format_table(data: dict[str, Any], fmt: str = "text") -> str:
             parts.append(f"{_pct(sh['transistors'])} of transistors")
         lines.append(f"Pruning logic ({' + '.join(sh['units'])}{missing}) relative to "
                      f"{sh['relative_to']}: {', '.join(parts)}.")
+        by_unit = sh["ecp5_logic_by_unit"]
+        if len(by_unit) > 1 and None not in by_unit.values():
+            lines.append("Its ECP5 logic by unit: "
+                         + ", ".join(f"{u} {_pct(x)}" for u, x in by_unit.items()) + ".")
     dev = data.get("device") or {}
     if data.get("fmax", True) and dev:
         lines.append(f"Fmax: nextpnr-ecp5, {dev.get('part')} speed {dev.get('speed')}, out of context, "

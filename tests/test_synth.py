@@ -284,6 +284,14 @@ def test_pruning_share_counts_both_pruners():
     sh = summary({"units": units})["pruning_share"]
     assert sh["units"] == ["score_unit", "head_detector", "block_pruner", "mass_pruner"]
     assert sh["missing"] == [] and sh["ecp5_logic"] == pytest.approx((100 + 10 + 20 + 40) / 400)
+    # the share unit by unit adds up to it, and the table prints it
+    by_unit = sh["ecp5_logic_by_unit"]
+    assert by_unit == pytest.approx({"score_unit": 0.25, "head_detector": 0.025,
+                                     "block_pruner": 0.05, "mass_pruner": 0.1})
+    assert sum(by_unit.values()) == pytest.approx(sh["ecp5_logic"])
+    text = format_table({"units": units})
+    assert ("Its ECP5 logic by unit: score_unit 25.0%, head_detector 2.5%, block_pruner 5.0%, "
+            "mass_pruner 10.0%.") in text
 
 
 def test_summary_rows_name_the_role():
