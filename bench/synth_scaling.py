@@ -47,12 +47,7 @@ def sweep_points(base: HDPConfig, settings: list[str], key: str | None, values: 
     the point's own value applied together (validated once, so their order never matters).
     All are built before any work: ``ValueError`` naming the key, the value and the rule
     otherwise."""
-    fixed = {}
-    for item in settings:
-        k, sep, v = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes KEY=VALUE, not {item!r}")
-        fixed[k.strip()] = HDPConfig.parse_setting(k.strip(), v.strip())
+    fixed = HDPConfig.parse_settings(settings)
     if sizes is not None:
         return [(f"array={n}x{n}", base.merged(fixed | {"array_rows": n, "array_cols": n}))
                 for n in sizes]

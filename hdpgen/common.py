@@ -118,14 +118,13 @@ def config_from_args(args: argparse.Namespace) -> HDPConfig:
         except ValueError as exc:
             raise CliError(str(exc)) from None
         changes.update(data)
-    for item in getattr(args, "settings", None) or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise CliError(f"--set takes KEY=VALUE, not {item!r}")
+    items = getattr(args, "settings", None) or []
+    for item in items:
+        key, _, value = item.partition("=")
         if key.strip() in ("qk_frac", "v_frac") and value.strip().lower() == "auto":
             raise CliError(f"{key.strip()}=auto works only in hdpgen golden and simulate (it is "
                            f"chosen from the input data); give a number here")
-        changes[key.strip()] = HDPConfig.parse_setting(key.strip(), value.strip())
+    changes.update(HDPConfig.parse_settings(items))
     return base.merged(changes)
 
 

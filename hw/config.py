@@ -323,6 +323,18 @@ class HDPConfig:
             kind = {int: "an integer", float: "a number", bool: "true or false"}.get(t, "a value")
             raise ValueError(f"{key} must be {kind}, not {value!r}") from None
 
+    @classmethod
+    def parse_settings(cls, items) -> dict[str, Any]:
+        """``{key: value}`` of ``KEY=VALUE`` strings (``--set``), each parsed by
+        :meth:`parse_setting` (not yet validated: merge them with :meth:`merged`)."""
+        changes: dict[str, Any] = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set takes KEY=VALUE, not {item!r}")
+            changes[key.strip()] = cls.parse_setting(key.strip(), value.strip())
+        return changes
+
     def with_setting(self, key: str, value: str) -> "HDPConfig":
         """Apply one ``key=value`` string from the command line, parsed by the field's type."""
         return self.replace(**{key: self.parse_setting(key, value)})

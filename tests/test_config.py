@@ -438,6 +438,17 @@ def test_defect10_parse_setting_does_not_validate_the_range():
         HDPConfig.parse_setting("kb", "3")
 
 
+def test_parse_settings_parses_each_item_by_its_field():
+    """``--set`` lists for the CLI and the benches: parsed, not validated; a later item wins."""
+    assert HDPConfig.parse_settings([" seq_len = 64", "causal=yes", "k_frac=0.5", "k_frac=7"]) == \
+        {"seq_len": 64, "causal": True, "k_frac": 7.0}
+    assert HDPConfig.parse_settings([]) == {}
+    with pytest.raises(ValueError, match="^--set takes KEY=VALUE, not 'seq_len'$"):
+        HDPConfig.parse_settings(["seq_len"])
+    with pytest.raises(ValueError, match="^seq_len must be an integer, not 'x'$"):
+        HDPConfig.parse_settings(["seq_len=x"])
+
+
 def test_defect12_describe_lists_every_field_with_its_rule():
     rows = HDPConfig.describe()
     assert [r["name"] for r in rows] == HDPConfig.field_names()
