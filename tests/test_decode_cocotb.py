@@ -141,11 +141,13 @@ def test_engine_broken_rounding_is_caught(simulator, build_dir, tmp_path):
 @pytest.mark.parametrize("simulator", ["icarus"], indirect=True)
 def test_decode_figures_large(simulator, build_dir, tmp_path):
     """The larger figures row of docs/token_picker.md: N = 256, d = 64, n = 252, the whole
-    engine (outputs checked bit for bit by the bench), no stalls (about 3 minutes)."""
+    engine (outputs checked bit for bit by the bench), no stalls (about 20 seconds).  K is
+    centred per channel (``k_center``, the default): with K as it comes the same step reads
+    the same words, keeps 183 tokens instead of 184 in the third head and takes 14553 cycles."""
     e = run_step(simulator, build_dir, tmp_path, d=64, n_cache=256, n=252, stall=0.0, engine=True)
     assert (e["k_words"], e["k_words_dense"], e["v_words"], e["v_words_dense"], e["cycles"]) == \
-        (5896, 6048, 3504, 4032, 14553)
-    assert e["kept_q"] == [70, 214, 183] and e["kept_kv"] == 219
+        (5896, 6048, 3504, 4032, 14557)
+    assert e["kept_q"] == [70, 214, 184] and e["kept_kv"] == 219
 
 
 @pytest.fixture(scope="module")
