@@ -204,6 +204,10 @@ class HDPConfig:
                                   "(bit-serial exact scores that stop early below leopard_th)",
                            choices=FRONT_ENDS,
                            note="leopard needs prune_mode off, approx exact, head_prune false")
+    mass_pruner: bool = _knob(True, "hdp front end: build the probability-mass pruner, fixed at "
+                                    "generation; false leaves it out of the top (the mode "
+                                    "register's mass code then runs as off)",
+                              note="prune_mode mass needs it")
     leopard_th: float = _knob(0.0, "leopard front end: keep an entry when its logit "
                                    "q.k / sqrt(d) >= leopard_th (run-time register, in units "
                                    "of q_q.k_q)", note="a multiple of 1/16",
@@ -242,6 +246,9 @@ class HDPConfig:
                     raise ValueError(f"front_end leopard computes exact scores and prunes by "
                                      f"leopard_th alone: {name} must be {want!r}, not "
                                      f"{getattr(self, name)!r}")
+        if self.prune_mode == "mass" and not self.mass_pruner:
+            raise ValueError("prune_mode 'mass' needs the mass pruner in the top: mass_pruner "
+                             "must be true for it, not False")
         scale = math.log2(math.e) / math.sqrt(self.head_dim)
         if round(scale * 2.0 ** (16 + self.exp_frac - 2 * self.qk_frac)) < 1:
             need = next(e for e in range(64) if round(scale * 2.0 ** (16 + e - 2 * self.qk_frac)) >= 1)

@@ -314,7 +314,9 @@ class Top(wiring.Component):
         cfg, r, regs = self._cfg, self._r, self._regs_mod
         m.submodules.score = sc = ScoreUnit(cfg)
         m.submodules.pruner = pr = BlockPruner(cfg)
-        m.submodules.mass_pruner = mp = MassPruner(cfg)
+        mp = None           # cfg.mass_pruner false: no mass pruner (the mass code runs as off)
+        if cfg.mass_pruner:
+            m.submodules.mass_pruner = mp = MassPruner(cfg)
         m.submodules.headdet = hd = HeadDetector(cfg)
         self._sc = sc
         mass = r["mass"]
@@ -322,29 +324,41 @@ class Top(wiring.Component):
             sc.valid_len.eq(r["L"]), sc.causal.eq(r["causal"]),
             pr.mode.eq(r["mode"]), pr.k_frac_q.eq(r["kq"]), pr.rho_q.eq(r["rho"]),
             pr.valid_len.eq(r["L"]), hd.head_prune.eq(r["hprune"]), hd.tau_head.eq(r["tau"]),
+        ] + ([] if mp is None else [
             mp.valid_len.eq(r["L"]), mp.causal.eq(r["causal"]), mp.eps_q.eq(r["eps"]),
-        ]
+        ])
         # blocks -> the mode's pruner (their A is not kept: the array forms the whole score);
         # the mass pruner also sees the K rows the score unit takes (its key sums)
         blk, imp = sc.blk_out.payload, pr.imp_in.payload
-        m.d.comb += [
-            pr.imp_in.valid.eq(sc.blk_out.valid & ~mass),
-            mp.blk_in.valid.eq(sc.blk_out.valid & mass), mp.blk_in.payload.eq(blk),
-            sc.blk_out.ready.eq(Mux(mass, mp.blk_in.ready, pr.imp_in.ready)),
-            imp.imp.eq(blk.imp), imp.valid.eq(blk.valid), imp.row.eq(blk.row),
-            imp.col.eq(blk.col), imp.last_col.eq(blk.last_col), imp.last.eq(blk.last),
-            mp.k_in.valid.eq(sc.k_in.valid & sc.k_in.ready & mass),
-            mp.k_in.payload.eq(sc.k_in.payload),
-        ]
+        to_pr = [imp.imp.eq(blk.imp), imp.valid.eq(blk.valid), imp.row.eq(blk.row),
+                 imp.col.eq(blk.col), imp.last_col.eq(blk.last_col), imp.last.eq(blk.last)]
+        if mp is None:
+            m.d.comb += [pr.imp_in.valid.eq(sc.blk_out.valid),
+                         sc.blk_out.ready.eq(pr.imp_in.ready)] + to_pr
+        else:
+            m.d.comb += [
+                pr.imp_in.valid.eq(sc.blk_out.valid & ~mass),
+                mp.blk_in.valid.eq(sc.blk_out.valid & mass), mp.blk_in.payload.eq(blk),
+                sc.blk_out.ready.eq(Mux(mass, mp.blk_in.ready, pr.imp_in.ready)),
+            ] + to_pr + [
+                mp.k_in.valid.eq(sc.k_in.valid & sc.k_in.ready & mass),
+                mp.k_in.payload.eq(sc.k_in.payload),
+            ]
         wiring.connect(m, sc.h_out, hd.h_in)
         mask_wr = self._mem["mask"].write_port()
         mask_rd_reg = self._mem["mask"].read_port()
         mask_v = Signal()
         mask_o = Signal.like(pr.mask_out.payload)
+        if mp is None:
+            m.d.comb += [pr.mask_out.ready.eq(1), hd.keep_out.ready.eq(1),
+                         mask_v.eq(pr.mask_out.valid), mask_o.eq(pr.mask_out.payload)]
+        else:
+            m.d.comb += [
+                pr.mask_out.ready.eq(1), mp.mask_out.ready.eq(1), hd.keep_out.ready.eq(1),
+                mask_v.eq(pr.mask_out.valid | mp.mask_out.valid),
+                mask_o.eq(Mux(mass, mp.mask_out.payload, pr.mask_out.payload)),
+            ]
         m.d.comb += [
-            pr.mask_out.ready.eq(1), mp.mask_out.ready.eq(1), hd.keep_out.ready.eq(1),
-            mask_v.eq(pr.mask_out.valid | mp.mask_out.valid),
-            mask_o.eq(Mux(mass, mp.mask_out.payload, pr.mask_out.payload)),
             mask_wr.addr.eq(mask_o.row), mask_wr.data.eq(mask_o.mask), mask_wr.en.eq(mask_v),
             mask_rd_reg.addr.eq(regs.mask_sel),
         ]
@@ -461,10 +475,14 @@ class Top(wiring.Component):
             m.d.sync += [r["th"].eq(regs.leopard_th), r["no_et"].eq(regs.no_et),
                          r["kent"].eq(0)]
             return
-        m.d.sync += [r["mode"].eq(regs.mode), r["approx"].eq(regs.approx),
+        mode = regs.mode
+        if not self._cfg.mass_pruner:
+            # a top built without the mass pruner runs the mass code as off
+            mode = Mux(mode == PRUNE_MODES.index("mass"), PRUNE_MODES.index("off"), mode)
+        m.d.sync += [r["mode"].eq(mode), r["approx"].eq(regs.approx),
                      r["hprune"].eq(regs.head_prune), r["kq"].eq(regs.k_frac_q),
                      r["rho"].eq(regs.rho_q), r["tau"].eq(regs.tau_head), r["eps"].eq(regs.eps_q)]
-        with m.If((regs.mode == PRUNE_MODES.index("off")) & ~regs.head_prune):
+        with m.If((mode == PRUNE_MODES.index("off")) & ~regs.head_prune):
             m.d.sync += r["head_imp"].eq(0)      # dense: no integer pass, no H
 
     def _build_sequencer(self, m):

@@ -80,11 +80,14 @@ ROLES: dict[str, str] = {
 
 def unit_names(cfg=None) -> list[str]:
     """Names of the units whose module exists in this checkout; with ``cfg``, only those its
-    top instantiates (the units of the other score front end are left out)."""
-    other = ()
+    top instantiates (the units of the other score front end, and the mass pruner when
+    ``cfg.mass_pruner`` is false, are left out)."""
+    other: tuple[str, ...] = ()
     if cfg is not None:
         other = tuple(u for fe, units in FRONT_END_UNITS.items() if fe != cfg.front_end
                       for u in units)
+        if not cfg.mass_pruner:
+            other += ("mass_pruner",)
     return [n for n, spec in UNITS.items()
             if n not in other and importlib.util.find_spec(spec.split(":")[0]) is not None]
 

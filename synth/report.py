@@ -125,7 +125,10 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
 
     share = {
         "units": [r["unit"] for r in prune],
-        "missing": [u for u in PRUNING_UNITS if u not in units],
+        # a unit the configuration's top does not build is not missing (mass_pruner false)
+        "missing": [u for u in PRUNING_UNITS if u not in units
+                    and not (u == "mass_pruner"
+                             and (data.get("config") or {}).get("mass_pruner") is False)],
         "relative_to": "top" if top is not None else "total of units",
         "ecp5_logic": _share(psum(logic), logic(whole)),
         # each pruning unit's own part of the ECP5 logic share (where the share comes from)

@@ -75,7 +75,18 @@ BAD = [
     ("leopard_th", float("inf"), "leopard_th must be a number in [-64, 64], not inf"),
     ("leopard_lanes", 0, "leopard_lanes must be in [1, 64], not 0"),
     ("leopard_lanes", 65, "leopard_lanes must be in [1, 64], not 65"),
+    ("mass_pruner", 0, "mass_pruner must be true or false, not 0"),
 ]
+
+
+def test_mass_mode_needs_the_mass_pruner():
+    """A top built without the mass pruner has no mass mode: asking for it names both fields."""
+    assert not HDPConfig(mass_pruner=False).mass_pruner
+    with pytest.raises(ValueError, match="^prune_mode 'mass' needs the mass pruner in the top: "
+                                         "mass_pruner must be true for it, not False$"):
+        HDPConfig(prune_mode="mass", mass_pruner=False)
+    with pytest.raises(ValueError, match="mass_pruner must be true"):
+        HDPConfig(mass_pruner=False).replace(prune_mode="mass")
 
 
 @pytest.mark.parametrize("field,value", [("prune_mode", "topk"), ("approx", "drop_ff"),

@@ -284,6 +284,11 @@ def test_pruning_share_counts_both_pruners():
     sh = summary({"units": units})["pruning_share"]
     assert sh["units"] == ["score_unit", "head_detector", "block_pruner", "mass_pruner"]
     assert sh["missing"] == [] and sh["ecp5_logic"] == pytest.approx((100 + 10 + 20 + 40) / 400)
+    # a top built without the mass pruner does not miss it
+    no_mass = {u: r for u, r in units.items() if u != "mass_pruner"}
+    assert summary({"units": no_mass})["pruning_share"]["missing"] == ["mass_pruner"]
+    assert summary({"units": no_mass, "config": {"mass_pruner": False}}
+                   )["pruning_share"]["missing"] == []
     # the share unit by unit adds up to it, and the table prints it
     by_unit = sh["ecp5_logic_by_unit"]
     assert by_unit == pytest.approx({"score_unit": 0.25, "head_detector": 0.025,

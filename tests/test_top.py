@@ -13,9 +13,11 @@ from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from golden.model import attention_head_int
-from hw.config import HDPConfig
+from hw.config import PRUNE_MODES, HDPConfig
+from hw.export import verilog_text
 from hw.presets import preset
 from hw.top import Top, pack_input_rows, register_map, register_values, unpack_output_row
+from hw.units import unit_names
 from sim.amaranth_streams import axil_read, axil_read_reg, axil_write, axil_write_regs, run_amaranth
 
 
@@ -87,8 +89,9 @@ def check_head(run_cfg, q, k, v, valid_len, got_rows, label):
 def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int = 0,
               reset_mid: bool = False) -> list[dict]:
     """Run each head ``{q, k, v, valid_len, settings}`` (``settings``: configuration fields
-    of the run-time registers) through one simulated top, check every output whole against
-    golden and return per-head statistics read back over AXI4-Lite.
+    of the run-time registers; optional ``regs``: raw register values written over them)
+    through one simulated top, check every output whole against golden under ``settings`` and
+    return per-head statistics read back over AXI4-Lite.
 
     ``reset_mid``: first send two thirds of head 0, pulse the reset, then run every head."""
     dut = Top(cfg)
@@ -114,7 +117,8 @@ def run_heads(cfg: HDPConfig, heads: list[dict], stall: float = 0.0, seed: int =
             assert await read_reg(ctx, dut, "status") == 0, "status after reset"
         for n, h in enumerate(heads):
             run_cfg = cfg.replace(**h.get("settings", {}))
-            await write_regs(ctx, dut, register_values(run_cfg, h["valid_len"]))
+            # "regs": raw register values written over the settings' (golden runs the settings)
+            await write_regs(ctx, dut, register_values(run_cfg, h["valid_len"]) | h.get("regs", {}))
             rows = pack_input_rows(cfg, h["k"], h["q"], h["v"], h["valid_len"])
             # the top takes the whole head before its first output row: no need to overlap
             await send_rows(ctx, dut, rows, rng, stall)
@@ -186,6 +190,23 @@ def test_tiny_every_mode():
     # pruning skips key columns: top-k keeping one block per block-row (k_frac = 1/256) issues
     # fewer keys than dense
     assert stats[2]["kept_keys"] < stats[0]["kept_keys"]
+
+
+def test_top_without_the_mass_pruner():
+    """``mass_pruner = False``: the top is built without the mass pruner and no unit list
+    names it; every other mode stays bit-exact, and the mode register's mass code runs as off
+    (golden's off, with and without head pruning)."""
+    cfg = preset("tiny").replace(prune_mode="topk", mass_pruner=False)
+    assert "mass_pruner" not in unit_names(cfg) and "mass_pruner" in unit_names(preset("tiny"))
+    assert "mass_pruner" not in verilog_text("top", cfg)[0]
+    settings = [s for s in SETTINGS if s["prune_mode"] != "mass"]
+    heads = _heads(cfg, settings, [8, 7, 5, 8, 3, 6, 1, 8, 7], 4)
+    as_off = _heads(cfg, [{"prune_mode": "off", "approx": "exact"},
+                          {"prune_mode": "off", "head_prune": True, "tau_head": 0}], [8, 6], 5)
+    for h in as_off:
+        h["regs"] = {"mode": PRUNE_MODES.index("mass")}
+    # run_heads also reads back H (0 for a dense head: no integer pass) and every keep mask
+    run_heads(cfg, heads + as_off, stall=0.3, seed=6)
 
 
 def test_tiny_stalls_on_both_streams():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from golden.model import attention_head_int, quantize_qkv
+from hw.config import PRUNE_MODES
 from hw.presets import preset
 from sim.benches.bench_top import write_job
 from sim.fixtures import load_fixture
@@ -109,6 +110,30 @@ def test_top_random_configs_and_reset(name, simulator, build_dir):
                      simulator=simulator, build_dir=build_dir, extra_env={"HDPGEN_TOP_JOB": job})
     assert res.tests == 1
     json.dumps(settings)  # settings must stay JSON-serializable for the job file
+
+
+def test_top_without_the_mass_pruner(simulator, build_dir):
+    """A top built without the mass pruner (``mass_pruner = False``): random settings of the
+    other modes, and the mode register's mass code, which runs as off (dense, and with head
+    pruning); pauses on both streams."""
+    cfg = preset("odd").replace(mass_pruner=False)
+    nrng = np.random.default_rng(21)
+    heads = 6
+    shape = (heads, cfg.seq_len, cfg.head_dim)
+    q, k = (nrng.integers(-(1 << (cfg.qk_bits - 1)), 1 << (cfg.qk_bits - 1), shape)
+            for _ in range(2))
+    v = nrng.integers(-(1 << (cfg.v_bits - 1)), 1 << (cfg.v_bits - 1), shape)
+    mass_code = {"mode": PRUNE_MODES.index("mass")}
+    settings = [{"prune_mode": "topk", "k_frac": 0.5}, {"prune_mode": "threshold", "rho": 0.25},
+                {"prune_mode": "off", "approx": "exact", "regs": mass_code},
+                {"prune_mode": "off", "head_prune": True, "tau_head": 0, "regs": mass_code},
+                {"prune_mode": "topk", "k_frac": 0.25, "causal": True, "approx": "comp"},
+                {"prune_mode": "off", "approx": "drop_ff", "regs": mass_code}]
+    job = build_dir / "job.npz"
+    write_job(job, k, q, v, [13, 9, 13, 11, 13, 5], settings, stall=0.3, seed=8)
+    res = run_cocotb(unit="top", cfg=cfg, test_module="sim.benches.bench_top",
+                     simulator=simulator, build_dir=build_dir, extra_env={"HDPGEN_TOP_JOB": job})
+    assert res.tests == 1
 
 
 # ---------------------------------------------------------------------- LeOPArd front end

@@ -11,7 +11,7 @@ import pytest
 from amaranth.hdl import ClockDomain, Module
 
 from golden.model import attention_head_int
-from hw.config import HDPConfig
+from hw.config import PRUNE_MODES, HDPConfig
 from hw.presets import preset
 from hw.top import Top, pack_input_rows, register_map, register_values
 from sim.amaranth_streams import axil_read, axil_write_regs, run_amaranth
@@ -33,7 +33,9 @@ def rtl_cycles(cfg: HDPConfig, heads: list[dict]) -> list[dict]:
     async def bench(ctx):
         for h in heads:
             run_cfg = cfg.replace(**h["settings"])
-            await axil_write_regs(ctx, dut.s_axil, regmap, register_values(run_cfg, h["valid_len"]))
+            # "regs": raw register values written over the settings' (the model runs the settings)
+            await axil_write_regs(ctx, dut.s_axil, regmap,
+                                  register_values(run_cfg, h["valid_len"]) | h.get("regs", {}))
             rows = pack_input_rows(cfg, h["k"], h["q"], h["v"], h["valid_len"])
             ctx.set(dut.m_axis.tready, 1)
             for row in rows:
@@ -113,6 +115,18 @@ def test_odd_modes_and_pruned_head_exact():
                                             "causal": True}], [13, 11, 13, 9, 13, 13, 10], 2)
     base = heads[0]
     heads += [dict(base, settings=s) for s in _prune_head_settings(cfg, base)]
+    check_model(cfg, heads)
+
+
+def test_without_the_mass_pruner_exact():
+    """A top built without the mass pruner: the mode register's mass code takes the cycles
+    of off (dense, and with head pruning the integer pass first), as the model says."""
+    cfg = preset("tiny").replace(prune_mode="topk", mass_pruner=False)
+    heads = _random_heads(cfg, SETTINGS[:4] + [{"prune_mode": "off"},
+                                               {"prune_mode": "off", "head_prune": True}],
+                          [8, 7, 8, 5, 8, 8], 5)
+    for h in heads[4:]:
+        h["regs"] = {"mode": PRUNE_MODES.index("mass")}
     check_model(cfg, heads)
 
 

@@ -86,6 +86,14 @@ def test_every_registered_unit_is_in_the_top_and_has_a_role(top_classes, leopard
     assert set(FRONT_END_UNITS["leopard"]) & set(unit_names(preset("tiny"))) == set()
 
 
+def test_a_top_without_the_mass_pruner_lists_no_mass_pruner():
+    """``mass_pruner = False``: the top does not instantiate it, so no unit list names it."""
+    from hw.mass_pruner import MassPruner
+    cfg = preset("tiny").replace(prune_mode="topk", mass_pruner=False)
+    assert MassPruner not in _classes_in_top(cfg)
+    assert set(unit_names(preset("tiny"))) - set(unit_names(cfg)) == {"mass_pruner"}
+
+
 def test_leopard_design_card(leopard_classes):
     """The LeOPArd top's design card: the engine is the score unit, the threshold pruner and
     the approximation unit; there is no head detector."""

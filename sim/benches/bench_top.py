@@ -3,7 +3,8 @@ AXI4-Lite, with cocotbext-axi's ``AxiStreamSource``/``AxiStreamSink``/``AxiLiteM
 
 The work comes from a *job file* (``HDPGEN_TOP_JOB``, written by :func:`write_job`): quantized
 ``k_q``, ``q_q``, ``v_q`` of shape (H, N, d), ``valid_len`` (H,), per-head run-time settings
-(configuration fields, JSON), a stall probability, whether to reset in the middle of the first
+(configuration fields, JSON; ``regs``: raw register values written over the fields', for a code
+the configuration cannot express), a stall probability, whether to reset in the middle of the first
 head, and whether to check against the golden model here.  Results go to ``HDPGEN_TOP_RESULT``
 (:func:`read_result`): ``out_int`` (H, N, d; rows >= valid_len are 0, as golden gives),
 ``head_keep``, ``block_keep`` (read back through the ``mask_sel``/``mask_data`` registers),
@@ -135,9 +136,11 @@ class TB:
                 data += bits.to_bytes(self.in_bytes, "little")
         return AxiStreamFrame(bytes(data))
 
-    async def run_head(self, run_cfg: HDPConfig, k_q, q_q, v_q, n: int, no_et: int = 0) -> dict:
-        """One head: registers, input frame, output frame, then status and statistics."""
-        values = register_values(run_cfg, n)
+    async def run_head(self, run_cfg: HDPConfig, k_q, q_q, v_q, n: int, no_et: int = 0,
+                       regs: dict | None = None) -> dict:
+        """One head: registers (``regs``: raw values written over the settings'), input frame,
+        output frame, then status and statistics."""
+        values = register_values(run_cfg, n) | (regs or {})
         if run_cfg.front_end == "leopard":
             values["no_et"] = int(no_et)
         for name, val in values.items():
@@ -246,9 +249,10 @@ async def test_job(dut):
     for h in range(heads):
         head_settings = dict(settings[h])
         no_et = head_settings.pop("no_et", 0)
+        regs = head_settings.pop("regs", None)
         run_cfg = cfg.replace(**head_settings)
         n = int(vl[h])
-        r = await tb.run_head(run_cfg, k_all[h], q_all[h], v_all[h], n, no_et)
+        r = await tb.run_head(run_cfg, k_all[h], q_all[h], v_all[h], n, no_et, regs)
         out[h, :n] = np.array(r["rows"], np.int64)
         head_keep[h] = r["head_keep"]
         for br, mask in enumerate(r["masks"]):
