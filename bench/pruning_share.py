@@ -10,11 +10,11 @@ route) the pruning logic takes (``score_unit``, ``head_detector`` and the pruner
 synthesized alone, as ``hdpgen synth`` counts them), for three tops:
 
 * **as built**: the generated top;
-* **without mass_pruner** and **without block_pruner**: the same top with that pruner
-  replaced by a stub with the same ports and no logic (its outputs read 0), so Yosys drops
-  what only the pruner used.  These two are area estimates, not designs: such a top does not
-  run the missing pruner's modes.  The shares they give are those of a top built for one
-  pruner family.
+* **without mass_pruner**: the configuration with ``mass_pruner = false`` (a real design:
+  it runs off, top-k and threshold; ``prune_mode = mass`` becomes top-k);
+* **without block_pruner**: the top with the block pruner replaced by a stub with the same
+  ports and no logic (its outputs read 0), so Yosys drops what only it used.  This one is an
+  area estimate, not a design: it does not run the off, top-k and threshold modes.
 
 Prints one row per top (its logic, the logic the left-out pruner took, the pruning units it
 carries and their share) and writes ``<out>/pruning_share.json`` with provenance.  The
@@ -46,7 +46,6 @@ from synth.report import PRUNING_UNITS  # noqa: E402
 #: (label, the pruner left out of the top or None)
 VARIANTS = (("as built", None), ("without mass_pruner", "mass_pruner"),
             ("without block_pruner", "block_pruner"))
-_CLASSES = {"mass_pruner": "MassPruner", "block_pruner": "BlockPruner"}
 
 
 def config_of(name: str, settings: list[str]) -> HDPConfig:
@@ -58,18 +57,27 @@ def config_of(name: str, settings: list[str]) -> HDPConfig:
     return cfg
 
 
+def variant_config(cfg: HDPConfig, left_out: str | None) -> HDPConfig:
+    """The configuration a variant's top is generated with (only the mass pruner can be left
+    out by configuration; its reset mode becomes top-k)."""
+    if left_out != "mass_pruner":
+        return cfg
+    mode = "topk" if cfg.prune_mode == "mass" else cfg.prune_mode
+    return cfg.replace(mass_pruner=False, prune_mode=mode)
+
+
 @contextlib.contextmanager
-def pruner_left_out(unit: str | None) -> Iterator[None]:
-    """While open, :class:`hw.top.Top` builds ``unit`` (a pruner) as a stub with the same ports
-    and no logic.  ``None`` changes nothing."""
-    if unit is None:
+def block_pruner_stubbed(on: bool) -> Iterator[None]:
+    """While open (``on``), :class:`hw.top.Top` builds its block pruner as a stub with the
+    same ports and no logic."""
+    if not on:
         yield
         return
     from amaranth.hdl import Module
     from amaranth.lib import wiring
 
     import hw.top
-    attr = _CLASSES[unit]
+    attr = "BlockPruner"
     real_cls = getattr(hw.top, attr)
 
     class Stub(wiring.Component):
@@ -89,11 +97,12 @@ def pruner_left_out(unit: str | None) -> Iterator[None]:
 
 
 def export_top(cfg: HDPConfig, left_out: str | None, out_dir: Path) -> Path:
-    """Verilog of the top with ``left_out`` stubbed (in this process: the stub is a patch)."""
+    """Verilog of the variant's top (in this process: the block pruner's stub is a patch)."""
     from hw.export import export_verilog
     from hw.top import Top
-    with pruner_left_out(left_out):
-        export_verilog(Top(cfg), cfg, out_dir, name="top")
+    vcfg = variant_config(cfg, left_out)
+    with block_pruner_stubbed(left_out == "block_pruner"):
+        export_verilog(Top(vcfg), vcfg, out_dir, name="top")
     return out_dir / "top.v"
 
 

@@ -33,16 +33,23 @@ def test_bad_configurations_are_refused_before_any_work():
         ps.config_of("tiny", ["seq_len=0"])
 
 
-def test_the_stub_is_only_in_place_while_asked_for():
+def test_the_variants_tops():
+    """The mass pruner is left out by configuration; the block pruner's stub is in place only
+    while asked for."""
     import hw.top
-    real = hw.top.MassPruner
-    with ps.pruner_left_out("mass_pruner"):
-        assert hw.top.MassPruner is not real
-        assert hw.top.BlockPruner.__name__ == "BlockPruner"
-    assert hw.top.MassPruner is real
-    with pytest.raises(RuntimeError), ps.pruner_left_out("block_pruner"):
+    cfg = ps.config_of("default", [])
+    assert ps.variant_config(cfg, None) is cfg
+    no_mass = ps.variant_config(cfg, "mass_pruner")
+    assert (no_mass.mass_pruner, no_mass.prune_mode) == (False, "topk")
+    assert ps.variant_config(cfg.replace(prune_mode="threshold"), "mass_pruner").prune_mode \
+        == "threshold"
+    real = hw.top.BlockPruner
+    with ps.block_pruner_stubbed(True):
+        assert hw.top.BlockPruner is not real
+    assert hw.top.BlockPruner is real
+    with pytest.raises(RuntimeError), ps.block_pruner_stubbed(True):
         raise RuntimeError
-    assert hw.top.BlockPruner.__name__ == "BlockPruner"
+    assert hw.top.BlockPruner is real
 
 
 def test_end_to_end_on_tiny(tmp_path, capsys):
