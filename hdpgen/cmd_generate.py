@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from hw.export import verilog_text
-from hw.units import UNITS, unit_names
+from hw.units import UNITS, not_in_design_message, unit_names
 
 from .common import (
     CliError,
@@ -46,9 +46,7 @@ def main(args: argparse.Namespace) -> int:
         if args.unit not in UNITS:
             raise CliError(f"unit must be one of {', '.join(UNITS)}, not {args.unit!r}")
         if args.unit not in unit_names(cfg):
-            raise CliError(f"unit {args.unit!r} is not part of this configuration's design "
-                           f"(front_end {cfg.front_end}; available: "
-                           f"{', '.join(unit_names(cfg)) or 'none'})")
+            raise CliError(not_in_design_message(args.unit, cfg))
         names = [args.unit]
     for name in names:
         for suffix in (".v", ".json"):

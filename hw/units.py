@@ -7,7 +7,8 @@ one place.  Imports are lazy: listing units does not elaborate anything.
 import importlib
 
 __all__ = ["UNITS", "ROLES", "DESIGN_CARD", "DESIGN_CARD_LEOPARD", "FRONT_END_UNITS",
-           "unit_names", "unit_class", "build_unit", "unit_role", "design_card"]
+           "unit_names", "unit_class", "build_unit", "unit_role", "design_card",
+           "not_in_design_message"]
 
 # name -> "module:Class"; every class takes the HDPConfig as its first argument
 UNITS: dict[str, str] = {
@@ -90,6 +91,17 @@ def unit_names(cfg=None) -> list[str]:
             other += ("mass_pruner",)
     return [n for n, spec in UNITS.items()
             if n not in other and importlib.util.find_spec(spec.split(":")[0]) is not None]
+
+
+def not_in_design_message(name: str, cfg) -> str:
+    """Why unit ``name`` (registered, but not in ``unit_names(cfg)``) is not part of ``cfg``'s
+    design, and which units are."""
+    if name == "mass_pruner" and cfg.front_end == "hdp" and not cfg.mass_pruner:
+        why = "mass_pruner false"
+    else:
+        why = f"front_end {cfg.front_end}"
+    return (f"unit {name!r} is not part of this configuration's design ({why}); "
+            f"available: {', '.join(unit_names(cfg)) or 'none'}")
 
 
 def design_card(cfg=None) -> dict:

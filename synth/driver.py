@@ -582,13 +582,11 @@ def _result_head(name: str, verilog: Path, text: str) -> dict[str, Any]:
 def _export(unit: str, cfg, out_dir: Path) -> Path:
     """Export ``unit``'s Verilog through the project's one exporter (``hw.export``)."""
     from hw.export import export_verilog
-    from hw.units import UNITS, unit_names
+    from hw.units import UNITS, not_in_design_message, unit_names
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
     if unit not in unit_names(cfg):
-        raise ValueError(f"unit {unit!r} is not part of this configuration's design "
-                         f"(front_end {cfg.front_end}); "
-                         f"available: {', '.join(unit_names(cfg)) or 'none'}")
+        raise ValueError(not_in_design_message(unit, cfg))
     v, _ = export_verilog(unit, cfg, out_dir)
     return Path(v)
 

@@ -2,6 +2,8 @@
 reported is one the top instantiates, and the five hardware units of the design card are named
 (with their role) by units the top instantiates."""
 
+from pathlib import Path
+
 import pytest
 from amaranth.hdl import Fragment
 
@@ -13,6 +15,7 @@ from hw.units import (
     ROLES,
     UNITS,
     design_card,
+    not_in_design_message,
     unit_class,
     unit_names,
     unit_role,
@@ -92,6 +95,15 @@ def test_a_top_without_the_mass_pruner_lists_no_mass_pruner():
     cfg = preset("tiny").replace(prune_mode="topk", mass_pruner=False)
     assert MassPruner not in _classes_in_top(cfg)
     assert set(unit_names(preset("tiny"))) - set(unit_names(cfg)) == {"mass_pruner"}
+    # asking for it says why, in generate and synth alike
+    msg = not_in_design_message("mass_pruner", cfg)
+    assert msg.startswith("unit 'mass_pruner' is not part of this configuration's design "
+                          "(mass_pruner false); available: score_unit, ")
+    assert "(front_end leopard)" in not_in_design_message("score_unit",
+                                                          preset("tiny").replace(**LEO))
+    from synth.driver import _export
+    with pytest.raises(ValueError, match=r"\(mass_pruner false\)"):
+        _export("mass_pruner", cfg, Path("unused"))
 
 
 def test_leopard_design_card(leopard_classes):
