@@ -152,10 +152,12 @@ class Top(wiring.Component):
        :class:`~hw.score_unit.ScoreUnit`, which takes the Q rows from the Q memory through a
        feeder at its own pace, so the integer pass runs during and after the Q and V loads
        without ever holding the input stream.  Its blocks go to the
-       :class:`~hw.block_pruner.BlockPruner` (keep masks into a memory, one word per
-       block-row); ``H`` goes to the :class:`~hw.head_detector.HeadDetector`.  The integer
-       pass's ``A`` is not stored (that would take ``N^2`` words): the array forms the whole
-       score of every kept entry in the same ``head_dim`` steps, ``S = acc``.
+       :class:`~hw.block_pruner.BlockPruner`, or in mass mode to the
+       :class:`~hw.mass_pruner.MassPruner` (keep masks into a memory, one word per
+       block-row; ``cfg.mass_pruner`` false builds no mass pruner, and the mode register's
+       mass code runs as off); ``H`` goes to the :class:`~hw.head_detector.HeadDetector`.
+       The integer pass's ``A`` is not stored (that would take ``N^2`` words): the array
+       forms the whole score of every kept entry in the same ``head_dim`` steps, ``S = acc``.
        A dense head runs no integer pass: the score unit, pruner and head detector stay
        idle, the ``3L`` rows load at full rate (one per cycle), every valid block is kept
        (golden's block validity: ``c b_c < L``, and ``c b_c <= `` the block-row's last query
