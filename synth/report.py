@@ -9,7 +9,7 @@ job's ``report.json`` and plots.  Every row names the unit and its role in the d
 from collections.abc import Callable
 from typing import Any
 
-from hw.units import unit_role
+from hw.units import unit_names, unit_role
 
 __all__ = ["PRUNING_UNITS", "COLUMNS", "unit_row", "summary", "format_table"]
 
@@ -95,6 +95,17 @@ def _share(part: Any, whole: Any) -> float | None:
     return part / whole
 
 
+def _pruning_units_built(data: dict[str, Any]) -> list[str]:
+    """The pruning units the configuration's top instantiates (:func:`hw.units.unit_names`);
+    all of them when the data carries no configuration this version can read."""
+    from hw.config import HDPConfig
+    try:
+        built = unit_names(HDPConfig.from_dict(data["config"]))
+    except (KeyError, TypeError, ValueError):
+        return list(PRUNING_UNITS)
+    return [u for u in PRUNING_UNITS if u in built]
+
+
 def summary(data: dict[str, Any]) -> dict[str, Any]:
     """Rows per unit, their total, and the pruning logic's share of the whole.
 
@@ -125,10 +136,7 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
 
     share = {
         "units": [r["unit"] for r in prune],
-        # a unit the configuration's top does not build is not missing (mass_pruner false)
-        "missing": [u for u in PRUNING_UNITS if u not in units
-                    and not (u == "mass_pruner"
-                             and (data.get("config") or {}).get("mass_pruner") is False)],
+        "missing": [u for u in _pruning_units_built(data) if u not in units],
         "relative_to": "top" if top is not None else "total of units",
         "ecp5_logic": _share(psum(logic), logic(whole)),
         # each pruning unit's own part of the ECP5 logic share (where the share comes from)
