@@ -41,7 +41,7 @@ from hdpgen.common import write_json  # noqa: E402
 from hw.config import HDPConfig  # noqa: E402
 from hw.presets import preset, preset_names  # noqa: E402
 from synth.driver import synth_all, synth_verilog  # noqa: E402
-from synth.report import PRUNING_UNITS  # noqa: E402
+from synth.report import PRUNING_UNITS, ecp5_logic, unit_row  # noqa: E402
 
 #: (label, the pruner left out of the top or None)
 VARIANTS = (("as built", None), ("without mass_pruner", "mass_pruner"),
@@ -77,8 +77,7 @@ def block_pruner_stubbed(on: bool) -> Iterator[None]:
     from amaranth.lib import wiring
 
     import hw.top
-    attr = "BlockPruner"
-    real_cls = getattr(hw.top, attr)
+    real_cls = hw.top.BlockPruner
 
     class Stub(wiring.Component):
         def __init__(self, cfg):
@@ -89,11 +88,11 @@ def block_pruner_stubbed(on: bool) -> Iterator[None]:
         def elaborate(self, platform):
             return Module()
 
-    setattr(hw.top, attr, Stub)
+    hw.top.BlockPruner = Stub
     try:
         yield
     finally:
-        setattr(hw.top, attr, real_cls)
+        hw.top.BlockPruner = real_cls
 
 
 def export_top(cfg: HDPConfig, left_out: str | None, out_dir: Path) -> Path:
@@ -104,11 +103,6 @@ def export_top(cfg: HDPConfig, left_out: str | None, out_dir: Path) -> Path:
     with block_pruner_stubbed(left_out == "block_pruner"):
         export_verilog(Top(vcfg), vcfg, out_dir, name="top")
     return out_dir / "top.v"
-
-
-def logic(ecp5: dict) -> int:
-    """ECP5 logic cells: LUT4 + CCU2C (the measure of ``hdpgen synth``'s pruning share)."""
-    return ecp5["lut4"] + ecp5["carry"]
 
 
 def rows_of(unit_logic: dict[str, int], top_logic: dict[str, int]) -> list[dict]:
@@ -137,20 +131,22 @@ def table(rows: list[dict], unit_logic: dict[str, int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ecp5(res: dict, what: str) -> dict:
+def _logic(res: dict, name: str, what: str) -> int:
+    """ECP5 logic cells of one synthesis result (the measure of ``hdpgen synth``'s pruning
+    share, :func:`synth.report.ecp5_logic`); a failed run stops the benchmark."""
     if "error" in res:
         raise BenchError(f"{what}: {res['error']}")
     e = res.get("ecp5") or {}
     if "error" in e or "lut4" not in e:
         raise BenchError(f"{what}: ecp5 failed: {e.get('error', 'no cell counts')}")
-    return e
+    return ecp5_logic(unit_row(name, res))
 
 
 def measure(cfg: HDPConfig, out: Path, jobs: int | None = None) -> tuple[dict, dict]:
     """``({unit: logic}, {variant: top logic})``, everything synthesized for ECP5."""
     syn = synth_all(cfg, out / "units", units=list(PRUNING_UNITS), jobs=jobs,
                     targets=["ecp5"], fmax=False, cache_dir=out / "cache")
-    unit_logic = {u: logic(_ecp5(syn["units"][u], u)) for u in PRUNING_UNITS}
+    unit_logic = {u: _logic(syn["units"][u], u, u) for u in PRUNING_UNITS}
     paths = {}
     for label, left_out in VARIANTS:
         d = out / "tops" / (left_out or "as_built")
@@ -159,7 +155,8 @@ def measure(cfg: HDPConfig, out: Path, jobs: int | None = None) -> tuple[dict, d
         futs = {label: pool.submit(synth_verilog, path, path.parent / "build", name="top",
                                    targets=["ecp5"], fmax=False, cache_dir=out / "cache")
                 for label, path in paths.items()}
-        top_logic = {label: logic(_ecp5(f.result(), f"top {label}")) for label, f in futs.items()}
+        top_logic = {label: _logic(f.result(), "top", f"top {label}")
+                     for label, f in futs.items()}
     return unit_logic, top_logic
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from hw.units import unit_names, unit_role
 
-__all__ = ["PRUNING_UNITS", "COLUMNS", "unit_row", "summary", "format_table"]
+__all__ = ["PRUNING_UNITS", "COLUMNS", "unit_row", "ecp5_logic", "summary", "format_table"]
 
 #: the units the top instantiates only for pruning (HDP's integer pass, head decision and
 #: both block pruners: top-k / threshold and probability mass, the default mode).  The
@@ -95,6 +95,14 @@ def _share(part: Any, whole: Any) -> float | None:
     return part / whole
 
 
+def ecp5_logic(row: dict[str, Any]) -> int | None:
+    """ECP5 logic cells of a :func:`unit_row`: LUT4 + CCU2C, the measure of the pruning share
+    (``None`` when ECP5 synthesis did not run or failed)."""
+    if row.get("ecp5_lut4") is None:
+        return None
+    return row["ecp5_lut4"] + (row.get("ecp5_carry") or 0)
+
+
 def _pruning_units_built(data: dict[str, Any]) -> list[str]:
     """The pruning units the configuration's top instantiates (:func:`hw.units.unit_names`);
     all of them when the data carries no configuration this version can read."""
@@ -125,11 +133,6 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
     whole = top if top is not None else total
     prune = [r for r in rows if r["unit"] in PRUNING_UNITS]
 
-    def logic(r: dict[str, Any]) -> int | None:
-        if r.get("ecp5_lut4") is None:
-            return None
-        return r["ecp5_lut4"] + (r.get("ecp5_carry") or 0)
-
     def psum(fn: Callable[[dict[str, Any]], Any]) -> Any:
         vals = [fn(r) for r in prune]
         return None if not vals or any(v is None for v in vals) else sum(vals)
@@ -138,9 +141,10 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
         "units": [r["unit"] for r in prune],
         "missing": [u for u in _pruning_units_built(data) if u not in units],
         "relative_to": "top" if top is not None else "total of units",
-        "ecp5_logic": _share(psum(logic), logic(whole)),
+        "ecp5_logic": _share(psum(ecp5_logic), ecp5_logic(whole)),
         # each pruning unit's own part of the ECP5 logic share (where the share comes from)
-        "ecp5_logic_by_unit": {r["unit"]: _share(logic(r), logic(whole)) for r in prune},
+        "ecp5_logic_by_unit": {r["unit"]: _share(ecp5_logic(r), ecp5_logic(whole))
+                               for r in prune},
         "ecp5_ff": _share(psum(lambda r: r["ecp5_ff"]), whole.get("ecp5_ff")),
         "transistors": _share(psum(lambda r: r["transistors"]), whole.get("transistors")),
     }
